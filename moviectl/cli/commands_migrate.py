@@ -1,0 +1,109 @@
+"""`moviectl migrate [status | history | down | check]`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from moviectl.cli.app import JsonOpt, YesOpt, app, confirm, new_typer, out, settings_of
+from moviectl.errors import MigrationsBehind
+from moviectl.views import render_drift, render_history, render_migrate, render_status
+
+migrate_app = new_typer("Run and inspect schema migrations (Alembic, driven from settings).")
+app.add_typer(migrate_app, name="migrate")
+
+
+@migrate_app.callback(invoke_without_command=True)
+def migrate(
+    ctx: typer.Context,
+    to: Annotated[str, typer.Option("--to", help="Target revision (default: head).")] = "head",
+    sql: Annotated[
+        bool, typer.Option("--sql", help="Print the SQL instead of running it (offline).")
+    ] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Upgrade the database to the newest schema (or `--to REV`).
+
+    Takes a PostgreSQL advisory lock: a concurrent migration waits up to
+    MOVIE_MIGRATE_LOCK_TIMEOUT seconds, then fails naming the holder.
+
+    Example: `moviectl migrate` or `moviectl migrate --to 0001 --sql > upgrade.sql`
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from moviectl import migrations
+
+    settings = settings_of(ctx)
+    if sql:
+        typer.echo(migrations.offline_sql(settings, to), nl=False)
+        return
+    o = out(ctx, json)
+    with o.status(f"migrating {settings.masked_url} to {to}"):
+        result = migrations.upgrade(settings, to)
+    o.emit(result, render_migrate)
+
+
+@migrate_app.command("status")
+def migrate_status(ctx: typer.Context, json: JsonOpt = False) -> None:
+    """Show the current and head revisions and what is pending.
+
+    Exits 0 when up to date and 6 when migrations are pending.
+
+    Example: `moviectl migrate status || moviectl migrate`
+    """
+    from moviectl import migrations
+
+    result = migrations.status(settings_of(ctx))
+    o = out(ctx, json)
+    o.emit(result, render_status)
+    if not result.up_to_date:
+        raise typer.Exit(int(MigrationsBehind.exit_code))
+
+
+@migrate_app.command("history")
+def migrate_history(ctx: typer.Context, json: JsonOpt = False) -> None:
+    """List every revision, oldest first, marking head and the database's current one.
+
+    Example: `moviectl migrate history`
+    """
+    from moviectl import migrations
+
+    o = out(ctx, json)
+    o.emit({"revisions": migrations.history(settings_of(ctx))}, render_history)
+
+
+@migrate_app.command("down")
+def migrate_down(
+    ctx: typer.Context,
+    to: Annotated[str, typer.Option("--to", help="Revision to go down to (`base`: drop all).")],
+    yes: YesOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Downgrade to an older revision (asks first: this can drop data).
+
+    Example: `moviectl migrate down --to base --yes`
+    """
+    from moviectl import migrations
+
+    settings = settings_of(ctx)
+    migrations._resolve(migrations.script_directory(), to)  # fail fast on a typo
+    confirm(ctx, f"Downgrade {settings.masked_url} to {to}? Data in dropped tables is lost.", yes)
+    o = out(ctx, json)
+    with o.status(f"downgrading {settings.masked_url} to {to}"):
+        result = migrations.downgrade(settings, to)
+    o.emit(result, render_migrate)
+
+
+@migrate_app.command("check")
+def migrate_check(ctx: typer.Context, json: JsonOpt = False) -> None:
+    """Compare the models with the live database; exit 1 if they drifted apart.
+
+    Example: `moviectl migrate check` (in CI, after `moviectl migrate`)
+    """
+    from moviectl import migrations
+
+    report = migrations.check(settings_of(ctx))
+    out(ctx, json).emit(report, render_drift)
+    if not report.clean:
+        raise typer.Exit(1)

@@ -1,0 +1,68 @@
+"""The movie schema (SQLModel over SQLAlchemy 2). Migrations in ``alembic/`` create it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import UUID
+from sqlmodel import Field, SQLModel
+
+MIN_YEAR = 1888  # the oldest surviving film
+MAX_YEAR = 2100
+GENRES = (
+    "Action", "Adventure", "Animation", "Comedy", "Crime", "Documentary", "Drama",
+    "Family", "Fantasy", "History", "Horror", "Music", "Mystery", "Romance",
+    "Science Fiction", "Thriller", "War", "Western",
+)  # fmt: skip
+
+metadata = SQLModel.metadata
+
+
+class MovieBase(SQLModel):
+    """The fields a caller supplies; validated (used by seed files and the repository)."""
+
+    title: str = Field(min_length=1, max_length=300)
+    year: int = Field(ge=MIN_YEAR, le=MAX_YEAR)
+    genre: str = Field(min_length=1, max_length=40)
+    rating: Decimal | None = Field(default=None, ge=0, le=10, max_digits=3, decimal_places=1)
+
+
+class MovieCreate(MovieBase):
+    pass
+
+
+class Movie(MovieBase, table=True):
+    __tablename__ = "movies"
+    __table_args__ = (
+        sa.CheckConstraint("length(btrim(title)) > 0", name="ck_movies_title_not_blank"),
+        sa.CheckConstraint(f"year BETWEEN {MIN_YEAR} AND {MAX_YEAR}", name="ck_movies_year_range"),
+        sa.CheckConstraint("rating >= 0 AND rating <= 10", name="ck_movies_rating_range"),
+        sa.Index("ix_movies_title", "title"),
+        sa.Index("ix_movies_year_genre", "year", "genre"),
+    )
+
+    id: uuid.UUID | None = Field(
+        default=None,
+        sa_column=sa.Column(
+            UUID(as_uuid=True), primary_key=True, server_default=sa.text("gen_random_uuid()")
+        ),
+    )
+    title: str = Field(sa_column=sa.Column(sa.String(300), nullable=False))
+    year: int = Field(sa_column=sa.Column(sa.SmallInteger, nullable=False))
+    genre: str = Field(sa_column=sa.Column(sa.String(40), nullable=False))
+    rating: Decimal | None = Field(default=None, sa_column=sa.Column(sa.Numeric(3, 1)))
+    created_at: datetime | None = Field(
+        default=None,
+        sa_column=sa.Column(
+            sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+    )
+    updated_at: datetime | None = Field(
+        default=None,
+        sa_column=sa.Column(
+            sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+    )

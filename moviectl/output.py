@@ -1,0 +1,137 @@
+"""The output layer: the only place that knows Rich and ``--json``.
+
+Core functions return dataclasses; commands hand them to ``Output.emit`` with a
+renderer for people. In JSON mode every command prints exactly one JSON
+document on stdout (errors included); human chatter goes to stderr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from enum import Enum
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from rich.console import Console
+from rich.table import Table
+
+from moviectl.errors import MoviectlError
+
+
+def jsonable(obj: Any) -> Any:
+    """Turn results (dataclasses, paths, datetimes, ...) into JSON-ready values."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        data = {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        for name in getattr(obj, "__json_extra__", ()):
+            data[name] = jsonable(getattr(obj, name))
+        return data
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, datetime | date):
+        return obj.isoformat()
+    if isinstance(obj, timedelta):
+        return obj.total_seconds()
+    if isinstance(obj, Decimal):
+        return float(obj)
+    if isinstance(obj, Enum):
+        return obj.value
+    if isinstance(obj, Path | UUID):
+        return str(obj)
+    if hasattr(obj, "model_dump"):
+        return jsonable(obj.model_dump())
+    return obj
+
+
+class Output:
+    def __init__(self, *, json_mode: bool = False, verbose: bool = False) -> None:
+        self.json_mode = json_mode
+        self.verbose = verbose
+        self.console = Console(highlight=False, soft_wrap=True)
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    @property
+    def interactive(self) -> bool:
+        return not self.json_mode and self.err.is_terminal
+
+    def emit(self, result: Any, render: Callable[[Console, Any], None] | None = None) -> None:
+        """Print a command's result: one JSON document, or the human rendering."""
+        if self.json_mode:
+            sys.stdout.write(json.dumps(jsonable(result), indent=2, sort_keys=False) + "\n")
+            sys.stdout.flush()
+        elif render is not None:
+            render(self.console, result)
+        else:
+            self.console.print(result)
+
+    def info(self, message: str) -> None:
+        """Progress chatter for people (stderr; silent in JSON mode)."""
+        if not self.json_mode:
+            self.err.print(message)
+
+    def warn(self, message: str) -> None:
+        if not self.json_mode:
+            self.err.print(f"[yellow]warning:[/] {message}")
+
+    def error(self, exc: MoviectlError) -> None:
+        if self.json_mode:
+            sys.stdout.write(json.dumps({"ok": False, **jsonable(exc.to_dict())}, indent=2) + "\n")
+            sys.stdout.flush()
+        self.err.print(f"[bold red]error:[/] {_escape(exc.message)}")
+        if exc.hint:
+            self.err.print(f"[dim]hint:[/] {_escape(exc.hint)}")
+
+    @contextmanager
+    def status(self, message: str) -> Iterator[None]:
+        """A spinner on a terminal; nothing otherwise."""
+        if self.interactive:
+            with self.err.status(message):
+                yield
+        else:
+            yield
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*("" if v is None else _escape(str(v)) for v in r))
+    return t
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{sec:02d}s"
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"

@@ -1,0 +1,1 @@
+"""Server backends: embedded PostgreSQL, Docker (compose file + SDK), external."""

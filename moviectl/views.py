@@ -1,0 +1,61 @@
+"""Renderers for people: one function per result type. JSON needs none (see output.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+
+from moviectl.output import fmt_duration, table
+
+
+def render_settings(c: Console, r: dict[str, Any]) -> None:
+    c.print(f"database: [bold]{r['database_url']}[/]   (env file: {r['env_file']})")
+    rows = [(s.key, s.value, s.source) for s in r["settings"]]
+    c.print(table(None, ["setting", "value", "source"], rows))
+
+
+def render_migrate(c: Console, r: Any) -> None:
+    if r.direction == "none":
+        c.print(f"[green]✓[/] {r.database} is already at {r.to_revision or 'base'}; nothing to do")
+        return
+    verb = "upgraded" if r.direction == "upgrade" else "downgraded"
+    for step in r.steps:
+        arrow = "↑" if r.direction == "upgrade" else "↓"
+        c.print(f"  {arrow} {step.revision}  {step.message}")
+    c.print(
+        f"[green]✓[/] {verb} {r.database} from {r.from_revision or 'base'} to "
+        f"{r.to_revision or 'base'} ({len(r.steps)} step(s), {fmt_duration(r.seconds)})"
+    )
+
+
+def render_status(c: Console, r: Any) -> None:
+    c.print(f"database: {r.url}")
+    c.print(f"current:  {r.current or 'base (empty)'}")
+    c.print(f"head:     {r.head}")
+    if r.up_to_date:
+        c.print("[green]✓ up to date[/]")
+    else:
+        c.print(f"[yellow]{len(r.pending)} pending:[/]")
+        for p in r.pending:
+            c.print(f"  {p.revision}  {p.message}")
+        c.print("run [bold]moviectl migrate[/] to apply")
+
+
+def render_history(c: Console, r: dict[str, Any]) -> None:
+    rows = []
+    for rev in r["revisions"]:
+        marks = ", ".join(m for m, on in (("head", rev.is_head), ("current", rev.is_current)) if on)
+        rows.append((rev.revision, rev.down_revision or "base", rev.message, marks))
+    c.print(table(None, ["revision", "parent", "message", ""], rows))
+
+
+def render_drift(c: Console, r: Any) -> None:
+    if r.clean:
+        c.print(f"[green]✓[/] models and database {r.database} agree (revision {r.current})")
+        return
+    c.print(f"[red]✗ {len(r.differences)} difference(s)[/] between models and {r.database}:")
+    for d in r.differences:
+        c.print(f"  - {d}")
+    if r.current != r.head:
+        c.print(f"(database at {r.current or 'base'}, head is {r.head}: run `moviectl migrate`)")
