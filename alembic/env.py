@@ -11,6 +11,7 @@ from __future__ import annotations
 from logging.config import fileConfig
 
 from alembic import context
+from alembic.runtime.migration import MigrationContext
 
 from moviectl.engine import make_engine, sqlalchemy_url
 from moviectl.migrations import migration_lock
@@ -43,14 +44,22 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     engine = make_engine(settings, pooled=False, application_name="moviectl migrate")
     try:
-        with engine.connect() as connection, migration_lock(
-            connection, settings.migrate_lock_timeout, settings.target()
+        with (
+            engine.connect() as connection,
+            migration_lock(connection, settings.migrate_lock_timeout, settings.target()),
         ):
+            # Read inside the lock, so a migration that waited reports what it really did.
+            config.attributes["from_revision"] = MigrationContext.configure(
+                connection
+            ).get_current_revision()
+            applied: list[str] = config.attributes.setdefault("applied", [])
             context.configure(
                 connection=connection,
                 target_metadata=metadata,
                 include_object=include_object,
                 compare_type=True,
+                # each step names the revision it applies (upgrade) or removes (downgrade)
+                on_version_apply=lambda step, **_: applied.append(step.up_revision_id),
             )
             with context.begin_transaction():
                 context.run_migrations()

@@ -58,7 +58,7 @@ def scripts_fingerprint() -> str:
 
     digest = hashlib.sha256()
     root = script_location()
-    for path in sorted((root / "versions").glob("*.py")) + [root / "env.py"]:
+    for path in [*sorted((root / "versions").glob("*.py")), root / "env.py"]:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -181,7 +181,6 @@ def _run(settings: Settings, direction: str, to: str, database: str | None) -> M
     wanted = _resolve(scripts, to)
     target = settings.target(database)
     run_settings = settings if database is None else _with_database(settings, target)
-    before = current_revision(run_settings)
     started = time.monotonic()
     cfg = alembic_config(run_settings)
     try:
@@ -193,10 +192,9 @@ def _run(settings: Settings, direction: str, to: str, database: str | None) -> M
     except CommandError as exc:
         raise MoviectlError(f"migration failed: {exc}") from None
     after = current_revision(run_settings)
-    if direction == "upgrade":
-        steps = _between(scripts, after, before)
-    else:
-        steps = list(reversed(_between(scripts, before, after)))
+    head = scripts.get_current_head()
+    steps = [_rev(scripts.get_revision(r), head=head) for r in cfg.attributes.get("applied", [])]
+    before = cfg.attributes.get("from_revision")
     return MigrateResult(
         database=target.database,
         url=target.url(),
@@ -302,14 +300,17 @@ def lock_holders(conn: Connection, key: int = MIGRATION_LOCK_KEY) -> list[LockHo
             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
             WHERE l.locktype = 'advisory' AND l.granted
               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-              AND l.classid = (:key >> 32)::oid AND l.objid = (:key & 4294967295)::oid
+              AND l.classid = (CAST(:key AS bigint) >> 32)::oid
+              AND l.objid = (CAST(:key AS bigint) & 4294967295)::oid AND l.objsubid = 1
               AND a.pid <> pg_backend_pid()
             """
         ),
         {"key": key},
     ).all()
-    return [LockHolder(r.pid, r.application_name or "", r.usename, r.backend_start, r.client)
-            for r in rows]
+    return [
+        LockHolder(r.pid, r.application_name or "", r.usename, r.backend_start, r.client)
+        for r in rows
+    ]
 
 
 @contextmanager
@@ -328,12 +329,15 @@ def migration_lock(
         if time.monotonic() >= deadline:
             holders = lock_holders(conn, key)
             conn.commit()
-            who = ", ".join(
-                f"pid {h.pid} ({h.application_name or 'no application_name'}, user {h.user}"
-                + (f", since {h.since:%Y-%m-%d %H:%M:%S %Z}" if h.since else "")
-                + ")"
-                for h in holders
-            ) or "another session"
+            who = (
+                ", ".join(
+                    f"pid {h.pid} ({h.application_name or 'no application_name'}, user {h.user}"
+                    + (f", since {h.since:%Y-%m-%d %H:%M:%S %Z}" if h.since else "")
+                    + ")"
+                    for h in holders
+                )
+                or "another session"
+            )
             raise LockBusy(
                 f"another migration holds the migration lock on {target.where}: {who}",
                 hint="wait for it to finish, or raise MOVIE_MIGRATE_LOCK_TIMEOUT; "

@@ -240,5 +240,7 @@ def unknown_env_keys(env_file: str | Path | None = None) -> list[str]:
         return []
     known = {ENV_PREFIX + n.upper() for n in Settings.model_fields}
     return sorted(
-        k for k in dotenv_values(path) if k.upper().startswith(ENV_PREFIX) and k.upper() not in known
+        k
+        for k in dotenv_values(path)
+        if k.upper().startswith(ENV_PREFIX) and k.upper() not in known
     )

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -42,7 +41,7 @@ class State:
 class MoviectlGroup(TyperGroup):
     """Renders every ``MoviectlError`` in one place: a red line, a hint, an exit code."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except MoviectlError as exc:
@@ -56,7 +55,7 @@ class MoviectlGroup(TyperGroup):
             raise typer.Exit(130) from None
 
 
-def out(ctx: click.Context, json_flag: bool = False) -> Output:
+def out(ctx: typer.Context, json_flag: bool = False) -> Output:
     """The output layer for this invocation (global ``--json`` or the command's own)."""
     state = ctx.find_object(State) or State()
     if json_flag:
@@ -64,12 +63,12 @@ def out(ctx: click.Context, json_flag: bool = False) -> Output:
     return Output(json_mode=state.json_mode, verbose=state.verbose)
 
 
-def settings_of(ctx: click.Context) -> Settings:
+def settings_of(ctx: typer.Context) -> Settings:
     state = ctx.find_object(State) or State()
     return state.settings()
 
 
-def confirm(ctx: click.Context, question: str, yes: bool) -> None:
+def confirm(ctx: typer.Context, question: str, yes: bool) -> None:
     """Ask before a destructive step; refuse in a non-interactive shell without ``--yes``."""
     if yes:
         return
@@ -113,7 +112,8 @@ def root(
         bool, typer.Option("--json", help="Every command prints one JSON document.")
     ] = False,
     env_file: Annotated[
-        Path | None, typer.Option("--env-file", help="Read settings from this file (default ./.env).")
+        Path | None,
+        typer.Option("--env-file", help="Read settings from this file (default ./.env)."),
     ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show tracebacks and more detail.")

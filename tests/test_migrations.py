@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import psycopg
+import pytest
+
+from moviectl.settings import parse_db_url
+from tests.conftest import ROOT, subprocess_env
+
+
+def test_migrate_from_base_to_head_and_status(cli_empty):
+    r = cli_empty("migrate", "status")
+    assert r.exit_code == 6, r.output
+    assert "1 pending" in r.stdout and "0001" in r.stdout
+
+    r = cli_empty("--json", "migrate")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["from_revision"] is None and doc["to_revision"] == "0001"
+    assert [s["revision"] for s in doc["steps"]] == ["0001"]
+    assert "***" in doc["url"]
+
+    r = cli_empty("migrate", "status", "--json")
+    assert r.exit_code == 0
+    assert json.loads(r.stdout)["pending"] == []
+
+    r = cli_empty("migrate")  # idempotent
+    assert r.exit_code == 0 and "nothing to do" in r.stdout
+
+
+def test_migrate_down_needs_confirmation_then_drops_schema(cli, movie_db_url):
+    r = cli("migrate", "down", "--to", "base")
+    assert r.exit_code == 5
+    assert "confirmation" in r.stderr and "--yes" in r.stderr
+    assert "Traceback" not in r.output
+    with psycopg.connect(movie_db_url) as conn:  # nothing was lost
+        assert conn.execute("SELECT to_regclass('movies')").fetchone()[0] == "movies"
+
+    r = cli("migrate", "down", "--to", "base", "--yes")
+    assert r.exit_code == 0, r.output
+    with psycopg.connect(movie_db_url) as conn:
+        assert conn.execute("SELECT to_regclass('movies')").fetchone()[0] is None
+    assert cli("migrate", "status").exit_code == 6
+    assert cli("migrate", "--to", "0001").exit_code == 0
+    assert cli("migrate", "status").exit_code == 0
+
+
+def test_unknown_revision_is_a_usage_error(cli):
+    for args in (("migrate", "--to", "nope"), ("migrate", "down", "--to", "nope", "--yes")):
+        r = cli(*args)
+        assert r.exit_code == 2, r.output
+        assert "unknown revision 'nope'" in r.stderr
+        assert "migrate history" in r.stderr
+
+
+def test_history_marks_head_and_current(cli):
+    r = cli("migrate", "history", "--json")
+    assert r.exit_code == 0
+    revs = json.loads(r.stdout)["revisions"]
+    assert revs[-1]["revision"] == "0001" and revs[-1]["is_head"] and revs[-1]["is_current"]
+
+
+def test_offline_sql_needs_no_server():
+    from tests.conftest import Cli
+
+    r = Cli({"MOVIE_DB_PORT": "1"})("migrate", "--sql")
+    assert r.exit_code == 0, r.output
+    assert "CREATE TABLE movies" in r.stdout
+    assert "CREATE TRIGGER movies_set_updated_at" in r.stdout
+
+
+def test_check_detects_drift(cli, movie_db_url):
+    assert cli("migrate", "check").exit_code == 0
+    with psycopg.connect(movie_db_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE movies ADD COLUMN director text")
+        conn.execute("DROP INDEX ix_movies_title")
+    r = cli("migrate", "check", "--json")
+    assert r.exit_code == 1
+    diffs = json.loads(r.stdout)["differences"]
+    assert any("remove_column" in d and "director" in d for d in diffs), diffs
+    assert any("add_index" in d and "ix_movies_title" in d for d in diffs), diffs
+
+
+def test_lock_held_by_another_session_names_the_holder(cli_empty, empty_db_url):
+    from moviectl.migrations import MIGRATION_LOCK_KEY
+
+    with psycopg.connect(empty_db_url, autocommit=True, application_name="nightly-job") as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        pid = holder.info.backend_pid
+        started = time.monotonic()
+        r = cli_empty("migrate", MOVIE_MIGRATE_LOCK_TIMEOUT="1")
+        waited = time.monotonic() - started
+    assert r.exit_code == 7, r.output
+    assert f"pid {pid}" in r.stderr and "nightly-job" in r.stderr
+    assert 0.9 < waited < 10
+    assert cli_empty("migrate", "status").exit_code == 6  # nothing half-applied
+    assert cli_empty("migrate").exit_code == 0  # the lock is free again
+
+
+def test_two_concurrent_migrations_apply_once(empty_db_url):
+    env = subprocess_env(MOVIE_DATABASE_URL=empty_db_url)
+    cmd = [sys.executable, "-m", "moviectl", "--json", "migrate"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    steps = sorted(len(json.loads(o[0])["steps"]) for o in outs)
+    assert steps == [0, 1]  # one applied 0001, the other waited and found nothing to do
+
+
+def test_alembic_by_hand_uses_settings(empty_db_url):
+    env = subprocess_env(MOVIE_DATABASE_URL=empty_db_url)
+    alembic = [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini")]
+    res = subprocess.run([*alembic, "upgrade", "head"], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    res = subprocess.run([*alembic, "current"], env=env, capture_output=True, text=True)
+    assert "0001 (head)" in res.stdout
+    target = parse_db_url(empty_db_url)
+    assert target.password and target.password not in res.stdout + res.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "code", "needle"),
+    [
+        ({"MOVIE_DATABASE_URL": "postgresql://movie:pw@localhost:notaport/movies"}, 2,
+         "malformed MOVIE_DATABASE_URL"),
+        ({"MOVIE_DATABASE_URL": "mysql://movie:pw@localhost/movies"}, 2, "malformed"),
+        ({"MOVIE_DB_PORT": "1"}, 3, "127.0.0.1:1"),
+        ({"MOVIE_DB_HOST": "no-such-host.invalid"}, 3, "does not resolve"),
+        ({"MOVIE_DB_PORT": "seventy"}, 2, "MOVIE_DB_PORT"),
+    ],
+)  # fmt: skip
+def test_bad_connection_settings_give_one_clear_line(env, code, needle):
+    from tests.conftest import Cli
+
+    r = Cli(env)("migrate", "status")
+    assert r.exit_code == code, r.output
+    assert needle in r.stderr
+    assert "Traceback" not in r.output
+    assert "pw@" not in r.output
+
+
+def test_wrong_password_and_missing_database(cli, movie_db_url):
+    t = parse_db_url(movie_db_url)
+    bad = t.url(masked=False).replace(f":{t.password}@", ":wrong-secret@")
+    r = cli("migrate", "status", MOVIE_DATABASE_URL=bad)
+    assert r.exit_code == 4
+    assert f"password authentication failed for user '{t.user}'" in r.stderr
+    assert f"{t.host}:{t.port}" in r.stderr
+    assert "wrong-secret" not in r.output and t.password not in r.output
+
+    r = cli("migrate", "status", MOVIE_DATABASE_URL=t.with_database("nope").url(masked=False))
+    assert r.exit_code == 4
+    assert "database 'nope' does not exist" in r.stderr

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from moviectl.errors import ConfigError
+from moviectl.settings import Settings, load_settings, mask_url, parse_db_url
+from tests.conftest import Cli
+
+
+def test_parts_compose_the_url_and_the_password_is_masked():
+    s = Settings(_env_file=None, db_host="db.internal", db_port=6543, db_password="hunter2")
+    assert s.masked_url == "postgresql://movie:***@db.internal:6543/movies"
+    assert "hunter2" not in repr(s) and "hunter2" not in str(s.target())
+    assert s.target().url(masked=False) == "postgresql://movie:hunter2@db.internal:6543/movies"
+
+
+def test_database_url_wins_over_parts_and_keeps_special_characters():
+    s = Settings(
+        _env_file=None, database_url="postgresql://app:p%40ss%3Aw@h:5433/films?sslmode=disable"
+    )
+    t = s.target()
+    assert (t.user, t.password, t.host, t.port, t.database) == ("app", "p@ss:w", "h", 5433, "films")
+    assert dict(t.params) == {"sslmode": "disable"}
+    assert parse_db_url(t.url(masked=False)) == t
+    assert s.masked_url == "postgresql://app:***@h:5433/films?sslmode=disable"
+
+
+@pytest.mark.parametrize(
+    "url", ["not a url", "http://x:y@h/db", "postgresql://u:p@h:99999/db", "postgresql:///db"]
+)
+def test_malformed_urls_are_config_errors_without_the_password(url):
+    with pytest.raises(ConfigError) as err:
+        parse_db_url(url, "MOVIE_DATABASE_URL")
+    assert "MOVIE_DATABASE_URL" in err.value.message
+    assert ":p@" not in err.value.message and ":y@" not in err.value.message
+
+
+def test_mask_url():
+    assert mask_url("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
+    assert mask_url("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
+def test_env_beats_dotenv_beats_default(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text(
+        "MOVIE_DB_NAME=from_dotenv\nMOVIE_DB_PORT=6000\nMOVIE_DB_PASSWORD=dotenv-secret\n"
+    )
+    monkeypatch.setenv("MOVIE_DB_PORT", "7000")
+    r = Cli()("config", "show", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    rows = {row["key"]: row for row in doc["settings"]}
+    assert (
+        rows["MOVIE_DB_PORT"]["value"] == 7000 and rows["MOVIE_DB_PORT"]["source"] == "environment"
+    )
+    assert (
+        rows["MOVIE_DB_NAME"]["value"] == "from_dotenv"
+        and rows["MOVIE_DB_NAME"]["source"] == ".env"
+    )
+    assert rows["MOVIE_DB_HOST"]["source"] == "default"
+    assert rows["MOVIE_DB_PASSWORD"]["value"] == "***"
+    assert "dotenv-secret" not in r.output
+    assert doc["database_url"] == "postgresql://movie:***@127.0.0.1:7000/from_dotenv"
+
+
+def test_config_show_table_and_env_file_flag(tmp_path):
+    other = tmp_path / "staging.env"
+    other.write_text("MOVIE_DATABASE_URL=postgresql://u:topsecret@staging:5432/movies\n")
+    r = Cli()("--env-file", str(other), "config", "show")
+    assert r.exit_code == 0, r.output
+    assert "postgresql://u:***@staging:5432/movies" in r.stdout
+    assert "topsecret" not in r.output
+    assert "MOVIE_POOL_SIZE" in r.stdout
+
+
+def test_missing_env_file_and_bad_values_are_usage_errors(tmp_path):
+    r = Cli()("--env-file", str(tmp_path / "nope.env"), "config", "show")
+    assert r.exit_code == 2 and "env file not found" in r.stderr
+    r = Cli({"MOVIE_DB_BACKEND": "kubernetes"})("config", "show")
+    assert r.exit_code == 2 and "MOVIE_DB_BACKEND" in r.stderr and "Traceback" not in r.output
+    r = Cli({"MOVIE_POOL_SIZE": "0"})("config", "show")
+    assert r.exit_code == 2 and "MOVIE_POOL_SIZE" in r.stderr
+
+
+def test_env_example_lists_every_setting():
+    from tests.conftest import ROOT
+
+    text = (ROOT / ".env.example").read_text()
+    for name in Settings.model_fields:
+        assert f"MOVIE_{name.upper()}" in text, name
+
+
+def test_load_settings_reads_a_given_file(tmp_path):
+    f = tmp_path / "x.env"
+    f.write_text("MOVIE_CONNECT_TIMEOUT=9\n")
+    assert load_settings(f).connect_timeout == 9
