@@ -28,7 +28,11 @@ from moviectl.errors import MoviectlError
 def jsonable(obj: Any) -> Any:
     """Turn results (dataclasses, paths, datetimes, ...) into JSON-ready values."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        data = {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        data = {
+            f.name: jsonable(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if not f.metadata.get("secret")
+        }
         for name in getattr(obj, "__json_extra__", ()):
             data[name] = jsonable(getattr(obj, name))
         return data

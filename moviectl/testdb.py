@@ -43,9 +43,10 @@ class TestDatabase:
     owner: str | None
     size_bytes: int | None = None
     kept: bool = False
-    full_url: str | None = field(default=None, repr=False)
+    full_url: str | None = field(default=None, repr=False, metadata={"secret": True})
 
     __test__ = False  # not a pytest test class
+    __json_extra__ = ("age_seconds",)
 
     @property
     def age_seconds(self) -> float | None:

@@ -59,3 +59,32 @@ def render_drift(c: Console, r: Any) -> None:
         c.print(f"  - {d}")
     if r.current != r.head:
         c.print(f"(database at {r.current or 'base'}, head is {r.head}: run `moviectl migrate`)")
+
+
+def render_testdb(c: Console, db: Any) -> None:
+    c.print(f"[green]✓[/] created [bold]{db.name}[/] from {db.template}")
+    c.print(f"  url:     {db.url}")
+    if db.expires_at:
+        c.print(f"  expires: {db.expires_at:%Y-%m-%d %H:%M:%S %Z}")
+    c.print(f"  drop it: moviectl testdb drop {db.name}")
+
+
+def render_testdbs(c: Console, r: dict[str, Any]) -> None:
+    from moviectl.output import fmt_bytes
+
+    dbs = r["databases"]
+    if not dbs:
+        c.print("no test databases")
+        return
+    rows = [
+        (d.name, fmt_duration(d.age_seconds), fmt_bytes(d.size_bytes),
+         f"{d.expires_at:%Y-%m-%d %H:%M}" if d.expires_at else "never", d.template, d.owner)
+        for d in dbs
+    ]  # fmt: skip
+    c.print(table(None, ["name", "age", "size", "expires", "template", "owner"], rows))
+
+
+def render_prune(c: Console, r: Any) -> None:
+    for name in r.dropped:
+        c.print(f"  dropped {name}")
+    c.print(f"[green]✓[/] dropped {len(r.dropped)}, kept {len(r.kept)}")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from moviectl.cli import commands_config, commands_migrate  # noqa: F401  (register commands)
+from moviectl.cli import (  # noqa: F401  (each module registers its commands)
+    commands_config,
+    commands_migrate,
+    commands_testdb,
+)
 from moviectl.cli.app import app
 
 

@@ -1,0 +1,118 @@
+"""`moviectl testdb create | drop | list | prune | template`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from moviectl.cli.app import JsonOpt, YesOpt, app, confirm, new_typer, out, settings_of
+from moviectl.errors import UsageError
+from moviectl.views import render_prune, render_testdb, render_testdbs
+
+testdb_app = new_typer(
+    "Throwaway test databases cloned from a migrated template (movies_test_<hex>).",
+    no_args_is_help=True,
+)
+app.add_typer(testdb_app, name="testdb")
+
+
+@testdb_app.command("create")
+def testdb_create(
+    ctx: typer.Context,
+    ttl: Annotated[
+        str | None, typer.Option("--ttl", help="Expire after this long (90s, 30m, 2h, 1d).")
+    ] = None,
+    seed_sample: Annotated[
+        int | None, typer.Option("--seed-sample", min=1, help="Insert N sample movies.")
+    ] = None,
+    print_url: Annotated[
+        bool, typer.Option("--print-url", help="Print only the full URL (password included).")
+    ] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Create a fresh, fully migrated test database (a clone of the template).
+
+    Example: `export MOVIE_DATABASE_URL_TEST=$(moviectl testdb create --ttl 2h --print-url)`
+    """
+    from moviectl import testdb
+
+    settings = settings_of(ctx)
+    db = testdb.create(settings, ttl=testdb.parse_ttl(ttl) if ttl else None)
+    if seed_sample:
+        from moviectl import seed
+
+        seed.seed_sample_into(settings, db.full_url or "", seed_sample)
+    if print_url:
+        typer.echo(db.full_url)
+        return
+    out(ctx, json).emit(db, render_testdb)
+
+
+@testdb_app.command("drop")
+def testdb_drop(
+    ctx: typer.Context,
+    names: Annotated[list[str] | None, typer.Argument(help="Test databases to drop.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Drop every moviectl test database.")] = False,
+    yes: YesOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Drop test databases (only movies_test_<hex> ones moviectl created and marked).
+
+    Example: `moviectl testdb drop movies_test_3f2a9c1b0d4e5f60` or `moviectl testdb drop --all --yes`
+    """
+    from moviectl import testdb
+
+    settings = settings_of(ctx)
+    if all_ == bool(names):
+        raise UsageError("name the databases to drop, or pass --all (not both)")
+    if all_:
+        confirm(ctx, "Drop every moviectl test database on this server?", yes)
+        dropped = testdb.drop_all(settings)
+    else:
+        dropped = testdb.drop(settings, list(names or []))
+    out(ctx, json).emit(
+        {"dropped": dropped, "kept": []}, lambda c, r: render_prune(c, testdb.PruneResult(**r))
+    )
+
+
+@testdb_app.command("list")
+def testdb_list(ctx: typer.Context, json: JsonOpt = False) -> None:
+    """List moviectl's test databases: name, age, size, expiry, template.
+
+    Example: `moviectl testdb list --json | jq -r '.databases[].name'`
+    """
+    from moviectl import testdb
+
+    dbs = testdb.list_databases(settings_of(ctx))
+    out(ctx, json).emit({"databases": dbs}, render_testdbs)
+
+
+@testdb_app.command("prune")
+def testdb_prune(
+    ctx: typer.Context,
+    older_than: Annotated[
+        str | None, typer.Option("--older-than", help="Also drop those older than this (1h, 2d).")
+    ] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Drop expired test databases (and, with --older-than, old ones) and stale templates.
+
+    Example: `moviectl testdb prune --older-than 1d` (a nightly cron job)
+    """
+    from moviectl import testdb
+
+    age = testdb.parse_ttl(older_than) if older_than else None
+    out(ctx, json).emit(testdb.prune(settings_of(ctx), older_than=age), render_prune)
+
+
+@testdb_app.command("template")
+def testdb_template(ctx: typer.Context, json: JsonOpt = False) -> None:
+    """Build (once) the migrated template that test databases are cloned from.
+
+    Example: `moviectl testdb template` (warm it up before a parallel test run)
+    """
+    from moviectl import testdb
+
+    name = testdb.ensure_template(settings_of(ctx))
+    out(ctx, json).emit({"template": name}, lambda c, r: c.print(f"template: {r['template']}"))

@@ -1,0 +1,211 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from moviectl import testdb
+from moviectl.errors import PermissionDenied, Refused
+from moviectl.settings import parse_db_url
+from tests.conftest import Cli, subprocess_env
+
+
+@pytest.fixture
+def admin_cli(moviectl_admin_target):
+    return Cli(
+        {"MOVIE_DATABASE_URL": moviectl_admin_target.with_database("postgres").url(masked=False)}
+    )
+
+
+def _admin_conn(target):
+    return psycopg.connect(**target.libpq_params(), autocommit=True)
+
+
+def test_the_fixture_database_is_migrated_and_private(movie_db_url):
+    with psycopg.connect(movie_db_url) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0001"
+        assert conn.execute("SELECT count(*) FROM movies").fetchone()[0] == 0
+        conn.execute("INSERT INTO movies (title, year, genre) VALUES ('Mine', 2001, 'Drama')")
+        conn.commit()
+
+
+def test_create_list_drop_through_the_cli(admin_cli):
+    r = admin_cli("testdb", "create", "--ttl", "2h", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    name = doc["name"]
+    assert name.startswith("movies_test_") and "***" in doc["url"]
+    assert "full_url" not in doc and doc["expires_at"]
+
+    r = admin_cli("testdb", "create", "--print-url")
+    url = r.stdout.strip()
+    other = parse_db_url(url)
+    assert other.password and other.database.startswith("movies_test_")
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT to_regclass('movies')").fetchone()[0] == "movies"
+
+    r = admin_cli("testdb", "list", "--json")
+    names = [d["name"] for d in json.loads(r.stdout)["databases"]]
+    assert name in names and other.database in names
+
+    r = admin_cli("testdb", "drop", name, other.database)
+    assert r.exit_code == 0, r.output
+    r = admin_cli("testdb", "list", "--json")
+    names = [d["name"] for d in json.loads(r.stdout)["databases"]]
+    assert name not in names and other.database not in names
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "postgres",
+        "movies",
+        "template1",
+        'x"; DROP DATABASE movies; --',
+        "movies_test_",
+        "movies_test_zz",
+    ],
+)
+def test_drop_refuses_names_outside_the_prefix(admin_cli, moviectl_admin_target, name):
+    with _admin_conn(moviectl_admin_target) as conn:
+        before = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
+    r = admin_cli("testdb", "drop", name)
+    assert r.exit_code == 5, r.output
+    assert "refusing to drop" in r.stderr
+    with _admin_conn(moviectl_admin_target) as conn:
+        after = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
+    assert before <= after
+
+
+def test_drop_refuses_an_unmarked_lookalike(admin_cli, moviectl_admin_target):
+    name = "movies_test_0123456789abcdef"
+    with _admin_conn(moviectl_admin_target) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        r = admin_cli("testdb", "drop", name)
+        assert r.exit_code == 5 and "ownership mark" in r.stderr
+        r = admin_cli("testdb", "drop", "--all", "--yes", "--json")
+        assert name not in json.loads(r.stdout)["dropped"]
+    finally:
+        with _admin_conn(moviectl_admin_target) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
+
+
+def test_drop_all_needs_confirmation(admin_cli):
+    r = admin_cli("testdb", "drop", "--all")
+    assert r.exit_code == 5 and "--yes" in r.stderr
+
+
+def test_drop_with_an_open_connection(moviectl_settings, moviectl_admin_target):
+    db = testdb.create(moviectl_settings, target=moviectl_admin_target)
+    conn = psycopg.connect(db.full_url)
+    testdb.drop(moviectl_settings, [db.name], target=moviectl_admin_target)
+    with pytest.raises(psycopg.OperationalError):
+        conn.execute("SELECT 1")
+    conn.close()
+
+
+def test_user_without_createdb_gets_the_alter_role_hint(moviectl_settings, moviectl_admin_target):
+    role = f"nocreate_{time.monotonic_ns()}"
+    with _admin_conn(moviectl_admin_target) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'pw' NOCREATEDB").format(sql.Identifier(role))
+        )
+    try:
+        target = moviectl_admin_target.__class__(
+            moviectl_admin_target.host, moviectl_admin_target.port, role, "pw", "postgres"
+        )
+        tpl = testdb.ensure_template(moviectl_settings, moviectl_admin_target)
+        with pytest.raises(PermissionDenied) as err:
+            testdb.create(moviectl_settings, target=target, template=tpl)
+        assert f'ALTER ROLE "{role}" CREATEDB' in err.value.hint
+    finally:
+        with _admin_conn(moviectl_admin_target) as conn:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_ttl_and_prune(moviectl_settings, moviectl_admin_target):
+    keep = testdb.create(
+        moviectl_settings, target=moviectl_admin_target, ttl=testdb.parse_ttl("1h")
+    )
+    short = testdb.create(
+        moviectl_settings, target=moviectl_admin_target, ttl=testdb.parse_ttl("1s")
+    )
+    time.sleep(1.2)
+    result = testdb.prune(moviectl_settings, target=moviectl_admin_target)
+    assert short.name in result.dropped and keep.name not in result.dropped
+    testdb.drop(moviectl_settings, [keep.name], target=moviectl_admin_target)
+    with pytest.raises(Exception, match="bad duration"):
+        testdb.parse_ttl("soon")
+
+
+def test_refuses_names_through_the_api_too(moviectl_settings, moviectl_admin_target):
+    with pytest.raises(Refused):
+        testdb.drop(
+            moviectl_settings, [moviectl_settings.target().database], target=moviectl_admin_target
+        )
+
+
+def test_parallel_builders_build_the_template_once(moviectl_settings, moviectl_admin_target):
+    url = moviectl_admin_target.url(masked=False)
+    env = subprocess_env(MOVIE_DATABASE_URL_TEST=url)
+    code = "from moviectl.settings import load_settings; from moviectl import testdb; print(testdb.ensure_template(load_settings()))"
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]  # fmt: skip
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert len({o[0].strip() for o in outs}) == 1
+
+
+def test_half_built_template_is_detected_and_rebuilt(
+    moviectl_settings, moviectl_admin_target, monkeypatch
+):
+    h = f"{time.monotonic_ns():012x}"[-12:]
+    monkeypatch.setattr(testdb, "template_hash", lambda: h)
+    name = testdb.TEMPLATE_PREFIX + h
+    with _admin_conn(moviectl_admin_target) as conn:  # what a killed builder leaves behind
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        testdb._comment(conn, name, testdb._mark("template", state="building", created="x"))
+    try:
+        assert testdb.ensure_template(moviectl_settings, moviectl_admin_target) == name
+        db = testdb.create(moviectl_settings, target=moviectl_admin_target, template=name)
+        with psycopg.connect(db.full_url) as conn:
+            assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0001"
+        testdb.drop(moviectl_settings, [db.name], target=moviectl_admin_target)
+    finally:
+        with _admin_conn(moviectl_admin_target) as conn:
+            testdb.drop_database_force(conn, name)
+
+
+def test_stale_templates_are_pruned(moviectl_settings, moviectl_admin_target):
+    stale = testdb.TEMPLATE_PREFIX + "0" * 12
+    with _admin_conn(moviectl_admin_target) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(stale)))
+        testdb._comment(conn, stale, testdb._mark("template", state="ready", created="x"))
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true").format(sql.Identifier(stale))
+        )
+    result = testdb.prune(moviectl_settings, target=moviectl_admin_target)
+    assert stale in result.dropped
+    current = testdb.TEMPLATE_PREFIX + testdb.template_hash()
+    assert current not in result.dropped
+
+
+def test_template_hash_follows_the_migrations(monkeypatch, tmp_path):
+    import moviectl.migrations as mig
+
+    before = testdb.template_hash()
+    fake = tmp_path / "alembic"
+    (fake / "versions").mkdir(parents=True)
+    src = mig.script_location()
+    for p in [*src.glob("versions/*.py"), src / "env.py"]:
+        (fake / p.relative_to(src)).write_bytes(p.read_bytes())
+    monkeypatch.setattr(mig, "script_location", lambda: fake)
+    assert testdb.template_hash() == before
+    (fake / "versions" / "0002_more.py").write_text("# a new migration\n")
+    assert testdb.template_hash() != before
