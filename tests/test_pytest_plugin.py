@@ -33,7 +33,7 @@ def test_plugin_fixtures_keep_failed_and_report(pytester, moviectl_admin_target,
     result.stdout.re_match_lines(
         [r".*test database: movies_test_[0-9a-f]+ \(kept for inspection\).*"]
     )
-    kept = [ln for ln in result.stdout.lines if "kept for inspection" in ln][0]
+    kept = next(ln for ln in result.stdout.lines if "kept for inspection" in ln)
     name = kept.split("test database: ")[1].split()[0]
 
     from moviectl import testdb

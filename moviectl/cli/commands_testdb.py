@@ -59,7 +59,7 @@ def testdb_drop(
 ) -> None:
     """Drop test databases (only movies_test_<hex> ones moviectl created and marked).
 
-    Example: `moviectl testdb drop movies_test_3f2a9c1b0d4e5f60` or `moviectl testdb drop --all --yes`
+    Example: `moviectl testdb drop movies_test_3f2a9c1b0d4e5f60`, `moviectl testdb drop --all -y`
     """
     from moviectl import testdb
 
