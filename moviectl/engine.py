@@ -72,6 +72,7 @@ def make_engine(
         connect_args={
             "connect_timeout": settings.connect_timeout,
             "application_name": application_name,
+            "client_encoding": "UTF8",
         },
         **pool_kw,
     )
@@ -161,7 +162,16 @@ def translate_error(
             hint="is the host up and the port right? raise MOVIE_CONNECT_TIMEOUT for slow links",
             **details,
         )
-    if "connection refused" in low or "could not connect" in low or "no route to host" in low:
+    if any(
+        s in low
+        for s in (
+            "connection refused",
+            "could not connect",
+            "no route to host",
+            "server closed the connection unexpectedly",
+            "connection reset by peer",
+        )
+    ):
         return Unreachable(
             f"cannot reach PostgreSQL at {where} (connection refused; database {db!r})",
             **details,

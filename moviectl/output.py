@@ -139,3 +139,37 @@ def fmt_bytes(n: int | None) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n} B"
+
+
+class PullProgress:
+    """Renders Docker pull events as a Rich progress bar per layer (a callable)."""
+
+    def __init__(self, output: Output) -> None:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=output.err,
+            transient=True,
+        )  # fmt: skip
+        self.tasks: dict[str, Any] = {}
+        self.started = False
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        layer = event.get("id")
+        detail = event.get("progressDetail") or {}
+        if not layer or "total" not in detail:
+            return
+        if not self.started:
+            self.progress.start()
+            self.started = True
+        if layer not in self.tasks:
+            self.tasks[layer] = self.progress.add_task(f"layer {layer}", total=detail["total"])
+        self.progress.update(
+            self.tasks[layer], completed=detail.get("current", 0), total=detail["total"]
+        )
+        if event.get("status") in ("Pull complete", "Already exists"):
+            self.progress.update(self.tasks[layer], completed=detail["total"])
+
+    def __del__(self) -> None:
+        if self.started:
+            self.progress.stop()

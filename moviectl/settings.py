@@ -123,6 +123,7 @@ class DbTarget:
         if self.password:
             kw["password"] = self.password
         kw.setdefault("application_name", APP_NAME)
+        kw.setdefault("client_encoding", "UTF8")
         if connect_timeout is not None:
             kw["connect_timeout"] = connect_timeout
         return kw

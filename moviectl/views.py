@@ -88,3 +88,35 @@ def render_prune(c: Console, r: Any) -> None:
     for name in r.dropped:
         c.print(f"  dropped {name}")
     c.print(f"[green]✓[/] dropped {len(r.dropped)}, kept {len(r.kept)}")
+
+
+def render_up(c: Console, r: Any) -> None:
+    verb = "already running" if r.already_running else "started"
+    c.print(f"[green]✓[/] PostgreSQL {r.version or ''} {verb} ({r.backend} backend)")
+    c.print(f"  address:  {r.host}:{r.port}")
+    c.print(f"  database: {r.database}")
+    c.print(f"  url:      {r.url}")
+    c.print(f"  took:     {fmt_duration(r.seconds)}   {r.detail}")
+
+
+def render_down(c: Console, r: Any) -> None:
+    state = "stopped" if r.was_running else "was not running"
+    data = "data deleted" if r.removed_data else "data kept"
+    c.print(f"[green]✓[/] {r.backend} server {state}; {data} ({r.detail})")
+
+
+def render_server_status(c: Console, r: Any) -> None:
+    from moviectl.output import fmt_bytes
+
+    color = "green" if r.state == "running" else "red"
+    c.print(f"backend:     {r.backend}")
+    c.print(f"state:       [{color}]{r.state}[/]")
+    c.print(f"address:     {r.host}:{r.port}   database {r.database}")
+    c.print(f"url:         {r.url}")
+    if r.version:
+        c.print(f"version:     {r.version}")
+        c.print(f"uptime:      {fmt_duration(r.uptime_seconds)}")
+        c.print(f"data size:   {fmt_bytes(r.data_size_bytes)} (database {r.database})")
+        c.print(f"connections: {r.connections} of {r.max_connections}")
+    if r.detail:
+        c.print(f"detail:      {r.detail}")

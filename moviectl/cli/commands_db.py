@@ -1,0 +1,113 @@
+"""`moviectl db up | down | status | logs | shell`."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Annotated
+
+import typer
+
+from moviectl.cli.app import JsonOpt, YesOpt, app, confirm, new_typer, out, settings_of
+from moviectl.views import render_down, render_server_status, render_up
+
+db_app = new_typer(
+    "Run the database server: Docker (compose file) or embedded.", no_args_is_help=True
+)
+app.add_typer(db_app, name="db")
+
+TimeoutOpt = Annotated[
+    float, typer.Option("--timeout", min=1, help="Seconds to wait for the server to accept logins.")
+]
+
+
+def _backend(ctx: typer.Context, json: bool = False):  # type: ignore[no-untyped-def]
+    from moviectl.output import PullProgress
+    from moviectl.servers import get_backend
+
+    o = out(ctx, json)
+    return get_backend(settings_of(ctx), progress=PullProgress(o) if o.interactive else None), o
+
+
+@db_app.command("up")
+def db_up(
+    ctx: typer.Context,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Return only when logins work.")
+    ] = True,
+    timeout: TimeoutOpt = 90,
+    json: JsonOpt = False,
+) -> None:
+    """Start the server (idempotent) and wait until the app database accepts logins.
+
+    Example: `moviectl db up` or `MOVIE_DB_BACKEND=embedded moviectl db up --timeout 30`
+    """
+    backend, o = _backend(ctx, json)
+    with o.status(f"starting PostgreSQL ({backend.name})"):
+        result = backend.up(wait=wait, timeout=timeout)
+    o.emit(result, render_up)
+
+
+@db_app.command("down")
+def db_down(
+    ctx: typer.Context,
+    volumes: Annotated[
+        bool, typer.Option("--volumes", help="Also delete the data (asks first).")
+    ] = False,
+    yes: YesOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Stop the server; data stays unless --volumes.
+
+    Example: `moviectl db down` or `moviectl db down --volumes --yes` (deletes all data)
+    """
+    backend, o = _backend(ctx, json)
+    if volumes:
+        confirm(ctx, f"Delete all data of the {backend.name} database server?", yes)
+    o.emit(backend.down(volumes=volumes), render_down)
+
+
+@db_app.command("status")
+def db_status(ctx: typer.Context, json: JsonOpt = False) -> None:
+    """Show backend, state, version, uptime, data size and connections.
+
+    Exits 0 when running, 3 when stopped or unreachable.
+
+    Example: `moviectl db status --json | jq .state`
+    """
+    backend, o = _backend(ctx, json)
+    status = backend.status()
+    o.emit(status, render_server_status)
+    if status.state != "running":
+        raise typer.Exit(3)
+
+
+@db_app.command("logs")
+def db_logs(
+    ctx: typer.Context,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
+    tail: Annotated[int, typer.Option("--tail", "-n", min=0, help="Lines from the end.")] = 50,
+) -> None:
+    """Print the server's log (container logs or the embedded server's log file).
+
+    Example: `moviectl db logs --tail 100` or `moviectl db logs -f`
+    """
+    backend, _ = _backend(ctx)
+    for line in backend.logs(tail=tail, follow=follow):
+        typer.echo(line)
+
+
+@db_app.command("shell")
+def db_shell(
+    ctx: typer.Context,
+    psql: Annotated[bool, typer.Option("--psql", help="Use psql instead of pgcli.")] = False,
+) -> None:
+    """Open pgcli (or psql) on the app database; the password is passed in the environment.
+
+    Example: `moviectl db shell` or `echo 'select count(*) from movies' | moviectl db shell --psql`
+    """
+    from moviectl.shell import shell_command
+
+    argv, env = shell_command(settings_of(ctx), psql=psql)
+    raise typer.Exit(subprocess.call(argv, env=env))
