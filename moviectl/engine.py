@@ -139,6 +139,12 @@ def translate_error(
         return AuthFailed(
             f"password authentication failed for user {target.user!r} at {where}/{db}", **details
         )
+    if "no password supplied" in low:
+        return AuthFailed(
+            f"the server at {where}/{db} wants a password for {target.user!r}, and none is set",
+            hint="set MOVIE_DB_PASSWORD (or the password in MOVIE_DATABASE_URL)",
+            **details,
+        )
     if f'database "{db}" does not exist' in text or sqlstate == "3D000":
         return DatabaseMissing(f"database {db!r} does not exist on {where}", **details)
     if "role" in low and "does not exist" in low:

@@ -270,7 +270,9 @@ class DockerBackend:
         deadline = time.monotonic() + timeout
         while True:
             c.reload()
-            if c.status in ("exited", "dead"):
+            state = c.attrs.get("State", {})
+            crashed = state.get("RestartCount", 0) > 0 or c.attrs.get("RestartCount", 0) > 0
+            if c.status in ("exited", "dead", "restarting") or crashed:
                 tail = c.logs(tail=15).decode(errors="replace").strip()
                 raise ServerError(
                     f"the db container exited during start (status {c.status}); last log lines:\n"

@@ -6,7 +6,9 @@ import socket
 
 
 def port_is_free(host: str, port: int) -> bool:
+    """Could a server listen here? (SO_REUSEADDR, as PostgreSQL and Docker bind.)"""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

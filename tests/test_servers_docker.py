@@ -1,0 +1,155 @@
+"""The Docker backend against a real engine (`.ci/run` prepares one and the image)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+from moviectl.servers.ports import free_port
+from tests.conftest import Cli, subprocess_env
+
+pytestmark = pytest.mark.docker
+
+
+def _engine() -> bool:
+    from moviectl.servers.docker import engine_answers
+
+    return engine_answers()
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    if not _engine():
+        if os.environ.get("MOVIECTL_REQUIRE_DOCKER") == "1":
+            pytest.fail("MOVIECTL_REQUIRE_DOCKER=1 but no Docker engine answers")
+        pytest.skip("no Docker engine (set MOVIECTL_REQUIRE_DOCKER=1 to fail instead)")
+    img = os.environ.get("MOVIE_DB_IMAGE")
+    if not img:
+        if os.environ.get("MOVIECTL_REQUIRE_DOCKER") == "1":
+            pytest.fail("MOVIECTL_REQUIRE_DOCKER=1 but MOVIE_DB_IMAGE is not set")
+        pytest.skip("MOVIE_DB_IMAGE not set (../shared/ci/docker-postgres prints one)")
+    return img
+
+
+@pytest.fixture
+def dk(image, tmp_path):
+    project = f"mtest{secrets.token_hex(4)}"
+    cli = Cli(
+        {
+            "MOVIE_DB_BACKEND": "docker",
+            "MOVIE_DB_IMAGE": image,
+            "MOVIE_DB_PORT": str(free_port()),
+            "MOVIE_DB_PASSWORD": "dk-secret",
+            "MOVIE_COMPOSE_PROJECT": project,
+            "MOVIE_DATA_DIR": str(tmp_path / "data"),
+        }
+    )
+    yield cli
+    cli("db", "down", "--volumes", "--yes")
+
+
+def _url(cli: Cli) -> str:
+    port = cli.env["MOVIE_DB_PORT"]
+    return f"postgresql://movie:dk-secret@127.0.0.1:{port}/movies?client_encoding=utf8"
+
+
+def _compose_view(project: str) -> list[str]:
+    import docker
+
+    client = docker.from_env()
+    try:
+        found = client.containers.list(
+            filters={
+                "label": [
+                    f"com.docker.compose.project={project}",
+                    "com.docker.compose.oneoff=False",
+                ]
+            }
+        )
+        return [c.name for c in found]
+    finally:
+        client.close()
+
+
+def test_up_down_up_keeps_data_and_compose_sees_the_container(dk):
+    r = dk("db", "up", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["backend"] == "docker" and not doc["already_running"]
+    assert "dk-secret" not in r.output
+    project = dk.env["MOVIE_COMPOSE_PROJECT"]
+    assert _compose_view(project) == [f"{project}-db-1"]
+    compose = shutil.which("docker-compose")
+    if compose:  # Debian's docker-compose, where installed, lists it too
+        from moviectl.servers.compose import compose_path
+
+        res = subprocess.run(
+            [compose, "-p", project, "-f", str(compose_path(__import__("pathlib").Path("compose/docker-compose.yml"))), "ps"],
+            capture_output=True, text=True, env=subprocess_env(**dk.env),
+        )  # fmt: skip
+        assert f"{project}-db-1" in res.stdout or f"{project}_db_1" in res.stdout, res.stderr
+
+    with psycopg.connect(_url(dk), autocommit=True) as c:
+        c.execute("CREATE TABLE keep (v text)")
+        c.execute("INSERT INTO keep VALUES ('docker data')")
+    assert json.loads(dk("db", "up", "--json").stdout)["already_running"] is True
+    r = dk("db", "status", "--json")
+    assert json.loads(r.stdout)["state"] == "running"
+    assert "ready to accept connections" in dk("db", "logs", "--tail", "20").stdout
+
+    assert dk("db", "down").exit_code == 0
+    assert _compose_view(project) == []
+    assert dk("db", "status").exit_code == 3
+    assert dk("db", "up").exit_code == 0
+    with psycopg.connect(_url(dk)) as c:
+        assert c.execute("SELECT v FROM keep").fetchone()[0] == "docker data"
+
+
+def test_port_clash(dk):
+    port = int(dk.env["MOVIE_DB_PORT"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        r = dk("db", "up")
+    assert r.exit_code == 8 and f"port {port}" in r.stderr and "MOVIE_DB_PORT" in r.stderr
+
+
+def test_image_that_cannot_be_pulled(dk):
+    r = dk("db", "up", MOVIE_DB_IMAGE="localhost:1/no-such/postgres:0")
+    assert r.exit_code == 8, r.output
+    assert "cannot pull the image localhost:1/no-such/postgres:0" in r.stderr
+    assert "MOVIE_DB_IMAGE" in r.stderr
+
+
+def test_container_exiting_during_start_shows_its_log(dk, tmp_path):
+    from pathlib import Path
+
+    from moviectl.servers.compose import compose_path
+
+    text = compose_path(Path("compose/docker-compose.yml")).read_text()
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(
+        text.replace("POSTGRES_PASSWORD: ${MOVIE_DB_PASSWORD:-movie}", 'POSTGRES_PASSWORD: ""')
+    )
+    r = dk("db", "up", "--timeout", "30", MOVIE_COMPOSE_FILE=str(broken))
+    assert r.exit_code == 8, r.output
+    assert "exited during start" in r.stderr
+    assert "POSTGRES_PASSWORD" in r.stderr  # the container's own last words
+
+
+def test_two_concurrent_ups(dk):
+    env = subprocess_env(**dk.env)
+    cmd = [sys.executable, "-m", "moviectl", "--json", "db", "up"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert sorted(json.loads(o[0])["already_running"] for o in outs) == [False, True]

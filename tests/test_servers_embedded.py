@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import psycopg
+import pytest
+
+from moviectl.servers.ports import free_port
+from moviectl.settings import Settings
+from tests.conftest import Cli, subprocess_env
+
+
+@pytest.fixture
+def emb(tmp_path):
+    port = free_port()
+    env = {
+        "MOVIE_DB_BACKEND": "embedded",
+        "MOVIE_DB_PORT": str(port),
+        "MOVIE_DATA_DIR": str(tmp_path / "data"),
+        "MOVIE_DB_PASSWORD": "emb-secret",
+    }
+    cli = Cli(env)
+    yield cli
+    cli("db", "down")
+
+
+def _url(cli: Cli) -> str:
+    return f"postgresql://movie:emb-secret@127.0.0.1:{cli.env['MOVIE_DB_PORT']}/movies"
+
+
+def test_up_is_idempotent_and_data_survives_down_up(emb):
+    r = emb("db", "up", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["backend"] == "embedded" and doc["already_running"] is False
+    assert doc["version"].startswith("18") and "emb-secret" not in r.output
+    with psycopg.connect(_url(emb), autocommit=True) as c:
+        c.execute("CREATE TABLE keep (v text)")
+        c.execute("INSERT INTO keep VALUES ('still here')")
+    r = emb("db", "up", "--json")
+    assert json.loads(r.stdout)["already_running"] is True
+
+    assert emb("db", "down").exit_code == 0
+    assert emb("db", "status").exit_code == 3
+    assert emb("db", "up").exit_code == 0
+    with psycopg.connect(_url(emb)) as c:
+        assert c.execute("SELECT v FROM keep").fetchone()[0] == "still here"
+
+
+def test_status_logs_and_shell(emb):
+    assert emb("db", "up").exit_code == 0
+    r = emb("db", "status", "--json")
+    doc = json.loads(r.stdout)
+    assert r.exit_code == 0 and doc["state"] == "running"
+    assert doc["connections"] >= 1 and doc["data_size_bytes"] > 0 and doc["uptime_seconds"] >= 0
+    r = emb("db", "logs", "--tail", "5")
+    assert "ready to accept connections" in r.stdout
+    env = subprocess_env(**emb.env)
+    res = subprocess.run([sys.executable, "-m", "moviectl", "db", "shell", "--psql"],
+                         input="SELECT 6 * 7 AS answer;", env=env, capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "42" in res.stdout
+
+
+def test_shell_never_puts_the_password_on_argv():
+    from moviectl.shell import shell_command
+
+    for psql in (False, True):
+        argv, env = shell_command(Settings(_env_file=None, db_password="argv-secret"), psql=psql)
+        assert "argv-secret" not in " ".join(argv)
+        assert env["PGPASSWORD"] == "argv-secret"
+
+
+def test_port_taken_names_the_port(emb):
+    port = int(emb.env["MOVIE_DB_PORT"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        r = emb("db", "up")
+    assert r.exit_code == 8, r.output
+    assert f"port {port}" in r.stderr and "MOVIE_DB_PORT" in r.stderr
+    assert "Traceback" not in r.output
+
+
+def test_recovers_from_kill_9(emb, tmp_path):
+    assert emb("db", "up").exit_code == 0
+    with psycopg.connect(_url(emb), autocommit=True) as c:
+        c.execute("CREATE TABLE crash (v int)")
+        c.execute("INSERT INTO crash VALUES (1)")
+    pidfile = tmp_path / "data" / "pgdata" / "postmaster.pid"
+    pid = int(pidfile.read_text().split()[0])
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(50):
+        if not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read():
+            break
+        time.sleep(0.1)
+    assert pidfile.exists()  # stale
+    r = emb("db", "up")
+    assert r.exit_code == 0, r.output
+    with psycopg.connect(_url(emb)) as c:
+        assert c.execute("SELECT v FROM crash").fetchone()[0] == 1
+
+
+def test_refuses_a_data_dir_from_another_major(emb, tmp_path):
+    assert emb("db", "up").exit_code == 0
+    assert emb("db", "down").exit_code == 0
+    (tmp_path / "data" / "pgdata" / "PG_VERSION").write_text("12\n")
+    r = emb("db", "up")
+    assert r.exit_code == 8
+    assert "PostgreSQL 12" in r.stderr and "PostgreSQL 18" in r.stderr
+
+
+def test_two_concurrent_ups_start_one_server(emb):
+    env = subprocess_env(**emb.env)
+    cmd = [sys.executable, "-m", "moviectl", "--json", "db", "up"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    docs = [json.loads(o[0]) for o in outs]
+    assert sorted(d["already_running"] for d in docs) == [False, True]
+    assert docs[0]["port"] == docs[1]["port"]
+
+
+def test_external_backend_waits_and_refuses_down(movie_db_url):
+    cli = Cli({"MOVIE_DATABASE_URL": movie_db_url, "MOVIE_DB_BACKEND": "external"})
+    r = cli("db", "up", "--json", "--timeout", "5")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["backend"] == "external"
+    r = cli("db", "down")
+    assert r.exit_code == 5 and "does not manage" in r.stderr
+    r = Cli({"MOVIE_DB_BACKEND": "external", "MOVIE_DB_PORT": "1"})("db", "up", "--timeout", "1")
+    assert r.exit_code == 3 and "127.0.0.1:1" in r.stderr
+
+
+def test_docker_backend_without_an_engine_says_so(tmp_path):
+    cli = Cli({"MOVIE_DB_BACKEND": "docker", "DOCKER_HOST": f"unix://{tmp_path}/no.sock"})
+    r = cli("db", "up")
+    assert r.exit_code == 8
+    assert "Docker engine is not reachable" in r.stderr and "MOVIE_DB_BACKEND=embedded" in r.stderr
