@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -97,7 +98,8 @@ def test_recovers_from_kill_9(emb, tmp_path):
     pid = int(pidfile.read_text().split()[0])
     os.kill(pid, signal.SIGKILL)
     for _ in range(50):
-        if not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read():
+        status = Path(f"/proc/{pid}/status")
+        if not status.exists() or "zombie" in status.read_text():
             break
         time.sleep(0.1)
     assert pidfile.exists()  # stale
