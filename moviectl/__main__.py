@@ -1,4 +1,4 @@
-from moviectl.cli import main
+from moviectl.fastpath import main
 
 if __name__ == "__main__":
     main()

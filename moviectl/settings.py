@@ -7,20 +7,25 @@ password is a ``SecretStr`` and every URL this module shows is masked.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from moviectl.dburl import (
+    APP_NAME,
+    DEFAULTS,
+    ENV_PREFIX,
+    DbTarget,
+    mask_url,
+    parse_db_url,
+)
 from moviectl.errors import ConfigError
 
-ENV_PREFIX = "MOVIE_"
-APP_NAME = "moviectl"
+__all__ = ["APP_NAME", "DbTarget", "Settings", "load_settings", "mask_url", "parse_db_url"]
 Backend = Literal["auto", "embedded", "docker", "external"]
-_SCHEMES = {"postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2"}
 
 
 class Settings(BaseSettings):
@@ -33,11 +38,13 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = Field(
         None, description="Full URL of the app database; overrides the MOVIE_DB_* parts"
     )
-    db_host: str = Field("127.0.0.1", description="Server host name or address")
-    db_port: int = Field(5432, ge=1, le=65535, description="Server TCP port")
-    db_name: str = Field("movies", min_length=1, description="App database name")
-    db_user: str = Field("movie", min_length=1, description="App database user")
-    db_password: SecretStr = Field(SecretStr("movie"), description="App database password")
+    db_host: str = Field(DEFAULTS["db_host"], description="Server host name or address")
+    db_port: int = Field(DEFAULTS["db_port"], ge=1, le=65535, description="Server TCP port")
+    db_name: str = Field(DEFAULTS["db_name"], min_length=1, description="App database name")
+    db_user: str = Field(DEFAULTS["db_user"], min_length=1, description="App database user")
+    db_password: SecretStr = Field(
+        SecretStr(DEFAULTS["db_password"]), description="App database password"
+    )
     database_url_test: SecretStr | None = Field(
         None, description="Server the tests and test databases use (instead of an embedded one)"
     )
@@ -45,7 +52,9 @@ class Settings(BaseSettings):
     pool_size: int = Field(5, ge=1, description="Connections kept in the engine's pool")
     max_overflow: int = Field(10, ge=0, description="Extra connections beyond pool_size")
     pool_timeout: float = Field(30.0, gt=0, description="Seconds to wait for a pooled connection")
-    connect_timeout: int = Field(5, ge=1, description="Seconds to wait for the server to answer")
+    connect_timeout: int = Field(
+        DEFAULTS["connect_timeout"], ge=1, description="Seconds to wait for the server to answer"
+    )
     db_backend: Backend = Field("auto", description="Server backend: auto|embedded|docker|external")
     db_image: str = Field("postgres:16", description="Docker image of the db service")
     compose_file: Path = Field(
@@ -87,101 +96,6 @@ class Settings(BaseSettings):
     @property
     def masked_url(self) -> str:
         return self.target().url(masked=True)
-
-
-@dataclass(frozen=True)
-class DbTarget:
-    """Connection parameters of one database. ``password`` never shows in repr or URLs."""
-
-    host: str
-    port: int
-    user: str
-    password: str | None = field(default=None, repr=False)
-    database: str = "postgres"
-    params: tuple[tuple[str, str], ...] = ()
-
-    def with_database(self, database: str) -> DbTarget:
-        return replace(self, database=database)
-
-    @property
-    def where(self) -> str:
-        """``host:port/database``, for error messages."""
-        return f"{self.host}:{self.port}/{self.database}"
-
-    def url(self, *, masked: bool = True, scheme: str = "postgresql") -> str:
-        auth = quote(self.user, safe="")
-        if self.password:
-            auth += ":" + ("***" if masked else quote(self.password, safe=""))
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        query = f"?{urlencode(self.params)}" if self.params else ""
-        return f"{scheme}://{auth}@{host}:{self.port}/{quote(self.database, safe='')}{query}"
-
-    def libpq_params(self, connect_timeout: int | None = None) -> dict[str, Any]:
-        """Keyword arguments for ``psycopg.connect`` (password included: never print this)."""
-        kw: dict[str, Any] = dict(self.params)
-        kw.update(host=self.host, port=self.port, user=self.user, dbname=self.database)
-        if self.password:
-            kw["password"] = self.password
-        kw.setdefault("application_name", APP_NAME)
-        kw.setdefault("client_encoding", "UTF8")
-        if connect_timeout is not None:
-            kw["connect_timeout"] = connect_timeout
-        return kw
-
-    def child_env(self) -> dict[str, str]:
-        """Environment for pg_dump/psql/pgcli: the password goes here, never on argv."""
-        env = {
-            "PGHOST": self.host,
-            "PGPORT": str(self.port),
-            "PGUSER": self.user,
-            "PGDATABASE": self.database,
-            "PGAPPNAME": APP_NAME,
-        }
-        if self.password:
-            env["PGPASSWORD"] = self.password
-        return env
-
-
-def parse_db_url(url: str, name: str = "URL") -> DbTarget:
-    """Parse a PostgreSQL URL into a ``DbTarget``; a malformed one is a ``ConfigError``."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(
-            f"malformed {name}: {_mask_raw(url)} ({exc})",
-            hint="expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE",
-        ) from None
-    if parts.scheme not in _SCHEMES or not parts.hostname:
-        raise ConfigError(
-            f"malformed {name}: {_mask_raw(url)}",
-            hint="expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE",
-        )
-    user = unquote(parts.username or "postgres")
-    database = unquote(parts.path.lstrip("/")) or user
-    return DbTarget(
-        host=parts.hostname,
-        port=port or 5432,
-        user=user,
-        password=unquote(parts.password) if parts.password else None,
-        database=database,
-        params=tuple(parse_qsl(parts.query)),
-    )
-
-
-def mask_url(url: str) -> str:
-    """Mask the password of any URL-ish string (best effort, never raises)."""
-    return _mask_raw(url)
-
-
-def _mask_raw(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    auth, _, host = rest.rpartition("@")
-    if ":" in auth:
-        auth = auth.split(":", 1)[0] + ":***"
-    return f"{scheme}://{auth}@{host}"
 
 
 def load_settings(env_file: str | Path | None = None, **overrides: Any) -> Settings:

@@ -120,3 +120,17 @@ def render_server_status(c: Console, r: Any) -> None:
         c.print(f"connections: {r.connections} of {r.max_connections}")
     if r.detail:
         c.print(f"detail:      {r.detail}")
+
+
+def render_health(c: Console, r: Any) -> None:
+    marks = {
+        "pass": "[green]✓[/]",
+        "warn": "[yellow]![/]",
+        "fail": "[red]✗[/]",
+        "skip": "[dim]-[/]",
+    }
+    c.print(f"database: {r.url}")
+    for chk in r.checks:
+        c.print(f"  {marks[chk.status]} {chk.name:<11} {chk.latency_ms:>7.1f} ms  {chk.detail}")
+    verdict = "[green]healthy[/]" if r.ok else f"[red]unhealthy[/] ({r.failing})"
+    c.print(f"{verdict} in {r.elapsed_ms:.0f} ms")

@@ -1,0 +1,99 @@
+"""The pg_isready question, in the standard library only (it runs on the hot path).
+
+Opens a TCP connection, sends a protocol-3.0 StartupMessage and reads the
+server's first answer, exactly the information ``PQping`` uses:
+
+- an authentication request or any error but "cannot connect now" → accepting
+- SQLSTATE 57P03 (starting up, shutting down, in recovery) → rejecting
+- no TCP connection or no answer within the timeout → no response
+- a host name that does not resolve, or a port out of range → bad parameters
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import time
+from dataclasses import dataclass
+
+ACCEPTING, REJECTING, NO_RESPONSE, BAD_PARAMETERS = (
+    "accepting",
+    "rejecting",
+    "no response",
+    "bad parameters",
+)
+PG_ISREADY_CODES = {ACCEPTING: 0, REJECTING: 1, NO_RESPONSE: 2, BAD_PARAMETERS: 3}
+
+
+@dataclass
+class Ping:
+    outcome: str
+    detail: str
+    latency_ms: float
+
+
+def _startup_packet(user: str, database: str) -> bytes:
+    body = struct.pack("!I", 196608)  # protocol 3.0
+    for key, value in (("user", user), ("database", database), ("application_name", "moviectl")):
+        body += key.encode() + b"\0" + value.encode() + b"\0"
+    body += b"\0"
+    return struct.pack("!I", len(body) + 4) + body
+
+
+def _error_fields(payload: bytes) -> dict[str, str]:
+    fields = {}
+    for part in payload.split(b"\0"):
+        if part:
+            fields[chr(part[0])] = part[1:].decode(errors="replace")
+    return fields
+
+
+def ping(host: str, port: int, user: str, database: str, timeout: float = 5.0) -> Ping:
+    started = time.perf_counter()
+
+    def done(outcome: str, detail: str) -> Ping:
+        return Ping(outcome, detail, round((time.perf_counter() - started) * 1000, 2))
+
+    if not 0 < port < 65536:
+        return done(BAD_PARAMETERS, f"port {port} is out of range")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return done(BAD_PARAMETERS, f"host name {host!r} does not resolve")
+    last = "no address"
+    deadline = started + timeout
+    for family, kind, proto, _, addr in infos:
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            return done(NO_RESPONSE, f"no answer from {host}:{port} within {timeout:g}s")
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.settimeout(remaining)
+                sock.connect(addr)
+                sock.sendall(_startup_packet(user, database))
+                head = sock.recv(5)
+                if len(head) < 5:
+                    last = "the server closed the connection"
+                    continue
+                kind_byte, length = head[:1], struct.unpack("!I", head[1:5])[0]
+                if kind_byte == b"E":
+                    payload = b""
+                    while len(payload) < length - 4:
+                        chunk = sock.recv(length - 4 - len(payload))
+                        if not chunk:
+                            break
+                        payload += chunk
+                    fields = _error_fields(payload)
+                    if fields.get("C") == "57P03":
+                        return done(REJECTING, fields.get("M", "the server rejects connections"))
+                    # an error about this login still means the server accepts connections
+                    return done(ACCEPTING, f"server answered: {fields.get('M', '')}".strip())
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"X" + struct.pack("!I", 4))  # Terminate
+                return done(ACCEPTING, f"accepting connections on {host}:{port}")
+        except TimeoutError:
+            return done(NO_RESPONSE, f"no answer from {host}:{port} within {timeout:g}s")
+        except OSError as exc:
+            last = exc.strerror or str(exc)
+    return done(NO_RESPONSE, f"{host}:{port}: {last.lower()}")

@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import psycopg
+import pytest
+
+from moviectl.probe import ACCEPTING, BAD_PARAMETERS, NO_RESPONSE, ping
+from moviectl.servers.embedded import TEST_OPTIONS, EmbeddedServer
+from moviectl.servers.ports import free_port
+from moviectl.settings import parse_db_url
+from tests.conftest import Cli, subprocess_env
+
+
+def _checks(r) -> dict[str, dict]:
+    return {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+
+
+def test_all_checks_pass_on_a_migrated_database(cli):
+    r = cli("health", "--json")
+    assert r.exit_code == 0, r.output
+    checks = _checks(r)
+    assert list(checks) == ["reachable", "auth", "query", "migrations", "capacity"]
+    assert all(c["status"] == "pass" for c in checks.values())
+    assert checks["query"]["data"]["in_recovery"] is False
+    assert set(checks["query"]["data"]["pool"]) == {"size", "checked_out", "overflow"}
+    assert checks["migrations"]["data"] == {"current": "0001", "head": "0001"}
+    assert checks["capacity"]["data"]["max_connections"] >= 1
+    assert all(c["latency_ms"] >= 0 for c in checks.values())
+
+
+def test_selection_flags(cli):
+    assert list(_checks(cli("health", "--live", "--json"))) == ["reachable"]
+    assert list(_checks(cli("health", "--ready", "--json"))) == [
+        "reachable",
+        "auth",
+        "query",
+        "migrations",
+    ]
+    assert list(_checks(cli("health", "--check", "auth", "--json"))) == ["auth"]
+    assert "capacity" not in _checks(cli("health", "--exclude", "capacity", "--json"))
+    r = cli("health", "--check", "vibes")
+    assert r.exit_code == 2 and "unknown check 'vibes'" in r.stderr
+
+
+def test_pending_migrations(cli_empty):
+    r = cli_empty("health", "--json")
+    assert r.exit_code == 6
+    assert _checks(r)["migrations"]["status"] == "fail"
+    assert "run `moviectl migrate`" in _checks(r)["migrations"]["detail"]
+
+
+def test_wrong_password_and_missing_database_are_distinct(cli, movie_db_url):
+    t = parse_db_url(movie_db_url)
+    r = cli("health", "--json", MOVIE_DATABASE_URL=t.url(masked=False).replace(t.password, "nope"))
+    assert r.exit_code == 4
+    checks = _checks(r)
+    assert checks["reachable"]["status"] == "pass"  # pg_isready would say "ready" here
+    assert "password authentication failed" in checks["auth"]["detail"]
+    assert checks["query"]["status"] == "skip"
+    assert t.password not in r.output
+
+    r = cli("health", "--json", MOVIE_DATABASE_URL=t.with_database("gone").url(masked=False))
+    assert r.exit_code == 4 and "database 'gone' does not exist" in _checks(r)["auth"]["detail"]
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [({"MOVIE_DB_PORT": "1"}, "connection refused"),
+     ({"MOVIE_DB_HOST": "no-such-host.invalid"}, "does not resolve")],
+)  # fmt: skip
+def test_unreachable(env, needle):
+    r = Cli(env)("health", "--json")
+    assert r.exit_code == 3
+    assert needle in _checks(r)["reachable"]["detail"]
+
+
+def test_probe_outcomes(moviectl_admin_target):
+    t = moviectl_admin_target
+    assert ping(t.host, t.port, t.user, t.database).outcome == ACCEPTING
+    assert ping(t.host, t.port, "nobody", "nodb").outcome == ACCEPTING  # like pg_isready
+    assert ping("127.0.0.1", 1, "u", "d").outcome == NO_RESPONSE
+    assert ping("no-such-host.invalid", 5432, "u", "d").outcome == BAD_PARAMETERS
+
+
+def test_paused_server_times_out_instead_of_hanging(tmp_path):
+    srv = EmbeddedServer(tmp_path / "p", free_port(), "postgres", "pw", options=TEST_OPTIONS)
+    srv.start()
+    pid = srv.state().pid
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        cli = Cli({"MOVIE_DATABASE_URL": f"postgresql://postgres:pw@127.0.0.1:{srv.port}/postgres",
+                   "MOVIE_CONNECT_TIMEOUT": "1"})  # fmt: skip
+        started = time.monotonic()
+        r = cli("health", "--json", "--check", "reachable", "--check", "auth")
+        took = time.monotonic() - started
+        assert r.exit_code == 3, r.output
+        assert "within 1s" in _checks(r)["reachable"]["detail"]
+        assert took < 5
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        srv.stop("immediate")
+
+
+def test_wait_succeeds_once_a_stopped_server_starts(tmp_path):
+    srv = EmbeddedServer(tmp_path / "w", free_port(), "postgres", "pw", options=TEST_OPTIONS)
+    srv.start()
+    srv.stop()
+    timer = threading.Timer(1.5, srv.start)
+    timer.start()
+    try:
+        cli = Cli({"MOVIE_DATABASE_URL": f"postgresql://postgres:pw@127.0.0.1:{srv.port}/postgres"})
+        r = cli(
+            "health",
+            "--live",
+            "--check",
+            "auth",
+            "--wait",
+            "--timeout",
+            "30",
+            "--interval",
+            "0.2",
+            "--json",
+        )
+        assert r.exit_code == 0, r.output
+    finally:
+        timer.join()
+        srv.stop("immediate")
+
+
+def test_wait_times_out_with_the_failing_checks_code():
+    started = time.monotonic()
+    r = Cli({"MOVIE_DB_PORT": "1"})("health", "--wait", "--timeout", "1", "--interval", "0.2")
+    assert r.exit_code == 3
+    assert time.monotonic() - started < 10
+
+
+def test_live_fast_path_matches_the_full_cli(movie_db_url):
+    env = subprocess_env(MOVIE_DATABASE_URL=movie_db_url)
+    cmd = [sys.executable, "-m", "moviectl", "health", "--live", "--json"]
+    fast = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    full = subprocess.run(
+        cmd, env={**env, "MOVIECTL_NO_FASTPATH": "1"}, capture_output=True, text=True
+    )
+    assert fast.returncode == full.returncode == 0
+    a, b = json.loads(fast.stdout), json.loads(full.stdout)
+    for doc in (a, b):
+        doc.pop("elapsed_ms")
+        doc["checks"][0].pop("latency_ms")
+    assert a == b
+    assert parse_db_url(movie_db_url).password not in fast.stdout
+    down = subprocess.run(cmd, env={**env, "MOVIE_DATABASE_URL": "postgresql://u:p@127.0.0.1:1/x"},
+                          capture_output=True, text=True)  # fmt: skip
+    assert down.returncode == 3
+
+
+def test_serve_healthz(movie_db_url):
+    port = free_port()
+    env = subprocess_env(MOVIE_DATABASE_URL=movie_db_url)
+    proc = subprocess.Popen([sys.executable, "-m", "moviectl", "health", "--serve", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/healthz", headers={"X-Trace-Id": "abc123"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 200
+            assert resp.headers["X-Trace-Id"] == "abc123"
+            body = json.loads(resp.read())
+        assert body["ok"] is True and body["trace_id"] == "abc123"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as resp:
+            assert len(resp.headers["X-Trace-Id"]) == 32  # generated
+        # break the database under it: 503
+        with psycopg.connect(movie_db_url, autocommit=True) as conn:
+            conn.execute("UPDATE alembic_version SET version_num = 'old'")
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10)
+        assert err.value.code == 503
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
