@@ -66,3 +66,36 @@ class Movie(MovieBase, table=True):
             sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
         ),
     )
+
+
+class SeedRun(SQLModel, table=True):
+    """The seed ledger: one row per `moviectl seed` run."""
+
+    __tablename__ = "seed_runs"
+    __table_args__ = (
+        sa.CheckConstraint("status IN ('running', 'done', 'failed')", name="ck_seed_runs_status"),
+        sa.Index("ix_seed_runs_key", "key"),
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, primary_key=True))
+    key: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
+    source: str = Field(sa_column=sa.Column(sa.String(10), nullable=False))
+    file_name: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    sha256: str | None = Field(default=None, sa_column=sa.Column(sa.String(64)))
+    requested: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    random_seed: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger))
+    rows_inserted: int = Field(
+        default=0, sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0")
+    )
+    method: str | None = Field(default=None, sa_column=sa.Column(sa.String(10)))
+    status: str = Field(sa_column=sa.Column(sa.String(10), nullable=False))
+    error: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    started_at: datetime | None = Field(
+        default=None,
+        sa_column=sa.Column(
+            sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+    )
+    finished_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(sa.DateTime(timezone=True))
+    )

@@ -173,3 +173,40 @@ class PullProgress:
     def __del__(self) -> None:
         if self.started:
             self.progress.stop()
+
+
+class RowProgress:
+    """A Rich progress bar for row loads (rows, rows/s, ETA) on a terminal."""
+
+    def __init__(self, output: Output, label: str) -> None:
+        self.output, self.label = output, label
+        self.progress: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> RowProgress:
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.progress is None:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self.progress = Progress(
+                TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(), console=self.output.err, transient=True,
+            )  # fmt: skip
+            self.progress.start()
+            self.task = self.progress.add_task(self.label, total=total, rate="")
+        speed = self.progress.tasks[0].speed
+        rate = f"{speed:,.0f} rows/s" if speed else ""
+        self.progress.update(self.task, completed=done, total=total, rate=rate)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()

@@ -134,3 +134,18 @@ def render_health(c: Console, r: Any) -> None:
         c.print(f"  {marks[chk.status]} {chk.name:<11} {chk.latency_ms:>7.1f} ms  {chk.detail}")
     verdict = "[green]healthy[/]" if r.ok else f"[red]unhealthy[/] ({r.failing})"
     c.print(f"{verdict} in {r.elapsed_ms:.0f} ms")
+
+
+def render_seed(c: Console, r: Any) -> None:
+    what = (
+        f"{r.requested} sample movies (seed {r.random_seed})"
+        if r.source == "sample"
+        else (f"{r.file} (sha256 {r.sha256[:12]}…)")
+    )
+    if r.status == "already seeded":
+        c.print(f"[yellow]already seeded[/]: {what} — run #{r.run_id}; nothing inserted "
+                "(use --again to insert anyway)")  # fmt: skip
+        return
+    rate = f", {r.rows_per_second:,.0f} rows/s" if r.rows_per_second else ""
+    c.print(f"[green]✓[/] inserted {r.inserted:,} rows from {what} via {r.method} "
+            f"in {fmt_duration(r.seconds)}{rate} (ledger run #{r.run_id})")  # fmt: skip

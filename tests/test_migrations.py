@@ -15,13 +15,13 @@ from tests.conftest import ROOT, subprocess_env
 def test_migrate_from_base_to_head_and_status(cli_empty):
     r = cli_empty("migrate", "status")
     assert r.exit_code == 6, r.output
-    assert "1 pending" in r.stdout and "0001" in r.stdout
+    assert "2 pending" in r.stdout and "0001" in r.stdout and "0002" in r.stdout
 
     r = cli_empty("--json", "migrate")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    assert doc["from_revision"] is None and doc["to_revision"] == "0001"
-    assert [s["revision"] for s in doc["steps"]] == ["0001"]
+    assert doc["from_revision"] is None and doc["to_revision"] == "0002"
+    assert [s["revision"] for s in doc["steps"]] == ["0001", "0002"]
     assert "***" in doc["url"]
 
     r = cli_empty("migrate", "status", "--json")
@@ -46,6 +46,11 @@ def test_migrate_down_needs_confirmation_then_drops_schema(cli, movie_db_url):
         assert conn.execute("SELECT to_regclass('movies')").fetchone()[0] is None
     assert cli("migrate", "status").exit_code == 6
     assert cli("migrate", "--to", "0001").exit_code == 0
+    r = cli("migrate", "status", "--json")
+    assert r.exit_code == 6 and [p["revision"] for p in json.loads(r.stdout)["pending"]] == ["0002"]
+    r = cli("--json", "migrate", "down", "--to", "0001", "--yes")
+    assert r.exit_code == 0 and json.loads(r.stdout)["direction"] == "none"
+    assert cli("migrate").exit_code == 0
     assert cli("migrate", "status").exit_code == 0
 
 
@@ -61,7 +66,8 @@ def test_history_marks_head_and_current(cli):
     r = cli("migrate", "history", "--json")
     assert r.exit_code == 0
     revs = json.loads(r.stdout)["revisions"]
-    assert revs[-1]["revision"] == "0001" and revs[-1]["is_head"] and revs[-1]["is_current"]
+    assert [r["revision"] for r in revs] == ["0001", "0002"]
+    assert revs[-1]["is_head"] and revs[-1]["is_current"] and not revs[0]["is_current"]
 
 
 def test_offline_sql_needs_no_server():
@@ -109,7 +115,7 @@ def test_two_concurrent_migrations_apply_once(empty_db_url):
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     steps = sorted(len(json.loads(o[0])["steps"]) for o in outs)
-    assert steps == [0, 1]  # one applied 0001, the other waited and found nothing to do
+    assert steps == [0, 2]  # one applied both, the other waited and found nothing to do
 
 
 def test_alembic_by_hand_uses_settings(empty_db_url):
@@ -118,7 +124,7 @@ def test_alembic_by_hand_uses_settings(empty_db_url):
     res = subprocess.run([*alembic, "upgrade", "head"], env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     res = subprocess.run([*alembic, "current"], env=env, capture_output=True, text=True)
-    assert "0001 (head)" in res.stdout
+    assert "0002 (head)" in res.stdout
     target = parse_db_url(empty_db_url)
     assert target.password and target.password not in res.stdout + res.stderr
 

@@ -28,7 +28,7 @@ def _admin_conn(target):
 
 def test_the_fixture_database_is_migrated_and_private(movie_db_url):
     with psycopg.connect(movie_db_url) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0001"
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0002"
         assert conn.execute("SELECT count(*) FROM movies").fetchone()[0] == 0
         conn.execute("INSERT INTO movies (title, year, genre) VALUES ('Mine', 2001, 'Drama')")
         conn.commit()
@@ -175,7 +175,7 @@ def test_half_built_template_is_detected_and_rebuilt(
         assert testdb.ensure_template(moviectl_settings, moviectl_admin_target) == name
         db = testdb.create(moviectl_settings, target=moviectl_admin_target, template=name)
         with psycopg.connect(db.full_url) as conn:
-            assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0001"
+            assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0002"
         testdb.drop(moviectl_settings, [db.name], target=moviectl_admin_target)
     finally:
         with _admin_conn(moviectl_admin_target) as conn:

@@ -7,6 +7,7 @@ from moviectl.cli import (  # noqa: F401  (each module registers its commands)
     commands_db,
     commands_health,
     commands_migrate,
+    commands_seed,
     commands_testdb,
 )
 from moviectl.cli.app import app
