@@ -149,3 +149,38 @@ def render_seed(c: Console, r: Any) -> None:
     rate = f", {r.rows_per_second:,.0f} rows/s" if r.rows_per_second else ""
     c.print(f"[green]✓[/] inserted {r.inserted:,} rows from {what} via {r.method} "
             f"in {fmt_duration(r.seconds)}{rate} (ledger run #{r.run_id})")  # fmt: skip
+
+
+def render_up_summary(c: Console, r: Any) -> None:
+    from rich.panel import Panel
+
+    s = r.server
+    lines = [
+        f"backend   {s.backend} ({'already running' if s.already_running else 'started'}), "
+        f"PostgreSQL {s.version}",
+        f"url       {s.url}",
+        f"server    {s.detail}",
+        f"revision  {r.migrate.to_revision}"
+        + (f" (applied {len(r.migrate.steps)})" if r.migrate.steps else " (up to date)"),
+        f"movies    {r.movies}"
+        + (f" (seeded {r.seeded.inserted} samples)" if r.seeded and r.seeded.inserted else ""),
+    ]
+    marks = {"pass": "[green]✓[/]", "warn": "[yellow]![/]", "fail": "[red]✗[/]", "skip": "-"}
+    checks = "  ".join(f"{marks[ch.status]} {ch.name}" for ch in r.health.checks)
+    lines.append(f"health    {checks}")
+    lines.append(f"elapsed   {fmt_duration(r.seconds)}"
+                 + ("" if r.changed else "  (nothing changed)"))  # fmt: skip
+    title = "[green]moviectl up: ready[/]" if r.health.ok else "[red]moviectl up: unhealthy[/]"
+    c.print(Panel("\n".join(lines), title=title, title_align="left", expand=False))
+    c.print("next:")
+    for step in r.next_steps:
+        c.print(f"  {step}")
+
+
+def render_doctor(c: Console, r: Any) -> None:
+    marks = {"ok": "[green]✓[/]", "warn": "[yellow]![/]", "fail": "[red]✗[/]"}
+    for f in r.findings:
+        c.print(f"{marks[f.status]} {f.name:<9} {f.detail}")
+        if f.fix and f.status != "ok":
+            c.print(f"  [dim]fix:[/] {f.fix}")
+    c.print("[green]all good[/]" if r.ok else "[red]problems found[/]")

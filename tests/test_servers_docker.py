@@ -153,3 +153,17 @@ def test_two_concurrent_ups(dk):
     outs = [p.communicate(timeout=180) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert sorted(json.loads(o[0])["already_running"] for o in outs) == [False, True]
+
+
+def test_auto_falls_back_to_embedded_when_the_image_cannot_be_had(image, tmp_path):
+    cli = Cli({"MOVIE_DB_BACKEND": "auto", "MOVIE_DB_IMAGE": "localhost:1/nope/postgres:0",
+               "MOVIE_DB_PORT": str(free_port()), "MOVIE_DATA_DIR": str(tmp_path / "d"),
+               "MOVIE_COMPOSE_PROJECT": f"mtest{secrets.token_hex(4)}"})  # fmt: skip
+    try:
+        r = cli("db", "up", "--json")
+        assert r.exit_code == 0, r.output
+        doc = json.loads(r.stdout)
+        assert doc["backend"] == "embedded" and "cannot be had" in doc["detail"]
+        assert json.loads(cli("db", "status", "--json").stdout)["backend"] == "embedded"
+    finally:
+        cli("db", "down")

@@ -9,6 +9,7 @@ from moviectl.cli import (  # noqa: F401  (each module registers its commands)
     commands_migrate,
     commands_seed,
     commands_testdb,
+    commands_up,
 )
 from moviectl.cli.app import app
 

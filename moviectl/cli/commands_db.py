@@ -20,12 +20,13 @@ TimeoutOpt = Annotated[
 ]
 
 
-def _backend(ctx: typer.Context, json: bool = False):  # type: ignore[no-untyped-def]
+def _backend(ctx: typer.Context, json: bool = False, for_up: bool = False):  # type: ignore[no-untyped-def]
     from moviectl.output import PullProgress
     from moviectl.servers import get_backend
 
     o = out(ctx, json)
-    return get_backend(settings_of(ctx), progress=PullProgress(o) if o.interactive else None), o
+    progress = PullProgress(o) if o.interactive else None
+    return get_backend(settings_of(ctx), progress=progress, for_up=for_up), o
 
 
 @db_app.command("up")
@@ -41,7 +42,7 @@ def db_up(
 
     Example: `moviectl db up` or `MOVIE_DB_BACKEND=embedded moviectl db up --timeout 30`
     """
-    backend, o = _backend(ctx, json)
+    backend, o = _backend(ctx, json, for_up=True)
     with o.status(f"starting PostgreSQL ({backend.name})"):
         result = backend.up(wait=wait, timeout=timeout)
     o.emit(result, render_up)

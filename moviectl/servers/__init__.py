@@ -64,12 +64,41 @@ class Backend(Protocol):
     def logs(self, *, tail: int, follow: bool) -> Iterator[str]: ...
 
 
-def get_backend(settings: Settings, progress: object | None = None) -> Backend:
+def resolve_auto(settings: Settings) -> str:
+    """``auto``: what runs already wins; else Docker when an engine answers, else embedded.
+
+    Returns ``docker?`` when Docker would be tried but its image is not here yet: ``db up``
+    then pulls it and falls back to embedded if the pull fails (no registry reachable).
+    """
+    from moviectl.servers.docker import DockerBackend, engine_answers
+    from moviectl.servers.local import embedded_server
+
+    try:
+        if embedded_server(settings).state().running:
+            return "embedded"
+    except MoviectlError:
+        pass
+    if not engine_answers():
+        return "embedded"
+    docker = DockerBackend(settings)
+    if docker.container() is not None or docker.image_present():
+        return "docker"
+    return "docker?"
+
+
+def get_backend(
+    settings: Settings, progress: object | None = None, *, for_up: bool = False
+) -> Backend:
     choice = settings.db_backend
     if choice == "auto":
-        from moviectl.servers.docker import engine_answers
+        choice = resolve_auto(settings)
+        if choice == "docker?":
+            if not for_up:
+                choice = "embedded"
+            else:
+                from moviectl.servers.docker import DockerBackend
 
-        choice = "docker" if engine_answers() else "embedded"
+                return DockerBackend(settings, progress=progress, fallback=True)  # type: ignore[arg-type]
     if choice == "embedded":
         from moviectl.servers.local import EmbeddedBackend
 

@@ -89,9 +89,12 @@ def labels(svc: DbService, **extra: str) -> dict[str, str]:
 class DockerBackend:
     name = "docker"
 
-    def __init__(self, settings: Settings, progress: PullCallback | None = None) -> None:
+    def __init__(
+        self, settings: Settings, progress: PullCallback | None = None, fallback: bool = False
+    ) -> None:
         self.settings = settings
         self.progress = progress
+        self.fallback = fallback  # auto mode: use the embedded server if the image can't be had
         self.svc = db_service(
             compose_path(Path(settings.compose_file)),
             compose_env(settings),
@@ -118,6 +121,15 @@ class DockerBackend:
             },
         )
         return found[0] if found else None
+
+    def image_present(self) -> bool:
+        from docker.errors import ImageNotFound
+
+        try:
+            self.client.images.get(self.svc.image)
+            return True
+        except ImageNotFound:
+            return False
 
     def _ensure_image(self) -> None:
         from docker.errors import APIError, ImageNotFound
@@ -232,7 +244,19 @@ class DockerBackend:
             if not already:
                 if not port_is_free(self.svc.host_ip, self.svc.host_port):
                     raise self._port_in_use()
-                self._ensure_image()
+                try:
+                    self._ensure_image()
+                except ServerError as exc:
+                    if not self.fallback:
+                        raise
+                    from moviectl.servers.local import EmbeddedBackend
+
+                    result = EmbeddedBackend(self.settings).up(wait=wait, timeout=timeout)
+                    result.detail += (
+                        f"; auto: Docker answers but its image {self.svc.image} cannot be had "
+                        f"({exc.message.split(': ', 1)[-1][:80]}), so the embedded server runs"
+                    )
+                    return result
                 self._ensure_network()
                 self._ensure_volume()
                 c = c or self._create()
