@@ -61,7 +61,7 @@ class Settings(BaseSettings):
         Path("compose/docker-compose.yml"), description="Compose file with the db service"
     )
     compose_project: str | None = Field(
-        None, description="Compose project name (default: the project directory's name)"
+        None, description="Compose project name (default: the compose file's name:, moviectl)"
     )
     pg_bin_dir: Path | None = Field(
         None, description="Directory of PostgreSQL binaries (default: the embedded wheel's)"

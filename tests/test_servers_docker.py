@@ -163,7 +163,7 @@ def test_auto_falls_back_to_embedded_when_the_image_cannot_be_had(image, tmp_pat
         r = cli("db", "up", "--json")
         assert r.exit_code == 0, r.output
         doc = json.loads(r.stdout)
-        assert doc["backend"] == "embedded" and "cannot be had" in doc["detail"]
+        assert doc["backend"] == "embedded" and "cannot be had, so embedded" in doc["detail"]
         assert json.loads(cli("db", "status", "--json").stdout)["backend"] == "embedded"
     finally:
         cli("db", "down")

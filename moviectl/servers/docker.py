@@ -252,9 +252,9 @@ class DockerBackend:
                     from moviectl.servers.local import EmbeddedBackend
 
                     result = EmbeddedBackend(self.settings).up(wait=wait, timeout=timeout)
-                    result.detail += (
-                        f"; auto: Docker answers but its image {self.svc.image} cannot be had "
-                        f"({exc.message.split(': ', 1)[-1][:80]}), so the embedded server runs"
+                    result.detail = (
+                        f"auto: Docker image {self.svc.image} cannot be had, so embedded; "
+                        + result.detail
                     )
                     return result
                 self._ensure_network()
