@@ -246,7 +246,7 @@ class DockerBackend:
                     raise self._port_in_use()
                 try:
                     self._ensure_image()
-                except ServerError as exc:
+                except ServerError:
                     if not self.fallback:
                         raise
                     from moviectl.servers.local import EmbeddedBackend
