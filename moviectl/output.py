@@ -210,3 +210,24 @@ class RowProgress:
     def __exit__(self, *exc: object) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+
+class ByteProgress:
+    """Bytes written so far, as a live line on a terminal."""
+
+    def __init__(self, output: Output, label: str) -> None:
+        self.output, self.label = output, label
+        self.status: Any = None
+
+    def __enter__(self) -> ByteProgress:
+        return self
+
+    def __call__(self, done: int) -> None:
+        if self.status is None:
+            self.status = self.output.err.status(self.label)
+            self.status.start()
+        self.status.update(f"{self.label}: {fmt_bytes(done)} written")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.status is not None:
+            self.status.stop()

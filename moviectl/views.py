@@ -184,3 +184,50 @@ def render_doctor(c: Console, r: Any) -> None:
         if f.fix and f.status != "ok":
             c.print(f"  [dim]fix:[/] {f.fix}")
     c.print("[green]all good[/]" if r.ok else "[red]problems found[/]")
+
+
+def render_backup(c: Console, r: Any) -> None:
+    from moviectl.output import fmt_bytes
+
+    m = r.manifest
+    c.print(f"[green]✓[/] backup of {m.database} written and read back: [bold]{r.path}[/]")
+    c.print(f"  size {fmt_bytes(m.size_bytes)}, sha256 {m.sha256[:16]}…, revision "
+            f"{m.alembic_revision}, {sum(m.row_counts.values()):,} rows in "
+            f"{len(m.row_counts)} tables, {fmt_duration(m.seconds)}")  # fmt: skip
+    c.print(f"  pg_dump {m.pg_dump_version} ({r.via}), server {m.server_version}")
+    c.print(f"  manifest {r.manifest_path}")
+    c.print(f"  drill it: moviectl backup verify {r.path}")
+
+
+def render_backups(c: Console, r: dict[str, Any]) -> None:
+    from moviectl.output import fmt_bytes
+
+    rows = [(e.path, e.created or "-", fmt_bytes(e.size_bytes), e.revision or "-",
+             e.verified_at or ("no" if e.manifest else "no manifest"))
+            for e in r["backups"]]  # fmt: skip
+    if not rows:
+        c.print("no backups")
+        return
+    c.print(table(None, ["file", "created", "size", "revision", "verified"], rows))
+
+
+def render_verify(c: Console, r: Any) -> None:
+    if r.ok:
+        c.print(f"[green]✓[/] {r.path}: checksum ok, restored into a throwaway database, "
+                "revision and row counts match the manifest")  # fmt: skip
+        return
+    c.print(f"[red]✗ {r.path} failed verification[/]")
+    for d in r.differences:
+        c.print(f"  - {d}")
+
+
+def render_restore(c: Console, r: Any) -> None:
+    verb = "created and restored" if r.created else "restored"
+    c.print(f"[green]✓[/] {verb} database [bold]{r.database}[/] from {r.path} "
+            f"({fmt_duration(r.seconds)})")  # fmt: skip
+    c.print(f"  url: {r.url}  revision {r.revision}, {sum(r.row_counts.values()):,} rows")
+    if r.safety_backup:
+        c.print(f"  safety backup of the old contents: {r.safety_backup}")
+        c.print(f"  undo: {r.undo}")
+    for d in r.differences:
+        c.print(f"  [red]mismatch:[/] {d}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from moviectl.cli import (  # noqa: F401  (each module registers its commands)
+    commands_backup,
     commands_config,
     commands_db,
     commands_health,

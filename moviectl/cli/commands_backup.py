@@ -1,0 +1,146 @@
+"""`moviectl backup [list | verify | prune]` and `moviectl restore`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from moviectl.cli.app import JsonOpt, YesOpt, app, confirm, new_typer, out, settings_of
+from moviectl.views import render_backup, render_backups, render_restore, render_verify
+
+backup_app = new_typer("Checksummed pg_dump backups and restore drills.")
+app.add_typer(backup_app, name="backup")
+
+
+@backup_app.callback(invoke_without_command=True)
+def backup_cmd(
+    ctx: typer.Context,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Directory (default MOVIE_BACKUP_DIR).")
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", "-F", help="custom | directory | plain.")
+    ] = "custom",
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", "-j", min=1, help="Parallel jobs (directory format).")
+    ] = None,
+    compress: Annotated[
+        str | None, typer.Option("--compress", "-Z", help="pg_dump compression, e.g. 6, gzip:9.")
+    ] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Back up the app database: pg_dump to a temp name, read back, checksummed, renamed.
+
+    Example: `moviectl backup` or `moviectl backup --format directory --jobs 2 -o /srv/backups`
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from moviectl import backup as core
+    from moviectl.output import ByteProgress
+
+    o = out(ctx, json)
+    with ByteProgress(o, "dumping") as progress:
+        result = core.backup(
+            settings_of(ctx), output=output, fmt=fmt, jobs=jobs, compress=compress,
+            progress=progress if o.interactive else None,
+        )  # fmt: skip
+    o.emit(result, render_backup)
+
+
+@backup_app.command("list")
+def backup_list(
+    ctx: typer.Context,
+    directory: Annotated[Path | None, typer.Option("--dir", help="Where to look.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """List backups: file, created, size, revision, verified.
+
+    Example: `moviectl backup list --json`
+    """
+    from moviectl import backup as core
+
+    entries = core.list_backups(settings_of(ctx), directory)
+    out(ctx, json).emit({"backups": entries}, render_backups)
+
+
+@backup_app.command("verify")
+def backup_verify(
+    ctx: typer.Context,
+    file: Annotated[Path | None, typer.Argument(help="Backup file (default: the newest).")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Check the sha256, restore into a throwaway database and compare with the manifest.
+
+    Exits 1 on any mismatch; records "verified at" in the manifest when it passes.
+
+    Example: `moviectl backup verify backups/movies-20261124T101500Z.dump`
+    """
+    from moviectl import backup as core
+    from moviectl.errors import InputFileError
+    from moviectl.restore import verify
+
+    settings = settings_of(ctx)
+    if file is None:
+        entries = [e for e in core.list_backups(settings) if e.manifest]
+        if not entries:
+            raise InputFileError("no backups to verify", hint="run `moviectl backup` first")
+        file = Path(entries[-1].path)
+    o = out(ctx, json)
+    with o.status(f"restore drill for {file.name}"):
+        result = verify(settings, file)
+    o.emit(result, render_verify)
+    raise typer.Exit(0 if result.ok else 1)  # type: ignore[attr-defined]
+
+
+@backup_app.command("prune")
+def backup_prune(
+    ctx: typer.Context,
+    keep: Annotated[int, typer.Option("--keep", min=1, help="How many to keep.")],
+    yes: YesOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Delete the oldest backups beyond --keep N (never the newest verified one).
+
+    Example: `moviectl backup prune --keep 7 --yes`
+    """
+    from moviectl import backup as core
+
+    settings = settings_of(ctx)
+    confirm(ctx, f"Delete all but the newest {keep} backups?", yes)
+    deleted = core.prune(settings, keep)
+    out(ctx, json).emit({"deleted": deleted}, lambda c, r: c.print(
+        "\n".join(f"  deleted {p}" for p in r["deleted"]) or "nothing to delete"))  # fmt: skip
+
+
+@app.command("restore")
+def restore_cmd(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="Backup file (with its manifest beside it).")],
+    into: Annotated[
+        str | None, typer.Option("--into", help="Target database (default: a new one).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a non-empty database (after a safety backup).")
+    ] = False,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1)] = None,
+    yes: YesOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Restore a backup into a new database (or, with --force, over an existing one).
+
+    Checks the sha256 first and refuses a backup from a newer PostgreSQL major.
+
+    Example: `moviectl restore backups/movies-20261124T101500Z.dump --into movies_copy`
+    """
+    from moviectl.restore import restore
+
+    settings = settings_of(ctx)
+    if force:
+        confirm(ctx, f"Replace database {into or '(new)'} with {file.name}?", yes)
+    o = out(ctx, json)
+    with o.status(f"restoring {file.name}"):
+        result = restore(settings, file, into=into, force=force, jobs=jobs)
+    o.emit(result, render_restore)
+    raise typer.Exit(0 if result.matches_manifest else 1)

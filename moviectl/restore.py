@@ -1,0 +1,183 @@
+"""`moviectl restore` and the restore drill behind `moviectl backup verify`."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from moviectl.backup import (
+    Manifest,
+    _child_env,
+    _write_json,
+    backup,
+    check_checksum,
+    load_manifest,
+    manifest_path,
+    snapshot,
+)
+from moviectl.engine import connect
+from moviectl.errors import CheckFailed, Refused, UsageError
+from moviectl.pgtools import find_tool
+from moviectl.settings import DbTarget, Settings
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+@dataclass
+class RestoreResult:
+    path: str
+    database: str
+    url: str
+    created: bool
+    safety_backup: str | None
+    undo: str | None
+    revision: str | None
+    row_counts: dict[str, int]
+    matches_manifest: bool
+    differences: list[str]
+    seconds: float
+
+
+def _admin(settings: Settings) -> DbTarget:
+    return settings.target("postgres")
+
+
+def _state(settings: Settings, name: str) -> tuple[bool, bool]:
+    """(exists, has tables) for database ``name``."""
+    with connect(_admin(settings), connect_timeout=settings.connect_timeout) as c:
+        if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            return False, False
+    with connect(settings.target(name), connect_timeout=settings.connect_timeout) as c:
+        n = c.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()
+    return True, bool(n and n[0])
+
+
+def _server_major(settings: Settings) -> int:
+    with connect(_admin(settings), connect_timeout=settings.connect_timeout) as c:
+        return int(c.execute("SHOW server_version_num").fetchone()[0]) // 10000  # type: ignore[index]
+
+
+def _create(settings: Settings, name: str, drop_first: bool = False) -> None:
+    from psycopg import sql
+
+    from moviectl.testdb import drop_database_force
+
+    with connect(_admin(settings), connect_timeout=settings.connect_timeout) as c:
+        if drop_first:
+            drop_database_force(c, name)
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def _drop(settings: Settings, name: str) -> None:
+    from moviectl.testdb import drop_database_force
+
+    with connect(_admin(settings), connect_timeout=settings.connect_timeout) as c:
+        drop_database_force(c, name)
+
+
+def _load(
+    settings: Settings, path: Path, man: Manifest, target: DbTarget, jobs: int | None
+) -> None:
+    if man.format == "plain":
+        tool = find_tool("psql", settings)
+        argv = [tool.path, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(path)]
+    else:
+        tool = find_tool("pg_restore", settings)
+        argv = [tool.path, "--no-owner", "--no-privileges", "--exit-on-error", "-d",
+                target.database, str(path)]  # fmt: skip
+        if jobs:
+            argv[1:1] = ["-j", str(jobs)]
+    res = subprocess.run(argv, env=_child_env(target), capture_output=True, text=True)
+    if res.returncode != 0:
+        last = (res.stderr.strip().splitlines() or ["?"])[-1]
+        raise CheckFailed(f"restoring {path.name} into {target.database} failed: {last}")
+
+
+def _compare(man: Manifest, rev: str | None, counts: dict[str, int]) -> list[str]:
+    diffs = []
+    if rev != man.alembic_revision:
+        diffs.append(f"alembic revision {rev} != manifest {man.alembic_revision}")
+    for table, n in sorted(man.row_counts.items()):
+        if counts.get(table) != n:
+            diffs.append(f"{table}: {counts.get(table)} rows != manifest {n}")
+    return diffs
+
+
+def restore(
+    settings: Settings,
+    path: Path,
+    *,
+    into: str | None = None,
+    force: bool = False,
+    jobs: int | None = None,
+) -> RestoreResult:
+    started = time.monotonic()
+    man = load_manifest(path)
+    check_checksum(path, man)
+    server_major = _server_major(settings)
+    if man.server_major > server_major:
+        raise Refused(
+            f"{path.name} comes from PostgreSQL {man.server_major}; this server is "
+            f"PostgreSQL {server_major}",
+            hint="restore into a server of the same or a newer major version",
+        )
+    name = into or f"{man.database}_restore_{datetime.now(UTC):%Y%m%d%H%M%S}"
+    if not _NAME.fullmatch(name):
+        raise UsageError(f"bad database name {name!r}", hint="letters, digits and _ (63 at most)")
+    exists, nonempty = _state(settings, name)
+    safety = undo = None
+    if exists and nonempty:
+        if not force:
+            raise Refused(
+                f"database {name!r} exists and is not empty: refusing to overwrite it",
+                hint="restore into a new database (omit --into), or pass --force: moviectl "
+                "then takes a safety backup of it first",
+            )
+        safe = backup(settings, database=name)
+        safety = safe.path
+        undo = f"moviectl restore {safe.path} --into {name} --force"
+        _create(settings, name, drop_first=True)
+    elif not exists:
+        _create(settings, name)
+    target = settings.target(name)
+    _load(settings, path, man, target, jobs)
+    _, _, rev, counts = snapshot(settings, target)
+    diffs = _compare(man, rev, counts)
+    return RestoreResult(str(path), name, target.url(), not exists, safety, undo, rev, counts,
+                         not diffs, diffs, round(time.monotonic() - started, 3))  # fmt: skip
+
+
+def verify(settings: Settings, path: Path) -> object:
+    """Checksum, then the restore drill: restore into a throwaway database and compare."""
+    from moviectl.backup import VerifyResult
+
+    man = load_manifest(path)
+    try:
+        check_checksum(path, man)
+    except CheckFailed as exc:
+        result = VerifyResult(str(path), False, None, False, False, [exc.message])
+        _record(path, man, result.ok)
+        return result
+    name = f"movies_verify_{secrets.token_hex(6)}"
+    _create(settings, name)
+    try:
+        _load(settings, path, man, settings.target(name), None)
+        _, _, rev, counts = snapshot(settings, settings.target(name))
+    finally:
+        _drop(settings, name)
+    diffs = _compare(man, rev, counts)
+    result = VerifyResult(str(path), True, name, rev == man.alembic_revision,
+                          not [d for d in diffs if "rows" in d], diffs)  # fmt: skip
+    _record(path, man, result.ok)
+    return result
+
+
+def _record(path: Path, man: Manifest, ok: bool) -> None:
+    man.verified_at = datetime.now(UTC).isoformat() if ok else man.verified_at
+    man.verify_result = "ok" if ok else "mismatch"
+    _write_json(manifest_path(path), asdict(man))
