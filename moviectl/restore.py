@@ -68,9 +68,21 @@ def _create(settings: Settings, name: str, drop_first: bool = False) -> None:
     from moviectl.testdb import drop_database_force
 
     with connect(_admin(settings), connect_timeout=settings.connect_timeout) as c:
-        if drop_first:
+        comment = None
+        if drop_first:  # keep the database's comment (e.g. moviectl's ownership mark)
+            row = c.execute(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                (name,),
+            ).fetchone()
+            comment = row[0] if row else None
             drop_database_force(c, name)
         c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        if comment:
+            c.execute(
+                sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                    sql.Identifier(name), sql.Literal(comment)
+                )
+            )
 
 
 def _drop(settings: Settings, name: str) -> None:
@@ -83,19 +95,55 @@ def _drop(settings: Settings, name: str) -> None:
 def _load(
     settings: Settings, path: Path, man: Manifest, target: DbTarget, jobs: int | None
 ) -> None:
+    env = _child_env(target)
+    psql = [find_tool("psql", settings).path, "-X", "-q", "-v", "ON_ERROR_STOP=1"]
     if man.format == "plain":
-        tool = find_tool("psql", settings)
-        argv = [tool.path, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(path)]
+        res = subprocess.run([*psql, "-f", str(path)], env=env, capture_output=True, text=True)
     else:
         tool = find_tool("pg_restore", settings)
-        argv = [tool.path, "--no-owner", "--no-privileges", "--exit-on-error", "-d",
-                target.database, str(path)]  # fmt: skip
-        if jobs:
-            argv[1:1] = ["-j", str(jobs)]
-    res = subprocess.run(argv, env=_child_env(target), capture_output=True, text=True)
+        server_major = _server_major(settings)
+        if tool.major >= 17 > server_major:
+            # A newer pg_restore talks settings an older server does not know
+            # (transaction_timeout): have it write SQL, drop those lines, feed psql.
+            res = _restore_via_sql(tool.path, psql, path, env)
+        else:
+            argv = [tool.path, "--no-owner", "--no-privileges", "--exit-on-error", "-d",
+                    target.database, str(path)]  # fmt: skip
+            if jobs:
+                argv[1:1] = ["-j", str(jobs)]
+            res = subprocess.run(argv, env=env, capture_output=True, text=True)
     if res.returncode != 0:
         last = (res.stderr.strip().splitlines() or ["?"])[-1]
         raise CheckFailed(f"restoring {path.name} into {target.database} failed: {last}")
+
+
+def _restore_via_sql(
+    pg_restore: str, psql: list[str], path: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    import tempfile
+
+    with tempfile.TemporaryFile() as gen_err, tempfile.TemporaryFile() as sink_err:
+        gen = subprocess.Popen(
+            [pg_restore, "--no-owner", "--no-privileges", "-f", "-", str(path)],
+            stdout=subprocess.PIPE, stderr=gen_err, env=env,
+        )  # fmt: skip
+        sink = subprocess.Popen([*psql, "-f", "-"], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=sink_err, env=env)  # fmt: skip
+        assert gen.stdout is not None and sink.stdin is not None
+        try:
+            for line in gen.stdout:
+                if not line.startswith(b"SET transaction_timeout"):
+                    sink.stdin.write(line)
+        except BrokenPipeError:
+            pass  # psql stopped at the first error; its stderr says why
+        finally:
+            sink.stdin.close()
+        gen_code, sink_code = gen.wait(), sink.wait()
+        code = gen_code or sink_code
+        gen_err.seek(0)
+        sink_err.seek(0)
+        err = (gen_err.read() + sink_err.read()).decode(errors="replace")
+    return subprocess.CompletedProcess([], code, "", err)
 
 
 def _compare(man: Manifest, rev: str | None, counts: dict[str, int]) -> list[str]:

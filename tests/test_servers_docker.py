@@ -167,3 +167,21 @@ def test_auto_falls_back_to_embedded_when_the_image_cannot_be_had(image, tmp_pat
         assert json.loads(cli("db", "status", "--json").stdout)["backend"] == "embedded"
     finally:
         cli("db", "down")
+
+
+def test_backup_runs_pg_dump_in_the_container_when_no_host_one_fits(dk, tmp_path, monkeypatch):
+    import moviectl.pgtools as pgtools
+
+    assert dk("db", "up").exit_code == 0
+    assert dk("migrate").exit_code == 0
+    assert dk("seed", "--sample", "50").exit_code == 0
+    real = pgtools.candidates
+    monkeypatch.setattr(pgtools, "candidates",
+                        lambda name, s: [] if name == "pg_dump" else real(name, s))  # fmt: skip
+    r = dk("backup", "--output", str(tmp_path), "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["via"].startswith("docker exec ") and doc["manifest"]["row_counts"]["movies"] == 50
+    assert "dk-secret" not in r.output
+    r = dk("backup", "verify", doc["path"])
+    assert r.exit_code == 0, r.output

@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+
+from moviectl import backup as core
+from moviectl.settings import Settings
+
+
+@pytest.fixture
+def seeded(cli):
+    r = cli("seed", "--sample", "2000")
+    assert r.exit_code == 0, r.output
+    return cli
+
+
+def _backup(cli, out: Path, *args: str) -> dict:
+    r = cli("backup", "--output", str(out), "--json", *args)
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def test_backup_list_verify_restore_round_trip(seeded, tmp_path, movie_db_url):
+    doc = _backup(seeded, tmp_path)
+    path = Path(doc["path"])
+    man = json.loads(Path(doc["manifest_path"]).read_text())
+    assert path.exists() and not list(tmp_path.glob(".*partial"))
+    assert man["row_counts"]["movies"] == 2000 and man["alembic_revision"] == "0002"
+    assert man["sha256"] == core.sha256_of(path) and man["size_bytes"] == path.stat().st_size
+    assert man["server_major"] >= 13 and man["pg_dump_version"]
+    password = Settings(_env_file=None, database_url=movie_db_url).target().password
+    assert password not in json.dumps(doc)
+
+    r = seeded("backup", "list", "--dir", str(tmp_path), "--json")
+    assert [b["path"] for b in json.loads(r.stdout)["backups"]] == [str(path)]
+
+    r = seeded("backup", "verify", str(path), "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["ok"] is True
+    assert json.loads(Path(doc["manifest_path"]).read_text())["verified_at"]
+
+    r = seeded("restore", str(path), "--into", "movies_copy", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["created"] and res["matches_manifest"] and res["row_counts"]["movies"] == 2000
+    with psycopg.connect(movie_db_url, autocommit=True) as c:
+        from moviectl.testdb import drop_database_force
+
+        drop_database_force(c, "movies_copy")
+
+
+@pytest.mark.parametrize("fmt", ["directory", "plain"])
+def test_other_formats(seeded, tmp_path, fmt):
+    extra = ["--jobs", "2"] if fmt == "directory" else []
+    doc = _backup(seeded, tmp_path, "--format", fmt, *extra)
+    r = seeded("backup", "verify", doc["path"])
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_corrupted_backups_are_refused(seeded, tmp_path, damage):
+    path = Path(_backup(seeded, tmp_path)["path"])
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x01
+    else:
+        data = data[: len(data) // 2]
+    path.write_bytes(bytes(data))
+    r = seeded("backup", "verify", str(path))
+    assert r.exit_code == 1 and "checksum mismatch" in r.stdout
+    r = seeded("restore", str(path), "--into", "never_made")
+    assert r.exit_code == 1 and "checksum mismatch" in r.stderr
+    r = seeded("--json", "testdb", "list")  # nothing was created
+    with psycopg.connect(seeded.env["MOVIE_DATABASE_URL"]) as c:
+        assert not c.execute("SELECT 1 FROM pg_database WHERE datname = 'never_made'").fetchone()
+
+
+def test_restore_refuses_to_overwrite_without_force(seeded, tmp_path, movie_db_url):
+    path = Path(_backup(seeded, tmp_path)["path"])
+    db = Settings(_env_file=None, database_url=movie_db_url).target().database
+    r = seeded("restore", str(path), "--into", db)
+    assert r.exit_code == 5 and "not empty" in r.stderr
+    with psycopg.connect(movie_db_url, autocommit=True) as c:
+        c.execute("DELETE FROM movies WHERE year < 2000")
+    r = seeded("restore", str(path), "--into", db, "--force", "--yes", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["safety_backup"] and Path(res["safety_backup"]).exists()
+    assert f"--into {db} --force" in res["undo"]
+    with psycopg.connect(movie_db_url) as c:
+        assert c.execute("SELECT count(*) FROM movies").fetchone()[0] == 2000
+
+
+def test_restore_refuses_a_newer_major(seeded, tmp_path):
+    doc = _backup(seeded, tmp_path)
+    mpath = Path(doc["manifest_path"])
+    man = json.loads(mpath.read_text())
+    man["server_major"] = 99
+    mpath.write_text(json.dumps(man))
+    r = seeded("restore", doc["path"])
+    assert r.exit_code == 5 and "PostgreSQL 99" in r.stderr
+
+
+def test_bad_output_dirs_and_missing_database(seeded, tmp_path, movie_db_url):
+    r = seeded("backup", "--output", str(tmp_path / "nope"))
+    assert r.exit_code == 2 and "does not exist" in r.stderr
+    bad = movie_db_url.rsplit("/", 1)[0] + "/no_such_db"
+    r = seeded("backup", "--output", str(tmp_path), MOVIE_DATABASE_URL=bad)
+    assert r.exit_code == 4 and "no_such_db" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+    r = seeded("restore", str(tmp_path / "missing.dump"))
+    assert r.exit_code == 2 and "not found" in r.stderr
+
+
+def _mount_tmpfs(path: Path, opts: str) -> bool:
+    path.mkdir()
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True
+    )
+    return res.returncode == 0
+
+
+def test_disk_full_leaves_no_partial_file(cli, tmp_path):
+    assert cli("seed", "--sample", "60000").exit_code == 0
+    small = tmp_path / "small"
+    if not _mount_tmpfs(small, "size=256k"):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        r = cli("backup", "--output", str(small))
+        assert r.exit_code == 1, r.output
+        assert "disk full" in r.stderr and "Traceback" not in r.output
+        assert list(small.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)])
+
+
+def test_read_only_output_dir(cli, tmp_path):
+    ro = tmp_path / "ro"
+    if not _mount_tmpfs(ro, "size=1m,ro"):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        r = cli("backup", "--output", str(ro))
+        assert r.exit_code == 2 and "not writable" in r.stderr
+    finally:
+        subprocess.run(["umount", str(ro)])
+
+
+def test_pg_dump_killed_midway(cli, tmp_path, movie_db_url):
+    assert cli("seed", "--sample", "200000").exit_code == 0
+    settings = Settings(_env_file=None, database_url=movie_db_url)
+    killed = threading.Event()
+
+    def kill_pg_dump(_: int) -> None:
+        for child in psutil.Process().children(recursive=True):
+            if child.name() == "pg_dump" and not killed.is_set():
+                child.kill()
+                killed.set()
+
+    with pytest.raises(Exception) as err:
+        core.backup(settings, output=tmp_path, progress=kill_pg_dump)
+    assert killed.is_set(), "the dump finished before it could be killed"
+    assert "killed" in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_prune_keeps_the_newest_verified(seeded, tmp_path):
+    paths = []
+    for _ in range(3):
+        paths.append(_backup(seeded, tmp_path)["path"])
+        time.sleep(1.1)  # distinct second-resolution names
+    assert seeded("backup", "verify", paths[0]).exit_code == 0
+    r = seeded("backup", "prune", "--keep", "1", "--yes", "--json", MOVIE_BACKUP_DIR=str(tmp_path))
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["deleted"] == [paths[1]]
+    assert Path(paths[0]).exists() and Path(paths[2]).exists()
