@@ -85,12 +85,23 @@ def moviectl_template(moviectl_settings: Settings, moviectl_admin_target: DbTarg
     return ensure_template(moviectl_settings, moviectl_admin_target)
 
 
+@pytest.fixture(scope="session")
+def moviectl_admin_conn(moviectl_settings: Settings, moviectl_admin_target: DbTarget) -> Any:
+    """One admin connection per worker: cloning then costs no login each time."""
+    from moviectl.engine import connect
+
+    conn = connect(moviectl_admin_target, connect_timeout=moviectl_settings.connect_timeout)
+    yield conn
+    conn.close()
+
+
 @pytest.fixture(scope=_db_scope)
 def movie_db_url(
     request: pytest.FixtureRequest,
     moviectl_settings: Settings,
     moviectl_admin_target: DbTarget,
     moviectl_template: str,
+    moviectl_admin_conn: Any,
 ) -> Iterator[str]:
     from moviectl import testdb
 
@@ -99,6 +110,7 @@ def movie_db_url(
         target=moviectl_admin_target,
         template=moviectl_template,
         owner=f"pytest {request.node.nodeid}",
+        conn=moviectl_admin_conn,
     )
     node = request.node
     if isinstance(node, pytest.Item):

@@ -25,7 +25,7 @@ from moviectl.models import GENRES
 from moviectl.settings import DbTarget, Settings
 
 COPY_THRESHOLD = 1000  # rows: above this, COPY; at or below, the repository
-CHUNK = 5000
+CHUNK = 20000
 DEFAULT_SEED = 1895  # the Lumière brothers' first screening
 COLUMNS = ("title", "year", "genre", "rating")
 Progress = Callable[[int, int], None]  # (done, total)
@@ -326,7 +326,11 @@ def _copy(settings: Settings, t: DbTarget, rows: Iterator[Any], total: int, run_
     done = 0
     with connect(t, connect_timeout=settings.connect_timeout, autocommit=False) as c:
         with c.cursor() as cur:
-            with cur.copy("COPY movies (title, year, genre, rating) FROM STDIN") as copy:
+            from psycopg.copy import QueuedLibpqWriter
+
+            # the writer sends from its own thread: generating and sending overlap
+            stmt = "COPY movies (title, year, genre, rating) FROM STDIN"
+            with cur.copy(stmt, writer=QueuedLibpqWriter(cur)) as copy:
                 buf = io.StringIO()
                 for title, year, genre, rating in rows:
                     buf.write(f"{_esc(title)}\t{year}\t{_esc(genre)}\t{rating or chr(92) + 'N'}\n")

@@ -9,6 +9,7 @@ migrations; every test database is a ``CREATE DATABASE ... TEMPLATE`` clone of i
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import json
@@ -131,12 +132,22 @@ def _admin(settings: Settings, target: DbTarget | None = None) -> Any:
     return connect(target or admin_target(settings), connect_timeout=settings.connect_timeout)
 
 
+def _clone_strategy(conn: Any) -> str:
+    """FILE_COPY where checkpoints are cheap (fsync off: test clusters), else WAL_LOG."""
+    if conn.info.server_version < 150000:
+        return ""
+    fsync = conn.execute("SELECT current_setting('fsync')").fetchone()[0]
+    return " STRATEGY FILE_COPY" if fsync == "off" else ""
+
+
 def _create_database(conn: Any, target: DbTarget, name: str, template: str | None) -> None:
     from psycopg import errors, sql
 
     stmt = sql.SQL("CREATE DATABASE {}").format(_ident(name))
     if template:
-        stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(_ident(name), _ident(template))
+        stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}" + _clone_strategy(conn)).format(
+            _ident(name), _ident(template)
+        )
     try:
         conn.execute(stmt)
     except errors.InsufficientPrivilege:
@@ -232,15 +243,19 @@ def create(
     owner: str | None = None,
     target: DbTarget | None = None,
     template: str | None = None,
+    conn: Any = None,
 ) -> TestDatabase:
-    """Clone the template into a fresh ``movies_test_<hex>`` database."""
+    """Clone the template into a fresh ``movies_test_<hex>`` database.
+
+    ``conn``: an open autocommit admin connection to reuse (the pytest plugin keeps one).
+    """
     admin = target or admin_target(settings)
     tpl = template or ensure_template(settings, admin)
     name = TEST_PREFIX + secrets.token_hex(8)
     created = datetime.now(UTC).replace(microsecond=0)
     expires = created + ttl if ttl else None
     who = owner or f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"
-    with _admin(settings, admin) as conn:
+    with contextlib.nullcontext(conn) if conn is not None else _admin(settings, admin) as conn:
         _create_database(conn, admin, name, tpl)
         _comment(
             conn,

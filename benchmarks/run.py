@@ -1,0 +1,238 @@
+"""Every performance goal from the issues, measured against its peer in one run.
+
+    uv run python benchmarks/run.py              # 1,000,000 rows (a few minutes)
+    uv run python benchmarks/run.py --rows 200000 --only seed,backup
+
+Starts its own embedded PostgreSQL in a temp directory (test-cluster settings:
+fsync/synchronous_commit/full_page_writes off, the same for moviectl and its peers),
+and prints one table: figure, moviectl, peer/limit, ratio, goal, verdict. Absolute
+times on shared machines are noise; the ratios are the point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from moviectl.servers.embedded import TEST_OPTIONS, EmbeddedServer, wheel_bin_dir  # noqa: E402
+from moviectl.servers.ports import free_port  # noqa: E402
+from moviectl.settings import Settings  # noqa: E402
+
+ROWS: list[tuple[str, str, str, str, str]] = []
+
+
+def row(figure: str, ours: float, peer: float, unit: str, goal: str, ok: bool) -> None:
+    ratio = ours / peer if peer else float("nan")
+    ROWS.append((figure, f"{ours:,.3f} {unit}", f"{peer:,.3f} {unit}", f"{ratio:.2f}x",
+                 f"{goal} {'ok' if ok else 'MISSED'}"))  # fmt: skip
+
+
+def timed(fn: Callable[[], object], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def run(cmd: list[str], env: dict[str, str], **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, **kw)  # type: ignore[call-overload,no-any-return]
+
+
+def p95(xs: list[float]) -> float:
+    return sorted(xs)[max(0, int(len(xs) * 0.95) - 1)]
+
+
+def bench_health(env: dict[str, str], url_env: dict[str, str], port: int) -> None:
+    mv = [sys.executable, "-m", "moviectl"]
+    e = {**env, **url_env}
+    live = timed(lambda: run([*mv, "health", "--live"], e), 15)
+    isready = timed(lambda: run(["pg_isready", "-h", "127.0.0.1", "-p", str(port)], e), 15)
+    bare = timed(lambda: run([sys.executable, "-c", "pass"], e), 15)
+    limit = 2 * (statistics.median(isready) + statistics.median(bare))
+    row("health --live (process, median)", statistics.median(live), limit, "s",
+        "<= 2x (pg_isready + python)", statistics.median(live) <= limit)  # fmt: skip
+    full = timed(lambda: run([*mv, "health"], e), 5)
+    row("health, all checks (process, median)", statistics.median(full), 0.5, "s", "< 0.5 s",
+        statistics.median(full) < 0.5)  # fmt: skip
+    alembic = timed(lambda: run([sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"),
+                                 "current"], e, cwd=ROOT), 3)  # fmt: skip
+    row("  (peer: alembic current, process)", statistics.median(full), statistics.median(alembic),
+        "s", "info", True)  # fmt: skip
+    from moviectl.health import run_health
+    from moviectl.settings import load_settings
+
+    s = load_settings(**{})
+    os.environ.update(url_env)
+    s = load_settings()
+    run_health(s)
+    inproc = timed(lambda: run_health(s), 10)
+    row("health, all checks (in process, median)", statistics.median(inproc), 0.5, "s",
+        "info", True)  # fmt: skip
+
+
+def bench_testdb(settings: Settings, admin_url: str, env: dict[str, str]) -> None:
+    import psycopg
+
+    from moviectl import testdb
+    from moviectl.settings import parse_db_url
+
+    admin = parse_db_url(admin_url)
+    tpl = testdb.ensure_template(settings, admin)
+    names: list[str] = []
+    conn = psycopg.connect(admin_url, autocommit=True)  # as the pytest plugin holds one
+
+    def clone() -> None:
+        names.append(testdb.create(settings, target=admin, template=tpl, conn=conn).name)
+
+    clones = timed(clone, 40)
+    alembic_names: list[str] = []
+
+    def fresh() -> None:
+        name = f"bench_{secrets.token_hex(4)}"
+        with psycopg.connect(admin_url, autocommit=True) as c:
+            c.execute(f'CREATE DATABASE "{name}"')
+        alembic_names.append(name)
+        url = admin.with_database(name).url(masked=False)
+        res = run([sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "upgrade",
+                   "head"], {**env, "MOVIE_DATABASE_URL": url}, cwd=ROOT)  # fmt: skip
+        assert res.returncode == 0, res.stderr
+
+    fresh_t = timed(fresh, 5)
+    med, peer = statistics.median(clones), statistics.median(fresh_t)
+    row("testdb: fresh migrated database (median)", med, 0.05, "s", "<= 50 ms", med <= 0.05)
+    row("testdb: p95", p95(clones), 0.05, "s", "info", True)
+    row("testdb vs CREATE DATABASE + alembic upgrade", med, peer, "s", ">= 10x faster",
+        peer / med >= 10)  # fmt: skip
+    testdb.drop(settings, names, target=admin)
+    with psycopg.connect(admin_url, autocommit=True) as c:
+        for n in alembic_names:
+            c.execute(f'DROP DATABASE "{n}"')
+
+
+def bench_seed(url: str, env: dict[str, str], rows: int, tmp: Path) -> None:
+    import psycopg
+
+    from moviectl import seed
+
+    mv = [sys.executable, "-m", "moviectl"]
+    e = {**env, "MOVIE_DATABASE_URL": url}
+
+    def truncate() -> None:
+        with psycopg.connect(url, autocommit=True) as c:
+            c.execute("TRUNCATE movies, seed_runs")
+
+    truncate()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t = time.perf_counter()
+    res = run([*mv, "seed", "--sample", str(rows)], e)
+    ours = time.perf_counter() - t
+    assert res.returncode == 0, res.stderr
+    peak_mb = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    data = tmp / "movies.tsv"
+    with open(data, "w") as fh:
+        for title, year, genre, rating in seed.sample_rows(rows, 99):
+            fh.write(f"{title}\t{year}\t{genre}\t{rating or chr(92) + 'N'}\n")
+    truncate()
+    psql = shutil.which("psql") or str(wheel_bin_dir() / "psql")  # type: ignore[operator]
+    t = time.perf_counter()
+    res = run([psql, url, "-c", f"\\copy movies (title, year, genre, rating) FROM '{data}'"], e)
+    peer = time.perf_counter() - t
+    assert res.returncode == 0, res.stderr
+    truncate()
+    orm_rows = min(5000, rows)
+    s = Settings(_env_file=None, database_url=url)  # type: ignore[call-arg]
+    t = time.perf_counter()
+    seed.seed(s, sample=orm_rows, force_method="orm", random_seed=5)
+    orm_rate = orm_rows / (time.perf_counter() - t)
+    truncate()
+    ours_rate, peer_rate = rows / ours, rows / peer
+    row(f"seed {rows:,}: rows/s vs psql \\copy", ours_rate, peer_rate, "rows/s", ">= 0.9x",
+        ours_rate >= 0.9 * peer_rate)  # fmt: skip
+    row(f"seed {rows:,}: rows/s vs ORM session", ours_rate, orm_rate, "rows/s", ">= 10x",
+        ours_rate >= 10 * orm_rate)  # fmt: skip
+    row(f"seed {rows:,}: peak memory (process)", peak_mb, 200, "MB", "< 200 MB", peak_mb < 200)
+
+
+def bench_backup(url: str, env: dict[str, str], rows: int, tmp: Path) -> None:
+    mv = [sys.executable, "-m", "moviectl"]
+    e = {**env, "MOVIE_DATABASE_URL": url}
+    res = run([*mv, "seed", "--sample", str(rows), "--again"], e)
+    assert res.returncode == 0, res.stderr
+    pg_dump = str(wheel_bin_dir() / "pg_dump")  # type: ignore[operator]
+    out = tmp / "bk"
+    out.mkdir()
+
+    def ours_fc() -> None:
+        r = run([*mv, "backup", "--output", str(out)], e)
+        assert r.returncode == 0, r.stderr
+
+    def bare_fc() -> None:
+        r = run([pg_dump, "-Fc", "-f", str(tmp / "bare.dump"), url], e)
+        assert r.returncode == 0, r.stderr
+
+    def ours_dir() -> None:
+        r = run([*mv, "backup", "--output", str(out), "--format", "directory", "--jobs", "2"], e)
+        assert r.returncode == 0, r.stderr
+
+    a = statistics.median(timed(ours_fc, 3))
+    b = statistics.median(timed(bare_fc, 3))
+    c = statistics.median(timed(ours_dir, 3))
+    row(f"backup ({rows:,} movies) vs bare pg_dump -Fc", a, b, "s", "<= 1.1x", a <= 1.1 * b)
+    row("backup --format directory --jobs 2 vs -Fc", c, a, "s", "faster where data allows",
+        c < a)  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--only", default="health,testdb,seed,backup")
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+    tmp = Path(tempfile.mkdtemp(prefix="moviectl-bench-"))
+    server = EmbeddedServer(tmp / "pg", free_port(), "postgres", secrets.token_hex(8),
+                            options=TEST_OPTIONS)  # fmt: skip
+    server.start()
+    try:
+        admin_url = f"postgresql://postgres:{server.password}@127.0.0.1:{server.port}/postgres"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MOVIE_")}
+        env["MOVIE_DATABASE_URL_TEST"] = admin_url
+        settings = Settings(_env_file=None, database_url_test=admin_url)  # type: ignore[call-arg]
+        from moviectl import testdb
+
+        db = testdb.create(settings)
+        url = db.full_url or ""
+        if "health" in only:
+            bench_health(env, {"MOVIE_DATABASE_URL": url}, server.port)
+        if "testdb" in only:
+            bench_testdb(settings, admin_url, env)
+        if "seed" in only:
+            bench_seed(url, env, args.rows, tmp)
+        if "backup" in only:
+            bench_backup(url, env, args.rows, tmp)
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(tmp, ignore_errors=True)
+    widths = [max(len(r[i]) for r in [*ROWS, ("figure", "moviectl", "peer/limit", "ratio", "goal")])
+              for i in range(5)]  # fmt: skip
+    header = ("figure", "moviectl", "peer/limit", "ratio", "goal")
+    for r in [header, *ROWS]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+
+
+if __name__ == "__main__":
+    main()
