@@ -104,26 +104,30 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def snapshot(settings: Settings, target: DbTarget) -> tuple[str, int, str | None, dict[str, int]]:
-    """(server version, major, alembic revision, exact row count per table) of ``target``."""
+def _facts(c: Any) -> tuple[str, int, str | None, dict[str, int]]:
+    """(server version, major, alembic revision, exact row count per table) on connection c."""
     from psycopg import sql
 
-    with connect(target, connect_timeout=settings.connect_timeout) as c:
-        version = str(c.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
-        num = int(c.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
-        tables = [r[0] for r in c.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
-        )]  # fmt: skip
-        counts = {
-            t: int(c.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t)))
-                   .fetchone()[0])  # type: ignore[index]
-            for t in tables
-        }  # fmt: skip
-        rev = None
-        if "alembic_version" in counts:
-            row = c.execute("SELECT version_num FROM alembic_version").fetchone()
-            rev = row[0] if row else None
+    version = str(c.execute("SHOW server_version").fetchone()[0])
+    num = int(c.execute("SHOW server_version_num").fetchone()[0])
+    tables = [r[0] for r in c.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+    )]  # fmt: skip
+    counts = {
+        t: int(c.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t)))
+               .fetchone()[0])
+        for t in tables
+    }  # fmt: skip
+    rev = None
+    if "alembic_version" in counts:
+        row = c.execute("SELECT version_num FROM alembic_version").fetchone()
+        rev = row[0] if row else None
     return version, num // 10000, rev, counts
+
+
+def snapshot(settings: Settings, target: DbTarget) -> tuple[str, int, str | None, dict[str, int]]:
+    with connect(target, connect_timeout=settings.connect_timeout) as c:
+        return _facts(c)
 
 
 def _out_dir(settings: Settings, output: Path | None) -> Path:
@@ -150,16 +154,32 @@ def _watch(path: Path, progress: Progress | None, stop: threading.Event) -> thre
     return t
 
 
-def _run_dump(argv: list[str], env: dict[str, str], tmp: Path, progress: Progress | None,
-              stdin_stream: Any = None) -> tuple[int, str]:  # fmt: skip
-    stop = threading.Event()
-    watcher = _watch(tmp, progress, stop)
-    try:
-        proc = subprocess.run(argv, env=env, capture_output=True, text=True)
-    finally:
-        stop.set()
-        watcher.join()
-    return proc.returncode, proc.stderr
+class _Dump:
+    """A running pg_dump, its stderr kept in a temp file, its output size watched."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], tmp: Path,
+                 progress: Progress | None) -> None:  # fmt: skip
+        import tempfile
+
+        self.err = tempfile.TemporaryFile()  # noqa: SIM115 (closed in wait)
+        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=self.err)
+        self.stop = threading.Event()
+        self.watcher = _watch(tmp, progress, self.stop)
+
+    def wait(self) -> tuple[int, str]:
+        try:
+            code = self.proc.wait()
+        finally:
+            self.stop.set()
+            self.watcher.join()
+        self.err.seek(0)
+        text = self.err.read().decode(errors="replace")
+        self.err.close()
+        return code, text
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.wait()
 
 
 def _child_env(target: DbTarget) -> dict[str, str]:
@@ -208,29 +228,44 @@ def backup(
     out = _out_dir(settings, output)
     started = datetime.now(UTC)
     t0 = time.monotonic()
-    version, major, rev, counts = snapshot(settings, target)
     letter, suffix = FORMATS[fmt]
     name = f"{target.database}-{started:%Y%m%dT%H%M%SZ}{suffix}"
     final, tmp = out / name, out / f".{name}.partial"
-    try:
-        tool = find_tool("pg_dump", settings, major)
-    except ToolMissing:
-        tool = None
-    if tool is None:
-        from moviectl.backup_docker import dump_in_container
+    with connect(target, connect_timeout=settings.connect_timeout, autocommit=False) as snap:
+        # pg_dump and the manifest's row counts read one exported snapshot, concurrently
+        snap.isolation_level = 3  # REPEATABLE READ
+        snap.read_only = True
+        major = int(snap.execute("SHOW server_version_num").fetchone()[0]) // 10000  # type: ignore[index]
+        snap_id = str(snap.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
+        try:
+            tool = find_tool("pg_dump", settings, major)
+        except ToolMissing:
+            tool = None
+        if tool is None:
+            from moviectl.backup_docker import dump_in_container
 
-        via, dump_version = dump_in_container(settings, target, tmp, fmt, progress)
-    else:
-        argv = [tool.path, f"-F{letter}", "-f", str(tmp), "--no-password"]
-        if jobs and fmt == "directory":
-            argv += ["-j", str(jobs)]
-        if compress:
-            argv += ["-Z", compress]
-        code, stderr = _run_dump(argv, _child_env(target), tmp, progress)
-        if code != 0:
-            _remove(tmp)
-            raise _dump_error(stderr, code, target)
-        via, dump_version = tool.path, tool.version
+            version, major, rev, counts = _facts(snap)
+            via, dump_version = dump_in_container(settings, target, tmp, fmt, progress, snap_id)
+        else:
+            argv = [tool.path, f"-F{letter}", "-f", str(tmp), "--no-password",
+                    f"--snapshot={snap_id}"]  # fmt: skip
+            if jobs and fmt == "directory":
+                argv += ["-j", str(jobs)]
+            if compress:
+                argv += ["-Z", compress]
+            dump = _Dump(argv, _child_env(target), tmp, progress)
+            try:
+                version, major, rev, counts = _facts(snap)
+            except BaseException:
+                dump.kill()
+                _remove(tmp)
+                raise
+            code, stderr = dump.wait()
+            if code != 0:
+                _remove(tmp)
+                raise _dump_error(stderr, code, target)
+            via, dump_version = tool.path, tool.version
+        snap.rollback()
     try:
         _read_back(settings, tmp, fmt)
         digest = sha256_of(tmp)

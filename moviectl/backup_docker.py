@@ -10,7 +10,12 @@ from moviectl.settings import DbTarget, Settings
 
 
 def dump_in_container(
-    settings: Settings, target: DbTarget, tmp: Path, fmt: str, progress: Progress | None
+    settings: Settings,
+    target: DbTarget,
+    tmp: Path,
+    fmt: str,
+    progress: Progress | None,
+    snapshot: str | None = None,
 ) -> tuple[str, str]:
     """Stream ``pg_dump`` from the running db container into ``tmp``; (via, version)."""
     from moviectl.servers.docker import DockerBackend, engine_answers
@@ -28,6 +33,8 @@ def dump_in_container(
     user = target.user
     cmd = ["pg_dump", f"-F{'c' if fmt == 'custom' else 'p'}", "-h", "127.0.0.1", "-U", user,
            "-d", target.database]  # fmt: skip
+    if snapshot:
+        cmd.append(f"--snapshot={snapshot}")
     exec_id = api.exec_create(c.id, cmd, environment={"PGPASSWORD": target.password or ""})
     written, errors = 0, b""
     try:
