@@ -9,7 +9,7 @@ from typing import Any
 from moviectl.health import HealthReport, run_health
 from moviectl.migrations import MigrateResult, upgrade
 from moviectl.seed import SeedResult, seed
-from moviectl.servers import DownResult, UpResult, get_backend
+from moviectl.servers import UpResult, get_backend
 from moviectl.settings import Settings
 
 SAMPLE = 3
@@ -64,7 +64,3 @@ def up(settings: Settings, *, timeout: float = 90, progress: Any = None) -> UpSu
             "moviectl down              # stop the server (data stays)",
         ],
     )
-
-
-def down(settings: Settings, *, volumes: bool = False) -> DownResult:
-    return get_backend(settings).down(volumes=volumes)

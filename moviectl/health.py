@@ -156,9 +156,9 @@ class _Run:
         from sqlalchemy import text
 
         from moviectl.engine import db_errors
-        from moviectl.migrations import script_directory
+        from moviectl.migrations import head_revision
 
-        head = script_directory().get_current_head()
+        head = head_revision()
         with db_errors(self.target), self.get_engine().connect() as conn:
             exists = conn.execute(text("SELECT to_regclass('alembic_version')")).scalar()
             current = (
@@ -237,8 +237,6 @@ def _preload(names: list[str]) -> None:
         import sqlalchemy  # noqa: F401
 
         import moviectl.engine  # noqa: F401
-    if "migrations" in names:
-        import alembic.script  # noqa: F401
 
 
 def _one(name: str, fn: Callable[[], tuple[str, str, int, dict[str, Any]]]) -> CheckResult:

@@ -8,6 +8,8 @@ fails naming the holder.
 
 from __future__ import annotations
 
+import ast
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,6 +52,32 @@ def script_directory() -> ScriptDirectory:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory(str(script_location()))
+
+
+_REV_LINE = re.compile(r"^(down_revision|revision)\b[^=]*=\s*(.+)$", re.MULTILINE)
+
+
+def head_revision() -> str | None:
+    """The head revision, read from the scripts without importing Alembic (hot paths).
+
+    Falls back to Alembic's own answer when the scripts are not a single linear chain.
+    """
+    revs: set[str] = set()
+    downs: set[str] = set()
+    for path in (script_location() / "versions").glob("*.py"):
+        fields = dict(_REV_LINE.findall(path.read_text()))
+        try:
+            rev = ast.literal_eval(fields["revision"].strip())
+            down = ast.literal_eval(fields.get("down_revision", "None").strip())
+        except (KeyError, ValueError, SyntaxError):
+            return script_directory().get_current_head()
+        if not isinstance(rev, str) or not isinstance(down, str | None):
+            return script_directory().get_current_head()
+        revs.add(rev)
+        if down:
+            downs.add(down)
+    heads = revs - downs
+    return heads.pop() if len(heads) == 1 else script_directory().get_current_head()
 
 
 def scripts_fingerprint() -> str:

@@ -222,9 +222,9 @@ def file_rows(path: Path) -> Iterator[tuple[str, int, str, str | None]]:
 
 # ---- running a seed ------------------------------------------------------------------------
 def _check_head(settings: Settings, target: DbTarget) -> None:
-    from moviectl.migrations import script_directory
+    from moviectl.migrations import head_revision
 
-    head = script_directory().get_current_head()
+    head = head_revision()
     with connect(target, connect_timeout=settings.connect_timeout) as c:
         has = c.execute("SELECT to_regclass('alembic_version')").fetchone()
         row = (

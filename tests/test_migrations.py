@@ -162,3 +162,9 @@ def test_wrong_password_and_missing_database(cli, movie_db_url):
     r = cli("migrate", "status", MOVIE_DATABASE_URL=t.with_database("nope").url(masked=False))
     assert r.exit_code == 4
     assert "database 'nope' does not exist" in r.stderr
+
+
+def test_head_revision_without_alembic_agrees_with_alembic():
+    from moviectl.migrations import head_revision, script_directory
+
+    assert head_revision() == script_directory().get_current_head() == "0002"

@@ -6,8 +6,9 @@ from typing import Annotated
 
 import typer
 
-from moviectl.cli.app import JsonOpt, YesOpt, app, confirm, out, settings_of
-from moviectl.views import render_doctor, render_down, render_up_summary
+from moviectl.cli.app import JsonOpt, app, out, settings_of
+from moviectl.cli.commands_db import db_down
+from moviectl.views import render_doctor, render_up_summary
 
 
 @app.command("up")
@@ -36,25 +37,10 @@ def up_cmd(
     raise typer.Exit(summary.health.exit_code)
 
 
-@app.command("down")
-def down_cmd(
-    ctx: typer.Context,
-    volumes: Annotated[
-        bool, typer.Option("--volumes", help="Also delete the data (asks first).")
-    ] = False,
-    yes: YesOpt = False,
-    json: JsonOpt = False,
-) -> None:
-    """Stop the dev environment's server (mirrors `moviectl db down`); data stays.
-
-    Example: `moviectl down` or `moviectl down --volumes --yes`
-    """
-    from moviectl import devenv
-
-    settings = settings_of(ctx)
-    if volumes:
-        confirm(ctx, "Delete all data of the database server?", yes)
-    out(ctx, json).emit(devenv.down(settings, volumes=volumes), render_down)
+# `moviectl down` is `moviectl db down`, under the name that mirrors `moviectl up`.
+app.command(
+    "down", help="Stop the dev environment's server (the same as `moviectl db down`); data stays."
+)(db_down)
 
 
 @app.command("doctor")

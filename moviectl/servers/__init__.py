@@ -30,6 +30,15 @@ class UpResult:
     seconds: float
     detail: str = ""
 
+    @classmethod
+    def of(
+        cls, backend: str, target: DbTarget, *, already: bool, version: str | None,
+        started_at: float, detail: str,
+    ) -> UpResult:  # fmt: skip
+        """The result for ``target``, timed from ``started_at`` (a ``time.monotonic()``)."""
+        return cls(backend, already, target.host, target.port, target.database, target.url(),
+                   version, round(time.monotonic() - started_at, 3), detail)  # fmt: skip
+
 
 @dataclass
 class DownResult:

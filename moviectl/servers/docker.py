@@ -269,17 +269,9 @@ class DockerBackend:
                         raise self._port_in_use() from None
                     raise ServerError(f"the db container did not start: {exc}") from None
             version = self._wait(c, target, timeout) if wait else None
-        return UpResult(
-            backend=self.name,
-            already_running=already,
-            host=target.host,
-            port=target.port,
-            database=target.database,
-            url=target.url(),
-            version=version,
-            seconds=round(time.monotonic() - started_at, 3),
-            detail=f"container {self.svc.container_name}, image {self.svc.image}",
-        )
+        detail = f"container {self.svc.container_name}, image {self.svc.image}"
+        return UpResult.of(self.name, target, already=already, version=version,
+                           started_at=started_at, detail=detail)  # fmt: skip
 
     def _port_in_use(self) -> PortInUse:
         return PortInUse(

@@ -61,17 +61,8 @@ class EmbeddedBackend:
         detail = f"data in {self.server.pgdata}"
         if created:
             detail += f"; created database {target.database}"
-        return UpResult(
-            backend=self.name,
-            already_running=not started,
-            host=target.host,
-            port=target.port,
-            database=target.database,
-            url=target.url(),
-            version=version,
-            seconds=round(time.monotonic() - started_at, 3),
-            detail=detail,
-        )
+        return UpResult.of(self.name, target, already=not started, version=version,
+                           started_at=started_at, detail=detail)  # fmt: skip
 
     def down(self, *, volumes: bool = False) -> DownResult:
         import shutil
@@ -125,10 +116,8 @@ class ExternalBackend:
         started_at = time.monotonic()
         target = self.settings.target()
         version = wait_ready(target, timeout, self.settings.connect_timeout) if wait else None
-        return UpResult(
-            self.name, True, target.host, target.port, target.database, target.url(), version,
-            round(time.monotonic() - started_at, 3), "external server: moviectl only waited for it",
-        )  # fmt: skip
+        return UpResult.of(self.name, target, already=True, version=version, started_at=started_at,
+                           detail="external server: moviectl only waited for it")  # fmt: skip
 
     def down(self, *, volumes: bool = False) -> DownResult:
         t = self.settings.target()
