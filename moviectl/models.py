@@ -10,13 +10,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import UUID
 from sqlmodel import Field, SQLModel
 
-MIN_YEAR = 1888  # the oldest surviving film
-MAX_YEAR = 2100
-GENRES = (
-    "Action", "Adventure", "Animation", "Comedy", "Crime", "Documentary", "Drama",
-    "Family", "Fantasy", "History", "Horror", "Music", "Mystery", "Romance",
-    "Science Fiction", "Thriller", "War", "Western",
-)  # fmt: skip
+from moviectl.catalog import GENRES, MAX_YEAR, MIN_YEAR
+
+__all__ = ["GENRES", "MAX_YEAR", "MIN_YEAR", "Movie", "MovieCreate", "SeedRun"]
 
 metadata = SQLModel.metadata
 

@@ -139,3 +139,22 @@ def test_server_dying_mid_copy_rolls_back_and_ledger_says_failed(movie_db_url, m
     assert "Traceback" not in str(err.value)
     assert _count(movie_db_url) == 0
     assert _ledger(movie_db_url)[0][3] == "failed"
+
+
+def test_large_file_goes_through_copy_with_escaping(cli, movie_db_url, tmp_path):
+    import csv
+
+    f = tmp_path / "big.csv"
+    with open(f, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["title", "year", "genre", "rating"])
+        w.writerow(["Tab\there \\ back\\slash", 1999, "Drama", ""])
+        for i in range(1500):
+            w.writerow([f"Film {i}", 2000, "Comedy", "7.5"])
+    r = cli("seed", "--from", str(f), "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["method"] == "copy"
+    with psycopg.connect(movie_db_url) as c:
+        row = c.execute("SELECT title, rating FROM movies WHERE year = 1999").fetchone()
+    assert row == ("Tab\there \\ back\\slash", None)
+    assert _count(movie_db_url) == 1501
