@@ -56,9 +56,11 @@ def test_backup_list_verify_restore_round_trip(seeded, tmp_path, movie_db_url):
         drop_database_force(c, "movies_copy")
 
 
-@pytest.mark.parametrize("fmt", ["directory", "plain"])
-def test_other_formats(seeded, tmp_path, fmt):
-    extra = ["--jobs", "2"] if fmt == "directory" else []
+@pytest.mark.parametrize(
+    ("fmt", "extra"),
+    [("directory", ["--jobs", "2"]), ("plain", []), ("custom", ["--compress", "9"])],
+)
+def test_other_formats(seeded, tmp_path, fmt, extra):
     doc = _backup(seeded, tmp_path, "--format", fmt, *extra)
     r = seeded("backup", "verify", doc["path"])
     assert r.exit_code == 0, r.output

@@ -146,3 +146,22 @@ def test_docker_backend_without_an_engine_says_so(tmp_path):
     r = cli("db", "up")
     assert r.exit_code == 8
     assert "Docker engine is not reachable" in r.stderr and "MOVIE_DB_BACKEND=embedded" in r.stderr
+
+
+def test_logs_follow_prints_new_lines(emb):
+    assert emb("db", "up").exit_code == 0
+    env = subprocess_env(**emb.env)
+    proc = subprocess.Popen([sys.executable, "-m", "moviectl", "db", "logs", "-f", "--tail", "0"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        time.sleep(1.5)
+        with psycopg.connect(_url(emb), autocommit=True) as c:
+            c.execute("DO $$ BEGIN RAISE LOG 'moviectl-follow-marker'; END $$")
+        deadline = time.monotonic() + 20
+        seen = ""
+        while time.monotonic() < deadline and "moviectl-follow-marker" not in seen:
+            seen += proc.stdout.readline()
+        assert "moviectl-follow-marker" in seen
+    finally:
+        proc.kill()
+        proc.wait()

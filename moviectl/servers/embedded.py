@@ -289,7 +289,8 @@ class EmbeddedServer:
             with open(self.logfile, "rb") as fh:
                 fh.seek(0, os.SEEK_END)
                 fh.seek(max(0, fh.tell() - 64 * 1024))
-                return "\n".join(fh.read().decode(errors="replace").splitlines()[-lines:])
+                text = fh.read().decode(errors="replace").splitlines()
+                return "\n".join(text[-lines:]) if lines > 0 else ""
         except OSError:
             return ""
 

@@ -90,7 +90,8 @@ class EmbeddedBackend:
         return status
 
     def logs(self, *, tail: int = 50, follow: bool = False) -> Iterator[str]:
-        yield from self.server.log_tail(tail).splitlines()
+        if tail > 0:
+            yield from self.server.log_tail(tail).splitlines()
         if not follow:
             return
         path = self.server.logfile
