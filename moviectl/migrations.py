@@ -208,7 +208,7 @@ def _run(settings: Settings, direction: str, to: str, database: str | None) -> M
     scripts = script_directory()
     wanted = _resolve(scripts, to)
     target = settings.target(database)
-    run_settings = settings if database is None else _with_database(settings, target)
+    run_settings = settings if database is None else settings_for(settings, target)
     started = time.monotonic()
     cfg = alembic_config(run_settings)
     try:
@@ -234,7 +234,8 @@ def _run(settings: Settings, direction: str, to: str, database: str | None) -> M
     )
 
 
-def _with_database(settings: Settings, target: DbTarget) -> Settings:
+def settings_for(settings: Settings, target: DbTarget) -> Settings:
+    """These settings, pointed at ``target`` (another database, or another user)."""
     from pydantic import SecretStr
 
     return settings.model_copy(update={"database_url": SecretStr(target.url(masked=False))})

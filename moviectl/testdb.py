@@ -223,12 +223,9 @@ def _template_ready(conn: Any, name: str) -> bool:
 
 
 def _migrate(settings: Settings, target: DbTarget) -> None:
-    from pydantic import SecretStr
-
     from moviectl import migrations
 
-    run = settings.model_copy(update={"database_url": SecretStr(target.url(masked=False))})
-    migrations.upgrade(run)
+    migrations.upgrade(migrations.settings_for(settings, target))
 
 
 def _now() -> str:

@@ -98,6 +98,23 @@ def cli_empty(empty_db_url: str) -> Cli:
     return Cli({"MOVIE_DATABASE_URL": empty_db_url})
 
 
+def run_at_once(env: dict[str, str], *args: str, n: int = 2, timeout: float = 180) -> list[Any]:
+    """Start ``moviectl --json ARGS`` ``n`` times concurrently; their JSON documents.
+
+    Fails the test unless every process exits 0.
+    """
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "moviectl", "--json", *args]
+    procs = [subprocess.Popen(cmd, env=subprocess_env(**env), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(n)]  # fmt: skip
+    outs = [p.communicate(timeout=timeout) for p in procs]
+    assert [p.returncode for p in procs] == [0] * n, outs
+    return [json.loads(o[0]) for o in outs]
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MOVIE_")}
     env.update(extra)

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from moviectl.settings import parse_db_url
-from tests.conftest import ROOT, subprocess_env
+from tests.conftest import ROOT, run_at_once, subprocess_env
 
 
 def test_migrate_from_base_to_head_and_status(cli_empty):
@@ -108,13 +108,8 @@ def test_lock_held_by_another_session_names_the_holder(cli_empty, empty_db_url):
 
 
 def test_two_concurrent_migrations_apply_once(empty_db_url):
-    env = subprocess_env(MOVIE_DATABASE_URL=empty_db_url)
-    cmd = [sys.executable, "-m", "moviectl", "--json", "migrate"]
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]  # fmt: skip
-    outs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
-    steps = sorted(len(json.loads(o[0])["steps"]) for o in outs)
+    docs = run_at_once({"MOVIE_DATABASE_URL": empty_db_url}, "migrate")
+    steps = sorted(len(d["steps"]) for d in docs)
     assert steps == [0, 2]  # one applied both, the other waited and found nothing to do
 
 

@@ -8,13 +8,12 @@ import secrets
 import shutil
 import socket
 import subprocess
-import sys
 
 import psycopg
 import pytest
 
 from moviectl.servers.ports import free_port
-from tests.conftest import Cli, subprocess_env
+from tests.conftest import Cli, run_at_once, subprocess_env
 
 pytestmark = pytest.mark.docker
 
@@ -146,13 +145,8 @@ def test_container_exiting_during_start_shows_its_log(dk, tmp_path):
 
 
 def test_two_concurrent_ups(dk):
-    env = subprocess_env(**dk.env)
-    cmd = [sys.executable, "-m", "moviectl", "--json", "db", "up"]
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]  # fmt: skip
-    outs = [p.communicate(timeout=180) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
-    assert sorted(json.loads(o[0])["already_running"] for o in outs) == [False, True]
+    docs = run_at_once(dk.env, "db", "up")
+    assert sorted(d["already_running"] for d in docs) == [False, True]
 
 
 def test_auto_falls_back_to_embedded_when_the_image_cannot_be_had(image, tmp_path):

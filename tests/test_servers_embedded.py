@@ -14,7 +14,7 @@ import pytest
 
 from moviectl.servers.ports import free_port
 from moviectl.settings import Settings
-from tests.conftest import Cli, subprocess_env
+from tests.conftest import Cli, run_at_once, subprocess_env
 
 
 @pytest.fixture
@@ -119,13 +119,7 @@ def test_refuses_a_data_dir_from_another_major(emb, tmp_path):
 
 
 def test_two_concurrent_ups_start_one_server(emb):
-    env = subprocess_env(**emb.env)
-    cmd = [sys.executable, "-m", "moviectl", "--json", "db", "up"]
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]  # fmt: skip
-    outs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
-    docs = [json.loads(o[0]) for o in outs]
+    docs = run_at_once(emb.env, "db", "up")
     assert sorted(d["already_running"] for d in docs) == [False, True]
     assert docs[0]["port"] == docs[1]["port"]
 
