@@ -7,6 +7,7 @@ recorded in the ``seed_runs`` ledger; the same seed set is not inserted twice.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -25,6 +26,7 @@ from moviectl.settings import DbTarget, Settings
 
 COPY_THRESHOLD = 1000  # rows: above this, COPY; at or below, the repository
 CHUNK = 20000
+QUEUE_CHUNKS = 4  # chunks in flight between generating and sending
 DEFAULT_SEED = 1895  # the Lumière brothers' first screening
 COLUMNS = ("title", "year", "genre", "rating")
 Progress = Callable[[int, int], None]  # (done, total)
@@ -336,26 +338,61 @@ def _finish_sql() -> str:
 
 def _copy(settings: Settings, t: DbTarget, rows: Iterator[str], total: int, run_id: int,
           progress: Progress | None) -> int:  # fmt: skip
-    """Stream COPY text lines in one transaction (with the ledger update)."""
+    """Stream COPY text lines in one transaction (with the ledger update).
+
+    This thread generates chunks; a second one sends them (psycopg releases the GIL
+    while it writes). The queue between them holds a few chunks, so memory stays flat
+    however many rows there are.
+    """
+    import queue
+    import threading
+
     done = 0
+    pipe: queue.Queue[str | None] = queue.Queue(maxsize=QUEUE_CHUNKS)
+    failures: list[BaseException] = []
+
+    def put(item: str | None) -> None:
+        while True:
+            try:
+                pipe.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                if failures:
+                    raise failures[0] from None
+
     with connect(t, connect_timeout=settings.connect_timeout, autocommit=False) as c:
         with c.cursor() as cur:
-            from psycopg.copy import QueuedLibpqWriter
+            with cur.copy("COPY movies (title, year, genre, rating) FROM STDIN") as copy:
 
-            # the writer sends from its own thread: generating and sending overlap
-            stmt = "COPY movies (title, year, genre, rating) FROM STDIN"
-            with cur.copy(stmt, writer=QueuedLibpqWriter(cur)) as copy:
-                chunk: list[str] = []
-                for line in rows:
-                    chunk.append(line)
-                    if len(chunk) == CHUNK:
-                        copy.write("".join(chunk))
-                        done += CHUNK
-                        chunk = []
-                        if progress:
-                            progress(done, total)
-                copy.write("".join(chunk))
-                done += len(chunk)
+                def send() -> None:
+                    while (item := pipe.get()) is not None:
+                        if failures:
+                            continue  # drain, so the producer never blocks
+                        try:
+                            copy.write(item)
+                        except BaseException as exc:
+                            failures.append(exc)
+
+                sender = threading.Thread(target=send, name="moviectl-copy", daemon=True)
+                sender.start()
+                try:
+                    chunk: list[str] = []
+                    for line in rows:
+                        chunk.append(line)
+                        if len(chunk) == CHUNK:
+                            put("".join(chunk))
+                            done += CHUNK
+                            chunk = []
+                            if progress:
+                                progress(done, total)
+                    put("".join(chunk))
+                    done += len(chunk)
+                finally:
+                    with contextlib.suppress(BaseException):
+                        put(None)
+                    sender.join()
+                if failures:
+                    raise failures[0]
             cur.execute(_finish_sql(), (done, run_id))
         c.commit()
     if progress:
