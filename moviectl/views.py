@@ -171,7 +171,7 @@ def render_up_summary(c: Console, r: Any) -> None:
     lines.append(f"elapsed   {fmt_duration(r.seconds)}"
                  + ("" if r.changed else "  (nothing changed)"))  # fmt: skip
     title = "[green]moviectl up: ready[/]" if r.health.ok else "[red]moviectl up: unhealthy[/]"
-    c.print(Panel("\n".join(lines), title=title, title_align="left", expand=False))
+    c.print(Panel("\n".join(lines), title=title, title_align="left", expand=False), soft_wrap=False)
     c.print("next:")
     for step in r.next_steps:
         c.print(f"  {step}")
