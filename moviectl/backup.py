@@ -233,7 +233,9 @@ def backup(
     final, tmp = out / name, out / f".{name}.partial"
     with connect(target, connect_timeout=settings.connect_timeout, autocommit=False) as snap:
         # pg_dump and the manifest's row counts read one exported snapshot, concurrently
-        snap.isolation_level = 3  # REPEATABLE READ
+        from psycopg import IsolationLevel
+
+        snap.isolation_level = IsolationLevel.REPEATABLE_READ
         snap.read_only = True
         major = int(snap.execute("SHOW server_version_num").fetchone()[0]) // 10000  # type: ignore[index]
         snap_id = str(snap.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]

@@ -134,7 +134,7 @@ def translate_error(
     sqlstate = getattr(exc, "sqlstate", None)
     where = f"{target.host}:{target.port}"
     db = target.database
-    details = {"host": target.host, "port": target.port, "database": db}
+    details: dict[str, Any] = {"host": target.host, "port": target.port, "database": db}
     if "password authentication failed" in low or sqlstate == "28P01":
         return AuthFailed(
             f"password authentication failed for user {target.user!r} at {where}/{db}", **details

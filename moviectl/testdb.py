@@ -85,7 +85,7 @@ def template_hash() -> str:
     from moviectl.models import metadata
 
     digest = hashlib.sha256(scripts_fingerprint().encode())
-    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    dialect = postgresql.dialect()
     for table in metadata.sorted_tables:
         digest.update(str(CreateTable(table).compile(dialect=dialect)).encode())
     return digest.hexdigest()[:12]

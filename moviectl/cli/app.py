@@ -35,13 +35,13 @@ class State:
             from moviectl.settings import load_settings
 
             self._settings = load_settings(self.env_file)
-        return self._settings  # type: ignore[no-any-return]
+        return self._settings
 
 
 class MoviectlGroup(TyperGroup):
     """Renders every ``MoviectlError`` in one place: a red line, a hint, an exit code."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except MoviectlError as exc:

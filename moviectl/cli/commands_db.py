@@ -20,7 +20,7 @@ TimeoutOpt = Annotated[
 ]
 
 
-def _backend(ctx: typer.Context, json: bool = False, for_up: bool = False):  # type: ignore[no-untyped-def]
+def _backend(ctx: typer.Context, json: bool = False, for_up: bool = False):
     from moviectl.output import PullProgress
     from moviectl.servers import get_backend
 

@@ -59,7 +59,7 @@ def health(
     raise typer.Exit(report.exit_code)
 
 
-def _serve(settings, names, bind, port, o) -> None:  # type: ignore[no-untyped-def]
+def _serve(settings, names, bind, port, o) -> None:
     import logging
 
     from moviectl.health_http import make_server

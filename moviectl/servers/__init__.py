@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from moviectl.errors import ConfigError, MoviectlError, Unreachable
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from moviectl.settings import DbTarget, Settings
 
@@ -96,9 +96,12 @@ def resolve_auto(settings: Settings) -> str:
 
 
 def get_backend(
-    settings: Settings, progress: object | None = None, *, for_up: bool = False
+    settings: Settings,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    for_up: bool = False,
 ) -> Backend:
-    choice = settings.db_backend
+    choice: str = settings.db_backend
     if choice == "auto":
         choice = resolve_auto(settings)
         if choice == "docker?":
@@ -107,7 +110,7 @@ def get_backend(
             else:
                 from moviectl.servers.docker import DockerBackend
 
-                return DockerBackend(settings, progress=progress, fallback=True)  # type: ignore[arg-type]
+                return DockerBackend(settings, progress=progress, fallback=True)
     if choice == "embedded":
         from moviectl.servers.local import EmbeddedBackend
 

@@ -108,7 +108,7 @@ def load_compose(path: Path, env: Mapping[str, str]) -> dict[str, Any]:
         raise InputFileError(f"compose file {path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("services"), dict):
         raise InputFileError(f"compose file {path} has no services")
-    return _walk(raw, env)  # type: ignore[no-any-return]
+    return _walk(raw, env)
 
 
 def _parse_port(spec: Any) -> tuple[str, int, int]:

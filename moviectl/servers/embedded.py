@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from moviectl.errors import PortInUse, ServerError, ToolMissing
 from moviectl.servers.ports import describe_port_owner, port_is_free
@@ -104,14 +105,14 @@ class EmbeddedServer:
         return os.geteuid() == 0
 
     def _run(self, args: list[str], *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        kwargs: dict[str, object] = {}
+        kwargs: dict[str, Any] = {}
         if self._as_root:
             entry = pwd.getpwnam(SYSTEM_USER)
             kwargs.update(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
             kwargs["cwd"] = str(self.data_dir)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["LC_ALL"] = "C"
-        return subprocess.run(  # type: ignore[call-overload,no-any-return]
+        return subprocess.run(
             args, capture_output=True, text=True, timeout=timeout, env=env, **kwargs
         )
 
