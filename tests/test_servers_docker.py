@@ -179,3 +179,13 @@ def test_backup_runs_pg_dump_in_the_container_when_no_host_one_fits(dk, tmp_path
     assert "dk-secret" not in r.output
     r = dk("backup", "verify", doc["path"])
     assert r.exit_code == 0, r.output
+
+
+def test_moviectl_up_on_docker_end_to_end(dk):
+    r = dk("up", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["server"]["backend"] == "docker" and doc["movies"] == 3 and doc["health"]["ok"]
+    assert doc["server"]["version"].startswith(("15", "16", "17", "18"))
+    again = json.loads(dk("up", "--json").stdout)
+    assert again["changed"] is False
