@@ -209,3 +209,12 @@ def test_template_hash_follows_the_migrations(monkeypatch, tmp_path):
     assert testdb.template_hash() == before
     (fake / "versions" / "0002_more.py").write_text("# a new migration\n")
     assert testdb.template_hash() != before
+
+
+def test_create_with_seed_sample(admin_cli):
+    r = admin_cli("testdb", "create", "--seed-sample", "5", "--print-url")
+    assert r.exit_code == 0, r.output
+    url = r.stdout.strip()
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM movies").fetchone()[0] == 5
+    assert admin_cli("testdb", "drop", parse_db_url(url).database).exit_code == 0
