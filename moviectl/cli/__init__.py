@@ -1,18 +1,14 @@
-"""moviectl's command line. ``main()`` is the console script."""
+"""moviectl's command line. ``main()`` is the console script (behind ``moviectl.fastpath``)."""
 
 from __future__ import annotations
 
-from moviectl.cli import (  # noqa: F401  (each module registers its commands)
-    commands_backup,
-    commands_config,
-    commands_db,
-    commands_health,
-    commands_migrate,
-    commands_seed,
-    commands_testdb,
-    commands_up,
-)
+import importlib
+
 from moviectl.cli.app import app
+
+# Each module registers its commands; this order is the order `moviectl --help` lists them.
+for _module in ("up", "migrate", "seed", "health", "backup", "testdb", "config"):
+    importlib.import_module(f"moviectl.cli.commands_{_module}")
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from moviectl.errors import UsageError
 from moviectl.views import render_prune, render_testdb, render_testdbs
 
 testdb_app = new_typer(
-    "Throwaway test databases cloned from a migrated template (movies_test_<hex>).",
+    "Throwaway test databases (`movies_test_<hex>`) cloned from a migrated template.",
     no_args_is_help=True,
 )
 app.add_typer(testdb_app, name="testdb")
