@@ -65,24 +65,16 @@ def _server_major(settings: Settings) -> int:
 def _create(settings: Settings, name: str, drop_first: bool = False) -> None:
     from psycopg import sql
 
-    from moviectl.testdb import drop_database_force
+    from moviectl.testdb import comment_database, database_comment, drop_database_force
 
     with connect(_admin(settings), connect_timeout=settings.connect_timeout) as c:
         comment = None
         if drop_first:  # keep the database's comment (e.g. moviectl's ownership mark)
-            row = c.execute(
-                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
-                (name,),
-            ).fetchone()
-            comment = row[0] if row else None
+            comment = database_comment(c, name)[1]
             drop_database_force(c, name)
         c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         if comment:
-            c.execute(
-                sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                    sql.Identifier(name), sql.Literal(comment)
-                )
-            )
+            comment_database(c, name, comment)
 
 
 def _drop(settings: Settings, name: str) -> None:

@@ -111,10 +111,18 @@ def _ident(name: str) -> Any:
     return sql.Identifier(name)
 
 
-def _comment(conn: Any, name: str, text: str) -> None:
+def comment_database(conn: Any, name: str, text: str) -> None:
     from psycopg import sql
 
     conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(_ident(name), sql.Literal(text)))
+
+
+def database_comment(conn: Any, name: str) -> tuple[bool, str | None]:
+    """(exists, comment) of database ``name`` (the comment holds moviectl's mark)."""
+    row = conn.execute(
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", (name,)
+    ).fetchone()
+    return (row is not None, row[0] if row else None)
 
 
 def _databases(conn: Any, like: str) -> list[dict[str, Any]]:
@@ -197,10 +205,10 @@ def ensure_template(
                 return name
             drop_database_force(conn, name)  # half-built by a killed process, if any
             _create_database(conn, admin, name, None)
-            _comment(conn, name, _mark("template", state="building", created=_now()))
+            comment_database(conn, name, _mark("template", state="building", created=_now()))
             _migrate(settings, admin.with_database(name))
             conn.execute(_sql_alter_template(name))
-            _comment(conn, name, _mark("template", state="ready", created=_now()))
+            comment_database(conn, name, _mark("template", state="ready", created=_now()))
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (TEMPLATE_LOCK_KEY,))
     return name
@@ -215,10 +223,7 @@ def _sql_alter_template(name: str) -> Any:
 
 
 def _template_ready(conn: Any, name: str) -> bool:
-    row = conn.execute(
-        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", (name,)
-    ).fetchone()
-    mark = _read_mark(row[0]) if row else None
+    mark = _read_mark(database_comment(conn, name)[1])
     return bool(mark and mark.get("kind") == "template" and mark.get("state") == "ready")
 
 
@@ -254,7 +259,7 @@ def create(
     who = owner or f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"
     with contextlib.nullcontext(conn) if conn is not None else _admin(settings, admin) as conn:
         _create_database(conn, admin, name, tpl)
-        _comment(
+        comment_database(
             conn,
             name,
             _mark("test", owner=who, created=created.isoformat(),
@@ -298,14 +303,12 @@ def check_droppable(conn: Any, name: str, app_database: str | None = None) -> No
             f"refusing to drop {name!r}: not a moviectl test database name ({TEST_PREFIX}<hex>)",
             hint="`moviectl testdb list` shows the databases this command may drop",
         )
-    row = conn.execute(
-        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", (name,)
-    ).fetchone()
-    if row is None:
+    exists, comment = database_comment(conn, name)
+    if not exists:
         raise MoviectlError(
             f"test database {name!r} does not exist", hint="see `moviectl testdb list`"
         )
-    mark = _read_mark(row[0])
+    mark = _read_mark(comment)
     if not mark or mark.get("kind") != "test":
         raise Refused(
             f"refusing to drop {name!r}: it carries no moviectl ownership mark",

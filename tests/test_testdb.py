@@ -170,7 +170,7 @@ def test_half_built_template_is_detected_and_rebuilt(
     name = testdb.TEMPLATE_PREFIX + h
     with _admin_conn(moviectl_admin_target) as conn:  # what a killed builder leaves behind
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        testdb._comment(conn, name, testdb._mark("template", state="building", created="x"))
+        testdb.comment_database(conn, name, testdb._mark("template", state="building", created="x"))
     try:
         assert testdb.ensure_template(moviectl_settings, moviectl_admin_target) == name
         db = testdb.create(moviectl_settings, target=moviectl_admin_target, template=name)
@@ -186,7 +186,7 @@ def test_stale_templates_are_pruned(moviectl_settings, moviectl_admin_target):
     stale = testdb.TEMPLATE_PREFIX + "0" * 12
     with _admin_conn(moviectl_admin_target) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(stale)))
-        testdb._comment(conn, stale, testdb._mark("template", state="ready", created="x"))
+        testdb.comment_database(conn, stale, testdb._mark("template", state="ready", created="x"))
         conn.execute(
             sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true").format(sql.Identifier(stale))
         )
