@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
@@ -23,6 +24,15 @@ DEFAULTS: dict[str, Any] = {
     "db_password": "movie",
     "connect_timeout": 5,
 }
+
+
+def read_dotenv(path: Path) -> dict[str, str | None]:
+    """The keys and values of a .env file ({} when there is none): one reader for all."""
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return dict(dotenv_values(path))
 
 
 @dataclass(frozen=True)

@@ -15,19 +15,11 @@ from pathlib import Path
 _FORMS = ({"health", "--live"}, {"health", "--live", "--json"})
 
 
-def _dotenv(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        return {}
-    from dotenv import dotenv_values
-
-    return {k.upper(): v for k, v in dotenv_values(path).items() if v is not None}
-
-
 def _live(json_mode: bool) -> int | None:
-    from moviectl.dburl import DEFAULTS, ENV_PREFIX, DbTarget, parse_db_url
+    from moviectl.dburl import DEFAULTS, ENV_PREFIX, DbTarget, parse_db_url, read_dotenv
     from moviectl.errors import MoviectlError
 
-    env = _dotenv(Path(".env"))
+    env = {k.upper(): v for k, v in read_dotenv(Path(".env")).items() if v is not None}
     env.update({k.upper(): v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)})
 
     def get(name: str) -> str:

@@ -21,6 +21,7 @@ from moviectl.dburl import (
     DbTarget,
     mask_url,
     parse_db_url,
+    read_dotenv,
 )
 from moviectl.errors import ConfigError
 
@@ -124,10 +125,8 @@ class SettingRow:
 
 def describe_settings(settings: Settings, env_file: str | Path | None = None) -> list[SettingRow]:
     """Every setting, its shown value (secrets masked) and where it came from."""
-    from dotenv import dotenv_values
-
     path = Path(env_file) if env_file is not None else Path(".env")
-    dotenv = {k.upper(): v for k, v in dotenv_values(path).items()} if path.is_file() else {}
+    dotenv = {k.upper() for k in read_dotenv(path)}
     environ = {k.upper() for k in os.environ}
     rows = []
     for name, info in Settings.model_fields.items():
@@ -148,14 +147,8 @@ def describe_settings(settings: Settings, env_file: str | Path | None = None) ->
 
 def unknown_env_keys(env_file: str | Path | None = None) -> list[str]:
     """``MOVIE_*`` keys in the env file that no setting reads (typos)."""
-    from dotenv import dotenv_values
-
     path = Path(env_file) if env_file is not None else Path(".env")
-    if not path.is_file():
-        return []
     known = {ENV_PREFIX + n.upper() for n in Settings.model_fields}
     return sorted(
-        k
-        for k in dotenv_values(path)
-        if k.upper().startswith(ENV_PREFIX) and k.upper() not in known
+        k for k in read_dotenv(path) if k.upper().startswith(ENV_PREFIX) and k.upper() not in known
     )
