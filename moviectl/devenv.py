@@ -47,13 +47,16 @@ def up(settings: Settings, *, timeout: float = 90, progress: Any = None) -> UpSu
     started = time.monotonic()
     server = get_backend(settings, progress, for_up=True).up(wait=True, timeout=timeout)
     migrated = upgrade(settings)
-    seeded = seed(settings, sample=SAMPLE) if movie_count(settings) == 0 else None
+    movies = movie_count(settings)
+    seeded = seed(settings, sample=SAMPLE) if movies == 0 else None
+    if seeded is not None:
+        movies += seeded.inserted
     health = run_health(settings)
     return UpSummary(
         server=server,
         migrate=migrated,
         seeded=seeded,
-        movies=movie_count(settings),
+        movies=movies,
         health=health,
         seconds=round(time.monotonic() - started, 3),
         next_steps=[

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +35,7 @@ def run(settings: Settings, env_file: str | Path | None = None) -> DoctorReport:
         _docker(settings),
         _embedded(settings),
         _env_keys(env_file),
-        _pgcli(),
+        _pgcli(settings),
     ]
     server_major, server = _server(settings)
     findings.append(server)
@@ -83,11 +81,16 @@ def _env_keys(env_file: str | Path | None) -> Finding:
     )  # fmt: skip
 
 
-def _pgcli() -> Finding:
-    path = Path(sys.executable).parent / "pgcli"
-    if path.exists() or shutil.which("pgcli"):
-        return Finding("pgcli", OK, "pgcli is installed (`moviectl db shell`)")
-    return Finding("pgcli", WARN, "pgcli not found", "uv sync, or use `moviectl db shell --psql`")
+def _pgcli(settings: Settings) -> Finding:
+    from moviectl.shell import find_client
+
+    try:
+        path = find_client(settings, psql=False)
+    except MoviectlError:
+        return Finding(
+            "pgcli", WARN, "pgcli not found", "uv sync, or use `moviectl db shell --psql`"
+        )
+    return Finding("pgcli", OK, f"pgcli is installed at {path} (`moviectl db shell`)")
 
 
 def _server(settings: Settings) -> tuple[int | None, Finding]:
