@@ -61,7 +61,5 @@ def find_tool(name: str, settings: Settings, min_major: int | None = None) -> To
     need = f" {min_major} or newer" if min_major else ""
     raise ToolMissing(
         f"no {name}{need} found" + (f"; found: {', '.join(seen)}" if seen else ""),
-        hint=f"install PostgreSQL {min_major or ''} client tools or set MOVIE_PG_BIN_DIR".replace(
-            "  ", " "
-        ),
+        hint=f"install PostgreSQL{need} client tools, or set MOVIE_PG_BIN_DIR",
     )

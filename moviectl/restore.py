@@ -12,6 +12,7 @@ from pathlib import Path
 
 from moviectl.backup import (
     Manifest,
+    VerifyResult,
     _child_env,
     _write_json,
     backup,
@@ -192,10 +193,8 @@ def restore(
                          not diffs, diffs, round(time.monotonic() - started, 3))  # fmt: skip
 
 
-def verify(settings: Settings, path: Path) -> object:
+def verify(settings: Settings, path: Path) -> VerifyResult:
     """Checksum, then the restore drill: restore into a throwaway database and compare."""
-    from moviectl.backup import VerifyResult
-
     man = load_manifest(path)
     try:
         check_checksum(path, man)

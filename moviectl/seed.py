@@ -329,11 +329,11 @@ def seed(
                       times[0] if times else None, times[1] if times else None)  # fmt: skip
 
 
-def _finish_sql() -> str:
-    return (
-        "UPDATE seed_runs SET status = 'done', rows_inserted = %s, finished_at = clock_timestamp() "
-        "WHERE id = %s"
-    )
+# marks a ledger row done, inside the data's own transaction (psycopg named parameters)
+_FINISH = (
+    "UPDATE seed_runs SET status = 'done', rows_inserted = %(n)s, "
+    "finished_at = clock_timestamp() WHERE id = %(id)s"
+)
 
 
 def _copy(settings: Settings, t: DbTarget, rows: Iterator[str], total: int, run_id: int,
@@ -393,7 +393,7 @@ def _copy(settings: Settings, t: DbTarget, rows: Iterator[str], total: int, run_
                     sender.join()
                 if failures:
                     raise failures[0]
-            cur.execute(_finish_sql(), (done, run_id))
+            cur.execute(_FINISH, {"n": done, "id": run_id})
         c.commit()
     if progress:
         progress(done, total)
@@ -425,7 +425,7 @@ def _orm(settings: Settings, t: DbTarget, rows: Iterator[Any], total: int, run_i
                 done += 1
                 if progress and done % 100 == 0:
                     progress(done, total)
-            session.execute(text(_finish_sql().replace("%s", ":n", 1).replace("%s", ":id")),
+            session.execute(text(_FINISH.replace("%(n)s", ":n").replace("%(id)s", ":id")),
                             {"n": done, "id": run_id})  # fmt: skip
     finally:
         engine.dispose()

@@ -91,7 +91,7 @@ def backup_verify(
     with o.status(f"restore drill for {file.name}"):
         result = verify(settings, file)
     o.emit(result, render_verify)
-    raise typer.Exit(0 if result.ok else 1)  # type: ignore[attr-defined]
+    raise typer.Exit(0 if result.ok else 1)
 
 
 @backup_app.command("prune")
