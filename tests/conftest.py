@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,17 @@ def cli(movie_db_url: str) -> Cli:
 @pytest.fixture
 def cli_empty(empty_db_url: str) -> Cli:
     return Cli({"MOVIE_DATABASE_URL": empty_db_url})
+
+
+@contextmanager
+def occupied(port: int) -> Iterator[None]:
+    """Another process's listener on 127.0.0.1:``port`` for the duration of the block."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        yield
 
 
 def run_at_once(env: dict[str, str], *args: str, n: int = 2, timeout: float = 180) -> list[Any]:

@@ -6,14 +6,13 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 
 import psycopg
 import pytest
 
 from moviectl.servers.ports import free_port
-from tests.conftest import Cli, run_at_once, subprocess_env
+from tests.conftest import Cli, occupied, run_at_once, subprocess_env
 
 pytestmark = pytest.mark.docker
 
@@ -114,9 +113,7 @@ def test_up_down_up_keeps_data_and_compose_sees_the_container(dk):
 
 def test_port_clash(dk):
     port = int(dk.env["MOVIE_DB_PORT"])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", port))
-        s.listen()
+    with occupied(port):
         r = dk("db", "up")
     assert r.exit_code == 8 and f"port {port}" in r.stderr and "MOVIE_DB_PORT" in r.stderr
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import pytest
 
 from moviectl.servers.ports import free_port
 from moviectl.settings import Settings
-from tests.conftest import Cli, run_at_once, subprocess_env
+from tests.conftest import Cli, occupied, run_at_once, subprocess_env
 
 
 @pytest.fixture
@@ -80,9 +79,7 @@ def test_shell_never_puts_the_password_on_argv():
 
 def test_port_taken_names_the_port(emb):
     port = int(emb.env["MOVIE_DB_PORT"])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", port))
-        s.listen()
+    with occupied(port):
         r = emb("db", "up")
     assert r.exit_code == 8, r.output
     assert f"port {port}" in r.stderr and "MOVIE_DB_PORT" in r.stderr

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
 from moviectl.servers.ports import free_port
-from tests.conftest import Cli
+from tests.conftest import Cli, occupied
 
 
 @pytest.fixture
@@ -40,9 +39,7 @@ def test_up_twice_changes_nothing_the_second_time(env):
 
 def test_up_with_the_port_taken(env):
     port = int(env.env["MOVIE_DB_PORT"])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", port))
-        s.listen()
+    with occupied(port):
         r = env("up")
     assert r.exit_code == 8
     assert f"port {port} on 127.0.0.1 is already in use" in r.stderr
