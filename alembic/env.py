@@ -13,10 +13,10 @@ from logging.config import fileConfig
 from alembic import context
 from alembic.runtime.migration import MigrationContext
 
-from moviectl.engine import make_engine, sqlalchemy_url
-from moviectl.migrations import migration_lock
-from moviectl.models import metadata
-from moviectl.settings import load_settings
+from moviectl.core.migrations.lock import migration_lock
+from moviectl.infra.engine import make_engine, sqlalchemy_url
+from moviectl.infra.models import metadata
+from moviectl.infra.settings import load_settings
 
 config = context.config
 if config.config_file_name is not None and not config.attributes.get("settings"):

@@ -27,17 +27,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from moviectl.servers.embedded import TEST_OPTIONS, EmbeddedServer, wheel_bin_dir  # noqa: E402
-from moviectl.servers.ports import free_port  # noqa: E402
-from moviectl.settings import Settings  # noqa: E402
+from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer, wheel_bin_dir  # noqa: E402
+from moviectl.infra.ports import free_port  # noqa: E402
+from moviectl.infra.settings import Settings  # noqa: E402
 
 ROWS: list[tuple[str, str, str, str, str]] = []
 
 
 def row(figure: str, ours: float, peer: float, unit: str, goal: str, ok: bool) -> None:
     ratio = ours / peer if peer else float("nan")
-    ROWS.append((figure, f"{ours:,.3f} {unit}", f"{peer:,.3f} {unit}", f"{ratio:.2f}x",
-                 f"{goal} {'ok' if ok else 'MISSED'}"))  # fmt: skip
+    ROWS.append(
+        (
+            figure,
+            f"{ours:,.3f} {unit}",
+            f"{peer:,.3f} {unit}",
+            f"{ratio:.2f}x",
+            f"{goal} {'ok' if ok else 'MISSED'}",
+        )
+    )
 
 
 def timed(fn: Callable[[], object], n: int) -> list[float]:
@@ -64,32 +71,57 @@ def bench_health(env: dict[str, str], url_env: dict[str, str], port: int) -> Non
     isready = timed(lambda: run(["pg_isready", "-h", "127.0.0.1", "-p", str(port)], e), 15)
     bare = timed(lambda: run([sys.executable, "-c", "pass"], e), 15)
     limit = 2 * (statistics.median(isready) + statistics.median(bare))
-    row("health --live (process, median)", statistics.median(live), limit, "s",
-        "<= 2x (pg_isready + python)", statistics.median(live) <= limit)  # fmt: skip
+    row(
+        "health --live (process, median)",
+        statistics.median(live),
+        limit,
+        "s",
+        "<= 2x (pg_isready + python)",
+        statistics.median(live) <= limit,
+    )
     full = timed(lambda: run([*mv, "health"], e), 5)
-    row("health, all checks (process, median)", statistics.median(full), 0.5, "s", "< 0.5 s",
-        statistics.median(full) < 0.5)  # fmt: skip
-    alembic = timed(lambda: run([sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"),
-                                 "current"], e, cwd=ROOT), 3)  # fmt: skip
-    row("  (peer: alembic current, process)", statistics.median(full), statistics.median(alembic),
-        "s", "info", True)  # fmt: skip
-    from moviectl.health import run_health
-    from moviectl.settings import load_settings
+    row(
+        "health, all checks (process, median)",
+        statistics.median(full),
+        0.5,
+        "s",
+        "< 0.5 s",
+        statistics.median(full) < 0.5,
+    )
+    alembic = timed(
+        lambda: run(
+            [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "current"],
+            e,
+            cwd=ROOT,
+        ),
+        3,
+    )
+    row(
+        "  (peer: alembic current, process)",
+        statistics.median(full),
+        statistics.median(alembic),
+        "s",
+        "info",
+        True,
+    )
+    from moviectl.core.health.checks import run_health
+    from moviectl.infra.settings import load_settings
 
     s = load_settings(**{})
     os.environ.update(url_env)
     s = load_settings()
     run_health(s)
     inproc = timed(lambda: run_health(s), 10)
-    row("health, all checks (in process, median)", statistics.median(inproc), 0.5, "s",
-        "info", True)  # fmt: skip
+    row(
+        "health, all checks (in process, median)", statistics.median(inproc), 0.5, "s", "info", True
+    )
 
 
 def bench_testdb(settings: Settings, admin_url: str, env: dict[str, str]) -> None:
     import psycopg
 
-    from moviectl import testdb
-    from moviectl.settings import parse_db_url
+    from moviectl.core import testdb
+    from moviectl.infra.settings import parse_db_url
 
     admin = parse_db_url(admin_url)
     tpl = testdb.ensure_template(settings, admin)
@@ -108,16 +140,25 @@ def bench_testdb(settings: Settings, admin_url: str, env: dict[str, str]) -> Non
             c.execute(f'CREATE DATABASE "{name}"')
         alembic_names.append(name)
         url = admin.with_database(name).url(masked=False)
-        res = run([sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "upgrade",
-                   "head"], {**env, "MOVIE_DATABASE_URL": url}, cwd=ROOT)  # fmt: skip
+        res = run(
+            [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "upgrade", "head"],
+            {**env, "MOVIE_DATABASE_URL": url},
+            cwd=ROOT,
+        )
         assert res.returncode == 0, res.stderr
 
     fresh_t = timed(fresh, 5)
     med, peer = statistics.median(clones), statistics.median(fresh_t)
     row("testdb: fresh migrated database (median)", med, 0.05, "s", "<= 50 ms", med <= 0.05)
     row("testdb: p95", p95(clones), 0.05, "s", "info", True)
-    row("testdb vs CREATE DATABASE + alembic upgrade", med, peer, "s", ">= 10x faster",
-        peer / med >= 10)  # fmt: skip
+    row(
+        "testdb vs CREATE DATABASE + alembic upgrade",
+        med,
+        peer,
+        "s",
+        ">= 10x faster",
+        peer / med >= 10,
+    )
     testdb.drop(settings, names, target=admin)
     with psycopg.connect(admin_url, autocommit=True) as c:
         for n in alembic_names:
@@ -127,7 +168,7 @@ def bench_testdb(settings: Settings, admin_url: str, env: dict[str, str]) -> Non
 def bench_seed(url: str, env: dict[str, str], rows: int, tmp: Path) -> None:
     import psycopg
 
-    from moviectl import seed
+    from moviectl.core.seed import load as seed
 
     mv = [sys.executable, "-m", "moviectl"]
     e = {**env, "MOVIE_DATABASE_URL": url}
@@ -161,10 +202,22 @@ def bench_seed(url: str, env: dict[str, str], rows: int, tmp: Path) -> None:
     orm_rate = orm_rows / (time.perf_counter() - t)
     truncate()
     ours_rate, peer_rate = rows / ours, rows / peer
-    row(f"seed {rows:,}: rows/s vs psql \\copy", ours_rate, peer_rate, "rows/s", ">= 0.9x",
-        ours_rate >= 0.9 * peer_rate)  # fmt: skip
-    row(f"seed {rows:,}: rows/s vs ORM session", ours_rate, orm_rate, "rows/s", ">= 10x",
-        ours_rate >= 10 * orm_rate)  # fmt: skip
+    row(
+        f"seed {rows:,}: rows/s vs psql \\copy",
+        ours_rate,
+        peer_rate,
+        "rows/s",
+        ">= 0.9x",
+        ours_rate >= 0.9 * peer_rate,
+    )
+    row(
+        f"seed {rows:,}: rows/s vs ORM session",
+        ours_rate,
+        orm_rate,
+        "rows/s",
+        ">= 10x",
+        ours_rate >= 10 * orm_rate,
+    )
     row(f"seed {rows:,}: peak memory (process)", peak_mb, 200, "MB", "< 200 MB", peak_mb < 200)
 
 
@@ -193,8 +246,7 @@ def bench_backup(url: str, env: dict[str, str], rows: int, tmp: Path) -> None:
     b = statistics.median(timed(bare_fc, 3))
     c = statistics.median(timed(ours_dir, 3))
     row(f"backup ({rows:,} movies) vs bare pg_dump -Fc", a, b, "s", "<= 1.1x", a <= 1.1 * b)
-    row("backup --format directory --jobs 2 vs -Fc", c, a, "s", "faster where data allows",
-        c < a)  # fmt: skip
+    row("backup --format directory --jobs 2 vs -Fc", c, a, "s", "faster where data allows", c < a)
 
 
 def main() -> None:
@@ -204,15 +256,16 @@ def main() -> None:
     args = ap.parse_args()
     only = set(args.only.split(","))
     tmp = Path(tempfile.mkdtemp(prefix="moviectl-bench-"))
-    server = EmbeddedServer(tmp / "pg", free_port(), "postgres", secrets.token_hex(8),
-                            options=TEST_OPTIONS)  # fmt: skip
+    server = EmbeddedServer(
+        tmp / "pg", free_port(), "postgres", secrets.token_hex(8), options=TEST_OPTIONS
+    )
     server.start()
     try:
         admin_url = f"postgresql://postgres:{server.password}@127.0.0.1:{server.port}/postgres"
         env = {k: v for k, v in os.environ.items() if not k.startswith("MOVIE_")}
         env["MOVIE_DATABASE_URL_TEST"] = admin_url
         settings = Settings(_env_file=None, database_url_test=admin_url)  # type: ignore[call-arg]
-        from moviectl import testdb
+        from moviectl.core import testdb
 
         db = testdb.create(settings)
         url = db.full_url or ""
@@ -227,8 +280,10 @@ def main() -> None:
     finally:
         server.stop("immediate")
         shutil.rmtree(tmp, ignore_errors=True)
-    widths = [max(len(r[i]) for r in [*ROWS, ("figure", "moviectl", "peer/limit", "ratio", "goal")])
-              for i in range(5)]  # fmt: skip
+    widths = [
+        max(len(r[i]) for r in [*ROWS, ("figure", "moviectl", "peer/limit", "ratio", "goal")])
+        for i in range(5)
+    ]
     header = ("figure", "moviectl", "peer/limit", "ratio", "goal")
     for r in [header, *ROWS]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))

@@ -1,6 +1,6 @@
 """moviectl: an operator's command-line toolkit for the movie service's PostgreSQL database."""
 
-from moviectl.errors import MoviectlError
+from moviectl.infra.errors import MoviectlError
 
 __version__ = "0.1.0"
 

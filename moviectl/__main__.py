@@ -1,4 +1,4 @@
-from moviectl.fastpath import main
+from moviectl.cli.entry import main
 
 if __name__ == "__main__":
     main()

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
     from sqlmodel import Session
 
-    from moviectl.settings import DbTarget, Settings
+    from moviectl.infra.settings import DbTarget, Settings
 
 _DB_KEY = pytest.StashKey[str]()
 _FAILED_KEY = pytest.StashKey[bool]()
@@ -66,21 +66,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 @pytest.fixture(scope="session")
 def moviectl_settings() -> Settings:
-    from moviectl.settings import load_settings
+    from moviectl.infra.settings import load_settings
 
     return load_settings()
 
 
 @pytest.fixture(scope="session")
 def moviectl_admin_target(moviectl_settings: Settings) -> DbTarget:
-    from moviectl.testdb import admin_target
+    from moviectl.infra.admin import admin_target
 
     return admin_target(moviectl_settings)
 
 
 @pytest.fixture(scope="session")
 def moviectl_template(moviectl_settings: Settings, moviectl_admin_target: DbTarget) -> str:
-    from moviectl.testdb import ensure_template
+    from moviectl.core.testdb import ensure_template
 
     return ensure_template(moviectl_settings, moviectl_admin_target)
 
@@ -88,7 +88,7 @@ def moviectl_template(moviectl_settings: Settings, moviectl_admin_target: DbTarg
 @pytest.fixture(scope="session")
 def moviectl_admin_conn(moviectl_settings: Settings, moviectl_admin_target: DbTarget) -> Any:
     """One admin connection per worker: cloning then costs no login each time."""
-    from moviectl.engine import connect
+    from moviectl.infra.engine import connect
 
     conn = connect(moviectl_admin_target, connect_timeout=moviectl_settings.connect_timeout)
     yield conn
@@ -103,7 +103,7 @@ def movie_db_url(
     moviectl_template: str,
     moviectl_admin_conn: Any,
 ) -> Iterator[str]:
-    from moviectl import testdb
+    from moviectl.core import testdb
 
     db = testdb.create(
         moviectl_settings,
@@ -124,8 +124,8 @@ def movie_db_url(
 
 @pytest.fixture
 def movie_engine(movie_db_url: str, moviectl_settings: Settings) -> Iterator[Engine]:
-    from moviectl.engine import make_engine
-    from moviectl.settings import parse_db_url
+    from moviectl.infra.engine import make_engine
+    from moviectl.infra.settings import parse_db_url
 
     engine = make_engine(moviectl_settings, target=parse_db_url(movie_db_url))
     yield engine

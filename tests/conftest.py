@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from moviectl.cli import app
-from moviectl.servers.embedded import TEST_OPTIONS, EmbeddedServer
-from moviectl.servers.ports import free_port
-from moviectl.settings import DbTarget, Settings, parse_db_url
+from moviectl.cli.app import app
+from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
+from moviectl.infra.ports import free_port
+from moviectl.infra.settings import DbTarget, Settings, parse_db_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,7 +71,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @pytest.fixture
 def empty_db_url(moviectl_settings: Settings, moviectl_admin_target: DbTarget) -> Iterator[str]:
     """A fresh database with no schema at all (for migrating from base)."""
-    from moviectl import testdb
+    from moviectl.core import testdb
 
     db = testdb.create(moviectl_settings, target=moviectl_admin_target, template="template0")
     yield db.full_url or ""
@@ -120,8 +120,16 @@ def run_at_once(env: dict[str, str], *args: str, n: int = 2, timeout: float = 18
     import sys
 
     cmd = [sys.executable, "-m", "moviectl", "--json", *args]
-    procs = [subprocess.Popen(cmd, env=subprocess_env(**env), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(n)]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            cmd,
+            env=subprocess_env(**env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(n)
+    ]
     outs = [p.communicate(timeout=timeout) for p in procs]
     assert [p.returncode for p in procs] == [0] * n, outs
     return [json.loads(o[0]) for o in outs]

@@ -10,8 +10,8 @@ import psutil
 import psycopg
 import pytest
 
-from moviectl import backup as core
-from moviectl.settings import Settings
+from moviectl.core.backups import dump as core
+from moviectl.infra.settings import Settings
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_backup_list_verify_restore_round_trip(seeded, tmp_path, movie_db_url):
     res = json.loads(r.stdout)
     assert res["created"] and res["matches_manifest"] and res["row_counts"]["movies"] == 2000
     with psycopg.connect(movie_db_url, autocommit=True) as c:
-        from moviectl.testdb import drop_database_force
+        from moviectl.infra.admin import drop_database_force
 
         drop_database_force(c, "movies_copy")
 

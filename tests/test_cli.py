@@ -7,7 +7,7 @@ import sys
 import pytest
 import typer
 
-from moviectl.cli import app
+from moviectl.cli.app import app
 from tests.conftest import Cli, subprocess_env
 
 
@@ -37,7 +37,7 @@ def test_every_command_has_help_with_an_example(path):
 def test_help_imports_no_heavy_module():
     code = (
         "import sys; sys.argv=['moviectl','--help']\n"
-        "from moviectl.cli import main\n"
+        "from moviectl.cli.app import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "heavy=[m for m in ('sqlalchemy','alembic','psycopg','docker','sqlmodel') if m in sys.modules]\n"
         "print('HEAVY', heavy)"

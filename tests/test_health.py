@@ -13,10 +13,10 @@ import urllib.request
 import psycopg
 import pytest
 
-from moviectl.probe import ACCEPTING, BAD_PARAMETERS, NO_RESPONSE, ping
-from moviectl.servers.embedded import TEST_OPTIONS, EmbeddedServer
-from moviectl.servers.ports import free_port
-from moviectl.settings import parse_db_url
+from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
+from moviectl.infra.ports import free_port
+from moviectl.infra.probe import ACCEPTING, BAD_PARAMETERS, NO_RESPONSE, ping
+from moviectl.infra.settings import parse_db_url
 from tests.conftest import Cli, subprocess_env
 
 
@@ -74,9 +74,11 @@ def test_wrong_password_and_missing_database_are_distinct(cli, movie_db_url):
 
 @pytest.mark.parametrize(
     ("env", "needle"),
-    [({"MOVIE_DB_PORT": "1"}, "connection refused"),
-     ({"MOVIE_DB_HOST": "no-such-host.invalid"}, "does not resolve")],
-)  # fmt: skip
+    [
+        ({"MOVIE_DB_PORT": "1"}, "connection refused"),
+        ({"MOVIE_DB_HOST": "no-such-host.invalid"}, "does not resolve"),
+    ],
+)
 def test_unreachable(env, needle):
     r = Cli(env)("health", "--json")
     assert r.exit_code == 3
@@ -97,8 +99,12 @@ def test_paused_server_times_out_instead_of_hanging(tmp_path):
     pid = srv.state().pid
     try:
         os.kill(pid, signal.SIGSTOP)
-        cli = Cli({"MOVIE_DATABASE_URL": f"postgresql://postgres:pw@127.0.0.1:{srv.port}/postgres",
-                   "MOVIE_CONNECT_TIMEOUT": "1"})  # fmt: skip
+        cli = Cli(
+            {
+                "MOVIE_DATABASE_URL": f"postgresql://postgres:pw@127.0.0.1:{srv.port}/postgres",
+                "MOVIE_CONNECT_TIMEOUT": "1",
+            }
+        )
         started = time.monotonic()
         r = cli("health", "--json", "--check", "reachable", "--check", "auth")
         took = time.monotonic() - started
@@ -157,16 +163,25 @@ def test_live_fast_path_matches_the_full_cli(movie_db_url):
         doc["checks"][0].pop("latency_ms")
     assert a == b
     assert parse_db_url(movie_db_url).password not in fast.stdout
-    down = subprocess.run(cmd, env={**env, "MOVIE_DATABASE_URL": "postgresql://u:p@127.0.0.1:1/x"},
-                          capture_output=True, text=True)  # fmt: skip
+    down = subprocess.run(
+        cmd,
+        env={**env, "MOVIE_DATABASE_URL": "postgresql://u:p@127.0.0.1:1/x"},
+        capture_output=True,
+        text=True,
+    )
     assert down.returncode == 3
 
 
 def test_serve_healthz(movie_db_url):
     port = free_port()
     env = subprocess_env(MOVIE_DATABASE_URL=movie_db_url)
-    proc = subprocess.Popen([sys.executable, "-m", "moviectl", "health", "--serve", str(port)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moviectl", "health", "--serve", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for _ in range(100):
             try:

@@ -8,7 +8,7 @@ import time
 import psycopg
 import pytest
 
-from moviectl.settings import parse_db_url
+from moviectl.infra.settings import parse_db_url
 from tests.conftest import ROOT, run_at_once, subprocess_env
 
 
@@ -92,7 +92,7 @@ def test_check_detects_drift(cli, movie_db_url):
 
 
 def test_lock_held_by_another_session_names_the_holder(cli_empty, empty_db_url):
-    from moviectl.migrations import MIGRATION_LOCK_KEY
+    from moviectl.core.migrations.lock import MIGRATION_LOCK_KEY
 
     with psycopg.connect(empty_db_url, autocommit=True, application_name="nightly-job") as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
@@ -127,14 +127,17 @@ def test_alembic_by_hand_uses_settings(empty_db_url):
 @pytest.mark.parametrize(
     ("env", "code", "needle"),
     [
-        ({"MOVIE_DATABASE_URL": "postgresql://movie:pw@localhost:notaport/movies"}, 2,
-         "malformed MOVIE_DATABASE_URL"),
+        (
+            {"MOVIE_DATABASE_URL": "postgresql://movie:pw@localhost:notaport/movies"},
+            2,
+            "malformed MOVIE_DATABASE_URL",
+        ),
         ({"MOVIE_DATABASE_URL": "mysql://movie:pw@localhost/movies"}, 2, "malformed"),
         ({"MOVIE_DB_PORT": "1"}, 3, "127.0.0.1:1"),
         ({"MOVIE_DB_HOST": "no-such-host.invalid"}, 3, "does not resolve"),
         ({"MOVIE_DB_PORT": "seventy"}, 2, "MOVIE_DB_PORT"),
     ],
-)  # fmt: skip
+)
 def test_bad_connection_settings_give_one_clear_line(env, code, needle):
     from tests.conftest import Cli
 
@@ -160,6 +163,6 @@ def test_wrong_password_and_missing_database(cli, movie_db_url):
 
 
 def test_head_revision_without_alembic_agrees_with_alembic():
-    from moviectl.migrations import head_revision, script_directory
+    from moviectl.core.migrations.scripts import head_revision, script_directory
 
     assert head_revision() == script_directory().get_current_head() == "0002"

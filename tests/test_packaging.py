@@ -20,14 +20,18 @@ def installed(tmp_path_factory):
     if uv is None:
         pytest.skip("uv is not installed")
     tmp = tmp_path_factory.mktemp("wheel")
-    res = subprocess.run([uv, "build", "--wheel", "-o", str(tmp / "dist"), str(ROOT)],
-                         capture_output=True, text=True)  # fmt: skip
+    res = subprocess.run(
+        [uv, "build", "--wheel", "-o", str(tmp / "dist"), str(ROOT)], capture_output=True, text=True
+    )
     assert res.returncode == 0, res.stderr
     wheel = next((tmp / "dist").glob("moviectl-*.whl"))
     venv = tmp / "venv"
     subprocess.run([uv, "venv", "-q", "-p", "3.11", str(venv)], check=True)
-    res = subprocess.run([uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"),
-                          str(wheel)], capture_output=True, text=True)  # fmt: skip
+    res = subprocess.run(
+        [uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"), str(wheel)],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr
     return wheel, venv
 
@@ -41,15 +45,16 @@ def test_wheel_ships_migrations_compose_file_and_types(installed):
     assert "moviectl/py.typed" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "moviectl = moviectl.fastpath:main" in text and "pytest11" in text
+    assert "moviectl = moviectl.cli.entry:main" in text and "pytest11" in text
 
 
 def test_installed_moviectl_migrates_from_any_directory(installed, empty_db_url, tmp_path):
     _, venv = installed
     env = subprocess_env(MOVIE_DATABASE_URL=empty_db_url)
     exe = str(venv / "bin" / "moviectl")
-    res = subprocess.run([exe, "--json", "migrate"], cwd=tmp_path, env=env, capture_output=True,
-                         text=True)  # fmt: skip
+    res = subprocess.run(
+        [exe, "--json", "migrate"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["to_revision"] == "0002"
     res = subprocess.run(

@@ -9,7 +9,7 @@ def test_plugin_fixtures_keep_failed_and_report(pytester, moviectl_admin_target,
     pytester.makepyfile(
         """
         import psycopg
-        from moviectl.repository import MovieRepository
+        from moviectl.infra.repository import MovieRepository
 
         def test_engine_and_session(movie_session, movie_db_url):
             repo = MovieRepository(movie_session)
@@ -36,8 +36,8 @@ def test_plugin_fixtures_keep_failed_and_report(pytester, moviectl_admin_target,
     kept = next(ln for ln in result.stdout.lines if "kept for inspection" in ln)
     name = kept.split("test database: ")[1].split()[0]
 
-    from moviectl import testdb
-    from moviectl.settings import Settings
+    from moviectl.core import testdb
+    from moviectl.infra.settings import Settings
 
     s = Settings(_env_file=None, database_url_test=url)
     assert name in [d.name for d in testdb.list_databases(s)]

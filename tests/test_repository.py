@@ -8,8 +8,8 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
-from moviectl.models import Movie
-from moviectl.repository import MovieRepository
+from moviectl.infra.models import Movie
+from moviectl.infra.repository import MovieRepository
 
 
 def test_crud_round_trip(movie_session):

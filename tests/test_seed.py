@@ -7,8 +7,9 @@ import time
 import psycopg
 import pytest
 
-from moviectl import seed
-from moviectl.settings import Settings, parse_db_url
+from moviectl.core.seed import copy_stream, sample
+from moviectl.core.seed import load as seed
+from moviectl.infra.settings import Settings, parse_db_url
 
 
 def _count(url: str, table: str = "movies") -> int:
@@ -18,14 +19,16 @@ def _count(url: str, table: str = "movies") -> int:
 
 def _ledger(url: str) -> list[tuple]:
     with psycopg.connect(url) as c:
-        return c.execute("SELECT source, requested, rows_inserted, status, method, random_seed, sha256 "
-                         "FROM seed_runs ORDER BY id").fetchall()  # fmt: skip
+        return c.execute(
+            "SELECT source, requested, rows_inserted, status, method, random_seed, sha256 "
+            "FROM seed_runs ORDER BY id"
+        ).fetchall()
 
 
 def test_sample_is_deterministic_and_distinct():
-    a = list(seed.sample_rows(2000, 7))
-    assert a == list(seed.sample_rows(2000, 7))
-    assert a != list(seed.sample_rows(2000, 8))
+    a = list(sample.sample_rows(2000, 7))
+    assert a == list(sample.sample_rows(2000, 7))
+    assert a != list(sample.sample_rows(2000, 8))
     assert len({r[0] for r in a}) == 2000
     assert all(1888 <= r[1] <= 2100 and r[2] for r in a)
     assert all(r[3] is None or 0 <= float(r[3]) <= 10 for r in a)
@@ -120,7 +123,7 @@ def test_missing_file(cli, tmp_path):
 
 
 def test_server_dying_mid_copy_rolls_back_and_ledger_says_failed(movie_db_url, monkeypatch):
-    monkeypatch.setattr(seed, "CHUNK", 500)
+    monkeypatch.setattr(copy_stream, "CHUNK", 500)
     target = parse_db_url(movie_db_url)
     killed = threading.Event()
 
@@ -128,8 +131,10 @@ def test_server_dying_mid_copy_rolls_back_and_ledger_says_failed(movie_db_url, m
         if done >= 5000 and not killed.is_set():
             killed.set()
             with psycopg.connect(movie_db_url, autocommit=True) as c:
-                c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          "WHERE query ILIKE 'COPY movies%%' AND pid <> pg_backend_pid()")  # fmt: skip
+                c.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE query ILIKE 'COPY movies%%' AND pid <> pg_backend_pid()"
+                )
             time.sleep(0.2)
 
     s = Settings(_env_file=None)

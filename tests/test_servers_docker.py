@@ -7,18 +7,19 @@ import os
 import secrets
 import shutil
 import subprocess
+from pathlib import Path
 
 import psycopg
 import pytest
 
-from moviectl.servers.ports import free_port
+from moviectl.infra.ports import free_port
 from tests.conftest import Cli, occupied, run_at_once, subprocess_env
 
 pytestmark = pytest.mark.docker
 
 
 def _engine() -> bool:
-    from moviectl.servers.docker import engine_answers
+    from moviectl.core.servers.docker import engine_answers
 
     return engine_answers()
 
@@ -77,6 +78,41 @@ def _compose_view(project: str) -> list[str]:
         client.close()
 
 
+def _compose_clients() -> list[list[str]]:
+    """Compose v2 (`docker compose`) and v1 (`docker-compose`); CI installs both."""
+    found = []
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        found.append(["docker", "compose"])
+    if shutil.which("docker-compose"):
+        found.append([shutil.which("docker-compose") or "docker-compose"])
+    if len(found) < 2 and os.environ.get("MOVIECTL_REQUIRE_DOCKER") == "1":
+        pytest.fail(f"MOVIECTL_REQUIRE_DOCKER=1 but only {found} of the two Compose clients exist")
+    return found
+
+
+def _compose_ps(client: list[str], project: str, env: dict[str, str]) -> list[str]:
+    """Names of the containers `ps` shows for ``project`` with the shipped compose file."""
+    from moviectl.core.servers.compose import compose_path
+
+    compose_file = str(compose_path(Path("compose/docker-compose.yml")))
+    res = subprocess.run(
+        [*client, "-p", project, "-f", compose_file, "ps", "-q"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(**env),
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    return [_container_name(cid) for cid in res.stdout.split()]
+
+
+def _container_name(cid: str) -> str:
+    out = subprocess.run(
+        ["docker", "inspect", "-f", "{{.Name}}", cid], capture_output=True, text=True, timeout=30
+    )
+    return out.stdout.strip().lstrip("/")
+
+
 def test_up_down_up_keeps_data_and_compose_sees_the_container(dk):
     r = dk("db", "up", "--json")
     assert r.exit_code == 0, r.output
@@ -85,15 +121,8 @@ def test_up_down_up_keeps_data_and_compose_sees_the_container(dk):
     assert "dk-secret" not in r.output
     project = dk.env["MOVIE_COMPOSE_PROJECT"]
     assert _compose_view(project) == [f"{project}-db-1"]
-    compose = shutil.which("docker-compose")
-    if compose:  # Debian's docker-compose, where installed, lists it too
-        from moviectl.servers.compose import compose_path
-
-        res = subprocess.run(
-            [compose, "-p", project, "-f", str(compose_path(__import__("pathlib").Path("compose/docker-compose.yml"))), "ps"],
-            capture_output=True, text=True, env=subprocess_env(**dk.env),
-        )  # fmt: skip
-        assert f"{project}-db-1" in res.stdout or f"{project}_db_1" in res.stdout, res.stderr
+    for client in _compose_clients():  # the real clients list what moviectl made
+        assert _compose_ps(client, project, dk.env) == [f"{project}-db-1"], client
 
     with psycopg.connect(_url(dk), autocommit=True) as c:
         c.execute("CREATE TABLE keep (v text)")
@@ -105,6 +134,8 @@ def test_up_down_up_keeps_data_and_compose_sees_the_container(dk):
 
     assert dk("db", "down").exit_code == 0
     assert _compose_view(project) == []
+    for client in _compose_clients():
+        assert _compose_ps(client, project, dk.env) == [], client
     assert dk("db", "status").exit_code == 3
     assert dk("db", "up").exit_code == 0
     with psycopg.connect(_url(dk)) as c:
@@ -128,7 +159,7 @@ def test_image_that_cannot_be_pulled(dk):
 def test_container_exiting_during_start_shows_its_log(dk, tmp_path):
     from pathlib import Path
 
-    from moviectl.servers.compose import compose_path
+    from moviectl.core.servers.compose import compose_path
 
     text = compose_path(Path("compose/docker-compose.yml")).read_text()
     broken = tmp_path / "docker-compose.yml"
@@ -147,9 +178,15 @@ def test_two_concurrent_ups(dk):
 
 
 def test_auto_falls_back_to_embedded_when_the_image_cannot_be_had(image, tmp_path):
-    cli = Cli({"MOVIE_DB_BACKEND": "auto", "MOVIE_DB_IMAGE": "localhost:1/nope/postgres:0",
-               "MOVIE_DB_PORT": str(free_port()), "MOVIE_DATA_DIR": str(tmp_path / "d"),
-               "MOVIE_COMPOSE_PROJECT": f"mtest{secrets.token_hex(4)}"})  # fmt: skip
+    cli = Cli(
+        {
+            "MOVIE_DB_BACKEND": "auto",
+            "MOVIE_DB_IMAGE": "localhost:1/nope/postgres:0",
+            "MOVIE_DB_PORT": str(free_port()),
+            "MOVIE_DATA_DIR": str(tmp_path / "d"),
+            "MOVIE_COMPOSE_PROJECT": f"mtest{secrets.token_hex(4)}",
+        }
+    )
     try:
         r = cli("db", "up", "--json")
         assert r.exit_code == 0, r.output
@@ -161,14 +198,15 @@ def test_auto_falls_back_to_embedded_when_the_image_cannot_be_had(image, tmp_pat
 
 
 def test_backup_runs_pg_dump_in_the_container_when_no_host_one_fits(dk, tmp_path, monkeypatch):
-    import moviectl.pgtools as pgtools
+    import moviectl.infra.pgtools as pgtools
 
     assert dk("db", "up").exit_code == 0
     assert dk("migrate").exit_code == 0
     assert dk("seed", "--sample", "50").exit_code == 0
     real = pgtools.candidates
-    monkeypatch.setattr(pgtools, "candidates",
-                        lambda name, s: [] if name == "pg_dump" else real(name, s))  # fmt: skip
+    monkeypatch.setattr(
+        pgtools, "candidates", lambda name, s: [] if name == "pg_dump" else real(name, s)
+    )
     r = dk("backup", "--output", str(tmp_path), "--json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)

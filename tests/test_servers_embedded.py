@@ -11,8 +11,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from moviectl.servers.ports import free_port
-from moviectl.settings import Settings
+from moviectl.infra.ports import free_port
+from moviectl.infra.settings import Settings
 from tests.conftest import Cli, occupied, run_at_once, subprocess_env
 
 
@@ -62,14 +62,19 @@ def test_status_logs_and_shell(emb):
     r = emb("db", "logs", "--tail", "5")
     assert "ready to accept connections" in r.stdout
     env = subprocess_env(**emb.env)
-    res = subprocess.run([sys.executable, "-m", "moviectl", "db", "shell", "--psql"],
-                         input="SELECT 6 * 7 AS answer;", env=env, capture_output=True, text=True)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-m", "moviectl", "db", "shell", "--psql"],
+        input="SELECT 6 * 7 AS answer;",
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr
     assert "42" in res.stdout
 
 
 def test_shell_never_puts_the_password_on_argv():
-    from moviectl.shell import shell_command
+    from moviectl.core.shell import shell_command
 
     for psql in (False, True):
         argv, env = shell_command(Settings(_env_file=None, db_password="argv-secret"), psql=psql)
@@ -142,8 +147,13 @@ def test_docker_backend_without_an_engine_says_so(tmp_path):
 def test_logs_follow_prints_new_lines(emb):
     assert emb("db", "up").exit_code == 0
     env = subprocess_env(**emb.env)
-    proc = subprocess.Popen([sys.executable, "-m", "moviectl", "db", "logs", "-f", "--tail", "0"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moviectl", "db", "logs", "-f", "--tail", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(1.5)
         with psycopg.connect(_url(emb), autocommit=True) as c:

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from moviectl.errors import ConfigError
-from moviectl.settings import Settings, load_settings, mask_url, parse_db_url
+from moviectl.infra.errors import ConfigError
+from moviectl.infra.settings import Settings, load_settings, mask_url, parse_db_url
 from tests.conftest import Cli
 
 

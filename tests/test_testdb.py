@@ -9,9 +9,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from moviectl import testdb
-from moviectl.errors import PermissionDenied, Refused
-from moviectl.settings import parse_db_url
+from moviectl.core import testdb
+from moviectl.infra import admin
+from moviectl.infra.errors import PermissionDenied, Refused
+from moviectl.infra.settings import parse_db_url
 from tests.conftest import Cli, subprocess_env
 
 
@@ -154,9 +155,17 @@ def test_refuses_names_through_the_api_too(moviectl_settings, moviectl_admin_tar
 def test_parallel_builders_build_the_template_once(moviectl_settings, moviectl_admin_target):
     url = moviectl_admin_target.url(masked=False)
     env = subprocess_env(MOVIE_DATABASE_URL_TEST=url)
-    code = "from moviectl.settings import load_settings; from moviectl import testdb; print(testdb.ensure_template(load_settings()))"
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(3)]  # fmt: skip
+    code = "from moviectl.infra.settings import load_settings; from moviectl.core import testdb; print(testdb.ensure_template(load_settings()))"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     assert len({o[0].strip() for o in outs}) == 1
@@ -170,7 +179,9 @@ def test_half_built_template_is_detected_and_rebuilt(
     name = testdb.TEMPLATE_PREFIX + h
     with _admin_conn(moviectl_admin_target) as conn:  # what a killed builder leaves behind
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        testdb.comment_database(conn, name, testdb._mark("template", state="building", created="x"))
+        admin.comment_database(
+            conn, name, admin.make_mark("template", state="building", created="x")
+        )
     try:
         assert testdb.ensure_template(moviectl_settings, moviectl_admin_target) == name
         db = testdb.create(moviectl_settings, target=moviectl_admin_target, template=name)
@@ -179,14 +190,14 @@ def test_half_built_template_is_detected_and_rebuilt(
         testdb.drop(moviectl_settings, [db.name], target=moviectl_admin_target)
     finally:
         with _admin_conn(moviectl_admin_target) as conn:
-            testdb.drop_database_force(conn, name)
+            admin.drop_database_force(conn, name)
 
 
 def test_stale_templates_are_pruned(moviectl_settings, moviectl_admin_target):
     stale = testdb.TEMPLATE_PREFIX + "0" * 12
     with _admin_conn(moviectl_admin_target) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(stale)))
-        testdb.comment_database(conn, stale, testdb._mark("template", state="ready", created="x"))
+        admin.comment_database(conn, stale, admin.make_mark("template", state="ready", created="x"))
         conn.execute(
             sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true").format(sql.Identifier(stale))
         )
@@ -197,7 +208,7 @@ def test_stale_templates_are_pruned(moviectl_settings, moviectl_admin_target):
 
 
 def test_template_hash_follows_the_migrations(monkeypatch, tmp_path):
-    import moviectl.migrations as mig
+    import moviectl.core.migrations.scripts as mig
 
     before = testdb.template_hash()
     fake = tmp_path / "alembic"

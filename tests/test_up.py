@@ -4,14 +4,19 @@ import json
 
 import pytest
 
-from moviectl.servers.ports import free_port
+from moviectl.infra.ports import free_port
 from tests.conftest import Cli, occupied
 
 
 @pytest.fixture
 def env(tmp_path):
-    cli = Cli({"MOVIE_DB_BACKEND": "embedded", "MOVIE_DB_PORT": str(free_port()),
-               "MOVIE_DATA_DIR": str(tmp_path / "data")})  # fmt: skip
+    cli = Cli(
+        {
+            "MOVIE_DB_BACKEND": "embedded",
+            "MOVIE_DB_PORT": str(free_port()),
+            "MOVIE_DATA_DIR": str(tmp_path / "data"),
+        }
+    )
     yield cli
     cli("down")
 

@@ -1,18 +1,6 @@
-"""moviectl's command line. ``main()`` is the console script (behind ``moviectl.fastpath``)."""
+"""moviectl's command line and presentation: the Typer app, one module per command group,
+the output layer (``output.py``: Rich and ``--json``) and the renderers (``render.py``).
 
-from __future__ import annotations
-
-import importlib
-
-from moviectl.cli.app import app
-
-# Each module registers its commands; this order is the order `moviectl --help` lists them.
-for _module in ("up", "migrate", "seed", "health", "backup", "testdb", "config"):
-    importlib.import_module(f"moviectl.cli.commands_{_module}")
-
-
-def main() -> None:
-    app(prog_name="moviectl")
-
-
-__all__ = ["app", "main"]
+The console script is ``moviectl.cli.entry:main``; it answers ``health --live`` without
+loading Typer and otherwise runs ``moviectl.cli.app``.
+"""

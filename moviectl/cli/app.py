@@ -1,102 +1,66 @@
-"""The root Typer app: global options, shared state, the one error handler.
+"""The root Typer app: global options, and every command registered here, in one list.
 
-Commands stay thin: load settings, call one core function, hand the result to
-the output layer. Heavy modules (SQLAlchemy, Alembic, psycopg, docker) are only
-imported inside commands, so ``moviectl --help`` stays fast.
+``COMMANDS`` is the one place a command is added; its order is the order
+``moviectl --help`` lists them (the order an operator meets them).
 """
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 
 from moviectl import __version__
-from moviectl.errors import ConfirmationRequired, MoviectlError, Refused
-from moviectl.output import Output
+from moviectl.cli import (
+    commands_backup,
+    commands_config,
+    commands_db,
+    commands_health,
+    commands_migrate,
+    commands_seed,
+    commands_testdb,
+    commands_up,
+)
+from moviectl.cli.context import MoviectlGroup, State, new_typer
 
-if TYPE_CHECKING:
-    from moviectl.settings import Settings
-
-
-@dataclass
-class State:
-    json_mode: bool = False
-    verbose: bool = False
-    env_file: Path | None = None
-    _settings: Any = field(default=None, repr=False)
-
-    def settings(self) -> Settings:
-        if self._settings is None:
-            from moviectl.settings import load_settings
-
-            self._settings = load_settings(self.env_file)
-        return self._settings
-
-
-class MoviectlGroup(TyperGroup):
-    """Renders every ``MoviectlError`` in one place: a red line, a hint, an exit code."""
-
-    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
-        try:
-            return super().invoke(ctx)
-        except MoviectlError as exc:
-            state = ctx.find_object(State) or State()
-            if state.verbose:
-                Output().err.print_exception(show_locals=False)
-            out(ctx).error(exc)
-            raise typer.Exit(int(exc.exit_code)) from None
-        except KeyboardInterrupt:
-            Output().err.print("[red]interrupted[/]")
-            raise typer.Exit(130) from None
+# (name, a Typer sub-app or a command function, help override)
+COMMANDS: list[tuple[str, Any, str | None]] = [
+    ("up", commands_up.up_cmd, None),
+    ("down", commands_db.db_down, "Stop the dev environment's server (as `moviectl db down`)."),
+    ("doctor", commands_up.doctor_cmd, None),
+    ("db", commands_db.db_app, None),
+    ("migrate", commands_migrate.migrate_app, None),
+    ("seed", commands_seed.seed_cmd, None),
+    ("health", commands_health.health, None),
+    ("backup", commands_backup.backup_app, None),
+    ("restore", commands_backup.restore_cmd, None),
+    ("testdb", commands_testdb.testdb_app, None),
+    ("config", commands_config.config_app, None),
+]
+HELP_ORDER = tuple(name for name, _, _ in COMMANDS)
 
 
-def out(ctx: typer.Context, json_flag: bool = False) -> Output:
-    """The output layer for this invocation (global ``--json`` or the command's own)."""
-    state = ctx.find_object(State) or State()
-    if json_flag:
-        state.json_mode = True
-    return Output(json_mode=state.json_mode, verbose=state.verbose)
+class RootGroup(MoviectlGroup):
+    """Lists commands in ``COMMANDS`` order (Typer would put every group after the commands)."""
 
-
-def settings_of(ctx: typer.Context) -> Settings:
-    state = ctx.find_object(State) or State()
-    return state.settings()
-
-
-def confirm(ctx: typer.Context, question: str, yes: bool) -> None:
-    """Ask before a destructive step; refuse in a non-interactive shell without ``--yes``."""
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise ConfirmationRequired(f"confirmation needed (stdin is not a terminal): {question}")
-    if not typer.confirm(question, default=False, err=True):
-        raise Refused("aborted: nothing was changed", hint=None)
-
-
-def new_typer(help_text: str, **kwargs: Any) -> typer.Typer:
-    return typer.Typer(
-        help=help_text,
-        cls=MoviectlGroup,
-        no_args_is_help=kwargs.pop("no_args_is_help", False),
-        rich_markup_mode="markdown",
-        context_settings={"help_option_names": ["-h", "--help"]},
-        **kwargs,
-    )
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: HELP_ORDER.index(n) if n in HELP_ORDER else len(names))
 
 
 app = new_typer(
     "**moviectl**: run the movie service's PostgreSQL: server, migrations, seed data, "
     "health, backups and test databases.\n\nStart here: `moviectl up`",
     no_args_is_help=True,
+    cls=RootGroup,
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
-YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+for _name, _target, _help in COMMANDS:
+    if isinstance(_target, typer.Typer):
+        app.add_typer(_target, name=_name)
+    else:
+        app.command(_name, help=_help)(_target)
 
 
 def _version(value: bool) -> None:
@@ -125,3 +89,7 @@ def root(
 ) -> None:
     """moviectl: the movie database's operator toolkit."""
     ctx.obj = State(json_mode=json_mode, verbose=verbose, env_file=env_file)
+
+
+def main() -> None:
+    app(prog_name="moviectl")

@@ -7,11 +7,10 @@ from typing import Annotated
 
 import typer
 
-from moviectl.cli.app import JsonOpt, YesOpt, app, confirm, new_typer, out, settings_of
-from moviectl.views import render_backup, render_backups, render_restore, render_verify
+from moviectl.cli.context import JsonOpt, YesOpt, confirm, new_typer, out, settings_of
+from moviectl.cli.render import render_backup, render_backups, render_restore, render_verify
 
 backup_app = new_typer("Checksummed pg_dump backups and restore drills.")
-app.add_typer(backup_app, name="backup")
 
 
 @backup_app.callback(invoke_without_command=True)
@@ -37,15 +36,19 @@ def backup_cmd(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from moviectl import backup as core
-    from moviectl.output import ByteProgress
+    from moviectl.cli.output import ByteProgress
+    from moviectl.core.backups import dump as core
 
     o = out(ctx, json)
     with ByteProgress(o, "dumping") as progress:
         result = core.backup(
-            settings_of(ctx), output=output, fmt=fmt, jobs=jobs, compress=compress,
+            settings_of(ctx),
+            output=output,
+            fmt=fmt,
+            jobs=jobs,
+            compress=compress,
             progress=progress if o.interactive else None,
-        )  # fmt: skip
+        )
     o.emit(result, render_backup)
 
 
@@ -59,9 +62,9 @@ def backup_list(
 
     Example: `moviectl backup list --json`
     """
-    from moviectl import backup as core
+    from moviectl.core.backups.manifest import list_backups
 
-    entries = core.list_backups(settings_of(ctx), directory)
+    entries = list_backups(settings_of(ctx), directory)
     out(ctx, json).emit({"backups": entries}, render_backups)
 
 
@@ -77,13 +80,13 @@ def backup_verify(
 
     Example: `moviectl backup verify backups/movies-20261124T101500Z.dump`
     """
-    from moviectl import backup as core
-    from moviectl.errors import InputFileError
-    from moviectl.restore import verify
+    from moviectl.core.backups.manifest import list_backups
+    from moviectl.core.backups.verify import verify
+    from moviectl.infra.errors import InputFileError
 
     settings = settings_of(ctx)
     if file is None:
-        entries = [e for e in core.list_backups(settings) if e.manifest]
+        entries = [e for e in list_backups(settings) if e.manifest]
         if not entries:
             raise InputFileError("no backups to verify", hint="run `moviectl backup` first")
         file = Path(entries[-1].path)
@@ -105,16 +108,19 @@ def backup_prune(
 
     Example: `moviectl backup prune --keep 7 --yes`
     """
-    from moviectl import backup as core
+    from moviectl.core.backups.manifest import prune
 
     settings = settings_of(ctx)
     confirm(ctx, f"Delete all but the newest {keep} backups?", yes)
-    deleted = core.prune(settings, keep)
-    out(ctx, json).emit({"deleted": deleted}, lambda c, r: c.print(
-        "\n".join(f"  deleted {p}" for p in r["deleted"]) or "nothing to delete"))  # fmt: skip
+    deleted = prune(settings, keep)
+    out(ctx, json).emit(
+        {"deleted": deleted},
+        lambda c, r: c.print(
+            "\n".join(f"  deleted {p}" for p in r["deleted"]) or "nothing to delete"
+        ),
+    )
 
 
-@app.command("restore")
 def restore_cmd(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Backup file (with its manifest beside it).")],
@@ -134,7 +140,7 @@ def restore_cmd(
 
     Example: `moviectl restore backups/movies-20261124T101500Z.dump --into movies_copy`
     """
-    from moviectl.restore import restore
+    from moviectl.core.backups.restore import restore
 
     settings = settings_of(ctx)
     if force:

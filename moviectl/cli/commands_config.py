@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from moviectl.cli.app import JsonOpt, State, app, new_typer, out
-from moviectl.views import render_settings
+from moviectl.cli.context import JsonOpt, State, new_typer, out
+from moviectl.cli.render import render_settings
 
 config_app = new_typer("Inspect moviectl's configuration.", no_args_is_help=True)
-app.add_typer(config_app, name="config")
 
 
 @config_app.command("show")
@@ -17,7 +16,7 @@ def config_show(ctx: typer.Context, json: JsonOpt = False) -> None:
 
     Example: `moviectl config show --json | jq '.settings[] | select(.source != "default")'`
     """
-    from moviectl.settings import describe_settings
+    from moviectl.infra.settings import describe_settings
 
     state = ctx.find_object(State) or State()
     settings = state.settings()

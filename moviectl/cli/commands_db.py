@@ -7,13 +7,12 @@ from typing import Annotated
 
 import typer
 
-from moviectl.cli.app import JsonOpt, YesOpt, app, confirm, new_typer, out, settings_of
-from moviectl.views import render_down, render_server_status, render_up
+from moviectl.cli.context import JsonOpt, YesOpt, confirm, new_typer, out, settings_of
+from moviectl.cli.render import render_down, render_server_status, render_up
 
 db_app = new_typer(
     "Run the database server: Docker (compose file) or embedded.", no_args_is_help=True
 )
-app.add_typer(db_app, name="db")
 
 TimeoutOpt = Annotated[
     float, typer.Option("--timeout", min=1, help="Seconds to wait for the server to accept logins.")
@@ -21,8 +20,8 @@ TimeoutOpt = Annotated[
 
 
 def _backend(ctx: typer.Context, json: bool = False, for_up: bool = False):
-    from moviectl.output import PullProgress
-    from moviectl.servers import get_backend
+    from moviectl.cli.output import PullProgress
+    from moviectl.core.servers import get_backend
 
     o = out(ctx, json)
     progress = PullProgress(o) if o.interactive else None
@@ -108,7 +107,7 @@ def db_shell(
 
     Example: `moviectl db shell` or `echo 'select count(*) from movies' | moviectl db shell --psql`
     """
-    from moviectl.shell import shell_command
+    from moviectl.core.shell import shell_command
 
     argv, env = shell_command(settings_of(ctx), psql=psql)
     raise typer.Exit(subprocess.call(argv, env=env))

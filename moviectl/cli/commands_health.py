@@ -6,11 +6,10 @@ from typing import Annotated
 
 import typer
 
-from moviectl.cli.app import JsonOpt, app, out, settings_of
-from moviectl.views import render_health
+from moviectl.cli.context import JsonOpt, out, settings_of
+from moviectl.cli.render import render_health
 
 
-@app.command("health")
 def health(
     ctx: typer.Context,
     live: Annotated[bool, typer.Option("--live", help="Only: does the server answer?")] = False,
@@ -42,7 +41,7 @@ def health(
 
     Example: `moviectl health --wait --timeout 30` or `moviectl health --live` (a healthcheck)
     """
-    from moviectl import health as core
+    from moviectl.core.health import checks as core
 
     settings = settings_of(ctx)
     names = core.select_checks(live, ready, check, exclude)
@@ -62,7 +61,7 @@ def health(
 def _serve(settings, names, bind, port, o) -> None:
     import logging
 
-    from moviectl.health_http import make_server
+    from moviectl.core.health.http import make_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     server = make_server(settings, names, bind, port)

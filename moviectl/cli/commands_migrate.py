@@ -6,12 +6,11 @@ from typing import Annotated
 
 import typer
 
-from moviectl.cli.app import JsonOpt, YesOpt, app, confirm, new_typer, out, settings_of
-from moviectl.errors import MigrationsBehind
-from moviectl.views import render_drift, render_history, render_migrate, render_status
+from moviectl.cli.context import JsonOpt, YesOpt, confirm, new_typer, out, settings_of
+from moviectl.cli.render import render_drift, render_history, render_migrate, render_status
+from moviectl.infra.errors import MigrationsBehind
 
 migrate_app = new_typer("Run and inspect schema migrations (Alembic, driven from settings).")
-app.add_typer(migrate_app, name="migrate")
 
 
 @migrate_app.callback(invoke_without_command=True)
@@ -32,7 +31,7 @@ def migrate(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from moviectl import migrations
+    from moviectl.core.migrations import runner as migrations
 
     settings = settings_of(ctx)
     if sql:
@@ -52,7 +51,7 @@ def migrate_status(ctx: typer.Context, json: JsonOpt = False) -> None:
 
     Example: `moviectl migrate status || moviectl migrate`
     """
-    from moviectl import migrations
+    from moviectl.core.migrations import runner as migrations
 
     result = migrations.status(settings_of(ctx))
     o = out(ctx, json)
@@ -67,7 +66,7 @@ def migrate_history(ctx: typer.Context, json: JsonOpt = False) -> None:
 
     Example: `moviectl migrate history`
     """
-    from moviectl import migrations
+    from moviectl.core.migrations import runner as migrations
 
     o = out(ctx, json)
     o.emit({"revisions": migrations.history(settings_of(ctx))}, render_history)
@@ -84,10 +83,11 @@ def migrate_down(
 
     Example: `moviectl migrate down --to base --yes`
     """
-    from moviectl import migrations
+    from moviectl.core.migrations import runner as migrations
+    from moviectl.core.migrations import scripts
 
     settings = settings_of(ctx)
-    migrations._resolve(migrations.script_directory(), to)  # fail fast on a typo
+    scripts.resolve_revision(scripts.script_directory(), to)  # fail fast on a typo
     confirm(ctx, f"Downgrade {settings.masked_url} to {to}? Data in dropped tables is lost.", yes)
     o = out(ctx, json)
     with o.status(f"downgrading {settings.masked_url} to {to}"):
@@ -101,9 +101,9 @@ def migrate_check(ctx: typer.Context, json: JsonOpt = False) -> None:
 
     Example: `moviectl migrate check` (in CI, after `moviectl migrate`)
     """
-    from moviectl import migrations
+    from moviectl.core.migrations import drift
 
-    report = migrations.check(settings_of(ctx))
+    report = drift.check(settings_of(ctx))
     out(ctx, json).emit(report, render_drift)
     if not report.clean:
         raise typer.Exit(1)

@@ -7,11 +7,10 @@ from typing import Annotated
 
 import typer
 
-from moviectl.cli.app import JsonOpt, YesOpt, app, confirm, out, settings_of
-from moviectl.views import render_seed
+from moviectl.cli.context import JsonOpt, YesOpt, confirm, out, settings_of
+from moviectl.cli.render import render_seed
 
 
-@app.command("seed")
 def seed_cmd(
     ctx: typer.Context,
     sample: Annotated[
@@ -38,9 +37,9 @@ def seed_cmd(
 
     Example: `moviectl seed --sample 3` or `moviectl seed --from movies.csv --reset --yes`
     """
-    from moviectl import seed as core
-    from moviectl.errors import UsageError
-    from moviectl.output import RowProgress
+    from moviectl.cli.output import RowProgress
+    from moviectl.core.seed import load as core
+    from moviectl.infra.errors import UsageError
 
     if (sample is None) == (from_file is None):
         raise UsageError("give --sample N or --from FILE (one of them)")
@@ -51,7 +50,11 @@ def seed_cmd(
         core.reset(settings)
     with RowProgress(o, "seeding") as progress:
         result = core.seed(
-            settings, sample=sample, path=from_file, random_seed=random_seed, again=again,
+            settings,
+            sample=sample,
+            path=from_file,
+            random_seed=random_seed,
+            again=again,
             progress=progress if o.interactive else None,
-        )  # fmt: skip
+        )
     o.emit(result, render_seed)

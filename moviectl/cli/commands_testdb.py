@@ -6,15 +6,14 @@ from typing import Annotated
 
 import typer
 
-from moviectl.cli.app import JsonOpt, YesOpt, app, confirm, new_typer, out, settings_of
-from moviectl.errors import UsageError
-from moviectl.views import render_prune, render_testdb, render_testdbs
+from moviectl.cli.context import JsonOpt, YesOpt, confirm, new_typer, out, settings_of
+from moviectl.cli.render import render_prune, render_testdb, render_testdbs
+from moviectl.infra.errors import UsageError
 
 testdb_app = new_typer(
     "Throwaway test databases (`movies_test_<hex>`) cloned from a migrated template.",
     no_args_is_help=True,
 )
-app.add_typer(testdb_app, name="testdb")
 
 
 @testdb_app.command("create")
@@ -35,12 +34,12 @@ def testdb_create(
 
     Example: `export MOVIE_DATABASE_URL_TEST=$(moviectl testdb create --ttl 2h --print-url)`
     """
-    from moviectl import testdb
+    from moviectl.core import testdb
 
     settings = settings_of(ctx)
     db = testdb.create(settings, ttl=testdb.parse_ttl(ttl) if ttl else None)
     if seed_sample:
-        from moviectl import seed
+        from moviectl.core.seed import load as seed
 
         seed.seed_sample_into(settings, db.full_url or "", seed_sample)
     if print_url:
@@ -61,7 +60,7 @@ def testdb_drop(
 
     Example: `moviectl testdb drop movies_test_3f2a9c1b0d4e5f60`, `moviectl testdb drop --all -y`
     """
-    from moviectl import testdb
+    from moviectl.core import testdb
 
     settings = settings_of(ctx)
     if all_ == bool(names):
@@ -82,7 +81,7 @@ def testdb_list(ctx: typer.Context, json: JsonOpt = False) -> None:
 
     Example: `moviectl testdb list --json | jq -r '.databases[].name'`
     """
-    from moviectl import testdb
+    from moviectl.core import testdb
 
     dbs = testdb.list_databases(settings_of(ctx))
     out(ctx, json).emit({"databases": dbs}, render_testdbs)
@@ -100,7 +99,7 @@ def testdb_prune(
 
     Example: `moviectl testdb prune --older-than 1d` (a nightly cron job)
     """
-    from moviectl import testdb
+    from moviectl.core import testdb
 
     age = testdb.parse_ttl(older_than) if older_than else None
     out(ctx, json).emit(testdb.prune(settings_of(ctx), older_than=age), render_prune)
@@ -112,7 +111,7 @@ def testdb_template(ctx: typer.Context, json: JsonOpt = False) -> None:
 
     Example: `moviectl testdb template` (warm it up before a parallel test run)
     """
-    from moviectl import testdb
+    from moviectl.core import testdb
 
     name = testdb.ensure_template(settings_of(ctx))
     out(ctx, json).emit({"template": name}, lambda c, r: c.print(f"template: {r['template']}"))

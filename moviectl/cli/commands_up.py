@@ -1,4 +1,4 @@
-"""`moviectl up` / `moviectl down` / `moviectl doctor`."""
+"""`moviectl up` and `moviectl doctor` (`moviectl down` is `db down`, see ``app.py``)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ from typing import Annotated
 
 import typer
 
-from moviectl.cli.app import JsonOpt, app, out, settings_of
-from moviectl.cli.commands_db import db_down
-from moviectl.views import render_doctor, render_up_summary
+from moviectl.cli.context import JsonOpt, out, settings_of
+from moviectl.cli.render import render_doctor, render_up_summary
 
 
-@app.command("up")
 def up_cmd(
     ctx: typer.Context,
     timeout: Annotated[
@@ -25,31 +23,25 @@ def up_cmd(
 
     Example: `uv run moviectl up`
     """
-    from moviectl import devenv
-    from moviectl.output import PullProgress
+    from moviectl.cli.output import PullProgress
+    from moviectl.core import up as devenv
 
     settings = settings_of(ctx)
     o = out(ctx, json)
     with o.status("bringing the environment up"):
-        summary = devenv.up(settings, timeout=timeout,
-                            progress=PullProgress(o) if o.interactive else None)  # fmt: skip
+        summary = devenv.up(
+            settings, timeout=timeout, progress=PullProgress(o) if o.interactive else None
+        )
     o.emit(summary, render_up_summary)
     raise typer.Exit(summary.health.exit_code)
 
 
-# `moviectl down` is `moviectl db down`, under the name that mirrors `moviectl up`.
-app.command(
-    "down", help="Stop the dev environment's server (the same as `moviectl db down`); data stays."
-)(db_down)
-
-
-@app.command("doctor")
 def doctor_cmd(ctx: typer.Context, json: JsonOpt = False) -> None:
     """Check this machine and config before anything breaks, each finding with a fix.
 
     Example: `moviectl doctor`
     """
-    from moviectl import doctor
+    from moviectl.core import doctor
 
     state = ctx.obj
     report = doctor.run(settings_of(ctx), env_file=getattr(state, "env_file", None))

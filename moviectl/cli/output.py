@@ -1,0 +1,205 @@
+"""The output layer: the only place that knows Rich and ``--json``.
+
+Core functions return dataclasses; commands hand them to ``Output.emit`` with a
+renderer for people. In JSON mode every command prints exactly one JSON
+document on stdout (errors included); human chatter goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from moviectl.infra.errors import MoviectlError
+from moviectl.infra.jsonable import jsonable
+
+
+class Output:
+    def __init__(self, *, json_mode: bool = False, verbose: bool = False) -> None:
+        self.json_mode = json_mode
+        self.verbose = verbose
+        self.console = Console(highlight=False, soft_wrap=True)
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    @property
+    def interactive(self) -> bool:
+        return not self.json_mode and self.err.is_terminal
+
+    def emit(self, result: Any, render: Callable[[Console, Any], None] | None = None) -> None:
+        """Print a command's result: one JSON document, or the human rendering."""
+        if self.json_mode:
+            sys.stdout.write(json.dumps(jsonable(result), indent=2, sort_keys=False) + "\n")
+            sys.stdout.flush()
+        elif render is not None:
+            render(self.console, result)
+        else:
+            self.console.print(result)
+
+    def info(self, message: str) -> None:
+        """Progress chatter for people (stderr; silent in JSON mode)."""
+        if not self.json_mode:
+            self.err.print(message)
+
+    def warn(self, message: str) -> None:
+        if not self.json_mode:
+            self.err.print(f"[yellow]warning:[/] {message}")
+
+    def error(self, exc: MoviectlError) -> None:
+        if self.json_mode:
+            sys.stdout.write(json.dumps({"ok": False, **jsonable(exc.to_dict())}, indent=2) + "\n")
+            sys.stdout.flush()
+        self.err.print(f"[bold red]error:[/] {_escape(exc.message)}")
+        if exc.hint:
+            self.err.print(f"[dim]hint:[/] {_escape(exc.hint)}")
+
+    @contextmanager
+    def status(self, message: str) -> Iterator[None]:
+        """A spinner on a terminal; nothing otherwise."""
+        if self.interactive:
+            with self.err.status(message):
+                yield
+        else:
+            yield
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for c in columns:
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(*("" if v is None else _escape(str(v)) for v in r))
+    return t
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{sec:02d}s"
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+class PullProgress:
+    """Renders Docker pull events as a Rich progress bar per layer (a callable)."""
+
+    def __init__(self, output: Output) -> None:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            console=output.err,
+            transient=True,
+        )
+        self.tasks: dict[str, Any] = {}
+        self.started = False
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        layer = event.get("id")
+        detail = event.get("progressDetail") or {}
+        if not layer or "total" not in detail:
+            return
+        if not self.started:
+            self.progress.start()
+            self.started = True
+        if layer not in self.tasks:
+            self.tasks[layer] = self.progress.add_task(f"layer {layer}", total=detail["total"])
+        self.progress.update(
+            self.tasks[layer], completed=detail.get("current", 0), total=detail["total"]
+        )
+        if event.get("status") in ("Pull complete", "Already exists"):
+            self.progress.update(self.tasks[layer], completed=detail["total"])
+
+    def __del__(self) -> None:
+        if self.started:
+            self.progress.stop()
+
+
+class RowProgress:
+    """A Rich progress bar for row loads (rows, rows/s, ETA) on a terminal."""
+
+    def __init__(self, output: Output, label: str) -> None:
+        self.output, self.label = output, label
+        self.progress: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> RowProgress:
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.progress is None:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self.progress = Progress(
+                TextColumn(self.label),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                console=self.output.err,
+                transient=True,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task(self.label, total=total, rate="")
+        speed = self.progress.tasks[0].speed
+        rate = f"{speed:,.0f} rows/s" if speed else ""
+        self.progress.update(self.task, completed=done, total=total, rate=rate)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+class ByteProgress:
+    """Bytes written so far, as a live line on a terminal."""
+
+    def __init__(self, output: Output, label: str) -> None:
+        self.output, self.label = output, label
+        self.status: Any = None
+
+    def __enter__(self) -> ByteProgress:
+        return self
+
+    def __call__(self, done: int) -> None:
+        if self.status is None:
+            self.status = self.output.err.status(self.label)
+            self.status.start()
+        self.status.update(f"{self.label}: {fmt_bytes(done)} written")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.status is not None:
+            self.status.stop()

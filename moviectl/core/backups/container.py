@@ -1,0 +1,59 @@
+"""pg_dump inside the db container, when no host pg_dump is new enough."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from moviectl.core.backups.files import Progress
+from moviectl.infra.errors import MoviectlError, ToolMissing
+from moviectl.infra.settings import DbTarget, Settings
+
+
+def dump_in_container(
+    settings: Settings,
+    target: DbTarget,
+    tmp: Path,
+    fmt: str,
+    progress: Progress | None,
+    snapshot: str | None = None,
+) -> tuple[str, str]:
+    """Stream ``pg_dump`` from the running db container into ``tmp``; (via, version)."""
+    from moviectl.core.servers.docker import DockerBackend, engine_answers
+
+    hint = "install a PostgreSQL client as new as the server, or set MOVIE_PG_BIN_DIR"
+    if settings.db_backend not in ("docker", "auto") or not engine_answers():
+        raise ToolMissing("no pg_dump as new as the server was found", hint=hint)
+    backend = DockerBackend(settings)
+    c = backend.container()
+    if c is None or c.status != "running":
+        raise ToolMissing("no pg_dump as new as the server, and no running db container", hint=hint)
+    if fmt == "directory":
+        raise ToolMissing("--format directory needs a host pg_dump", hint=hint)
+    api = backend.client.api
+    user = target.user
+    cmd = ["pg_dump", f"-F{'c' if fmt == 'custom' else 'p'}", "-h", "127.0.0.1", "-U", user,
+           "-d", target.database]
+    if snapshot:
+        cmd.append(f"--snapshot={snapshot}")
+    exec_id = api.exec_create(c.id, cmd, environment={"PGPASSWORD": target.password or ""})
+    written, errors = 0, b""
+    try:
+        with open(tmp, "wb") as fh:
+            for out, err in api.exec_start(exec_id, stream=True, demux=True):
+                if out:
+                    fh.write(out)
+                    written += len(out)
+                    if progress:
+                        progress(written)
+                if err:
+                    errors += err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    code = api.exec_inspect(exec_id).get("ExitCode")
+    if code != 0:
+        tmp.unlink(missing_ok=True)
+        last = (errors.decode(errors="replace").strip().splitlines() or ["?"])[-1]
+        raise MoviectlError(f"pg_dump in container {c.name} failed: {last}")
+    version = c.exec_run(["pg_dump", "--version"]).output.decode().strip().split()[-1]
+    return f"docker exec {c.name}", version

@@ -1,0 +1,218 @@
+"""`moviectl backup`: pg_dump to a temp name, read back, checksummed, then renamed.
+
+pg_dump and the manifest's row counts read one exported snapshot. When no host
+pg_dump fits the server, the dump runs inside the db container (``container.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from moviectl.core.backups.files import Progress, remove_path, sha256_of, size_of, write_json_atomic
+from moviectl.core.backups.manifest import FORMATS, Manifest, manifest_path
+from moviectl.infra.engine import connect
+from moviectl.infra.errors import CheckFailed, InputFileError, MoviectlError, ToolMissing
+from moviectl.infra.pgtools import child_env, find_tool
+from moviectl.infra.settings import DbTarget, Settings
+
+
+@dataclass
+class BackupResult:
+    path: str
+    manifest_path: str
+    manifest: Manifest
+    via: str  # host pg_dump path, or "docker exec <container>"
+
+
+def database_facts(c: Any) -> tuple[str, int, str | None, dict[str, int]]:
+    """(server version, major, alembic revision, exact row count per table) on connection c."""
+    from psycopg import sql
+
+    version = str(c.execute("SHOW server_version").fetchone()[0])
+    num = int(c.execute("SHOW server_version_num").fetchone()[0])
+    tables = [r[0] for r in c.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+    )]
+    counts = {
+        t: int(c.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t)))
+               .fetchone()[0])
+        for t in tables
+    }
+    rev = None
+    if "alembic_version" in counts:
+        row = c.execute("SELECT version_num FROM alembic_version").fetchone()
+        rev = row[0] if row else None
+    return version, num // 10000, rev, counts
+
+
+def snapshot(settings: Settings, target: DbTarget) -> tuple[str, int, str | None, dict[str, int]]:
+    with connect(target, connect_timeout=settings.connect_timeout) as c:
+        return database_facts(c)
+
+
+def _out_dir(settings: Settings, output: Path | None) -> Path:
+    d = Path(output) if output is not None else Path(settings.backup_dir)
+    if output is None:
+        d.mkdir(parents=True, exist_ok=True)
+    if not d.is_dir():
+        raise InputFileError(f"output directory {d} does not exist", hint="create it first")
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise InputFileError(
+            f"output directory {d} is not writable", hint="choose another --output"
+        )
+    return d
+
+
+def _watch(path: Path, progress: Progress | None, stop: threading.Event) -> threading.Thread:
+    def run() -> None:
+        while not stop.wait(0.2):
+            if progress:
+                progress(size_of(path))
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+class _Dump:
+    """A running pg_dump, its stderr kept in a temp file, its output size watched."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], tmp: Path,
+                 progress: Progress | None) -> None:
+        import tempfile
+
+        self.err = tempfile.TemporaryFile()  # noqa: SIM115 (closed in wait)
+        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=self.err)
+        self.stop = threading.Event()
+        self.watcher = _watch(tmp, progress, self.stop)
+
+    def wait(self) -> tuple[int, str]:
+        try:
+            code = self.proc.wait()
+        finally:
+            self.stop.set()
+            self.watcher.join()
+        self.err.seek(0)
+        text = self.err.read().decode(errors="replace")
+        self.err.close()
+        return code, text
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.wait()
+
+
+def _dump_error(stderr: str, code: int, target: DbTarget) -> MoviectlError:
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    last = lines[-1] if lines else f"pg_dump exited with {code}"
+    if "No space left on device" in stderr:
+        return MoviectlError(
+            f"disk full while writing the backup: {last}",
+            hint="free space or choose another --output; no partial file was kept",
+        )
+    if code < 0:
+        return MoviectlError(f"pg_dump was killed (signal {-code}); no partial file was kept")
+    from moviectl.infra.engine import translate_error
+
+    err = translate_error(RuntimeError(last), target)
+    err.message = f"pg_dump failed: {err.message}"
+    return err
+
+
+def backup(
+    settings: Settings,
+    *,
+    output: Path | None = None,
+    fmt: str = "custom",
+    jobs: int | None = None,
+    compress: str | None = None,
+    database: str | None = None,
+    progress: Progress | None = None,
+) -> BackupResult:
+    if fmt not in FORMATS:
+        raise InputFileError(f"unknown format {fmt!r}", hint="custom, directory or plain")
+    target = settings.target(database)
+    out = _out_dir(settings, output)
+    started = datetime.now(UTC)
+    t0 = time.monotonic()
+    letter, suffix = FORMATS[fmt]
+    name = f"{target.database}-{started:%Y%m%dT%H%M%SZ}{suffix}"
+    final, tmp = out / name, out / f".{name}.partial"
+    with connect(target, connect_timeout=settings.connect_timeout, autocommit=False) as snap:
+        # pg_dump and the manifest's row counts read one exported snapshot, concurrently
+        from psycopg import IsolationLevel
+
+        snap.isolation_level = IsolationLevel.REPEATABLE_READ
+        snap.read_only = True
+        major = int(snap.execute("SHOW server_version_num").fetchone()[0]) // 10000  # type: ignore[index]
+        snap_id = str(snap.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
+        try:
+            tool = find_tool("pg_dump", settings, major)
+        except ToolMissing:
+            tool = None
+        if tool is None:
+            from moviectl.core.backups.container import dump_in_container
+
+            version, major, rev, counts = database_facts(snap)
+            via, dump_version = dump_in_container(settings, target, tmp, fmt, progress, snap_id)
+        else:
+            argv = [tool.path, f"-F{letter}", "-f", str(tmp), "--no-password",
+                    f"--snapshot={snap_id}"]
+            if jobs and fmt == "directory":
+                argv += ["-j", str(jobs)]
+            if compress:
+                argv += ["-Z", compress]
+            dump = _Dump(argv, child_env(target), tmp, progress)
+            try:
+                version, major, rev, counts = database_facts(snap)
+            except BaseException:
+                dump.kill()
+                remove_path(tmp)
+                raise
+            code, stderr = dump.wait()
+            if code != 0:
+                remove_path(tmp)
+                raise _dump_error(stderr, code, target)
+            via, dump_version = tool.path, tool.version
+        snap.rollback()
+    try:
+        _read_back(settings, tmp, fmt)
+        digest = sha256_of(tmp)
+        finished = datetime.now(UTC)
+        man = Manifest(
+            file=name, format=fmt, sha256=digest, size_bytes=size_of(tmp), database=target.database,
+            server_version=version, server_major=major, pg_dump_version=dump_version,
+            alembic_revision=rev, row_counts=counts, started_at=started.isoformat(),
+            finished_at=finished.isoformat(), seconds=round(time.monotonic() - t0, 3),
+        )
+        mpath = manifest_path(final)
+        write_json_atomic(mpath, asdict(man))
+        os.replace(tmp, final)
+    except BaseException:
+        remove_path(tmp)
+        raise
+    return BackupResult(str(final), str(mpath), man, via)
+
+
+def _read_back(settings: Settings, path: Path, fmt: str) -> None:
+    """``pg_restore --list`` must read the archive (plain: the dump's closing line)."""
+    if fmt == "plain":
+        with open(path, "rb") as fh:
+            fh.seek(max(0, path.stat().st_size - 4096))
+            if b"PostgreSQL database dump complete" not in fh.read():
+                raise CheckFailed(f"{path.name}: the SQL dump is incomplete")
+        return
+    tool = find_tool("pg_restore", settings)
+    res = subprocess.run([tool.path, "--list", str(path)], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise CheckFailed(f"pg_restore cannot read the backup {path.name}: "
+                          f"{(res.stderr.strip().splitlines() or ['?'])[-1]}")
+
+

@@ -1,0 +1,188 @@
+"""`moviectl restore`: a checked backup into a new database, or over one after a safety backup.
+
+``load_into`` and ``compare`` are shared with the restore drill (``verify.py``).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from moviectl.core.backups.dump import backup, snapshot
+from moviectl.core.backups.manifest import Manifest, check_checksum, load_manifest
+from moviectl.infra.engine import connect
+from moviectl.infra.errors import CheckFailed, Refused, UsageError
+from moviectl.infra.pgtools import child_env, find_tool
+from moviectl.infra.settings import DbTarget, Settings
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+@dataclass
+class RestoreResult:
+    path: str
+    database: str
+    url: str
+    created: bool
+    safety_backup: str | None
+    undo: str | None
+    revision: str | None
+    row_counts: dict[str, int]
+    matches_manifest: bool
+    differences: list[str]
+    seconds: float
+
+
+def maintenance_target(settings: Settings) -> DbTarget:
+    return settings.target("postgres")
+
+
+def database_state(settings: Settings, name: str) -> tuple[bool, bool]:
+    """(exists, has tables) for database ``name``."""
+    with connect(maintenance_target(settings), connect_timeout=settings.connect_timeout) as c:
+        if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            return False, False
+    with connect(settings.target(name), connect_timeout=settings.connect_timeout) as c:
+        n = c.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()
+    return True, bool(n and n[0])
+
+
+def server_major_of(settings: Settings) -> int:
+    with connect(maintenance_target(settings), connect_timeout=settings.connect_timeout) as c:
+        return int(c.execute("SHOW server_version_num").fetchone()[0]) // 10000  # type: ignore[index]
+
+
+def create_database_for_restore(settings: Settings, name: str, drop_first: bool = False) -> None:
+    from psycopg import sql
+
+    from moviectl.infra.admin import comment_database, database_comment, drop_database_force
+
+    with connect(maintenance_target(settings), connect_timeout=settings.connect_timeout) as c:
+        comment = None
+        if drop_first:  # keep the database's comment (e.g. moviectl's ownership mark)
+            comment = database_comment(c, name)[1]
+            drop_database_force(c, name)
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        if comment:
+            comment_database(c, name, comment)
+
+
+def drop_database(settings: Settings, name: str) -> None:
+    from moviectl.infra.admin import drop_database_force
+
+    with connect(maintenance_target(settings), connect_timeout=settings.connect_timeout) as c:
+        drop_database_force(c, name)
+
+
+def load_into(
+    settings: Settings, path: Path, man: Manifest, target: DbTarget, jobs: int | None
+) -> None:
+    env = child_env(target)
+    psql = [find_tool("psql", settings).path, "-X", "-q", "-v", "ON_ERROR_STOP=1"]
+    if man.format == "plain":
+        res = subprocess.run([*psql, "-f", str(path)], env=env, capture_output=True, text=True)
+    else:
+        tool = find_tool("pg_restore", settings)
+        server_major = server_major_of(settings)
+        if tool.major >= 17 > server_major:
+            # A newer pg_restore talks settings an older server does not know
+            # (transaction_timeout): have it write SQL, drop those lines, feed psql.
+            res = _restore_via_sql(tool.path, psql, path, env)
+        else:
+            argv = [tool.path, "--no-owner", "--no-privileges", "--exit-on-error", "-d",
+                    target.database, str(path)]
+            if jobs:
+                argv[1:1] = ["-j", str(jobs)]
+            res = subprocess.run(argv, env=env, capture_output=True, text=True)
+    if res.returncode != 0:
+        last = (res.stderr.strip().splitlines() or ["?"])[-1]
+        raise CheckFailed(f"restoring {path.name} into {target.database} failed: {last}")
+
+
+def _restore_via_sql(
+    pg_restore: str, psql: list[str], path: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    import tempfile
+
+    with tempfile.TemporaryFile() as gen_err, tempfile.TemporaryFile() as sink_err:
+        gen = subprocess.Popen(
+            [pg_restore, "--no-owner", "--no-privileges", "-f", "-", str(path)],
+            stdout=subprocess.PIPE, stderr=gen_err, env=env,
+        )
+        sink = subprocess.Popen([*psql, "-f", "-"], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=sink_err, env=env)
+        assert gen.stdout is not None and sink.stdin is not None
+        try:
+            for line in gen.stdout:
+                if not line.startswith(b"SET transaction_timeout"):
+                    sink.stdin.write(line)
+        except BrokenPipeError:
+            pass  # psql stopped at the first error; its stderr says why
+        finally:
+            sink.stdin.close()
+        gen_code, sink_code = gen.wait(), sink.wait()
+        code = gen_code or sink_code
+        gen_err.seek(0)
+        sink_err.seek(0)
+        err = (gen_err.read() + sink_err.read()).decode(errors="replace")
+    return subprocess.CompletedProcess([], code, "", err)
+
+
+def compare(man: Manifest, rev: str | None, counts: dict[str, int]) -> list[str]:
+    diffs = []
+    if rev != man.alembic_revision:
+        diffs.append(f"alembic revision {rev} != manifest {man.alembic_revision}")
+    for table, n in sorted(man.row_counts.items()):
+        if counts.get(table) != n:
+            diffs.append(f"{table}: {counts.get(table)} rows != manifest {n}")
+    return diffs
+
+
+def restore(
+    settings: Settings,
+    path: Path,
+    *,
+    into: str | None = None,
+    force: bool = False,
+    jobs: int | None = None,
+) -> RestoreResult:
+    started = time.monotonic()
+    man = load_manifest(path)
+    check_checksum(path, man)
+    server_major = server_major_of(settings)
+    if man.server_major > server_major:
+        raise Refused(
+            f"{path.name} comes from PostgreSQL {man.server_major}; this server is "
+            f"PostgreSQL {server_major}",
+            hint="restore into a server of the same or a newer major version",
+        )
+    name = into or f"{man.database}_restore_{datetime.now(UTC):%Y%m%d%H%M%S}"
+    if not _NAME.fullmatch(name):
+        raise UsageError(f"bad database name {name!r}", hint="letters, digits and _ (63 at most)")
+    exists, nonempty = database_state(settings, name)
+    safety = undo = None
+    if exists and nonempty:
+        if not force:
+            raise Refused(
+                f"database {name!r} exists and is not empty: refusing to overwrite it",
+                hint="restore into a new database (omit --into), or pass --force: moviectl "
+                "then takes a safety backup of it first",
+            )
+        safe = backup(settings, database=name)
+        safety = safe.path
+        undo = f"moviectl restore {safe.path} --into {name} --force"
+        create_database_for_restore(settings, name, drop_first=True)
+    elif not exists:
+        create_database_for_restore(settings, name)
+    target = settings.target(name)
+    load_into(settings, path, man, target, jobs)
+    _, _, rev, counts = snapshot(settings, target)
+    diffs = compare(man, rev, counts)
+    return RestoreResult(str(path), name, target.url(), not exists, safety, undo, rev, counts,
+                         not diffs, diffs, round(time.monotonic() - started, 3))
+
+

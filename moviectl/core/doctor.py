@@ -1,0 +1,159 @@
+"""`moviectl doctor`: the operator's machine and config, checked before anything breaks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from moviectl.infra.errors import MoviectlError
+from moviectl.infra.settings import Settings, unknown_env_keys
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+
+
+@dataclass
+class Finding:
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+
+@dataclass
+class DoctorReport:
+    findings: list[Finding]
+
+    @property
+    def ok(self) -> bool:
+        return all(f.status != FAIL for f in self.findings)
+
+    __json_extra__ = ("ok",)
+
+
+def run(settings: Settings, env_file: str | Path | None = None) -> DoctorReport:
+    findings = [
+        _docker(settings),
+        _embedded(settings),
+        _env_keys(env_file),
+        _pgcli(settings),
+    ]
+    server_major, server = _server(settings)
+    findings.append(server)
+    if server.status != OK:
+        findings.append(_port(settings))
+    findings.append(_pg_dump(settings, server_major))
+    if server_major is not None:
+        findings.append(_createdb(settings))
+    return DoctorReport(findings)
+
+
+def _docker(settings: Settings) -> Finding:
+    from moviectl.core.servers.docker import engine_answers
+
+    if engine_answers():
+        return Finding("docker", OK, "a Docker engine answers")
+    status = FAIL if settings.db_backend == "docker" else WARN
+    return Finding(
+        "docker",
+        status,
+        "no Docker engine answers"
+        + ("" if status == FAIL else "; `auto` will use the embedded server"),
+        "start Docker, or set MOVIE_DB_BACKEND=embedded",
+    )
+
+
+def _embedded(settings: Settings) -> Finding:
+    from moviectl.infra.pgtools import binary_major, find_bin_dir
+
+    try:
+        bin_dir = find_bin_dir(settings.pg_bin_dir)
+        major = binary_major(bin_dir)
+    except (MoviectlError, OSError) as exc:
+        return Finding("embedded", FAIL, str(exc), "reinstall moviectl (uv sync)")
+    return Finding("embedded", OK, f"PostgreSQL {major} binaries in {bin_dir} run")
+
+
+def _env_keys(env_file: str | Path | None) -> Finding:
+    unknown = unknown_env_keys(env_file)
+    if not unknown:
+        return Finding(".env", OK, "no unknown MOVIE_* keys")
+    return Finding(
+        ".env",
+        WARN,
+        f"keys no setting reads (typos?): {', '.join(unknown)}",
+        "compare with .env.example / `moviectl config show`",
+    )
+
+
+def _pgcli(settings: Settings) -> Finding:
+    from moviectl.core.shell import find_client
+
+    try:
+        path = find_client(settings, psql=False)
+    except MoviectlError:
+        return Finding(
+            "pgcli", WARN, "pgcli not found", "uv sync, or use `moviectl db shell --psql`"
+        )
+    return Finding("pgcli", OK, f"pgcli is installed at {path} (`moviectl db shell`)")
+
+
+def _server(settings: Settings) -> tuple[int | None, Finding]:
+    from moviectl.infra.engine import connect
+
+    t = settings.target()
+    try:
+        with connect(t, connect_timeout=settings.connect_timeout) as c:
+            num = int(c.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
+    except MoviectlError as exc:
+        return None, Finding("server", WARN, exc.message, exc.hint or "")
+    return num // 10000, Finding("server", OK, f"PostgreSQL {num // 10000} at {t.where}")
+
+
+def _port(settings: Settings) -> Finding:
+    from moviectl.infra.ports import port_is_free, port_owner
+
+    t = settings.target()
+    if t.host not in ("127.0.0.1", "localhost"):
+        return Finding("port", OK, f"{t.host} is remote; nothing to check locally")
+    if port_is_free("127.0.0.1", t.port):
+        return Finding("port", OK, f"port {t.port} is free for `moviectl db up`")
+    owner = port_owner(t.port) or "another process"
+    return Finding(
+        "port",
+        FAIL,
+        f"port {t.port} is in use by {owner}, and it is not our database",
+        "stop it, or choose another port with MOVIE_DB_PORT",
+    )
+
+
+def _pg_dump(settings: Settings, server_major: int | None) -> Finding:
+    from moviectl.infra.pgtools import find_tool
+
+    try:
+        tool = find_tool("pg_dump", settings, server_major)
+    except MoviectlError as exc:
+        return Finding("pg_dump", FAIL if server_major else WARN, exc.message, exc.hint or "")
+    vs = f" (server {server_major})" if server_major else ""
+    return Finding("pg_dump", OK, f"{tool.path} is {tool.version}{vs}")
+
+
+def _createdb(settings: Settings) -> Finding:
+    from moviectl.infra.admin import admin_target
+    from moviectl.infra.engine import connect
+
+    t = admin_target(settings)
+    try:
+        with connect(t, connect_timeout=settings.connect_timeout) as c:
+            row = c.execute(
+                "SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user"
+            ).fetchone()
+    except MoviectlError as exc:
+        return Finding("createdb", WARN, exc.message, exc.hint or "")
+    if row and row[0]:
+        return Finding("createdb", OK, f"{t.user} may create test databases")
+    return Finding(
+        "createdb",
+        FAIL,
+        f"{t.user} may not create databases (needed by `moviectl testdb`)",
+        f'as a superuser: ALTER ROLE "{t.user}" CREATEDB',
+    )

@@ -1,0 +1,1 @@
+"""Health: the checks (``checks.py``) and the HTTP probe service (``http.py``)."""

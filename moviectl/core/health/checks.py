@@ -1,0 +1,280 @@
+"""`moviectl health`: can the app work against this database right now?
+
+Five checks, each with a status, a latency and a detail line; later checks are
+skipped when an earlier one they depend on failed. The core returns a
+``HealthReport``; it never prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from moviectl.infra.conninfo import DbTarget
+from moviectl.infra.errors import ExitCode, MoviectlError, UsageError
+from moviectl.infra.probe import ACCEPTING, REJECTING, ping
+
+if TYPE_CHECKING:
+    from moviectl.infra.settings import Settings
+
+log = logging.getLogger("moviectl.core.health.checks")
+
+CHECKS = ("reachable", "auth", "query", "migrations", "capacity")
+LIVE = ("reachable",)
+READY = ("reachable", "auth", "query", "migrations")
+CAPACITY_WARN = 0.8
+PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
+
+
+@dataclass
+class CheckResult:
+    name: str
+    status: str
+    latency_ms: float
+    detail: str
+    exit_code: int = 0
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class HealthReport:
+    url: str
+    db_host: str
+    db_name: str
+    checks: list[CheckResult]
+    elapsed_ms: float
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status in (PASS, SKIP) for c in self.checks)
+
+    @property
+    def exit_code(self) -> int:
+        for c in self.checks:
+            if c.status in (FAIL, WARN):
+                return c.exit_code or int(ExitCode.FAILED)
+        return 0
+
+    @property
+    def failing(self) -> str | None:
+        return next((c.name for c in self.checks if c.status in (FAIL, WARN)), None)
+
+    __json_extra__ = ("ok", "exit_code")
+
+
+def select_checks(
+    live: bool = False,
+    ready: bool = False,
+    only: list[str] | None = None,
+    exclude: list[str] | None = None,
+) -> list[str]:
+    for name in [*(only or []), *(exclude or [])]:
+        if name not in CHECKS:
+            raise UsageError(f"unknown check {name!r}", hint=f"checks: {', '.join(CHECKS)}")
+    names = list(LIVE if live else READY if ready else CHECKS)
+    if only:
+        names = [n for n in CHECKS if n in only]
+    return [n for n in names if n not in (exclude or [])]
+
+
+def reachable(t: DbTarget, timeout: float) -> tuple[str, str, int, dict[str, Any]]:
+    """The pg_isready question (no SQLAlchemy, no psycopg: the hot path)."""
+    p = ping(t.host, t.port, t.user, t.database, timeout)
+    if p.outcome == ACCEPTING:
+        return PASS, f"{t.host}:{t.port} accepting connections", 0, {"pg_isready": p.outcome}
+    code = ExitCode.FAILED if p.outcome == REJECTING else ExitCode.UNREACHABLE
+    return FAIL, f"{p.detail} ({p.outcome})", int(code), {"pg_isready": p.outcome}
+
+
+def live_report(target: DbTarget, timeout: float) -> HealthReport:
+    """``health --live``: the reachable check alone, as a report."""
+    started = time.perf_counter()
+    check = _one("reachable", lambda: reachable(target, timeout))
+    return HealthReport(
+        target.url(),
+        target.host,
+        target.database,
+        [check],
+        round((time.perf_counter() - started) * 1000, 2),
+    )
+
+
+class _Run:
+    """State shared by the checks of one run (the engine, the connection)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.target: DbTarget = settings.target()
+        self.engine: Any = None
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.dispose()
+
+    def get_engine(self) -> Any:
+        if self.engine is None:
+            from moviectl.infra.engine import make_engine
+
+            self.engine = make_engine(self.settings)
+        return self.engine
+
+    # each returns (status, detail, exit code, data)
+    def reachable(self) -> tuple[str, str, int, dict[str, Any]]:
+        return reachable(self.target, float(self.settings.connect_timeout))
+
+    def auth(self) -> tuple[str, str, int, dict[str, Any]]:
+        from moviectl.infra.engine import connect
+
+        t = self.target
+        with connect(t, connect_timeout=self.settings.connect_timeout, application_name="moviectl"):
+            pass
+        return PASS, f"logged in as {t.user} to {t.database}", 0, {}
+
+    def query(self) -> tuple[str, str, int, dict[str, Any]]:
+        from sqlalchemy import text
+
+        from moviectl.infra.engine import db_errors
+
+        engine = self.get_engine()
+        with db_errors(self.target, self.settings.connect_timeout), engine.connect() as conn:
+            one = conn.execute(text("SELECT 1")).scalar()
+            version = conn.execute(text("SHOW server_version")).scalar()
+            recovery = bool(conn.execute(text("SELECT pg_is_in_recovery()")).scalar())
+        pool = engine.pool
+        data = {
+            "server_version": version,
+            "in_recovery": recovery,
+            "pool": {
+                "size": pool.size(),
+                "checked_out": pool.checkedout(),
+                "overflow": pool.overflow(),
+            },
+        }
+        role = "read-only replica (in recovery)" if recovery else "primary"
+        ok = PASS if one == 1 else FAIL
+        return ok, f"SELECT 1 ok; PostgreSQL {version}, {role}", 0 if ok == PASS else 1, data
+
+    def migrations(self) -> tuple[str, str, int, dict[str, Any]]:
+        from sqlalchemy import text
+
+        from moviectl.core.migrations.scripts import head_revision
+        from moviectl.infra.engine import db_errors
+
+        head = head_revision()
+        with db_errors(self.target), self.get_engine().connect() as conn:
+            exists = conn.execute(text("SELECT to_regclass('alembic_version')")).scalar()
+            current = (
+                conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+                if exists
+                else None
+            )
+        data = {"current": current, "head": head}
+        if current == head:
+            return PASS, f"at head {head}", 0, data
+        return (
+            FAIL,
+            f"database at {current or 'base (no schema)'}, code at {head}: run `moviectl migrate`",
+            int(ExitCode.BEHIND),
+            data,
+        )
+
+    def capacity(self) -> tuple[str, str, int, dict[str, Any]]:
+        from sqlalchemy import text
+
+        from moviectl.infra.engine import db_errors
+
+        with db_errors(self.target), self.get_engine().connect() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT (SELECT count(*) FROM pg_stat_activity), "
+                    "current_setting('max_connections')::int, "
+                    "pg_database_size(current_database())"
+                )
+            ).one()
+        used, limit, size = int(row[0]), int(row[1]), int(row[2])
+        ratio = used / limit if limit else 0
+        data = {"connections": used, "max_connections": limit, "database_bytes": size}
+        detail = f"{used}/{limit} connections ({ratio:.0%}), database {size / 1048576:.1f} MiB"
+        if ratio > CAPACITY_WARN:
+            return WARN, detail + f" — above {CAPACITY_WARN:.0%}", 1, data
+        return PASS, detail, 0, data
+
+
+_DEPENDS = {"auth": "reachable", "query": "auth", "migrations": "query", "capacity": "query"}
+
+
+def run_health(settings: Settings, names: list[str] | None = None) -> HealthReport:
+    """Run the selected checks in order (each skipped if what it needs failed)."""
+    names = names or list(CHECKS)
+    _preload(names)
+    run = _Run(settings)
+    started = time.perf_counter()
+    results: dict[str, CheckResult] = {}
+    try:
+        for name in CHECKS:
+            if name not in names:
+                continue
+            dep = _DEPENDS.get(name)
+            if dep and dep in results and results[dep].status in (FAIL, SKIP):
+                results[name] = CheckResult(name, SKIP, 0.0, f"skipped: {dep} failed")
+                continue
+            results[name] = _one(name, getattr(run, name))
+    finally:
+        run.close()
+    t = run.target
+    checks = [results[n] for n in CHECKS if n in results]
+    report = HealthReport(
+        t.url(), t.host, t.database, checks, round((time.perf_counter() - started) * 1000, 2)
+    )
+    for c in checks:
+        log.info(
+            "health check %s: %s (%s)",
+            c.name,
+            c.status,
+            c.detail,
+            extra={"db_host": t.host, "db_name": t.database},
+        )
+    return report
+
+
+def _preload(names: list[str]) -> None:
+    """Import what the checks need up front, so latencies measure the database, not imports."""
+    if set(names) - set(LIVE):
+        import psycopg  # noqa: F401
+    if set(names) & {"query", "migrations", "capacity"}:
+        import sqlalchemy  # noqa: F401
+
+        import moviectl.infra.engine  # noqa: F401
+
+
+def _one(name: str, fn: Callable[[], tuple[str, str, int, dict[str, Any]]]) -> CheckResult:
+    started = time.perf_counter()
+    try:
+        status, detail, code, data = fn()
+    except MoviectlError as exc:
+        status, detail, code, data = FAIL, exc.message, int(exc.exit_code), {}
+    latency = round((time.perf_counter() - started) * 1000, 2)
+    return CheckResult(name, status, latency, detail, code, data)
+
+
+def wait_healthy(
+    settings: Settings,
+    names: list[str],
+    timeout: float,
+    interval: float = 0.5,
+    on_attempt: Callable[[HealthReport], None] | None = None,
+) -> HealthReport:
+    """Retry with backoff until every selected check passes or ``timeout`` runs out."""
+    deadline = time.monotonic() + timeout
+    delay = interval
+    while True:
+        report = run_health(settings, names)
+        if on_attempt:
+            on_attempt(report)
+        if report.ok or time.monotonic() + delay > deadline:
+            return report
+        time.sleep(delay)
+        delay = min(delay * 1.5, max(interval, 5.0))

@@ -1,0 +1,97 @@
+"""The migration lock: one PostgreSQL advisory lock per database.
+
+``alembic/env.py`` takes it for every online run, so a plain ``alembic upgrade head``
+by hand and ``moviectl migrate`` exclude each other. A waiter gives up after
+MOVIE_MIGRATE_LOCK_TIMEOUT seconds and names the holder.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from moviectl.infra.conninfo import DbTarget
+from moviectl.infra.errors import LockBusy
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+MIGRATION_LOCK_KEY = 0x6D6F7669  # "movi": one key per database, shared with `alembic` by hand
+
+
+@dataclass
+class LockHolder:
+    pid: int
+    application_name: str
+    user: str
+    since: datetime | None
+    client: str | None
+
+
+def lock_holders(conn: Connection, key: int = MIGRATION_LOCK_KEY) -> list[LockHolder]:
+    from sqlalchemy import text
+
+    rows = conn.execute(
+        text(
+            """
+            SELECT a.pid, a.application_name, a.usename, a.backend_start,
+                   host(a.client_addr) AS client
+            FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+            WHERE l.locktype = 'advisory' AND l.granted
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND l.classid = (CAST(:key AS bigint) >> 32)::oid
+              AND l.objid = (CAST(:key AS bigint) & 4294967295)::oid AND l.objsubid = 1
+              AND a.pid <> pg_backend_pid()
+            """
+        ),
+        {"key": key},
+    ).all()
+    return [
+        LockHolder(r.pid, r.application_name or "", r.usename, r.backend_start, r.client)
+        for r in rows
+    ]
+
+
+@contextmanager
+def migration_lock(
+    conn: Connection, timeout: float, target: DbTarget, key: int = MIGRATION_LOCK_KEY
+) -> Iterator[None]:
+    """Hold the session-level migration lock; wait at most ``timeout`` seconds for it."""
+    from sqlalchemy import text
+
+    deadline = time.monotonic() + timeout
+    while True:
+        got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+        conn.commit()
+        if got:
+            break
+        if time.monotonic() >= deadline:
+            holders = lock_holders(conn, key)
+            conn.commit()
+            who = (
+                ", ".join(
+                    f"pid {h.pid} ({h.application_name or 'no application_name'}, user {h.user}"
+                    + (f", since {h.since:%Y-%m-%d %H:%M:%S %Z}" if h.since else "")
+                    + ")"
+                    for h in holders
+                )
+                or "another session"
+            )
+            raise LockBusy(
+                f"another migration holds the migration lock on {target.where}: {who}",
+                hint="wait for it to finish, or raise MOVIE_MIGRATE_LOCK_TIMEOUT; "
+                "if it is stuck: SELECT pg_terminate_backend(<pid>)",
+                holders=[h.pid for h in holders],
+            )
+        time.sleep(0.1)
+    try:
+        yield
+    finally:
+        if conn.in_transaction():
+            conn.rollback()
+        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        conn.commit()

@@ -1,0 +1,120 @@
+"""The migration scripts: where they are, their revisions, their head (cheaply).
+
+The scripts ship inside the package (``moviectl/_alembic`` in a wheel, ``alembic/``
+in a checkout), so migrations work from any directory. ``head_revision`` reads the
+scripts without importing Alembic, for hot paths (health, seed).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from moviectl.infra.errors import ToolMissing, UnknownRevision
+from moviectl.infra.settings import Settings
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+PACKAGE_DIR = Path(__file__).resolve().parents[2]  # moviectl/
+
+
+def script_location() -> Path:
+    """The directory holding env.py and versions/ (shipped in the wheel or the checkout's)."""
+    for candidate in (PACKAGE_DIR / "_alembic", PACKAGE_DIR.parent / "alembic"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise ToolMissing("moviectl's migration scripts are missing from this installation")
+
+
+def alembic_config(settings: Settings) -> Config:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_location()).replace("%", "%%"))
+    cfg.attributes["settings"] = settings
+    return cfg
+
+
+def script_directory() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(script_location()))
+
+
+_REV_LINE = re.compile(r"^(down_revision|revision)\b[^=]*=\s*(.+)$", re.MULTILINE)
+
+
+def head_revision() -> str | None:
+    """The head revision, read from the scripts without importing Alembic (hot paths).
+
+    Falls back to Alembic's own answer when the scripts are not a single linear chain.
+    """
+    revs: set[str] = set()
+    downs: set[str] = set()
+    for path in (script_location() / "versions").glob("*.py"):
+        fields = dict(_REV_LINE.findall(path.read_text()))
+        try:
+            rev = ast.literal_eval(fields["revision"].strip())
+            down = ast.literal_eval(fields.get("down_revision", "None").strip())
+        except (KeyError, ValueError, SyntaxError):
+            return script_directory().get_current_head()
+        if not isinstance(rev, str) or not isinstance(down, str | None):
+            return script_directory().get_current_head()
+        revs.add(rev)
+        if down:
+            downs.add(down)
+    heads = revs - downs
+    return heads.pop() if len(heads) == 1 else script_directory().get_current_head()
+
+
+def scripts_fingerprint() -> str:
+    """sha256 of every migration script's content (names test-database templates)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    root = script_location()
+    for path in [*sorted((root / "versions").glob("*.py")), root / "env.py"]:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class Revision:
+    revision: str
+    down_revision: str | None
+    message: str
+    is_head: bool = False
+    is_current: bool = False
+
+
+def revision_of(script: Any, current: str | None = None, head: str | None = None) -> Revision:
+    return Revision(
+        revision=script.revision,
+        down_revision=script.down_revision
+        if isinstance(script.down_revision, str | None)
+        else ",".join(script.down_revision),
+        message=(script.doc or "").splitlines()[0] if script.doc else "",
+        is_head=script.revision == head,
+        is_current=script.revision == current,
+    )
+
+
+def resolve_revision(scripts: ScriptDirectory, rev: str) -> str | None:
+    """A revision name (``head``, ``base``, id, prefix) to its id; unknown ones are usage errors."""
+    from alembic.util import CommandError
+
+    if rev == "base":
+        return None
+    try:
+        found = scripts.get_revision(rev)
+    except CommandError as exc:
+        raise UnknownRevision(f"unknown revision {rev!r}: {exc}") from None
+    if found is None:
+        raise UnknownRevision(f"unknown revision {rev!r}")
+    return found.revision

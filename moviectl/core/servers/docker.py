@@ -1,0 +1,372 @@
+"""The Docker backend: the compose file's ``db`` service, realised through the Docker SDK.
+
+Network, named volume and container carry Docker Compose's own labels, so
+``docker compose -f compose/docker-compose.yml ps | logs | down`` see them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from moviectl.core.servers.base import DownResult, ServerStatus, UpResult, probe_status, wait_ready
+from moviectl.core.servers.compose import DbService, compose_path, db_service, duration_ns
+from moviectl.infra.errors import PortInUse, ServerError, Unreachable
+from moviectl.infra.ports import describe_port_owner, port_is_free
+from moviectl.infra.settings import Settings
+
+COMPOSE_VERSION = "2.29.0"  # the Compose version whose labels we write
+PullCallback = Callable[[dict[str, Any]], None]
+
+
+def engine_answers(timeout: int = 2) -> bool:
+    """Does a Docker engine answer here (DOCKER_HOST or the default socket)?"""
+    if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
+        return False
+    try:
+        import docker
+
+        client = docker.from_env(timeout=timeout)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+def _client(timeout: int = 60) -> Any:
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+        return client
+    except DockerException as exc:
+        text = str(exc)
+        if "Permission denied" in text or "PermissionError" in text:
+            raise ServerError(
+                "permission denied on the Docker socket",
+                hint="add your user to the `docker` group (then log in again), "
+                "or use MOVIE_DB_BACKEND=embedded",
+            ) from None
+        raise ServerError(
+            "the Docker engine is not reachable (MOVIE_DB_BACKEND=docker)",
+            hint="start Docker (e.g. `sudo systemctl start docker`), "
+            "or use MOVIE_DB_BACKEND=embedded",
+        ) from None
+
+
+def compose_env(settings: Settings) -> dict[str, str]:
+    """Variables for the compose file: the environment, with moviectl's settings on top."""
+    t = settings.target()
+    env = dict(os.environ)
+    env.update(
+        MOVIE_DB_USER=t.user,
+        MOVIE_DB_PASSWORD=t.password or "",
+        MOVIE_DB_NAME=t.database,
+        MOVIE_DB_PORT=str(t.port),
+        MOVIE_DB_IMAGE=settings.db_image,
+    )
+    if settings.compose_project:
+        env["MOVIE_COMPOSE_PROJECT"] = settings.compose_project
+    return env
+
+
+def config_hash(svc: DbService) -> str:
+    """The label Compose v2 needs to list a container (``ps``, ``ls``): a digest of the
+    service's configuration. Secrets are left out: a label is readable by `docker inspect`.
+    """
+    import hashlib
+    import json
+
+    env = {k: v for k, v in svc.environment.items() if "PASSWORD" not in k.upper()}
+    config = {
+        "image": svc.image,
+        "environment": env,
+        "ports": [svc.host_ip, svc.host_port, svc.container_port],
+        "volume": [svc.volume, svc.volume_target],
+        "healthcheck": svc.healthcheck,
+        "restart": svc.restart,
+    }
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def labels(svc: DbService, **extra: str) -> dict[str, str]:
+    return {
+        "com.docker.compose.project": svc.project,
+        "com.docker.compose.version": COMPOSE_VERSION,
+        **extra,
+    }
+
+
+class ImageUnavailable(ServerError):
+    """The image is not here and cannot be pulled (``auto`` then falls back to embedded)."""
+
+
+class DockerBackend:
+    name = "docker"
+
+    def __init__(self, settings: Settings, progress: PullCallback | None = None) -> None:
+        self.settings = settings
+        self.progress = progress
+        self.svc = db_service(
+            compose_path(Path(settings.compose_file)),
+            compose_env(settings),
+            settings.compose_project,
+        )
+        self._docker: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._docker is None:
+            self._docker = _client()
+        return self._docker
+
+    # ---- resources -------------------------------------------------------------------------
+    def container(self) -> Any | None:
+        found = self.client.containers.list(
+            all=True,
+            filters={
+                "label": [
+                    f"com.docker.compose.project={self.svc.project}",
+                    "com.docker.compose.service=db",
+                    "com.docker.compose.oneoff=False",
+                ]
+            },
+        )
+        return found[0] if found else None
+
+    def image_present(self) -> bool:
+        from docker.errors import ImageNotFound
+
+        try:
+            self.client.images.get(self.svc.image)
+            return True
+        except ImageNotFound:
+            return False
+
+    def _ensure_image(self) -> None:
+        from docker.errors import APIError, ImageNotFound
+
+        image = self.svc.image
+        try:
+            self.client.images.get(image)
+            return
+        except ImageNotFound:
+            pass
+        repo, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
+        try:
+            for event in self.client.api.pull(repo, tag=tag or "latest", stream=True, decode=True):
+                if "error" in event:
+                    raise APIError(event["error"])
+                if self.progress:
+                    self.progress(event)
+        except APIError as exc:
+            reason = getattr(exc, "explanation", None) or str(exc)
+            raise ImageUnavailable(
+                f"cannot pull the image {image}: {reason}",
+                hint="check the name and your registry access, or set MOVIE_DB_IMAGE "
+                "to an image that is available locally",
+            ) from None
+
+    def _ensure_network(self) -> None:
+        if not self.client.networks.list(names=[self.svc.network_name]):
+            self.client.networks.create(
+                self.svc.network_name,
+                driver="bridge",
+                labels=labels(self.svc, **{"com.docker.compose.network": "default"}),
+            )
+
+    def _ensure_volume(self) -> None:
+        from docker.errors import NotFound
+
+        if not self.svc.volume_name:
+            return
+        try:
+            self.client.volumes.get(self.svc.volume_name)
+        except NotFound:
+            self.client.volumes.create(
+                self.svc.volume_name,
+                labels=labels(self.svc, **{"com.docker.compose.volume": str(self.svc.volume)}),
+            )
+
+    def _create(self) -> Any:
+        svc = self.svc
+        hc = svc.healthcheck
+        test = hc.get("test")
+        healthcheck = (
+            {
+                "test": test if isinstance(test, list) else ["CMD-SHELL", str(test)],
+                "interval": duration_ns(hc.get("interval"), 30),
+                "timeout": duration_ns(hc.get("timeout"), 30),
+                "retries": int(hc.get("retries", 3)),
+                "start_period": duration_ns(hc.get("start_period"), 0),
+            }
+            if test
+            else None
+        )
+        volumes = (
+            {svc.volume_name: {"bind": svc.volume_target, "mode": "rw"}}
+            if svc.volume_name
+            else None
+        )
+        return self.client.containers.create(
+            svc.image,
+            name=svc.container_name,
+            environment=svc.environment,
+            labels=labels(
+                svc,
+                **{
+                    "com.docker.compose.service": "db",
+                    "com.docker.compose.container-number": "1",
+                    "com.docker.compose.oneoff": "False",
+                    "com.docker.compose.project.config_files": str(svc.config_file),
+                    "com.docker.compose.project.working_dir": str(svc.working_dir),
+                    "com.docker.compose.image": svc.image,
+                    "com.docker.compose.config-hash": config_hash(svc),
+                },
+            ),
+            ports={f"{svc.container_port}/tcp": (svc.host_ip, svc.host_port)},
+            volumes=volumes,
+            healthcheck=healthcheck,
+            restart_policy={"Name": svc.restart} if svc.restart else None,
+            network=svc.network_name,
+            networking_config={
+                svc.network_name: self.client.api.create_endpoint_config(aliases=["db"])
+            },
+            detach=True,
+        )
+
+    # ---- life cycle ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        import fcntl
+
+        d = Path(self.settings.data_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        with open(d / f".docker-{self.svc.project}.lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+
+    def up(self, *, wait: bool = True, timeout: float = 90) -> UpResult:
+        from docker.errors import APIError
+
+        started_at = time.monotonic()
+        target = self.settings.target()
+        with self._lock():
+            c = self.container()
+            already = c is not None and c.status == "running"
+            if not already:
+                if not port_is_free(self.svc.host_ip, self.svc.host_port):
+                    raise self._port_in_use()
+                self._ensure_image()
+                self._ensure_network()
+                self._ensure_volume()
+                c = c or self._create()
+                try:
+                    c.start()
+                except APIError as exc:
+                    if "port is already allocated" in str(exc) or "address already in use" in str(
+                        exc
+                    ):
+                        raise self._port_in_use() from None
+                    raise ServerError(f"the db container did not start: {exc}") from None
+            version = self._wait(c, target, timeout) if wait else None
+        detail = f"container {self.svc.container_name}, image {self.svc.image}"
+        return UpResult.of(
+            self.name,
+            target,
+            already=already,
+            version=version,
+            started_at=started_at,
+            detail=detail,
+        )
+
+    def _port_in_use(self) -> PortInUse:
+        return PortInUse(
+            f"port {self.svc.host_port} on {self.svc.host_ip} is already in use"
+            f"{describe_port_owner(self.svc.host_port)}",
+            hint="stop that process, or choose another port with MOVIE_DB_PORT",
+            port=self.svc.host_port,
+        )
+
+    def _wait(self, c: Any, target: Any, timeout: float) -> str:
+        """Wait for authenticated connections, failing fast if the container exits."""
+        deadline = time.monotonic() + timeout
+        while True:
+            c.reload()
+            state = c.attrs.get("State", {})
+            crashed = state.get("RestartCount", 0) > 0 or c.attrs.get("RestartCount", 0) > 0
+            if c.status in ("exited", "dead", "restarting") or crashed:
+                tail = c.logs(tail=15).decode(errors="replace").strip()
+                raise ServerError(
+                    f"the db container exited during start (status {c.status}); last log lines:\n"
+                    f"{tail}",
+                    hint=f"docker logs {self.svc.container_name}",
+                    log_tail=tail,
+                )
+            try:
+                return wait_ready(target, 1.0, 1)
+            except Unreachable:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.2)
+
+    def down(self, *, volumes: bool = False) -> DownResult:
+        from docker.errors import NotFound
+
+        with self._lock():
+            c = self.container()
+            was = c is not None and c.status == "running"
+            if c is not None:
+                c.stop(timeout=10)
+                c.remove()
+            for net in self.client.networks.list(names=[self.svc.network_name]):
+                with contextlib.suppress(Exception):
+                    net.remove()
+            removed = False
+            if volumes and self.svc.volume_name:
+                try:
+                    self.client.volumes.get(self.svc.volume_name).remove()
+                    removed = True
+                except NotFound:
+                    pass
+        return DownResult(self.name, was, removed, f"container {self.svc.container_name}")
+
+    def status(self) -> ServerStatus:
+        target = self.settings.target()
+        c = self.container()
+        status = ServerStatus(
+            backend=self.name,
+            state="absent" if c is None else ("running" if c.status == "running" else "stopped"),
+            host=target.host,
+            port=target.port,
+            database=target.database,
+            url=target.url(),
+            detail=f"container {self.svc.container_name}, image {self.svc.image}",
+        )
+        if status.state == "running":
+            probe_status(status, target, self.settings.connect_timeout)
+        return status
+
+    def logs(self, *, tail: int = 50, follow: bool = False) -> Iterator[str]:
+        c = self.container()
+        if c is None:
+            raise ServerError(
+                f"no db container for project {self.svc.project}", hint="moviectl db up"
+            )
+        if not follow:
+            yield from c.logs(tail=tail).decode(errors="replace").splitlines()
+            return
+        buf = b""
+        for chunk in c.logs(tail=tail, stream=True, follow=True):
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                yield line.decode(errors="replace")

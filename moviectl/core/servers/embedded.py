@@ -1,0 +1,111 @@
+"""The embedded backend: moviectl's own cluster under MOVIE_DATA_DIR (see ``cluster.py``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from moviectl.core.servers.base import DownResult, ServerStatus, UpResult, probe_status, wait_ready
+from moviectl.core.servers.cluster import EmbeddedServer, find_bin_dir
+from moviectl.infra.errors import ConfigError
+from moviectl.infra.settings import Settings
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def embedded_server(settings: Settings) -> EmbeddedServer:
+    target = settings.target()
+    if target.host not in _LOOPBACK:
+        raise ConfigError(
+            f"the embedded server listens on 127.0.0.1, but the database host is {target.host!r}",
+            hint="set MOVIE_DB_HOST=127.0.0.1, or MOVIE_DB_BACKEND=external for a remote server",
+        )
+    return EmbeddedServer(
+        data_dir=Path(settings.data_dir),
+        port=target.port,
+        superuser=target.user,
+        password=target.password or "",
+        bin_dir=find_bin_dir(settings.pg_bin_dir),
+    )
+
+
+def ensure_database(settings: Settings) -> bool:
+    """Create the app database if missing (the cluster's superuser is the app user)."""
+    from psycopg import sql
+
+    from moviectl.infra.engine import connect
+
+    target = settings.target()
+    with connect(target.with_database("postgres"), connect_timeout=settings.connect_timeout) as c:
+        if c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target.database,)).fetchone():
+            return False
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target.database)))
+        return True
+
+
+class EmbeddedBackend:
+    name = "embedded"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.server = embedded_server(settings)
+
+    def up(self, *, wait: bool = True, timeout: float = 60) -> UpResult:
+        started_at = time.monotonic()
+        target = self.settings.target()
+        with self.server.lock():  # a second `db up` waits here, then finds it running
+            started = self.server.start(timeout=timeout)
+            created = ensure_database(self.settings)
+        version = wait_ready(target, timeout, self.settings.connect_timeout) if wait else None
+        detail = f"data in {self.server.pgdata}"
+        if created:
+            detail += f"; created database {target.database}"
+        return UpResult.of(
+            self.name,
+            target,
+            already=not started,
+            version=version,
+            started_at=started_at,
+            detail=detail,
+        )
+
+    def down(self, *, volumes: bool = False) -> DownResult:
+        import shutil
+
+        with self.server.lock():
+            was = self.server.stop("fast")
+            if volumes:
+                shutil.rmtree(self.server.pgdata, ignore_errors=True)
+        return DownResult(self.name, was, volumes, f"data dir {self.server.pgdata}")
+
+    def status(self) -> ServerStatus:
+        target = self.settings.target()
+        st = self.server.state()
+        status = ServerStatus(
+            backend=self.name,
+            state="running" if st.running else ("stopped" if st.initialized else "absent"),
+            host=target.host,
+            port=target.port,
+            database=target.database,
+            url=target.url(),
+            detail=f"data dir {self.server.pgdata}",
+        )
+        if st.running:
+            probe_status(status, target, self.settings.connect_timeout)
+        return status
+
+    def logs(self, *, tail: int = 50, follow: bool = False) -> Iterator[str]:
+        if tail > 0:
+            yield from self.server.log_tail(tail).splitlines()
+        if not follow:
+            return
+        path = self.server.logfile
+        with open(path, errors="replace") as fh:
+            fh.seek(0, 2)
+            while True:
+                line = fh.readline()
+                if line:
+                    yield line.rstrip("\n")
+                else:
+                    time.sleep(0.25)

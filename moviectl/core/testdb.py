@@ -1,0 +1,285 @@
+"""Throwaway test databases cloned from a template migrated once.
+
+The template ``movies_tpl_<hash>`` is named by a hash of the migration scripts and
+the models' DDL. It is built once, under an advisory lock, by running the real
+migrations; every test database is a ``CREATE DATABASE ... TEMPLATE`` clone of it
+(tens of milliseconds). Each database moviectl makes carries an ownership mark
+(``COMMENT ON DATABASE``); ``drop`` and ``prune`` touch nothing without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import hashlib
+import os
+import re
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from moviectl.infra.admin import (
+    admin_target,
+    comment_database,
+    create_database,
+    database_comment,
+    databases_named_like,
+    drop_database_force,
+    make_mark,
+    make_template,
+    read_mark,
+)
+from moviectl.infra.engine import connect, translate_error
+from moviectl.infra.errors import LockBusy, MoviectlError, Refused, UsageError
+from moviectl.infra.settings import DbTarget, Settings
+
+TEST_PREFIX = "movies_test_"
+TEMPLATE_PREFIX = "movies_tpl_"
+_TEST_NAME = re.compile(r"^movies_test_[0-9a-f]{8,32}$")
+_TEMPLATE_NAME = re.compile(r"^movies_tpl_[0-9a-f]{12}$")
+TEMPLATE_LOCK_KEY = 0x6D6F7674  # "movt"
+
+
+@dataclass
+class TestDatabase:
+    name: str
+    url: str  # masked
+    template: str | None
+    created_at: datetime | None
+    expires_at: datetime | None
+    owner: str | None
+    size_bytes: int | None = None
+    kept: bool = False
+    full_url: str | None = field(default=None, repr=False, metadata={"secret": True})
+
+    __test__ = False  # not a pytest test class
+    __json_extra__ = ("age_seconds",)
+
+    @property
+    def age_seconds(self) -> float | None:
+        if self.created_at is None:
+            return None
+        return (datetime.now(UTC) - self.created_at).total_seconds()
+
+
+@dataclass
+class PruneResult:
+    dropped: list[str]
+    kept: list[str]
+
+
+def parse_ttl(text: str) -> timedelta:
+    m = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", text or "")
+    if not m or int(m.group(1)) == 0:
+        raise UsageError(f"bad duration {text!r}", hint="use a number and a unit: 90s, 30m, 2h, 1d")
+    n, unit = int(m.group(1)), m.group(2)
+    return timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[unit]: n})
+
+
+def template_hash() -> str:
+    """12 hex digits over the migration scripts and the models' DDL."""
+    from sqlalchemy.dialects import postgresql
+    from sqlalchemy.schema import CreateTable
+
+    from moviectl.core.migrations.scripts import scripts_fingerprint
+    from moviectl.infra.models import metadata
+
+    digest = hashlib.sha256(scripts_fingerprint().encode())
+    dialect = postgresql.dialect()
+    for table in metadata.sorted_tables:
+        digest.update(str(CreateTable(table).compile(dialect=dialect)).encode())
+    return digest.hexdigest()[:12]
+
+
+def _admin(settings: Settings, target: DbTarget | None = None) -> Any:
+    return connect(target or admin_target(settings), connect_timeout=settings.connect_timeout)
+
+
+# ---- the template ------------------------------------------------------------------------
+def ensure_template(
+    settings: Settings, target: DbTarget | None = None, timeout: float = 300
+) -> str:
+    """Name of a ready template for the current migrations, building it if needed."""
+    admin = target or admin_target(settings)
+    name = TEMPLATE_PREFIX + template_hash()
+    with _admin(settings, admin) as conn:
+        if _template_ready(conn, name):
+            return name
+        deadline = time.monotonic() + timeout
+        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (TEMPLATE_LOCK_KEY,)).fetchone()[
+            0
+        ]:
+            if time.monotonic() > deadline:
+                raise LockBusy(f"timed out waiting for another process to build template {name}")
+            time.sleep(0.05)
+        try:
+            if _template_ready(conn, name):  # built by whoever held the lock
+                return name
+            drop_database_force(conn, name)  # half-built by a killed process, if any
+            create_database(conn, admin, name, None)
+            comment_database(conn, name, make_mark("template", state="building", created=_now()))
+            _migrate(settings, admin.with_database(name))
+            make_template(conn, name)
+            comment_database(conn, name, make_mark("template", state="ready", created=_now()))
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (TEMPLATE_LOCK_KEY,))
+    return name
+
+
+def _template_ready(conn: Any, name: str) -> bool:
+    mark = read_mark(database_comment(conn, name)[1])
+    return bool(mark and mark.get("kind") == "template" and mark.get("state") == "ready")
+
+
+def _migrate(settings: Settings, target: DbTarget) -> None:
+    from moviectl.core.migrations import runner
+
+    runner.upgrade(settings.for_target(target))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# ---- test databases ----------------------------------------------------------------------
+def create(
+    settings: Settings,
+    *,
+    ttl: timedelta | None = None,
+    owner: str | None = None,
+    target: DbTarget | None = None,
+    template: str | None = None,
+    conn: Any = None,
+) -> TestDatabase:
+    """Clone the template into a fresh ``movies_test_<hex>`` database.
+
+    ``conn``: an open autocommit admin connection to reuse (the pytest plugin keeps one).
+    """
+    admin = target or admin_target(settings)
+    tpl = template or ensure_template(settings, admin)
+    name = TEST_PREFIX + secrets.token_hex(8)
+    created = datetime.now(UTC).replace(microsecond=0)
+    expires = created + ttl if ttl else None
+    who = owner or f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"
+    with contextlib.nullcontext(conn) if conn is not None else _admin(settings, admin) as conn:
+        create_database(conn, admin, name, tpl)
+        comment_database(
+            conn,
+            name,
+            make_mark(
+                "test",
+                owner=who,
+                created=created.isoformat(),
+                expires=expires.isoformat() if expires else None,
+                template=tpl,
+            ),
+        )
+    db_target = admin.with_database(name)
+    return TestDatabase(
+        name, db_target.url(), tpl, created, expires, who, full_url=db_target.url(masked=False)
+    )
+
+
+def _as_test_db(admin: DbTarget, row: dict[str, Any]) -> TestDatabase:
+    mark = row["mark"] or {}
+
+    def ts(key: str) -> datetime | None:
+        v = mark.get(key)
+        return datetime.fromisoformat(v) if v else None
+
+    return TestDatabase(
+        name=row["name"],
+        url=admin.with_database(row["name"]).url(),
+        template=mark.get("template"),
+        created_at=ts("created"),
+        expires_at=ts("expires"),
+        owner=mark.get("owner"),
+        size_bytes=row["size"],
+    )
+
+
+def list_databases(settings: Settings, target: DbTarget | None = None) -> list[TestDatabase]:
+    """moviectl's test databases on the server (unmarked look-alikes are not listed)."""
+    admin = target or admin_target(settings)
+    with _admin(settings, admin) as conn:
+        rows = databases_named_like(conn, TEST_PREFIX)
+    return [_as_test_db(admin, r) for r in rows if (r["mark"] or {}).get("kind") == "test"]
+
+
+def check_droppable(conn: Any, name: str, app_database: str | None = None) -> None:
+    """The safety rail: only marked ``movies_test_<hex>`` databases may be dropped."""
+    if name == app_database or not _TEST_NAME.fullmatch(name):
+        raise Refused(
+            f"refusing to drop {name!r}: not a moviectl test database name ({TEST_PREFIX}<hex>)",
+            hint="`moviectl testdb list` shows the databases this command may drop",
+        )
+    exists, comment = database_comment(conn, name)
+    if not exists:
+        raise MoviectlError(
+            f"test database {name!r} does not exist", hint="see `moviectl testdb list`"
+        )
+    mark = read_mark(comment)
+    if not mark or mark.get("kind") != "test":
+        raise Refused(
+            f"refusing to drop {name!r}: it carries no moviectl ownership mark",
+            hint="moviectl only drops databases it created; drop it by hand if you must",
+        )
+
+
+def drop(settings: Settings, names: list[str], *, target: DbTarget | None = None) -> list[str]:
+    """Drop the named test databases (after the safety rail checked every one)."""
+    admin = target or admin_target(settings)
+    app_db = settings.target().database
+    with _admin(settings, admin) as conn:
+        for name in names:
+            check_droppable(conn, name, app_db)
+        for name in names:
+            try:
+                drop_database_force(conn, name)
+            except Exception as exc:
+                raise translate_error(exc, admin.with_database(name)) from None
+    return names
+
+
+def drop_all(settings: Settings, *, target: DbTarget | None = None) -> list[str]:
+    names = [d.name for d in list_databases(settings, target)]
+    return drop(settings, names, target=target) if names else []
+
+
+def prune(
+    settings: Settings, *, older_than: timedelta | None = None, target: DbTarget | None = None
+) -> PruneResult:
+    """Drop expired (or older than ``older_than``) test databases and stale templates."""
+    admin = target or admin_target(settings)
+    now = datetime.now(UTC)
+    current_tpl = TEMPLATE_PREFIX + template_hash()
+    dropped, kept = [], []
+    with _admin(settings, admin) as conn:
+        for row in databases_named_like(conn, TEST_PREFIX):
+            db = _as_test_db(admin, row)
+            if (row["mark"] or {}).get("kind") != "test" or not _TEST_NAME.fullmatch(db.name):
+                continue
+            expired = db.expires_at is not None and db.expires_at <= now
+            old = (
+                older_than is not None
+                and db.created_at is not None
+                and (now - db.created_at >= older_than)
+            )
+            if expired or old:
+                drop_database_force(conn, db.name)
+                dropped.append(db.name)
+            else:
+                kept.append(db.name)
+        for row in databases_named_like(conn, TEMPLATE_PREFIX):
+            mark = row["mark"] or {}
+            if mark.get("kind") != "template" or not _TEMPLATE_NAME.fullmatch(row["name"]):
+                continue
+            if row["name"] == current_tpl:
+                kept.append(row["name"])
+                continue
+            drop_database_force(conn, row["name"])
+            dropped.append(row["name"])
+    return PruneResult(dropped, kept)

