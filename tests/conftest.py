@@ -139,3 +139,26 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MOVIE_")}
     env.update(extra)
     return env
+
+
+def read_until(stream: Any, needle: str, timeout: float) -> str:
+    """Read a child's pipe until ``needle`` appears or ``timeout`` passes; never blocks longer.
+
+    Returns everything read; the caller asserts that ``needle`` is in it.
+    """
+    import selectors
+    import time
+
+    seen = ""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(stream, selectors.EVENT_READ)
+        while needle not in seen:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                break
+            chunk = os.read(stream.fileno(), 65536)
+            if not chunk:
+                break
+            seen += chunk.decode(errors="replace")
+    return seen

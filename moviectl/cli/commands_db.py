@@ -93,8 +93,11 @@ def db_logs(
 
     Example: `moviectl db logs --tail 100` or `moviectl db logs -f`
     """
-    backend, _ = _backend(ctx)
-    for line in backend.logs(tail=tail, follow=follow):
+    backend, o = _backend(ctx)
+    lines = backend.logs(tail=tail, follow=follow)
+    if follow:
+        o.info(f"following the {backend.name} server's log (Ctrl-C stops)")
+    for line in lines:
         typer.echo(line)
 
 

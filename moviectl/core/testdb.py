@@ -250,11 +250,18 @@ def drop_all(settings: Settings, *, target: DbTarget | None = None) -> list[str]
 
 
 def prune(
-    settings: Settings, *, older_than: timedelta | None = None, target: DbTarget | None = None
+    settings: Settings,
+    *,
+    older_than: timedelta | None = None,
+    target: DbTarget | None = None,
+    now: datetime | None = None,
 ) -> PruneResult:
-    """Drop expired (or older than ``older_than``) test databases and stale templates."""
+    """Drop expired (or older than ``older_than``) test databases and stale templates.
+
+    ``now``: the moment expiry is judged at (default: the current time).
+    """
     admin = target or admin_target(settings)
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     current_tpl = TEMPLATE_PREFIX + template_hash()
     dropped, kept = [], []
     with _admin(settings, admin) as conn:

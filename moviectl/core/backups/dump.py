@@ -7,6 +7,8 @@ pg_dump fits the server, the dump runs inside the db container (``container.py``
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import subprocess
 import threading
 import time
@@ -37,12 +39,16 @@ def database_facts(c: Any) -> tuple[str, int, str | None, dict[str, int]]:
 
     version = str(c.execute("SHOW server_version").fetchone()[0])
     num = int(c.execute("SHOW server_version_num").fetchone()[0])
-    tables = [r[0] for r in c.execute(
-        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
-    )]
+    tables = [
+        r[0]
+        for r in c.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+        )
+    ]
     counts = {
-        t: int(c.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t)))
-               .fetchone()[0])
+        t: int(
+            c.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()[0]
+        )
         for t in tables
     }
     rev = None
@@ -55,6 +61,31 @@ def database_facts(c: Any) -> tuple[str, int, str | None, dict[str, int]]:
 def snapshot(settings: Settings, target: DbTarget) -> tuple[str, int, str | None, dict[str, int]]:
     with connect(target, connect_timeout=settings.connect_timeout) as c:
         return database_facts(c)
+
+
+def claim_name(
+    out: Path, database: str, started: datetime, suffix: str, *, directory: bool
+) -> tuple[str, Path]:
+    """A backup name nobody else has, and its temp path, created exclusively (0600/0700).
+
+    Names are ``<database>-<UTC time>-<6 hex><suffix>``: two backups started in the same
+    second (cron and an operator, a safety backup) never share a name or a temp file. The
+    database name is reduced to a safe file name, so the file always lands inside ``out``.
+    """
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", database).lstrip(".") or "database"
+    while True:
+        name = f"{safe[:100]}-{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}{suffix}"
+        tmp = out / f".{name}.partial"
+        if (out / name).exists():
+            continue
+        try:
+            if directory:
+                tmp.mkdir(mode=0o700)
+            else:
+                os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            continue
+        return name, tmp
 
 
 def _out_dir(settings: Settings, output: Path | None) -> Path:
@@ -84,8 +115,9 @@ def _watch(path: Path, progress: Progress | None, stop: threading.Event) -> thre
 class _Dump:
     """A running pg_dump, its stderr kept in a temp file, its output size watched."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], tmp: Path,
-                 progress: Progress | None) -> None:
+    def __init__(
+        self, argv: list[str], env: dict[str, str], tmp: Path, progress: Progress | None
+    ) -> None:
         import tempfile
 
         self.err = tempfile.TemporaryFile()  # noqa: SIM115 (closed in wait)
@@ -143,8 +175,54 @@ def backup(
     started = datetime.now(UTC)
     t0 = time.monotonic()
     letter, suffix = FORMATS[fmt]
-    name = f"{target.database}-{started:%Y%m%dT%H%M%SZ}{suffix}"
-    final, tmp = out / name, out / f".{name}.partial"
+    name, tmp = claim_name(out, target.database, started, suffix, directory=fmt == "directory")
+    final = out / name
+    try:
+        via, dump_version, version, major, rev, counts = _dump(
+            settings, target, tmp, fmt, letter, jobs, compress, progress
+        )
+    except BaseException:
+        remove_path(tmp)  # whatever stopped the dump, no temp file stays
+        raise
+    try:
+        _read_back(settings, tmp, fmt)
+        digest = sha256_of(tmp)
+        finished = datetime.now(UTC)
+        man = Manifest(
+            file=name,
+            format=fmt,
+            sha256=digest,
+            size_bytes=size_of(tmp),
+            database=target.database,
+            server_version=version,
+            server_major=major,
+            pg_dump_version=dump_version,
+            alembic_revision=rev,
+            row_counts=counts,
+            started_at=started.isoformat(),
+            finished_at=finished.isoformat(),
+            seconds=round(time.monotonic() - t0, 3),
+        )
+        mpath = manifest_path(final)
+        write_json_atomic(mpath, asdict(man))
+        os.replace(tmp, final)
+    except BaseException:
+        remove_path(tmp)
+        raise
+    return BackupResult(str(final), str(mpath), man, via)
+
+
+def _dump(
+    settings: Settings,
+    target: DbTarget,
+    tmp: Path,
+    fmt: str,
+    letter: str,
+    jobs: int | None,
+    compress: str | None,
+    progress: Progress | None,
+) -> tuple[str, str, str, int, str | None, dict[str, int]]:
+    """Run pg_dump into ``tmp`` on an exported snapshot; (via, pg_dump version, facts...)."""
     with connect(target, connect_timeout=settings.connect_timeout, autocommit=False) as snap:
         # pg_dump and the manifest's row counts read one exported snapshot, concurrently
         from psycopg import IsolationLevel
@@ -163,8 +241,14 @@ def backup(
             version, major, rev, counts = database_facts(snap)
             via, dump_version = dump_in_container(settings, target, tmp, fmt, progress, snap_id)
         else:
-            argv = [tool.path, f"-F{letter}", "-f", str(tmp), "--no-password",
-                    f"--snapshot={snap_id}"]
+            argv = [
+                tool.path,
+                f"-F{letter}",
+                "-f",
+                str(tmp),
+                "--no-password",
+                f"--snapshot={snap_id}",
+            ]
             if jobs and fmt == "directory":
                 argv += ["-j", str(jobs)]
             if compress:
@@ -182,23 +266,7 @@ def backup(
                 raise _dump_error(stderr, code, target)
             via, dump_version = tool.path, tool.version
         snap.rollback()
-    try:
-        _read_back(settings, tmp, fmt)
-        digest = sha256_of(tmp)
-        finished = datetime.now(UTC)
-        man = Manifest(
-            file=name, format=fmt, sha256=digest, size_bytes=size_of(tmp), database=target.database,
-            server_version=version, server_major=major, pg_dump_version=dump_version,
-            alembic_revision=rev, row_counts=counts, started_at=started.isoformat(),
-            finished_at=finished.isoformat(), seconds=round(time.monotonic() - t0, 3),
-        )
-        mpath = manifest_path(final)
-        write_json_atomic(mpath, asdict(man))
-        os.replace(tmp, final)
-    except BaseException:
-        remove_path(tmp)
-        raise
-    return BackupResult(str(final), str(mpath), man, via)
+    return via, dump_version, version, major, rev, counts
 
 
 def _read_back(settings: Settings, path: Path, fmt: str) -> None:
@@ -212,7 +280,7 @@ def _read_back(settings: Settings, path: Path, fmt: str) -> None:
     tool = find_tool("pg_restore", settings)
     res = subprocess.run([tool.path, "--list", str(path)], capture_output=True, text=True)
     if res.returncode != 0:
-        raise CheckFailed(f"pg_restore cannot read the backup {path.name}: "
-                          f"{(res.stderr.strip().splitlines() or ['?'])[-1]}")
-
-
+        raise CheckFailed(
+            f"pg_restore cannot read the backup {path.name}: "
+            f"{(res.stderr.strip().splitlines() or ['?'])[-1]}"
+        )

@@ -356,17 +356,21 @@ class DockerBackend:
         return status
 
     def logs(self, *, tail: int = 50, follow: bool = False) -> Iterator[str]:
+        """The last ``tail`` lines, then (``follow``) new ones; the stream opens in this call."""
         c = self.container()
         if c is None:
             raise ServerError(
                 f"no db container for project {self.svc.project}", hint="moviectl db up"
             )
         if not follow:
-            yield from c.logs(tail=tail).decode(errors="replace").splitlines()
-            return
-        buf = b""
-        for chunk in c.logs(tail=tail, stream=True, follow=True):
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                yield line.decode(errors="replace")
+            return iter(c.logs(tail=tail).decode(errors="replace").splitlines())
+        return _split_lines(c.logs(tail=tail, stream=True, follow=True))
+
+
+def _split_lines(chunks: Iterator[bytes]) -> Iterator[str]:
+    buf = b""
+    for chunk in chunks:
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            yield line.decode(errors="replace")

@@ -96,13 +96,23 @@ class EmbeddedBackend:
         return status
 
     def logs(self, *, tail: int = 50, follow: bool = False) -> Iterator[str]:
-        if tail > 0:
-            yield from self.server.log_tail(tail).splitlines()
-        if not follow:
-            return
+        """The last ``tail`` lines, then (``follow``) every line written after this call.
+
+        The log's end is taken here, before the iterator is returned, so nothing written
+        after ``logs()`` returns is missed however late the caller starts iterating.
+        """
+        old = self.server.log_tail(tail).splitlines() if tail > 0 else []
         path = self.server.logfile
+        start = path.stat().st_size if follow and path.exists() else 0
+        return self._lines(old, path if follow else None, start)
+
+    @staticmethod
+    def _lines(old: list[str], path: Path | None, start: int) -> Iterator[str]:
+        yield from old
+        if path is None:
+            return
         with open(path, errors="replace") as fh:
-            fh.seek(0, 2)
+            fh.seek(start)
             while True:
                 line = fh.readline()
                 if line:

@@ -122,6 +122,19 @@ def test_missing_file(cli, tmp_path):
     assert r.exit_code == 2 and "file not found" in r.stderr
 
 
+def _wait_until_gone(c, timeout: float = 10) -> None:
+    """Wait (bounded) until the terminated COPY backend has left pg_stat_activity."""
+    deadline = time.monotonic() + timeout
+    while (
+        time.monotonic() < deadline
+        and c.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE query ILIKE 'COPY movies%%' "
+            "AND pid <> pg_backend_pid()"
+        ).fetchone()
+    ):
+        time.sleep(0.02)
+
+
 def test_server_dying_mid_copy_rolls_back_and_ledger_says_failed(movie_db_url, monkeypatch):
     monkeypatch.setattr(copy_stream, "CHUNK", 500)
     target = parse_db_url(movie_db_url)
@@ -135,7 +148,7 @@ def test_server_dying_mid_copy_rolls_back_and_ledger_says_failed(movie_db_url, m
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE query ILIKE 'COPY movies%%' AND pid <> pg_backend_pid()"
                 )
-            time.sleep(0.2)
+                _wait_until_gone(c)
 
     s = Settings(_env_file=None)
     with pytest.raises(Exception) as err:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 
 import pytest
@@ -19,7 +18,6 @@ def test_crud_round_trip(movie_session):
     movie_session.commit()
     assert repo.get(m.id).title == "Alien"
     assert repo.count() == 1
-    time.sleep(0.01)
     updated = repo.update(m.id, rating=Decimal("9.0"))
     movie_session.commit()
     movie_session.refresh(updated)

@@ -13,7 +13,7 @@ import pytest
 
 from moviectl.infra.ports import free_port
 from moviectl.infra.settings import Settings
-from tests.conftest import Cli, occupied, run_at_once, subprocess_env
+from tests.conftest import Cli, occupied, read_until, run_at_once, subprocess_env
 
 
 @pytest.fixture
@@ -152,16 +152,14 @@ def test_logs_follow_prints_new_lines(emb):
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
     )
     try:
-        time.sleep(1.5)
+        # the child says when it follows; only then is the marker written
+        said = read_until(proc.stderr, "following", timeout=30)
+        assert "following" in said, said
         with psycopg.connect(_url(emb), autocommit=True) as c:
             c.execute("DO $$ BEGIN RAISE LOG 'moviectl-follow-marker'; END $$")
-        deadline = time.monotonic() + 20
-        seen = ""
-        while time.monotonic() < deadline and "moviectl-follow-marker" not in seen:
-            seen += proc.stdout.readline()
+        seen = read_until(proc.stdout, "moviectl-follow-marker", timeout=30)
         assert "moviectl-follow-marker" in seen
     finally:
         proc.kill()

@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import psutil
@@ -80,6 +79,7 @@ def test_corrupted_backups_are_refused(seeded, tmp_path, damage):
     r = seeded("restore", str(path), "--into", "never_made")
     assert r.exit_code == 1 and "checksum mismatch" in r.stderr
     r = seeded("--json", "testdb", "list")  # nothing was created
+    assert r.exit_code == 0 and "never_made" not in r.stdout, r.output
     with psycopg.connect(seeded.env["MOVIE_DATABASE_URL"]) as c:
         assert not c.execute("SELECT 1 FROM pg_database WHERE datname = 'never_made'").fetchone()
 
@@ -174,9 +174,9 @@ def test_pg_dump_killed_midway(cli, tmp_path, movie_db_url):
 
 def test_prune_keeps_the_newest_verified(seeded, tmp_path):
     paths = []
-    for _ in range(3):
+    for _ in range(3):  # in the same second, as often as not: names stay distinct
         paths.append(_backup(seeded, tmp_path)["path"])
-        time.sleep(1.1)  # distinct second-resolution names
+    assert len(set(paths)) == 3
     assert seeded("backup", "verify", paths[0]).exit_code == 0
     r = seeded("backup", "prune", "--keep", "1", "--yes", "--json", MOVIE_BACKUP_DIR=str(tmp_path))
     assert r.exit_code == 0, r.output

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -137,8 +138,8 @@ def test_ttl_and_prune(moviectl_settings, moviectl_admin_target):
     short = testdb.create(
         moviectl_settings, target=moviectl_admin_target, ttl=testdb.parse_ttl("1s")
     )
-    time.sleep(1.2)
-    result = testdb.prune(moviectl_settings, target=moviectl_admin_target)
+    later = datetime.now(UTC) + timedelta(seconds=2)  # the 1s one has expired by then
+    result = testdb.prune(moviectl_settings, target=moviectl_admin_target, now=later)
     assert short.name in result.dropped and keep.name not in result.dropped
     testdb.drop(moviectl_settings, [keep.name], target=moviectl_admin_target)
     with pytest.raises(Exception, match="bad duration"):

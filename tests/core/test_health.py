@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,7 +16,7 @@ from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
 from moviectl.infra.ports import free_port
 from moviectl.infra.probe import ACCEPTING, BAD_PARAMETERS, NO_RESPONSE, ping
 from moviectl.infra.settings import parse_db_url
-from tests.conftest import Cli, subprocess_env
+from tests.conftest import Cli, read_until, subprocess_env
 
 
 def _checks(r) -> dict[str, dict]:
@@ -183,12 +182,8 @@ def test_serve_healthz(movie_db_url):
         text=True,
     )
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        said = read_until(proc.stderr, "serving", timeout=30)  # the child says it listens
+        assert "serving" in said, said
         req = urllib.request.Request(
             f"http://127.0.0.1:{port}/healthz", headers={"X-Trace-Id": "abc123"}
         )
