@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import time
 from dataclasses import dataclass
@@ -14,6 +15,12 @@ from pathlib import Path
 
 from moviectl.core.backups.dump import backup, snapshot
 from moviectl.core.backups.manifest import Manifest, check_checksum, load_manifest
+from moviectl.infra.admin import (
+    comment_database,
+    database_comment,
+    drop_database_force,
+    protected_reason,
+)
 from moviectl.infra.engine import connect
 from moviectl.infra.errors import CheckFailed, Refused, UsageError
 from moviectl.infra.pgtools import child_env, find_tool
@@ -59,8 +66,6 @@ def server_major_of(settings: Settings) -> int:
 def create_database_for_restore(settings: Settings, name: str, drop_first: bool = False) -> None:
     from psycopg import sql
 
-    from moviectl.infra.admin import comment_database, database_comment, drop_database_force
-
     with connect(maintenance_target(settings), connect_timeout=settings.connect_timeout) as c:
         comment = None
         if drop_first:  # keep the database's comment (e.g. moviectl's ownership mark)
@@ -72,8 +77,6 @@ def create_database_for_restore(settings: Settings, name: str, drop_first: bool 
 
 
 def drop_database(settings: Settings, name: str) -> None:
-    from moviectl.infra.admin import drop_database_force
-
     with connect(maintenance_target(settings), connect_timeout=settings.connect_timeout) as c:
         drop_database_force(c, name)
 
@@ -163,6 +166,13 @@ def restore(
     name = into or f"{man.database}_restore_{datetime.now(UTC):%Y%m%d%H%M%S}"
     if not _NAME.fullmatch(name):
         raise UsageError(f"bad database name {name!r}", hint="letters, digits and _ (63 at most)")
+    with connect(maintenance_target(settings), connect_timeout=settings.connect_timeout) as c:
+        reason = protected_reason(c, name)
+    if reason:
+        raise Refused(
+            f"refusing to restore into {name!r}: {reason} (with or without --force)",
+            hint="restore into a new database: omit --into, or name one that is yours",
+        )
     exists, nonempty = database_state(settings, name)
     safety = undo = None
     if exists and nonempty:
@@ -174,7 +184,7 @@ def restore(
             )
         safe = backup(settings, database=name)
         safety = safe.path
-        undo = f"moviectl restore {safe.path} --into {name} --force"
+        undo = shlex.join(["moviectl", "restore", safe.path, "--into", name, "--force", "--yes"])
         create_database_for_restore(settings, name, drop_first=True)
     elif not exists:
         create_database_for_restore(settings, name)

@@ -1,0 +1,127 @@
+"""The manifest beside each backup, and the backup directory's listing and pruning.
+
+``<file>.manifest.json`` records the backup's sha256, size, versions, database,
+Alembic revision, row counts per table, timings and the last restore drill.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from moviectl.core.backups.files import remove_path, sha256_of, size_of, write_json_atomic
+from moviectl.infra.errors import CheckFailed, InputFileError
+from moviectl.infra.settings import Settings
+
+FORMATS = {"custom": ("c", ".dump"), "directory": ("d", ".dir"), "plain": ("p", ".sql")}
+
+
+@dataclass
+class Manifest:
+    file: str
+    format: str
+    sha256: str
+    size_bytes: int
+    database: str
+    server_version: str
+    server_major: int
+    pg_dump_version: str
+    alembic_revision: str | None
+    row_counts: dict[str, int]
+    started_at: str
+    finished_at: str
+    seconds: float
+    verified_at: str | None = None
+    verify_result: str | None = None
+
+
+@dataclass
+class BackupEntry:
+    path: str
+    created: str | None
+    size_bytes: int | None
+    revision: str | None
+    verified_at: str | None
+    manifest: bool
+
+
+@dataclass
+class VerifyResult:
+    path: str
+    checksum_ok: bool
+    restored_into: str | None
+    revision_ok: bool
+    counts_ok: bool
+    differences: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.checksum_ok and self.revision_ok and self.counts_ok
+
+    __json_extra__ = ("ok",)
+
+
+def manifest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".manifest.json")
+
+
+def load_manifest(path: Path) -> Manifest:
+    mpath = manifest_path(path)
+    if not path.exists():
+        raise InputFileError(f"backup not found: {path}", hint="`moviectl backup list` shows them")
+    try:
+        return Manifest(**json.loads(mpath.read_text()))
+    except FileNotFoundError:
+        raise InputFileError(f"no manifest beside {path} ({mpath.name})") from None
+    except (ValueError, TypeError) as exc:
+        raise InputFileError(f"the manifest {mpath} is unreadable: {exc}") from None
+
+
+def check_checksum(path: Path, man: Manifest) -> None:
+    actual = sha256_of(path)
+    if actual != man.sha256:
+        raise CheckFailed(
+            f"checksum mismatch for {path.name}: the file is corrupted or truncated "
+            f"(sha256 {actual[:12]}…, manifest says {man.sha256[:12]}…)",
+            hint="do not restore it; use another backup (`moviectl backup list`)",
+        )
+
+
+def list_backups(settings: Settings, directory: Path | None = None) -> list[BackupEntry]:
+    d = Path(directory or settings.backup_dir)
+    if not d.is_dir():
+        return []
+    entries = []
+    for p in sorted(d.iterdir()):
+        if p.name.startswith(".") or p.name.endswith(".manifest.json"):
+            continue
+        if not p.name.endswith(tuple(s for _, s in FORMATS.values())):
+            continue
+        try:
+            m = load_manifest(p)
+            entries.append(BackupEntry(str(p), m.finished_at, m.size_bytes, m.alembic_revision,
+                                       m.verified_at, True))
+        except InputFileError:
+            entries.append(BackupEntry(str(p), None, size_of(p), None, None, False))
+    entries.sort(key=lambda e: e.created or "")
+    return entries
+
+
+def prune(settings: Settings, keep: int, directory: Path | None = None) -> list[str]:
+    """Delete the oldest backups beyond ``keep``; never the newest verified one."""
+    entries = [e for e in list_backups(settings, directory) if e.manifest]
+    newest_verified = next((e.path for e in reversed(entries) if e.verified_at), None)
+    doomed = [e for e in entries[: max(0, len(entries) - keep)] if e.path != newest_verified]
+    for e in doomed:
+        remove_path(Path(e.path))
+        manifest_path(Path(e.path)).unlink(missing_ok=True)
+    return [e.path for e in doomed]
+
+
+def record_verification(path: Path, man: Manifest, ok: bool) -> None:
+    """Write the outcome of a restore drill into the backup's manifest."""
+    man.verified_at = datetime.now(UTC).isoformat() if ok else man.verified_at
+    man.verify_result = "ok" if ok else "mismatch"
+    write_json_atomic(manifest_path(path), asdict(man))
