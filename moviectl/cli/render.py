@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from rich.console import Console
@@ -209,7 +210,7 @@ def render_backup(c: Console, r: Any) -> None:
     )
     c.print(f"  pg_dump {m.pg_dump_version} ({r.via}), server {m.server_version}")
     c.print(f"  manifest {r.manifest_path}")
-    c.print(f"  drill it: moviectl backup verify {r.path}")
+    c.print(f"  drill it: {shlex.join(['moviectl', 'backup', 'verify', r.path])}")
 
 
 def render_backups(c: Console, r: dict[str, Any]) -> None:

@@ -22,6 +22,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from moviectl.infra.admin import (
+    TEMPLATE_PREFIX,
+    TEST_PREFIX,
     admin_target,
     comment_database,
     create_database,
@@ -36,8 +38,6 @@ from moviectl.infra.engine import connect, translate_error
 from moviectl.infra.errors import LockBusy, MoviectlError, Refused, UsageError
 from moviectl.infra.settings import DbTarget, Settings
 
-TEST_PREFIX = "movies_test_"
-TEMPLATE_PREFIX = "movies_tpl_"
 _TEST_NAME = re.compile(r"^movies_test_[0-9a-f]{8,32}$")
 _TEMPLATE_NAME = re.compile(r"^movies_tpl_[0-9a-f]{12}$")
 TEMPLATE_LOCK_KEY = 0x6D6F7674  # "movt"

@@ -15,6 +15,9 @@ from moviectl.infra.errors import PermissionDenied
 from moviectl.infra.settings import Settings
 
 MARK = "moviectl:"
+TEST_PREFIX = "movies_test_"  # throwaway test databases (core/testdb.py)
+TEMPLATE_PREFIX = "movies_tpl_"  # their migrated templates
+SYSTEM_DATABASES = frozenset({"template0", "template1", "postgres"})
 
 
 def admin_target(settings: Settings) -> DbTarget:
@@ -124,3 +127,25 @@ def make_template(conn: Any, name: str) -> None:
             ident(name)
         )
     )
+
+
+def protected_reason(conn: Any, name: str) -> str | None:
+    """Why database ``name`` must never be restored into or replaced; None if it may be.
+
+    System databases, templates, databases that allow no connections, moviectl's own
+    test templates, and the database ``conn`` is connected through are protected.
+    """
+    if name in SYSTEM_DATABASES:
+        return f"{name} is a system database"
+    if name.startswith(TEMPLATE_PREFIX):
+        return f"{name} is one of moviectl's test-database templates"
+    if name == conn.info.dbname:
+        return f"{name} is the database this command is connected through"
+    row = conn.execute(
+        "SELECT datistemplate, datallowconn FROM pg_database WHERE datname = %s", (name,)
+    ).fetchone()
+    if row and row[0]:
+        return f"{name} is a template database (datistemplate)"
+    if row and not row[1]:
+        return f"{name} allows no connections (datallowconn = false)"
+    return None

@@ -182,3 +182,32 @@ def test_prune_keeps_the_newest_verified(seeded, tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["deleted"] == [paths[1]]
     assert Path(paths[0]).exists() and Path(paths[2]).exists()
+
+
+@pytest.mark.parametrize(
+    "into", ["template1", "postgres", "template0", "movies_tpl_000000000000", "no_conn"]
+)
+@pytest.mark.parametrize("force", [False, True])
+def test_restore_never_touches_protected_databases(seeded, tmp_path, movie_db_url, into, force):
+    """System databases, templates, unconnectable ones: refused (5), nothing changed."""
+    path = Path(_backup(seeded, tmp_path)["path"])
+    with psycopg.connect(movie_db_url, autocommit=True) as c:
+        if into == "no_conn":
+            c.execute("CREATE DATABASE no_conn")
+            c.execute("ALTER DATABASE no_conn WITH ALLOW_CONNECTIONS false")
+        before = c.execute("SELECT datname FROM pg_database ORDER BY 1").fetchall()
+    try:
+        args = ["restore", str(path), "--into", into] + (["--force", "--yes"] if force else [])
+        r = seeded(*args)
+        assert r.exit_code == 5, r.output
+        assert "refusing to restore" in r.stderr and "Traceback" not in r.output
+        with psycopg.connect(movie_db_url, autocommit=True) as c:
+            assert c.execute("SELECT datname FROM pg_database ORDER BY 1").fetchall() == before
+        if into == "template1":  # nothing was loaded into it either
+            url = movie_db_url.rsplit("/", 1)[0] + "/template1"
+            with psycopg.connect(url) as c:
+                assert c.execute("SELECT to_regclass('movies')").fetchone()[0] is None
+    finally:
+        if into == "no_conn":
+            with psycopg.connect(movie_db_url, autocommit=True) as c:
+                c.execute("DROP DATABASE no_conn")

@@ -31,8 +31,16 @@ def dump_in_container(
         raise ToolMissing("--format directory needs a host pg_dump", hint=hint)
     api = backend.client.api
     user = target.user
-    cmd = ["pg_dump", f"-F{'c' if fmt == 'custom' else 'p'}", "-h", "127.0.0.1", "-U", user,
-           "-d", target.database]
+    cmd = [
+        "pg_dump",
+        f"-F{'c' if fmt == 'custom' else 'p'}",
+        "-h",
+        "127.0.0.1",
+        "-U",
+        user,
+        "-d",
+        target.database,
+    ]
     if snapshot:
         cmd.append(f"--snapshot={snapshot}")
     exec_id = api.exec_create(c.id, cmd, environment={"PGPASSWORD": target.password or ""})

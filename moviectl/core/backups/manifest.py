@@ -101,8 +101,11 @@ def list_backups(settings: Settings, directory: Path | None = None) -> list[Back
             continue
         try:
             m = load_manifest(p)
-            entries.append(BackupEntry(str(p), m.finished_at, m.size_bytes, m.alembic_revision,
-                                       m.verified_at, True))
+            entries.append(
+                BackupEntry(
+                    str(p), m.finished_at, m.size_bytes, m.alembic_revision, m.verified_at, True
+                )
+            )
         except InputFileError:
             entries.append(BackupEntry(str(p), None, size_of(p), None, None, False))
     entries.sort(key=lambda e: e.created or "")

@@ -96,8 +96,15 @@ def load_into(
             # (transaction_timeout): have it write SQL, drop those lines, feed psql.
             res = _restore_via_sql(tool.path, psql, path, env)
         else:
-            argv = [tool.path, "--no-owner", "--no-privileges", "--exit-on-error", "-d",
-                    target.database, str(path)]
+            argv = [
+                tool.path,
+                "--no-owner",
+                "--no-privileges",
+                "--exit-on-error",
+                "-d",
+                target.database,
+                str(path),
+            ]
             if jobs:
                 argv[1:1] = ["-j", str(jobs)]
             res = subprocess.run(argv, env=env, capture_output=True, text=True)
@@ -114,10 +121,17 @@ def _restore_via_sql(
     with tempfile.TemporaryFile() as gen_err, tempfile.TemporaryFile() as sink_err:
         gen = subprocess.Popen(
             [pg_restore, "--no-owner", "--no-privileges", "-f", "-", str(path)],
-            stdout=subprocess.PIPE, stderr=gen_err, env=env,
+            stdout=subprocess.PIPE,
+            stderr=gen_err,
+            env=env,
         )
-        sink = subprocess.Popen([*psql, "-f", "-"], stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, stderr=sink_err, env=env)
+        sink = subprocess.Popen(
+            [*psql, "-f", "-"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=sink_err,
+            env=env,
+        )
         assert gen.stdout is not None and sink.stdin is not None
         try:
             for line in gen.stdout:
@@ -192,7 +206,16 @@ def restore(
     load_into(settings, path, man, target, jobs)
     _, _, rev, counts = snapshot(settings, target)
     diffs = compare(man, rev, counts)
-    return RestoreResult(str(path), name, target.url(), not exists, safety, undo, rev, counts,
-                         not diffs, diffs, round(time.monotonic() - started, 3))
-
-
+    return RestoreResult(
+        str(path),
+        name,
+        target.url(),
+        not exists,
+        safety,
+        undo,
+        rev,
+        counts,
+        not diffs,
+        diffs,
+        round(time.monotonic() - started, 3),
+    )

@@ -44,7 +44,13 @@ def verify(settings: Settings, path: Path) -> VerifyResult:
     finally:
         drop_database(settings, name)
     diffs = compare(man, rev, counts)
-    result = VerifyResult(str(path), True, name, rev == man.alembic_revision,
-                          not [d for d in diffs if "rows" in d], diffs)
+    result = VerifyResult(
+        str(path),
+        True,
+        name,
+        rev == man.alembic_revision,
+        not [d for d in diffs if "rows" in d],
+        diffs,
+    )
     record_verification(path, man, result.ok)
     return result
