@@ -27,7 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer, wheel_bin_dir  # noqa: E402
+from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer  # noqa: E402
+from moviectl.infra.pgtools import wheel_bin_dir  # noqa: E402
 from moviectl.infra.ports import free_port  # noqa: E402
 from moviectl.infra.settings import Settings  # noqa: E402
 

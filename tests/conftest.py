@@ -27,6 +27,45 @@ from moviectl.infra.settings import DbTarget, Settings, parse_db_url
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Give this run a temp root of its own (unless the caller chose one).
+
+    As root, the test clusters run as the unprivileged ``embedded_postgres`` user, which
+    must traverse the temp directories. Every pytest start resets the shared
+    ``/tmp/pytest-of-root`` to 0700, which would cut the clusters of any other run going on
+    at the same time (a developer's run beside CI's) off their data. xdist workers
+    inherit the variable, so the whole run shares one private root.
+    """
+    if hasattr(config, "workerinput") or os.environ.get("PYTEST_DEBUG_TEMPROOT"):
+        return
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="moviectl-pytest-")
+    os.chmod(root, 0o711)
+    os.environ["PYTEST_DEBUG_TEMPROOT"] = root
+    config.stash[_TEMPROOT] = root
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_EXIT] = int(exitstatus)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A passing run removes its temp root; a failing one keeps it to look at."""
+    import shutil
+
+    root = config.stash.get(_TEMPROOT, None)
+    if root is None:
+        return
+    os.environ.pop("PYTEST_DEBUG_TEMPROOT", None)
+    if config.stash.get(_EXIT, 1) == 0:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+_TEMPROOT = pytest.StashKey[str]()
+_EXIT = pytest.StashKey[int]()
+
+
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer | None]:
     """The embedded server of this worker (None when MOVIE_DATABASE_URL_TEST is set)."""

@@ -16,6 +16,7 @@ from moviectl.cli import (
     commands_backup,
     commands_config,
     commands_db,
+    commands_doctor,
     commands_health,
     commands_migrate,
     commands_seed,
@@ -24,11 +25,16 @@ from moviectl.cli import (
 )
 from moviectl.cli.context import MoviectlGroup, State, new_typer
 
+DOWN_HELP = """Stop the dev environment's server (the same as `moviectl db down`); data stays.
+
+Example: `moviectl down` or `moviectl down --volumes --yes` (deletes all data)
+"""
+
 # (name, a Typer sub-app or a command function, help override)
 COMMANDS: list[tuple[str, Any, str | None]] = [
     ("up", commands_up.up_cmd, None),
-    ("down", commands_db.db_down, "Stop the dev environment's server (as `moviectl db down`)."),
-    ("doctor", commands_up.doctor_cmd, None),
+    ("down", commands_db.db_down, DOWN_HELP),
+    ("doctor", commands_doctor.doctor_cmd, None),
     ("db", commands_db.db_app, None),
     ("migrate", commands_migrate.migrate_app, None),
     ("seed", commands_seed.seed_cmd, None),

@@ -10,7 +10,10 @@ import typer
 from moviectl.cli.context import JsonOpt, YesOpt, confirm, new_typer, out, settings_of
 from moviectl.cli.render import render_backup, render_backups, render_restore, render_verify
 
-backup_app = new_typer("Checksummed pg_dump backups and restore drills.")
+backup_app = new_typer(
+    "Checksummed pg_dump backups and restore drills; without a subcommand, back up the "
+    "app database.\n\nExample: `moviectl backup` or `moviectl backup verify`"
+)
 
 
 @backup_app.callback(invoke_without_command=True)

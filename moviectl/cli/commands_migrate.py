@@ -10,7 +10,10 @@ from moviectl.cli.context import JsonOpt, YesOpt, confirm, new_typer, out, setti
 from moviectl.cli.render import render_drift, render_history, render_migrate, render_status
 from moviectl.infra.errors import MigrationsBehind
 
-migrate_app = new_typer("Run and inspect schema migrations (Alembic, driven from settings).")
+migrate_app = new_typer(
+    "Run and inspect schema migrations (Alembic, driven from settings); without a "
+    "subcommand, upgrade to head.\n\nExample: `moviectl migrate` or `moviectl migrate status`"
+)
 
 
 @migrate_app.callback(invoke_without_command=True)

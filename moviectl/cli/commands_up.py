@@ -1,4 +1,4 @@
-"""`moviectl up` and `moviectl doctor` (`moviectl down` is `db down`, see ``app.py``)."""
+"""`moviectl up` (`moviectl down` is `db down` under a second name, see ``app.py``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from moviectl.cli.context import JsonOpt, out, settings_of
-from moviectl.cli.render import render_doctor, render_up_summary
+from moviectl.cli.render import render_up_summary
 
 
 def up_cmd(
@@ -24,26 +24,11 @@ def up_cmd(
     Example: `uv run moviectl up`
     """
     from moviectl.cli.output import PullProgress
-    from moviectl.core import up as devenv
+    from moviectl.core.up import up
 
     settings = settings_of(ctx)
     o = out(ctx, json)
     with o.status("bringing the environment up"):
-        summary = devenv.up(
-            settings, timeout=timeout, progress=PullProgress(o) if o.interactive else None
-        )
+        summary = up(settings, timeout=timeout, progress=PullProgress(o) if o.interactive else None)
     o.emit(summary, render_up_summary)
     raise typer.Exit(summary.health.exit_code)
-
-
-def doctor_cmd(ctx: typer.Context, json: JsonOpt = False) -> None:
-    """Check this machine and config before anything breaks, each finding with a fix.
-
-    Example: `moviectl doctor`
-    """
-    from moviectl.core import doctor
-
-    state = ctx.obj
-    report = doctor.run(settings_of(ctx), env_file=getattr(state, "env_file", None))
-    out(ctx, json).emit(report, render_doctor)
-    raise typer.Exit(0 if report.ok else 1)

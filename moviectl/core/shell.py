@@ -40,7 +40,7 @@ def shell_command(settings: Settings, psql: bool = False) -> tuple[list[str], di
     """argv and environment for the interactive client. argv never holds the password."""
     t = settings.target()
     argv = [find_client(settings, psql), "-h", t.host, "-p", str(t.port), "-U", t.user]
-    argv += ["-d", t.database] if psql else [t.database]
+    argv.append(f"--dbname={t.database}")  # one token: a name like `--version` stays a name
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env.update(t.child_env())
     return argv, env

@@ -118,7 +118,17 @@ def ensure_template(
         try:
             if _template_ready(conn, name):  # built by whoever held the lock
                 return name
-            drop_database_force(conn, name)  # half-built by a killed process, if any
+            exists, comment = database_comment(conn, name)
+            if exists:  # half-built by a killed builder: rebuild only what carries our mark
+                mark = read_mark(comment)
+                if not mark or mark.get("kind") != "template":
+                    raise Refused(
+                        f"database {name!r} exists but carries no moviectl template mark: "
+                        "refusing to drop it",
+                        hint="it is not moviectl's; rename or drop it yourself, "
+                        "or point MOVIE_DATABASE_URL_TEST at another server",
+                    )
+                drop_database_force(conn, name)
             create_database(conn, admin, name, None)
             comment_database(conn, name, make_mark("template", state="building", created=_now()))
             _migrate(settings, admin.with_database(name))

@@ -98,6 +98,11 @@ def parse_db_url(url: str, name: str = "URL") -> DbTarget:
             f"malformed {name}: {_mask_raw(url)} ({exc})",
             hint="expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE",
         ) from None
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError(
+            f"bad port {port} in {name} (1-65535)",
+            hint="expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE",
+        )
     if parts.scheme not in _SCHEMES or not parts.hostname:
         raise ConfigError(
             f"malformed {name}: {_mask_raw(url)}",

@@ -28,10 +28,8 @@ def test_every_command_has_help_with_an_example(path):
     assert r.exit_code == 0, r.output
     assert (cmd.help or "").strip(), f"{' '.join(path)} has no help"
     runs_itself = not hasattr(cmd, "commands") or not cmd.no_args_is_help
-    if runs_itself:
-        doc = cmd.callback.__doc__ or ""
-        assert doc.strip().splitlines()[0], path
-        assert "Example" in doc, f"{' '.join(path)}: docstring has no Example"
+    if runs_itself:  # what --help prints has a summary and an example
+        assert "Example" in r.stdout, f"{' '.join(path)}: --help shows no Example"
 
 
 def test_help_imports_no_heavy_module():
@@ -81,6 +79,7 @@ def test_only_the_engine_module_calls_create_engine():
     offenders = [
         str(p.relative_to(ROOT))
         for p in [*(ROOT / "moviectl").rglob("*.py"), *(ROOT / "alembic").rglob("*.py")]
-        if "create_engine(" in p.read_text() and p.name != "engine.py"
+        if ("create_engine(" in p.read_text() or "psycopg.connect(" in p.read_text())
+        and p.relative_to(ROOT).as_posix() != "moviectl/infra/engine.py"
     ]
     assert offenders == []

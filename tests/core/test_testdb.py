@@ -230,3 +230,26 @@ def test_create_with_seed_sample(admin_cli):
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM movies").fetchone()[0] == 5
     assert admin_cli("testdb", "drop", parse_db_url(url).database).exit_code == 0
+
+
+def test_an_unmarked_template_name_is_never_dropped(
+    moviectl_settings, moviectl_admin_target, monkeypatch
+):
+    """Someone else's database that happens to be named like our template stays."""
+    h = f"{time.monotonic_ns():012x}"[-12:]
+    monkeypatch.setattr(testdb, "template_hash", lambda: h)
+    name = testdb.TEMPLATE_PREFIX + h
+    with _admin_conn(moviectl_admin_target) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = moviectl_admin_target.with_database(name).url(masked=False)
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("CREATE TABLE theirs (v text)")
+        c.execute("INSERT INTO theirs VALUES ('their data')")
+    try:
+        with pytest.raises(Refused, match="no moviectl template mark"):
+            testdb.create(moviectl_settings, target=moviectl_admin_target)
+        with psycopg.connect(url) as c:
+            assert c.execute("SELECT v FROM theirs").fetchone()[0] == "their data"
+    finally:
+        with _admin_conn(moviectl_admin_target) as conn:
+            admin.drop_database_force(conn, name)

@@ -95,3 +95,12 @@ def test_load_settings_reads_a_given_file(tmp_path):
     f = tmp_path / "x.env"
     f.write_text("MOVIE_CONNECT_TIMEOUT=9\n")
     assert load_settings(f).connect_timeout == 9
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "99999"])
+def test_port_zero_or_out_of_range_is_a_usage_error(port):
+    url = f"postgresql://movie:S3cretPw@127.0.0.1:{port}/movies"
+    for args in (["health"], ["health", "--live"], ["config", "show"]):
+        r = Cli({"MOVIE_DATABASE_URL": url})(*args)
+        assert r.exit_code == 2, (args, r.output)
+        assert "port" in r.stderr.lower() and "S3cretPw" not in r.output

@@ -1,7 +1,7 @@
 """`moviectl backup`: pg_dump to a temp name, read back, checksummed, then renamed.
 
 pg_dump and the manifest's row counts read one exported snapshot. When no host
-pg_dump fits the server, the dump runs inside the db container (``container.py``).
+pg_dump fits the server, the dump runs inside the db container (``container_dump.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from moviectl.core.backups.files import Progress, remove_path, sha256_of, size_of, write_json_atomic
+from moviectl.core.backups.fileio import (
+    Progress,
+    remove_path,
+    sha256_of,
+    size_of,
+    write_json_atomic,
+)
 from moviectl.core.backups.manifest import FORMATS, Manifest, manifest_path
 from moviectl.infra.engine import connect
 from moviectl.infra.errors import CheckFailed, InputFileError, MoviectlError, ToolMissing
@@ -236,7 +242,7 @@ def _dump(
         except ToolMissing:
             tool = None
         if tool is None:
-            from moviectl.core.backups.container import dump_in_container
+            from moviectl.core.backups.container_dump import dump_in_container
 
             version, major, rev, counts = database_facts(snap)
             via, dump_version = dump_in_container(settings, target, tmp, fmt, progress, snap_id)

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from moviectl.core.backups.files import remove_path, sha256_of, size_of, write_json_atomic
+from moviectl.core.backups.fileio import remove_path, sha256_of, size_of, write_json_atomic
 from moviectl.infra.errors import CheckFailed, InputFileError
 from moviectl.infra.settings import Settings
 

@@ -20,7 +20,7 @@ from moviectl.infra.probe import ACCEPTING, REJECTING, ping
 if TYPE_CHECKING:
     from moviectl.infra.settings import Settings
 
-log = logging.getLogger("moviectl.core.health.checks")
+log = logging.getLogger("moviectl.health")
 
 CHECKS = ("reachable", "auth", "query", "migrations", "capacity")
 LIVE = ("reachable",)

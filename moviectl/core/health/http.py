@@ -12,7 +12,7 @@ from moviectl.core.health.checks import run_health
 from moviectl.infra.jsonable import jsonable
 from moviectl.infra.settings import Settings
 
-log = logging.getLogger("moviectl.core.health.checks")
+log = logging.getLogger("moviectl.health")
 
 
 def make_server(settings: Settings, names: list[str], host: str, port: int) -> ThreadingHTTPServer:

@@ -164,3 +164,16 @@ def test_logs_follow_prints_new_lines(emb):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_database_name_is_never_taken_for_an_option(movie_db_url):
+    """`db shell` with a database named `--version`: psql looks for that database."""
+    from moviectl.core.shell import shell_command
+
+    settings = Settings(_env_file=None, database_url=movie_db_url.rsplit("/", 1)[0] + "/--version")
+    argv, env = shell_command(settings, psql=True)
+    res = subprocess.run(
+        [*argv, "-c", "select 1"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert res.returncode != 0 and "psql (PostgreSQL)" not in res.stdout
+    assert '"--version" does not exist' in res.stderr, res.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from moviectl.core.backups.files import Progress
+from moviectl.core.backups.fileio import Progress
 from moviectl.infra.errors import MoviectlError, ToolMissing
 from moviectl.infra.settings import DbTarget, Settings
 
