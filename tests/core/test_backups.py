@@ -1,16 +1,20 @@
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 import threading
 from pathlib import Path
+from urllib.parse import quote
 
 import psutil
 import psycopg
 import pytest
+from psycopg import sql
 
 from moviectl.core.backups import dump as core
 from moviectl.infra.settings import Settings
+from tests.conftest import run_at_once
 
 
 @pytest.fixture
@@ -211,3 +215,51 @@ def test_restore_never_touches_protected_databases(seeded, tmp_path, movie_db_ur
         if into == "no_conn":
             with psycopg.connect(movie_db_url, autocommit=True) as c:
                 c.execute("DROP DATABASE no_conn")
+
+
+def test_concurrent_backups_all_succeed_and_all_verify(seeded, tmp_path):
+    """Cron and an operator in the same second: distinct names, every one verifies."""
+    docs = run_at_once(seeded.env, "backup", "--output", str(tmp_path), n=4)
+    paths = [d["path"] for d in docs]
+    assert len(set(paths)) == 4
+    assert not list(tmp_path.glob(".*"))  # no temp file stays
+    for path in paths:
+        r = seeded("backup", "verify", path)
+        assert r.exit_code == 0, r.output
+
+
+def test_backups_are_private(seeded, tmp_path):
+    """Files 0600 and the directory moviectl creates 0700: not readable by other users."""
+    backup_dir = tmp_path / "made-by-moviectl"
+    r = seeded("backup", "--json", MOVIE_BACKUP_DIR=str(backup_dir))
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert stat.S_IMODE(backup_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(Path(doc["path"]).stat().st_mode) == 0o600
+    assert stat.S_IMODE(Path(doc["manifest_path"]).stat().st_mode) == 0o600
+    assert seeded("backup", "verify", doc["path"]).exit_code == 0
+    assert stat.S_IMODE(Path(doc["manifest_path"]).stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "/../rooted", ".hidden", "a b;c"])
+def test_a_database_name_never_becomes_a_path(cli, tmp_path, movie_db_url, name):
+    out = tmp_path / "out"
+    out.mkdir()
+    with psycopg.connect(movie_db_url, autocommit=True) as c:
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        base = movie_db_url.rsplit("/", 1)[0]
+        r = cli(
+            "backup",
+            "--output",
+            str(out),
+            "--json",
+            MOVIE_DATABASE_URL=f"{base}/{quote(name, safe='')}",
+        )
+        assert r.exit_code == 0, r.output
+        path = Path(json.loads(r.stdout)["path"])
+        assert path.parent == out and not path.name.startswith(".")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    finally:
+        with psycopg.connect(movie_db_url, autocommit=True) as c:
+            c.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))

@@ -19,6 +19,7 @@ from typing import Any
 
 from moviectl.core.backups.fileio import (
     Progress,
+    make_private_dir,
     remove_path,
     sha256_of,
     size_of,
@@ -97,7 +98,7 @@ def claim_name(
 def _out_dir(settings: Settings, output: Path | None) -> Path:
     d = Path(output) if output is not None else Path(settings.backup_dir)
     if output is None:
-        d.mkdir(parents=True, exist_ok=True)
+        make_private_dir(d)
     if not d.is_dir():
         raise InputFileError(f"output directory {d} does not exist", hint="create it first")
     if not os.access(d, os.W_OK | os.X_OK):

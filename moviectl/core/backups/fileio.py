@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,27 @@ def remove_path(path: Path) -> None:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    """Write JSON beside ``path`` under a unique temp name (0600), fsync, then rename.
+
+    A reader sees the old file or the new one, never half of one; two writers never share
+    a temp file; a full disk leaves the old file and no temp file.
+    """
+    text = (json.dumps(data, indent=2) + "\n").encode()
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) if missing; the directory moviectl creates is 0700."""
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.chmod(0o700)
