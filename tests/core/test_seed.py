@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -10,6 +12,7 @@ import pytest
 from moviectl.core.seed import copy_stream, sample
 from moviectl.core.seed import load as seed
 from moviectl.infra.settings import Settings, parse_db_url
+from tests.conftest import run_at_once, subprocess_env
 
 
 def _count(url: str, table: str = "movies") -> int:
@@ -176,3 +179,37 @@ def test_large_file_goes_through_copy_with_escaping(cli, movie_db_url, tmp_path)
         row = c.execute("SELECT title, rating FROM movies WHERE year = 1999").fetchone()
     assert row == ("Tab\there \\ back\\slash", None)
     assert _count(movie_db_url) == 1501
+
+
+@pytest.mark.parametrize("n", [3, 5000])  # the repository path and the COPY path
+def test_the_same_seed_set_run_at_once_inserts_once(cli, movie_db_url, n):
+    docs = run_at_once(cli.env, "seed", "--sample", str(n), n=3)
+    assert sorted(d["status"] for d in docs) == ["already seeded"] * 2 + ["done"]
+    assert _count(movie_db_url) == n
+    with psycopg.connect(movie_db_url) as c:
+        assert c.execute("SELECT count(*) FROM seed_runs").fetchone()[0] == 1
+
+
+def test_a_killed_seed_is_marked_failed_and_the_next_run_inserts_once(cli, movie_db_url):
+    env = subprocess_env(**cli.env)
+    cmd = [sys.executable, "-m", "moviectl", "seed", "--sample", "300000"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        with psycopg.connect(movie_db_url, autocommit=True) as c:
+            while time.monotonic() < deadline and proc.poll() is None:
+                if c.execute("SELECT 1 FROM seed_runs WHERE status = 'running'").fetchone():
+                    break
+                time.sleep(0.02)
+        assert proc.poll() is None, "the seed finished before it could be killed"
+        proc.kill()  # kill -9: no cleanup code of moviectl's runs
+    finally:
+        proc.wait(timeout=30)
+    r = cli("seed", "--sample", "300000", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["inserted"] == 300000
+    assert _count(movie_db_url) == 300000
+    with psycopg.connect(movie_db_url) as c:
+        rows = c.execute("SELECT status, error FROM seed_runs ORDER BY id").fetchall()
+    assert [s for s, _ in rows] == ["failed", "done"]
+    assert rows[0][1].startswith("abandoned")

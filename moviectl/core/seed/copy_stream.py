@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
+from moviectl.core.seed.ledger import FINISH_RUN
 from moviectl.infra.conninfo import DbTarget
 from moviectl.infra.engine import connect
 from moviectl.infra.settings import Settings
@@ -16,12 +17,6 @@ from moviectl.infra.settings import Settings
 CHUNK = 20000
 QUEUE_CHUNKS = 4  # chunks in flight between generating and sending
 Progress = Callable[[int, int], None]  # (done, total)
-
-# marks a ledger row done, inside the data's own transaction (psycopg named parameters)
-FINISH_RUN = (
-    "UPDATE seed_runs SET status = 'done', rows_inserted = %(n)s, "
-    "finished_at = clock_timestamp() WHERE id = %(id)s"
-)
 
 
 def copy_line(row: tuple[str, int, str, str | None]) -> str:

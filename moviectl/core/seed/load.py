@@ -14,7 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from moviectl.core.seed.copy_stream import FINISH_RUN, Progress, copy_line, copy_rows
+from moviectl.core.seed import ledger
+from moviectl.core.seed.copy_stream import Progress, copy_line, copy_rows
 from moviectl.core.seed.files import file_rows, file_sha256, validate_file
 from moviectl.core.seed.sample import DEFAULT_SEED, sample_lines, sample_rows
 from moviectl.infra.engine import connect, db_errors, make_engine, translate_error
@@ -22,6 +23,7 @@ from moviectl.infra.errors import MigrationsBehind, MoviectlError, UsageError
 from moviectl.infra.settings import DbTarget, Settings
 
 COPY_THRESHOLD = 1000  # rows: above this, COPY; at or below, the repository
+SEED_SET_WAIT = 600.0  # seconds a run waits for another run of the same set
 
 
 @dataclass
@@ -87,7 +89,6 @@ def seed(
     if sample is not None and sample < 1:
         raise UsageError(f"--sample must be a positive number, not {sample}")
     t = target or settings.target()
-    started = time.monotonic()
     if path is not None:
         total = validate_file(path)
         digest = file_sha256(path)
@@ -102,65 +103,67 @@ def seed(
     method = force_method or ("copy" if total > COPY_THRESHOLD else "orm")
     if method == "copy":
         rows = sample_lines(total, random_seed) if path is None else map(copy_line, rows)
-    with connect(t, connect_timeout=settings.connect_timeout) as c:
-        done = c.execute(
-            "SELECT id, started_at, finished_at FROM seed_runs WHERE key = %s AND status = 'done' "
-            "ORDER BY id DESC LIMIT 1",
-            (key,),
-        ).fetchone()
+    file_name = str(path) if path else None
+    # The holder session keeps the seed set's lock and the run's lock for the whole run.
+    with connect(t, connect_timeout=settings.connect_timeout) as holder:
+        ledger.hold_seed_set(holder, key, SEED_SET_WAIT)
+        ledger.abandon_dead_runs(holder)  # after the lock: a killed run of this set is gone
+        done = ledger.last_done(holder, key)
         if done and not again:
             return SeedResult(
-                done[0],
-                "already seeded",
-                source,
-                key,
-                total,
-                0,
-                "none",
-                seed_value,
-                str(path) if path else None,
-                digest,
-                0.0,
-                None,
-                done[1],
-                done[2],
+                run_id=done[0],
+                status="already seeded",
+                source=source,
+                key=key,
+                requested=total,
+                inserted=0,
+                method="none",
+                random_seed=seed_value,
+                file=file_name,
+                sha256=digest,
+                seconds=0.0,
+                rows_per_second=None,
+                started_at=done[1],
+                finished_at=done[2],
             )
-        run_id = c.execute(
-            "INSERT INTO seed_runs (key, source, file_name, sha256, requested, random_seed, "
-            "method, status) VALUES (%s, %s, %s, %s, %s, %s, %s, 'running') RETURNING id",
-            (key, source, str(path) if path else None, digest, total, seed_value, method),
-        ).fetchone()[0]  # type: ignore[index]
-    try:
-        inserted = (copy_rows if method == "copy" else _orm)(
-            settings, t, rows, total, run_id, progress
+        run_id = ledger.start_run(
+            holder,
+            key=key,
+            source=source,
+            file_name=file_name,
+            sha256=digest,
+            requested=total,
+            random_seed=seed_value,
+            method=method,
         )
-    except BaseException as exc:
-        _mark_failed(settings, t, run_id, exc)
-        if isinstance(exc, MoviectlError):
+        load_started = time.monotonic()
+        try:
+            insert = copy_rows if method == "copy" else _orm
+            inserted = insert(settings, t, rows, total, run_id, progress)
+        except BaseException as exc:
+            ledger.mark_failed(holder, run_id, exc)
+            if isinstance(exc, MoviectlError):
+                raise
+            if isinstance(exc, Exception):
+                raise translate_error(exc, t) from None
             raise
-        if isinstance(exc, Exception):
-            raise translate_error(exc, t) from None
-        raise
-    seconds = time.monotonic() - started
-    with connect(t, connect_timeout=settings.connect_timeout) as c:
-        times = c.execute(
-            "SELECT started_at, finished_at FROM seed_runs WHERE id = %s", (run_id,)
-        ).fetchone()
+        seconds = time.monotonic() - load_started
+        started_at, finished_at = ledger.run_times(holder, run_id)
     return SeedResult(
-        run_id,
-        "done",
-        source,
-        key,
-        total,
-        inserted,
-        method,
-        seed_value,
-        str(path) if path else None,
-        digest,
-        round(seconds, 3),
-        round(inserted / seconds, 1) if seconds else None,
-        times[0] if times else None,
-        times[1] if times else None,
+        run_id=run_id,
+        status="done",
+        source=source,
+        key=key,
+        requested=total,
+        inserted=inserted,
+        method=method,
+        random_seed=seed_value,
+        file=file_name,
+        sha256=digest,
+        seconds=round(seconds, 3),
+        rows_per_second=round(inserted / seconds, 1) if seconds else None,
+        started_at=started_at,
+        finished_at=finished_at,
     )
 
 
@@ -189,7 +192,7 @@ def _orm(
                 if progress and done % 100 == 0:
                     progress(done, total)
             session.execute(
-                text(FINISH_RUN.replace("%(n)s", ":n").replace("%(id)s", ":id")),
+                text(ledger.FINISH_RUN.replace("%(n)s", ":n").replace("%(id)s", ":id")),
                 {"n": done, "id": run_id},
             )
     finally:
@@ -197,18 +200,6 @@ def _orm(
     if progress:
         progress(done, total)
     return done
-
-
-def _mark_failed(settings: Settings, t: DbTarget, run_id: int, exc: BaseException) -> None:
-    try:
-        with connect(t, connect_timeout=settings.connect_timeout) as c:
-            c.execute(
-                "UPDATE seed_runs SET status = 'failed', error = %s, "
-                "finished_at = clock_timestamp() WHERE id = %s",
-                (str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__, run_id),
-            )
-    except MoviectlError:
-        pass  # the server is gone; the ledger row stays 'running' (see `seed_runs`)
 
 
 def seed_sample_into(settings: Settings, url: str, n: int) -> SeedResult:
