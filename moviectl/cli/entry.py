@@ -68,6 +68,15 @@ def main() -> None:
         code = _live("--json" in args)
         if code is not None:
             sys.exit(code)
+    import signal
+
+    # SIGTERM unwinds like an exception, so temp files are removed, child tools killed and
+    # drill databases dropped on the way out (exit 143, as a shell reports SIGTERM).
+    signal.signal(signal.SIGTERM, _terminated)
     from moviectl.cli.app import main as cli_main
 
     cli_main()
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)

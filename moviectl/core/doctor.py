@@ -44,7 +44,27 @@ def run(settings: Settings, env_file: str | Path | None = None) -> DoctorReport:
     findings.append(_pg_dump(settings, server_major))
     if server_major is not None:
         findings.append(_createdb(settings))
+        findings.append(_leftovers(settings))
     return DoctorReport(findings)
+
+
+def _leftovers(settings: Settings) -> Finding:
+    """Temp files and half-loaded databases of killed backups, restores and drills."""
+    from moviectl.core.backups.leftovers import find_leftovers
+
+    try:
+        found = find_leftovers(settings)
+    except MoviectlError as exc:
+        return Finding("leftovers", WARN, f"could not look: {exc.message}")
+    if found.empty:
+        return Finding("leftovers", OK, "no leftovers of interrupted backups or restores")
+    what = [*found.partial_files, *(f"database {d}" for d in found.databases)]
+    return Finding(
+        "leftovers",
+        WARN,
+        "left by interrupted runs: " + ", ".join(what),
+        fix="the next `moviectl backup` / `restore` / `backup verify` removes them",
+    )
 
 
 def _docker(settings: Settings) -> Finding:

@@ -7,6 +7,7 @@ environment every child tool gets: connection parameters, the password never on 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -14,7 +15,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from moviectl.infra.errors import ToolMissing
 
@@ -112,3 +113,44 @@ def find_tool(name: str, settings: Settings, min_major: int | None = None) -> To
         f"no {name}{need} found" + (f"; found: {', '.join(seen)}" if seen else ""),
         hint=f"install PostgreSQL{need} client tools, or set MOVIE_PG_BIN_DIR",
     )
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
+    """In the child: get SIGKILL when moviectl dies, whatever kills it (Linux prctl)."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def popen_child(argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
+    """Start a PostgreSQL tool that cannot outlive moviectl (kill -9 of moviectl kills it)."""
+    return subprocess.Popen(argv, preexec_fn=_die_with_parent, **kwargs)
+
+
+def run_child(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
+    """``subprocess.run`` for PostgreSQL tools; the child dies with moviectl."""
+    with popen_child(
+        argv,
+        stdout=kwargs.pop("stdout", subprocess.PIPE),
+        stderr=kwargs.pop("stderr", subprocess.PIPE),
+        **kwargs,
+    ) as proc:
+        try:
+            out, err = proc.communicate()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def first_error(stderr: str, fallback: str = "?") -> str:
+    """The first line that reports an error (pg_restore/psql print context after it)."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    for ln in lines:
+        if re.search(r"\berror\b|\bFATAL\b|\bERROR\b", ln, re.IGNORECASE):
+            return ln
+    return lines[-1] if lines else fallback

@@ -25,10 +25,11 @@ from moviectl.core.backups.fileio import (
     size_of,
     write_json_atomic,
 )
+from moviectl.core.backups.leftovers import clean_partials, partial_name
 from moviectl.core.backups.manifest import FORMATS, Manifest, manifest_path
 from moviectl.infra.engine import connect
 from moviectl.infra.errors import CheckFailed, InputFileError, MoviectlError, ToolMissing
-from moviectl.infra.pgtools import child_env, find_tool
+from moviectl.infra.pgtools import child_env, find_tool, popen_child, run_child
 from moviectl.infra.settings import DbTarget, Settings
 
 
@@ -82,7 +83,7 @@ def claim_name(
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", database).lstrip(".") or "database"
     while True:
         name = f"{safe[:100]}-{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}{suffix}"
-        tmp = out / f".{name}.partial"
+        tmp = out / partial_name(name)
         if (out / name).exists():
             continue
         try:
@@ -128,7 +129,7 @@ class _Dump:
         import tempfile
 
         self.err = tempfile.TemporaryFile()  # noqa: SIM115 (closed in wait)
-        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=self.err)
+        self.proc = popen_child(argv, env=env, stdout=subprocess.DEVNULL, stderr=self.err)
         self.stop = threading.Event()
         self.watcher = _watch(tmp, progress, self.stop)
 
@@ -179,6 +180,7 @@ def backup(
         raise InputFileError(f"unknown format {fmt!r}", hint="custom, directory or plain")
     target = settings.target(database)
     out = _out_dir(settings, output)
+    clean_partials(out)  # what killed runs left here
     started = datetime.now(UTC)
     t0 = time.monotonic()
     letter, suffix = FORMATS[fmt]
@@ -285,7 +287,7 @@ def _read_back(settings: Settings, path: Path, fmt: str) -> None:
                 raise CheckFailed(f"{path.name}: the SQL dump is incomplete")
         return
     tool = find_tool("pg_restore", settings)
-    res = subprocess.run([tool.path, "--list", str(path)], capture_output=True, text=True)
+    res = run_child([tool.path, "--list", str(path)], text=True)
     if res.returncode != 0:
         raise CheckFailed(
             f"pg_restore cannot read the backup {path.name}: "

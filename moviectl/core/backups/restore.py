@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
 import subprocess
@@ -14,16 +15,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from moviectl.core.backups.dump import backup, snapshot
+from moviectl.core.backups.leftovers import clean_databases, loading_mark
 from moviectl.core.backups.manifest import Manifest, check_checksum, load_manifest
 from moviectl.infra.admin import (
     comment_database,
+    create_database,
     database_comment,
     drop_database_force,
     protected_reason,
 )
 from moviectl.infra.engine import connect
 from moviectl.infra.errors import CheckFailed, Refused, UsageError
-from moviectl.infra.pgtools import child_env, find_tool
+from moviectl.infra.pgtools import child_env, find_tool, first_error, popen_child, run_child
 from moviectl.infra.settings import DbTarget, Settings
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -63,17 +66,34 @@ def server_major_of(settings: Settings) -> int:
         return int(c.execute("SHOW server_version_num").fetchone()[0]) // 10000  # type: ignore[index]
 
 
-def create_database_for_restore(settings: Settings, name: str, drop_first: bool = False) -> None:
-    from psycopg import sql
+def create_database_for_restore(
+    settings: Settings, name: str, *, drop_first: bool = False, loading: str | None = None
+) -> None:
+    """Create ``name`` (after dropping it, keeping its comment, with ``drop_first``).
 
-    with connect(maintenance_target(settings), connect_timeout=settings.connect_timeout) as c:
+    ``loading``: mark the new database as being loaded by this process (``restore`` or
+    ``verify``), so that a killed run's half-loaded database is recognised and dropped.
+    """
+    admin = maintenance_target(settings)
+    with connect(admin, connect_timeout=settings.connect_timeout) as c:
+        clean_databases(c)  # what killed restores and drills left on this server
         comment = None
         if drop_first:  # keep the database's comment (e.g. moviectl's ownership mark)
             comment = database_comment(c, name)[1]
             drop_database_force(c, name)
-        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        create_database(c, admin, name)
+        if loading:
+            comment = loading_mark(loading)
         if comment:
             comment_database(c, name, comment)
+
+
+def finish_loading(settings: Settings, name: str) -> None:
+    """The restore is complete: the database is the operator's now (mark removed)."""
+    from psycopg import sql
+
+    with connect(maintenance_target(settings), connect_timeout=settings.connect_timeout) as c:
+        c.execute(sql.SQL("COMMENT ON DATABASE {} IS NULL").format(sql.Identifier(name)))
 
 
 def drop_database(settings: Settings, name: str) -> None:
@@ -87,7 +107,7 @@ def load_into(
     env = child_env(target)
     psql = [find_tool("psql", settings).path, "-X", "-q", "-v", "ON_ERROR_STOP=1"]
     if man.format == "plain":
-        res = subprocess.run([*psql, "-f", str(path)], env=env, capture_output=True, text=True)
+        res = run_child([*psql, "-f", str(path)], env=env, text=True)
     else:
         tool = find_tool("pg_restore", settings)
         server_major = server_major_of(settings)
@@ -107,10 +127,11 @@ def load_into(
             ]
             if jobs:
                 argv[1:1] = ["-j", str(jobs)]
-            res = subprocess.run(argv, env=env, capture_output=True, text=True)
+            res = run_child(argv, env=env, text=True)
     if res.returncode != 0:
-        last = (res.stderr.strip().splitlines() or ["?"])[-1]
-        raise CheckFailed(f"restoring {path.name} into {target.database} failed: {last}")
+        raise CheckFailed(
+            f"restoring {path.name} into {target.database} failed: {first_error(res.stderr)}"
+        )
 
 
 def _restore_via_sql(
@@ -119,13 +140,13 @@ def _restore_via_sql(
     import tempfile
 
     with tempfile.TemporaryFile() as gen_err, tempfile.TemporaryFile() as sink_err:
-        gen = subprocess.Popen(
+        gen = popen_child(
             [pg_restore, "--no-owner", "--no-privileges", "-f", "-", str(path)],
             stdout=subprocess.PIPE,
             stderr=gen_err,
             env=env,
         )
-        sink = subprocess.Popen(
+        sink = popen_child(
             [*psql, "-f", "-"],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
@@ -201,9 +222,19 @@ def restore(
         undo = shlex.join(["moviectl", "restore", safe.path, "--into", name, "--force", "--yes"])
         create_database_for_restore(settings, name, drop_first=True)
     elif not exists:
-        create_database_for_restore(settings, name)
+        create_database_for_restore(settings, name, loading="restore")
     target = settings.target(name)
-    load_into(settings, path, man, target, jobs)
+    try:
+        load_into(settings, path, man, target, jobs)
+    except BaseException as exc:
+        if not exists:  # all or nothing: the database this restore created goes again
+            with contextlib.suppress(Exception):
+                drop_database(settings, name)
+        elif isinstance(exc, CheckFailed) and undo:
+            exc.hint = f"{name!r} was replaced and is incomplete; put it back with: {undo}"
+        raise
+    if not exists:
+        finish_loading(settings, name)
     _, _, rev, counts = snapshot(settings, target)
     diffs = compare(man, rev, counts)
     return RestoreResult(

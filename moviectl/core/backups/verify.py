@@ -37,7 +37,7 @@ def verify(settings: Settings, path: Path) -> VerifyResult:
         record_verification(path, man, result.ok)
         return result
     name = f"movies_verify_{secrets.token_hex(6)}"
-    create_database_for_restore(settings, name)
+    create_database_for_restore(settings, name, loading="verify")
     try:
         load_into(settings, path, man, settings.target(name), None)
         _, _, rev, counts = snapshot(settings, settings.target(name))

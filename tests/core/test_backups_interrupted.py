@@ -1,0 +1,142 @@
+"""Backups, restores and drills that fail or are killed: what they may leave, and who cleans it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+
+from tests.conftest import subprocess_env
+
+
+@pytest.fixture
+def seeded(cli):
+    r = cli("seed", "--sample", "200000")
+    assert r.exit_code == 0, r.output
+    return cli
+
+
+def _backup(cli, out: Path, *args: str) -> dict:
+    r = cli("backup", "--output", str(out), "--json", *args)
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def _databases(url: str, like: str) -> list[str]:
+    with psycopg.connect(url) as c:
+        rows = c.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (like,))
+        return [r[0] for r in rows]
+
+
+def _wait_for(condition, timeout: float = 60) -> bool:
+    """Poll ``condition`` until true or ``timeout`` (bounded; the answer is the result)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _tools_of(pid: int) -> list[psutil.Process]:
+    try:
+        return [
+            p
+            for p in psutil.Process(pid).children(recursive=True)
+            if p.name() in ("pg_dump", "pg_restore", "psql")
+        ]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _no_tool_reading(path: Path) -> bool:
+    for p in psutil.process_iter(["name", "cmdline"]):
+        if p.info["name"] in ("pg_dump", "pg_restore", "psql") and any(
+            str(path) in a for a in p.info["cmdline"] or []
+        ):
+            return False
+    return True
+
+
+def test_a_failed_restore_into_a_new_database_leaves_nothing(seeded, tmp_path, movie_db_url):
+    doc = _backup(seeded, tmp_path, "--format", "plain")
+    path, mpath = Path(doc["path"]), Path(doc["manifest_path"])
+    with open(path, "a") as fh:  # a valid dump that fails at its very end
+        fh.write("\nSELECT * FROM this_table_is_not_there;\n")
+    man = json.loads(mpath.read_text())
+    man["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    mpath.write_text(json.dumps(man))
+    r = seeded("restore", str(path), "--into", "half_done")
+    assert r.exit_code == 1, r.output
+    assert 'relation "this_table_is_not_there" does not exist' in r.stderr
+    assert _databases(movie_db_url, "half_done") == []
+
+
+def test_kill_9_during_backup_leaves_a_partial_the_next_run_removes(seeded, tmp_path):
+    cmd = [sys.executable, "-m", "moviectl", "backup", "--output", str(tmp_path)]
+    proc = subprocess.Popen(cmd, env=subprocess_env(**seeded.env), stderr=subprocess.PIPE)
+    try:
+        assert _wait_for(lambda: _tools_of(proc.pid)), "pg_dump never started"
+        tools = _tools_of(proc.pid)
+        proc.kill()
+        proc.wait(timeout=30)
+        assert _wait_for(lambda: not any(t.is_running() for t in tools), 10), "orphan pg_dump"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    partial = [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    assert len(partial) == 1
+    r = seeded("doctor", "--json", MOVIE_BACKUP_DIR=str(tmp_path))
+    found = {f["name"]: f for f in json.loads(r.stdout)["findings"]}
+    assert found["leftovers"]["status"] == "warn", found["leftovers"]
+    doc = _backup(seeded, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [Path(doc["path"]).name, Path(doc["manifest_path"]).name]
+    )
+
+
+def test_sigterm_during_backup_cleans_up_and_exits_143(seeded, tmp_path):
+    cmd = [sys.executable, "-m", "moviectl", "backup", "--output", str(tmp_path)]
+    proc = subprocess.Popen(cmd, env=subprocess_env(**seeded.env), stderr=subprocess.PIPE)
+    try:
+        assert _wait_for(lambda: _tools_of(proc.pid)), "pg_dump never started"
+        tools = _tools_of(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 143
+        assert _wait_for(lambda: not any(t.is_running() for t in tools), 10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_kill_9_during_a_drill_leaves_a_marked_database_the_next_run_drops(
+    seeded, tmp_path, movie_db_url
+):
+    path = Path(_backup(seeded, tmp_path)["path"])
+    cmd = [sys.executable, "-m", "moviectl", "backup", "verify", str(path)]
+    proc = subprocess.Popen(cmd, env=subprocess_env(**seeded.env), stderr=subprocess.PIPE)
+    try:
+        assert _wait_for(lambda: _tools_of(proc.pid)), "pg_restore never started"
+        proc.kill()
+        proc.wait(timeout=30)
+        assert _wait_for(lambda: _no_tool_reading(path), 10), "orphan pg_restore"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    left = _databases(movie_db_url, "movies_verify_%")
+    assert len(left) == 1
+    r = seeded("doctor", "--json")
+    leftovers = {f["name"]: f for f in json.loads(r.stdout)["findings"]}["leftovers"]
+    assert left[0] in leftovers["detail"]
+    r = seeded("backup", "verify", str(path))
+    assert r.exit_code == 0, r.output
+    assert _databases(movie_db_url, "movies_verify_%") == []
