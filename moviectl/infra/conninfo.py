@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,34 @@ DEFAULTS: dict[str, Any] = {
 
 
 def read_dotenv(path: Path) -> dict[str, str | None]:
-    """The keys and values of a .env file ({} when there is none): one reader for all."""
+    """The keys and values of a .env file ({} when there is none): one reader for all.
+
+    Quoting follows the shell and dotenv's own rules: ``${VAR}`` is expanded in unquoted and
+    double-quoted values, never in single-quoted ones (a password may contain ``${``).
+    """
     if not path.is_file():
         return {}
-    from dotenv import dotenv_values
+    import io
 
-    return dict(dotenv_values(path))
+    from dotenv.parser import parse_stream
+    from dotenv.variables import parse_variables
+
+    text = path.read_text(encoding="utf-8")
+    values: dict[str, str | None] = {}
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.key is None:
+            continue
+        raw = (
+            binding.original.string.split("=", 1)[1].lstrip()
+            if "=" in binding.original.string
+            else ""
+        )
+        if binding.value is None or raw.startswith("'"):
+            values[binding.key] = binding.value
+            continue
+        env = {**os.environ, **values}  # as python-dotenv: the file's own keys win
+        values[binding.key] = "".join(atom.resolve(env) for atom in parse_variables(binding.value))
+    return values
 
 
 @dataclass(frozen=True)

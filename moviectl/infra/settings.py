@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from moviectl.infra.conninfo import (
     APP_NAME,
@@ -27,6 +27,30 @@ from moviectl.infra.errors import ConfigError
 
 __all__ = ["APP_NAME", "DbTarget", "Settings", "load_settings", "mask_url", "parse_db_url"]
 Backend = Literal["auto", "embedded", "docker", "external"]
+
+
+class _DotEnvSource(PydanticBaseSettingsSource):
+    """The ``.env`` file through moviectl's one reader (``read_dotenv``: shell quoting rules)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env_file: Any) -> None:
+        super().__init__(settings_cls)
+        self.env_file = env_file
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        files = self.env_file if isinstance(self.env_file, list | tuple) else [self.env_file]
+        found: dict[str, Any] = {}
+        for f in files:
+            if f is None:
+                continue
+            values = {k.upper(): v for k, v in read_dotenv(Path(f)).items() if v is not None}
+            for name in self.settings_cls.model_fields:
+                key = ENV_PREFIX + name.upper()
+                if key in values:
+                    found[name] = values[key]
+        return found
 
 
 class Settings(BaseSettings):
@@ -72,6 +96,19 @@ class Settings(BaseSettings):
     migrate_lock_timeout: float = Field(
         10.0, ge=0, description="Seconds a migration waits for another one to finish"
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the environment, then ``.env`` (read by ``read_dotenv``)."""
+        env_file = getattr(dotenv_settings, "env_file", None)
+        return (init_settings, env_settings, _DotEnvSource(settings_cls, env_file))
 
     # ---- derived -------------------------------------------------------------------
     def target(self, database: str | None = None) -> DbTarget:

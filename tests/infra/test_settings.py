@@ -104,3 +104,17 @@ def test_port_zero_or_out_of_range_is_a_usage_error(port):
         r = Cli({"MOVIE_DATABASE_URL": url})(*args)
         assert r.exit_code == 2, (args, r.output)
         assert "port" in r.stderr.lower() and "S3cretPw" not in r.output
+
+
+def test_dotenv_single_quotes_are_literal_as_in_the_shell(tmp_path, monkeypatch):
+    """A password with `${` can live in .env; double quotes and bare values expand."""
+    monkeypatch.setenv("HOME", "/home/op")
+    (tmp_path / ".env").write_text(
+        "MOVIE_DB_PASSWORD='ab${HOME}cd'\nMOVIE_DB_NAME=\"db_${HOME}\"\nMOVIE_DB_USER=u_${HOME}\n"
+    )
+    s = load_settings()
+    assert s.db_password.get_secret_value() == "ab${HOME}cd"
+    assert s.db_name == "db_/home/op" and s.db_user == "u_/home/op"
+    r = Cli()("config", "show", "--json")
+    rows = {row["key"]: row for row in json.loads(r.stdout)["settings"]}
+    assert rows["MOVIE_DB_PASSWORD"]["source"] == ".env" and "ab$" not in r.stdout
