@@ -263,3 +263,27 @@ def test_a_database_name_never_becomes_a_path(cli, tmp_path, movie_db_url, name)
     finally:
         with psycopg.connect(movie_db_url, autocommit=True) as c:
             c.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
+
+
+def test_jobs_are_capped_by_the_servers_free_connections(seeded, tmp_path, movie_db_url):
+    """`-j 99999` neither fails nor takes every connection: others can still log in."""
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        with psycopg.connect(movie_db_url, autocommit=True) as c:
+            limit = int(c.execute("SHOW max_connections").fetchone()[0])
+            while not stop.is_set():
+                n = c.execute("SELECT count(*) FROM pg_stat_activity").fetchone()[0]
+                seen.append(limit - n)
+                stop.wait(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        doc = _backup(seeded, tmp_path, "--format", "directory", "--jobs", "99999")
+    finally:
+        stop.set()
+        watcher.join()
+    assert seeded("backup", "verify", doc["path"]).exit_code == 0
+    assert seen and min(seen) >= 2, min(seen)

@@ -96,6 +96,21 @@ def claim_name(
         return name, tmp
 
 
+def free_job_slots(conn: Any) -> int:
+    """How many parallel pg_dump workers the server can take without starving others.
+
+    pg_dump -j N opens N + 1 connections; a tenth of max_connections (at least 2) stays
+    free for everyone else, so `--jobs 99999` never fills the server.
+    """
+    row = conn.execute(
+        """SELECT current_setting('max_connections')::int
+                  - current_setting('superuser_reserved_connections')::int,
+                  (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"""
+    ).fetchone()
+    usable, used = int(row[0]), int(row[1])
+    return max(1, usable - used - 1 - max(2, usable // 10))
+
+
 def _out_dir(settings: Settings, output: Path | None) -> Path:
     d = Path(output) if output is not None else Path(settings.backup_dir)
     if output is None:
@@ -259,7 +274,7 @@ def _dump(
                 f"--snapshot={snap_id}",
             ]
             if jobs and fmt == "directory":
-                argv += ["-j", str(jobs)]
+                argv += ["-j", str(min(jobs, free_job_slots(snap)))]
             if compress:
                 argv += ["-Z", compress]
             dump = _Dump(argv, child_env(target), tmp, progress)
