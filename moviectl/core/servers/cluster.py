@@ -27,6 +27,7 @@ from moviectl.infra.ports import describe_port_owner, port_is_free
 
 SYSTEM_USER = "embedded_postgres"
 CONF_NAME = "moviectl.conf"
+INCLUDE_LINE = f"include_if_exists = '{CONF_NAME}'"
 # Settings for throwaway test clusters: durability off, nothing else changes.
 TEST_OPTIONS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
@@ -67,8 +68,10 @@ class EmbeddedServer:
     def _as_root(self) -> bool:
         return os.geteuid() == 0
 
-    def _run(self, args: list[str], *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        kwargs: dict[str, Any] = {}
+    def _run(
+        self, args: list[str], *, timeout: float = 120, stdin: int | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        kwargs: dict[str, Any] = {"stdin": stdin if stdin is not None else subprocess.DEVNULL}
         if self._as_root:
             entry = pwd.getpwnam(SYSTEM_USER)
             kwargs.update(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
@@ -80,14 +83,17 @@ class EmbeddedServer:
         )
 
     def _prepare_dirs(self) -> None:
-        for d in (self.data_dir, self.pgdata, self.logfile.parent):
-            d.mkdir(parents=True, exist_ok=True)
-        self.pgdata.chmod(0o700)
+        """The data and log directories (``pgdata`` itself only ever comes from ``init``)."""
+        for d in (self.data_dir, self.logfile.parent):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.pgdata.is_dir():
+            self.pgdata.chmod(0o700)
         if self._as_root:
             _ensure_system_user()
             entry = pwd.getpwnam(SYSTEM_USER)
             for d in (self.pgdata, self.logfile.parent):
-                os.chown(d, entry.pw_uid, entry.pw_gid)
+                if d.is_dir():
+                    os.chown(d, entry.pw_uid, entry.pw_gid)
             _ensure_traversable(self.data_dir)
             _ensure_traversable(self.bin_dir)
 
@@ -142,38 +148,68 @@ class EmbeddedServer:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def init(self) -> None:
+        """initdb into a temp directory beside ``pgdata``, renamed into place when complete.
+
+        The password reaches initdb through a pipe (``--pwfile=/dev/stdin``), never a
+        file. A kill -9 leaves at most a ``.initdb-<pid>`` directory, removed by the next
+        run: never a half-made ``pgdata`` that would start on PostgreSQL's defaults.
+        """
         self._prepare_dirs()
-        pwfile = self.data_dir / ".initdb-pw"
-        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(self.password + "\n")
+        for old in self.data_dir.glob(".initdb-*"):
+            pid = old.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                shutil.rmtree(old, ignore_errors=True)
+        work = self.data_dir / f".initdb-{os.getpid()}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(mode=0o700)
         if self._as_root:
             entry = pwd.getpwnam(SYSTEM_USER)
-            os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+            os.chown(work, entry.pw_uid, entry.pw_gid)
+        read_end, write_end = os.pipe()
         try:
+            if self._as_root:  # the system user must be able to open its stdin
+                os.fchown(read_end, entry.pw_uid, entry.pw_gid)
+            os.write(write_end, (self.password + "\n").encode())
+            os.close(write_end)
             res = self._run(
                 [
                     str(self.bin_dir / "initdb"),
                     "-D",
-                    str(self.pgdata),
+                    str(work),
                     "-U",
                     self.superuser,
-                    f"--pwfile={pwfile}",
+                    "--pwfile=/dev/stdin",
                     "--auth=scram-sha-256",
                     "--encoding=UTF8",
                     "--locale=C",
                     "--no-instructions",
-                ]
+                ],
+                stdin=read_end,
             )
         finally:
-            pwfile.unlink(missing_ok=True)
+            os.close(read_end)
         if res.returncode != 0:
+            shutil.rmtree(work, ignore_errors=True)
             raise ServerError(
                 f"initdb failed for {self.pgdata}: {_last_line(res.stderr)}",
-                hint=f"remove {self.pgdata} if it is a broken, empty cluster",
+                hint="check the disk and MOVIE_DATA_DIR; nothing was left behind",
             )
-        with open(self.pgdata / "postgresql.conf", "a") as fh:
-            fh.write(f"\ninclude_if_exists = '{CONF_NAME}'\n")
+        with open(work / "postgresql.conf", "a") as fh:
+            fh.write(f"\n{INCLUDE_LINE}\n")
+        if self.pgdata.is_dir() and not any(self.pgdata.iterdir()):
+            self.pgdata.rmdir()  # an empty directory made by an older moviectl
+        os.rename(work, self.pgdata)
+
+    def _check_complete(self) -> None:
+        """A cluster without moviectl's include line was never finished (an interrupted
+        initdb of an older moviectl): it would start on PostgreSQL's defaults."""
+        conf = self.pgdata / "postgresql.conf"
+        if not conf.is_file() or INCLUDE_LINE not in conf.read_text(errors="replace"):
+            raise ServerError(
+                f"the cluster in {self.pgdata} was never completed (interrupted initdb?)",
+                hint=f"if it holds nothing you need, remove {self.pgdata} and run "
+                "`moviectl db up` again",
+            )
 
     def _write_conf(self) -> None:
         conf = {
@@ -204,21 +240,22 @@ class EmbeddedServer:
         """Start the cluster (initdb first if needed). False if it was already running."""
         if self._postmaster() is not None:
             return False
-        if self.initialized():
-            self.check_version()
-        else:
-            self.init()
-        self._prepare_dirs()
-        stale = self.pgdata / "postmaster.pid"
-        if stale.exists():  # left by a crash (kill -9): its process is gone
-            stale.unlink()
-        if not port_is_free(self.host, self.port):
+        if not port_is_free(self.host, self.port):  # before initdb: nothing made in vain
             raise PortInUse(
                 f"port {self.port} on {self.host} is already in use"
                 f"{describe_port_owner(self.port)}",
                 hint="stop that process, or choose another port with MOVIE_DB_PORT",
                 port=self.port,
             )
+        if self.initialized():
+            self.check_version()
+            self._check_complete()
+        else:
+            self.init()
+        self._prepare_dirs()
+        stale = self.pgdata / "postmaster.pid"
+        if stale.exists():  # left by a crash (kill -9): its process is gone
+            stale.unlink()
         self._write_conf()
         args = [
             str(self.bin_dir / "pg_ctl"),

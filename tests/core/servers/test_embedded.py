@@ -89,6 +89,7 @@ def test_port_taken_names_the_port(emb):
     assert r.exit_code == 8, r.output
     assert f"port {port}" in r.stderr and "MOVIE_DB_PORT" in r.stderr
     assert "Traceback" not in r.output
+    assert not (Path(emb.env["MOVIE_DATA_DIR"]) / "pgdata").exists()  # no initdb in vain
 
 
 def test_recovers_from_kill_9(emb, tmp_path):
@@ -177,3 +178,29 @@ def test_a_database_name_is_never_taken_for_an_option(movie_db_url):
     )
     assert res.returncode != 0 and "psql (PostgreSQL)" not in res.stdout
     assert '"--version" does not exist' in res.stderr, res.stderr
+
+
+def test_kill_9_during_initdb_leaves_no_half_cluster_and_no_password(emb, tmp_path):
+    data = Path(emb.env["MOVIE_DATA_DIR"])
+    cmd = [sys.executable, "-m", "moviectl", "db", "up"]
+    proc = subprocess.Popen(cmd, env=subprocess_env(**emb.env), stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list(data.glob(".initdb-*")):
+            if proc.poll() is not None:
+                break
+            time.sleep(0.005)
+        assert list(data.glob(".initdb-*")), "initdb finished before it could be killed"
+        proc.kill()
+    finally:
+        proc.wait(timeout=30)
+    assert not (data / "pgdata").exists()
+    r = emb("db", "up", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["port"] == int(emb.env["MOVIE_DB_PORT"])
+    assert list(data.glob(".initdb-*")) == []
+    with psycopg.connect(_url(emb)) as c:
+        assert c.execute("SHOW listen_addresses").fetchone()[0] == "127.0.0.1"
+    for f in data.rglob("*"):  # the password is in no file (pg_authid holds a SCRAM hash)
+        if f.is_file():
+            assert b"emb-secret" not in f.read_bytes(), f
