@@ -27,6 +27,18 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+# Every connection, moviectl's own and its child tools', notices a dead host or a cut
+# network: keepalive probes after 10 s idle (3 x 5 s), and unacknowledged data fails
+# after 30 s. A paused server process is caught by infra/watchdog.py instead.
+TCP_LIVENESS: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30000,
+}
+
+
 def read_dotenv(path: Path) -> dict[str, str | None]:
     """The keys and values of a .env file ({} when there is none): one reader for all.
 
@@ -93,9 +105,17 @@ class DbTarget:
             kw["password"] = self.password
         kw.setdefault("application_name", APP_NAME)
         kw.setdefault("client_encoding", "UTF8")
+        for key, value in TCP_LIVENESS.items():
+            kw.setdefault(key, value)
         if connect_timeout is not None:
             kw["connect_timeout"] = connect_timeout
         return kw
+
+    def child_conninfo(self) -> str:
+        """The ``-d`` argument for pg_dump/pg_restore/psql: database and TCP liveness
+        settings (host, port and user travel in ``child_env``; the password never here)."""
+        parts = {"dbname": self.database, **TCP_LIVENESS}
+        return " ".join(f"{k}={_conninfo_quote(str(v))}" for k, v in parts.items())
 
     def child_env(self) -> dict[str, str]:
         """Environment for pg_dump/psql/pgcli: the password goes here, never on argv."""
@@ -109,6 +129,11 @@ class DbTarget:
         if self.password:
             env["PGPASSWORD"] = self.password
         return env
+
+
+def _conninfo_quote(value: str) -> str:
+    """A libpq key=value value: single-quoted, with backslash and quote escaped."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def parse_db_url(url: str, name: str = "URL") -> DbTarget:

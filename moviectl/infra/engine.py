@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from moviectl.infra.conninfo import TCP_LIVENESS
 from moviectl.infra.errors import (
     AuthFailed,
     DatabaseMissing,
@@ -73,6 +74,7 @@ def make_engine(
             "connect_timeout": settings.connect_timeout,
             "application_name": application_name,
             "client_encoding": "UTF8",
+            **TCP_LIVENESS,
         },
         **pool_kw,
     )

@@ -22,6 +22,7 @@ from moviectl.infra.errors import ToolMissing
 if TYPE_CHECKING:
     from moviectl.infra.conninfo import DbTarget
     from moviectl.infra.settings import Settings
+    from moviectl.infra.watchdog import StallWatch
 
 
 def wheel_bin_dir() -> Path | None:
@@ -130,8 +131,14 @@ def popen_child(argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
     return subprocess.Popen(argv, preexec_fn=_die_with_parent, **kwargs)
 
 
-def run_child(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
-    """``subprocess.run`` for PostgreSQL tools; the child dies with moviectl."""
+def run_child(
+    argv: list[str], *, watch: StallWatch | None = None, **kwargs: Any
+) -> subprocess.CompletedProcess[Any]:
+    """``subprocess.run`` for PostgreSQL tools; the child dies with moviectl.
+
+    ``watch``: fail in bounded time if the child makes no I/O progress and the server
+    stops answering (the child is killed, ``Unreachable`` raised).
+    """
     with popen_child(
         argv,
         stdout=kwargs.pop("stdout", subprocess.PIPE),
@@ -139,12 +146,31 @@ def run_child(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[Any
         **kwargs,
     ) as proc:
         try:
-            out, err = proc.communicate()
+            if watch is None:
+                out, err = proc.communicate()
+            else:
+                watch.track(lambda: child_io(proc.pid))
+                watch.on_stall(proc.kill)
+                with watch:
+                    out, err = proc.communicate()
+                if watch.stalled:
+                    raise watch.error()
         except BaseException:
             proc.kill()
             proc.wait()
             raise
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def child_io(pid: int) -> int:
+    """Bytes a child process has read and written so far (its progress, whatever it does)."""
+    try:
+        import psutil
+
+        io = psutil.Process(pid).io_counters()
+        return int(getattr(io, "read_chars", io.read_bytes) + getattr(io, "write_chars", 0))
+    except Exception:
+        return -1
 
 
 def first_error(stderr: str, fallback: str = "?") -> str:

@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     connect_timeout: int = Field(
         DEFAULTS["connect_timeout"], ge=1, description="Seconds to wait for the server to answer"
     )
+    stall_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a backup, restore or seed may make no progress before moviectl "
+        "probes the server; if it does not answer, the command fails (exit 3)",
+    )
     db_backend: Backend = Field("auto", description="Server backend: auto|embedded|docker|external")
     db_image: str = Field("postgres:16", description="Docker image of the db service")
     compose_file: Path = Field(

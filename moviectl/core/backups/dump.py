@@ -29,8 +29,9 @@ from moviectl.core.backups.leftovers import clean_partials, partial_name
 from moviectl.core.backups.manifest import FORMATS, Manifest, manifest_path
 from moviectl.infra.engine import connect
 from moviectl.infra.errors import CheckFailed, InputFileError, MoviectlError, ToolMissing
-from moviectl.infra.pgtools import child_env, find_tool, popen_child, run_child
+from moviectl.infra.pgtools import child_env, child_io, find_tool, popen_child, run_child
 from moviectl.infra.settings import DbTarget, Settings
+from moviectl.infra.watchdog import StallWatch
 
 
 @dataclass
@@ -272,19 +273,28 @@ def _dump(
                 str(tmp),
                 "--no-password",
                 f"--snapshot={snap_id}",
+                "-d",
+                target.child_conninfo(),
             ]
             if jobs and fmt == "directory":
                 argv += ["-j", str(min(jobs, free_job_slots(snap)))]
             if compress:
                 argv += ["-Z", compress]
             dump = _Dump(argv, child_env(target), tmp, progress)
-            try:
-                version, major, rev, counts = database_facts(snap)
-            except BaseException:
-                dump.kill()
-                remove_path(tmp)
-                raise
-            code, stderr = dump.wait()
+            watch = StallWatch.for_settings(settings, target, "the backup")
+            watch.track(lambda: child_io(dump.proc.pid))
+            watch.on_stall(dump.proc.kill)
+            watch.watch_connection(snap)
+            with watch:
+                try:
+                    version, major, rev, counts = database_facts(snap)
+                except BaseException:
+                    dump.kill()
+                    remove_path(tmp)
+                    raise
+                code, stderr = dump.wait()
+            if watch.stalled:
+                raise watch.error()
             if code != 0:
                 remove_path(tmp)
                 raise _dump_error(stderr, code, target)

@@ -28,6 +28,7 @@ from moviectl.infra.engine import connect
 from moviectl.infra.errors import CheckFailed, Refused, UsageError
 from moviectl.infra.pgtools import child_env, find_tool, first_error, popen_child, run_child
 from moviectl.infra.settings import DbTarget, Settings
+from moviectl.infra.watchdog import StallWatch
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -106,8 +107,10 @@ def load_into(
 ) -> None:
     env = child_env(target)
     psql = [find_tool("psql", settings).path, "-X", "-q", "-v", "ON_ERROR_STOP=1"]
+    psql += ["-d", target.child_conninfo()]
+    watch = StallWatch.for_settings(settings, target, f"the restore of {path.name}")
     if man.format == "plain":
-        res = run_child([*psql, "-f", str(path)], env=env, text=True)
+        res = run_child([*psql, "-f", str(path)], env=env, text=True, watch=watch)
     else:
         tool = find_tool("pg_restore", settings)
         server_major = server_major_of(settings)
@@ -122,12 +125,12 @@ def load_into(
                 "--no-privileges",
                 "--exit-on-error",
                 "-d",
-                target.database,
+                target.child_conninfo(),
                 str(path),
             ]
             if jobs:
                 argv[1:1] = ["-j", str(jobs)]
-            res = run_child(argv, env=env, text=True)
+            res = run_child(argv, env=env, text=True, watch=watch)
     if res.returncode != 0:
         raise CheckFailed(
             f"restoring {path.name} into {target.database} failed: {first_error(res.stderr)}"

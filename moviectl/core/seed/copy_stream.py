@@ -13,6 +13,7 @@ from moviectl.core.seed.ledger import FINISH_RUN
 from moviectl.infra.conninfo import DbTarget
 from moviectl.infra.engine import connect
 from moviectl.infra.settings import Settings
+from moviectl.infra.watchdog import StallWatch
 
 CHUNK = 20000
 QUEUE_CHUNKS = 4  # chunks in flight between generating and sending
@@ -32,8 +33,12 @@ def copy_rows(
     total: int,
     run_id: int,
     progress: Progress | None,
+    watch: StallWatch | None = None,
 ) -> int:
-    """Stream COPY text lines in one transaction (with the ledger update)."""
+    """Stream COPY text lines in one transaction (with the ledger update).
+
+    ``watch``: its stall cuts the COPY connection, so a paused server ends the load.
+    """
     import queue
     import threading
 
@@ -51,6 +56,8 @@ def copy_rows(
                     raise failures[0] from None
 
     with connect(t, connect_timeout=settings.connect_timeout, autocommit=False) as c:
+        if watch is not None:
+            watch.watch_connection(c)
         with c.cursor() as cur:
             with cur.copy("COPY movies (title, year, genre, rating) FROM STDIN") as copy:
 

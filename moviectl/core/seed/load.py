@@ -21,6 +21,7 @@ from moviectl.core.seed.sample import DEFAULT_SEED, sample_lines, sample_rows
 from moviectl.infra.engine import connect, db_errors, make_engine, translate_error
 from moviectl.infra.errors import MigrationsBehind, MoviectlError, UsageError
 from moviectl.infra.settings import DbTarget, Settings
+from moviectl.infra.watchdog import StallWatch
 
 COPY_THRESHOLD = 1000  # rows: above this, COPY; at or below, the repository
 SEED_SET_WAIT = 600.0  # seconds a run waits for another run of the same set
@@ -137,9 +138,20 @@ def seed(
             method=method,
         )
         load_started = time.monotonic()
+        watch = StallWatch.for_settings(settings, t, "the seed")
+        done_so_far = [0]
+
+        def tracked(done: int, of: int) -> None:
+            done_so_far[0] = done
+            if progress:
+                progress(done, of)
+
+        watch.track(lambda: done_so_far[0])
+        watch.watch_connection(holder)
         try:
             insert = copy_rows if method == "copy" else _orm
-            inserted = insert(settings, t, rows, total, run_id, progress)
+            with watch:
+                inserted = insert(settings, t, rows, total, run_id, tracked, watch)
         except BaseException as exc:
             ledger.mark_failed(holder, run_id, exc)
             if isinstance(exc, MoviectlError):
@@ -174,6 +186,7 @@ def _orm(
     total: int,
     run_id: int,
     progress: Progress | None,
+    watch: StallWatch | None = None,
 ) -> int:
     """Insert through the repository (one transaction, with the ledger update)."""
     from sqlalchemy import text
@@ -186,6 +199,8 @@ def _orm(
     try:
         with db_errors(t), session_scope(engine) as session:
             repo = MovieRepository(session)
+            if watch is not None:
+                watch.watch_connection(session.connection().connection.dbapi_connection)
             for title, year, genre, rating in rows:
                 repo.create({"title": title, "year": year, "genre": genre, "rating": rating})
                 done += 1

@@ -1,0 +1,117 @@
+"""A server that stops answering mid-work (SIGSTOP): long commands end with exit 3 in
+bounded time (MOVIE_STALL_TIMEOUT), kill their child tools and keep nothing partial."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import psutil
+import psycopg
+import pytest
+
+from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
+from moviectl.infra.ports import free_port
+from tests.conftest import Cli, subprocess_env
+
+
+@pytest.fixture
+def paused_later(tmp_path) -> Iterator[tuple[Cli, EmbeddedServer]]:
+    """A server of its own (pausing the shared one would stall other tests), seeded."""
+    srv = EmbeddedServer(tmp_path / "s", free_port(), "postgres", "pw", options=TEST_OPTIONS)
+    srv.start()
+    url = f"postgresql://postgres:pw@127.0.0.1:{srv.port}/postgres"
+    cli = Cli({"MOVIE_DATABASE_URL": url, "MOVIE_STALL_TIMEOUT": "2", "MOVIE_CONNECT_TIMEOUT": "1"})
+    try:
+        assert cli("migrate").exit_code == 0
+        assert cli("seed", "--sample", "200000").exit_code == 0
+        yield cli, srv
+    finally:
+        _signal_cluster(srv, signal.SIGCONT)
+        srv.stop("immediate")
+
+
+def _signal_cluster(srv: EmbeddedServer, sig: int) -> None:
+    pid = srv.state().pid
+    if pid is None:
+        return
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.send_signal(sig)
+
+
+def _wait_for(condition, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _children_named(pid: int, name: str) -> list[psutil.Process]:
+    try:
+        return [p for p in psutil.Process(pid).children(recursive=True) if p.name() == name]
+    except psutil.Error:
+        return []
+
+
+def test_backup_of_a_paused_server_fails_with_3_in_bounded_time(paused_later, tmp_path):
+    cli, srv = paused_later
+    out = tmp_path / "out"
+    out.mkdir()
+    cmd = [sys.executable, "-m", "moviectl", "backup", "--output", str(out)]
+    proc = subprocess.Popen(cmd, env=subprocess_env(**cli.env), stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait_for(lambda: _children_named(proc.pid, "pg_dump")), "pg_dump never started"
+        dumps = _children_named(proc.pid, "pg_dump")
+        _signal_cluster(srv, signal.SIGSTOP)
+        started = time.monotonic()
+        _, err = proc.communicate(timeout=60)
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _signal_cluster(srv, signal.SIGCONT)
+    assert proc.returncode == 3, err
+    assert "stopped answering" in err and took < 30
+    assert _wait_for(lambda: not any(d.is_running() for d in dumps), 10)
+    assert list(out.iterdir()) == []
+
+
+def test_seed_into_a_paused_server_fails_with_3_in_bounded_time(paused_later):
+    cli, srv = paused_later
+    url = cli.env["MOVIE_DATABASE_URL"]
+    cmd = [sys.executable, "-m", "moviectl", "seed", "--sample", "2000000", "--random-seed", "7"]
+    proc = subprocess.Popen(cmd, env=subprocess_env(**cli.env), stderr=subprocess.PIPE, text=True)
+    try:
+        with psycopg.connect(url, autocommit=True) as c:
+            assert _wait_for(
+                lambda: c.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE query ILIKE 'COPY movies%%'"
+                ).fetchone()
+            ), "the COPY never started"
+        _signal_cluster(srv, signal.SIGSTOP)
+        started = time.monotonic()
+        _, err = proc.communicate(timeout=60)
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _signal_cluster(srv, signal.SIGCONT)
+    assert proc.returncode == 3, err
+    assert took < 30
+    with psycopg.connect(url) as c:  # all or nothing: the 200,000 seeded before, no more
+        assert c.execute("SELECT count(*) FROM movies").fetchone()[0] == 200000
+
+
+def test_tcp_liveness_reaches_the_child_tools():
+    from moviectl.infra.conninfo import DbTarget
+
+    info = DbTarget("h", 5432, "u", "secret", "movies").child_conninfo()
+    assert "keepalives='1'" in info and "tcp_user_timeout=" in info and "secret" not in info
