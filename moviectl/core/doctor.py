@@ -68,7 +68,7 @@ def _leftovers(settings: Settings) -> Finding:
 
 
 def _docker(settings: Settings) -> Finding:
-    from moviectl.core.servers.docker import engine_answers
+    from moviectl.core.servers.docker_engine import engine_answers
 
     if engine_answers():
         return Finding("docker", OK, "a Docker engine answers")

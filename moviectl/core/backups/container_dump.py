@@ -18,7 +18,8 @@ def dump_in_container(
     snapshot: str | None = None,
 ) -> tuple[str, str]:
     """Stream ``pg_dump`` from the running db container into ``tmp``; (via, version)."""
-    from moviectl.core.servers.docker import DockerBackend, engine_answers
+    from moviectl.core.servers.docker import DockerBackend
+    from moviectl.core.servers.docker_engine import engine_answers
 
     hint = "install a PostgreSQL client as new as the server, or set MOVIE_PG_BIN_DIR"
     if settings.db_backend not in ("docker", "auto") or not engine_answers():

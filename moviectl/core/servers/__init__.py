@@ -23,7 +23,8 @@ def resolve_auto(settings: Settings) -> str:
     Returns ``docker?`` when Docker would be tried but its image is not here yet: ``db up``
     then pulls it and falls back to embedded if the pull fails (no registry reachable).
     """
-    from moviectl.core.servers.docker import DockerBackend, engine_answers
+    from moviectl.core.servers.docker import DockerBackend
+    from moviectl.core.servers.docker_engine import engine_answers
     from moviectl.core.servers.embedded import embedded_server
 
     try:
@@ -83,7 +84,7 @@ class DockerOrEmbedded:
         self.logs = self.docker.logs
 
     def up(self, *, wait: bool = True, timeout: float = 90) -> UpResult:
-        from moviectl.core.servers.docker import ImageUnavailable
+        from moviectl.core.servers.docker_engine import ImageUnavailable
         from moviectl.core.servers.embedded import EmbeddedBackend
 
         try:

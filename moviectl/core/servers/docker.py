@@ -7,106 +7,27 @@ Network, named volume and container carry Docker Compose's own labels, so
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from moviectl.core.servers.base import DownResult, ServerStatus, UpResult, probe_status, wait_ready
-from moviectl.core.servers.compose import DbService, compose_path, db_service, duration_ns
-from moviectl.infra.errors import PortInUse, ServerError, Unreachable
+from moviectl.core.servers.compose import compose_path, db_service, duration_ns
+from moviectl.core.servers.docker_engine import (
+    OWNER_LABEL,
+    ImageUnavailable,
+    client,
+    compose_env,
+    config_hash,
+    labels,
+    owner_of,
+)
+from moviectl.infra.errors import PortInUse, Refused, ServerError, Unreachable
 from moviectl.infra.ports import describe_port_owner, port_is_free
 from moviectl.infra.settings import Settings
 
-COMPOSE_VERSION = "2.29.0"  # the Compose version whose labels we write
 PullCallback = Callable[[dict[str, Any]], None]
-
-
-def engine_answers(timeout: int = 2) -> bool:
-    """Does a Docker engine answer here (DOCKER_HOST or the default socket)?"""
-    if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
-        return False
-    try:
-        import docker
-
-        client = docker.from_env(timeout=timeout)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except Exception:
-        return False
-
-
-def _client(timeout: int = 60) -> Any:
-    import docker
-    from docker.errors import DockerException
-
-    try:
-        client = docker.from_env(timeout=timeout)
-        client.ping()
-        return client
-    except DockerException as exc:
-        text = str(exc)
-        if "Permission denied" in text or "PermissionError" in text:
-            raise ServerError(
-                "permission denied on the Docker socket",
-                hint="add your user to the `docker` group (then log in again), "
-                "or use MOVIE_DB_BACKEND=embedded",
-            ) from None
-        raise ServerError(
-            "the Docker engine is not reachable (MOVIE_DB_BACKEND=docker)",
-            hint="start Docker (e.g. `sudo systemctl start docker`), "
-            "or use MOVIE_DB_BACKEND=embedded",
-        ) from None
-
-
-def compose_env(settings: Settings) -> dict[str, str]:
-    """Variables for the compose file: the environment, with moviectl's settings on top."""
-    t = settings.target()
-    env = dict(os.environ)
-    env.update(
-        MOVIE_DB_USER=t.user,
-        MOVIE_DB_PASSWORD=t.password or "",
-        MOVIE_DB_NAME=t.database,
-        MOVIE_DB_PORT=str(t.port),
-        MOVIE_DB_IMAGE=settings.db_image,
-    )
-    if settings.compose_project:
-        env["MOVIE_COMPOSE_PROJECT"] = settings.compose_project
-    return env
-
-
-def config_hash(svc: DbService) -> str:
-    """The label Compose v2 needs to list a container (``ps``, ``ls``): a digest of the
-    service's configuration. Secrets are left out: a label is readable by `docker inspect`.
-    """
-    import hashlib
-    import json
-
-    env = {k: v for k, v in svc.environment.items() if "PASSWORD" not in k.upper()}
-    config = {
-        "image": svc.image,
-        "environment": env,
-        "ports": [svc.host_ip, svc.host_port, svc.container_port],
-        "volume": [svc.volume, svc.volume_target],
-        "healthcheck": svc.healthcheck,
-        "restart": svc.restart,
-    }
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def labels(svc: DbService, **extra: str) -> dict[str, str]:
-    return {
-        "com.docker.compose.project": svc.project,
-        "com.docker.compose.version": COMPOSE_VERSION,
-        **extra,
-    }
-
-
-class ImageUnavailable(ServerError):
-    """The image is not here and cannot be pulled (``auto`` then falls back to embedded)."""
 
 
 class DockerBackend:
@@ -115,6 +36,7 @@ class DockerBackend:
     def __init__(self, settings: Settings, progress: PullCallback | None = None) -> None:
         self.settings = settings
         self.progress = progress
+        self.owner = owner_of(settings)
         self.svc = db_service(
             compose_path(Path(settings.compose_file)),
             compose_env(settings),
@@ -125,7 +47,7 @@ class DockerBackend:
     @property
     def client(self) -> Any:
         if self._docker is None:
-            self._docker = _client()
+            self._docker = client()
         return self._docker
 
     # ---- resources -------------------------------------------------------------------------
@@ -180,7 +102,7 @@ class DockerBackend:
             self.client.networks.create(
                 self.svc.network_name,
                 driver="bridge",
-                labels=labels(self.svc, **{"com.docker.compose.network": "default"}),
+                labels=labels(self.svc, self.owner, **{"com.docker.compose.network": "default"}),
             )
 
     def _ensure_volume(self) -> None:
@@ -189,12 +111,16 @@ class DockerBackend:
         if not self.svc.volume_name:
             return
         try:
-            self.client.volumes.get(self.svc.volume_name)
+            volume = self.client.volumes.get(self.svc.volume_name)
         except NotFound:
             self.client.volumes.create(
                 self.svc.volume_name,
-                labels=labels(self.svc, **{"com.docker.compose.volume": str(self.svc.volume)}),
+                labels=labels(
+                    self.svc, self.owner, **{"com.docker.compose.volume": str(self.svc.volume)}
+                ),
             )
+            return
+        self._refuse_foreign("volume", self.svc.volume_name, volume.attrs.get("Labels"), use=True)
 
     def _create(self) -> Any:
         svc = self.svc
@@ -222,6 +148,7 @@ class DockerBackend:
             environment=svc.environment,
             labels=labels(
                 svc,
+                self.owner,
                 **{
                     "com.docker.compose.service": "db",
                     "com.docker.compose.container-number": "1",
@@ -261,6 +188,8 @@ class DockerBackend:
         target = self.settings.target()
         with self._lock():
             c = self.container()
+            if c is not None:  # another checkout's database is not this one's
+                self._refuse_foreign("container", c.name, c.labels, use=True)
             already = c is not None and c.status == "running"
             if not already:
                 if not port_is_free(self.svc.host_ip, self.svc.host_port):
@@ -318,25 +247,58 @@ class DockerBackend:
                     raise
             time.sleep(0.2)
 
+    def _refuse_foreign(
+        self, kind: str, name: str, found_labels: dict[str, str] | None, *, use: bool = False
+    ) -> None:
+        """Refuse to touch a resource another checkout made (or, to remove, one nobody
+        labelled as moviectl's): this checkout only stops and deletes what it created."""
+        owner = (found_labels or {}).get(OWNER_LABEL)
+        if owner == self.owner:
+            return
+        if owner is None and use:
+            return  # made by `docker compose` for this project: moviectl may use it
+        whose = f"another moviectl checkout ({owner})" if owner else "not moviectl"
+        verb = "use" if use else "stop or delete"
+        raise Refused(
+            f"{kind} {name} belongs to {whose}: refusing to {verb} it",
+            hint="give this checkout its own MOVIE_COMPOSE_PROJECT (and MOVIE_DB_PORT), "
+            f"or manage {name} with docker / docker compose yourself",
+        )
+
     def down(self, *, volumes: bool = False) -> DownResult:
+        """Stop and remove this checkout's container (and network; with ``volumes`` its
+        data volume). Anything it did not create is refused before anything changes."""
         from docker.errors import NotFound
 
         with self._lock():
             c = self.container()
+            if c is not None:
+                self._refuse_foreign("container", c.name, c.labels)
+            nets = [
+                n
+                for n in self.client.networks.list(names=[self.svc.network_name])
+                if n.name == self.svc.network_name
+            ]
+            volume = None
+            if volumes and self.svc.volume_name:
+                try:
+                    volume = self.client.volumes.get(self.svc.volume_name)
+                except NotFound:
+                    volume = None
+                if volume is not None:
+                    self._refuse_foreign("volume", volume.name, volume.attrs.get("Labels"))
             was = c is not None and c.status == "running"
             if c is not None:
                 c.stop(timeout=10)
                 c.remove()
-            for net in self.client.networks.list(names=[self.svc.network_name]):
-                with contextlib.suppress(Exception):
-                    net.remove()
+            for net in nets:
+                if (net.attrs.get("Labels") or {}).get(OWNER_LABEL) == self.owner:
+                    with contextlib.suppress(Exception):
+                        net.remove()
             removed = False
-            if volumes and self.svc.volume_name:
-                try:
-                    self.client.volumes.get(self.svc.volume_name).remove()
-                    removed = True
-                except NotFound:
-                    pass
+            if volume is not None:
+                volume.remove()
+                removed = True
         return DownResult(self.name, was, removed, f"container {self.svc.container_name}")
 
     def status(self) -> ServerStatus:

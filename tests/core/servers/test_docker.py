@@ -19,7 +19,7 @@ pytestmark = pytest.mark.docker
 
 
 def _engine() -> bool:
-    from moviectl.core.servers.docker import engine_answers
+    from moviectl.core.servers.docker_engine import engine_answers
 
     return engine_answers()
 
@@ -224,3 +224,51 @@ def test_moviectl_up_on_docker_end_to_end(dk):
     assert doc["server"]["version"].startswith(("15", "16", "17", "18"))
     again = json.loads(dk("up", "--json").stdout)
     assert again["changed"] is False
+
+
+def test_down_never_touches_what_moviectl_did_not_create(dk):
+    """A foreign container with the same compose labels, its network and an unlabelled
+    `<project>_pgdata` volume: `db down --volumes` refuses (5) and all three stay."""
+    import docker
+
+    project = dk.env["MOVIE_COMPOSE_PROJECT"]
+    client = docker.from_env()
+    net = client.networks.create(f"{project}_default")
+    vol = client.volumes.create(f"{project}_pgdata")
+    c = client.containers.create(
+        dk.env["MOVIE_DB_IMAGE"],
+        name=f"{project}-db-1",
+        labels={
+            "com.docker.compose.project": project,
+            "com.docker.compose.service": "db",
+            "com.docker.compose.oneoff": "False",
+        },
+        environment={"POSTGRES_PASSWORD": "theirs"},
+        network=net.name,
+    )
+    try:
+        r = dk("db", "down", "--volumes", "--yes")
+        assert r.exit_code == 5, r.output
+        assert "refusing" in r.stderr and "Traceback" not in r.output
+        client.containers.get(c.id)
+        client.networks.get(net.id)
+        client.volumes.get(vol.name)
+    finally:
+        c.remove(force=True)
+        net.remove()
+        vol.remove()
+        client.close()
+
+
+def test_two_checkouts_with_the_same_project_do_not_share_or_delete(dk, tmp_path):
+    assert dk("db", "up").exit_code == 0
+    with psycopg.connect(_url(dk), autocommit=True) as c:
+        c.execute("CREATE TABLE mine (v text)")
+        c.execute("INSERT INTO mine VALUES ('checkout A')")
+    other = Cli({**dk.env, "MOVIE_DATA_DIR": str(tmp_path / "other-checkout")})
+    r = other("db", "up")
+    assert r.exit_code == 5 and "another moviectl checkout" in r.stderr, r.output
+    r = other("db", "down", "--volumes", "--yes")
+    assert r.exit_code == 5, r.output
+    with psycopg.connect(_url(dk)) as c:
+        assert c.execute("SELECT v FROM mine").fetchone()[0] == "checkout A"

@@ -1,0 +1,112 @@
+"""The Docker engine as moviectl uses it: the client, labels, ownership, the config hash.
+
+Every resource moviectl creates carries Compose's labels (so both Compose clients see it)
+and ``io.moviectl.owner``: the checkout that made it. Only its owner stops or deletes it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from moviectl.core.servers.compose import DbService
+from moviectl.infra.errors import ServerError
+from moviectl.infra.settings import Settings
+
+COMPOSE_VERSION = "2.29.0"  # the Compose version whose labels we write
+
+
+def engine_answers(timeout: int = 2) -> bool:
+    """Does a Docker engine answer here (DOCKER_HOST or the default socket)?"""
+    if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
+        return False
+    try:
+        import docker
+
+        client = docker.from_env(timeout=timeout)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+def client(timeout: int = 60) -> Any:
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+        return client
+    except DockerException as exc:
+        text = str(exc)
+        if "Permission denied" in text or "PermissionError" in text:
+            raise ServerError(
+                "permission denied on the Docker socket",
+                hint="add your user to the `docker` group (then log in again), "
+                "or use MOVIE_DB_BACKEND=embedded",
+            ) from None
+        raise ServerError(
+            "the Docker engine is not reachable (MOVIE_DB_BACKEND=docker)",
+            hint="start Docker (e.g. `sudo systemctl start docker`), "
+            "or use MOVIE_DB_BACKEND=embedded",
+        ) from None
+
+
+def compose_env(settings: Settings) -> dict[str, str]:
+    """Variables for the compose file: the environment, with moviectl's settings on top."""
+    t = settings.target()
+    env = dict(os.environ)
+    env.update(
+        MOVIE_DB_USER=t.user,
+        MOVIE_DB_PASSWORD=t.password or "",
+        MOVIE_DB_NAME=t.database,
+        MOVIE_DB_PORT=str(t.port),
+        MOVIE_DB_IMAGE=settings.db_image,
+    )
+    if settings.compose_project:
+        env["MOVIE_COMPOSE_PROJECT"] = settings.compose_project
+    return env
+
+
+def config_hash(svc: DbService) -> str:
+    """The label Compose v2 needs to list a container (``ps``, ``ls``): a digest of the
+    service's configuration. Secrets are left out: a label is readable by `docker inspect`.
+    """
+    import hashlib
+    import json
+
+    env = {k: v for k, v in svc.environment.items() if "PASSWORD" not in k.upper()}
+    config = {
+        "image": svc.image,
+        "environment": env,
+        "ports": [svc.host_ip, svc.host_port, svc.container_port],
+        "volume": [svc.volume, svc.volume_target],
+        "healthcheck": svc.healthcheck,
+        "restart": svc.restart,
+    }
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+OWNER_LABEL = "io.moviectl.owner"
+
+
+def owner_of(settings: Settings) -> str:
+    """This checkout's identity on the Docker engine: its data directory's absolute path."""
+    return str(Path(settings.data_dir).resolve())
+
+
+def labels(svc: DbService, owner: str, **extra: str) -> dict[str, str]:
+    return {
+        "com.docker.compose.project": svc.project,
+        "com.docker.compose.version": COMPOSE_VERSION,
+        OWNER_LABEL: owner,
+        **extra,
+    }
+
+
+class ImageUnavailable(ServerError):
+    """The image is not here and cannot be pulled (``auto`` then falls back to embedded)."""
