@@ -140,3 +140,37 @@ def test_kill_9_during_a_drill_leaves_a_marked_database_the_next_run_drops(
     r = seeded("backup", "verify", str(path))
     assert r.exit_code == 0, r.output
     assert _databases(movie_db_url, "movies_verify_%") == []
+
+
+def test_ctrl_c_during_backup_cleans_up_and_exits_130(seeded, tmp_path):
+    cmd = [sys.executable, "-m", "moviectl", "backup", "--output", str(tmp_path)]
+    proc = subprocess.Popen(cmd, env=subprocess_env(**seeded.env), stderr=subprocess.PIPE)
+    try:
+        assert _wait_for(lambda: _tools_of(proc.pid)), "pg_dump never started"
+        tools = _tools_of(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+        assert _wait_for(lambda: not any(t.is_running() for t in tools), 10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_printed_commands_are_shell_quoted_and_undo_runs_as_printed(seeded, tmp_path, movie_db_url):
+    import shlex
+
+    odd = tmp_path / 'it\'s a "dir" $HOME'
+    odd.mkdir()
+    r = seeded("backup", "--output", str(odd))
+    assert r.exit_code == 0, r.output
+    drill = next(ln for ln in r.stdout.splitlines() if "drill it:" in ln)
+    argv = shlex.split(drill.split("drill it:", 1)[1])
+    assert argv[:3] == ["moviectl", "backup", "verify"] and Path(argv[3]).parent == odd
+    db = movie_db_url.rsplit("/", 1)[1].split("?")[0]
+    r = seeded("restore", argv[3], "--into", db, "--force", "--yes", "--json")
+    assert r.exit_code == 0, r.output
+    undo = shlex.split(json.loads(r.stdout)["undo"])
+    assert undo[-1] == "--yes" and Path(undo[2]).exists()
+    r = seeded(*undo[1:])  # exactly as printed, without the program name
+    assert r.exit_code == 0, r.output
