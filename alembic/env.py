@@ -14,7 +14,7 @@ from alembic import context
 from alembic.runtime.migration import MigrationContext
 
 from moviectl.core.migrations.lock import migration_lock
-from moviectl.infra.engine import make_engine, sqlalchemy_url
+from moviectl.infra.engine import dialect_url, make_engine
 from moviectl.infra.models import metadata
 from moviectl.infra.settings import load_settings
 
@@ -32,7 +32,7 @@ def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-
 def run_migrations_offline() -> None:
     """`--sql`: emit the SQL without connecting (the URL only picks the dialect)."""
     context.configure(
-        url=sqlalchemy_url(settings.target()).render_as_string(hide_password=True),
+        url=dialect_url(),
         target_metadata=metadata,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},

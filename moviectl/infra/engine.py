@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from moviectl.infra.conninfo import TCP_LIVENESS
 from moviectl.infra.errors import (
     AuthFailed,
     DatabaseMissing,
@@ -28,18 +27,12 @@ if TYPE_CHECKING:
     from sqlmodel import Session
 
 
-def sqlalchemy_url(target: DbTarget) -> URL:
+def dialect_url() -> URL:
+    """SQLAlchemy's URL names only the dialect: the connection itself is libpq's keywords
+    (``DbTarget.libpq_params``), so every libpq form works (sockets, several hosts, TLS)."""
     from sqlalchemy.engine import URL
 
-    return URL.create(
-        "postgresql+psycopg",
-        username=target.user,
-        password=target.password,
-        host=target.host,
-        port=target.port,
-        database=target.database,
-        query=dict(target.params),
-    )
+    return URL.create("postgresql+psycopg")
 
 
 def make_engine(
@@ -66,16 +59,13 @@ def make_engine(
         if pooled
         else {"poolclass": NullPool}
     )
+    connect_args = tgt.libpq_params(settings.connect_timeout)
+    connect_args["application_name"] = application_name
     return create_engine(
-        sqlalchemy_url(tgt),
+        dialect_url(),
         echo=settings.database_echo,
         pool_pre_ping=True,
-        connect_args={
-            "connect_timeout": settings.connect_timeout,
-            "application_name": application_name,
-            "client_encoding": "UTF8",
-            **TCP_LIVENESS,
-        },
+        connect_args=connect_args,
         **pool_kw,
     )
 

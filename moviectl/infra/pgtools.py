@@ -62,10 +62,45 @@ def binary_major(bin_dir: Path) -> int:
 
 
 def child_env(target: DbTarget) -> dict[str, str]:
-    """This process's environment without PG* variables, plus ``target``'s connection."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    """The environment of a child tool: the operator's (their PGSSLROOTCERT, PGSERVICE,
+    PGPASSFILE… apply as libpq applies them) plus ``target``'s password. The connection
+    itself travels as ``-d target.child_conninfo()``, which wins over PG* variables."""
+    env = dict(os.environ)
     env.update(target.child_env())
     return env
+
+
+_TLS: dict[str, bool] = {}
+_TLS_PROBE = "sslmode=require host=127.0.0.1 port=1 connect_timeout=1"
+
+
+def supports_tls(tool_path: str) -> bool:
+    """Can this build of PostgreSQL's tools speak TLS? (the embedded wheel's cannot)
+
+    Asked of ``pg_isready`` beside the tool (same build, same libpq): with
+    ``sslmode=require`` a build without SSL answers 3 ("no attempt") without connecting.
+    """
+    bin_dir = Path(tool_path).resolve().parent
+    if str(bin_dir) not in _TLS:
+        probe = bin_dir / "pg_isready"
+        ok = True
+        if probe.exists():
+            try:
+                res = subprocess.run(
+                    [
+                        str(probe),
+                        "-q",
+                        "-d",
+                        "sslmode=require host=127.0.0.1 port=1 connect_timeout=1",
+                    ],
+                    capture_output=True,
+                    timeout=10,
+                )
+                ok = res.returncode != 3
+            except (OSError, subprocess.SubprocessError):
+                ok = True
+        _TLS[str(bin_dir)] = ok
+    return _TLS[str(bin_dir)]
 
 
 @dataclass
@@ -99,20 +134,28 @@ def candidates(name: str, settings: Settings) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def find_tool(name: str, settings: Settings, min_major: int | None = None) -> Tool:
-    """The first ``name`` at least ``min_major`` (pg_dump must match the server's major)."""
+def find_tool(
+    name: str, settings: Settings, min_major: int | None = None, *, tls: bool = False
+) -> Tool:
+    """The first ``name`` at least ``min_major`` (pg_dump must match the server's major)
+    that, with ``tls``, can make an encrypted connection (never a silent plain one)."""
     seen = []
     for path in candidates(name, settings):
         tool = tool_version(path)
         if tool is None:
             continue
+        if tls and not supports_tls(path):
+            seen.append(f"{path} ({tool.version}, no TLS)")
+            continue
         seen.append(f"{path} ({tool.version})")
         if min_major is None or tool.major >= min_major:
             return tool
     need = f" {min_major} or newer" if min_major else ""
+    with_tls = " with TLS support" if tls else ""
     raise ToolMissing(
-        f"no {name}{need} found" + (f"; found: {', '.join(seen)}" if seen else ""),
-        hint=f"install PostgreSQL{need} client tools, or set MOVIE_PG_BIN_DIR",
+        f"no {name}{need}{with_tls} found" + (f"; found: {', '.join(seen)}" if seen else ""),
+        hint=f"install PostgreSQL{need} client tools{with_tls} (e.g. Debian's "
+        "postgresql-client), or set MOVIE_PG_BIN_DIR",
     )
 
 

@@ -12,10 +12,12 @@ server's first answer, exactly the information ``PQping`` uses:
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import struct
 import time
 from dataclasses import dataclass
+from typing import Any
 
 ACCEPTING, REJECTING, NO_RESPONSE, BAD_PARAMETERS = (
     "accepting",
@@ -49,7 +51,34 @@ def _error_fields(payload: bytes) -> dict[str, str]:
     return fields
 
 
+def _addresses(host: str, port: int) -> list[tuple[Any, ...]]:
+    """(family, type, proto, address) to try for one libpq host: a name, an address, or a
+    socket directory (``/…``; empty: the usual local ones)."""
+    if not host or host.startswith("/"):
+        dirs = [host] if host else ["/var/run/postgresql", "/tmp"]
+        return [
+            (socket.AF_UNIX, socket.SOCK_STREAM, 0, f"{d}/.s.PGSQL.{port}")
+            for d in dirs
+            if os.path.exists(f"{d}/.s.PGSQL.{port}") or host
+        ]
+    return [
+        (family, kind, proto, addr)
+        for family, kind, proto, _, addr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    ]
+
+
 def ping(host: str, port: int, user: str, database: str, timeout: float = 5.0) -> Ping:
+    """Ask each of libpq's hosts (comma-separated) in turn; the first answer wins."""
+    result = None
+    for one in host.split(",") if host else [""]:
+        result = _ping_one(one, port, user, database, timeout)
+        if result.outcome in (ACCEPTING, REJECTING):
+            return result
+    assert result is not None
+    return result
+
+
+def _ping_one(host: str, port: int, user: str, database: str, timeout: float) -> Ping:
     started = time.perf_counter()
 
     def done(outcome: str, detail: str) -> Ping:
@@ -58,12 +87,12 @@ def ping(host: str, port: int, user: str, database: str, timeout: float = 5.0) -
     if not 0 < port < 65536:
         return done(BAD_PARAMETERS, f"port {port} is out of range")
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = _addresses(host, port)
     except (socket.gaierror, UnicodeError):
         return done(BAD_PARAMETERS, f"host name {host!r} does not resolve")
     last = "no address"
     deadline = started + timeout
-    for family, kind, proto, _, addr in infos:
+    for family, kind, proto, addr in infos:
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             return done(NO_RESPONSE, f"no answer from {host}:{port} within {timeout:g}s")

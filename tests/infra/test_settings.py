@@ -28,18 +28,31 @@ def test_database_url_wins_over_parts_and_keeps_special_characters():
 
 
 @pytest.mark.parametrize(
-    "url", ["not a url", "http://x:y@h/db", "postgresql://u:p@h:99999/db", "postgresql:///db"]
+    "url",
+    [
+        "not a url",
+        "http://x:y@h/db",
+        "postgresql://u:p@h:99999/db",
+        "postgresql://u:p@h:0/db",
+        "postgresql://movie:Sup3r/S3cret@host/db",  # an unencoded '/' in the password
+        "postgresql://movie:5678/abc@host",
+        "postgresql://u:p%zz@h/db",
+        "postgresql://u:p@h/db?foo=bar",
+        "host=h password='s3cr3tval",
+    ],
 )
 def test_malformed_urls_are_config_errors_without_the_password(url):
     with pytest.raises(ConfigError) as err:
         parse_db_url(url, "MOVIE_DATABASE_URL")
     assert "MOVIE_DATABASE_URL" in err.value.message
-    assert ":p@" not in err.value.message and ":y@" not in err.value.message
+    for secret in (":p@", ":y@", "Sup3r", "S3cret", "5678", "abc", "p%zz", "s3cr3tval"):
+        assert secret not in err.value.message + (err.value.hint or "")
 
 
 def test_mask_url():
-    assert mask_url("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
-    assert mask_url("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert mask_url("postgresql://u:secret@h/db") == "postgresql://u:***@h:5432/db"
+    assert mask_url("postgresql://u@h/db?password=secret") == "postgresql://u:***@h:5432/db"
+    assert mask_url("postgresql://u:Sup3r/S3cret@h/db").startswith("(unparseable")
 
 
 def test_env_beats_dotenv_beats_default(tmp_path, monkeypatch):

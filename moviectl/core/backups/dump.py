@@ -256,15 +256,20 @@ def _dump(
         snap.read_only = True
         major = int(snap.execute("SHOW server_version_num").fetchone()[0]) // 10000  # type: ignore[index]
         snap_id = str(snap.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
+        tls = target.wants_tls or bool(snap.pgconn.ssl_in_use)  # never a plain child
         try:
-            tool = find_tool("pg_dump", settings, major)
-        except ToolMissing:
-            tool = None
+            tool, missing = find_tool("pg_dump", settings, major, tls=tls), None
+        except ToolMissing as exc:
+            tool, missing = None, exc
         if tool is None:
             from moviectl.core.backups.container_dump import dump_in_container
 
             version, major, rev, counts = database_facts(snap)
-            via, dump_version = dump_in_container(settings, target, tmp, fmt, progress, snap_id)
+            try:
+                via, dump_version = dump_in_container(settings, target, tmp, fmt, progress, snap_id)
+            except ToolMissing:
+                assert missing is not None
+                raise missing from None  # what to install, TLS included
         else:
             argv = [
                 tool.path,
@@ -274,7 +279,7 @@ def _dump(
                 "--no-password",
                 f"--snapshot={snap_id}",
                 "-d",
-                target.child_conninfo(),
+                target.child_conninfo(require_tls=tls),
             ]
             if jobs and fmt == "directory":
                 argv += ["-j", str(min(jobs, free_job_slots(snap)))]

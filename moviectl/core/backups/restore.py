@@ -63,8 +63,14 @@ def database_state(settings: Settings, name: str) -> tuple[bool, bool]:
 
 
 def server_major_of(settings: Settings) -> int:
+    return server_facts(settings)[0]
+
+
+def server_facts(settings: Settings) -> tuple[int, bool]:
+    """(major version, whether moviectl's own connection to it is encrypted)."""
     with connect(maintenance_target(settings), connect_timeout=settings.connect_timeout) as c:
-        return int(c.execute("SHOW server_version_num").fetchone()[0]) // 10000  # type: ignore[index]
+        major = int(c.execute("SHOW server_version_num").fetchone()[0]) // 10000  # type: ignore[index]
+        return major, bool(c.pgconn.ssl_in_use)
 
 
 def create_database_for_restore(
@@ -106,14 +112,16 @@ def load_into(
     settings: Settings, path: Path, man: Manifest, target: DbTarget, jobs: int | None
 ) -> None:
     env = child_env(target)
-    psql = [find_tool("psql", settings).path, "-X", "-q", "-v", "ON_ERROR_STOP=1"]
-    psql += ["-d", target.child_conninfo()]
+    server_major, encrypted = server_facts(settings)
+    tls = encrypted or target.wants_tls  # the tools must not fall back to a plain connection
+    conninfo = target.child_conninfo(require_tls=tls)
+    psql = [find_tool("psql", settings, tls=tls).path, "-X", "-q", "-v", "ON_ERROR_STOP=1"]
+    psql += ["-d", conninfo]
     watch = StallWatch.for_settings(settings, target, f"the restore of {path.name}")
     if man.format == "plain":
         res = run_child([*psql, "-f", str(path)], env=env, text=True, watch=watch)
     else:
-        tool = find_tool("pg_restore", settings)
-        server_major = server_major_of(settings)
+        tool = find_tool("pg_restore", settings, tls=tls)
         if tool.major >= 17 > server_major:
             # A newer pg_restore talks settings an older server does not know
             # (transaction_timeout): have it write SQL, drop those lines, feed psql.
@@ -125,7 +133,7 @@ def load_into(
                 "--no-privileges",
                 "--exit-on-error",
                 "-d",
-                target.child_conninfo(),
+                conninfo,
                 str(path),
             ]
             if jobs:
