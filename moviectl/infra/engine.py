@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from moviectl.infra.errors import (
     AuthFailed,
+    ConfigError,
     DatabaseMissing,
     MoviectlError,
     PermissionDenied,
@@ -127,6 +128,31 @@ def translate_error(
     where = f"{target.host}:{target.port}"
     db = target.database
     details: dict[str, Any] = {"host": target.host, "port": target.port, "database": db}
+    if "does not exist" in low and any(
+        f in low for f in ("root certificate", "certificate file", "private key file", "crl")
+    ):
+        missing = next((ln for ln in text.splitlines() if "does not exist" in ln), text)
+        return ConfigError(
+            f"a TLS file named in the connection settings is missing ({where}/{db}): "
+            f"{_tls_detail(missing)}",
+            hint="check sslrootcert / sslcert / sslkey (or PGSSLROOTCERT) in MOVIE_DATABASE_URL",
+            **details,
+        )
+    if "server does not support ssl" in low:
+        return Unreachable(
+            f"the server at {where} does not offer TLS, and sslmode={target.sslmode} requires it "
+            f"(database {db!r})",
+            hint="enable ssl on the server, or lower sslmode (never below require for a "
+            "remote server)",
+            **details,
+        )
+    if "certificate" in low or ("ssl" in low and ("error" in low or "verify" in low)):
+        return Unreachable(
+            f"TLS failed with the server at {where} (database {db!r}): {_tls_detail(text)}",
+            hint="the server's certificate must be signed by sslrootcert's CA and name the "
+            "host you connect to (sslmode=verify-full)",
+            **details,
+        )
     if "password authentication failed" in low or sqlstate == "28P01":
         return AuthFailed(
             f"password authentication failed for user {target.user!r} at {where}/{db}", **details
@@ -181,3 +207,10 @@ def translate_error(
         return PermissionDenied(f"{first} (user {target.user!r} at {where}/{db})", **details)
     first = text.splitlines()[0] if text else type(exc).__name__
     return MoviectlError(f"{first} (at {where}/{db})", **details)
+
+
+def _tls_detail(text: str) -> str:
+    """libpq's TLS complaint, one line, without the "connection to server at …" preamble."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    last = lines[-1] if lines else text
+    return last.split(": ", 1)[1] if last.startswith("connection to server") else last

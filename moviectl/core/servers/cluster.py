@@ -89,7 +89,7 @@ class EmbeddedServer:
         if self.pgdata.is_dir():
             self.pgdata.chmod(0o700)
         if self._as_root:
-            _ensure_system_user()
+            ensure_system_user()
             entry = pwd.getpwnam(SYSTEM_USER)
             for d in (self.pgdata, self.logfile.parent):
                 if d.is_dir():
@@ -328,7 +328,7 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def _ensure_system_user() -> None:
+def ensure_system_user() -> None:
     try:
         pwd.getpwnam(SYSTEM_USER)
     except KeyError:
