@@ -42,13 +42,16 @@ class MoviectlGroup(TyperGroup):
     """Renders every ``MoviectlError`` in one place: a red line, a hint, an exit code."""
 
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        # `--json` anywhere (global or the command's own) means errors are JSON too, even
+        # those raised before the command has read its own options (bad settings).
+        wants_json = "--json" in [*getattr(ctx, "protected_args", []), *ctx.args]
         try:
             return super().invoke(ctx)
         except MoviectlError as exc:
             state = ctx.find_object(State) or State()
             if state.verbose:
                 Output().err.print_exception(show_locals=False)
-            out(ctx).error(exc)
+            out(ctx, wants_json).error(exc)
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt:
             Output().err.print("[red]interrupted[/]")

@@ -1,44 +1,29 @@
 """The console script's entry, with a fast path for ``moviectl health --live [--json]``.
 
 A container healthcheck runs that every few seconds, so it must cost about what
-``pg_isready`` costs: this path imports neither Typer nor pydantic, reads the same
-MOVIE_* variables and ``.env`` with the same defaults (``moviectl.infra.conninfo.DEFAULTS``),
-and falls back to the full CLI for anything it does not handle exactly.
+``pg_isready`` costs: this path imports neither Typer nor pydantic. It reads settings
+with the full CLI's own reader and rules (``conninfo.raw_settings``, ``resolve_target``)
+and hands anything it would reject to the full CLI, which explains it with the same code.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 _FORMS = ({"health", "--live"}, {"health", "--live", "--json"})
 
 
 def _live(json_mode: bool) -> int | None:
-    from moviectl.infra.conninfo import DEFAULTS, ENV_PREFIX, DbTarget, parse_db_url, read_dotenv
+    from moviectl.infra.conninfo import connect_timeout_of, raw_settings, resolve_target
     from moviectl.infra.errors import MoviectlError
 
-    env = {k.upper(): v for k, v in read_dotenv(Path(".env")).items() if v is not None}
-    env.update({k.upper(): v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)})
-
-    def get(name: str) -> str:
-        return str(env.get(ENV_PREFIX + name.upper(), DEFAULTS[name]))
-
-    try:
-        timeout = int(get("connect_timeout"))
-        url = env.get("MOVIE_DATABASE_URL")
-        if url:
-            target = parse_db_url(url, "MOVIE_DATABASE_URL")
-        else:
-            port = int(get("db_port"))
-            target = DbTarget(
-                get("db_host"), port, get("db_user"), get("db_password"), get("db_name")
-            )
-        if timeout < 1 or not 0 < target.port < 65536:
-            return None
-    except (ValueError, MoviectlError):
-        return None  # let the full CLI explain the bad setting
+    try:  # the same reader and rules as the full CLI; anything off, and it explains
+        values = raw_settings()
+        target = resolve_target(values)
+        timeout = connect_timeout_of(values.get("connect_timeout"))
+    except MoviectlError:
+        return None
     from moviectl.core.health.checks import live_report
 
     report = live_report(target, float(timeout))

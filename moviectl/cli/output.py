@@ -7,6 +7,7 @@ document on stdout (errors included); human chatter goes to stderr.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -37,7 +38,7 @@ class Output:
             sys.stdout.write(json.dumps(jsonable(result), indent=2, sort_keys=False) + "\n")
             sys.stdout.flush()
         elif render is not None:
-            render(self.console, result)
+            render(self.console, markup_safe(result))
         else:
             self.console.print(result)
 
@@ -68,6 +69,25 @@ class Output:
             yield
 
 
+def markup_safe(obj: Any) -> Any:
+    """A copy of a result in which every string is Rich-escaped: renderers interpolate values
+    into markup, and a path or name like ``/tmp/x[/x]`` must print as itself."""
+    if isinstance(obj, str):
+        return _escape(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        changes = {
+            f.name: markup_safe(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init
+        }
+        return dataclasses.replace(obj, **changes)
+    if isinstance(obj, dict):
+        return {k: markup_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [markup_safe(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(markup_safe(v) for v in obj)
+    return obj
+
+
 def _escape(text: str) -> str:
     from rich.markup import escape
 
@@ -79,7 +99,7 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
     for c in columns:
         t.add_column(c, overflow="fold")
     for r in rows:
-        t.add_row(*("" if v is None else _escape(str(v)) for v in r))
+        t.add_row(*("" if v is None else str(v) for v in r))  # values come markup_safe
     return t
 
 

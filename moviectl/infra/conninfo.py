@@ -17,13 +17,14 @@ errors never echo any part of the input (it may hold a password).
 from __future__ import annotations
 
 import os
-import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlencode
+from urllib.parse import quote, urlencode
 
 from moviectl.infra.errors import ConfigError
+from moviectl.infra.libpq_syntax import SECRET_KEYS, TLS_MODES, parse_conninfo, port_number
 
 APP_NAME = "moviectl"
 ENV_PREFIX = "MOVIE_"
@@ -86,154 +87,51 @@ def read_dotenv(path: Path) -> dict[str, str | None]:
     return values
 
 
-# libpq's connection keywords (PostgreSQL 17); anything else is an error, as in libpq.
-LIBPQ_KEYWORDS = frozenset(
-    """host hostaddr port dbname user password passfile require_auth channel_binding
-    connect_timeout client_encoding options application_name fallback_application_name
-    keepalives keepalives_idle keepalives_interval keepalives_count tcp_user_timeout
-    replication gssencmode sslmode sslnegotiation sslcompression sslcert sslkey
-    sslcertmode sslpassword sslrootcert sslcrl sslcrldir sslsni requirepeer
-    ssl_min_protocol_version ssl_max_protocol_version krbsrvname gsslib gssdelegation
-    service target_session_attrs load_balance_hosts""".split()
-)
-SECRET_KEYS = frozenset({"password", "sslpassword"})
-TLS_MODES = ("require", "verify-ca", "verify-full")
-_URI_PREFIXES = ("postgresql://", "postgres://")
+MAX_CONNECT_TIMEOUT = 3600
 
 
-def _bad(name: str, problem: str) -> ConfigError:
-    """A parse error that names the problem and never the input (it may hold a password)."""
-    return ConfigError(
-        f"malformed {name}: {problem}",
-        hint="expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE or key=value pairs; "
-        "percent-encode special characters in the password (/ → %2F, @ → %40)",
+def resolve_target(values: Mapping[str, str | None]) -> DbTarget:
+    """The app database from raw setting values (keys: database_url, db_host, db_port,
+    db_name, db_user, db_password; None = unset). The one set of rules for the full CLI
+    (``Settings.target``) and the ``health --live`` fast path."""
+    url = values.get("database_url")
+    if url is not None:
+        return parse_db_url(url, "MOVIE_DATABASE_URL")
+
+    def get(key: str) -> str:
+        value = values.get(key)
+        return str(DEFAULTS[key] if value is None else value)
+
+    for key in ("db_host", "db_name", "db_user"):
+        if not get(key).strip():
+            raise ConfigError(f"bad value for {ENV_PREFIX}{key.upper()}: it is empty")
+    port = get("db_port").strip()
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"bad value for {ENV_PREFIX}DB_PORT: a number from 1 to 65535")
+    return DbTarget(
+        host=get("db_host"),
+        port=int(port),
+        user=get("db_user"),
+        password=get("db_password") or None,
+        database=get("db_name"),
     )
 
 
-def _decode(text: str, name: str, what: str) -> str:
-    if re.search(r"%(?![0-9A-Fa-f]{2})", text):
-        raise _bad(name, f"invalid percent-encoding in the {what}")
-    try:
-        return unquote(text, errors="strict")
-    except UnicodeDecodeError:
-        raise _bad(name, f"the {what} is not valid UTF-8 after percent-decoding") from None
-
-
-def _parse_uri(text: str, name: str) -> dict[str, str]:
-    _, _, rest = text.partition("://")
-    # libpq: the user info ends at the first '@' met before any '/' ('?' and '#' included)
-    cut = min([i for i in (rest.find("@"), rest.find("/")) if i >= 0], default=-1)
-    out: dict[str, str] = {}
-    if cut >= 0 and rest[cut] == "@":
-        userinfo, rest = rest[:cut], rest[cut + 1 :]
-        user, colon, password = userinfo.partition(":")
-        if user:
-            out["user"] = _decode(user, name, "user name")
-        if colon:
-            out["password"] = _decode(password, name, "password")
-    rest, _, query = rest.partition("?")
-    hostspec, slash, path = rest.partition("/")
-    hosts, ports = [], []
-    for item in hostspec.split(",") if hostspec else []:
-        if item.startswith("["):
-            end = item.find("]")
-            if end < 0:
-                raise _bad(name, "an IPv6 address lacks its closing ']'")
-            host, after = item[1:end], item[end + 1 :]
-            if after and not after.startswith(":"):
-                raise _bad(name, "unexpected characters after an IPv6 address")
-            port = after[1:]
-        else:
-            host, _, port = item.partition(":")
-        hosts.append(_decode(host, name, "host"))
-        ports.append(_decode(port, name, "port"))
-    if any(hosts):
-        out["host"] = ",".join(hosts)
-    if any(ports):
-        out["port"] = ",".join(ports)
-    if "@" in path or "@" in hostspec:
-        raise _bad(name, "an '@' after the host: is there a '/' in the password? (write it %2F)")
-    if slash and path:
-        out["dbname"] = _decode(path, name, "database name")
-    for pair in query.split("&") if query else []:
-        key, eq, value = pair.partition("=")
-        if not eq:
-            raise _bad(name, "a query parameter has no '=value'")
-        key, value = _decode(key, name, "query"), _decode(value, name, "query")
-        if key == "ssl" and value == "true":  # libpq's JDBC compatibility
-            key, value = "sslmode", "require"
-        if key not in LIBPQ_KEYWORDS:
-            raise _bad(name, f"unknown connection option {key!r}")
-        out[key] = value
-    return out
-
-
-def _parse_keywords(text: str, name: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    i, n = 0, len(text)
-    while True:
-        while i < n and text[i].isspace():
-            i += 1
-        if i >= n:
-            return out
-        start = i
-        while i < n and text[i] != "=" and not text[i].isspace():
-            i += 1
-        key = text[start:i]
-        while i < n and text[i].isspace():
-            i += 1
-        if i >= n or text[i] != "=" or not key:
-            raise _bad(name, "expected key=value pairs")
-        i += 1
-        while i < n and text[i].isspace():
-            i += 1
-        value: list[str] = []
-        if i < n and text[i] == "'":
-            i += 1
-            while True:
-                if i >= n:
-                    raise _bad(name, "an unterminated quoted value")
-                if text[i] == "\\" and i + 1 < n:
-                    value.append(text[i + 1])
-                    i += 2
-                elif text[i] == "'":
-                    i += 1
-                    break
-                else:
-                    value.append(text[i])
-                    i += 1
-        else:
-            while i < n and not text[i].isspace():
-                if text[i] == "\\" and i + 1 < n:
-                    value.append(text[i + 1])
-                    i += 2
-                else:
-                    value.append(text[i])
-                    i += 1
-        if key not in LIBPQ_KEYWORDS:
-            raise _bad(name, f"unknown connection option {key!r}")
-        out[key] = "".join(value)
-
-
-def parse_conninfo(text: str, name: str = "URL") -> dict[str, str]:
-    """libpq's keywords and values of a URI or a key=value string (libpq's rules)."""
-    text = text.strip()
-    if not text:
-        raise _bad(name, "it is empty")
-    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
-    if scheme:
-        if scheme.split("+", 1)[0] not in ("postgresql", "postgres"):
-            raise _bad(name, "the scheme must be postgresql:// or postgres://")
-        return _parse_uri("postgresql://" + text.split("://", 1)[1], name)
-    if "=" in text:
-        return _parse_keywords(text, name)
-    raise _bad(name, "neither a postgresql:// URL nor key=value pairs")
-
-
-def _port_number(text: str, name: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise _bad(name, "the port must be a number from 1 to 65535")
+def connect_timeout_of(value: str | None) -> int:
+    """MOVIE_CONNECT_TIMEOUT's rule: whole seconds from 1 to an hour."""
+    text = str(DEFAULTS["connect_timeout"] if value is None else value).strip()
+    if not text.isdigit() or not 0 < int(text) <= MAX_CONNECT_TIMEOUT:
+        limit = MAX_CONNECT_TIMEOUT
+        raise ConfigError(f"bad value for {ENV_PREFIX}CONNECT_TIMEOUT: 1 to {limit} seconds")
     return int(text)
+
+
+def raw_settings(env_file: Path = Path(".env")) -> dict[str, str | None]:
+    """MOVIE_* values by setting name, as ``Settings`` reads them: the environment wins over
+    the .env file (read by ``read_dotenv``); for the pydantic-free fast path."""
+    values = {k.upper(): v for k, v in read_dotenv(env_file).items()}
+    values.update({k.upper(): v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)})
+    return {k[len(ENV_PREFIX) :].lower(): v for k, v in values.items() if k.startswith(ENV_PREFIX)}
 
 
 def _os_user() -> str:
@@ -253,10 +151,10 @@ def target_from_params(values: dict[str, str], name: str = "URL") -> DbTarget:
     host = rest.pop("host", "") or rest.pop("hostaddr", "") or env.get("PGHOST", "")
     port_spec = rest.pop("port", "") or env.get("PGPORT", "")
     ports = port_spec.split(",") if port_spec else []
-    port = _port_number(ports[0], name) if ports and ports[0] else 5432
+    port = port_number(ports[0], name) if ports and ports[0] else 5432
     for extra in ports[1:]:
         if extra:
-            _port_number(extra, name)
+            port_number(extra, name)
     user = rest.pop("user", "") or env.get("PGUSER", "") or _os_user()
     password = rest.pop("password", None)
     database = rest.pop("dbname", "") or env.get("PGDATABASE", "") or user

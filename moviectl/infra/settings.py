@@ -18,10 +18,12 @@ from moviectl.infra.conninfo import (
     APP_NAME,
     DEFAULTS,
     ENV_PREFIX,
+    MAX_CONNECT_TIMEOUT,
     DbTarget,
     mask_url,
     parse_db_url,
     read_dotenv,
+    resolve_target,
 )
 from moviectl.infra.errors import ConfigError
 
@@ -78,7 +80,10 @@ class Settings(BaseSettings):
     max_overflow: int = Field(10, ge=0, description="Extra connections beyond pool_size")
     pool_timeout: float = Field(30.0, gt=0, description="Seconds to wait for a pooled connection")
     connect_timeout: int = Field(
-        DEFAULTS["connect_timeout"], ge=1, description="Seconds to wait for the server to answer"
+        DEFAULTS["connect_timeout"],
+        ge=1,
+        le=MAX_CONNECT_TIMEOUT,
+        description="Seconds to wait for the server to answer",
     )
     stall_timeout: float = Field(
         30.0,
@@ -119,16 +124,18 @@ class Settings(BaseSettings):
     # ---- derived -------------------------------------------------------------------
     def target(self, database: str | None = None) -> DbTarget:
         """Where the app database lives (optionally another database on the same server)."""
-        if self.database_url is not None:
-            t = parse_db_url(self.database_url.get_secret_value(), "MOVIE_DATABASE_URL")
-        else:
-            t = DbTarget(
-                host=self.db_host,
-                port=self.db_port,
-                user=self.db_user,
-                password=self.db_password.get_secret_value(),
-                database=self.db_name,
-            )
+        t = resolve_target(
+            {
+                "database_url": self.database_url.get_secret_value()
+                if self.database_url is not None
+                else None,
+                "db_host": self.db_host,
+                "db_port": str(self.db_port),
+                "db_name": self.db_name,
+                "db_user": self.db_user,
+                "db_password": self.db_password.get_secret_value(),
+            }
+        )
         return t.with_database(database) if database else t
 
     def test_target(self) -> DbTarget | None:

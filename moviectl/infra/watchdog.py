@@ -80,8 +80,8 @@ class StallWatch:
         return Unreachable(
             f"the server at {t.host}:{t.port} (database {t.database!r}) stopped answering "
             f"during {self.what}: no progress for {self.stall_timeout:g}s and no answer to a probe",
-            hint="is the server paused, overloaded or cut off? nothing partial was kept; "
-            "raise MOVIE_STALL_TIMEOUT for servers that pause on purpose",
+            hint="is the server paused, overloaded or cut off? raise MOVIE_STALL_TIMEOUT "
+            "for servers that pause on purpose",
             host=t.host,
             port=t.port,
             database=t.database,
@@ -111,6 +111,10 @@ class StallWatch:
 
 def cut_connection(conn: Any) -> None:
     """Shut down a psycopg connection's socket from another thread (unblocks its I/O)."""
+    import logging
+
+    # closing a cut connection makes psycopg warn about the failed rollback: expected here
+    logging.getLogger("psycopg").setLevel(logging.ERROR)
     fd = conn.pgconn.socket
     with socket.socket(fileno=os.dup(fd)) as s:
         s.shutdown(socket.SHUT_RDWR)

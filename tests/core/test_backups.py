@@ -239,6 +239,13 @@ def test_backups_are_private(seeded, tmp_path):
     assert stat.S_IMODE(Path(doc["manifest_path"]).stat().st_mode) == 0o600
     assert seeded("backup", "verify", doc["path"]).exit_code == 0
     assert stat.S_IMODE(Path(doc["manifest_path"]).stat().st_mode) == 0o600
+    nested = tmp_path / "a" / "b" / "c"
+    r = seeded("backup", "--json", "--format", "directory", MOVIE_BACKUP_DIR=str(nested))
+    assert r.exit_code == 0, r.output
+    for d in (tmp_path / "a", tmp_path / "a" / "b", nested):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+    for f in Path(json.loads(r.stdout)["path"]).rglob("*"):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
 
 
 @pytest.mark.parametrize("name", ["../../escaped", "/../rooted", ".hidden", "a b;c"])
@@ -287,3 +294,19 @@ def test_jobs_are_capped_by_the_servers_free_connections(seeded, tmp_path, movie
         watcher.join()
     assert seeded("backup", "verify", doc["path"]).exit_code == 0
     assert seen and min(seen) >= 2, min(seen)
+
+
+@pytest.mark.parametrize("odd", ["x[/x]", "m[bold]x[/bold]"])
+def test_markup_like_paths_print_as_themselves(seeded, tmp_path, odd):
+    import shlex
+
+    backup_dir = tmp_path / odd
+    r = seeded("backup", MOVIE_BACKUP_DIR=str(backup_dir))
+    assert r.exit_code == 0, r.output
+    drill = next(ln for ln in r.stdout.splitlines() if "drill it:" in ln)
+    path = shlex.split(drill.split("drill it:", 1)[1])[3]
+    assert Path(path).parent == backup_dir and Path(path).exists()
+    r = seeded("backup", "list", MOVIE_BACKUP_DIR=str(backup_dir))
+    assert r.exit_code == 0 and "Traceback" not in r.output
+    r = seeded("backup", "list", "--json", MOVIE_BACKUP_DIR=str(backup_dir))
+    assert [b["path"] for b in json.loads(r.stdout)["backups"]] == [path]

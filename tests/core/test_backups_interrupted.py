@@ -174,3 +174,74 @@ def test_printed_commands_are_shell_quoted_and_undo_runs_as_printed(seeded, tmp_
     assert undo[-1] == "--yes" and Path(undo[2]).exists()
     r = seeded(*undo[1:])  # exactly as printed, without the program name
     assert r.exit_code == 0, r.output
+
+
+def test_a_failing_restore_through_sql_reports_psqls_first_error(tmp_path):
+    """Into PostgreSQL < 17 a newer pg_restore goes through psql; its failure is one clear
+    line, not a silent exit (a broken pipe used to swallow it), and nothing stays."""
+    from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
+    from moviectl.infra.ports import free_port
+    from tests.conftest import Cli
+
+    pg15 = Path("/usr/lib/postgresql/15/bin")
+    if not (pg15 / "postgres").exists():
+        pytest.skip("needs Debian's postgresql-15 (.ci/run installs it)")
+    srv = EmbeddedServer(tmp_path / "s", free_port(), "postgres", "pw", pg15, dict(TEST_OPTIONS))
+    srv.start()
+    try:
+        url = f"postgresql://postgres:pw@127.0.0.1:{srv.port}/postgres"
+        cli = Cli({"MOVIE_DATABASE_URL": url})
+        assert cli("migrate").exit_code == 0 and cli("seed", "--sample", "50").exit_code == 0
+        path = Path(_backup(cli, tmp_path)["path"])
+        tpl = f"postgresql://postgres:pw@127.0.0.1:{srv.port}/template1"
+        with psycopg.connect(tpl, autocommit=True) as c:  # every new database inherits it
+            c.execute("CREATE TABLE movies (x int)")
+        r = cli("restore", str(path), "--into", "fresh")
+        assert r.exit_code == 1, r.output
+        assert 'relation "movies" already exists' in r.stderr
+        assert _databases(url, "fresh") == []
+    finally:
+        srv.stop("immediate")
+
+
+def test_restore_refuses_a_database_with_objects_outside_public(seeded, tmp_path, movie_db_url):
+    path = Path(_backup(seeded, tmp_path)["path"])
+    base = movie_db_url.rsplit("/", 1)[0]
+    with psycopg.connect(movie_db_url, autocommit=True) as c:
+        c.execute("CREATE DATABASE theirs")
+    try:
+        with psycopg.connect(f"{base}/theirs", autocommit=True) as c:
+            c.execute("CREATE SCHEMA app; CREATE TABLE app.keep (id int)")
+            c.execute("INSERT INTO app.keep VALUES (42)")
+        r = seeded("restore", str(path), "--into", "theirs")
+        assert r.exit_code == 5 and "not empty" in r.stderr, r.output
+        with psycopg.connect(f"{base}/theirs") as c:
+            assert c.execute("SELECT to_regclass('public.movies')").fetchone()[0] is None
+    finally:
+        with psycopg.connect(movie_db_url, autocommit=True) as c:
+            c.execute("DROP DATABASE theirs WITH (FORCE)")
+
+
+def test_every_run_cleans_every_kind_of_leftover(seeded, tmp_path, movie_db_url):
+    """A killed backup's partial goes with the next restore; a killed drill's database goes
+    with the next backup (doctor promises "the next backup / restore / verify")."""
+    good = Path(_backup(seeded, tmp_path)["path"])
+    cmd = [sys.executable, "-m", "moviectl", "backup", "--output", str(tmp_path)]
+    proc = subprocess.Popen(cmd, env=subprocess_env(**seeded.env), stderr=subprocess.PIPE)
+    assert _wait_for(lambda: _tools_of(proc.pid)), "pg_dump never started"
+    proc.kill()
+    proc.wait(timeout=30)
+    assert [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    r = seeded("restore", str(good), "--into", "cleaned_up")
+    assert r.exit_code == 0, r.output
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    cmd = [sys.executable, "-m", "moviectl", "backup", "verify", str(good)]
+    proc = subprocess.Popen(cmd, env=subprocess_env(**seeded.env), stderr=subprocess.PIPE)
+    assert _wait_for(lambda: _tools_of(proc.pid)), "pg_restore never started"
+    proc.kill()
+    proc.wait(timeout=30)
+    assert len(_databases(movie_db_url, "movies_verify_%")) == 1
+    _backup(seeded, tmp_path)
+    assert _databases(movie_db_url, "movies_verify_%") == []
+    with psycopg.connect(movie_db_url, autocommit=True) as c:
+        c.execute("DROP DATABASE cleaned_up WITH (FORCE)")

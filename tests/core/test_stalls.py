@@ -115,3 +115,29 @@ def test_tcp_liveness_reaches_the_child_tools():
 
     info = DbTarget("h", 5432, "u", "secret", "movies").child_conninfo()
     assert "keepalives='1'" in info and "tcp_user_timeout=" in info and "secret" not in info
+
+
+@pytest.mark.parametrize("command", [["restore"], ["backup", "verify"]])
+def test_restore_and_drill_against_a_paused_server_fail_with_3_in_bounded_time(
+    paused_later, tmp_path, command
+):
+    cli, srv = paused_later
+    r = cli("backup", "--output", str(tmp_path), "--json")
+    assert r.exit_code == 0, r.output
+    import json
+
+    path = json.loads(r.stdout)["path"]
+    cmd = [sys.executable, "-m", "moviectl", *command, path]
+    proc = subprocess.Popen(cmd, env=subprocess_env(**cli.env), stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait_for(lambda: _children_named(proc.pid, "pg_restore")), "no pg_restore"
+        _signal_cluster(srv, signal.SIGSTOP)
+        started = time.monotonic()
+        _, err = proc.communicate(timeout=60)
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _signal_cluster(srv, signal.SIGCONT)
+    assert proc.returncode == 3, err
+    assert "stopped answering" in err and took < 15, (took, err)

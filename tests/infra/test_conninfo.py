@@ -7,8 +7,9 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from moviectl.infra.conninfo import parse_conninfo, parse_db_url
+from moviectl.infra.conninfo import parse_db_url
 from moviectl.infra.errors import ConfigError
+from moviectl.infra.libpq_syntax import parse_conninfo
 
 SAME_AS_LIBPQ = [
     "postgresql://movie@127.0.0.1:5432/movies?password=S3cret",

@@ -6,6 +6,7 @@ pg_dump fits the server, the dump runs inside the db container (``container_dump
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -25,7 +26,7 @@ from moviectl.core.backups.fileio import (
     size_of,
     write_json_atomic,
 )
-from moviectl.core.backups.leftovers import clean_partials, partial_name
+from moviectl.core.backups.leftovers import clean_databases, clean_partials, partial_name
 from moviectl.core.backups.manifest import FORMATS, Manifest, manifest_path
 from moviectl.infra.engine import connect
 from moviectl.infra.errors import CheckFailed, InputFileError, MoviectlError, ToolMissing
@@ -196,7 +197,12 @@ def backup(
         raise InputFileError(f"unknown format {fmt!r}", hint="custom, directory or plain")
     target = settings.target(database)
     out = _out_dir(settings, output)
-    clean_partials(out)  # what killed runs left here
+    clean_partials(out)  # what killed runs left here, and on the server
+    with (
+        contextlib.suppress(MoviectlError),
+        connect(target.with_database("postgres"), connect_timeout=settings.connect_timeout) as c,
+    ):
+        clean_databases(c)
     started = datetime.now(UTC)
     t0 = time.monotonic()
     letter, suffix = FORMATS[fmt]
@@ -210,6 +216,9 @@ def backup(
         remove_path(tmp)  # whatever stopped the dump, no temp file stays
         raise
     try:
+        if tmp.is_dir():  # pg_dump -Fd writes its files with the umask's mode
+            for f in tmp.rglob("*"):
+                f.chmod(0o600 if f.is_file() else 0o700)
         _read_back(settings, tmp, fmt)
         digest = sha256_of(tmp)
         finished = datetime.now(UTC)

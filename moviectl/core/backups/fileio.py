@@ -61,6 +61,7 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 def make_private_dir(path: Path) -> None:
     """Create ``path`` (and parents) if missing; the directory moviectl creates is 0700."""
-    if not path.is_dir():
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path.chmod(0o700)
+    missing = [p for p in [path, *path.parents] if not p.exists()]
+    for d in reversed(missing):  # every directory it makes, parents included
+        d.mkdir(mode=0o700, exist_ok=True)
+        d.chmod(0o700)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from moviectl.core.backups.dump import backup, snapshot
-from moviectl.core.backups.leftovers import clean_databases, loading_mark
+from moviectl.core.backups.leftovers import clean_databases, clean_partials, loading_mark
 from moviectl.core.backups.manifest import Manifest, check_checksum, load_manifest
 from moviectl.infra.admin import (
     comment_database,
@@ -25,7 +25,7 @@ from moviectl.infra.admin import (
     protected_reason,
 )
 from moviectl.infra.engine import connect
-from moviectl.infra.errors import CheckFailed, Refused, UsageError
+from moviectl.infra.errors import CheckFailed, Refused, Unreachable, UsageError
 from moviectl.infra.pgtools import child_env, find_tool, first_error, popen_child, run_child
 from moviectl.infra.settings import DbTarget, Settings
 from moviectl.infra.watchdog import StallWatch
@@ -48,6 +48,23 @@ class RestoreResult:
     seconds: float
 
 
+# Anything a user made, in any schema: relations, standalone types, functions, schemas.
+USER_OBJECTS = r"""
+SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+          AND n.nspname NOT LIKE 'pg\_%')
+     + (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+          AND n.nspname NOT LIKE 'pg\_%' AND t.typrelid = 0 AND t.typelem = 0)
+     + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+          AND n.nspname NOT LIKE 'pg\_%')
+     + (SELECT count(*) FROM pg_namespace
+        WHERE nspname NOT IN ('public', 'pg_catalog', 'information_schema')
+          AND nspname NOT LIKE 'pg\_%')
+"""
+
+
 def maintenance_target(settings: Settings) -> DbTarget:
     return settings.target("postgres")
 
@@ -58,7 +75,7 @@ def database_state(settings: Settings, name: str) -> tuple[bool, bool]:
         if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
             return False, False
     with connect(settings.target(name), connect_timeout=settings.connect_timeout) as c:
-        n = c.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()
+        n = c.execute(USER_OBJECTS).fetchone()
     return True, bool(n and n[0])
 
 
@@ -74,7 +91,12 @@ def server_facts(settings: Settings) -> tuple[int, bool]:
 
 
 def create_database_for_restore(
-    settings: Settings, name: str, *, drop_first: bool = False, loading: str | None = None
+    settings: Settings,
+    name: str,
+    *,
+    drop_first: bool = False,
+    loading: str | None = None,
+    backup_dir: Path | None = None,
 ) -> None:
     """Create ``name`` (after dropping it, keeping its comment, with ``drop_first``).
 
@@ -84,6 +106,8 @@ def create_database_for_restore(
     admin = maintenance_target(settings)
     with connect(admin, connect_timeout=settings.connect_timeout) as c:
         clean_databases(c)  # what killed restores and drills left on this server
+        for d in {Path(settings.backup_dir), *([backup_dir] if backup_dir else [])}:
+            clean_partials(d)  # and what killed backups left
         comment = None
         if drop_first:  # keep the database's comment (e.g. moviectl's ownership mark)
             comment = database_comment(c, name)[1]
@@ -170,14 +194,15 @@ def _restore_via_sql(
                 if not line.startswith(b"SET transaction_timeout"):
                     sink.stdin.write(line)
         except BrokenPipeError:
-            pass  # psql stopped at the first error; its stderr says why
+            gen.kill()  # psql stopped at the first error; its stderr says why
         finally:
-            sink.stdin.close()
+            with contextlib.suppress(BrokenPipeError):
+                sink.stdin.close()
         gen_code, sink_code = gen.wait(), sink.wait()
-        code = gen_code or sink_code
+        code = sink_code or gen_code
         gen_err.seek(0)
         sink_err.seek(0)
-        err = (gen_err.read() + sink_err.read()).decode(errors="replace")
+        err = (sink_err.read() + gen_err.read()).decode(errors="replace")
     return subprocess.CompletedProcess([], code, "", err)
 
 
@@ -224,7 +249,8 @@ def restore(
     if exists and nonempty:
         if not force:
             raise Refused(
-                f"database {name!r} exists and is not empty: refusing to overwrite it",
+                f"database {name!r} exists and is not empty (tables, types, functions or "
+                "schemas): refusing to restore into it",
                 hint="restore into a new database (omit --into), or pass --force: moviectl "
                 "then takes a safety backup of it first",
             )
@@ -233,12 +259,17 @@ def restore(
         undo = shlex.join(["moviectl", "restore", safe.path, "--into", name, "--force", "--yes"])
         create_database_for_restore(settings, name, drop_first=True)
     elif not exists:
-        create_database_for_restore(settings, name, loading="restore")
+        create_database_for_restore(settings, name, loading="restore", backup_dir=path.parent)
     target = settings.target(name)
     try:
         load_into(settings, path, man, target, jobs)
     except BaseException as exc:
-        if not exists:  # all or nothing: the database this restore created goes again
+        if isinstance(exc, Unreachable):  # the server is gone: no waiting on it again
+            exc.hint = (
+                f"{name!r} stays half-loaded and marked; the next restore or backup verify "
+                "drops it (or DROP DATABASE it yourself)"
+            )
+        elif not exists:  # all or nothing: the database this restore created goes again
             with contextlib.suppress(Exception):
                 drop_database(settings, name)
         elif isinstance(exc, CheckFailed) and undo:

@@ -7,6 +7,7 @@ dropped again; the outcome is recorded in the manifest.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from moviectl.core.backups.restore import (
     drop_database,
     load_into,
 )
-from moviectl.infra.errors import CheckFailed
+from moviectl.infra.errors import CheckFailed, MoviectlError, Unreachable
 from moviectl.infra.settings import Settings
 
 
@@ -37,12 +38,17 @@ def verify(settings: Settings, path: Path) -> VerifyResult:
         record_verification(path, man, result.ok)
         return result
     name = f"movies_verify_{secrets.token_hex(6)}"
-    create_database_for_restore(settings, name, loading="verify")
+    create_database_for_restore(settings, name, loading="verify", backup_dir=path.parent)
     try:
         load_into(settings, path, man, settings.target(name), None)
         _, _, rev, counts = snapshot(settings, settings.target(name))
-    finally:
-        drop_database(settings, name)
+    except Unreachable:
+        raise  # the server is gone: the marked database is dropped by the next run
+    except BaseException:
+        with contextlib.suppress(MoviectlError):
+            drop_database(settings, name)
+        raise
+    drop_database(settings, name)
     diffs = compare(man, rev, counts)
     result = VerifyResult(
         str(path),

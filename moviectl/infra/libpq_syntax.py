@@ -1,0 +1,165 @@
+"""libpq's connection string syntax, in the standard library: URIs and key=value strings.
+
+Follows libpq's own rules (held to psycopg's ``conninfo_to_dict``, i.e. libpq's parser, by
+tests/infra/test_conninfo.py), without importing psycopg (the ``--live`` fast path uses it).
+Errors name the problem and never echo the input: it may hold a password.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote
+
+from moviectl.infra.errors import ConfigError
+
+# libpq's connection keywords (PostgreSQL 17); anything else is an error, as in libpq.
+LIBPQ_KEYWORDS = frozenset(
+    """host hostaddr port dbname user password passfile require_auth channel_binding
+    connect_timeout client_encoding options application_name fallback_application_name
+    keepalives keepalives_idle keepalives_interval keepalives_count tcp_user_timeout
+    replication gssencmode sslmode sslnegotiation sslcompression sslcert sslkey
+    sslcertmode sslpassword sslrootcert sslcrl sslcrldir sslsni requirepeer
+    ssl_min_protocol_version ssl_max_protocol_version krbsrvname gsslib gssdelegation
+    service target_session_attrs load_balance_hosts""".split()
+)
+SECRET_KEYS = frozenset({"password", "sslpassword"})
+TLS_MODES = ("require", "verify-ca", "verify-full")
+_URI_PREFIXES = ("postgresql://", "postgres://")
+
+
+def bad_conninfo(name: str, problem: str) -> ConfigError:
+    """A parse error that names the problem and never the input (it may hold a password)."""
+    return ConfigError(
+        f"malformed {name}: {problem}",
+        hint="expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE or key=value pairs; "
+        "percent-encode special characters in the password (/ → %2F, @ → %40)",
+    )
+
+
+def _decode(text: str, name: str, what: str) -> str:
+    if re.search(r"%(?![0-9A-Fa-f]{2})", text):
+        raise bad_conninfo(name, f"invalid percent-encoding in the {what}")
+    try:
+        return unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        raise bad_conninfo(name, f"the {what} is not valid UTF-8 after percent-decoding") from None
+
+
+def _parse_uri(text: str, name: str) -> dict[str, str]:
+    _, _, rest = text.partition("://")
+    # libpq: the user info ends at the first '@' met before any '/' ('?' and '#' included)
+    cut = min([i for i in (rest.find("@"), rest.find("/")) if i >= 0], default=-1)
+    out: dict[str, str] = {}
+    if cut >= 0 and rest[cut] == "@":
+        userinfo, rest = rest[:cut], rest[cut + 1 :]
+        user, colon, password = userinfo.partition(":")
+        if user:
+            out["user"] = _decode(user, name, "user name")
+        if colon:
+            out["password"] = _decode(password, name, "password")
+    rest, _, query = rest.partition("?")
+    hostspec, slash, path = rest.partition("/")
+    hosts, ports = [], []
+    for item in hostspec.split(",") if hostspec else []:
+        if item.startswith("["):
+            end = item.find("]")
+            if end < 0:
+                raise bad_conninfo(name, "an IPv6 address lacks its closing ']'")
+            host, after = item[1:end], item[end + 1 :]
+            if after and not after.startswith(":"):
+                raise bad_conninfo(name, "unexpected characters after an IPv6 address")
+            port = after[1:]
+        else:
+            host, _, port = item.partition(":")
+        hosts.append(_decode(host, name, "host"))
+        ports.append(_decode(port, name, "port"))
+    if any(hosts):
+        out["host"] = ",".join(hosts)
+    if any(ports):
+        out["port"] = ",".join(ports)
+    if "@" in path or "@" in hostspec:
+        raise bad_conninfo(
+            name, "an '@' after the host: is there a '/' in the password? (write it %2F)"
+        )
+    if slash and path:
+        out["dbname"] = _decode(path, name, "database name")
+    for pair in query.split("&") if query else []:
+        key, eq, value = pair.partition("=")
+        if not eq:
+            raise bad_conninfo(name, "a query parameter has no '=value'")
+        key, value = _decode(key, name, "query"), _decode(value, name, "query")
+        if key == "ssl" and value == "true":  # libpq's JDBC compatibility
+            key, value = "sslmode", "require"
+        if key not in LIBPQ_KEYWORDS:
+            raise bad_conninfo(name, f"unknown connection option {key!r}")
+        out[key] = value
+    return out
+
+
+def _parse_keywords(text: str, name: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    i, n = 0, len(text)
+    while True:
+        while i < n and text[i].isspace():
+            i += 1
+        if i >= n:
+            return out
+        start = i
+        while i < n and text[i] != "=" and not text[i].isspace():
+            i += 1
+        key = text[start:i]
+        while i < n and text[i].isspace():
+            i += 1
+        if i >= n or text[i] != "=" or not key:
+            raise bad_conninfo(name, "expected key=value pairs")
+        i += 1
+        while i < n and text[i].isspace():
+            i += 1
+        value: list[str] = []
+        if i < n and text[i] == "'":
+            i += 1
+            while True:
+                if i >= n:
+                    raise bad_conninfo(name, "an unterminated quoted value")
+                if text[i] == "\\" and i + 1 < n:
+                    value.append(text[i + 1])
+                    i += 2
+                elif text[i] == "'":
+                    i += 1
+                    break
+                else:
+                    value.append(text[i])
+                    i += 1
+        else:
+            while i < n and not text[i].isspace():
+                if text[i] == "\\" and i + 1 < n:
+                    value.append(text[i + 1])
+                    i += 2
+                else:
+                    value.append(text[i])
+                    i += 1
+        if key not in LIBPQ_KEYWORDS:
+            raise bad_conninfo(name, f"unknown connection option {key!r}")
+        out[key] = "".join(value)
+
+
+def parse_conninfo(text: str, name: str = "URL") -> dict[str, str]:
+    """libpq's keywords and values of a URI or a key=value string (libpq's rules)."""
+    text = text.strip()
+    if not text:
+        raise bad_conninfo(name, "it is empty")
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme:
+        if scheme.split("+", 1)[0] not in ("postgresql", "postgres"):
+            raise bad_conninfo(name, "the scheme must be postgresql:// or postgres://")
+        return _parse_uri("postgresql://" + text.split("://", 1)[1], name)
+    if "=" in text:
+        return _parse_keywords(text, name)
+    raise bad_conninfo(name, "neither a postgresql:// URL nor key=value pairs")
+
+
+def port_number(text: str, name: str) -> int:
+    """A port as libpq would take it, but 0 and out-of-range ports are refused."""
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise bad_conninfo(name, "the port must be a number from 1 to 65535")
+    return int(text)
