@@ -115,7 +115,9 @@ def movie_db_url(
     node = request.node
     if isinstance(node, pytest.Item):
         node.stash[_DB_KEY] = db.name
-    yield db.full_url or ""
+    from moviectl.infra.conninfo import SecretUrl
+
+    yield SecretUrl(db.full_url or "")  # its repr (pytest's failure report) hides the password
     failed = isinstance(node, pytest.Item) and node.stash.get(_FAILED_KEY, False)
     if failed and request.config.getoption("--moviectl-keep-failed"):
         return

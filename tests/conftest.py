@@ -119,13 +119,50 @@ def empty_db_url(moviectl_settings: Settings, moviectl_admin_target: DbTarget) -
 
 @dataclass
 class Cli:
-    """Runs the real CLI in-process against the test database."""
+    """Runs the real CLI in-process against the test database.
+
+    Every run is checked: no password it was given (``*PASSWORD*`` variables, passwords
+    inside URLs) may appear in what the command printed, unless the command was asked to
+    print a URL with its password (``--print-url``).
+    """
 
     env: dict[str, str] = field(default_factory=dict)
 
     def __call__(self, *args: str, input: str | None = None, **env: str) -> Any:
         runner = CliRunner()
-        return runner.invoke(app, list(args), env={**self.env, **env}, input=input)
+        merged = {**self.env, **env}
+        result = runner.invoke(app, list(args), env=merged, input=input)
+        if "--print-url" not in args:
+            for secret in _secrets(merged):
+                assert secret not in result.output, f"a password was printed by {args}"
+        return result
+
+    def __repr__(self) -> str:  # pytest prints fixtures of failing tests
+        return f"Cli(env={ {k: _masked(k, v) for k, v in self.env.items()} })"
+
+
+def _secrets(env: dict[str, str]) -> list[str]:
+    from moviectl.infra.conninfo import parse_db_url
+    from moviectl.infra.errors import MoviectlError
+
+    found = [v for k, v in env.items() if "PASSWORD" in k.upper() and len(v) >= 4]
+    for k, v in env.items():
+        if "URL" in k.upper():
+            try:
+                pw = parse_db_url(v).password
+            except MoviectlError:
+                continue
+            if pw and len(pw) >= 4:
+                found.append(pw)
+    return found
+
+
+def _masked(key: str, value: str) -> str:
+    from moviectl.infra.conninfo import mask_url
+
+    if "PASSWORD" in key.upper():
+        return "***"
+    return mask_url(value) if "URL" in key.upper() else value
 
 
 @pytest.fixture

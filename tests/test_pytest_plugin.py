@@ -30,6 +30,8 @@ def test_plugin_fixtures_keep_failed_and_report(pytester, moviectl_admin_target,
         "-p", "no:cacheprovider", "--moviectl-keep-failed", "-n", "0"
     )
     result.assert_outcomes(passed=2, failed=1)
+    assert moviectl_admin_target.password not in result.stdout.str()  # the failure report
+    assert "movie_db_url = 'postgresql://postgres:***@" in result.stdout.str()
     result.stdout.re_match_lines(
         [r".*test database: movies_test_[0-9a-f]+ \(kept for inspection\).*"]
     )

@@ -273,3 +273,13 @@ def mask_url(url: str) -> str:
         return parse_db_url(url).url(masked=True)
     except ConfigError:
         return "(unparseable: hidden, it may contain a password)"
+
+
+class SecretUrl(str):
+    """A connection URL that holds its password but never shows it: its ``repr`` (what
+    pytest prints for a failing test's fixtures, what debuggers and logs show) is masked."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(mask_url(str(self)))

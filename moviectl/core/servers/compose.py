@@ -70,6 +70,7 @@ class DbService:
     restart: str | None = None
     config_file: Path = Path()
     working_dir: Path = Path()
+    secrets: dict[str, Path] = field(default_factory=dict)  # target name → host file
 
     @property
     def container_name(self) -> str:
@@ -155,6 +156,15 @@ def db_service(path: Path, env: Mapping[str, str], project: str | None = None) -
         src, _, dst = str(v).partition(":")
         if dst and not src.startswith((".", "/")):
             volume, target = src, dst.split(":")[0]
+    secrets: dict[str, Path] = {}
+    top = doc.get("secrets") or {}
+    for item in svc.get("secrets") or []:
+        source = str(item.get("source") if isinstance(item, dict) else item)
+        mount = str((item.get("target") if isinstance(item, dict) else None) or source)
+        spec = top.get(source) if isinstance(top, dict) else None
+        if not isinstance(spec, dict) or not spec.get("file"):
+            raise InputFileError(f"compose file {path}: secret {source!r} has no file")
+        secrets[mount] = (path.parent / str(spec["file"])).resolve()
     return DbService(
         project=name,
         image=str(svc["image"]),
@@ -168,4 +178,5 @@ def db_service(path: Path, env: Mapping[str, str], project: str | None = None) -
         restart=svc.get("restart"),
         config_file=path,
         working_dir=path.parent,
+        secrets=secrets,
     )

@@ -22,6 +22,7 @@ from moviectl.core.servers.docker_engine import (
     config_hash,
     labels,
     owner_of,
+    secrets_as_files,
 )
 from moviectl.infra.errors import PortInUse, Refused, ServerError, Unreachable
 from moviectl.infra.ports import describe_port_owner, port_is_free
@@ -137,15 +138,21 @@ class DockerBackend:
             if test
             else None
         )
-        volumes = (
-            {svc.volume_name: {"bind": svc.volume_target, "mode": "rw"}}
-            if svc.volume_name
-            else None
+        environment, secret_mounts = secrets_as_files(
+            svc, self.settings, self.settings.target().password or ""
         )
+        volumes = {
+            **(
+                {svc.volume_name: {"bind": svc.volume_target, "mode": "rw"}}
+                if svc.volume_name
+                else {}
+            ),
+            **secret_mounts,
+        }
         return self.client.containers.create(
             svc.image,
             name=svc.container_name,
-            environment=svc.environment,
+            environment=environment,
             labels=labels(
                 svc,
                 self.owner,
@@ -160,7 +167,7 @@ class DockerBackend:
                 },
             ),
             ports={f"{svc.container_port}/tcp": (svc.host_ip, svc.host_port)},
-            volumes=volumes,
+            volumes=volumes or None,
             healthcheck=healthcheck,
             restart_policy={"Name": svc.restart} if svc.restart else None,
             network=svc.network_name,

@@ -63,6 +63,7 @@ def compose_env(settings: Settings) -> dict[str, str]:
     env.update(
         MOVIE_DB_USER=t.user,
         MOVIE_DB_PASSWORD=t.password or "",
+        MOVIE_DB_PASSWORD_FILE=str(password_file(settings)),
         MOVIE_DB_NAME=t.database,
         MOVIE_DB_PORT=str(t.port),
         MOVIE_DB_IMAGE=settings.db_image,
@@ -110,3 +111,43 @@ def labels(svc: DbService, owner: str, **extra: str) -> dict[str, str]:
 
 class ImageUnavailable(ServerError):
     """The image is not here and cannot be pulled (``auto`` then falls back to embedded)."""
+
+
+def password_file(settings: Settings) -> Path:
+    """The file the db container reads its password from (POSTGRES_PASSWORD_FILE)."""
+    project = settings.compose_project or "moviectl"
+    return Path(settings.data_dir).resolve() / "secrets" / f"{project}-postgres-password"
+
+
+def write_password_file(path: Path, password: str) -> None:
+    """Write the password where the container reads it: 0600 in a 0700 directory."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.parent.chmod(0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password)
+    os.replace(tmp, path)
+
+
+def secrets_as_files(
+    svc: DbService, settings: Settings, password: str
+) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """The container's environment and bind mounts with every secret as a read-only file.
+
+    A ``POSTGRES_PASSWORD`` in the compose file becomes ``POSTGRES_PASSWORD_FILE`` too, so
+    `docker inspect` never shows a password, whatever the compose file says.
+    """
+    env = dict(svc.environment)
+    files = dict(svc.secrets)
+    if "POSTGRES_PASSWORD" in env:
+        env.pop("POSTGRES_PASSWORD")
+        env["POSTGRES_PASSWORD_FILE"] = "/run/secrets/postgres-password"
+        files["postgres-password"] = password_file(settings)
+    own = password_file(settings)
+    if own in files.values():
+        write_password_file(own, password)
+    mounts = {
+        str(host): {"bind": f"/run/secrets/{name}", "mode": "ro"} for name, host in files.items()
+    }
+    return env, mounts

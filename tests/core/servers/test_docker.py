@@ -163,9 +163,8 @@ def test_container_exiting_during_start_shows_its_log(dk, tmp_path):
 
     text = compose_path(Path("compose/docker-compose.yml")).read_text()
     broken = tmp_path / "docker-compose.yml"
-    broken.write_text(
-        text.replace("POSTGRES_PASSWORD: ${MOVIE_DB_PASSWORD:-movie}", 'POSTGRES_PASSWORD: ""')
-    )
+    assert "POSTGRES_PASSWORD_FILE: /run/secrets/postgres-password" in text
+    broken.write_text(text.replace("POSTGRES_PASSWORD_FILE: /run/secrets/postgres-password", ""))
     r = dk("db", "up", "--timeout", "30", MOVIE_COMPOSE_FILE=str(broken))
     assert r.exit_code == 8, r.output
     assert "exited during start" in r.stderr
@@ -272,3 +271,22 @@ def test_two_checkouts_with_the_same_project_do_not_share_or_delete(dk, tmp_path
     assert r.exit_code == 5, r.output
     with psycopg.connect(_url(dk)) as c:
         assert c.execute("SELECT v FROM mine").fetchone()[0] == "checkout A"
+
+
+def test_docker_inspect_shows_no_password(dk):
+    """The container reads its password from a 0600 file (POSTGRES_PASSWORD_FILE)."""
+    import docker
+
+    assert dk("db", "up").exit_code == 0
+    client = docker.from_env()
+    try:
+        c = client.containers.get(f"{dk.env['MOVIE_COMPOSE_PROJECT']}-db-1")
+        inspected = json.dumps(c.attrs)
+    finally:
+        client.close()
+    assert "dk-secret" not in inspected
+    assert "POSTGRES_PASSWORD_FILE=/run/secrets/postgres-password" in c.attrs["Config"]["Env"]
+    secret = next(Path(dk.env["MOVIE_DATA_DIR"]).glob("secrets/*postgres-password"))
+    assert oct(secret.stat().st_mode & 0o777) == "0o600"
+    with psycopg.connect(_url(dk)) as conn:  # the password in the file is the one that works
+        assert conn.execute("select 1").fetchone()[0] == 1
