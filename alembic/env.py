@@ -1,9 +1,11 @@
-"""Alembic environment: the URL comes from moviectl's settings, never from a file.
+"""Alembic environment: the connection comes from moviectl's settings, never from a file.
 
-Used both by `moviectl migrate` (which passes its settings in ``config.attributes``)
-and by `alembic upgrade head` run by hand from the repository root. Online runs
-hold moviectl's migration advisory lock, so two concurrent migrations never
-interleave.
+- A connection handed in as ``config.attributes["connection"]`` (Alembic's "sharing a
+  connection" recipe, used by migration-testing tools) is used as it is, and settings are
+  not read at all: the migration runs where the caller says, never on the app database.
+- Otherwise `moviectl migrate` passes its settings in ``config.attributes["settings"]``,
+  and `alembic upgrade head` by hand reads them from MOVIE_* / .env.
+Online runs hold moviectl's migration advisory lock, so two migrations never interleave.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ config = context.config
 if config.config_file_name is not None and not config.attributes.get("settings"):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
-settings = config.attributes.get("settings") or load_settings()
+
+def _settings():  # type: ignore[no-untyped-def]
+    return config.attributes.get("settings") or load_settings()
 
 
 def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-untyped-def]
@@ -41,29 +45,44 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def _target_of(connection):  # type: ignore[no-untyped-def]
+    """Where a handed-in connection points, for the lock's messages (no password)."""
+    from moviectl.infra.conninfo import DbTarget
+
+    info = connection.connection.dbapi_connection.info
+    return DbTarget(info.host, int(info.port), info.user, None, info.dbname)
+
+
+def run_on(connection, lock_timeout: float, target) -> None:  # type: ignore[no-untyped-def]
+    with migration_lock(connection, lock_timeout, target):
+        # Read inside the lock, so a migration that waited reports what it really did.
+        config.attributes["from_revision"] = MigrationContext.configure(
+            connection
+        ).get_current_revision()
+        applied: list[str] = config.attributes.setdefault("applied", [])
+        context.configure(
+            connection=connection,
+            target_metadata=metadata,
+            include_object=include_object,
+            compare_type=True,
+            # each step names the revision it applies (upgrade) or removes (downgrade)
+            on_version_apply=lambda step, **_: applied.append(step.up_revision_id),
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        connection.commit()
+
+
 def run_migrations_online() -> None:
+    handed = config.attributes.get("connection")
+    if handed is not None:  # the caller's connection, the caller's database
+        run_on(handed, 10.0, _target_of(handed))
+        return
+    settings = _settings()
     engine = make_engine(settings, pooled=False, application_name="moviectl migrate")
     try:
-        with (
-            engine.connect() as connection,
-            migration_lock(connection, settings.migrate_lock_timeout, settings.target()),
-        ):
-            # Read inside the lock, so a migration that waited reports what it really did.
-            config.attributes["from_revision"] = MigrationContext.configure(
-                connection
-            ).get_current_revision()
-            applied: list[str] = config.attributes.setdefault("applied", [])
-            context.configure(
-                connection=connection,
-                target_metadata=metadata,
-                include_object=include_object,
-                compare_type=True,
-                # each step names the revision it applies (upgrade) or removes (downgrade)
-                on_version_apply=lambda step, **_: applied.append(step.up_revision_id),
-            )
-            with context.begin_transaction():
-                context.run_migrations()
-            connection.commit()
+        with engine.connect() as connection:
+            run_on(connection, settings.migrate_lock_timeout, settings.target())
     finally:
         engine.dispose()
 

@@ -209,6 +209,8 @@ def render_backup(c: Console, r: Any) -> None:
         f"{len(m.row_counts)} tables, {fmt_duration(m.seconds)}"
     )
     c.print(f"  pg_dump {m.pg_dump_version} ({r.via}), server {m.server_version}")
+    if m.note:
+        c.print(f"  [yellow]note:[/] {m.note}")
     c.print(f"  manifest {r.manifest_path}")
     c.print(f"  drill it: {shlex.join(['moviectl', 'backup', 'verify', r.path])}")
 

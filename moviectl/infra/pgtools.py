@@ -135,11 +135,16 @@ def candidates(name: str, settings: Settings) -> list[str]:
 
 
 def find_tool(
-    name: str, settings: Settings, min_major: int | None = None, *, tls: bool = False
+    name: str,
+    settings: Settings,
+    min_major: int | None = None,
+    *,
+    tls: bool = False,
+    prefer_major: int | None = None,
 ) -> Tool:
     """The first ``name`` at least ``min_major`` (pg_dump must match the server's major)
     that, with ``tls``, can make an encrypted connection (never a silent plain one)."""
-    seen = []
+    seen, usable = [], []
     for path in candidates(name, settings):
         tool = tool_version(path)
         if tool is None:
@@ -149,7 +154,9 @@ def find_tool(
             continue
         seen.append(f"{path} ({tool.version})")
         if min_major is None or tool.major >= min_major:
-            return tool
+            usable.append(tool)
+    if usable:  # the server's own major first: its own tools can read what it writes
+        return next((t for t in usable if t.major == prefer_major), usable[0])
     need = f" {min_major} or newer" if min_major else ""
     with_tls = " with TLS support" if tls else ""
     raise ToolMissing(

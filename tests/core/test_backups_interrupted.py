@@ -245,3 +245,39 @@ def test_every_run_cleans_every_kind_of_leftover(seeded, tmp_path, movie_db_url)
     assert _databases(movie_db_url, "movies_verify_%") == []
     with psycopg.connect(movie_db_url, autocommit=True) as c:
         c.execute("DROP DATABASE cleaned_up WITH (FORCE)")
+
+
+def test_when_only_a_newer_pg_dump_exists_the_manifest_says_who_can_read_it(tmp_path, monkeypatch):
+    """PostgreSQL 15 with only pg_dump 18 at hand: the backup says so, records that
+    pg_restore 18 is needed, and its own drill picks one (plain dumps are filtered)."""
+    import moviectl.infra.pgtools as pgtools
+    from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
+    from moviectl.infra.ports import free_port
+    from tests.conftest import Cli
+
+    pg15 = Path("/usr/lib/postgresql/15/bin")
+    if not (pg15 / "postgres").exists():
+        pytest.skip("needs Debian's postgresql-15 (.ci/run installs it)")
+    real = pgtools.candidates
+    monkeypatch.setattr(  # only the wheel's (18) tools
+        pgtools,
+        "candidates",
+        lambda name, s: [
+            c for c in real(name, s) if "/15/" not in c and not c.startswith("/usr/bin")
+        ],
+    )
+    srv = EmbeddedServer(tmp_path / "s", free_port(), "postgres", "pw", pg15, dict(TEST_OPTIONS))
+    srv.start()
+    try:
+        cli = Cli({"MOVIE_DATABASE_URL": f"postgresql://postgres:pw@127.0.0.1:{srv.port}/postgres"})
+        assert cli("migrate").exit_code == 0 and cli("seed", "--sample", "50").exit_code == 0
+        for fmt in ("custom", "plain"):
+            r = cli("backup", "--output", str(tmp_path), "--format", fmt, "--json")
+            assert r.exit_code == 0, r.output
+            man = json.loads(r.stdout)["manifest"]
+            assert man["pg_dump_version"].startswith("18") and "pg_dump 18" in man["note"]
+            assert man["pg_restore_min_major"] == (18 if fmt == "custom" else None)
+            r = cli("backup", "verify", json.loads(r.stdout)["path"])
+            assert r.exit_code == 0, r.output
+    finally:
+        srv.stop("immediate")

@@ -166,3 +166,37 @@ def test_head_revision_without_alembic_agrees_with_alembic():
     from moviectl.core.migrations.scripts import head_revision, script_directory
 
     assert head_revision() == script_directory().get_current_head() == "0002"
+
+
+def test_alembic_command_api_with_a_handed_connection_leaves_the_app_database_alone(
+    movie_db_url, empty_db_url, monkeypatch
+):
+    """Alembic's "sharing a connection" recipe, as migration-testing tools use it: upgrade
+    and downgrade run on the caller's connection, never on what MOVIE_* points at."""
+    import sqlalchemy
+    from alembic import command
+    from alembic.config import Config
+
+    from moviectl.core.migrations.scripts import script_location
+    from moviectl.infra.conninfo import parse_db_url
+
+    monkeypatch.setenv("MOVIE_DATABASE_URL", movie_db_url)  # the app database
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_location()))
+    engine = sqlalchemy.create_engine(
+        "postgresql+psycopg://", connect_args=parse_db_url(empty_db_url).libpq_params()
+    )
+    try:
+        with engine.connect() as connection:
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, "head")
+            command.downgrade(cfg, "base")
+            command.upgrade(cfg, "head")
+            command.downgrade(cfg, "base")
+    finally:
+        engine.dispose()
+    with psycopg.connect(empty_db_url) as c:
+        assert c.execute("SELECT to_regclass('movies')").fetchone()[0] is None
+    with psycopg.connect(movie_db_url) as c:  # untouched: still migrated
+        assert c.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0002"
+        assert c.execute("SELECT to_regclass('movies')").fetchone()[0] == "movies"

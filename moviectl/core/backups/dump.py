@@ -236,6 +236,7 @@ def backup(
             started_at=started.isoformat(),
             finished_at=finished.isoformat(),
             seconds=round(time.monotonic() - t0, 3),
+            **readability(fmt, dump_version, major),
         )
         mpath = manifest_path(final)
         write_json_atomic(mpath, asdict(man))
@@ -267,9 +268,12 @@ def _dump(
         snap_id = str(snap.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
         tls = target.wants_tls or bool(snap.pgconn.ssl_in_use)  # never a plain child
         try:
-            tool, missing = find_tool("pg_dump", settings, major, tls=tls), None
+            tool = find_tool("pg_dump", settings, major, tls=tls, prefer_major=major)
+            missing = None
         except ToolMissing as exc:
             tool, missing = None, exc
+        if fmt != "directory" and in_container_first(settings, tool, major):
+            tool = None  # the Docker backend's own pg_dump, the server's very version
         if tool is None:
             from moviectl.core.backups.container_dump import dump_in_container
 
@@ -315,6 +319,33 @@ def _dump(
             via, dump_version = tool.path, tool.version
         snap.rollback()
     return via, dump_version, version, major, rev, counts
+
+
+def readability(fmt: str, dump_version: str, server_major: int) -> dict[str, Any]:
+    """Which pg_restore reads this dump, and a note when pg_dump was newer than the server."""
+    dump_major = int(dump_version.split(".")[0]) if dump_version[:1].isdigit() else server_major
+    note = None
+    if dump_major > server_major:
+        note = (
+            f"made with pg_dump {dump_major} (the server is PostgreSQL {server_major}; no "
+            f"pg_dump {server_major} was found): "
+            + (
+                f"pg_restore {dump_major} or newer reads it, the server's own cannot"
+                if fmt != "plain"
+                else "its SQL may name settings the server does not know"
+            )
+        )
+    return {"pg_restore_min_major": None if fmt == "plain" else dump_major, "note": note}
+
+
+def in_container_first(settings: Settings, tool: Any, major: int) -> bool:
+    """For the Docker backend, dump with the container's own pg_dump unless the host has
+    one of the server's very major: a backup its own pg_restore reads."""
+    if settings.db_backend != "docker" or (tool is not None and tool.major == major):
+        return False
+    from moviectl.core.servers.docker_engine import engine_answers
+
+    return engine_answers()
 
 
 def _read_back(settings: Settings, path: Path, fmt: str) -> None:

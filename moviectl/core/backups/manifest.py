@@ -35,6 +35,10 @@ class Manifest:
     seconds: float
     verified_at: str | None = None
     verify_result: str | None = None
+    # which pg_restore can read the file (None: plain SQL, any psql); a note when the dump
+    # had to be made by a newer pg_dump than the server's own
+    pg_restore_min_major: int | None = None
+    note: str | None = None
 
 
 @dataclass

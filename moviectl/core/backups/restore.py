@@ -142,10 +142,19 @@ def load_into(
     psql = [find_tool("psql", settings, tls=tls).path, "-X", "-q", "-v", "ON_ERROR_STOP=1"]
     psql += ["-d", conninfo]
     watch = StallWatch.for_settings(settings, target, f"the restore of {path.name}")
-    if man.format == "plain":
+    dump_major = int(man.pg_dump_version.split(".")[0]) if man.pg_dump_version[:1].isdigit() else 0
+    if man.format == "plain" and dump_major >= 17 > server_major:
+        res = _restore_via_sql(None, psql, path, env)  # newer pg_dump's SQL, filtered
+    elif man.format == "plain":
         res = run_child([*psql, "-f", str(path)], env=env, text=True, watch=watch)
     else:
-        tool = find_tool("pg_restore", settings, tls=tls)
+        tool = find_tool(
+            "pg_restore",
+            settings,
+            man.pg_restore_min_major,
+            tls=tls,
+            prefer_major=max(server_major, man.pg_restore_min_major or 0),
+        )
         if tool.major >= 17 > server_major:
             # A newer pg_restore talks settings an older server does not know
             # (transaction_timeout): have it write SQL, drop those lines, feed psql.
@@ -170,17 +179,19 @@ def load_into(
 
 
 def _restore_via_sql(
-    pg_restore: str, psql: list[str], path: Path, env: dict[str, str]
+    pg_restore: str | None, psql: list[str], path: Path, env: dict[str, str]
 ) -> subprocess.CompletedProcess[str]:
+    """SQL (pg_restore's output, or a plain dump itself) into psql, without the settings a
+    newer pg_dump writes that an older server does not know (``transaction_timeout``)."""
     import tempfile
 
     with tempfile.TemporaryFile() as gen_err, tempfile.TemporaryFile() as sink_err:
-        gen = popen_child(
-            [pg_restore, "--no-owner", "--no-privileges", "-f", "-", str(path)],
-            stdout=subprocess.PIPE,
-            stderr=gen_err,
-            env=env,
+        source = (
+            [pg_restore, "--no-owner", "--no-privileges", "-f", "-", str(path)]
+            if pg_restore
+            else ["cat", str(path)]
         )
+        gen = popen_child(source, stdout=subprocess.PIPE, stderr=gen_err, env=env)
         sink = popen_child(
             [*psql, "-f", "-"],
             stdin=subprocess.PIPE,

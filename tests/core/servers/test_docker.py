@@ -290,3 +290,29 @@ def test_docker_inspect_shows_no_password(dk):
     assert oct(secret.stat().st_mode & 0o777) == "0o600"
     with psycopg.connect(_url(dk)) as conn:  # the password in the file is the one that works
         assert conn.execute("select 1").fetchone()[0] == 1
+
+
+@pytest.mark.parametrize("fmt", ["custom", "plain"])
+def test_backups_of_the_postgres_15_container_are_read_by_its_own_tools(dk, tmp_path, fmt):
+    """Dumped with the server's own major (the container's pg_dump, or a host 15): the
+    container's own pg_restore lists a custom backup, and both formats pass the drill."""
+    assert dk("db", "up").exit_code == 0
+    assert dk("migrate").exit_code == 0 and dk("seed", "--sample", "50").exit_code == 0
+    r = dk("backup", "--output", str(tmp_path), "--format", fmt, "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["manifest"]["pg_dump_version"].startswith("15") and doc["manifest"]["note"] is None
+    if fmt == "custom":
+        name = f"{dk.env['MOVIE_COMPOSE_PROJECT']}-db-1"
+        with open(doc["path"], "rb") as fh:
+            listed = subprocess.run(
+                ["docker", "exec", "-i", name, "pg_restore", "--list"],
+                stdin=fh,
+                capture_output=True,
+                timeout=60,
+            )
+        assert listed.returncode == 0, listed.stderr
+        assert b"TABLE DATA public movies" in listed.stdout
+        assert doc["manifest"]["pg_restore_min_major"] == 15
+    r = dk("backup", "verify", doc["path"])
+    assert r.exit_code == 0, r.output
