@@ -316,3 +316,56 @@ def test_backups_of_the_postgres_15_container_are_read_by_its_own_tools(dk, tmp_
         assert doc["manifest"]["pg_restore_min_major"] == 15
     r = dk("backup", "verify", doc["path"])
     assert r.exit_code == 0, r.output
+
+
+def _compose(client: list[str], project: str, env: dict[str, str], *args: str):
+    from moviectl.core.servers.compose import compose_path
+
+    compose_file = str(compose_path(Path("compose/docker-compose.yml")))
+    return subprocess.run(
+        [*client, "-p", project, "-f", compose_file, *args],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(**env),
+        timeout=180,
+    )
+
+
+def _compose_env(dk) -> dict[str, str]:
+    """What Compose needs to interpolate the file as moviectl does (the password as a file)."""
+    project = dk.env["MOVIE_COMPOSE_PROJECT"]
+    secret = Path(dk.env["MOVIE_DATA_DIR"]).resolve() / "secrets" / f"{project}-postgres-password"
+    secret.parent.mkdir(parents=True, exist_ok=True)
+    secret.write_text(dk.env["MOVIE_DB_PASSWORD"])
+    secret.chmod(0o600)
+    return {**dk.env, "MOVIE_DB_PASSWORD_FILE": str(secret)}
+
+
+@pytest.mark.parametrize("client", ["v2", "v1"])
+def test_compose_clients_use_a_moviectl_database_and_moviectl_adopts_theirs(dk, client):
+    found = {("v2" if c[0] == "docker" else "v1"): c for c in _compose_clients()}
+    if client not in found:
+        pytest.skip(f"Compose {client} is not installed")
+    cmd, project, env = found[client], dk.env["MOVIE_COMPOSE_PROJECT"], _compose_env(dk)
+    try:
+        assert dk("db", "up").exit_code == 0
+        with psycopg.connect(_url(dk), autocommit=True) as c:
+            c.execute("CREATE TABLE kept (v text)")
+            c.execute("INSERT INTO kept VALUES ('made by moviectl')")
+        logs = _compose(cmd, project, env, "logs", "db")
+        assert logs.returncode == 0 and "database system is ready" in logs.stdout, logs.stderr
+        up = _compose(cmd, project, env, "up", "-d", "db")
+        assert up.returncode == 0, up.stderr
+        r = dk("db", "up", "--json")  # adopts whatever Compose left running
+        assert r.exit_code == 0, r.output
+        with psycopg.connect(_url(dk)) as c:
+            assert c.execute("SELECT v FROM kept").fetchone()[0] == "made by moviectl"
+        assert dk("db", "status").exit_code == 0
+        down = _compose(cmd, project, env, "down")
+        assert down.returncode == 0, down.stderr
+        assert _compose_ps(cmd, project, env) == []
+        assert dk("db", "up").exit_code == 0  # the volume stayed: the data too
+        with psycopg.connect(_url(dk)) as c:
+            assert c.execute("SELECT v FROM kept").fetchone()[0] == "made by moviectl"
+    finally:
+        _compose(cmd, project, env, "down", "-v")
