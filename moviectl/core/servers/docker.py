@@ -7,6 +7,7 @@ Network, named volume and container carry Docker Compose's own labels, so
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,13 +16,16 @@ from typing import Any
 from moviectl.core.servers.base import DownResult, ServerStatus, UpResult, probe_status, wait_ready
 from moviectl.core.servers.compose import compose_path, db_service, duration_ns
 from moviectl.core.servers.docker_engine import (
+    DATA_BOUND,
     OWNER_LABEL,
     ImageUnavailable,
     client,
     compose_env,
     config_hash,
+    container_drift,
     labels,
     owner_of,
+    published_port,
     secrets_as_files,
 )
 from moviectl.infra.errors import PortInUse, Refused, ServerError, Unreachable
@@ -193,10 +197,15 @@ class DockerBackend:
 
         started_at = time.monotonic()
         target = self.settings.target()
+        recreated = ""
         with self._lock():
             c = self.container()
             if c is not None:  # another checkout's database is not this one's
                 self._refuse_foreign("container", c.name, c.labels, use=True)
+                drift = container_drift(c.attrs, self.svc)
+                if drift:  # never wait out a timeout on a container made differently
+                    recreated = self._recreate_for(c, drift)
+                    c = None
             already = c is not None and c.status == "running"
             if not already:
                 if not port_is_free(self.svc.host_ip, self.svc.host_port):
@@ -214,7 +223,7 @@ class DockerBackend:
                         raise self._port_in_use() from None
                     raise ServerError(f"the db container did not start: {exc}") from None
             version = self._wait(c, target, timeout) if wait else None
-        detail = f"container {self.svc.container_name}, image {self.svc.image}"
+        detail = f"container {self.svc.container_name}, image {self.svc.image}" + recreated
         return UpResult.of(
             self.name,
             target,
@@ -223,6 +232,32 @@ class DockerBackend:
             started_at=started_at,
             detail=detail,
         )
+
+    def _recreate_for(self, c: Any, drift: dict[str, tuple[str, str]]) -> str:
+        """Remove this checkout's container made with other settings (the volume, and so
+        the data, stays); refuse what cannot be changed that way, naming the way out."""
+        said = "; ".join(f"{k} {was} → {want}" for k, (was, want) in drift.items())
+        bound = [k for k in drift if k in DATA_BOUND]
+        if bound:
+            was = {k: drift[k][0] for k in bound}
+            keep = " ".join(
+                f"MOVIE_DB_{'NAME' if k == 'database' else 'USER'}={v}" for k, v in was.items()
+            )
+            raise Refused(
+                f"container {c.name} was made for {', '.join(f'{k} {v}' for k, v in was.items())};"
+                f" the settings say otherwise ({said}), and its data was initialised that way",
+                hint=f"keep the data with {keep}, or start afresh (deletes the data): "
+                "moviectl db down --volumes --yes && moviectl db up",
+            )
+        if (c.labels or {}).get(OWNER_LABEL) != self.owner:
+            raise Refused(
+                f"container {c.name} was made by docker compose with other settings ({said})",
+                hint=f"recreate it with the settings: docker compose -p {self.svc.project} -f "
+                f"{self.svc.config_file} up -d db (with MOVIE_* exported), or stop it",
+            )
+        c.stop(timeout=10)
+        c.remove()
+        return f"; recreated ({said}; data volume kept)"
 
     def _port_in_use(self) -> PortInUse:
         return PortInUse(
@@ -320,6 +355,15 @@ class DockerBackend:
             url=target.url(),
             detail=f"container {self.svc.container_name}, image {self.svc.image}",
         )
+        if c is not None:  # facts from the container found, not from whatever holds the port
+            port = published_port(c.attrs, self.svc.container_port)
+            if port is not None and port != target.port:
+                target = dataclasses.replace(target, port=port)
+                status.port, status.url = port, target.url()
+                status.detail += (
+                    f"; it publishes port {port}, the settings say {self.svc.host_port}: "
+                    "`moviectl db up` recreates it"
+                )
         if status.state == "running":
             probe_status(status, target, self.settings.connect_timeout)
         return status

@@ -151,3 +151,31 @@ def secrets_as_files(
         str(host): {"bind": f"/run/secrets/{name}", "mode": "ro"} for name, host in files.items()
     }
     return env, mounts
+
+
+# settings that only count when the data volume is first initialised (the image's contract)
+DATA_BOUND = ("user", "database")
+
+
+def container_drift(attrs: dict[str, Any], svc: DbService) -> dict[str, tuple[str, str]]:
+    """What differs between an existing db container and the settings: {what: (is, wanted)}."""
+    env = dict(e.split("=", 1) for e in (attrs.get("Config") or {}).get("Env") or [] if "=" in e)
+    bindings = ((attrs.get("HostConfig") or {}).get("PortBindings") or {}).get(
+        f"{svc.container_port}/tcp"
+    ) or [{}]
+    published = f"{bindings[0].get('HostIp') or '0.0.0.0'}:{bindings[0].get('HostPort', '')}"
+    wanted = {
+        "port": (published, f"{svc.host_ip}:{svc.host_port}"),
+        "image": ((attrs.get("Config") or {}).get("Image", ""), svc.image),
+        "user": (env.get("POSTGRES_USER", ""), svc.environment.get("POSTGRES_USER", "")),
+        "database": (env.get("POSTGRES_DB", ""), svc.environment.get("POSTGRES_DB", "")),
+    }
+    return {k: v for k, v in wanted.items() if v[0] != v[1]}
+
+
+def published_port(attrs: dict[str, Any], container_port: int) -> int | None:
+    bindings = ((attrs.get("HostConfig") or {}).get("PortBindings") or {}).get(
+        f"{container_port}/tcp"
+    ) or [{}]
+    port = str(bindings[0].get("HostPort") or "")
+    return int(port) if port.isdigit() else None

@@ -7,6 +7,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import psycopg
@@ -369,3 +370,30 @@ def test_compose_clients_use_a_moviectl_database_and_moviectl_adopts_theirs(dk, 
             assert c.execute("SELECT v FROM kept").fetchone()[0] == "made by moviectl"
     finally:
         _compose(cmd, project, env, "down", "-v")
+
+
+def test_a_container_made_with_another_port_is_recreated_keeping_the_data(dk):
+    assert dk("db", "up").exit_code == 0
+    with psycopg.connect(_url(dk), autocommit=True) as c:
+        c.execute("CREATE TABLE kept (v text)")
+        c.execute("INSERT INTO kept VALUES ('before the move')")
+    old, new = dk.env["MOVIE_DB_PORT"], str(free_port())
+    moved = Cli({**dk.env, "MOVIE_DB_PORT": new})
+    r = moved("db", "status", "--json")  # facts from the container it found
+    assert json.loads(r.stdout)["port"] == int(old) and "recreates it" in r.stdout, r.output
+    started = time.monotonic()
+    r = moved("db", "up", "--json")
+    assert r.exit_code == 0, r.output
+    assert "recreated" in json.loads(r.stdout)["detail"] and time.monotonic() - started < 60
+    dk.env["MOVIE_DB_PORT"] = new  # the fixture's teardown follows the move
+    with psycopg.connect(_url(dk)) as c:
+        assert c.execute("SELECT v FROM kept").fetchone()[0] == "before the move"
+
+
+def test_a_container_made_for_another_user_is_refused_with_the_way_out(dk):
+    assert dk("db", "up").exit_code == 0
+    r = Cli({**dk.env, "MOVIE_DB_USER": "someone_else"})("db", "up", "--timeout", "5")
+    assert r.exit_code == 5, r.output
+    assert "MOVIE_DB_USER=movie" in r.stderr and "db down --volumes" in r.stderr
+    with psycopg.connect(_url(dk)) as c:  # nothing changed
+        assert c.execute("select 1").fetchone()[0] == 1
