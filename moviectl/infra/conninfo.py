@@ -126,10 +126,28 @@ def connect_timeout_of(value: str | None) -> int:
     return int(text)
 
 
-def raw_settings(env_file: Path = Path(".env")) -> dict[str, str | None]:
+_MARKERS = (".moviectl", ".env", "compose/docker-compose.yml")
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The directory moviectl works from, found upwards from ``start`` as git finds its
+    repository: the nearest one holding ``.moviectl/``, ``.env`` or the compose file; the
+    search stops at a ``.git`` directory and never takes ``/`` or ``/tmp``; else ``start``."""
+    here = (start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if d in (Path("/"), Path("/tmp")):
+            break
+        if any((d / m).exists() for m in _MARKERS):
+            return d
+        if (d / ".git").exists():
+            break
+    return here
+
+
+def raw_settings(env_file: Path | None = None) -> dict[str, str | None]:
     """MOVIE_* values by setting name, as ``Settings`` reads them: the environment wins over
     the .env file (read by ``read_dotenv``); for the pydantic-free fast path."""
-    values = {k.upper(): v for k, v in read_dotenv(env_file).items()}
+    values = {k.upper(): v for k, v in read_dotenv(env_file or project_root() / ".env").items()}
     values.update({k.upper(): v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)})
     return {k[len(ENV_PREFIX) :].lower(): v for k, v in values.items() if k.startswith(ENV_PREFIX)}
 

@@ -22,6 +22,7 @@ from moviectl.infra.conninfo import (
     DbTarget,
     mask_url,
     parse_db_url,
+    project_root,
     read_dotenv,
     resolve_target,
 )
@@ -154,12 +155,22 @@ class Settings(BaseSettings):
 
 
 def load_settings(env_file: str | Path | None = None, **overrides: Any) -> Settings:
-    """Read the settings from the environment and ``env_file`` (default ``./.env``)."""
+    """Read the settings from the environment and ``env_file`` (default: the project root's
+    ``.env``). Relative paths (data, backups, compose file) are the project root's, so a
+    command run from a subdirectory finds the same server (``conninfo.project_root``)."""
     path = Path(env_file) if env_file is not None else None
     if path is not None and not path.is_file():
         raise ConfigError(f"env file not found: {path}", hint="check the --env-file path")
+    root = project_root()
     try:
-        return Settings(_env_file=path if path is not None else ".env", **overrides)  # type: ignore[call-arg]
+        settings = Settings(_env_file=path if path is not None else root / ".env", **overrides)  # type: ignore[call-arg]
+        return settings.model_copy(
+            update={
+                k: root / v
+                for k in ("data_dir", "backup_dir", "compose_file")
+                if not (v := getattr(settings, k)).is_absolute() and root != Path.cwd().resolve()
+            }
+        )
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ENV_PREFIX + str(err["loc"][0]).upper() if err["loc"] else "settings"
@@ -179,7 +190,7 @@ class SettingRow:
 
 def describe_settings(settings: Settings, env_file: str | Path | None = None) -> list[SettingRow]:
     """Every setting, its shown value (secrets masked) and where it came from."""
-    path = Path(env_file) if env_file is not None else Path(".env")
+    path = Path(env_file) if env_file is not None else project_root() / ".env"
     dotenv = {k.upper() for k in read_dotenv(path)}
     environ = {k.upper() for k in os.environ}
     rows = []
@@ -201,7 +212,7 @@ def describe_settings(settings: Settings, env_file: str | Path | None = None) ->
 
 def unknown_env_keys(env_file: str | Path | None = None) -> list[str]:
     """``MOVIE_*`` keys in the env file that no setting reads (typos)."""
-    path = Path(env_file) if env_file is not None else Path(".env")
+    path = Path(env_file) if env_file is not None else project_root() / ".env"
     known = {ENV_PREFIX + n.upper() for n in Settings.model_fields}
     return sorted(
         k for k in read_dotenv(path) if k.upper().startswith(ENV_PREFIX) and k.upper() not in known

@@ -6,6 +6,7 @@ engine answers, else embedded). Every backend returns the dataclasses of ``base.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from moviectl.infra.errors import ConfigError, MoviectlError
@@ -17,27 +18,63 @@ if TYPE_CHECKING:
     from moviectl.infra.settings import Settings
 
 
-def resolve_auto(settings: Settings) -> str:
-    """``auto``: what runs already wins; else Docker when an engine answers, else embedded.
+CHOICE_FILE = "backend"  # under MOVIE_DATA_DIR: the backend that holds this project's data
 
-    Returns ``docker?`` when Docker would be tried but its image is not here yet: ``db up``
-    then pulls it and falls back to embedded if the pull fails (no registry reachable).
+
+def remembered(settings: Settings) -> str | None:
+    """The backend ``auto`` chose for this project before, if it recorded one."""
+    path = Path(settings.data_dir) / CHOICE_FILE
+    try:
+        choice = path.read_text().strip()
+    except OSError:
+        return None
+    return choice if choice in ("embedded", "docker") else None
+
+
+def remember(settings: Settings, choice: str) -> None:
+    d = Path(settings.data_dir)
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (d / CHOICE_FILE).write_text(choice + "\n")
+
+
+def resolve_auto(settings: Settings) -> str:
+    """``auto``: the backend that holds this project's data wins, and the choice is kept.
+
+    Order: the remembered choice; a running embedded server; where the data is (a cluster
+    under MOVIE_DATA_DIR, a container or volume of this compose project; both is an error
+    that asks the operator to pick); else Docker when an engine and the image are here,
+    ``docker?`` when the image would have to be pulled (``db up`` falls back to embedded).
     """
     from moviectl.core.servers.docker import DockerBackend
     from moviectl.core.servers.docker_engine import engine_answers
     from moviectl.core.servers.embedded import embedded_server
 
+    choice = remembered(settings)
+    if choice:
+        return choice
+    embedded_data = None
     try:
-        if embedded_server(settings).state().running:
+        server = embedded_server(settings)
+        if server.state().running:
             return "embedded"
+        embedded_data = server.pgdata if server.initialized() else None
     except MoviectlError:
         pass
-    if not engine_answers():
+    docker = DockerBackend(settings) if engine_answers() else None
+    docker_data = docker.data_resource() if docker is not None else None
+    if embedded_data and docker_data:
+        raise ConfigError(
+            f"two servers hold data for this project: an embedded cluster in {embedded_data} "
+            f"and the Docker {docker_data}",
+            hint="pick one: MOVIE_DB_BACKEND=embedded or MOVIE_DB_BACKEND=docker (in .env)",
+        )
+    if embedded_data:
         return "embedded"
-    docker = DockerBackend(settings)
-    if docker.container() is not None or docker.image_present():
+    if docker_data:
         return "docker"
-    return "docker?"
+    if docker is None:
+        return "embedded"
+    return "docker" if docker.image_present() else "docker?"
 
 
 def get_backend(
@@ -49,11 +86,15 @@ def get_backend(
     choice: str = settings.db_backend
     if choice == "auto":
         choice = resolve_auto(settings)
-        if choice == "docker?":
-            if not for_up:
-                choice = "embedded"
-            else:
-                return DockerOrEmbedded(settings, progress)
+        if choice == "docker?" and not for_up:
+            choice = "embedded"
+        if for_up:  # the server `db up` brings up in auto mode is this project's from now on
+            chosen = (
+                DockerOrEmbedded(settings, progress)
+                if choice == "docker?"
+                else get_backend(settings.model_copy(update={"db_backend": choice}), progress)
+            )
+            return RememberChoice(chosen, settings)
     if choice == "embedded":
         from moviectl.core.servers.embedded import EmbeddedBackend
 
@@ -96,3 +137,17 @@ class DockerOrEmbedded:
                 + result.detail
             )
             return result
+
+
+class RememberChoice:
+    """``auto``'s backend, recording after a successful ``up`` which one holds the data."""
+
+    def __init__(self, inner: Any, settings: Settings) -> None:
+        self.inner, self.settings, self.name = inner, settings, inner.name
+        self.down, self.status, self.logs = inner.down, inner.status, inner.logs
+
+    def up(self, *, wait: bool = True, timeout: float = 90) -> UpResult:
+        result: UpResult = self.inner.up(wait=wait, timeout=timeout)
+        if result.backend in ("embedded", "docker"):
+            remember(self.settings, result.backend)
+        return result

@@ -87,7 +87,8 @@ class DbService:
 
 def compose_path(configured: Path) -> Path:
     """The configured compose file, else the one shipped with moviectl (for the default)."""
-    if configured.exists() or configured != Path("compose/docker-compose.yml"):
+    default = Path("compose/docker-compose.yml")
+    if configured.exists() or configured.parts[-2:] != default.parts:
         return configured
     here = Path(__file__).resolve().parents[2]  # moviectl/
     for candidate in (here / "_compose", here.parent / "compose"):

@@ -26,7 +26,9 @@ from moviectl.core.servers.docker_engine import (
     labels,
     owner_of,
     published_port,
+    refuse_foreign,
     secrets_as_files,
+    split_lines,
 )
 from moviectl.infra.errors import PortInUse, Refused, ServerError, Unreachable
 from moviectl.infra.ports import describe_port_owner, port_is_free
@@ -68,6 +70,21 @@ class DockerBackend:
             },
         )
         return found[0] if found else None
+
+    def data_resource(self) -> str | None:
+        """``container NAME`` or ``volume NAME`` when this project has one, else None."""
+        from docker.errors import NotFound
+
+        c = self.container()
+        if c is not None:
+            return f"container {c.name}"
+        if self.svc.volume_name:
+            try:
+                self.client.volumes.get(self.svc.volume_name)
+                return f"volume {self.svc.volume_name}"
+            except NotFound:
+                return None
+        return None
 
     def image_present(self) -> bool:
         from docker.errors import ImageNotFound
@@ -292,20 +309,7 @@ class DockerBackend:
     def _refuse_foreign(
         self, kind: str, name: str, found_labels: dict[str, str] | None, *, use: bool = False
     ) -> None:
-        """Refuse to touch a resource another checkout made (or, to remove, one nobody
-        labelled as moviectl's): this checkout only stops and deletes what it created."""
-        owner = (found_labels or {}).get(OWNER_LABEL)
-        if owner == self.owner:
-            return
-        if owner is None and use:
-            return  # made by `docker compose` for this project: moviectl may use it
-        whose = f"another moviectl checkout ({owner})" if owner else "not moviectl"
-        verb = "use" if use else "stop or delete"
-        raise Refused(
-            f"{kind} {name} belongs to {whose}: refusing to {verb} it",
-            hint="give this checkout its own MOVIE_COMPOSE_PROJECT (and MOVIE_DB_PORT), "
-            f"or manage {name} with docker / docker compose yourself",
-        )
+        refuse_foreign(kind, name, found_labels, self.owner, use=use)
 
     def down(self, *, volumes: bool = False) -> DownResult:
         """Stop and remove this checkout's container (and network; with ``volumes`` its
@@ -377,13 +381,4 @@ class DockerBackend:
             )
         if not follow:
             return iter(c.logs(tail=tail).decode(errors="replace").splitlines())
-        return _split_lines(c.logs(tail=tail, stream=True, follow=True))
-
-
-def _split_lines(chunks: Iterator[bytes]) -> Iterator[str]:
-    buf = b""
-    for chunk in chunks:
-        buf += chunk
-        *lines, buf = buf.split(b"\n")
-        for line in lines:
-            yield line.decode(errors="replace")
+        return split_lines(c.logs(tail=tail, stream=True, follow=True))

@@ -7,11 +7,12 @@ and ``io.moviectl.owner``: the checkout that made it. Only its owner stops or de
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from moviectl.core.servers.compose import DbService
-from moviectl.infra.errors import ServerError
+from moviectl.infra.errors import Refused, ServerError
 from moviectl.infra.settings import Settings
 
 COMPOSE_VERSION = "2.29.0"  # the Compose version whose labels we write
@@ -179,3 +180,31 @@ def published_port(attrs: dict[str, Any], container_port: int) -> int | None:
     ) or [{}]
     port = str(bindings[0].get("HostPort") or "")
     return int(port) if port.isdigit() else None
+
+
+def refuse_foreign(
+    kind: str, name: str, found_labels: dict[str, str] | None, owner: str, *, use: bool = False
+) -> None:
+    """Refuse to touch a resource another checkout made (or, to remove, one nobody labelled
+    as moviectl's): a checkout only stops and deletes what it created."""
+    found = (found_labels or {}).get(OWNER_LABEL)
+    if found == owner:
+        return
+    if found is None and use:
+        return  # made by `docker compose` for this project: moviectl may use it
+    whose = f"another moviectl checkout ({found})" if found else "not moviectl"
+    verb = "use" if use else "stop or delete"
+    raise Refused(
+        f"{kind} {name} belongs to {whose}: refusing to {verb} it",
+        hint="give this checkout its own MOVIE_COMPOSE_PROJECT (and MOVIE_DB_PORT), "
+        f"or manage {name} with docker / docker compose yourself",
+    )
+
+
+def split_lines(chunks: Iterator[bytes]) -> Iterator[str]:
+    buf = b""
+    for chunk in chunks:
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            yield line.decode(errors="replace")

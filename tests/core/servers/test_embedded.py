@@ -204,3 +204,46 @@ def test_kill_9_during_initdb_leaves_no_half_cluster_and_no_password(emb, tmp_pa
     for f in data.rglob("*"):  # the password is in no file (pg_authid holds a SCRAM hash)
         if f.is_file():
             assert b"emb-secret" not in f.read_bytes(), f
+
+
+def test_commands_find_the_project_from_a_subdirectory(emb, tmp_path):
+    """As git does: run from docs/, moviectl finds the checkout's .env and its server."""
+    env = dict(emb.env)
+    (tmp_path / ".env").write_text(
+        "".join(f"{k}={v}\n" for k, v in env.items() if k != "MOVIE_DATA_DIR")
+        + "MOVIE_DATA_DIR=.moviectl\n"
+    )
+    here = Cli({})
+    assert here("db", "up").exit_code == 0
+    sub = tmp_path / "docs" / "deeper"
+    sub.mkdir(parents=True)
+    os.chdir(sub)
+    try:
+        r = here("db", "status", "--json")
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["state"] == "running"
+        assert not (sub / ".moviectl").exists()
+    finally:
+        os.chdir(tmp_path)
+        here("db", "down")
+
+
+def test_auto_keeps_to_the_backend_that_holds_the_data(tmp_path):
+    """A stopped embedded cluster with data wins over a Docker image in auto mode, and the
+    choice is remembered under the data directory."""
+    env = {
+        "MOVIE_DB_BACKEND": "auto",
+        "MOVIE_DB_PORT": str(free_port()),
+        "MOVIE_DATA_DIR": str(tmp_path / "data"),
+        "MOVIE_DB_PASSWORD": "auto-secret",
+        "MOVIE_DB_IMAGE": os.environ.get("MOVIE_DB_IMAGE", "postgres:16"),
+    }
+    cli = Cli({**env, "MOVIE_DB_BACKEND": "embedded"})
+    assert cli("db", "up").exit_code == 0
+    assert cli("db", "down").exit_code == 0  # stopped, data kept, nothing remembered yet
+    auto = Cli(env)
+    r = auto("db", "up", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["backend"] == "embedded"
+    assert (tmp_path / "data" / "backend").read_text().strip() == "embedded"
+    assert auto("db", "down").exit_code == 0
