@@ -6,10 +6,15 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+# Typer runs on its own copy of click: its exceptions, not the click package's
+from typer._click import exceptions as click_errors
 
 from moviectl import __version__
 from moviectl.cli import (
@@ -24,6 +29,7 @@ from moviectl.cli import (
     commands_up,
 )
 from moviectl.cli.context import MoviectlGroup, State, new_typer
+from moviectl.infra.errors import ExitCode
 
 DOWN_HELP = """Stop the dev environment's server (the same as `moviectl db down`); data stays.
 
@@ -48,7 +54,51 @@ HELP_ORDER = tuple(name for name, _, _ in COMMANDS)
 
 
 class RootGroup(MoviectlGroup):
-    """Lists commands in ``COMMANDS`` order (Typer would put every group after the commands)."""
+    """Lists commands in ``COMMANDS`` order (Typer would put every group after the commands),
+    and keeps the contract for what click itself rejects: under ``--json`` a usage error or
+    ``--version`` is one JSON document on stdout; the exit code of a usage error is 2."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        argv = list(sys.argv[1:] if args is None else args) or ["--help"]  # alone: the help
+        wants_json = "--json" in argv
+        if wants_json and "--version" in argv:
+            _print_json({"name": "moviectl", "version": __version__})
+            sys.exit(0)
+        try:
+            code = super().main(
+                args=argv, prog_name=prog_name, complete_var=complete_var, standalone_mode=False
+            )
+        except click_errors.NoArgsIsHelpError as exc:  # a group alone: its help
+            if exc.ctx is not None:
+                typer.echo(exc.ctx.get_help())
+            sys.exit(0)
+        except click_errors.ClickException as exc:
+            if wants_json:
+                _print_json(
+                    {
+                        "ok": False,
+                        "error": "UsageError",
+                        "message": exc.format_message(),
+                        "hint": "see --help",
+                        "exit_code": exc.exit_code,
+                    }
+                )
+                sys.stderr.write(f"error: {exc.format_message()}\n")
+            else:
+                _show_usage_error(exc)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            sys.stderr.write("aborted: nothing was changed\n")
+            sys.exit(int(ExitCode.REFUSED))
+        sys.exit(code if isinstance(code, int) else 0)
 
     def list_commands(self, ctx: Any) -> list[str]:
         names = super().list_commands(ctx)
@@ -67,6 +117,23 @@ for _name, _target, _help in COMMANDS:
         app.add_typer(_target, name=_name)
     else:
         app.command(_name, help=_help)(_target)
+
+
+def _print_json(doc: dict[str, Any]) -> None:
+    import json
+
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def _show_usage_error(exc: click_errors.ClickException) -> None:
+    """Typer's own rendering of a usage error (a box with the hint), else click's."""
+    try:
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(exc)
+    except Exception:
+        exc.show()
 
 
 def _version(value: bool) -> None:

@@ -14,13 +14,18 @@ from moviectl.cli.render import render_seed
 def seed_cmd(
     ctx: typer.Context,
     sample: Annotated[
-        int | None, typer.Option("--sample", min=1, help="Insert N realistic sample movies.")
+        int | None,
+        typer.Option(
+            "--sample", min=1, max=1_000_000_000, help="Insert N realistic sample movies."
+        ),
     ] = None,
     from_file: Annotated[
         Path | None,
         typer.Option("--from", help="Load a CSV or JSON file (title,year,genre,rating)."),
     ] = None,
-    random_seed: Annotated[int, typer.Option("--random-seed", help="Same seed, same rows.")] = 1895,
+    random_seed: Annotated[
+        int, typer.Option("--random-seed", min=0, max=2**63 - 1, help="Same seed, same rows.")
+    ] = 1895,
     again: Annotated[
         bool, typer.Option("--again", help="Insert even if this seed set was already loaded.")
     ] = False,

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+# Typer runs on its own copy of click: its exceptions, not the click package's
+from typer._click import exceptions as click_errors
 from typer.core import TyperGroup
 
 from moviectl.cli.output import Output
@@ -47,15 +50,38 @@ class MoviectlGroup(TyperGroup):
         wants_json = "--json" in [*getattr(ctx, "protected_args", []), *ctx.args]
         try:
             return super().invoke(ctx)
-        except MoviectlError as exc:
-            state = ctx.find_object(State) or State()
-            if state.verbose:
-                Output().err.print_exception(show_locals=False)
-            out(ctx, wants_json).error(exc)
-            raise typer.Exit(int(exc.exit_code)) from None
+        except (typer.Exit, typer.Abort, click_errors.ClickException):
+            raise
         except KeyboardInterrupt:
             Output().err.print("[red]interrupted[/]")
             raise typer.Exit(130) from None
+        except Exception as exc:  # the one handler: nothing reaches the operator raw
+            error = as_moviectl_error(exc)
+            state = ctx.find_object(State) or State()
+            if state.verbose:  # the real traceback, with what `from None` hid
+                exc.__suppress_context__ = False
+                Output().err.print_exception(show_locals=False)
+            out(ctx, wants_json).error(error)
+            raise typer.Exit(int(error.exit_code)) from None
+
+
+def as_moviectl_error(exc: Exception) -> MoviectlError:
+    """Any exception as a one-line ``MoviectlError``: translated at the boundary where
+    possible, else an internal error (exit 10) that asks for -v and a report."""
+    from moviectl.infra.errors import InternalError, from_os_error
+
+    if isinstance(exc, MoviectlError):
+        return exc
+    if isinstance(exc, OSError):
+        return from_os_error(exc)
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(exc, psycopg.Error):  # a driver error that no
+        from moviectl.infra.errors import Unreachable  # command translated with its target
+
+        kind = Unreachable if isinstance(exc, psycopg.OperationalError) else MoviectlError
+        return kind(f"the database said: {first}")
+    return InternalError(f"internal error: {type(exc).__name__}: {first}")
 
 
 def out(ctx: typer.Context, json_flag: bool = False) -> Output:

@@ -224,7 +224,11 @@ def render_backups(c: Console, r: dict[str, Any]) -> None:
             e.created or "-",
             fmt_bytes(e.size_bytes),
             e.revision or "-",
-            e.verified_at or ("no" if e.manifest else "no manifest"),
+            (
+                "FAILED (last drill)"
+                if e.verify_result == "mismatch"
+                else e.verified_at or ("no" if e.manifest else "no manifest")
+            ),
         )
         for e in r["backups"]
     ]

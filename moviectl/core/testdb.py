@@ -71,12 +71,18 @@ class PruneResult:
     kept: list[str]
 
 
+MAX_TTL_DAYS = 36500  # a century: longer is a typo
+
+
 def parse_ttl(text: str) -> timedelta:
     m = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", text or "")
     if not m or int(m.group(1)) == 0:
         raise UsageError(f"bad duration {text!r}", hint="use a number and a unit: 90s, 30m, 2h, 1d")
     n, unit = int(m.group(1)), m.group(2)
-    return timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[unit]: n})
+    seconds = n * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+    if seconds > MAX_TTL_DAYS * 86400:
+        raise UsageError(f"duration {text!r} is too long", hint=f"at most {MAX_TTL_DAYS}d")
+    return timedelta(seconds=seconds)
 
 
 def template_hash() -> str:

@@ -24,6 +24,7 @@ class ExitCode(IntEnum):
     BUSY = 7  # a lock is held by someone else (migration lock, server start lock)
     SERVER = 8  # the server could not be started/stopped (port taken, engine down, crash)
     TOOL = 9  # a required external tool is missing or too old (pg_dump, pgcli, docker)
+    INTERNAL = 10  # a bug in moviectl: an unexpected error (run with -v and report it)
 
 
 class MoviectlError(Exception):
@@ -113,3 +114,35 @@ class PortInUse(ServerError):
 
 class ToolMissing(MoviectlError):
     exit_code = ExitCode.TOOL
+
+
+class InternalError(MoviectlError):
+    exit_code = ExitCode.INTERNAL
+    default_hint = "this is a bug in moviectl: run again with -v and report the traceback"
+
+
+def from_os_error(exc: OSError) -> MoviectlError:
+    """An operating-system error at a boundary (files, sockets) as one of moviectl's."""
+    import errno
+    import socket
+
+    where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        return MoviectlError(f"disk full{where}", hint="free space, or write somewhere else")
+    if isinstance(exc, socket.gaierror):
+        return UsageError(f"host name does not resolve{where}: {reason}", hint="check the host")
+    if exc.errno == errno.EADDRINUSE:
+        return PortInUse(f"address already in use{where}: {reason}")
+    if exc.errno in (
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.ENAMETOOLONG,
+        errno.EINVAL,
+    ):
+        return UsageError(f"{reason}{where}", hint="check the path and its permissions")
+    return MoviectlError(f"{reason}{where}")

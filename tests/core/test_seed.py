@@ -213,3 +213,43 @@ def test_a_killed_seed_is_marked_failed_and_the_next_run_inserts_once(cli, movie
         rows = c.execute("SELECT status, error FROM seed_runs ORDER BY id").fetchall()
     assert [s for s, _ in rows] == ["failed", "done"]
     assert rows[0][1].startswith("abandoned")
+
+
+SEED_FILE_CASES = {
+    "json array, bad item": (
+        "m.json",
+        '[\n  {"title": "A", "year": 2000, "genre": "Drama"},\n\n  {"title": "B", "year": 1, "genre": "Drama"}\n]',
+        "line 4",
+    ),
+    "jsonl syntax error": (
+        "m.jsonl",
+        '{"title": "A", "year": 2000, "genre": "Drama"}\n\n{"title": oops}\n',
+        "line 3",
+    ),
+    "jsonl list": ("m.jsonl", '{"title": "A", "year": 2000, "genre": "Drama"}\n[1,2]\n', "line 2"),
+    "jsonl string": ("m.jsonl", '"x"\n', "line 1"),
+    "jsonl null": ("m.jsonl", "null\n", "line 1"),
+    "deep json": ("m.json", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    "huge csv field": ("m.csv", "title,year,genre\n" + "x" * 1_000_000 + ",2000,Drama\n", "line 2"),
+    "blank title": ("m.csv", "title,year,genre\nOk,2000,Drama\n   ,2001,Drama\n", "line 3"),
+    "NUL title": ("m.jsonl", '{"title": "a\\u0000b", "year": 2000, "genre": "Drama"}\n', "line 1"),
+}
+
+
+@pytest.mark.parametrize("case", list(SEED_FILE_CASES), ids=list(SEED_FILE_CASES))
+def test_bad_seed_files_name_the_real_line_and_insert_nothing(cli, movie_db_url, tmp_path, case):
+    name, text, needle = SEED_FILE_CASES[case]
+    path = tmp_path / name
+    path.write_text(text)
+    r = cli("seed", "--from", str(path), "--json")
+    assert r.exit_code == 2, r.output
+    assert needle in json.loads(r.stdout)["message"] and "Traceback" not in r.output
+    assert _count(movie_db_url) == 0
+
+
+def test_a_bom_from_a_spreadsheet_is_fine(cli, movie_db_url, tmp_path):
+    path = tmp_path / "movies.csv"
+    path.write_bytes("\ufefftitle,year,genre\nAlien,1979,Horror\n".encode())
+    r = cli("seed", "--from", str(path))
+    assert r.exit_code == 0, r.output
+    assert _count(movie_db_url) == 1

@@ -29,7 +29,13 @@ from moviectl.core.backups.fileio import (
 from moviectl.core.backups.leftovers import clean_databases, clean_partials, partial_name
 from moviectl.core.backups.manifest import FORMATS, Manifest, manifest_path
 from moviectl.infra.engine import connect
-from moviectl.infra.errors import CheckFailed, InputFileError, MoviectlError, ToolMissing
+from moviectl.infra.errors import (
+    CheckFailed,
+    InputFileError,
+    MoviectlError,
+    ToolMissing,
+    UsageError,
+)
 from moviectl.infra.pgtools import child_env, child_io, find_tool, popen_child, run_child
 from moviectl.infra.settings import DbTarget, Settings
 from moviectl.infra.watchdog import StallWatch
@@ -195,6 +201,13 @@ def backup(
 ) -> BackupResult:
     if fmt not in FORMATS:
         raise InputFileError(f"unknown format {fmt!r}", hint="custom, directory or plain")
+    if compress is not None and not re.fullmatch(
+        r"(\d|gzip|lz4|zstd|none)(:(\d+|level=\d+|long(=\w+)?))?", compress
+    ):
+        raise UsageError(
+            f"bad --compress value {compress!r}",
+            hint="a level 0-9, or METHOD[:LEVEL] with gzip, lz4, zstd or none (as pg_dump -Z)",
+        )
     target = settings.target(database)
     out = _out_dir(settings, output)
     clean_partials(out)  # what killed runs left here, and on the server

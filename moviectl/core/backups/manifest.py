@@ -7,6 +7,7 @@ Alembic revision, row counts per table, timings and the last restore drill.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +50,7 @@ class BackupEntry:
     revision: str | None
     verified_at: str | None
     manifest: bool
+    verify_result: str | None = None  # ok | mismatch (the last drill's)
 
 
 @dataclass
@@ -71,16 +73,68 @@ def manifest_path(path: Path) -> Path:
     return path.with_name(path.name + ".manifest.json")
 
 
+_TYPES: dict[str, tuple[type, ...]] = {
+    "file": (str,),
+    "format": (str,),
+    "sha256": (str,),
+    "size_bytes": (int,),
+    "database": (str,),
+    "server_version": (str,),
+    "server_major": (int,),
+    "pg_dump_version": (str,),
+    "alembic_revision": (str, type(None)),
+    "row_counts": (dict,),
+    "started_at": (str,),
+    "finished_at": (str,),
+    "seconds": (int, float),
+    "verified_at": (str, type(None)),
+    "verify_result": (str, type(None)),
+    "pg_restore_min_major": (int, type(None)),
+    "note": (str, type(None)),
+}
+
+
+def _checked(data: object, mpath: Path) -> dict[str, object]:
+    """The manifest's fields, each of the type it must have (a hand-edited or damaged
+    manifest is a clear error, never a traceback later)."""
+    if not isinstance(data, dict):
+        raise InputFileError(f"the manifest {mpath} is not a JSON object")
+    out = {}
+    for key, kinds in _TYPES.items():
+        if key not in data:
+            if type(None) in kinds:
+                continue
+            raise InputFileError(f"the manifest {mpath} lacks {key!r}")
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            want = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+            raise InputFileError(f"the manifest {mpath}: {key!r} must be {want}")
+        out[key] = value
+    counts = out["row_counts"]
+    assert isinstance(counts, dict)
+    if not all(isinstance(k, str) and type(v) is int for k, v in counts.items()):
+        raise InputFileError(f"the manifest {mpath}: 'row_counts' must map tables to integers")
+    if out["format"] not in FORMATS or not re.fullmatch(r"[0-9a-f]{64}", str(out["sha256"])):
+        raise InputFileError(f"the manifest {mpath}: bad 'format' or 'sha256'")
+    try:
+        datetime.fromisoformat(str(out["finished_at"]))
+        datetime.fromisoformat(str(out["started_at"]))
+    except ValueError:
+        raise InputFileError(f"the manifest {mpath}: bad timestamps") from None
+    return out
+
+
 def load_manifest(path: Path) -> Manifest:
     mpath = manifest_path(path)
     if not path.exists():
         raise InputFileError(f"backup not found: {path}", hint="`moviectl backup list` shows them")
     try:
-        return Manifest(**json.loads(mpath.read_text()))
+        data = json.loads(mpath.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputFileError(f"no manifest beside {path} ({mpath.name})") from None
-    except (ValueError, TypeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InputFileError(f"the manifest {mpath} is unreadable: {exc}") from None
+    return Manifest(**_checked(data, mpath))  # type: ignore[arg-type]
 
 
 def check_checksum(path: Path, man: Manifest) -> None:
@@ -107,7 +161,13 @@ def list_backups(settings: Settings, directory: Path | None = None) -> list[Back
             m = load_manifest(p)
             entries.append(
                 BackupEntry(
-                    str(p), m.finished_at, m.size_bytes, m.alembic_revision, m.verified_at, True
+                    str(p),
+                    m.finished_at,
+                    m.size_bytes,
+                    m.alembic_revision,
+                    m.verified_at,
+                    True,
+                    m.verify_result,
                 )
             )
         except InputFileError:

@@ -109,6 +109,10 @@ def resolve_revision(scripts: ScriptDirectory, rev: str) -> str | None:
     """A revision name (``head``, ``base``, id, prefix) to its id; unknown ones are usage errors."""
     from alembic.util import CommandError
 
+    if not rev.strip():
+        raise UnknownRevision(
+            "the revision is empty", hint="head, base, or an id from `moviectl migrate history`"
+        )
     if rev == "base":
         return None
     try:
