@@ -10,6 +10,7 @@ Online runs hold moviectl's migration advisory lock, so two migrations never int
 
 from __future__ import annotations
 
+import sys
 from logging.config import fileConfig
 
 from alembic import context
@@ -17,6 +18,7 @@ from alembic.runtime.migration import MigrationContext
 
 from moviectl.core.migrations.lock import migration_lock
 from moviectl.infra.engine import dialect_url, make_engine
+from moviectl.infra.errors import MoviectlError
 from moviectl.infra.models import metadata
 from moviectl.infra.settings import load_settings
 
@@ -87,7 +89,19 @@ def run_migrations_online() -> None:
         engine.dispose()
 
 
-if context.is_offline_mode():
-    run_migrations_offline()
-else:
-    run_migrations_online()
+def _by_hand() -> bool:
+    """`alembic …` at a shell, not moviectl's or a tool's Python call."""
+    return "settings" not in config.attributes and "connection" not in config.attributes
+
+
+try:
+    if context.is_offline_mode():
+        run_migrations_offline()
+    else:
+        run_migrations_online()
+except MoviectlError as exc:
+    if not _by_hand():
+        raise
+    # the alembic command line would print a traceback: one line and moviectl's code instead
+    sys.stderr.write(f"error: {exc.message}\n" + (f"hint: {exc.hint}\n" if exc.hint else ""))
+    sys.exit(int(exc.exit_code))

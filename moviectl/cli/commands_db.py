@@ -87,21 +87,35 @@ def db_logs(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
     ] = False,
-    tail: Annotated[int, typer.Option("--tail", "-n", min=0, help="Lines from the end.")] = 50,
+    tail: Annotated[
+        int, typer.Option("--tail", "-n", min=0, max=1_000_000, help="Lines from the end.")
+    ] = 50,
+    json: JsonOpt = False,
 ) -> None:
     """Print the server's log (container logs or the embedded server's log file).
 
+    With --json: one document ({"lines": [...]}), or one JSON line per log line with -f.
+
     Example: `moviectl db logs --tail 100` or `moviectl db logs -f`
     """
-    backend, o = _backend(ctx)
+    import json as json_lib
+    import sys
+
+    backend, o = _backend(ctx, json)
     lines = backend.logs(tail=tail, follow=follow)
+    if o.json_mode and not follow:
+        o.emit({"backend": backend.name, "lines": list(lines)})
+        return
     if follow:
         o.info(f"following the {backend.name} server's log (Ctrl-C stops)")
     for line in lines:
-        typer.echo(line)
+        if o.json_mode:
+            sys.stdout.write(json_lib.dumps({"line": line}) + "\n")
+            sys.stdout.flush()
+        else:
+            typer.echo(line)
 
 
-@db_app.command("shell")
 def db_shell(
     ctx: typer.Context,
     psql: Annotated[bool, typer.Option("--psql", help="Use psql instead of pgcli.")] = False,

@@ -37,10 +37,14 @@ def migrate(
     from moviectl.core.migrations import runner as migrations
 
     settings = settings_of(ctx)
-    if sql:
-        typer.echo(migrations.offline_sql(settings, to), nl=False)
-        return
     o = out(ctx, json)
+    if sql:
+        text = migrations.offline_sql(settings, to)
+        if o.json_mode:
+            o.emit({"to": to, "sql": text})
+        else:
+            typer.echo(text, nl=False)
+        return
     with o.status(f"migrating {settings.masked_url} to {to}"):
         result = migrations.upgrade(settings, to)
     o.emit(result, render_migrate)

@@ -195,7 +195,14 @@ def render_doctor(c: Console, r: Any) -> None:
         c.print(f"{marks[f.status]} {f.name:<9} {f.detail}")
         if f.fix and f.status != "ok":
             c.print(f"  [dim]fix:[/] {f.fix}")
-    c.print("[green]all good[/]" if r.ok else "[red]problems found[/]")
+    if r.ok:
+        c.print("[green]all good[/]")
+    elif not r.failures:
+        c.print(
+            f"[yellow]{r.warnings} warning(s)[/]: it works, with the fixes above it works better"
+        )
+    else:
+        c.print(f"[red]{r.failures} problem(s)[/], {r.warnings} warning(s)")
 
 
 def render_backup(c: Console, r: Any) -> None:

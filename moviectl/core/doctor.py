@@ -25,9 +25,18 @@ class DoctorReport:
 
     @property
     def ok(self) -> bool:
-        return all(f.status != FAIL for f in self.findings)
+        """Nothing failed and nothing warned (the exit-code table: 1 when a check warned)."""
+        return all(f.status == OK for f in self.findings)
 
-    __json_extra__ = ("ok",)
+    @property
+    def warnings(self) -> int:
+        return sum(f.status == WARN for f in self.findings)
+
+    @property
+    def failures(self) -> int:
+        return sum(f.status == FAIL for f in self.findings)
+
+    __json_extra__ = ("ok", "warnings", "failures")
 
 
 def run(settings: Settings, env_file: str | Path | None = None) -> DoctorReport:

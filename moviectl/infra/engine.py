@@ -163,7 +163,19 @@ def translate_error(
             hint="set MOVIE_DB_PASSWORD (or the password in MOVIE_DATABASE_URL)",
             **details,
         )
-    if f'database "{db}" does not exist' in text or sqlstate == "3D000":
+    if "too many clients" in low or "connection slots are reserved" in low or sqlstate == "53300":
+        return Unreachable(
+            f"the server at {where} has no free connection slots (max_connections reached; "
+            f"database {db!r})",
+            hint="close idle connections (SELECT * FROM pg_stat_activity), or raise "
+            "max_connections",
+            **details,
+        )
+    if (
+        f'database "{db}" does not exist' in text
+        or sqlstate == "3D000"
+        or ("database" in low and "does not exist" in low and "role" not in low)
+    ):
         return DatabaseMissing(f"database {db!r} does not exist on {where}", **details)
     if "role" in low and "does not exist" in low:
         return AuthFailed(f"role {target.user!r} does not exist on {where}", **details)

@@ -200,3 +200,37 @@ def test_alembic_command_api_with_a_handed_connection_leaves_the_app_database_al
     with psycopg.connect(movie_db_url) as c:  # untouched: still migrated
         assert c.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0002"
         assert c.execute("SELECT to_regclass('movies')").fetchone()[0] == "movies"
+
+
+def test_plain_alembic_under_a_held_lock_says_one_line(empty_db_url):
+    from moviectl.core.migrations.lock import MIGRATION_LOCK_KEY
+
+    env = subprocess_env(MOVIE_DATABASE_URL=empty_db_url, MOVIE_MIGRATE_LOCK_TIMEOUT="1")
+    alembic = [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini")]
+    with psycopg.connect(empty_db_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        res = subprocess.run(
+            [*alembic, "upgrade", "head"], env=env, capture_output=True, text=True, timeout=60
+        )
+    assert res.returncode == 7, res.stderr
+    assert "Traceback" not in res.stderr and "migration lock" in res.stderr
+
+
+def test_an_unknown_revision_in_the_database_is_a_clear_error(cli):
+    url = cli.env["MOVIE_DATABASE_URL"]
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("UPDATE alembic_version SET version_num = '9999'")
+    for args in (["migrate", "status"], ["migrate"], ["migrate", "--json"]):
+        r = cli(*args)
+        assert r.exit_code == 2, (args, r.output)
+        assert "9999" in r.output and "does not know" in r.output and "Traceback" not in r.output
+    r = cli("health", "--json")
+    checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+    assert "does not know" in checks["migrations"]["detail"]
+    assert "moviectl migrate`" not in checks["migrations"]["detail"]
+
+
+def test_migrate_to_an_older_revision_points_to_down(cli):
+    r = cli("migrate", "--to", "0001")
+    assert r.exit_code == 2, r.output
+    assert "migrate down --to 0001" in r.stderr

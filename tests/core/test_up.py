@@ -58,6 +58,7 @@ def test_doctor(env, tmp_path, monkeypatch):
     doc = json.loads(r.stdout)
     findings = {f["name"]: f for f in doc["findings"]}
     assert "MOVIE_DB_PROT" in findings[".env"]["detail"]
+    assert r.exit_code == 1 and doc["warnings"] >= 1  # warnings are exit 1, as the table says
     assert findings["embedded"]["status"] == "ok"
     assert findings["pgcli"]["status"] == "ok"
     assert findings["port"]["status"] == "ok"

@@ -174,6 +174,13 @@ class _Run:
         data = {"current": current, "head": head}
         if current == head:
             return PASS, f"at head {head}", 0, data
+        if current is not None and not _known_revision(current):
+            return (
+                FAIL,
+                f"database at {current}, which this code does not know (newer code migrated it)",
+                int(ExitCode.USAGE),
+                data,
+            )
         return (
             FAIL,
             f"database at {current or 'base (no schema)'}, code at {head}: run `moviectl migrate`",
@@ -278,3 +285,13 @@ def wait_healthy(
             return report
         time.sleep(delay)
         delay = min(delay * 1.5, max(interval, 5.0))
+
+
+def _known_revision(rev: str) -> bool:
+    """Is ``rev`` one of the shipped scripts? (read without importing Alembic)"""
+    from moviectl.core.migrations.scripts import script_location
+
+    return any(
+        f'revision = "{rev}"' in p.read_text() or f"revision = '{rev}'" in p.read_text()
+        for p in (script_location() / "versions").glob("*.py")
+    )

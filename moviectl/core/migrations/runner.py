@@ -17,7 +17,7 @@ from moviectl.core.migrations.scripts import (
     script_directory,
 )
 from moviectl.infra.engine import db_errors, make_engine
-from moviectl.infra.errors import MoviectlError
+from moviectl.infra.errors import MoviectlError, UnknownRevision, UsageError
 from moviectl.infra.settings import Settings
 
 if TYPE_CHECKING:
@@ -69,11 +69,33 @@ def _between(scripts: ScriptDirectory, upper: str | None, lower: str | None) -> 
     return [revision_of(r, head=head) for r in reversed(revs) if r.revision != lower]
 
 
+def unknown_revision(database: str, current: str) -> UnknownRevision:
+    return UnknownRevision(
+        f"database {database} is at revision {current!r}, which this code does not know "
+        "(made by newer code, or its migration was removed)",
+        hint="run the moviectl that migrated it, or see `moviectl migrate history`; "
+        "`moviectl migrate` cannot move it from an unknown revision",
+    )
+
+
+def known(scripts: ScriptDirectory, rev: str | None) -> bool:
+    from alembic.util import CommandError
+
+    if rev is None:
+        return True
+    try:
+        return scripts.get_revision(rev) is not None
+    except CommandError:
+        return False
+
+
 def status(settings: Settings, database: str | None = None) -> MigrationStatus:
     scripts = script_directory()
     head = scripts.get_current_head()
     current = current_revision(settings, database)
     target = settings.target(database)
+    if not known(scripts, current):
+        raise unknown_revision(target.database, str(current))
     pending = _between(scripts, head, current) if current != head else []
     return MigrationStatus(target.database, target.url(), current, head, pending)
 
@@ -93,6 +115,17 @@ def _run(settings: Settings, direction: str, to: str, database: str | None) -> M
     wanted = resolve_revision(scripts, to)
     target = settings.target(database)
     run_settings = settings if database is None else settings.for_target(target)
+    current = current_revision(run_settings)
+    if not known(scripts, current):
+        raise unknown_revision(target.database, str(current))
+    if direction == "upgrade" and wanted is not None and current is not None and current != wanted:
+        ahead = {r.revision for r in scripts.iterate_revisions(current, "base")}
+        if wanted in ahead:  # the target is behind the database: that is a downgrade
+            raise UsageError(
+                f"database {target.database} is at {current}, past {wanted}: "
+                "`migrate --to` only upgrades",
+                hint=f"to go back: moviectl migrate down --to {wanted}",
+            )
     started = time.monotonic()
     cfg = alembic_config(run_settings)
     try:
