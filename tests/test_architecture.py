@@ -95,6 +95,19 @@ def test_modules_stay_small_and_ruff_format_wins():
     assert skips == []
 
 
+def test_every_group_has_the_commands_the_readme_promises():
+    group = typer.main.get_command(app)
+    promised = {
+        "db": {"up", "down", "status", "logs", "shell"},
+        "migrate": {"status", "history", "down", "check"},
+        "backup": {"list", "verify", "prune"},
+        "testdb": {"create", "drop", "list", "prune", "template"},
+        "config": {"show"},
+    }
+    for name, subcommands in promised.items():
+        assert subcommands <= set(group.commands[name].commands), name  # type: ignore[attr-defined]
+
+
 def test_help_lists_the_commands_in_the_one_registered_order():
     group = typer.main.get_command(app)
     assert set(group.commands) == set(HELP_ORDER)  # type: ignore[attr-defined]

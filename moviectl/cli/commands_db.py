@@ -70,7 +70,7 @@ def db_down(
 def db_status(ctx: typer.Context, json: JsonOpt = False) -> None:
     """Show backend, state, version, uptime, data size and connections.
 
-    Exits 0 when running, 3 when stopped or unreachable.
+    Exits 0 when running, 3 when stopped or unreachable, 4 when it refuses the login.
 
     Example: `moviectl db status --json | jq .state`
     """
@@ -79,6 +79,8 @@ def db_status(ctx: typer.Context, json: JsonOpt = False) -> None:
     o.emit(status, render_server_status)
     if status.state != "running":
         raise typer.Exit(3)
+    if status.exit_code:  # it runs, but will not let us in (password, database, …)
+        raise typer.Exit(status.exit_code)
 
 
 @db_app.command("logs")
@@ -116,6 +118,7 @@ def db_logs(
             typer.echo(line)
 
 
+@db_app.command("shell")
 def db_shell(
     ctx: typer.Context,
     psql: Annotated[bool, typer.Option("--psql", help="Use psql instead of pgcli.")] = False,

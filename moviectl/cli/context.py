@@ -61,8 +61,42 @@ class MoviectlGroup(TyperGroup):
             if state.verbose:  # the real traceback, with what `from None` hid
                 exc.__suppress_context__ = False
                 Output().err.print_exception(show_locals=False)
+            _fit_hint(error, ctx)
             out(ctx, wants_json).error(error)
             raise typer.Exit(int(error.exit_code)) from None
+
+
+def _fit_hint(error: MoviectlError, ctx: typer.Context) -> None:
+    """ "start it with `moviectl db up`" only where moviectl can start it, and not as the
+    answer to `db up` itself."""
+    from moviectl.infra.errors import Unreachable
+
+    if not isinstance(error, Unreachable) or error.hint != Unreachable.default_hint:
+        return
+    state = ctx.find_object(State)
+    settings = getattr(state, "_settings", None)
+    command = ctx.invoked_subcommand or ""
+    if settings is not None and settings.db_backend == "external":
+        error.hint = "moviectl does not manage this server (MOVIE_DB_BACKEND=external): check "
+        error.hint += "that it runs, and the host and port"
+    elif command in ("up", "db"):
+        error.hint = "see `moviectl db logs` and `moviectl doctor`"
+
+
+def driver_error(first: str, sqlstate: str) -> MoviectlError:
+    """A database error by its SQLSTATE class, for errors no command translated itself."""
+    from moviectl.infra.errors import AuthFailed, DatabaseMissing, PermissionDenied, Unreachable
+
+    message = f"the database said: {first}"
+    if sqlstate == "42501":
+        return PermissionDenied(message, hint="grant the role what it needs, or use another")
+    if sqlstate == "3D000":
+        return DatabaseMissing(message)
+    if sqlstate.startswith("28"):
+        return AuthFailed(message)
+    if sqlstate == "53300" or sqlstate.startswith(("08", "57P")):
+        return Unreachable(message)
+    return MoviectlError(message)
 
 
 def as_moviectl_error(exc: Exception) -> MoviectlError:
@@ -77,10 +111,8 @@ def as_moviectl_error(exc: Exception) -> MoviectlError:
     first = (str(exc).strip().splitlines() or [""])[0][:300]
     psycopg = sys.modules.get("psycopg")
     if psycopg is not None and isinstance(exc, psycopg.Error):  # a driver error that no
-        from moviectl.infra.errors import Unreachable  # command translated with its target
+        return driver_error(first, getattr(exc, "sqlstate", None) or "")  # command translated
 
-        kind = Unreachable if isinstance(exc, psycopg.OperationalError) else MoviectlError
-        return kind(f"the database said: {first}")
     return InternalError(f"internal error: {type(exc).__name__}: {first}")
 
 

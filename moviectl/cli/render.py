@@ -246,6 +246,8 @@ def render_backups(c: Console, r: dict[str, Any]) -> None:
 
 
 def render_verify(c: Console, r: Any) -> None:
+    if r.note:
+        c.print(f"[yellow]note:[/] {r.note}")
     if r.ok:
         c.print(
             f"[green]✓[/] {r.path}: checksum ok, restored into a throwaway database, "

@@ -35,7 +35,7 @@ from moviectl.infra.admin import (
     read_mark,
 )
 from moviectl.infra.engine import connect, translate_error
-from moviectl.infra.errors import LockBusy, MoviectlError, Refused, UsageError
+from moviectl.infra.errors import LockBusy, Refused, UsageError
 from moviectl.infra.settings import DbTarget, Settings
 
 _TEST_NAME = re.compile(r"^movies_test_[0-9a-f]{8,32}$")
@@ -234,7 +234,7 @@ def check_droppable(conn: Any, name: str, app_database: str | None = None) -> No
         )
     exists, comment = database_comment(conn, name)
     if not exists:
-        raise MoviectlError(
+        raise UsageError(
             f"test database {name!r} does not exist", hint="see `moviectl testdb list`"
         )
     mark = read_mark(comment)

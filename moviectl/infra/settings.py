@@ -174,9 +174,27 @@ def load_settings(env_file: str | Path | None = None, **overrides: Any) -> Setti
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ENV_PREFIX + str(err["loc"][0]).upper() if err["loc"] else "settings"
-        raise ConfigError(f"bad value for {key}: {err['msg']}") from None
+        where = _source_of(key, path if path is not None else root / ".env")
+        raise ConfigError(
+            f"bad value for {key}{where}: {err['msg']}",
+            hint=f"fix {key}{where}; `moviectl config show` works again once it is valid",
+        ) from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise ConfigError(f"cannot read settings: {exc}") from None
+
+
+def _source_of(key: str, env_file: Path) -> str:
+    """`` (environment)`` or `` (.env line N)``: where a setting's value came from."""
+    if any(k.upper() == key for k in os.environ):
+        return " (in the environment)"
+    try:
+        for no, line in enumerate(env_file.read_text(encoding="utf-8").splitlines(), 1):
+            name = line.strip().removeprefix("export ").split("=", 1)[0].strip()
+            if name.upper() == key:
+                return f" ({env_file.name} line {no})"
+    except (OSError, UnicodeDecodeError):
+        pass
+    return ""
 
 
 @dataclass(frozen=True)

@@ -310,3 +310,18 @@ def test_markup_like_paths_print_as_themselves(seeded, tmp_path, odd):
     assert r.exit_code == 0 and "Traceback" not in r.output
     r = seeded("backup", "list", "--json", MOVIE_BACKUP_DIR=str(backup_dir))
     assert [b["path"] for b in json.loads(r.stdout)["backups"]] == [path]
+
+
+def test_verify_on_a_read_only_backup_directory_still_reports_the_drill(seeded, tmp_path):
+    ro = tmp_path / "ro"
+    if not _mount_tmpfs(ro, "size=64m"):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        path = _backup(seeded, ro)["path"]
+        subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+        r = seeded("backup", "verify", path, "--json")
+        assert r.exit_code == 0, r.output
+        doc = json.loads(r.stdout)
+        assert doc["ok"] is True and "could not record" in doc["note"]
+    finally:
+        subprocess.run(["umount", str(ro)])

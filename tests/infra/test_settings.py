@@ -131,3 +131,19 @@ def test_dotenv_single_quotes_are_literal_as_in_the_shell(tmp_path, monkeypatch)
     r = Cli()("config", "show", "--json")
     rows = {row["key"]: row for row in json.loads(r.stdout)["settings"]}
     assert rows["MOVIE_DB_PASSWORD"]["source"] == ".env" and "ab$" not in r.stdout
+
+
+def test_a_bad_setting_names_where_it_came_from(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text("# db\nMOVIE_DB_HOST=h\n\nMOVIE_DB_PORT=abc\n")
+    r = Cli()("config", "show")
+    assert r.exit_code == 2 and "MOVIE_DB_PORT (.env line 4)" in r.stderr, r.output
+    assert "config show` to see" not in r.stderr
+    r = Cli({"MOVIE_DB_PORT": "xyz"})("health")
+    assert r.exit_code == 2 and "MOVIE_DB_PORT (in the environment)" in r.stderr, r.output
+
+
+def test_unreachable_hints_fit_the_backend():
+    r = Cli({"MOVIE_DB_BACKEND": "external", "MOVIE_DB_PORT": "1"})("migrate", "status")
+    assert r.exit_code == 3 and "does not manage this server" in r.stderr, r.output
+    r = Cli({"MOVIE_DB_BACKEND": "embedded", "MOVIE_DB_PORT": "1"})("migrate", "status")
+    assert r.exit_code == 3 and "moviectl db up" in r.stderr, r.output

@@ -62,6 +62,8 @@ class VerifyResult:
     counts_ok: bool
     differences: list[str] = field(default_factory=list)
 
+    note: str | None = None
+
     @property
     def ok(self) -> bool:
         return self.checksum_ok and self.revision_ok and self.counts_ok

@@ -76,6 +76,7 @@ class ServerStatus:
     connections: int | None = None
     max_connections: int | None = None
     detail: str = ""
+    exit_code: int = 0  # 0 when it answers and lets us in; else why not (3, 4, …)
 
 
 class Backend(Protocol):
@@ -129,6 +130,7 @@ def probe_status(status: ServerStatus, target: DbTarget, connect_timeout: int) -
     except MoviectlError as exc:
         status.state = "unreachable" if isinstance(exc, Unreachable) else status.state
         status.detail = exc.message
+        status.exit_code = int(exc.exit_code)
         return status
     assert row is not None
     status.version, status.uptime_seconds = row[0], float(row[1])
