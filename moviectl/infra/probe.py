@@ -43,6 +43,16 @@ def _startup_packet(user: str, database: str) -> bytes:
     return struct.pack("!I", len(body) + 4) + body
 
 
+def _drain(sock: socket.socket, n: int) -> None:
+    """Read the rest of the server's message (bounded), so closing sends FIN, not RST."""
+    with contextlib.suppress(OSError):
+        while 0 < n <= 65536:
+            chunk = sock.recv(n)
+            if not chunk:
+                return
+            n -= len(chunk)
+
+
 def _error_fields(payload: bytes) -> dict[str, str]:
     fields = {}
     for part in payload.split(b"\0"):
@@ -118,8 +128,10 @@ def _ping_one(host: str, port: int, user: str, database: str, timeout: float) ->
                         return done(REJECTING, fields.get("M", "the server rejects connections"))
                     # an error about this login still means the server accepts connections
                     return done(ACCEPTING, f"server answered: {fields.get('M', '')}".strip())
-                with contextlib.suppress(OSError):
-                    sock.sendall(b"X" + struct.pack("!I", 4))  # Terminate
+                _drain(sock, length - 4)  # unread bytes would turn our close into a reset
+                # Hang up without a word, as libpq's PQping does: the server logs nothing
+                # for a client that leaves at the password stage (a Terminate message
+                # mid-SASL would be a FATAL line per probe).
                 return done(ACCEPTING, f"accepting connections on {host}:{port}")
         except TimeoutError:
             return done(NO_RESPONSE, f"no answer from {host}:{port} within {timeout:g}s")

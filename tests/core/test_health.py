@@ -203,3 +203,22 @@ def test_serve_healthz(movie_db_url):
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=10)
+
+
+def test_probes_leave_no_trace_in_the_server_log(tmp_path):
+    """As pg_isready: the reachability probe hangs up at the password stage, which the
+    server does not log (a Terminate message there was a FATAL line per probe)."""
+    srv = EmbeddedServer(tmp_path / "q", free_port(), "postgres", "pw", options=TEST_OPTIONS)
+    srv.start()
+    try:
+        before = srv.logfile.read_text()
+        cli = Cli({"MOVIE_DATABASE_URL": f"postgresql://postgres:pw@127.0.0.1:{srv.port}/postgres"})
+        for _ in range(10):
+            assert cli("health", "--live").exit_code == 0
+            assert ping("127.0.0.1", srv.port, "postgres", "postgres", 2).outcome == ACCEPTING
+        deadline = time.monotonic() + 2  # a bounded look for late lines, not an ordering
+        while time.monotonic() < deadline:
+            assert srv.logfile.read_text() == before, srv.logfile.read_text()[len(before) :]
+            time.sleep(0.1)
+    finally:
+        srv.stop("immediate")
