@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -28,9 +28,19 @@ def health(
         float, typer.Option("--interval", min=0.05, help="First retry delay (--wait).")
     ] = 0.5,
     serve: Annotated[
-        int | None, typer.Option("--serve", min=1, max=65535, help="Serve GET /healthz.")
+        int | None,
+        typer.Option(
+            "--serve", min=1, max=65535, help="Serve /healthz, /livez, /readyz, /metrics."
+        ),
     ] = None,
     bind: Annotated[str, typer.Option("--bind", help="Address for --serve.")] = "127.0.0.1",
+    details: Annotated[
+        bool | None,
+        typer.Option(
+            "--details/--no-details",
+            help="--serve: show versions, user, sizes, errors (default: on loopback only).",
+        ),
+    ] = None,
     json: JsonOpt = False,
 ) -> None:
     """Check that the app can work against the database: reachable, auth, query,
@@ -47,7 +57,7 @@ def health(
     names = core.select_checks(live, ready, check, exclude)
     o = out(ctx, json)
     if serve is not None:
-        _serve(settings, names, bind, serve, o)
+        _serve(settings, bind, serve, details, o)
         return
     if wait:
         with o.status("waiting for the database") as _:
@@ -58,17 +68,45 @@ def health(
     raise typer.Exit(report.exit_code)
 
 
-def _serve(settings, names, bind, port, o) -> None:
+def _serve(settings: Any, bind: str, port: int, details: bool | None, o: Any) -> None:
+    """uvicorn on a socket bound here (so a taken port or a bad host is our error, with its
+    exit code): bounded concurrency, idle connections closed, header size limited."""
     import logging
+    import socket
 
-    from moviectl.core.health.http import make_server
+    import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    server = make_server(settings, names, bind, port)
-    o.info(f"serving GET http://{bind}:{server.server_address[1]}/healthz (Ctrl-C stops)")
+    from moviectl.core.health.http import create_app
+
+    loopback = bind in ("127.0.0.1", "::1", "localhost")
+    show = loopback if details is None else details
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+        sock.bind((socket.getaddrinfo(bind, port, family, socket.SOCK_STREAM)[0][4][0], port))
+        sock.listen(2048)  # from here on, "serving" is true: early clients wait in the backlog
+    except OSError:
+        sock.close()
+        raise
+    from moviectl.cli.http_protocol import DeadlineH11Protocol
+
+    config = uvicorn.Config(
+        create_app(settings, details=show),
+        http=DeadlineH11Protocol,
+        log_config=None,
+        access_log=False,  # the app logs each request with its trace id
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=3,
+        limit_concurrency=256,
+        h11_max_incomplete_event_size=16 * 1024,
+        server_header=False,
+        date_header=False,
+        lifespan="on",
+    )
+    o.info(
+        f"serving http://{bind}:{sock.getsockname()[1]}/healthz, /livez, /readyz, /metrics "
+        f"(details {'shown' if show else 'hidden'}; Ctrl-C stops)"
+    )
+    uvicorn.Server(config).run(sockets=[sock])

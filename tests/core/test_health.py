@@ -7,16 +7,14 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
-import psycopg
 import pytest
 
 from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
 from moviectl.infra.ports import free_port
 from moviectl.infra.probe import ACCEPTING, BAD_PARAMETERS, NO_RESPONSE, ping
 from moviectl.infra.settings import parse_db_url
-from tests.conftest import Cli, read_until, subprocess_env
+from tests.conftest import Cli, subprocess_env
 
 
 def _checks(r) -> dict[str, dict]:
@@ -169,40 +167,6 @@ def test_live_fast_path_matches_the_full_cli(movie_db_url):
         text=True,
     )
     assert down.returncode == 3
-
-
-def test_serve_healthz(movie_db_url):
-    port = free_port()
-    env = subprocess_env(MOVIE_DATABASE_URL=movie_db_url)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moviectl", "health", "--serve", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        said = read_until(proc.stderr, "serving", timeout=30)  # the child says it listens
-        assert "serving" in said, said
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{port}/healthz", headers={"X-Trace-Id": "abc123"}
-        )
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            assert resp.status == 200
-            assert resp.headers["X-Trace-Id"] == "abc123"
-            body = json.loads(resp.read())
-        assert body["ok"] is True and body["trace_id"] == "abc123"
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as resp:
-            assert len(resp.headers["X-Trace-Id"]) == 32  # generated
-        # break the database under it: 503
-        with psycopg.connect(movie_db_url, autocommit=True) as conn:
-            conn.execute("UPDATE alembic_version SET version_num = 'old'")
-        with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10)
-        assert err.value.code == 503
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=10)
 
 
 def test_probes_leave_no_trace_in_the_server_log(tmp_path):

@@ -105,13 +105,14 @@ def live_report(target: DbTarget, timeout: float) -> HealthReport:
 class _Run:
     """State shared by the checks of one run (the engine, the connection)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, engine: Any = None) -> None:
         self.settings = settings
         self.target: DbTarget = settings.target()
-        self.engine: Any = None
+        self.engine: Any = engine
+        self.owns_engine = engine is None  # a shared one (health --serve) stays open
 
     def close(self) -> None:
-        if self.engine is not None:
+        if self.engine is not None and self.owns_engine:
             self.engine.dispose()
 
     def get_engine(self) -> Any:
@@ -143,16 +144,7 @@ class _Run:
             one = conn.execute(text("SELECT 1")).scalar()
             version = conn.execute(text("SHOW server_version")).scalar()
             recovery = bool(conn.execute(text("SELECT pg_is_in_recovery()")).scalar())
-        pool = engine.pool
-        data = {
-            "server_version": version,
-            "in_recovery": recovery,
-            "pool": {
-                "size": pool.size(),
-                "checked_out": pool.checkedout(),
-                "overflow": pool.overflow(),
-            },
-        }
+        data = {"server_version": version, "in_recovery": recovery, "pool": pool_state(engine)}
         role = "read-only replica (in recovery)" if recovery else "primary"
         ok = PASS if one == 1 else FAIL
         return ok, f"SELECT 1 ok; PostgreSQL {version}, {role}", 0 if ok == PASS else 1, data
@@ -196,14 +188,28 @@ class _Run:
         with db_errors(self.target), self.get_engine().connect() as conn:
             row = conn.execute(
                 text(
-                    "SELECT (SELECT count(*) FROM pg_stat_activity), "
+                    "SELECT (SELECT count(*) FROM pg_stat_activity"
+                    "        WHERE backend_type = 'client backend'), "
                     "current_setting('max_connections')::int, "
                     "pg_database_size(current_database())"
                 )
             ).one()
+            states = dict(
+                conn.execute(
+                    text(
+                        "SELECT coalesce(state, 'unknown'), count(*) FROM pg_stat_activity "
+                        "WHERE backend_type = 'client backend' GROUP BY 1"
+                    )
+                ).all()
+            )
         used, limit, size = int(row[0]), int(row[1]), int(row[2])
         ratio = used / limit if limit else 0
-        data = {"connections": used, "max_connections": limit, "database_bytes": size}
+        data = {
+            "connections": used,
+            "max_connections": limit,
+            "database_bytes": size,
+            "by_state": {str(k): int(v) for k, v in states.items()},
+        }
         detail = f"{used}/{limit} connections ({ratio:.0%}), database {size / 1048576:.1f} MiB"
         if ratio > CAPACITY_WARN:
             return WARN, detail + f" — above {CAPACITY_WARN:.0%}", 1, data
@@ -213,11 +219,25 @@ class _Run:
 _DEPENDS = {"auth": "reachable", "query": "auth", "migrations": "query", "capacity": "query"}
 
 
-def run_health(settings: Settings, names: list[str] | None = None) -> HealthReport:
-    """Run the selected checks in order (each skipped if what it needs failed)."""
+def pool_state(engine: Any) -> dict[str, int]:
+    """The engine's pool as numbers an operator reads: size, in use, extra (never negative;
+    SQLAlchemy's own ``overflow()`` is negative while the pool is not full)."""
+    pool = engine.pool
+    size = int(getattr(pool, "size", lambda: 0)())
+    checked_out = int(getattr(pool, "checkedout", lambda: 0)())
+    return {"size": size, "checked_out": checked_out, "overflow": max(0, checked_out - size)}
+
+
+def run_health(
+    settings: Settings, names: list[str] | None = None, *, engine: Any = None
+) -> HealthReport:
+    """Run the selected checks in order (each skipped if what it needs failed).
+
+    ``engine``: a shared engine to check through (``health --serve``), kept open.
+    """
     names = names or list(CHECKS)
     _preload(names)
-    run = _Run(settings)
+    run = _Run(settings, engine)
     started = time.perf_counter()
     results: dict[str, CheckResult] = {}
     try:
@@ -237,7 +257,7 @@ def run_health(settings: Settings, names: list[str] | None = None) -> HealthRepo
         t.url(), t.host, t.database, checks, round((time.perf_counter() - started) * 1000, 2)
     )
     for c in checks:
-        log.info(
+        log.debug(
             "health check %s: %s (%s)",
             c.name,
             c.status,

@@ -1,0 +1,225 @@
+"""`moviectl health --serve`: the endpoints as Kubernetes and the movie service expect them,
+driven by a real HTTP client and, for malformed requests, by raw sockets."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
+from moviectl.infra.ports import free_port
+from tests.conftest import read_until, subprocess_env
+
+
+def _serve(url: str, *extra: str) -> Iterator[int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moviectl", "health", "--serve", str(port), *extra],
+        env=subprocess_env(MOVIE_DATABASE_URL=url, MOVIE_CONNECT_TIMEOUT="2"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        said = read_until(proc.stderr, "serving", timeout=30)
+        assert "serving" in said, said
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+
+
+@pytest.fixture
+def service(movie_db_url) -> Iterator[int]:
+    yield from _serve(movie_db_url)
+
+
+def _get(port: int, path: str, method: str = "GET", **headers: str):  # type: ignore[no-untyped-def]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request(method, path, headers=headers)
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    return resp, body
+
+
+def _raw(port: int, data: bytes) -> bytes:
+    """Send raw bytes; the server's answer up to its end (a server that rejects early may
+    reset the connection while we still send: what it answered is still read)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            s.sendall(data)
+        answer = b""
+        try:
+            while chunk := s.recv(65536):
+                answer += chunk
+                head, sep, body = answer.partition(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(ln.split(b":")[1])
+                        for ln in head.split(b"\r\n")
+                        if ln.lower().startswith(b"content-length:")
+                    ),
+                    None,
+                )
+                if sep and length is not None and len(body) >= length:
+                    break
+        except (ConnectionResetError, TimeoutError):
+            pass
+    return answer
+
+
+def test_endpoints_bodies_and_trace_ids(service, movie_db_url):
+    resp, body = _get(service, "/healthz", **{"X-Trace-Id": "abc123"})
+    doc = json.loads(body)
+    assert resp.status == 200 and resp.version == 11
+    assert doc["status"] == "ok" and doc["database"] == "postgres" and doc["trace_id"] == "abc123"
+    assert resp.getheader("X-Trace-Id") == "abc123"
+    resp, _ = _get(service, "/livez")
+    generated = resp.getheader("X-Trace-Id")
+    assert resp.status == 200 and generated.startswith("req-") and len(generated) == 12
+    resp, body = _get(service, "/readyz", method="HEAD")
+    assert resp.status == 200 and body == b"" and int(resp.getheader("Content-Length")) > 0
+    assert _get(service, "/nope")[0].status == 404
+    assert _get(service, "/healthz", method="POST")[0].status == 405
+    password = psycopg.conninfo.conninfo_to_dict(movie_db_url).get("password")
+    assert password and password.encode() not in _get(service, "/healthz")[1]
+
+
+def test_pending_migrations_fail_readiness_not_liveness(service, movie_db_url):
+    with psycopg.connect(movie_db_url, autocommit=True) as c:
+        c.execute("DELETE FROM alembic_version")
+    import time
+
+    deadline = time.monotonic() + 10  # the cache lives one second
+    while time.monotonic() < deadline and _get(service, "/readyz")[0].status == 200:
+        time.sleep(0.2)
+    assert _get(service, "/readyz")[0].status == 503
+    assert _get(service, "/livez")[0].status == 200
+    resp, body = _get(service, "/healthz")
+    assert resp.status == 503 and json.loads(body)["status"] == "fail"
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Trace-Id: " + b"a" * 1_000_000 + b"\r\n\r\n",
+        b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+    ids=["garbage", "http-9.9", "1MB-header", "70KB-uri"],
+)
+def test_malformed_requests_get_an_answer_and_inject_nothing(service, request_bytes):
+    answer = _raw(service, request_bytes)
+    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
+    assert 400 <= status < 500 or status == 505, answer[:200]
+    assert b"Set-Cookie" not in answer and b"set-cookie" not in answer.lower()
+    assert _get(service, "/livez")[0].status == 200  # still serving
+
+
+def test_a_half_sent_request_is_closed_not_held(service):
+    """slowloris: a client that never finishes its headers is cut off, not kept forever."""
+    import time
+
+    with socket.create_connection(("127.0.0.1", service), timeout=30) as s:
+        s.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        started = time.monotonic()
+        assert s.recv(100) == b""  # the server closes
+        assert time.monotonic() - started < 20
+
+
+def test_many_headers_and_a_hostile_trace_id_are_handled(service):
+    folded = _raw(  # a folded header tries to smuggle a Set-Cookie into the response
+        service,
+        b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Trace-Id: abc\r\n Set-Cookie: evil=1\r\n\r\n",
+    )
+    assert b"set-cookie" not in folded.lower()
+    headers = "".join(f"X-H{i}: {i}\r\n" for i in range(101))
+    answer = _raw(
+        service,
+        f"GET /livez HTTP/1.1\r\nHost: x\r\n{headers}X-Trace-Id: a b\tc\r\n\r\n".encode(),
+    )
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    trace = next(ln for ln in answer.split(b"\r\n") if ln.lower().startswith(b"x-trace-id"))
+    assert trace.split(b": ", 1)[1].startswith(b"req-")  # replaced, not echoed
+
+
+def test_details_stay_home_on_a_public_bind(movie_db_url):
+    for port in _serve(movie_db_url, "--bind", "0.0.0.0"):
+        doc = json.loads(_get(port, "/healthz")[1])
+        assert doc["status"] == "ok" and "url" not in doc
+        assert all(set(c) == {"name", "status", "latency_ms"} for c in doc["checks"])
+
+
+def test_metrics(service):
+    resp, body = _get(service, "/metrics")
+    text = body.decode()
+    assert resp.status == 200 and resp.getheader("Content-Type").startswith("text/plain")
+    for name in (
+        'moviectl_check_up{check="query"} 1.0',
+        "moviectl_check_latency_seconds",
+        "moviectl_pool_size",
+        "moviectl_pool_checked_out",
+        "moviectl_pool_overflow 0.0",
+        "moviectl_connections{",
+        "moviectl_max_connections",
+        "moviectl_database_size_bytes",
+        "moviectl_migrations_pending 0.0",
+    ):
+        assert name in text, name
+
+
+def test_an_outage_turns_503_and_back(tmp_path):
+    srv = EmbeddedServer(tmp_path / "o", free_port(), "postgres", "pw", options=TEST_OPTIONS)
+    srv.start()
+    url = f"postgresql://postgres:pw@127.0.0.1:{srv.port}/postgres"
+    try:
+        for port in _serve(url):
+            assert _get(port, "/livez")[0].status == 200
+            srv.stop("immediate")
+            import time
+
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and _get(port, "/livez")[0].status == 200:
+                time.sleep(0.2)
+            assert _get(port, "/livez")[0].status == 503
+            srv.start()
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and _get(port, "/livez")[0].status != 200:
+                time.sleep(0.2)
+            assert _get(port, "/livez")[0].status == 200
+    finally:
+        srv.stop("immediate")
+
+
+def test_create_app_is_an_asgi_app_another_service_can_mount(movie_db_url):
+    import asyncio
+
+    from moviectl.core.health.http import create_app
+    from moviectl.infra.settings import Settings
+
+    app = create_app(Settings(_env_file=None, database_url=movie_db_url))
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "path": "/livez", "method": "GET", "headers": []}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 200 and json.loads(sent[1]["body"])["status"] == "ok"
