@@ -1,4 +1,4 @@
-"""uvicorn's h11 protocol with a request-header deadline (slowloris).
+"""uvicorn's h11 protocol with a request-header deadline (slowloris) and TCP_NODELAY.
 
 uvicorn closes idle keep-alive connections, but a client that opens a connection and never
 finishes its request headers is held forever. Each connection here has
@@ -7,6 +7,8 @@ finishes its request headers is held forever. Each connection here has
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -32,6 +34,10 @@ class DeadlineH11Protocol(H11Protocol):
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # headers and body are two writes: no Nagle delay between them
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._arm()
 
     def on_response_complete(self) -> None:

@@ -223,3 +223,30 @@ def test_create_app_is_an_asgi_app_another_service_can_mount(movie_db_url):
     scope = {"type": "http", "path": "/livez", "method": "GET", "headers": []}
     asyncio.run(app(scope, receive, send))
     assert sent[0]["status"] == 200 and json.loads(sent[1]["body"])["status"] == "ok"
+
+
+def test_mounted_under_a_prefix_it_routes_by_the_rest(movie_db_url):
+    import asyncio
+
+    from moviectl.core.health.http import create_app
+    from moviectl.infra.settings import Settings
+
+    app = create_app(Settings(_env_file=None, database_url=movie_db_url))
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "path": "/health/readyz",
+        "root_path": "/health",
+        "method": "GET",
+        "headers": [(b"x-trace-id", b"svc-42")],
+    }
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 200
+    assert json.loads(sent[1]["body"])["trace_id"] == "svc-42"

@@ -131,6 +131,9 @@ def create_app(
         headers = dict(scope.get("headers") or [])
         trace = trace_id(headers.get(b"x-trace-id"))
         path, method = scope["path"], scope["method"]
+        root = scope.get("root_path") or ""
+        if root and path.startswith(root):  # mounted under a prefix (FastAPI's app.mount)
+            path = path[len(root) :] or "/"
         shown = path[:200].encode("ascii", "backslashreplace").decode()  # for the log
         extra = {"trace_id": trace, "db_host": target.host, "db_name": target.database}
         payload: dict[str, Any] | bytes
