@@ -1,9 +1,14 @@
-"""pytest plugin (entry point ``pytest11``): fresh, migrated movie databases per test.
+"""pytest plugin (entry point ``pytest11``): migrated movie databases for tests, two tiers.
 
-Fixtures:
-- ``movie_db_url``: URL of a database cloned from the migrated template, dropped after
-  the test (scope: ``moviectl_db_scope`` ini option, default ``function``).
-- ``movie_engine`` / ``movie_session``: built by moviectl's engine factory.
+Tier 1, a rolled-back transaction per test (about a millisecond):
+- ``movie_connection``: a SQLAlchemy connection inside an outer transaction on one migrated
+  database per worker; rolled back after the test.
+- ``movie_session``: a session on it that may ``commit()`` (each commit is a savepoint,
+  ``join_transaction_mode="create_savepoint"``) and sees its own writes; nothing survives.
+Tier 2, a database of its own per test (for real commits, several connections, DDL):
+- ``movie_db_url``: a fresh clone of the migrated template from a warm pool (made ahead
+  and dropped behind by a background thread; scope: ``moviectl_db_scope``, default
+  ``function``); ``movie_engine``: an engine on it.
 - ``moviectl_admin_target``: the server to create databases on (session scope;
   default: MOVIE_DATABASE_URL_TEST, else the app's server). Override it in a
   conftest to point at a server your suite starts itself.
@@ -95,37 +100,43 @@ def moviectl_admin_conn(moviectl_settings: Settings, moviectl_admin_target: DbTa
     conn.close()
 
 
-@pytest.fixture(scope=_db_scope)
-def movie_db_url(
-    request: pytest.FixtureRequest,
-    moviectl_settings: Settings,
-    moviectl_admin_target: DbTarget,
-    moviectl_template: str,
-    moviectl_admin_conn: Any,
-) -> Iterator[str]:
-    from moviectl.core import testdb
+@pytest.fixture(scope="session")
+def moviectl_clone_pool(
+    moviectl_settings: Settings, moviectl_admin_target: DbTarget, moviectl_template: str
+) -> Iterator[Any]:
+    """This worker's warm pool of clones (sized for the number of xdist workers)."""
+    import os
 
-    db = testdb.create(
-        moviectl_settings,
-        target=moviectl_admin_target,
-        template=moviectl_template,
-        owner=f"pytest {request.node.nodeid}",
-        conn=moviectl_admin_conn,
+    from moviectl.core.testdb_pool import ClonePool, prune_dead_pools
+
+    prune_dead_pools(moviectl_settings, moviectl_admin_target)  # what killed runs left
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    pool = ClonePool(
+        moviectl_settings, moviectl_admin_target, moviectl_template, size=max(1, 4 // workers)
     )
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope=_db_scope)
+def movie_db_url(request: pytest.FixtureRequest, moviectl_clone_pool: Any) -> Iterator[str]:
+    """Tier 2: a database of this test's own, migrated, dropped afterwards."""
+    from moviectl.infra.conninfo import SecretUrl
+
+    db = moviectl_clone_pool.take()
     node = request.node
     if isinstance(node, pytest.Item):
         node.stash[_DB_KEY] = db.name
-    from moviectl.infra.conninfo import SecretUrl
-
     yield SecretUrl(db.full_url or "")  # its repr (pytest's failure report) hides the password
     failed = isinstance(node, pytest.Item) and node.stash.get(_FAILED_KEY, False)
     if failed and request.config.getoption("--moviectl-keep-failed"):
         return
-    testdb.drop(moviectl_settings, [db.name], target=moviectl_admin_target)
+    moviectl_clone_pool.give_back(db.name)
 
 
 @pytest.fixture
 def movie_engine(movie_db_url: str, moviectl_settings: Settings) -> Iterator[Engine]:
+    """Tier 2: an engine (moviectl's factory) on the test's own database."""
     from moviectl.infra.engine import make_engine
     from moviectl.infra.settings import parse_db_url
 
@@ -134,10 +145,36 @@ def movie_engine(movie_db_url: str, moviectl_settings: Settings) -> Iterator[Eng
     engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def moviectl_shared_engine(moviectl_settings: Settings, moviectl_clone_pool: Any) -> Iterator[Any]:
+    """Tier 1's database: one migrated clone per worker, for transactions rolled back."""
+    from moviectl.infra.engine import make_engine
+    from moviectl.infra.settings import parse_db_url
+
+    db = moviectl_clone_pool.take()
+    engine = make_engine(moviectl_settings, target=parse_db_url(db.full_url or ""))
+    yield engine
+    engine.dispose()
+    moviectl_clone_pool.give_back(db.name)
+
+
 @pytest.fixture
-def movie_session(movie_engine: Engine) -> Iterator[Session]:
+def movie_connection(moviectl_shared_engine: Any) -> Iterator[Any]:
+    """Tier 1: a connection inside a transaction that is rolled back after the test."""
+    connection = moviectl_shared_engine.connect()
+    outer = connection.begin()
+    try:
+        yield connection
+    finally:
+        if outer.is_active:
+            outer.rollback()
+        connection.close()
+
+
+@pytest.fixture
+def movie_session(movie_connection: Any) -> Iterator[Session]:
+    """Tier 1: a session whose commits are savepoints inside the test's transaction."""
     from sqlmodel import Session
 
-    with Session(movie_engine) as session:
+    with Session(bind=movie_connection, join_transaction_mode="create_savepoint") as session:
         yield session
-        session.rollback()

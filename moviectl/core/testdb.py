@@ -260,8 +260,19 @@ def drop(settings: Settings, names: list[str], *, target: DbTarget | None = None
     return names
 
 
+def in_use_by_a_live_run(db: TestDatabase) -> bool:
+    """Is ``db`` held by a test run (a pytest pool) whose process on this host still runs?"""
+    owner = db.owner or ""
+    host = socket.gethostname()
+    if not owner.startswith(f"pytest pool {host} pid "):
+        return False
+    pid = owner.rsplit(" ", 1)[-1]
+    return pid.isdigit() and os.path.exists(f"/proc/{pid}")
+
+
 def drop_all(settings: Settings, *, target: DbTarget | None = None) -> list[str]:
-    names = [d.name for d in list_databases(settings, target)]
+    """Every marked test database, but those a running test session holds right now."""
+    names = [d.name for d in list_databases(settings, target) if not in_use_by_a_live_run(d)]
     return drop(settings, names, target=target) if names else []
 
 

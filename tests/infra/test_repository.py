@@ -11,7 +11,18 @@ from moviectl.infra.models import Movie
 from moviectl.infra.repository import MovieRepository
 
 
-def test_crud_round_trip(movie_session):
+@pytest.fixture
+def committing_session(movie_engine):
+    """Tier 2: real commits (the updated_at trigger uses now(), constant within a
+    transaction, so this cannot run inside tier 1's rolled-back one)."""
+    from sqlmodel import Session
+
+    with Session(movie_engine) as session:
+        yield session
+
+
+def test_crud_round_trip(committing_session):
+    movie_session = committing_session
     repo = MovieRepository(movie_session)
     m = repo.create({"title": "Alien", "year": 1979, "genre": "Horror", "rating": Decimal("8.5")})
     assert m.id is not None and m.created_at is not None and m.updated_at == m.created_at

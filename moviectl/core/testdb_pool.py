@@ -1,0 +1,111 @@
+"""A warm pool of test databases: clones made ahead, dropped behind, by a background thread.
+
+A test's wait for a fresh, migrated database is then a queue pop. Every clone carries the
+usual ownership mark, naming this pool's host and pid and expiring after an hour: a pool
+that was killed leaves clones that ``prune_dead_pools`` (at the next pool's start) or
+``moviectl testdb prune`` drop. Nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import socket
+import threading
+from datetime import timedelta
+
+from moviectl.core import testdb
+from moviectl.infra.admin import databases_named_like, drop_database_force
+from moviectl.infra.conninfo import DbTarget
+from moviectl.infra.engine import connect
+from moviectl.infra.settings import Settings
+
+OWNER_PREFIX = "pytest pool "
+TTL = timedelta(hours=1)
+
+
+def owner_tag() -> str:
+    return f"{OWNER_PREFIX}{socket.gethostname()} pid {os.getpid()}"
+
+
+def prune_dead_pools(settings: Settings, target: DbTarget) -> list[str]:
+    """Drop clones of pools whose process on this host is gone (an interrupted run)."""
+    host = socket.gethostname()
+    dropped = []
+    with connect(target, connect_timeout=settings.connect_timeout) as conn:
+        for row in databases_named_like(conn, testdb.TEST_PREFIX):
+            owner = str((row["mark"] or {}).get("owner") or "")
+            if not owner.startswith(f"{OWNER_PREFIX}{host} pid "):
+                continue
+            pid = owner.rsplit(" ", 1)[-1]
+            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                drop_database_force(conn, row["name"])
+                dropped.append(row["name"])
+    return dropped
+
+
+class ClonePool:
+    def __init__(self, settings: Settings, target: DbTarget, template: str, size: int) -> None:
+        self.settings, self.target, self.template = settings, target, template
+        self.size = max(1, size)
+        self._ready: queue.Queue[testdb.TestDatabase] = queue.Queue()
+        self._doomed: queue.Queue[str] = queue.Queue()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="moviectl-clone-pool", daemon=True)
+        self._thread.start()
+
+    def take(self, timeout: float = 120) -> testdb.TestDatabase:
+        """A fresh clone (waits only when the pool is empty)."""
+        self._wake.set()
+        try:
+            db = self._ready.get(timeout=timeout)
+        except queue.Empty:
+            if self._error is not None:
+                raise self._error from None
+            raise TimeoutError("no test database came from the pool") from None
+        self._wake.set()  # make the next one
+        return db
+
+    def give_back(self, name: str) -> None:
+        """The test is done with it: dropped in the background."""
+        self._doomed.put(name)
+        self._wake.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=60)
+        leftovers = []
+        while not self._ready.empty():
+            leftovers.append(self._ready.get_nowait().name)
+        while not self._doomed.empty():
+            leftovers.append(self._doomed.get_nowait())
+        if leftovers:
+            with contextlib.suppress(Exception):
+                testdb.drop(self.settings, leftovers, target=self.target)
+
+    def _run(self) -> None:
+        try:
+            with connect(self.target, connect_timeout=self.settings.connect_timeout) as conn:
+                while not self._stop.is_set():
+                    while not self._doomed.empty():
+                        drop_database_force(conn, self._doomed.get_nowait())
+                    if self._ready.qsize() < self.size:
+                        self._ready.put(
+                            testdb.create(
+                                self.settings,
+                                target=self.target,
+                                template=self.template,
+                                owner=owner_tag(),
+                                ttl=TTL,
+                                conn=conn,
+                            )
+                        )
+                        continue
+                    self._wake.wait(0.5)
+                    self._wake.clear()
+        except BaseException as exc:  # surfaced to the next take()
+            self._error = exc
