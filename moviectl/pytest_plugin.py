@@ -112,8 +112,9 @@ def moviectl_clone_pool(
     prune_dead_pools(moviectl_settings, moviectl_admin_target)  # what killed runs left
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
     pool = ClonePool(
-        moviectl_settings, moviectl_admin_target, moviectl_template, size=max(1, 4 // workers)
+        moviectl_settings, moviectl_admin_target, moviectl_template, size=max(2, 8 // workers)
     )
+    pool.warm()
     yield pool
     pool.close()
 

@@ -57,6 +57,17 @@ class ClonePool:
         self._thread = threading.Thread(target=self._run, name="moviectl-clone-pool", daemon=True)
         self._thread.start()
 
+    def warm(self, timeout: float = 120) -> None:
+        """Wait until the pool is full (before the first test asks)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self._ready.qsize() < self.size and time.monotonic() < deadline:
+            if self._error is not None:
+                raise self._error
+            self._wake.set()
+            time.sleep(0.01)
+
     def take(self, timeout: float = 120) -> testdb.TestDatabase:
         """A fresh clone (waits only when the pool is empty)."""
         self._wake.set()
@@ -91,8 +102,10 @@ class ClonePool:
         try:
             with connect(self.target, connect_timeout=self.settings.connect_timeout) as conn:
                 while not self._stop.is_set():
-                    while not self._doomed.empty():
+                    if self._ready.qsize() >= self.size and not self._doomed.empty():
+                        # dropping waits until the pool is full: a test never waits for it
                         drop_database_force(conn, self._doomed.get_nowait())
+                        continue
                     if self._ready.qsize() < self.size:
                         self._ready.put(
                             testdb.create(
