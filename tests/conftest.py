@@ -238,3 +238,24 @@ def read_until(stream: Any, needle: str, timeout: float) -> str:
                 break
             seen += chunk.decode(errors="replace")
     return seen
+
+
+def wait_for(condition: Any, timeout: float = 60) -> bool:
+    """Poll ``condition`` until true or ``timeout`` (bounded; the answer is the result)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def backup_json(cli: Cli, out: Path, *args: str) -> dict[str, Any]:
+    """``moviectl backup --output OUT --json ARGS``, which must succeed; its document."""
+    import json
+
+    r = cli("backup", "--output", str(out), "--json", *args)
+    assert r.exit_code == 0, r.output
+    return dict(json.loads(r.stdout))

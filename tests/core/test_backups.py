@@ -14,7 +14,7 @@ from psycopg import sql
 
 from moviectl.core.backups import dump as core
 from moviectl.infra.settings import Settings
-from tests.conftest import run_at_once
+from tests.conftest import backup_json, run_at_once
 
 
 @pytest.fixture
@@ -24,14 +24,8 @@ def seeded(cli):
     return cli
 
 
-def _backup(cli, out: Path, *args: str) -> dict:
-    r = cli("backup", "--output", str(out), "--json", *args)
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
-
-
 def test_backup_list_verify_restore_round_trip(seeded, tmp_path, movie_db_url):
-    doc = _backup(seeded, tmp_path)
+    doc = backup_json(seeded, tmp_path)
     path = Path(doc["path"])
     man = json.loads(Path(doc["manifest_path"]).read_text())
     assert path.exists() and not list(tmp_path.glob(".*partial"))
@@ -64,14 +58,14 @@ def test_backup_list_verify_restore_round_trip(seeded, tmp_path, movie_db_url):
     [("directory", ["--jobs", "2"]), ("plain", []), ("custom", ["--compress", "9"])],
 )
 def test_other_formats(seeded, tmp_path, fmt, extra):
-    doc = _backup(seeded, tmp_path, "--format", fmt, *extra)
+    doc = backup_json(seeded, tmp_path, "--format", fmt, *extra)
     r = seeded("backup", "verify", doc["path"])
     assert r.exit_code == 0, r.output
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 def test_corrupted_backups_are_refused(seeded, tmp_path, damage):
-    path = Path(_backup(seeded, tmp_path)["path"])
+    path = Path(backup_json(seeded, tmp_path)["path"])
     data = bytearray(path.read_bytes())
     if damage == "flip":
         data[len(data) // 2] ^= 0x01
@@ -89,7 +83,7 @@ def test_corrupted_backups_are_refused(seeded, tmp_path, damage):
 
 
 def test_restore_refuses_to_overwrite_without_force(seeded, tmp_path, movie_db_url):
-    path = Path(_backup(seeded, tmp_path)["path"])
+    path = Path(backup_json(seeded, tmp_path)["path"])
     db = Settings(_env_file=None, database_url=movie_db_url).target().database
     r = seeded("restore", str(path), "--into", db)
     assert r.exit_code == 5 and "not empty" in r.stderr
@@ -105,7 +99,7 @@ def test_restore_refuses_to_overwrite_without_force(seeded, tmp_path, movie_db_u
 
 
 def test_restore_refuses_a_newer_major(seeded, tmp_path):
-    doc = _backup(seeded, tmp_path)
+    doc = backup_json(seeded, tmp_path)
     mpath = Path(doc["manifest_path"])
     man = json.loads(mpath.read_text())
     man["server_major"] = 99
@@ -179,7 +173,7 @@ def test_pg_dump_killed_midway(cli, tmp_path, movie_db_url):
 def test_prune_keeps_the_newest_verified(seeded, tmp_path):
     paths = []
     for _ in range(3):  # in the same second, as often as not: names stay distinct
-        paths.append(_backup(seeded, tmp_path)["path"])
+        paths.append(backup_json(seeded, tmp_path)["path"])
     assert len(set(paths)) == 3
     assert seeded("backup", "verify", paths[0]).exit_code == 0
     r = seeded("backup", "prune", "--keep", "1", "--yes", "--json", MOVIE_BACKUP_DIR=str(tmp_path))
@@ -194,7 +188,7 @@ def test_prune_keeps_the_newest_verified(seeded, tmp_path):
 @pytest.mark.parametrize("force", [False, True])
 def test_restore_never_touches_protected_databases(seeded, tmp_path, movie_db_url, into, force):
     """System databases, templates, unconnectable ones: refused (5), nothing changed."""
-    path = Path(_backup(seeded, tmp_path)["path"])
+    path = Path(backup_json(seeded, tmp_path)["path"])
     with psycopg.connect(movie_db_url, autocommit=True) as c:
         if into == "no_conn":
             c.execute("CREATE DATABASE no_conn")
@@ -288,7 +282,7 @@ def test_jobs_are_capped_by_the_servers_free_connections(seeded, tmp_path, movie
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        doc = _backup(seeded, tmp_path, "--format", "directory", "--jobs", "99999")
+        doc = backup_json(seeded, tmp_path, "--format", "directory", "--jobs", "99999")
     finally:
         stop.set()
         watcher.join()
@@ -317,7 +311,7 @@ def test_verify_on_a_read_only_backup_directory_still_reports_the_drill(seeded, 
     if not _mount_tmpfs(ro, "size=64m"):
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
-        path = _backup(seeded, ro)["path"]
+        path = backup_json(seeded, ro)["path"]
         subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
         r = seeded("backup", "verify", path, "--json")
         assert r.exit_code == 0, r.output

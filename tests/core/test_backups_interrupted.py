@@ -7,14 +7,13 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import psycopg
 import pytest
 
-from tests.conftest import subprocess_env
+from tests.conftest import backup_json, subprocess_env, wait_for
 
 
 @pytest.fixture
@@ -24,26 +23,10 @@ def seeded(cli):
     return cli
 
 
-def _backup(cli, out: Path, *args: str) -> dict:
-    r = cli("backup", "--output", str(out), "--json", *args)
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
-
-
 def _databases(url: str, like: str) -> list[str]:
     with psycopg.connect(url) as c:
         rows = c.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (like,))
         return [r[0] for r in rows]
-
-
-def _wait_for(condition, timeout: float = 60) -> bool:
-    """Poll ``condition`` until true or ``timeout`` (bounded; the answer is the result)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def _tools_of(pid: int) -> list[psutil.Process]:
@@ -67,7 +50,7 @@ def _no_tool_reading(path: Path) -> bool:
 
 
 def test_a_failed_restore_into_a_new_database_leaves_nothing(seeded, tmp_path, movie_db_url):
-    doc = _backup(seeded, tmp_path, "--format", "plain")
+    doc = backup_json(seeded, tmp_path, "--format", "plain")
     path, mpath = Path(doc["path"]), Path(doc["manifest_path"])
     with open(path, "a") as fh:  # a valid dump that fails at its very end
         fh.write("\nSELECT * FROM this_table_is_not_there;\n")
@@ -84,11 +67,11 @@ def test_kill_9_during_backup_leaves_a_partial_the_next_run_removes(seeded, tmp_
     cmd = [sys.executable, "-m", "moviectl", "backup", "--output", str(tmp_path)]
     proc = subprocess.Popen(cmd, env=subprocess_env(**seeded.env), stderr=subprocess.PIPE)
     try:
-        assert _wait_for(lambda: _tools_of(proc.pid)), "pg_dump never started"
+        assert wait_for(lambda: _tools_of(proc.pid)), "pg_dump never started"
         tools = _tools_of(proc.pid)
         proc.kill()
         proc.wait(timeout=30)
-        assert _wait_for(lambda: not any(t.is_running() for t in tools), 10), "orphan pg_dump"
+        assert wait_for(lambda: not any(t.is_running() for t in tools), 10), "orphan pg_dump"
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -97,7 +80,7 @@ def test_kill_9_during_backup_leaves_a_partial_the_next_run_removes(seeded, tmp_
     r = seeded("doctor", "--json", MOVIE_BACKUP_DIR=str(tmp_path))
     found = {f["name"]: f for f in json.loads(r.stdout)["findings"]}
     assert found["leftovers"]["status"] == "warn", found["leftovers"]
-    doc = _backup(seeded, tmp_path)
+    doc = backup_json(seeded, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [Path(doc["path"]).name, Path(doc["manifest_path"]).name]
     )
@@ -107,11 +90,11 @@ def test_sigterm_during_backup_cleans_up_and_exits_143(seeded, tmp_path):
     cmd = [sys.executable, "-m", "moviectl", "backup", "--output", str(tmp_path)]
     proc = subprocess.Popen(cmd, env=subprocess_env(**seeded.env), stderr=subprocess.PIPE)
     try:
-        assert _wait_for(lambda: _tools_of(proc.pid)), "pg_dump never started"
+        assert wait_for(lambda: _tools_of(proc.pid)), "pg_dump never started"
         tools = _tools_of(proc.pid)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 143
-        assert _wait_for(lambda: not any(t.is_running() for t in tools), 10)
+        assert wait_for(lambda: not any(t.is_running() for t in tools), 10)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -121,14 +104,14 @@ def test_sigterm_during_backup_cleans_up_and_exits_143(seeded, tmp_path):
 def test_kill_9_during_a_drill_leaves_a_marked_database_the_next_run_drops(
     seeded, tmp_path, movie_db_url
 ):
-    path = Path(_backup(seeded, tmp_path)["path"])
+    path = Path(backup_json(seeded, tmp_path)["path"])
     cmd = [sys.executable, "-m", "moviectl", "backup", "verify", str(path)]
     proc = subprocess.Popen(cmd, env=subprocess_env(**seeded.env), stderr=subprocess.PIPE)
     try:
-        assert _wait_for(lambda: _tools_of(proc.pid)), "pg_restore never started"
+        assert wait_for(lambda: _tools_of(proc.pid)), "pg_restore never started"
         proc.kill()
         proc.wait(timeout=30)
-        assert _wait_for(lambda: _no_tool_reading(path), 10), "orphan pg_restore"
+        assert wait_for(lambda: _no_tool_reading(path), 10), "orphan pg_restore"
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -146,11 +129,11 @@ def test_ctrl_c_during_backup_cleans_up_and_exits_130(seeded, tmp_path):
     cmd = [sys.executable, "-m", "moviectl", "backup", "--output", str(tmp_path)]
     proc = subprocess.Popen(cmd, env=subprocess_env(**seeded.env), stderr=subprocess.PIPE)
     try:
-        assert _wait_for(lambda: _tools_of(proc.pid)), "pg_dump never started"
+        assert wait_for(lambda: _tools_of(proc.pid)), "pg_dump never started"
         tools = _tools_of(proc.pid)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 130
-        assert _wait_for(lambda: not any(t.is_running() for t in tools), 10)
+        assert wait_for(lambda: not any(t.is_running() for t in tools), 10)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -192,7 +175,7 @@ def test_a_failing_restore_through_sql_reports_psqls_first_error(tmp_path):
         url = f"postgresql://postgres:pw@127.0.0.1:{srv.port}/postgres"
         cli = Cli({"MOVIE_DATABASE_URL": url})
         assert cli("migrate").exit_code == 0 and cli("seed", "--sample", "50").exit_code == 0
-        path = Path(_backup(cli, tmp_path)["path"])
+        path = Path(backup_json(cli, tmp_path)["path"])
         tpl = f"postgresql://postgres:pw@127.0.0.1:{srv.port}/template1"
         with psycopg.connect(tpl, autocommit=True) as c:  # every new database inherits it
             c.execute("CREATE TABLE movies (x int)")
@@ -205,7 +188,7 @@ def test_a_failing_restore_through_sql_reports_psqls_first_error(tmp_path):
 
 
 def test_restore_refuses_a_database_with_objects_outside_public(seeded, tmp_path, movie_db_url):
-    path = Path(_backup(seeded, tmp_path)["path"])
+    path = Path(backup_json(seeded, tmp_path)["path"])
     base = movie_db_url.rsplit("/", 1)[0]
     with psycopg.connect(movie_db_url, autocommit=True) as c:
         c.execute("CREATE DATABASE theirs")
@@ -225,10 +208,10 @@ def test_restore_refuses_a_database_with_objects_outside_public(seeded, tmp_path
 def test_every_run_cleans_every_kind_of_leftover(seeded, tmp_path, movie_db_url):
     """A killed backup's partial goes with the next restore; a killed drill's database goes
     with the next backup (doctor promises "the next backup / restore / verify")."""
-    good = Path(_backup(seeded, tmp_path)["path"])
+    good = Path(backup_json(seeded, tmp_path)["path"])
     cmd = [sys.executable, "-m", "moviectl", "backup", "--output", str(tmp_path)]
     proc = subprocess.Popen(cmd, env=subprocess_env(**seeded.env), stderr=subprocess.PIPE)
-    assert _wait_for(lambda: _tools_of(proc.pid)), "pg_dump never started"
+    assert wait_for(lambda: _tools_of(proc.pid)), "pg_dump never started"
     proc.kill()
     proc.wait(timeout=30)
     assert [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
@@ -237,11 +220,11 @@ def test_every_run_cleans_every_kind_of_leftover(seeded, tmp_path, movie_db_url)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
     cmd = [sys.executable, "-m", "moviectl", "backup", "verify", str(good)]
     proc = subprocess.Popen(cmd, env=subprocess_env(**seeded.env), stderr=subprocess.PIPE)
-    assert _wait_for(lambda: _tools_of(proc.pid)), "pg_restore never started"
+    assert wait_for(lambda: _tools_of(proc.pid)), "pg_restore never started"
     proc.kill()
     proc.wait(timeout=30)
     assert len(_databases(movie_db_url, "movies_verify_%")) == 1
-    _backup(seeded, tmp_path)
+    backup_json(seeded, tmp_path)
     assert _databases(movie_db_url, "movies_verify_%") == []
     with psycopg.connect(movie_db_url, autocommit=True) as c:
         c.execute("DROP DATABASE cleaned_up WITH (FORCE)")

@@ -16,7 +16,7 @@ import pytest
 
 from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
 from moviectl.infra.ports import free_port
-from tests.conftest import Cli, subprocess_env
+from tests.conftest import Cli, subprocess_env, wait_for
 
 
 @pytest.fixture
@@ -45,15 +45,6 @@ def _signal_cluster(srv: EmbeddedServer, sig: int) -> None:
             p.send_signal(sig)
 
 
-def _wait_for(condition, timeout: float = 60) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def _children_named(pid: int, name: str) -> list[psutil.Process]:
     try:
         return [p for p in psutil.Process(pid).children(recursive=True) if p.name() == name]
@@ -68,7 +59,7 @@ def test_backup_of_a_paused_server_fails_with_3_in_bounded_time(paused_later, tm
     cmd = [sys.executable, "-m", "moviectl", "backup", "--output", str(out)]
     proc = subprocess.Popen(cmd, env=subprocess_env(**cli.env), stderr=subprocess.PIPE, text=True)
     try:
-        assert _wait_for(lambda: _children_named(proc.pid, "pg_dump")), "pg_dump never started"
+        assert wait_for(lambda: _children_named(proc.pid, "pg_dump")), "pg_dump never started"
         dumps = _children_named(proc.pid, "pg_dump")
         _signal_cluster(srv, signal.SIGSTOP)
         started = time.monotonic()
@@ -80,7 +71,7 @@ def test_backup_of_a_paused_server_fails_with_3_in_bounded_time(paused_later, tm
         _signal_cluster(srv, signal.SIGCONT)
     assert proc.returncode == 3, err
     assert "stopped answering" in err and took < 30
-    assert _wait_for(lambda: not any(d.is_running() for d in dumps), 10)
+    assert wait_for(lambda: not any(d.is_running() for d in dumps), 10)
     assert list(out.iterdir()) == []
 
 
@@ -91,7 +82,7 @@ def test_seed_into_a_paused_server_fails_with_3_in_bounded_time(paused_later):
     proc = subprocess.Popen(cmd, env=subprocess_env(**cli.env), stderr=subprocess.PIPE, text=True)
     try:
         with psycopg.connect(url, autocommit=True) as c:
-            assert _wait_for(
+            assert wait_for(
                 lambda: c.execute(
                     "SELECT 1 FROM pg_stat_activity WHERE query ILIKE 'COPY movies%%'"
                 ).fetchone()
@@ -130,7 +121,7 @@ def test_restore_and_drill_against_a_paused_server_fail_with_3_in_bounded_time(
     cmd = [sys.executable, "-m", "moviectl", *command, path]
     proc = subprocess.Popen(cmd, env=subprocess_env(**cli.env), stderr=subprocess.PIPE, text=True)
     try:
-        assert _wait_for(lambda: _children_named(proc.pid, "pg_restore")), "no pg_restore"
+        assert wait_for(lambda: _children_named(proc.pid, "pg_restore")), "no pg_restore"
         _signal_cluster(srv, signal.SIGSTOP)
         started = time.monotonic()
         _, err = proc.communicate(timeout=60)
