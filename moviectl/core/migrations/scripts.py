@@ -8,12 +8,13 @@ scripts without importing Alembic, for hot paths (health, seed).
 from __future__ import annotations
 
 import ast
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from moviectl.infra.errors import ToolMissing, UnknownRevision
+from moviectl.infra.errors import ToolMissing, UnknownRevision, UsageError
 from moviectl.infra.settings import Settings
 
 if TYPE_CHECKING:
@@ -24,7 +25,19 @@ PACKAGE_DIR = Path(__file__).resolve().parents[2]  # moviectl/
 
 
 def script_location() -> Path:
-    """The directory holding env.py and versions/ (shipped in the wheel or the checkout's)."""
+    """The directory holding env.py and versions/ (shipped in the wheel or the checkout's).
+
+    ``MOVIE_MIGRATIONS_DIR`` (environment only) points at another copy: tests and forks.
+    """
+    override = os.environ.get("MOVIE_MIGRATIONS_DIR")
+    if override:
+        path = Path(override).expanduser()
+        if not (path / "env.py").is_file():
+            raise UsageError(
+                f"MOVIE_MIGRATIONS_DIR={override} holds no env.py",
+                hint="point it at a directory like the project's alembic/ (env.py, versions/)",
+            )
+        return path
     for candidate in (PACKAGE_DIR / "_alembic", PACKAGE_DIR.parent / "alembic"):
         if (candidate / "env.py").is_file():
             return candidate
