@@ -38,6 +38,16 @@ class Movie(MovieBase, table=True):
         sa.CheckConstraint("rating >= 0 AND rating <= 10", name="ck_movies_rating_range"),
         sa.Index("ix_movies_title", "title"),
         sa.Index("ix_movies_year_genre", "year", "genre"),
+        # Triggers are not SQLAlchemy objects: `migrate check` compares these with the
+        # database (name: the definition as pg_get_triggerdef writes it after the name).
+        {
+            "info": {
+                "triggers": {
+                    "movies_set_updated_at": "BEFORE UPDATE ON movies FOR EACH ROW "
+                    "EXECUTE FUNCTION moviectl_set_updated_at()"
+                }
+            }
+        },
     )
 
     id: uuid.UUID | None = Field(
@@ -73,7 +83,9 @@ class SeedRun(SQLModel, table=True):
         sa.Index("ix_seed_runs_key", "key"),
     )
 
-    id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, primary_key=True))
+    id: int | None = Field(
+        default=None, sa_column=sa.Column(sa.BigInteger, sa.Identity(), primary_key=True)
+    )
     key: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
     source: str = Field(sa_column=sa.Column(sa.String(10), nullable=False))
     file_name: str | None = Field(default=None, sa_column=sa.Column(sa.Text))

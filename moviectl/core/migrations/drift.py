@@ -1,13 +1,31 @@
-"""`migrate check`: compare the models with the live database."""
+"""`migrate check`: compare the models with the live database, in plain words.
+
+Alembic's autogenerate compares tables, columns, types, nullability, server defaults,
+indexes, unique constraints and foreign keys. It is blind to CHECK constraints and
+triggers, so those are read from the catalog here: a CHECK's definition is compared
+after the server itself normalises the model's expression (on a temporary copy of the
+table's columns, inside a transaction that is rolled back: nothing is left behind), and
+triggers are compared with the ones the models declare in ``info["triggers"]``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+import warnings
+from dataclasses import dataclass, field
 from typing import Any
 
-from moviectl.core.migrations.scripts import script_directory
+from moviectl.core.migrations.scripts import head_revision
 from moviectl.infra.engine import db_errors, make_engine
 from moviectl.infra.settings import Settings
+
+
+@dataclass
+class Drift:
+    kind: str  # table, column, type, nullable, default, index, unique, foreign_key, check, trigger
+    table: str | None
+    name: str
+    message: str  # plain words: what the database has that the models do not, or the reverse
 
 
 @dataclass
@@ -15,15 +33,16 @@ class DriftReport:
     database: str
     current: str | None
     head: str | None
-    differences: list[str]
+    drifts: list[Drift] = field(default_factory=list)
+    differences: list[str] = field(default_factory=list)  # the messages, in order
 
     @property
     def clean(self) -> bool:
-        return not self.differences
+        return not self.drifts
 
 
 def check(settings: Settings) -> DriftReport:
-    """Compare the models with the live database (autogenerate); empty list = no drift."""
+    """Compare the models with the live database; an empty report means no drift."""
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
@@ -37,29 +56,218 @@ def check(settings: Settings) -> DriftReport:
     try:
         with db_errors(target, settings.connect_timeout), engine.connect() as conn:
             ctx = MigrationContext.configure(
-                conn, opts={"compare_type": True, "include_object": include}
+                conn,
+                opts={
+                    "compare_type": True,
+                    "compare_server_default": True,
+                    "include_object": include,
+                },
             )
-            diffs = compare_metadata(ctx, metadata)
+            with warnings.catch_warnings():  # SQLAlchemy reflecting a NOT VALID check
+                warnings.filterwarnings("ignore", "Can't validate argument 'dialect_options'")
+                diffs = compare_metadata(ctx, metadata)
+            drifts = [describe(d) for d in flatten(diffs)]
             current = ctx.get_current_revision()
+            raw = conn.connection.dbapi_connection
+            drifts += compare_checks(raw, metadata)
+            drifts += compare_triggers(raw, metadata)
+            conn.rollback()
     finally:
         engine.dispose()
     return DriftReport(
         database=target.database,
         current=current,
-        head=script_directory().get_current_head(),
-        differences=[describe_difference(d) for d in diffs],
+        head=head_revision(),
+        drifts=drifts,
+        differences=[d.message for d in drifts],
     )
 
 
-def describe_difference(diff: Any) -> str:
-    if isinstance(diff, list):  # column modifications come grouped
-        return "; ".join(describe_difference(d) for d in diff)
-    kind, *rest = diff
-    names = []
-    for item in rest:
-        name = getattr(item, "name", None)
-        if name is not None:
-            names.append(str(name))
-        elif isinstance(item, str):
-            names.append(item)
-    return f"{kind} {' '.join(names)}".strip()
+def flatten(diffs: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for d in diffs:
+        out.extend(flatten(d) if isinstance(d, list) else [d])
+    return out
+
+
+_ADD_REMOVE = {
+    "table": "table",
+    "column": "column",
+    "index": "index",
+    "constraint": "unique constraint",
+    "fk": "foreign key",
+}
+
+
+def describe(diff: Any) -> Drift:
+    """One Alembic autogenerate difference as a `Drift` in plain words."""
+    op, *rest = diff
+    verb, _, what = op.partition("_")
+    if verb in ("add", "remove") and what in _ADD_REMOVE:
+        obj = rest[-1]
+        noun = _ADD_REMOVE[what]
+        if what == "table":
+            table, name = obj.name, obj.name
+        elif what == "column":
+            table, name = rest[1], f"{rest[1]}.{obj.name}"
+        else:
+            table = obj.table.name
+            name = f"{table}.{obj.name}" if obj.name else f"{table} ({_cols(obj)})"
+        kind = {"constraint": "unique", "fk": "foreign_key"}.get(what, what)
+        return Drift(kind, table, name, _has(verb == "add", noun, name))
+    if verb == "modify" and len(rest) == 6:
+        _schema, table, column, _kw, in_db, in_models = rest
+        name = f"{table}.{column}"
+        kind = what
+        if what == "nullable":
+            db_says = "allows NULL" if in_db else "is NOT NULL"
+            models_say = "allow NULL" if in_models else "say NOT NULL"
+            text = f"column {name}: the database {db_says}, the models {models_say}"
+        elif what == "type":
+            text = f"column {name}: the database has type {in_db}, the models {in_models}"
+        elif what == "default":
+            text = (
+                f"column {name}: the database's default is {_default(in_db)}, "
+                f"the models' {_default(in_models)}"
+            )
+        else:
+            text = f"column {name}: {what} differs (database {in_db!r}, models {in_models!r})"
+        return Drift(kind, table, name, text)
+    names = [
+        str(getattr(x, "name", x)) for x in rest if getattr(x, "name", None) or isinstance(x, str)
+    ]
+    return Drift(
+        "other", None, " ".join(names), f"{op.replace('_', ' ')} {' '.join(names)}".strip()
+    )
+
+
+def _has(models_have: bool, noun: str, name: str) -> str:
+    a = "an" if noun[0] in "aeio" else "a"  # a unique, a CHECK, an index
+    if models_have:
+        return f"the models have {a} {noun} {name} that the database does not"
+    return f"the database has {a} {noun} {name} that the models do not"
+
+
+def _cols(constraint: Any) -> str:
+    return ", ".join(c.name for c in constraint.columns)
+
+
+def _default(value: Any) -> str:
+    if value is None:
+        return "none"
+    arg = getattr(value, "arg", value)  # a model's DefaultClause wraps its expression
+    return str(getattr(arg, "text", arg))
+
+
+def _norm(sql: str) -> str:
+    return re.sub(r"\s+", " ", sql.replace("public.", "")).strip().lower()
+
+
+def compare_checks(raw: Any, metadata: Any) -> list[Drift]:
+    """CHECK constraints by name, validation and (server-normalised) definition."""
+    from sqlalchemy import CheckConstraint
+    from sqlalchemy.dialects import postgresql
+
+    dialect = postgresql.dialect()
+    tables = {t.name: t for t in metadata.sorted_tables}
+    live: dict[tuple[str, str], tuple[bool, str]] = {}
+    rows = raw.execute(
+        "SELECT c.relname, k.conname, k.convalidated, pg_get_constraintdef(k.oid) "
+        "FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid "
+        "WHERE k.contype = 'c' AND c.relnamespace = 'public'::regnamespace"
+    ).fetchall()
+    for table, name, validated, definition in rows:
+        if table in tables:
+            live[(table, name)] = (validated, definition)
+    drifts = []
+    for table in tables.values():
+        for ck in (c for c in table.constraints if isinstance(c, CheckConstraint)):
+            name = f"{table.name}.{ck.name}"
+            if (table.name, ck.name) not in live:
+                text = _has(True, "CHECK constraint", name)
+                drifts.append(Drift("check", table.name, name, text))
+                continue
+            validated, definition = live.pop((table.name, str(ck.name)))
+            if not validated:
+                text = (
+                    f"CHECK constraint {name} is NOT VALID in the database "
+                    f"(ALTER TABLE {table.name} VALIDATE CONSTRAINT {ck.name})"
+                )
+                drifts.append(Drift("check", table.name, name, text))
+            sqltext = str(
+                ck.sqltext.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
+            )
+            wanted = _normalised_check(raw, table.name, sqltext)
+            if wanted is not None and _norm(wanted) != _norm(definition.replace(" NOT VALID", "")):
+                text = (
+                    f"CHECK constraint {name} differs: the database has {definition}, "
+                    f"the models {wanted}"
+                )
+                drifts.append(Drift("check", table.name, name, text))
+    for (table_name, con), _ in sorted(live.items()):
+        name = f"{table_name}.{con}"
+        text = _has(False, "CHECK constraint", name)
+        drifts.append(Drift("check", table_name, name, text))
+    return drifts
+
+
+def _normalised_check(raw: Any, table: str, sqltext: str) -> str | None:
+    """How the server writes the model's CHECK, on a temporary copy of the table's columns.
+
+    Inside a savepoint that is rolled back; None when the server cannot say (a column the
+    database lacks — reported on its own — or no right to create temporary tables).
+    """
+    import psycopg
+    from psycopg import sql
+
+    try:
+        with raw.transaction(force_rollback=True):
+            raw.execute(
+                sql.SQL("CREATE TEMP TABLE moviectl_drift (LIKE {}) ON COMMIT DROP").format(
+                    sql.Identifier(table)
+                )
+            )
+            raw.execute(
+                sql.SQL("ALTER TABLE moviectl_drift ADD CONSTRAINT ck CHECK ({})").format(
+                    sql.SQL(sqltext)  # the models' own text, from the code, not from a user
+                )
+            )
+            row = raw.execute(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conname = 'ck' AND conrelid = 'pg_temp.moviectl_drift'::regclass"
+            ).fetchone()
+            return str(row[0]) if row else None
+    except psycopg.Error:
+        return None
+
+
+def compare_triggers(raw: Any, metadata: Any) -> list[Drift]:
+    """Triggers on the models' tables against ``Table.info["triggers"]`` (name: definition)."""
+    tables = {t.name: t for t in metadata.sorted_tables}
+    rows = raw.execute(
+        "SELECT c.relname, t.tgname, t.tgenabled, pg_get_triggerdef(t.oid) "
+        "FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+        "WHERE NOT t.tgisinternal AND c.relnamespace = 'public'::regnamespace"
+    ).fetchall()
+    live = {(r[0], r[1]): (r[2], r[3]) for r in rows if r[0] in tables}
+    drifts = []
+    for table in tables.values():
+        for trigger, wanted in table.info.get("triggers", {}).items():
+            name = f"{table.name}.{trigger}"
+            if (table.name, trigger) not in live:
+                text = _has(True, "trigger", name)
+                drifts.append(Drift("trigger", table.name, name, text))
+                continue
+            enabled, definition = live.pop((table.name, trigger))
+            if enabled == "D":
+                text = f"trigger {name} is disabled in the database"
+                drifts.append(Drift("trigger", table.name, name, text))
+            body = re.sub(r"^CREATE (CONSTRAINT )?TRIGGER \S+ ", "", definition)
+            if _norm(body) != _norm(wanted):
+                text = f"trigger {name} differs: the database has {body}, the models {wanted}"
+                drifts.append(Drift("trigger", table.name, name, text))
+    for (table_name, trigger), _ in sorted(live.items()):
+        name = f"{table_name}.{trigger}"
+        text = _has(False, "trigger", name)
+        drifts.append(Drift("trigger", table_name, name, text))
+    return drifts
