@@ -114,3 +114,34 @@ def migrate_check(ctx: typer.Context, json: JsonOpt = False) -> None:
     out(ctx, json).emit(report, render_drift)
     if not report.clean:
         raise typer.Exit(1)
+
+
+@migrate_app.command("lint")
+def migrate_lint(
+    ctx: typer.Context,
+    range_: Annotated[
+        str | None,
+        typer.Option(
+            "--range",
+            metavar="A:B",
+            help="Lint the migrations after A up to B, offline (e.g. base:head). "
+            "Default: the pending ones, weighed by the live tables' sizes.",
+        ),
+    ] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Find migrations that lock tables or break running code, before they run; exit 1 on errors.
+
+    Renders the migrations to SQL offline and reads it with PostgreSQL's own parser. With a
+    database, a finding on an empty or small table is info or a warning; offline, an error.
+    Acknowledge one on purpose: `# moviectl-lint: allow RULE -- reason` on or above its line.
+
+    Example: `moviectl migrate lint` or, in CI, `moviectl migrate lint --range 0002:head`
+    """
+    from moviectl.cli.render_lint import render_lint
+    from moviectl.core.migrations import lint
+
+    report = lint.lint(settings_of(ctx), range_)
+    out(ctx, json).emit(report, render_lint)
+    if not report.ok:
+        raise typer.Exit(1)
