@@ -5,7 +5,8 @@
   not read at all: the migration runs where the caller says, never on the app database.
 - Otherwise `moviectl migrate` passes its settings in ``config.attributes["settings"]``,
   and `alembic upgrade head` by hand reads them from MOVIE_* / .env.
-Online runs hold moviectl's migration advisory lock, so two migrations never interleave.
+Online runs hold moviectl's migration advisory lock, so two migrations never interleave,
+and run with lock/statement timeouts, retried after a lock timeout (``timeouts.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from alembic import context
 from alembic.runtime.migration import MigrationContext
 
 from moviectl.core.migrations.lock import migration_lock
+from moviectl.core.migrations.timeouts import apply_timeouts, run_with_lock_retries
 from moviectl.infra.engine import dialect_url, make_engine
 from moviectl.infra.errors import MoviectlError
 from moviectl.infra.models import metadata
@@ -55,7 +57,7 @@ def _target_of(connection):  # type: ignore[no-untyped-def]
     return DbTarget(info.host, int(info.port), info.user, None, info.dbname)
 
 
-def run_on(connection, lock_timeout: float, target) -> None:  # type: ignore[no-untyped-def]
+def run_on(connection, lock_timeout: float, target, settings=None) -> None:  # type: ignore[no-untyped-def]
     with migration_lock(connection, lock_timeout, target):
         # Read inside the lock, so a migration that waited reports what it really did.
         config.attributes["from_revision"] = MigrationContext.configure(
@@ -67,12 +69,22 @@ def run_on(connection, lock_timeout: float, target) -> None:  # type: ignore[no-
             target_metadata=metadata,
             include_object=include_object,
             compare_type=True,
+            compare_server_default=True,
             # each step names the revision it applies (upgrade) or removes (downgrade)
             on_version_apply=lambda step, **_: applied.append(step.up_revision_id),
         )
-        with context.begin_transaction():
-            context.run_migrations()
-        connection.commit()
+
+        def run() -> None:
+            with context.begin_transaction():
+                context.run_migrations()
+            connection.commit()
+
+        if settings is None:  # a handed-in connection: the caller's timeouts
+            run()
+            return
+        apply_timeouts(connection, settings)
+        # a lock timeout rolls the step back: forget what it had applied, then retry
+        run_with_lock_retries(connection, target, settings, run, on_retry=applied.clear)
 
 
 def run_migrations_online() -> None:
@@ -84,7 +96,7 @@ def run_migrations_online() -> None:
     engine = make_engine(settings, pooled=False, application_name="moviectl migrate")
     try:
         with engine.connect() as connection:
-            run_on(connection, settings.migrate_lock_timeout, settings.target())
+            run_on(connection, settings.migrate_lock_timeout, settings.target(), settings)
     finally:
         engine.dispose()
 

@@ -108,6 +108,17 @@ class Settings(BaseSettings):
     migrate_lock_timeout: float = Field(
         10.0, ge=0, description="Seconds a migration waits for another one to finish"
     )
+    migrate_statement_lock_timeout: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds a migration statement waits for a table lock (0: no limit)",
+    )
+    migrate_statement_timeout: float = Field(
+        3600.0, ge=0, description="Seconds one migration statement may run (0: no limit)"
+    )
+    migrate_lock_retries: int = Field(
+        3, ge=0, le=20, description="Retries, with backoff, after a lock timeout"
+    )
 
     @classmethod
     def settings_customise_sources(
