@@ -260,7 +260,10 @@ def lint(settings: Settings, range_: str | None = None) -> LintReport:
         status = runner.status(settings)
     except (Unreachable, AuthFailed) as exc:
         head = scripts.script_directory().get_current_head() or "head"
-        note = f"no database ({exc.message}): linted base:{head} offline, every finding an error"
+        note = (
+            f"no database ({exc.message}): linted base:{head} offline, where every table is "
+            "new; for what a deploy runs: --range <production's revision>:head"
+        )
         return _lint(settings, LintReport(f"base:{head}", "offline", None, note), None, head, None)
     target = settings.target()
     span = f"{status.current or 'base'}:{status.head}"
@@ -322,7 +325,7 @@ def _finding(hit: Hit, sql: str, emitted: Emitted, rule: Any, db: Database | Non
     assert emitted.path is not None and emitted.line is not None
     lines = emitted.path.read_text().splitlines()
     acknowledged, reason, note = acknowledgement(lines, emitted.line, hit.rule)
-    statement = " ".join(sql.split())
+    statement = " ".join(sql.split()).rstrip(";")
     return LintFinding(
         rule=hit.rule,
         severity=severity,
