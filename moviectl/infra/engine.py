@@ -2,16 +2,20 @@
 
 ``make_engine(settings)`` builds the SQLAlchemy engine (pool, pre-ping, timeouts,
 ``application_name``); ``connect(target)`` opens a plain psycopg connection for
-admin work and health probes. Driver errors become ``MoviectlError``s naming
-host, port and database, never the password.
+admin work, health checks, backups and COPY: the paths that need no ORM import no
+SQLAlchemy (this module imports it only inside ``make_engine``/``session_scope``, and
+recognises its errors without importing it). Driver errors become ``MoviectlError``s
+naming host, port and database, never the password.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from moviectl.infra.conninfo import APP_NAME, DbTarget
 from moviectl.infra.errors import (
     AuthFailed,
     ConfigError,
@@ -20,12 +24,13 @@ from moviectl.infra.errors import (
     PermissionDenied,
     Unreachable,
 )
-from moviectl.infra.settings import APP_NAME, DbTarget, Settings
 
 if TYPE_CHECKING:
     import psycopg
     from sqlalchemy.engine import URL, Engine
     from sqlmodel import Session
+
+    from moviectl.infra.settings import Settings
 
 
 def dialect_url() -> URL:
@@ -105,17 +110,29 @@ def connect(
 
 @contextmanager
 def db_errors(target: DbTarget, connect_timeout: int | None = None) -> Iterator[None]:
-    """Turn driver errors raised inside the block into ``MoviectlError``s."""
-    import psycopg
-    from sqlalchemy.exc import DBAPIError
-
+    """Turn driver errors raised inside the block into ``MoviectlError``s (psycopg's, and
+    SQLAlchemy's wrappers of them: recognised without importing SQLAlchemy)."""
     try:
         yield
-    except DBAPIError as exc:
-        orig = exc.orig if isinstance(exc.orig, Exception) else exc
-        raise translate_error(orig, target, connect_timeout) from None
-    except psycopg.Error as exc:
-        raise translate_error(exc, target, connect_timeout) from None
+    except Exception as exc:
+        driver = driver_error(exc)
+        if driver is None:
+            raise
+        raise translate_error(driver, target, connect_timeout) from None
+
+
+def driver_error(exc: BaseException) -> BaseException | None:
+    """The database driver's error behind ``exc`` (psycopg's own, or the one SQLAlchemy's
+    ``DBAPIError`` wraps), else None. Imports neither: a module not loaded raised nothing."""
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(exc, psycopg.Error):
+        return exc
+    if type(exc).__module__.startswith("sqlalchemy."):
+        from sqlalchemy.exc import DBAPIError
+
+        if isinstance(exc, DBAPIError):
+            return exc.orig if isinstance(exc.orig, Exception) else exc
+    return None
 
 
 def translate_error(
