@@ -3,6 +3,9 @@
 Core functions return dataclasses; commands hand them to ``Output.emit`` with a
 renderer for people. In JSON mode every command prints exactly one JSON
 document on stdout (errors included); human chatter goes to stderr.
+
+Rich is imported only when something is printed for people: a ``--json`` run that
+succeeds never loads it (it is a fifth of a short command's start-up).
 """
 
 from __future__ import annotations
@@ -12,21 +15,40 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from moviectl.infra.errors import MoviectlError
 from moviectl.infra.jsonable import jsonable
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 
 class Output:
     def __init__(self, *, json_mode: bool = False, verbose: bool = False) -> None:
         self.json_mode = json_mode
         self.verbose = verbose
-        self.console = Console(highlight=False, soft_wrap=True)
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        self._console: Console | None = None
+        self._err: Console | None = None
+
+    @property
+    def console(self) -> Console:
+        """Rich's console on stdout (made, and Rich imported, on first use)."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(highlight=False, soft_wrap=True)
+        return self._console
+
+    @property
+    def err(self) -> Console:
+        """Rich's console on stderr (made, and Rich imported, on first use)."""
+        if self._err is None:
+            from rich.console import Console
+
+            self._err = Console(stderr=True, highlight=False, soft_wrap=True)
+        return self._err
 
     @property
     def interactive(self) -> bool:
@@ -95,6 +117,8 @@ def _escape(text: str) -> str:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+    from rich.table import Table
+
     t = Table(title=title, title_justify="left", header_style="bold")
     for c in columns:
         t.add_column(c, overflow="fold")
