@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from moviectl.core.migrations import scripts
 from moviectl.infra.engine import db_errors, make_engine
-from moviectl.infra.errors import AuthFailed, Unreachable, UsageError
+from moviectl.infra.errors import Unreachable, UsageError
 from moviectl.infra.settings import Settings
 
 if TYPE_CHECKING:
@@ -258,7 +258,7 @@ def lint(settings: Settings, range_: str | None = None) -> LintReport:
 
     try:
         status = runner.status(settings)
-    except (Unreachable, AuthFailed) as exc:
+    except Unreachable as exc:  # a wrong password or missing database stays an error
         head = scripts.script_directory().get_current_head() or "head"
         note = (
             f"no database ({exc.message}): linted base:{head} offline, where every table is "
