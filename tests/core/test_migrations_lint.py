@@ -9,6 +9,7 @@ and points MOVIE_MIGRATIONS_DIR at it.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import textwrap
 from pathlib import Path
@@ -123,8 +124,11 @@ CASES: dict[str, tuple[str, str]] = {
 }
 
 
-def test_every_rule_has_a_firing_and_a_safe_case():
+def test_every_rule_has_a_firing_and_a_safe_case_and_a_readme_row():
     assert set(CASES) == set(RULES)
+    section = (ROOT / "README.md").read_text().split("### Linting migrations (migrate lint)")[1]
+    table = section.split("\n\n|", 1)[1].split("\n\n", 1)[0]
+    assert sorted(set(re.findall(r"`([a-z-]+)`", table)) & set(RULES)) == sorted(RULES)
 
 
 @pytest.mark.parametrize("rule", sorted(CASES))
