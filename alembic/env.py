@@ -57,6 +57,13 @@ def _target_of(connection):  # type: ignore[no-untyped-def]
     return DbTarget(info.host, int(info.port), info.user, None, info.dbname)
 
 
+def render_item(type_, obj, autogen_context):  # type: ignore[no-untyped-def]
+    """Autogenerate: a SQLModel type renders as ``sqlmodel.…``, so import sqlmodel."""
+    if type_ == "type" and type(obj).__module__.startswith("sqlmodel"):
+        autogen_context.imports.add("import sqlmodel")
+    return False  # Alembic renders it as usual
+
+
 def run_on(connection, lock_timeout: float, target, settings=None) -> None:  # type: ignore[no-untyped-def]
     with migration_lock(connection, lock_timeout, target):
         # Read inside the lock, so a migration that waited reports what it really did.
@@ -70,6 +77,7 @@ def run_on(connection, lock_timeout: float, target, settings=None) -> None:  # t
             include_object=include_object,
             compare_type=True,
             compare_server_default=True,
+            render_item=render_item,
             # each step names the revision it applies (upgrade) or removes (downgrade)
             on_version_apply=lambda step, **_: applied.append(step.up_revision_id),
         )

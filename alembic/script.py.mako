@@ -7,8 +7,8 @@ Create Date: ${create_date}
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
-from alembic import op
+import sqlalchemy as sa  # noqa: F401 (ruff --fix drops the noqa once they are used)
+from alembic import op  # noqa: F401
 ${imports if imports else ""}
 
 revision: str = ${repr(up_revision)}

@@ -99,7 +99,7 @@ def test_every_group_has_the_commands_the_readme_promises():
     group = typer.main.get_command(app)
     promised = {
         "db": {"up", "down", "status", "logs", "shell"},
-        "migrate": {"status", "history", "down", "check", "lint"},
+        "migrate": {"status", "history", "down", "new", "check", "lint"},
         "backup": {"list", "verify", "prune"},
         "testdb": {"create", "drop", "list", "prune", "template"},
         "config": {"show"},

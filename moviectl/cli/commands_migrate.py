@@ -1,4 +1,4 @@
-"""`moviectl migrate [status | history | down | check]`."""
+"""`moviectl migrate [status | history | down | new | check | lint]`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ from typing import Annotated
 import typer
 
 from moviectl.cli.context import JsonOpt, YesOpt, confirm, new_typer, out, settings_of
-from moviectl.cli.render import render_drift, render_history, render_migrate, render_status
+from moviectl.cli.render import (
+    render_drift,
+    render_history,
+    render_migrate,
+    render_new_migration,
+    render_status,
+)
 from moviectl.infra.errors import MigrationsBehind
 
 migrate_app = new_typer(
@@ -100,6 +106,38 @@ def migrate_down(
     with o.status(f"downgrading {settings.masked_url} to {to}"):
         result = migrations.downgrade(settings, to)
     o.emit(result, render_migrate)
+
+
+@migrate_app.command("new")
+def migrate_new(
+    ctx: typer.Context,
+    message: Annotated[str, typer.Argument(help="What the migration does (names the file).")],
+    autogenerate: Annotated[
+        bool,
+        typer.Option("--autogenerate", help="Compare the models with the database (the default)."),
+    ] = False,
+    empty: Annotated[
+        bool, typer.Option("--empty", help="An empty upgrade/downgrade to write by hand.")
+    ] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Write the next migration (`0003_add_director.py`), ruff-formatted.
+
+    Autogenerates from the models against the database (which must be at head) and
+    refuses when they agree, unless `--empty`. Review it, then `moviectl migrate lint`.
+
+    Example: `moviectl migrate new "add director to movies"`
+    """
+    from moviectl.core.migrations import authoring
+    from moviectl.infra.errors import UsageError
+
+    if autogenerate and empty:
+        raise UsageError("--autogenerate and --empty exclude each other", hint="pick one")
+    settings = settings_of(ctx)
+    o = out(ctx, json)
+    with o.status(f"comparing the models with {settings.masked_url}"):
+        result = authoring.new_migration(settings, message, empty=empty)
+    o.emit(result, render_new_migration)
 
 
 @migrate_app.command("check")

@@ -45,9 +45,12 @@ def script_location() -> Path:
 
 
 def alembic_config(settings: Settings) -> Config:
+    from argparse import Namespace
+
     from alembic.config import Config
 
-    cfg = Config()
+    # quiet: Alembic's own "Generating …" lines would corrupt --json's stdout
+    cfg = Config(cmd_opts=Namespace(quiet=True))
     cfg.set_main_option("script_location", str(script_location()).replace("%", "%%"))
     cfg.attributes["settings"] = settings
     return cfg
