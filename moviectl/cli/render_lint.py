@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from moviectl.cli.output import fmt_bytes
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 _MARKS = {"error": "[red]✗ error[/]", "warning": "[yellow]! warning[/]", "info": "[dim]i info[/]"}
 
