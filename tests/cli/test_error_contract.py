@@ -45,6 +45,7 @@ def _args(cmd: tuple[str, ...], backup: str, out: str) -> list[str]:
         ("up",): ["--timeout", "1"],
         ("db", "up"): ["--timeout", "1"],
         ("migrate", "down"): ["--to", "base", "--yes"],
+        ("migrate", "new"): ["add director"],
         ("seed",): ["--sample", "3"],
         ("backup",): ["--output", out],
         ("backup", "verify"): [backup],
@@ -158,6 +159,16 @@ def _situation_url(situation: str, movie_db_url: str, full_server: str, weak_rol
     return weak_role
 
 
+def _scripts_copy(tmp_path: Path) -> Path:
+    import shutil
+
+    from moviectl.core.migrations.scripts import script_location
+
+    copy = tmp_path / "alembic"
+    shutil.copytree(script_location(), copy, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
 def _check(r, expected: int, args: list[str]) -> None:  # type: ignore[no-untyped-def]
     assert r.exit_code == expected, (args, r.exit_code, r.output)
     assert "Traceback" not in r.output, (args, r.output)
@@ -180,6 +191,7 @@ def test_every_command_in_every_situation(
             "MOVIE_DB_BACKEND": "external",
             "MOVIE_BACKUP_DIR": str(tmp_path / "backups"),
             "MOVIE_CONNECT_TIMEOUT": "2",
+            "MOVIE_MIGRATIONS_DIR": str(_scripts_copy(tmp_path)),  # `migrate new` writes there
         }
     )
     table = EXPECTED[situation]
