@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING, Any
 
+from moviectl.cli.health_text import health_lines
 from moviectl.cli.output import fmt_duration, table
 
 if TYPE_CHECKING:
@@ -141,17 +142,8 @@ def render_server_status(c: Console, r: Any) -> None:
 
 
 def render_health(c: Console, r: Any) -> None:
-    marks = {
-        "pass": "[green]✓[/]",
-        "warn": "[yellow]![/]",
-        "fail": "[red]✗[/]",
-        "skip": "[dim]-[/]",
-    }
-    c.print(f"database: {r.url}")
-    for chk in r.checks:
-        c.print(f"  {marks[chk.status]} {chk.name:<11} {chk.latency_ms:>7.1f} ms  {chk.detail}")
-    verdict = "[green]healthy[/]" if r.ok else f"[red]unhealthy[/] ({r.failing})"
-    c.print(f"{verdict} in {r.elapsed_ms:.0f} ms")
+    for line in health_lines(r, lambda style, text: f"[{style}]{text}[/]"):
+        c.print(line)
 
 
 def render_seed(c: Console, r: Any) -> None:

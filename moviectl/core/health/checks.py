@@ -7,7 +7,6 @@ skipped when an earlier one they depend on failed. The core returns a
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,8 +18,6 @@ from moviectl.infra.probe import ACCEPTING, REJECTING, ping
 
 if TYPE_CHECKING:
     from moviectl.infra.settings import Settings
-
-log = logging.getLogger("moviectl.health")
 
 CHECKS = ("reachable", "auth", "query", "migrations", "capacity")
 LIVE = ("reachable",)
@@ -110,9 +107,8 @@ class _Run:
     the time, and its checks cost one login instead of two.
     """
 
-    def __init__(self, settings: Settings, engine: Any = None) -> None:
-        self.settings = settings
-        self.target: DbTarget = settings.target()
+    def __init__(self, target: DbTarget, connect_timeout: int, engine: Any = None) -> None:
+        self.target, self.connect_timeout = target, connect_timeout
         self.engine: Any = engine  # a shared one (health --serve) stays open
         self.conn: Any = None
 
@@ -125,14 +121,14 @@ class _Run:
         from moviectl.infra.engine import connect
 
         return connect(
-            self.target, connect_timeout=self.settings.connect_timeout, application_name="moviectl"
+            self.target, connect_timeout=self.connect_timeout, application_name="moviectl"
         )
 
     def rows(self, *sql: str) -> list[list[tuple[Any, ...]]]:
         """The rows of each statement, over the shared engine or this run's connection."""
         from moviectl.infra.engine import db_errors
 
-        with db_errors(self.target, self.settings.connect_timeout):
+        with db_errors(self.target, self.connect_timeout):
             if self.engine is not None:
                 with self.engine.connect() as conn:
                     return [[tuple(r) for r in conn.exec_driver_sql(q).all()] for q in sql]
@@ -142,7 +138,7 @@ class _Run:
 
     # each returns (status, detail, exit code, data)
     def reachable(self) -> tuple[str, str, int, dict[str, Any]]:
-        return reachable(self.target, float(self.settings.connect_timeout))
+        return reachable(self.target, float(self.connect_timeout))
 
     def auth(self) -> tuple[str, str, int, dict[str, Any]]:
         t = self.target
@@ -238,9 +234,17 @@ def run_health(
 
     ``engine``: a shared engine to check through (``health --serve``), kept open.
     """
+    return run_checks(settings.target(), settings.connect_timeout, names, engine=engine)
+
+
+def run_checks(
+    target: DbTarget, connect_timeout: int, names: list[str] | None = None, *, engine: Any = None
+) -> HealthReport:
+    """``run_health`` on a target and timeout: what the ``health`` fast path (cli/entry.py)
+    calls with the settings it read without pydantic."""
     names = names or list(CHECKS)
     _preload(names)
-    run = _Run(settings, engine)
+    run = _Run(target, connect_timeout, engine)
     started = time.perf_counter()
     results: dict[str, CheckResult] = {}
     try:
@@ -259,6 +263,9 @@ def run_health(
     report = HealthReport(
         t.url(), t.host, t.database, checks, round((time.perf_counter() - started) * 1000, 2)
     )
+    import logging
+
+    log = logging.getLogger("moviectl.health")
     for c in checks:
         log.debug(
             "health check %s: %s (%s)",
