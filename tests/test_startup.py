@@ -1,0 +1,171 @@
+"""Start-up: the commands that need no ORM and no Alembic never import them, and `health`'s
+fast path answers as the full CLI does.
+
+Structure, not timing (docs/performance.md has the times): each command runs in its own
+interpreter against a real database and reports the top-level modules it loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from moviectl.cli.entry import fast_form
+from tests.conftest import subprocess_env
+
+ORM = {"sqlalchemy", "sqlmodel", "alembic"}
+# what the fast path of `health --live` never loads (a healthcheck runs it every few seconds)
+NOT_LIVE = ORM | {"psycopg", "pydantic", "pydantic_settings", "typer", "rich"}
+NOT_FAST = ORM | {"typer", "rich", "click"}  # `health` [--ready] [--json] without a terminal
+
+# Runs the real entry point (as `python -m moviectl`), then names what it loaded on stderr.
+PROBE = """
+import json, runpy, sys
+sys.argv = ["moviectl", *json.loads(sys.argv[1])]
+code = 0
+try:
+    runpy.run_module("moviectl", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    code = exc.code
+sys.stdout.flush()
+roots = sorted({name.split(".")[0] for name in sys.modules})
+sys.stderr.write("\\nLOADED " + json.dumps({"code": code, "modules": roots}) + "\\n")
+"""
+
+
+def loaded(args: list[str], cwd: Path, **env: str) -> tuple[int, set[str], str]:
+    """(exit code, top-level modules loaded, stdout) of ``moviectl ARGS`` in a new process."""
+    res = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(args)],
+        env=subprocess_env(**env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "Traceback" not in res.stderr, res.stderr
+    doc = json.loads(res.stderr.rsplit("LOADED ", 1)[1])
+    return doc["code"], set(doc["modules"]), res.stdout
+
+
+def test_health_paths_import_no_orm(movie_db_url, tmp_path):
+    url = {"MOVIE_DATABASE_URL": movie_db_url}
+    for args in (["health"], ["--json", "health"], ["health", "--ready", "--json"]):
+        code, mods, _ = loaded(args, tmp_path, **url)
+        assert code == 0 and mods & NOT_FAST == set(), (args, mods & NOT_FAST)
+        assert "psycopg" in mods  # it did log in
+    code, mods, _ = loaded(["health", "--live"], tmp_path, **url)
+    assert code == 0 and mods & NOT_LIVE == set(), mods & NOT_LIVE
+    # the full CLI (Typer, pydantic-settings) runs the same checks, still without the ORM
+    for args in (["health"], ["health", "--check", "query", "--check", "migrations"]):
+        code, mods, _ = loaded(args, tmp_path, MOVIECTL_NO_FASTPATH="1", **url)
+        assert code == 0 and "typer" in mods and mods & ORM == set(), (args, mods & ORM)
+
+
+def test_backup_verify_restore_status_and_copy_seed_import_no_orm(movie_db_url, tmp_path):
+    url = {"MOVIE_DATABASE_URL": movie_db_url}
+    code, mods, _ = loaded(["seed", "--sample", "1500"], tmp_path, **url)  # COPY (> 1000)
+    assert code == 0 and mods & ORM == set(), mods & ORM
+    code, mods, out = loaded(["--json", "backup", "--output", str(tmp_path)], tmp_path, **url)
+    assert code == 0 and mods & ORM == set(), mods & ORM
+    path = json.loads(out)["path"]
+    code, mods, _ = loaded(["backup", "verify", path], tmp_path, **url)
+    assert code == 0 and mods & ORM == set(), mods & ORM
+    into = "movies_startup_" + Path(path).stem[-6:]
+    try:
+        code, mods, _ = loaded(["restore", path, "--into", into], tmp_path, **url)
+        assert code == 0 and mods & ORM == set(), mods & ORM
+    finally:
+        with psycopg.connect(movie_db_url, autocommit=True) as c:
+            from moviectl.infra.admin import drop_database_force
+
+            drop_database_force(c, into)
+    code, mods, _ = loaded(["db", "status"], tmp_path, MOVIE_DB_BACKEND="external", **url)
+    assert code == 0 and mods & ORM == set(), mods & ORM
+
+
+def test_the_orm_seed_still_works_and_loads_the_orm(movie_db_url, tmp_path):
+    code, mods, _ = loaded(["seed", "--sample", "3"], tmp_path, MOVIE_DATABASE_URL=movie_db_url)
+    assert code == 0 and {"sqlalchemy", "sqlmodel"} <= mods
+
+
+def _same(text: str) -> str:
+    """A report's text without what differs between two runs: latencies, totals, and the
+    capacity line (the other run's connection may still be closing)."""
+    text = re.sub(r" +\d+\.\d ms| in \d+ ms", " N ms", text)
+    return re.sub(r"(capacity +N ms ).*", r"\1…", text)
+
+
+@pytest.mark.parametrize("args", [["health"], ["health", "--ready"], ["health", "--live"]])
+def test_fast_path_prints_what_the_full_cli_prints(movie_db_url, tmp_path, args):
+    url = {"MOVIE_DATABASE_URL": movie_db_url}
+    fast = loaded(args, tmp_path, **url)
+    full = loaded(args, tmp_path, MOVIECTL_NO_FASTPATH="1", **url)
+    assert "typer" not in fast[1] and "typer" in full[1]
+    assert fast[0] == full[0] == 0
+    assert _same(fast[2]) == _same(full[2])
+    assert fast[2].splitlines()[-1].startswith("healthy in ")
+
+    fast_doc = json.loads(loaded([*args, "--json"], tmp_path, **url)[2])
+    full_doc = json.loads(loaded([*args, "--json"], tmp_path, MOVIECTL_NO_FASTPATH="1", **url)[2])
+    for doc in (fast_doc, full_doc):
+        doc.pop("elapsed_ms")
+        for check in doc["checks"]:
+            check.pop("latency_ms")
+            if check["name"] == "capacity":
+                check.pop("detail"), check.pop("data")
+    assert fast_doc == full_doc
+
+
+@pytest.mark.parametrize(
+    ("env", "code"),
+    [
+        ({"MOVIE_DATABASE_URL": "postgresql://u:S3cret@127.0.0.1:1/db"}, 3),
+        ({"MOVIE_DB_PORT": "1", "MOVIE_DB_PASSWORD": "S3cret"}, 3),
+    ],
+)
+def test_fast_path_fails_as_the_full_cli_fails(tmp_path, env, code):
+    fast = loaded(["health"], tmp_path, MOVIE_CONNECT_TIMEOUT="1", **env)
+    full = loaded(["health"], tmp_path, MOVIE_CONNECT_TIMEOUT="1", MOVIECTL_NO_FASTPATH="1", **env)
+    assert fast[0] == full[0] == code
+    assert _same(fast[2]) == _same(full[2]) and "S3cret" not in fast[2]
+
+
+def test_wrong_password_on_the_fast_path(movie_db_url, tmp_path):
+    wrong = re.sub(r"://([^:]+):[^@]+@", r"://\1:nope@", movie_db_url)
+    code, mods, out = loaded(["--json", "health"], tmp_path, MOVIE_DATABASE_URL=wrong)
+    checks = {c["name"]: c["status"] for c in json.loads(out)["checks"]}
+    assert code == 4 and "typer" not in mods
+    assert checks == {
+        "reachable": "pass",
+        "auth": "fail",
+        "query": "skip",
+        "migrations": "skip",
+        "capacity": "skip",
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "form"),
+    [
+        (["health", "--json"], ("all", True)),
+        (["--json", "health"], ("all", True)),
+        (["health", "--ready", "--json"], ("ready", True)),
+        (["health", "--json", "--live"], ("live", True)),
+        (["health", "--live", "--ready", "--json"], None),  # the full CLI decides
+        (["health", "--check", "auth", "--json"], None),
+        (["health", "--json", "--json"], None),
+        (["--live", "--json", "health"], None),  # a root option: the full CLI's usage error
+        (["-v", "health", "--json"], None),
+        (["backup", "--json"], None),
+        ([], None),
+    ],
+)
+def test_fast_forms(args, form):
+    assert fast_form(args) == form
