@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -52,7 +53,10 @@ class Output:
 
     @property
     def interactive(self) -> bool:
-        return not self.json_mode and self.err.is_terminal
+        """Is there a person at a terminal on stderr? (spinners, progress bars)"""
+        if self.json_mode or (self._err is None and not _may_be_terminal(sys.stderr)):
+            return False  # answered without importing Rich
+        return self.err.is_terminal
 
     def emit(self, result: Any, render: Callable[[Console, Any], None] | None = None) -> None:
         """Print a command's result: one JSON document, or the human rendering."""
@@ -89,6 +93,17 @@ class Output:
                 yield
         else:
             yield
+
+
+def _may_be_terminal(stream: Any) -> bool:
+    """False only where Rich's ``Console.is_terminal`` would say False too: not a tty, and
+    nothing (TTY_COMPATIBLE, FORCE_COLOR) telling Rich to act as if it were one."""
+    if os.environ.get("TTY_COMPATIBLE") or os.environ.get("FORCE_COLOR") is not None:
+        return True
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def markup_safe(obj: Any) -> Any:

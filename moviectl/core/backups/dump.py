@@ -2,6 +2,9 @@
 
 pg_dump and the manifest's row counts read one exported snapshot. When no host
 pg_dump fits the server, the dump runs inside the db container (``container_dump.py``).
+The checksum is computed while ``pg_restore --list`` (the pg_restore beside that pg_dump)
+reads the archive back: a custom-format archive cannot be hashed as pg_dump writes it,
+because pg_dump seeks back to its start to fill in the data offsets when it is done.
 """
 
 from __future__ import annotations
@@ -232,8 +235,7 @@ def backup(
         if tmp.is_dir():  # pg_dump -Fd writes its files with the umask's mode
             for f in tmp.rglob("*"):
                 f.chmod(0o600 if f.is_file() else 0o700)
-        _read_back(settings, tmp, fmt)
-        digest = sha256_of(tmp)
+        digest = _read_back_and_hash(settings, tmp, fmt, via)
         finished = datetime.now(UTC)
         man = Manifest(
             file=name,
@@ -361,16 +363,31 @@ def in_container_first(settings: Settings, tool: Any, major: int) -> bool:
     return engine_answers()
 
 
-def _read_back(settings: Settings, path: Path, fmt: str) -> None:
-    """``pg_restore --list`` must read the archive (plain: the dump's closing line)."""
+def _read_back_and_hash(settings: Settings, path: Path, fmt: str, pg_dump: str) -> str:
+    """Read the archive back and compute its sha256 at once (two cores, one pass of time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        digest = pool.submit(sha256_of, path)  # hashlib releases the GIL on big blocks
+        _read_back(settings, path, fmt, pg_dump)
+        return digest.result()
+
+
+def _read_back(settings: Settings, path: Path, fmt: str, pg_dump: str | None = None) -> None:
+    """``pg_restore --list`` must read the archive (plain: the dump's closing line).
+
+    The pg_restore beside the ``pg_dump`` that wrote it (the same build reads its own
+    archive format) when there is one, else the first found.
+    """
     if fmt == "plain":
         with open(path, "rb") as fh:
             fh.seek(max(0, path.stat().st_size - 4096))
             if b"PostgreSQL database dump complete" not in fh.read():
                 raise CheckFailed(f"{path.name}: the SQL dump is incomplete")
         return
-    tool = find_tool("pg_restore", settings)
-    res = run_child([tool.path, "--list", str(path)], text=True)
+    beside = Path(pg_dump).with_name("pg_restore") if pg_dump and os.path.isabs(pg_dump) else None
+    tool = str(beside) if beside and beside.is_file() else find_tool("pg_restore", settings).path
+    res = run_child([tool, "--list", str(path)], text=True)
     if res.returncode != 0:
         raise CheckFailed(
             f"pg_restore cannot read the backup {path.name}: "
