@@ -67,32 +67,52 @@ def render_item(type_, obj, autogen_context):  # type: ignore[no-untyped-def]
 def run_on(connection, lock_timeout: float, target, settings=None) -> None:  # type: ignore[no-untyped-def]
     with migration_lock(connection, lock_timeout, target):
         # Read inside the lock, so a migration that waited reports what it really did.
-        config.attributes["from_revision"] = MigrationContext.configure(
-            connection
-        ).get_current_revision()
+        config.attributes["from_revision"] = _current(connection)
         applied: list[str] = config.attributes.setdefault("applied", [])
-        context.configure(
-            connection=connection,
-            target_metadata=metadata,
-            include_object=include_object,
-            compare_type=True,
-            compare_server_default=True,
-            render_item=render_item,
+        after: list[str | None] = []  # the revision the database is at once each step commits
+
+        def on_apply(step, **_) -> None:  # type: ignore[no-untyped-def]
             # each step names the revision it applies (upgrade) or removes (downgrade)
-            on_version_apply=lambda step, **_: applied.append(step.up_revision_id),
-        )
+            applied.append(step.up_revision_id)
+            downs = step.down_revision_ids
+            after.append(step.up_revision_id if step.is_upgrade else (downs[0] if downs else None))
 
         def run() -> None:
+            # A fresh context per attempt, configured outside any transaction: each migration
+            # runs in its own (an autocommit_block() commits as it goes, and a retry resumes
+            # after the last migration that committed).
+            context.configure(
+                connection=connection,
+                target_metadata=metadata,
+                include_object=include_object,
+                compare_type=True,
+                compare_server_default=True,
+                render_item=render_item,
+                transaction_per_migration=True,
+                on_version_apply=on_apply,
+            )
             with context.begin_transaction():
                 context.run_migrations()
             connection.commit()
+
+        def forget_rolled_back() -> None:
+            """After a rollback: keep only the steps whose revision the database kept."""
+            now = _current(connection)
+            keep = max((i + 1 for i, rev in enumerate(after) if rev == now), default=0)
+            del applied[keep:], after[keep:]
 
         if settings is None:  # a handed-in connection: the caller's timeouts
             run()
             return
         apply_timeouts(connection, settings)
-        # a lock timeout rolls the step back: forget what it had applied, then retry
-        run_with_lock_retries(connection, target, settings, run, on_retry=applied.clear)
+        run_with_lock_retries(connection, target, settings, run, on_retry=forget_rolled_back)
+
+
+def _current(connection):  # type: ignore[no-untyped-def]
+    """The database's revision, read in a transaction of its own (ended here)."""
+    rev = MigrationContext.configure(connection).get_current_revision()
+    connection.commit()
+    return rev
 
 
 def run_migrations_online() -> None:

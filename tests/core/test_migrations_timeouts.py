@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from moviectl.core.migrations.lock import MIGRATION_LOCK_KEY
 from moviectl.core.migrations.scripts import script_location
 from tests.conftest import ROOT, subprocess_env, wait_for
 
@@ -182,3 +184,211 @@ def test_the_timeouts_are_set_on_the_migrating_session(cli, movie_db_url: str, w
     with psycopg.connect(movie_db_url) as c:
         comment = c.execute("SELECT obj_description('movies'::regclass)").fetchone()[0]
     assert comment == "2500ms 10min"
+
+
+def _script(rev: str, down: str, upgrade: str, downgrade: str = "pass") -> str:
+    return (
+        f'"""{rev}"""\n\nimport sqlalchemy as sa  # noqa: F401\nfrom alembic import op\n\n'
+        f'revision = "{rev}"\ndown_revision = "{down}"\nbranch_labels = None\n'
+        f"depends_on = None\n\n\ndef upgrade() -> None:\n{upgrade}\n\n\n"
+        f"def downgrade() -> None:\n{downgrade}\n"
+    )
+
+
+CONCURRENT_INDEX = _script(
+    "0003",
+    "0002",
+    "    with op.get_context().autocommit_block():\n"
+    '        op.create_index("ix_movies_genre", "movies", ["genre"], postgresql_concurrently=True)\n'
+    "    lock = op.get_bind().exec_driver_sql('SHOW lock_timeout').scalar()\n"
+    "    op.execute(f\"COMMENT ON TABLE movies IS '{lock}'\")",
+    "    with op.get_context().autocommit_block():\n"
+    '        op.drop_index("ix_movies_genre", table_name="movies", postgresql_concurrently=True)',
+)
+
+
+def _migrate(env: dict[str, str], *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "moviectl", *args],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _index_valid(url: str, name: str) -> bool | None:
+    with psycopg.connect(url) as c:
+        row = c.execute(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", (name,)
+        ).fetchone()
+        return None if row is None else bool(row[0])
+
+
+@pytest.mark.timeout(90)
+def test_a_concurrent_index_in_an_autocommit_block_waits_for_a_writer_instead_of_failing(
+    cli, movie_db_url: str, tmp_path: Path
+) -> None:
+    """CONCURRENTLY blocks nobody while it waits: no lock timeout, no INVALID index left.
+
+    Before, any autocommit_block() crashed the run (AssertionError), and a build cut by the
+    lock timeout left an INVALID index that made every retry fail with "already exists".
+    """
+    scripts = tmp_path / "alembic"
+    shutil.copytree(script_location(), scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    (scripts / "versions" / "0003_genre_index.py").write_text(CONCURRENT_INDEX)
+    writer = psycopg.connect(movie_db_url)  # a transaction that wrote to movies, still open
+    writer.execute("INSERT INTO movies (title, year, genre) VALUES ('W', 2000, 'drama')")
+    env = subprocess_env(
+        MOVIE_DATABASE_URL=movie_db_url,
+        MOVIE_MIGRATIONS_DIR=str(scripts),
+        MOVIE_MIGRATE_STATEMENT_LOCK_TIMEOUT="0.3",
+        MOVIE_MIGRATE_LOCK_RETRIES="0",
+    )
+    proc = _migrate(env, "--json", "migrate")
+    try:
+        assert wait_for(lambda: _waiting_migration(movie_db_url), timeout=30)
+        # many lock timeouts later, it still waits (before: failed after 0.3 s) ...
+        assert not wait_for(lambda: proc.poll() is not None, timeout=2)
+        with psycopg.connect(movie_db_url) as other:  # ... and writers are not queued behind it
+            other.execute("SET statement_timeout = '10s'")
+            other.execute("UPDATE movies SET rating = rating")
+        writer.rollback()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        writer.close()
+    assert proc.returncode == 0, (out, err)
+    assert _index_valid(movie_db_url, "ix_movies_genre") is True
+    with psycopg.connect(movie_db_url) as c:  # the lock timeout is back after the build
+        assert c.execute("SELECT obj_description('movies'::regclass)").fetchone()[0] == "300ms"
+
+    r = cli("migrate", "down", "--to", "0002", "--yes", MOVIE_MIGRATIONS_DIR=str(scripts))
+    assert r.exit_code == 0, r.output
+    assert _index_valid(movie_db_url, "ix_movies_genre") is None
+
+
+@pytest.mark.timeout(90)
+def test_a_retry_resumes_after_the_last_migration_that_committed(
+    movie_db_url: str, with_0003: Path
+) -> None:
+    """Each migration commits on its own: a lock timeout in 0004 keeps 0003, the retry
+    applies 0004 only, and the report still lists both."""
+    (with_0003 / "versions" / "0004_seed_note.py").write_text(
+        _script(
+            "0004",
+            "0003",
+            '    op.add_column("seed_runs", sa.Column("note", sa.Text()))',
+            '    op.drop_column("seed_runs", "note")',
+        )
+    )
+    blocker = psycopg.connect(movie_db_url)  # holds seed_runs only: 0003 goes through
+    blocker.execute("SELECT count(*) FROM seed_runs")
+    env = subprocess_env(
+        MOVIE_DATABASE_URL=movie_db_url,
+        MOVIE_MIGRATIONS_DIR=str(with_0003),
+        MOVIE_MIGRATE_STATEMENT_LOCK_TIMEOUT="0.3",
+        MOVIE_MIGRATE_LOCK_RETRIES="10",
+    )
+    proc = _migrate(env, "--json", "migrate")
+    try:
+        assert wait_for(lambda: _state(movie_db_url) == ("0003", True), timeout=30)
+        assert wait_for(lambda: _waiting_migration(movie_db_url), timeout=30)
+        blocker.rollback()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        blocker.close()
+    assert proc.returncode == 0, (out, err)
+    doc = json.loads(out)
+    assert doc["from_revision"] == "0002" and doc["to_revision"] == "0004"
+    assert [s["revision"] for s in doc["steps"]] == ["0003", "0004"], doc
+
+
+SLOW = ADD_DIRECTOR.replace(
+    '    op.add_column("movies", sa.Column("director", sa.Text()))',
+    '    op.add_column("movies", sa.Column("director", sa.Text()))\n'
+    '    op.execute("SELECT pg_sleep(5)")',
+)
+
+
+def test_a_statement_timeout_is_one_clear_line_and_nothing_is_applied(
+    movie_db_url: str, with_0003: Path, tmp_path: Path
+) -> None:
+    (with_0003 / "versions" / "0003_director.py").write_text(SLOW)
+    env = subprocess_env(
+        MOVIE_DATABASE_URL=movie_db_url,
+        MOVIE_MIGRATIONS_DIR=str(with_0003),
+        MOVIE_MIGRATE_STATEMENT_TIMEOUT="0.2",
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "moviectl", "--json", "migrate"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 1, r.stderr
+    doc = json.loads(r.stdout)  # the whole stdout: one document
+    assert "MOVIE_MIGRATE_STATEMENT_TIMEOUT (0.2 s)" in doc["message"], doc
+    assert "SELECT pg_sleep(5)" in doc["message"] and "rolled back" in doc["message"]
+    assert "MOVIE_MIGRATE_STATEMENT_TIMEOUT" in doc["hint"]
+    assert _state(movie_db_url) == ("0002", False)
+
+    # `alembic upgrade head` by hand: the same timeout, one line, no traceback
+    ini = tmp_path / "alembic.ini"
+    ini.write_text((ROOT / "alembic.ini").read_text().replace("%(here)s/alembic", str(with_0003)))
+    r = subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(ini), "upgrade", "head"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr and "MOVIE_MIGRATE_STATEMENT_TIMEOUT" in r.stderr
+    assert _state(movie_db_url) == ("0002", False)
+
+
+def _backends(url: str, app: str) -> int:
+    with psycopg.connect(url) as c:
+        return c.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (app,)
+        ).fetchone()[0]
+
+
+@pytest.mark.timeout(90)
+def test_kill_9_while_waiting_for_a_lock_leaves_no_backend_in_the_queue(
+    movie_db_url: str, with_0003: Path
+) -> None:
+    """Without a lock timeout (0), a killed moviectl's backend used to stay queued for the
+    table lock, holding the migration lock and queueing every query that came after."""
+    blocker = psycopg.connect(movie_db_url)
+    blocker.execute("SELECT count(*) FROM movies")
+    env = subprocess_env(
+        MOVIE_DATABASE_URL=movie_db_url,
+        MOVIE_MIGRATIONS_DIR=str(with_0003),
+        MOVIE_MIGRATE_STATEMENT_LOCK_TIMEOUT="0",
+    )
+    proc = _migrate(env, "migrate")
+    try:
+        assert wait_for(lambda: _waiting_migration(movie_db_url), timeout=30)
+        proc.kill()
+        proc.communicate(timeout=30)
+        assert wait_for(lambda: _backends(movie_db_url, "moviectl migrate") == 0, timeout=15)
+        with psycopg.connect(movie_db_url) as c:
+            c.execute("SET statement_timeout = '10s'")
+            c.execute("UPDATE movies SET rating = rating")  # not queued behind anything
+            got = c.execute("SELECT pg_try_advisory_lock(%s)", (MIGRATION_LOCK_KEY,)).fetchone()
+            assert got == (True,)  # the migration lock went with the backend
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        blocker.rollback()
+        blocker.close()
+    assert _state(movie_db_url) == ("0002", False)

@@ -9,27 +9,39 @@ lock is rolled back (PostgreSQL's DDL is transactional: nothing was applied) and
 MOVIE_MIGRATE_LOCK_RETRIES times with backoff. While it waits, a watcher on its own
 connection reads ``pg_blocking_pids``, so the final error names the blocking pid, its
 query and since when.
+
+Two refinements, both found by breaking it:
+- ``CREATE/DROP INDEX CONCURRENTLY`` (and ``REINDEX CONCURRENTLY``) run without the lock
+  timeout: their waits block no reader or writer, and a build cut short leaves an
+  INVALID index behind that makes every retry fail with "already exists".
+- ``client_connection_check_interval`` (PostgreSQL 14+): a moviectl killed while its
+  statement queues for a lock takes its backend with it within a second, instead of
+  leaving it queued (every query of the table behind it) until the lock comes.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from moviectl.infra.conninfo import DbTarget
-from moviectl.infra.errors import LockBusy
+from moviectl.infra.errors import LockBusy, MoviectlError
 from moviectl.infra.settings import Settings
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
 LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout expired
+QUERY_CANCELED = "57014"  # statement_timeout (or a cancel request)
 BACKOFF_CAP = 8.0  # seconds
+CLIENT_CHECK_MS = 1000  # how soon a backend notices that its moviectl is gone
+CONCURRENTLY = re.compile(r"^\s*(CREATE|DROP|REINDEX)\b[^;]*\bCONCURRENTLY\b", re.IGNORECASE)
 
 
 @dataclass
@@ -51,16 +63,49 @@ class Blocker:
 
 def apply_timeouts(conn: Connection, settings: Settings) -> None:
     """Session-level lock_timeout and statement_timeout for the migrating connection."""
+    from sqlalchemy import event
+
     lock_ms = int(settings.migrate_statement_lock_timeout * 1000)
     stmt_ms = int(settings.migrate_statement_timeout * 1000)
     conn.exec_driver_sql(f"SET lock_timeout = {lock_ms}")  # ints from validated settings
     conn.exec_driver_sql(f"SET statement_timeout = {stmt_ms}")
     conn.commit()
+    if (conn.dialect.server_version_info or (0,)) >= (14,):
+        try:  # a platform without the kernel support refuses any value but 0
+            conn.exec_driver_sql(f"SET client_connection_check_interval = {CLIENT_CHECK_MS}")
+            conn.commit()
+        except Exception:
+            conn.rollback()
+
+    def before(_conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if CONCURRENTLY.match(statement):
+            cursor.execute("SET lock_timeout = 0")
+
+    def after(_conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if CONCURRENTLY.match(statement):
+            cursor.execute(f"SET lock_timeout = {lock_ms}")
+
+    def failed(ctx: Any) -> None:
+        cursor = getattr(ctx, "cursor", None)  # unset when connecting failed
+        if cursor is not None and CONCURRENTLY.match(getattr(ctx, "statement", None) or ""):
+            # outside a transaction (where CONCURRENTLY runs) the cursor still works;
+            # inside one, the rollback restores the setting anyway
+            with suppress(Exception):
+                cursor.execute(f"SET lock_timeout = {lock_ms}")
+
+    event.listen(conn, "before_cursor_execute", before)
+    event.listen(conn, "after_cursor_execute", after)
+    event.listen(conn.engine, "handle_error", failed)
 
 
 def is_lock_timeout(exc: BaseException) -> bool:
     orig = getattr(exc, "orig", exc)
     return getattr(orig, "sqlstate", None) == LOCK_NOT_AVAILABLE
+
+
+def is_statement_timeout(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", exc)
+    return getattr(orig, "sqlstate", None) == QUERY_CANCELED and "statement timeout" in str(orig)
 
 
 class BlockerWatch:
@@ -133,6 +178,9 @@ def run_with_lock_retries(
                 run()
                 return
             except Exception as exc:
+                if is_statement_timeout(exc):
+                    conn.rollback()
+                    raise statement_timeout_error(target, settings, exc) from None
                 if not is_lock_timeout(exc):
                     raise
                 conn.rollback()
@@ -154,4 +202,26 @@ def lock_timeout_error(
         hint="end that transaction (or SELECT pg_terminate_backend(<pid>)), then migrate "
         "again; MOVIE_MIGRATE_STATEMENT_LOCK_TIMEOUT / MOVIE_MIGRATE_LOCK_RETRIES wait longer",
         holders=[b.pid for b in blockers],
+    )
+
+
+def statement_timeout_error(
+    target: DbTarget, settings: Settings, exc: BaseException
+) -> MoviectlError:
+    statement = " ".join(str(getattr(exc, "statement", "") or "").split())
+    if len(statement) > 120:
+        statement = statement[:117] + "..."
+    left = (
+        " A CONCURRENTLY build cut short leaves an INVALID index: drop it "
+        "(DROP INDEX CONCURRENTLY <name>) before migrating again."
+        if CONCURRENTLY.match(statement)
+        else ""
+    )
+    return MoviectlError(
+        f"migration on {target.where} stopped: `{statement or 'a statement'}` ran longer than "
+        f"MOVIE_MIGRATE_STATEMENT_TIMEOUT ({settings.migrate_statement_timeout:g} s) and was "
+        "cancelled; its migration was rolled back." + left,
+        hint="raise MOVIE_MIGRATE_STATEMENT_TIMEOUT (0: no limit) for a long build or "
+        "backfill, or split it into batches; `moviectl migrate status` shows where it stopped",
+        statement=statement,
     )
