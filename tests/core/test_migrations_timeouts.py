@@ -162,7 +162,18 @@ def test_a_lock_released_during_the_retries_lets_the_migration_through(
     assert _state(movie_db_url) == ("0003", True)
 
 
-def test_the_timeouts_are_set_on_the_migrating_session(cli, movie_db_url: str, with_0003: Path):
+@pytest.mark.parametrize(
+    ("lock", "stmt", "shown"),
+    [
+        ("2.5", "600", "2500ms 10min"),
+        # not 0 ms (which would mean no limit at all), nor an error from the server
+        ("0.0004", "1e7", "1ms 2147483647ms"),
+        ("0", "inf", "0 2147483647ms"),
+    ],
+)
+def test_the_timeouts_are_set_on_the_migrating_session(
+    cli, movie_db_url: str, with_0003: Path, lock: str, stmt: str, shown: str
+) -> None:
     """The settings reach the server: a migration that runs SHOW sees them."""
     probe = with_0003 / "versions" / "0003_director.py"
     probe.write_text(
@@ -177,13 +188,13 @@ def test_the_timeouts_are_set_on_the_migrating_session(cli, movie_db_url: str, w
     r = cli(
         "migrate",
         MOVIE_MIGRATIONS_DIR=str(with_0003),
-        MOVIE_MIGRATE_STATEMENT_LOCK_TIMEOUT="2.5",
-        MOVIE_MIGRATE_STATEMENT_TIMEOUT="600",
+        MOVIE_MIGRATE_STATEMENT_LOCK_TIMEOUT=lock,
+        MOVIE_MIGRATE_STATEMENT_TIMEOUT=stmt,
     )
     assert r.exit_code == 0, r.output
     with psycopg.connect(movie_db_url) as c:
         comment = c.execute("SELECT obj_description('movies'::regclass)").fetchone()[0]
-    assert comment == "2500ms 10min"
+    assert comment == shown
 
 
 def _script(rev: str, down: str, upgrade: str, downgrade: str = "pass") -> str:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout expired
 QUERY_CANCELED = "57014"  # statement_timeout (or a cancel request)
 BACKOFF_CAP = 8.0  # seconds
+PG_MAX_MS = 2_147_483_647  # the largest lock_timeout / statement_timeout PostgreSQL accepts
 CLIENT_CHECK_MS = 1000  # how soon a backend notices that its moviectl is gone
 CONCURRENTLY = re.compile(r"^\s*(CREATE|DROP|REINDEX)\b[^;]*\bCONCURRENTLY\b", re.IGNORECASE)
 
@@ -65,8 +66,8 @@ def apply_timeouts(conn: Connection, settings: Settings) -> None:
     """Session-level lock_timeout and statement_timeout for the migrating connection."""
     from sqlalchemy import event
 
-    lock_ms = int(settings.migrate_statement_lock_timeout * 1000)
-    stmt_ms = int(settings.migrate_statement_timeout * 1000)
+    lock_ms = to_ms(settings.migrate_statement_lock_timeout)
+    stmt_ms = to_ms(settings.migrate_statement_timeout)
     conn.exec_driver_sql(f"SET lock_timeout = {lock_ms}")  # ints from validated settings
     conn.exec_driver_sql(f"SET statement_timeout = {stmt_ms}")
     conn.commit()
@@ -96,6 +97,16 @@ def apply_timeouts(conn: Connection, settings: Settings) -> None:
     event.listen(conn, "before_cursor_execute", before)
     event.listen(conn, "after_cursor_execute", after)
     event.listen(conn.engine, "handle_error", failed)
+
+
+def to_ms(seconds: float) -> int:
+    """Seconds as PostgreSQL's milliseconds: 0 stays "no limit", anything else at least 1 ms
+    and at most what the server accepts (``inf`` included)."""
+    if seconds <= 0:
+        return 0
+    if seconds * 1000 >= PG_MAX_MS:
+        return PG_MAX_MS
+    return max(1, round(seconds * 1000))
 
 
 def is_lock_timeout(exc: BaseException) -> bool:
