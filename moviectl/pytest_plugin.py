@@ -1,14 +1,17 @@
 """pytest plugin (entry point ``pytest11``): migrated movie databases for tests, two tiers.
 
-Tier 1, a rolled-back transaction per test (about a millisecond):
+Tier 1, a rolled-back transaction per test (a fraction of a millisecond):
 - ``movie_connection``: a SQLAlchemy connection inside an outer transaction on one migrated
-  database per worker; rolled back after the test.
+  database per worker (one connection held for the session); rolled back after the test.
+  A test that commits that transaction itself fails at teardown (its rows would leak).
 - ``movie_session``: a session on it that may ``commit()`` (each commit is a savepoint,
   ``join_transaction_mode="create_savepoint"``) and sees its own writes; nothing survives.
 Tier 2, a database of its own per test (for real commits, several connections, DDL):
 - ``movie_db_url``: a fresh clone of the migrated template from a warm pool (made ahead
   and dropped behind by a background thread; scope: ``moviectl_db_scope``, default
-  ``function``); ``movie_engine``: an engine on it.
+  ``function``); ``movie_engine``: an engine on it. The pool starts with the session's
+  first test when any collected test needs a database, and makes as many clones ahead
+  as the collected tests will take (per xdist worker), never more than it keeps ready.
 - ``moviectl_admin_target``: the server to create databases on (session scope;
   default: MOVIE_DATABASE_URL_TEST, else the app's server). Override it in a
   conftest to point at a server your suite starts itself.
@@ -90,31 +93,62 @@ def moviectl_template(moviectl_settings: Settings, moviectl_admin_target: DbTarg
     return ensure_template(moviectl_settings, moviectl_admin_target)
 
 
-@pytest.fixture(scope="session")
-def moviectl_admin_conn(moviectl_settings: Settings, moviectl_admin_target: DbTarget) -> Any:
-    """One admin connection per worker: cloning then costs no login each time."""
-    from moviectl.infra.engine import connect
+_TIER1 = frozenset({"movie_connection", "movie_session"})
+_TIER2 = frozenset({"movie_db_url", "movie_engine"})
+_DEMAND_KEY = pytest.StashKey[int]()
 
-    conn = connect(moviectl_admin_target, connect_timeout=moviectl_settings.connect_timeout)
-    yield conn
-    conn.close()
+
+@pytest.hookimpl(trylast=True)  # after -k/-m deselected what will not run
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Count the clones this run will take, so the pool makes that many ahead, no more."""
+    tier2 = [it for it in items if _TIER2 & set(getattr(it, "fixturenames", ()))]
+    scope = _db_scope("movie_db_url", config)
+    takes = len(tier2) if scope == "function" else len({it.path for it in tier2})
+    takes = min(takes, 1) if scope == "session" else takes
+    takes += any(_TIER1 & set(getattr(it, "fixturenames", ())) for it in items)
+    config.stash[_DEMAND_KEY] = takes
+
+
+def _workers(config: pytest.Config) -> int:
+    """How many xdist workers share the run (1 without xdist)."""
+    workerinput = getattr(config, "workerinput", None)  # set in xdist workers only
+    return max(1, int(workerinput.get("workercount", 1))) if workerinput else 1
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _moviectl_pool_early(request: pytest.FixtureRequest) -> None:
+    """Start the pool with the session's first test when the run has database tests, so
+    clones are made while the tests before the first database test run."""
+    if request.config.stash.get(_DEMAND_KEY, 0) <= 0:
+        return
+    try:
+        request.getfixturevalue("moviectl_clone_pool")
+    except (Exception, pytest.skip.Exception, pytest.fail.Exception):
+        return  # the test that asks for a database reports it, not this one
 
 
 @pytest.fixture(scope="session")
 def moviectl_clone_pool(
-    moviectl_settings: Settings, moviectl_admin_target: DbTarget, moviectl_template: str
+    request: pytest.FixtureRequest,
+    moviectl_settings: Settings,
+    moviectl_admin_target: DbTarget,
+    moviectl_template: str,
 ) -> Iterator[Any]:
-    """This worker's warm pool of clones (sized for the number of xdist workers)."""
-    import os
-
+    """This worker's warm pool of clones, sized for what this worker's tests will take."""
     from moviectl.core.testdb_pool import ClonePool, prune_dead_pools
 
     prune_dead_pools(moviectl_settings, moviectl_admin_target)  # what killed runs left
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    demand = request.config.stash.get(_DEMAND_KEY, None)
+    workers = _workers(request.config)
     pool = ClonePool(
-        moviectl_settings, moviectl_admin_target, moviectl_template, size=max(2, 8 // workers)
+        moviectl_settings,
+        moviectl_admin_target,
+        moviectl_template,
+        size=max(4, 32 // workers),
+        expected=None if demand is None else -(-demand // workers),
     )
-    pool.warm()
     yield pool
     pool.close()
 
@@ -146,30 +180,73 @@ def movie_engine(movie_db_url: str, moviectl_settings: Settings) -> Iterator[Eng
     engine.dispose()
 
 
-@pytest.fixture(scope="session")
-def moviectl_shared_engine(moviectl_settings: Settings, moviectl_clone_pool: Any) -> Iterator[Any]:
-    """Tier 1's database: one migrated clone per worker, for transactions rolled back."""
-    from moviectl.infra.engine import make_engine
-    from moviectl.infra.settings import parse_db_url
+class SharedDatabase:
+    """Tier 1's database: one migrated clone per worker, and one connection on it, held
+    for the session (a test costs a BEGIN and a ROLLBACK, no checkout, no ping).
 
-    db = moviectl_clone_pool.take()
-    engine = make_engine(moviectl_settings, target=parse_db_url(db.full_url or ""))
-    yield engine
-    engine.dispose()
-    moviectl_clone_pool.give_back(db.name)
+    A test that commits the outer transaction itself (``connection.commit()``) leaves rows
+    behind: that test fails at teardown and the next test gets a fresh clone.
+    """
+
+    def __init__(self, pool: Any, settings: Settings) -> None:
+        self.pool, self.settings = pool, settings
+        self.db: Any = None
+        self.engine: Any = None
+        self.conn: Any = None
+        self.committed = False
+
+    def connection(self) -> Any:
+        if self.engine is None:
+            from moviectl.infra.engine import make_engine
+            from moviectl.infra.settings import parse_db_url
+
+            self.db = self.pool.take()
+            self.engine = make_engine(self.settings, target=parse_db_url(self.db.full_url or ""))
+        if self.conn is None or self.conn.closed or self.conn.invalidated:
+            from sqlalchemy import event
+
+            self.conn = self.engine.connect()
+            event.listen(self.conn, "commit", self._on_commit)
+        return self.conn
+
+    def _on_commit(self, conn: Any) -> None:
+        self.committed = True
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        if self.engine is not None:
+            self.engine.dispose()
+            self.pool.give_back(self.db.name)
+        self.db = self.engine = self.conn = None
+        self.committed = False
+
+
+@pytest.fixture(scope="session")
+def moviectl_shared_db(moviectl_settings: Settings, moviectl_clone_pool: Any) -> Iterator[Any]:
+    """Tier 1's database (``SharedDatabase``): one migrated clone per worker."""
+    shared = SharedDatabase(moviectl_clone_pool, moviectl_settings)
+    yield shared
+    shared.close()
 
 
 @pytest.fixture
-def movie_connection(moviectl_shared_engine: Any) -> Iterator[Any]:
+def movie_connection(moviectl_shared_db: SharedDatabase) -> Iterator[Any]:
     """Tier 1: a connection inside a transaction that is rolled back after the test."""
-    connection = moviectl_shared_engine.connect()
-    outer = connection.begin()
+    connection = moviectl_shared_db.connection()
+    connection.begin()
     try:
         yield connection
     finally:
-        if outer.is_active:
-            outer.rollback()
-        connection.close()
+        if connection.in_transaction():  # ours, or one the test began after a rollback
+            connection.rollback()
+        if moviectl_shared_db.committed:
+            moviectl_shared_db.close()  # its rows stay there: the next test gets a new clone
+            pytest.fail(
+                "the test committed tier 1's outer transaction (rows would leak into the next "
+                "tests); use movie_session (its commits are savepoints) or tier 2 (movie_db_url)",
+                pytrace=False,
+            )
 
 
 @pytest.fixture

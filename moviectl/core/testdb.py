@@ -169,10 +169,12 @@ def create(
     target: DbTarget | None = None,
     template: str | None = None,
     conn: Any = None,
+    strategy: str | None = None,
 ) -> TestDatabase:
     """Clone the template into a fresh ``movies_test_<hex>`` database.
 
-    ``conn``: an open autocommit admin connection to reuse (the pytest plugin keeps one).
+    ``conn``: an open autocommit admin connection to reuse (the pytest plugin keeps one);
+    ``strategy``: its ``admin.clone_strategy`` (asked once by a caller making many).
     """
     admin = target or admin_target(settings)
     tpl = template or ensure_template(settings, admin)
@@ -181,7 +183,7 @@ def create(
     expires = created + ttl if ttl else None
     who = owner or f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"
     with contextlib.nullcontext(conn) if conn is not None else _admin(settings, admin) as conn:
-        create_database(conn, admin, name, tpl)
+        create_database(conn, admin, name, tpl, strategy)
         comment_database(
             conn,
             name,

@@ -16,7 +16,7 @@ import threading
 from datetime import timedelta
 
 from moviectl.core import testdb
-from moviectl.infra.admin import databases_named_like, drop_database_force
+from moviectl.infra.admin import clone_strategy, databases_named_like, drop_database_force
 from moviectl.infra.conninfo import DbTarget
 from moviectl.infra.engine import connect
 from moviectl.infra.settings import Settings
@@ -46,30 +46,53 @@ def prune_dead_pools(settings: Settings, target: DbTarget) -> list[str]:
 
 
 class ClonePool:
-    def __init__(self, settings: Settings, target: DbTarget, template: str, size: int) -> None:
+    """Clones of ``template`` made ahead by a background thread, dropped behind by it.
+
+    ``size``: how many it keeps ready. ``expected``: how many the run is expected to take
+    (the plugin counts the tests that ask for one); the thread makes no more than that
+    ahead, so a run's end leaves no unused clones made for nothing (a take beyond it
+    still gets one, made on demand). ``take`` waits only while the pool is empty.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        target: DbTarget,
+        template: str,
+        size: int,
+        expected: int | None = None,
+    ) -> None:
         self.settings, self.target, self.template = settings, target, template
         self.size = max(1, size)
+        self.expected = expected
+        self.made = 0
         self._ready: queue.Queue[testdb.TestDatabase] = queue.Queue()
         self._doomed: queue.Queue[str] = queue.Queue()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._full = threading.Event()
+        self._waiting = 0
+        self._lock = threading.Lock()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="moviectl-clone-pool", daemon=True)
         self._thread.start()
 
-    def warm(self, timeout: float = 120) -> None:
-        """Wait until the pool is full (before the first test asks)."""
-        import time
+    @property
+    def fill(self) -> int:
+        """How many clones the pool holds when full."""
+        return self.size if self.expected is None else max(1, min(self.size, self.expected))
 
-        deadline = time.monotonic() + timeout
-        while self._ready.qsize() < self.size and time.monotonic() < deadline:
-            if self._error is not None:
-                raise self._error
-            self._wake.set()
-            time.sleep(0.01)
+    def warm(self, timeout: float = 120) -> None:
+        """Wait until the pool is full (or the thread failed)."""
+        if not self._full.wait(timeout) and self._error is None:
+            raise TimeoutError(f"the clone pool did not fill within {timeout:.0f}s")
+        if self._error is not None:
+            raise self._error
 
     def take(self, timeout: float = 120) -> testdb.TestDatabase:
         """A fresh clone (waits only when the pool is empty)."""
+        with self._lock:
+            self._waiting += 1
         self._wake.set()
         try:
             db = self._ready.get(timeout=timeout)
@@ -77,6 +100,9 @@ class ClonePool:
             if self._error is not None:
                 raise self._error from None
             raise TimeoutError("no test database came from the pool") from None
+        finally:
+            with self._lock:
+                self._waiting -= 1
         self._wake.set()  # make the next one
         return db
 
@@ -98,15 +124,20 @@ class ClonePool:
             with contextlib.suppress(Exception):
                 testdb.drop(self.settings, leftovers, target=self.target)
 
+    def _wanted(self) -> bool:
+        """Make a clone now: a test waits on an empty pool, or it is below its fill."""
+        if self._waiting > self._ready.qsize():
+            return True
+        if self.expected is not None and self.made >= self.expected:
+            return False
+        return self._ready.qsize() < self.fill
+
     def _run(self) -> None:
         try:
             with connect(self.target, connect_timeout=self.settings.connect_timeout) as conn:
+                strategy = clone_strategy(conn)  # once: one round trip less per clone
                 while not self._stop.is_set():
-                    if self._ready.qsize() >= self.size and not self._doomed.empty():
-                        # dropping waits until the pool is full: a test never waits for it
-                        drop_database_force(conn, self._doomed.get_nowait())
-                        continue
-                    if self._ready.qsize() < self.size:
+                    if self._wanted():
                         self._ready.put(
                             testdb.create(
                                 self.settings,
@@ -115,10 +146,18 @@ class ClonePool:
                                 owner=owner_tag(),
                                 ttl=TTL,
                                 conn=conn,
+                                strategy=strategy,
                             )
                         )
+                        self.made += 1
+                        continue
+                    self._full.set()  # nothing to make: full, or as full as it will get
+                    if not self._doomed.empty():
+                        # dropping waits until the pool is full: a test never waits for it
+                        drop_database_force(conn, self._doomed.get_nowait())
                         continue
                     self._wake.wait(0.5)
                     self._wake.clear()
         except BaseException as exc:  # surfaced to the next take()
             self._error = exc
+            self._full.set()

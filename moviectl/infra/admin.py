@@ -82,15 +82,19 @@ def clone_strategy(conn: Any) -> str:
     return " STRATEGY FILE_COPY" if fsync == "off" else ""
 
 
-def create_database(conn: Any, target: DbTarget, name: str, template: str | None = None) -> None:
-    """CREATE DATABASE (a clone of ``template`` when given); no CREATEDB is a clear error."""
+def create_database(
+    conn: Any, target: DbTarget, name: str, template: str | None = None, strategy: str | None = None
+) -> None:
+    """CREATE DATABASE (a clone of ``template`` when given); no CREATEDB is a clear error.
+
+    ``strategy``: ``clone_strategy(conn)``'s answer, when the caller has it already.
+    """
     from psycopg import errors, sql
 
     stmt = sql.SQL("CREATE DATABASE {}").format(ident(name))
     if template:
-        stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}" + clone_strategy(conn)).format(
-            ident(name), ident(template)
-        )
+        how = clone_strategy(conn) if strategy is None else strategy
+        stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}" + how).format(ident(name), ident(template))
     try:
         conn.execute(stmt)
     except errors.InsufficientPrivilege:
