@@ -1,10 +1,11 @@
 """Throwaway test databases cloned from a template migrated once.
 
-The template ``movies_tpl_<hash>`` is named by a hash of the migration scripts and
-the models' DDL. It is built once, under an advisory lock, by running the real
-migrations; every test database is a ``CREATE DATABASE ... TEMPLATE`` clone of it
-(tens of milliseconds). Each database moviectl makes carries an ownership mark
-(``COMMENT ON DATABASE``); ``drop`` and ``prune`` touch nothing without it.
+The template ``movies_tpl_<hash>`` is named by a hash of the migration scripts, the
+models' source and the SQLAlchemy/Alembic versions (read without importing them). It is
+built once, under an advisory lock, by running the real migrations; every test database
+is a ``CREATE DATABASE ... TEMPLATE`` clone of it (tens of milliseconds). Each database
+moviectl makes carries an ownership mark (``COMMENT ON DATABASE``); ``drop`` and
+``prune`` touch nothing without it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from moviectl.infra.admin import (
@@ -85,18 +87,27 @@ def parse_ttl(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+MODEL_SOURCES = ("moviectl.infra.models", "moviectl.infra.movie_fields")  # read, not imported
+SCHEMA_TOOLS = ("sqlalchemy", "alembic")  # their versions: the DDL the migrations emit
+
+
 def template_hash() -> str:
-    """12 hex digits over the migration scripts and the models' DDL."""
-    from sqlalchemy.dialects import postgresql
-    from sqlalchemy.schema import CreateTable
+    """12 hex digits over the migration scripts, the models' source and the schema tools'
+    versions: any change to them names a new template. Imports neither SQLAlchemy nor
+    Alembic (``testdb create`` starts fast)."""
+    from importlib import metadata
+    from importlib.util import find_spec
 
     from moviectl.core.migrations.scripts import scripts_fingerprint
-    from moviectl.infra.models import metadata
 
     digest = hashlib.sha256(scripts_fingerprint().encode())
-    dialect = postgresql.dialect()
-    for table in metadata.sorted_tables:
-        digest.update(str(CreateTable(table).compile(dialect=dialect)).encode())
+    for module in MODEL_SOURCES:
+        spec = find_spec(module)
+        origin = spec.origin if spec else None
+        digest.update(module.encode())
+        digest.update(Path(origin).read_bytes() if origin else b"missing")
+    for dist in SCHEMA_TOOLS:
+        digest.update(f"{dist}=={metadata.version(dist)}".encode())
     return digest.hexdigest()[:12]
 
 

@@ -253,3 +253,54 @@ def test_an_unmarked_template_name_is_never_dropped(
     finally:
         with _admin_conn(moviectl_admin_target) as conn:
             admin.drop_database_force(conn, name)
+
+
+def test_template_hash_follows_the_models_source(monkeypatch, tmp_path):
+    assert "moviectl.infra.models" in testdb.MODEL_SOURCES
+    (tmp_path / "fake_models_for_hash.py").write_text("COLUMNS = ['title']\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(testdb, "MODEL_SOURCES", ("fake_models_for_hash",))
+    before = testdb.template_hash()
+    assert testdb.template_hash() == before
+    (tmp_path / "fake_models_for_hash.py").write_text("COLUMNS = ['title', 'year']\n")
+    assert testdb.template_hash() != before
+
+
+_HEAVY_PROBE = """
+import sys
+from moviectl.cli.entry import main
+sys.argv = ["moviectl", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+heavy = sorted(m for m in ("sqlalchemy", "sqlmodel", "alembic") if m in sys.modules)
+print("HEAVY=" + ",".join(heavy), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def test_testdb_create_list_drop_import_no_orm_and_no_alembic(
+    moviectl_admin_target, moviectl_template
+):
+    """Start-up: the template exists, so these commands need neither SQLAlchemy, SQLModel
+    nor Alembic, and import none of them."""
+    env = subprocess_env(MOVIE_DATABASE_URL=moviectl_admin_target.url(masked=False))
+
+    def moviectl(*args):
+        r = subprocess.run(
+            [sys.executable, "-c", _HEAVY_PROBE, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 0, r.stderr
+        assert "HEAVY=\n" in r.stderr, r.stderr
+        return r.stdout
+
+    name = json.loads(moviectl("testdb", "create", "--json"))["name"]
+    assert name in [
+        d["name"] for d in json.loads(moviectl("testdb", "list", "--json"))["databases"]
+    ]
+    assert name in json.loads(moviectl("testdb", "drop", name, "--json"))["dropped"]
