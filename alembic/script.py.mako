@@ -1,4 +1,10 @@
-"""${message}
+<%!
+    def docstring(text):
+        """The message inside the file's triple-quoted docstring, as a literal that reads back
+        as the message: backslashes and quotes escaped, control characters as \\xNN."""
+        out = text.replace("\\", "\\\\").replace('"', '\\"')
+        return "".join(c if c >= " " or c in "\n\t" else "\\x%02x" % ord(c) for c in out)
+%>"""${docstring(message) if message else ""}
 
 Revision ID: ${up_revision}
 Revises: ${down_revision | comma,n}

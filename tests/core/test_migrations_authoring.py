@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from moviectl.core.migrations.scripts import script_location
-from tests.conftest import ROOT, subprocess_env
+from tests.conftest import ROOT, run_at_once, subprocess_env
 
 # The models as a developer changed them: a new column and an index on it.
 CHANGED_MODELS = """
@@ -140,8 +140,8 @@ def test_autogenerate_against_a_database_behind_head_is_refused(
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["!!!"], "no letters or digits"),
-        (["   "], "no letters or digits"),
+        (["!!!"], "no ASCII letters or digits"),
+        (["   "], "no ASCII letters or digits"),
         (["x", "--empty", "--autogenerate"], "exclude each other"),
     ],
 )
@@ -149,4 +149,130 @@ def test_bad_input_is_one_line_and_writes_nothing(cli, scripts: Path, args, need
     r = cli("migrate", "new", *args, MOVIE_MIGRATIONS_DIR=str(scripts))
     assert r.exit_code == 2, r.output
     assert needle in r.stderr and "Traceback" not in r.output
+    assert not list((scripts / "versions").glob("0003*"))
+
+
+ODD_MESSAGES = {
+    "quotes": ('say """hi""" to \\ and "x', "0003_say_hi_to_and_x.py"),
+    "accents": ("Héllo wörld, ünïcode", "0003_hello_world_unicode.py"),
+    "path separators": ("../../etc/passwd", "0003_etc_passwd.py"),
+    "control characters": ("red\x1b[31m alert\x07", "0003_red_31m_alert.py"),
+    "template syntax": ("${x} % %% <%! %> {y}", "0003_x_y.py"),
+    "very long": ("word " * 1000, "0003_word_word_word_word_word_word_word_word.py"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ODD_MESSAGES))
+def test_odd_messages_make_a_safe_file_in_versions(cli, scripts: Path, case: str) -> None:
+    """The file name is ASCII [a-z0-9_] inside versions/; the docstring reads back as the
+    message (a message with triple quotes used to write a broken file that crashed every
+    later command)."""
+    import ast
+
+    message, name = ODD_MESSAGES[case]
+    r = cli("--json", "migrate", "new", message, "--empty", MOVIE_MIGRATIONS_DIR=str(scripts))
+    assert r.exit_code == 0, r.output
+    path = Path(json.loads(r.stdout)["path"])
+    assert path == scripts / "versions" / name
+    assert sorted(p.name for p in scripts.rglob("0003*")) == [name]
+    doc = ast.get_docstring(ast.parse(path.read_text()))
+    assert doc is not None
+    assert doc.splitlines()[0] == " ".join(message.replace("\x1b", "").replace("\x07", "").split())
+    _ruff_clean(path)
+    r = cli("migrate", "history", MOVIE_MIGRATIONS_DIR=str(scripts))  # the scripts still load
+    assert r.exit_code == 0, r.output
+
+
+def test_a_message_without_ascii_letters_is_refused(cli, scripts: Path) -> None:
+    r = cli("migrate", "new", "日本語", "--empty", MOVIE_MIGRATIONS_DIR=str(scripts))
+    assert r.exit_code == 2, r.output
+    assert "no ASCII letters or digits" in r.stderr
+    assert not list((scripts / "versions").glob("0003*"))
+
+
+def test_three_at_once_write_three_ids(scripts: Path) -> None:
+    """They take turns on the versions directory: never two files with the same id."""
+    docs = run_at_once(
+        {"MOVIE_MIGRATIONS_DIR": str(scripts), "MOVIE_DB_PORT": "1"},
+        "migrate",
+        "new",
+        "same message",
+        "--empty",
+        n=3,
+    )
+    assert sorted(d["revision"] for d in docs) == ["0003", "0004", "0005"]
+    assert sorted(p.name for p in (scripts / "versions").glob("000[3-9]*")) == [
+        "0003_same_message.py",
+        "0004_same_message.py",
+        "0005_same_message.py",
+    ]
+
+
+def test_a_second_writer_waits_and_takes_the_next_id(scripts: Path) -> None:
+    """While another `migrate new` holds the versions directory (writing 0003), a second
+    one waits, then numbers its file after it (before: both wrote a 0003)."""
+    import fcntl
+    import os
+
+    from tests.conftest import wait_for
+
+    versions = scripts / "versions"
+    env = subprocess_env(MOVIE_MIGRATIONS_DIR=str(scripts), MOVIE_DB_PORT="1")
+    fd = os.open(versions, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moviectl", "--json", "migrate", "new", "second", "--empty"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert not wait_for(lambda: proc.poll() is not None, timeout=3), proc.communicate()
+            assert not list(versions.glob("0003*"))
+            # the holder writes its 0003, then lets go
+            shutil.copy(versions / "0002_seed_runs.py", versions / "0003_first.py")
+            first = versions / "0003_first.py"
+            first.write_text(
+                first.read_text()
+                .replace('revision: str = "0002"', 'revision: str = "0003"')
+                .replace(
+                    'down_revision: str | Sequence[str] | None = "0001"',
+                    'down_revision: str | Sequence[str] | None = "0002"',
+                )
+            )
+        finally:
+            os.close(fd)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert json.loads(out)["revision"] == "0004"
+    assert (versions / "0004_second.py").is_file()
+
+
+def test_two_heads_are_refused_naming_them(cli, scripts: Path) -> None:
+    versions = scripts / "versions"
+    branch = (versions / "0002_seed_runs.py").read_text()
+    (versions / "0002b_branch.py").write_text(
+        branch.replace('revision: str = "0002"', 'revision: str = "0002b"')
+    )
+    r = cli("--json", "migrate", "new", "after", "--empty", MOVIE_MIGRATIONS_DIR=str(scripts))
+    assert r.exit_code == 2, r.output
+    doc = json.loads(r.stdout)
+    assert "2 heads (0002, 0002b)" in doc["message"] and "alembic merge" in doc["hint"]
+    assert not list(versions.glob("0003*"))
+
+
+def test_a_database_at_an_unknown_revision_is_a_clear_error(
+    cli, movie_db_url: str, scripts: Path
+) -> None:
+    with psycopg.connect(movie_db_url, autocommit=True) as c:
+        c.execute("UPDATE alembic_version SET version_num = '0042'")
+    r = cli("migrate", "new", "x", MOVIE_MIGRATIONS_DIR=str(scripts))
+    assert r.exit_code == 2, r.output
+    assert "'0042'" in r.stderr and "does not know" in r.stderr
     assert not list((scripts / "versions").glob("0003*"))
