@@ -75,8 +75,8 @@ def test_database_checks_hold_without_the_orm(movie_session, values):
         movie_session.flush()
 
 
-def test_schema_uses_postgres_types(movie_engine):
-    insp = sa.inspect(movie_engine)
+def test_schema_uses_postgres_types(movie_connection):
+    insp = sa.inspect(movie_connection)
     cols = {c["name"]: c for c in insp.get_columns("movies")}
     assert str(cols["id"]["type"]) == "UUID"
     assert "gen_random_uuid" in cols["id"]["default"]

@@ -213,9 +213,10 @@ def test_a_host_the_certificate_does_not_name_is_a_tls_error(tls, tmp_path, args
     assert "TLS" in r.output and "Traceback" not in r.output and tls.password not in r.output
 
 
-def test_require_against_a_server_without_tls_is_exit_3(movie_db_url):
-    sep = "&" if "?" in movie_db_url else "?"
-    r = Cli({"MOVIE_DATABASE_URL": f"{movie_db_url}{sep}sslmode=require"})("health")
+def test_require_against_a_server_without_tls_is_exit_3(moviectl_admin_target):
+    url = moviectl_admin_target.url(masked=False)  # TLS fails before any database is chosen
+    sep = "&" if "?" in url else "?"
+    r = Cli({"MOVIE_DATABASE_URL": f"{url}{sep}sslmode=require"})("health")
     assert r.exit_code == 3, r.output
     assert "does not offer TLS" in r.output
 

@@ -167,11 +167,12 @@ def test_logs_follow_prints_new_lines(emb):
         proc.wait()
 
 
-def test_a_database_name_is_never_taken_for_an_option(movie_db_url):
+def test_a_database_name_is_never_taken_for_an_option(moviectl_admin_target):
     """`db shell` with a database named `--version`: psql looks for that database."""
     from moviectl.core.shell import shell_command
 
-    settings = Settings(_env_file=None, database_url=movie_db_url.rsplit("/", 1)[0] + "/--version")
+    server = moviectl_admin_target.url(masked=False).rsplit("/", 1)[0]  # no database needed
+    settings = Settings(_env_file=None, database_url=server + "/--version")
     argv, env = shell_command(settings, psql=True)
     res = subprocess.run(
         [*argv, "-c", "select 1"], env=env, capture_output=True, text=True, timeout=30
