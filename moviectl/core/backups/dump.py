@@ -39,7 +39,7 @@ from moviectl.infra.errors import (
     ToolMissing,
     UsageError,
 )
-from moviectl.infra.pgtools import child_env, child_io, find_tool, popen_child, run_child
+from moviectl.infra.pgtools import child_env, find_tool, popen_child, run_child
 from moviectl.infra.settings import DbTarget, Settings
 from moviectl.infra.watchdog import StallWatch
 
@@ -315,7 +315,9 @@ def _dump(
                 argv += ["-Z", compress]
             dump = _Dump(argv, child_env(target), tmp, progress)
             watch = StallWatch.for_settings(settings, target, "the backup")
-            watch.track(lambda: child_io(dump.proc.pid))
+            # progress: the bytes pg_dump has written (a stat; no psutil while pg_dump and
+            # the server share the cores); a pause with no answer to the probe is a stall
+            watch.track(lambda: size_of(tmp))
             watch.on_stall(dump.proc.kill)
             watch.watch_connection(snap)
             with watch:
