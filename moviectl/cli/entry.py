@@ -2,11 +2,12 @@
 
 A container healthcheck runs ``moviectl health --live`` every few seconds, and probes and
 scripts run ``moviectl health [--ready] [--json]``: these must cost about what the
-questions cost (``pg_isready``, one login and four queries), so this path imports neither
-Typer, Rich, pydantic(-settings) nor SQLAlchemy. It reads the settings with the full
-CLI's own reader and rules (``conninfo.raw_settings``, ``resolve_target``), runs the same
-checks (``core.health.checks``) and prints the same JSON document, or the same lines
-(``cli/health_text.py``) that the full CLI prints where there is no terminal.
+questions cost (``pg_isready``, one login and a few queries), so this path imports
+neither Typer, Rich nor SQLAlchemy, and ``--live`` neither psycopg nor pydantic. It reads
+the settings with the full CLI's own reader and rules (``conninfo.raw_settings``,
+``resolve_target``), runs the same checks (``core.health.checks``) and prints the same
+JSON document, or the same lines (``cli/health_text.py``) that the full CLI prints where
+there is no terminal.
 
 Anything else goes to the full CLI: another option, a terminal (people get colour),
 ``FORCE_COLOR``/``TTY_COMPATIBLE``, ``MOVIECTL_NO_FASTPATH=1``, or connection settings the
