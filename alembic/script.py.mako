@@ -4,6 +4,15 @@
         as the message: backslashes and quotes escaped, control characters as \\xNN."""
         out = text.replace("\\", "\\\\").replace('"', '\\"')
         return "".join(c if c >= " " or c in "\n\t" else "\\x%02x" % ord(c) for c in out)
+
+    def literal(value):
+        """A revision field as ruff format writes it (double quotes), ruff installed or not."""
+        if isinstance(value, str):
+            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(value, (tuple, list)):
+            items = ", ".join(literal(v) for v in value)
+            return "(" + items + ("," if len(value) == 1 else "") + ")"
+        return repr(value)
 %>"""${docstring(message) if message else ""}
 
 Revision ID: ${up_revision}
@@ -15,12 +24,14 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa  # noqa: F401 (ruff --fix drops the noqa once they are used)
 from alembic import op  # noqa: F401
-${imports if imports else ""}
+% if imports:
+${imports}
+% endif
 
-revision: str = ${repr(up_revision)}
-down_revision: str | Sequence[str] | None = ${repr(down_revision)}
-branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
-depends_on: str | Sequence[str] | None = ${repr(depends_on)}
+revision: str = ${literal(up_revision)}
+down_revision: str | Sequence[str] | None = ${literal(down_revision)}
+branch_labels: str | Sequence[str] | None = ${literal(branch_labels)}
+depends_on: str | Sequence[str] | None = ${literal(depends_on)}
 
 
 def upgrade() -> None:

@@ -276,3 +276,28 @@ def test_a_database_at_an_unknown_revision_is_a_clear_error(
     assert r.exit_code == 2, r.output
     assert "'0042'" in r.stderr and "does not know" in r.stderr
     assert not list((scripts / "versions").glob("0003*"))
+
+
+WITHOUT_RUFF = """
+import sys
+sys.modules["ruff"] = None  # as in an install without the dev tools
+from moviectl.cli.entry import main
+sys.argv = ["moviectl", *sys.argv[1:]]
+main()
+"""
+
+
+def test_without_ruff_an_empty_migration_is_still_ruff_clean(scripts: Path) -> None:
+    env = subprocess_env(MOVIE_MIGRATIONS_DIR=str(scripts), MOVIE_DB_PORT="1")
+    r = subprocess.run(
+        [sys.executable, "-c", WITHOUT_RUFF, "--json", "migrate", "new", 'by "hand"', "--empty"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["formatted"] is False
+    _ruff_clean(Path(doc["path"]))  # the template itself writes what ruff would
