@@ -56,12 +56,16 @@ def render_history(c: Console, r: dict[str, Any]) -> None:
 def render_drift(c: Console, r: Any) -> None:
     if r.clean:
         c.print(f"[green]✓[/] models and database {r.database} agree (revision {r.current})")
-        return
-    c.print(f"[red]✗ {len(r.differences)} difference(s)[/] between models and {r.database}:")
-    for d in r.differences:
-        c.print(f"  - {d}")
-    if r.current != r.head:
-        c.print(f"(database at {r.current or 'base'}, head is {r.head}: run `moviectl migrate`)")
+    else:
+        c.print(f"[red]✗ {len(r.differences)} difference(s)[/] between models and {r.database}:")
+        for d in r.differences:
+            c.print(f"  - {d}")
+        if r.current != r.head:
+            c.print(
+                f"(database at {r.current or 'base'}, head is {r.head}: run `moviectl migrate`)"
+            )
+    for note in r.notes:
+        c.print(f"[yellow]note:[/] {note}")
 
 
 def render_new_migration(c: Console, r: Any) -> None:

@@ -6,6 +6,12 @@ triggers, so those are read from the catalog here: a CHECK's definition is compa
 after the server itself normalises the model's expression (on a temporary copy of the
 table's columns, inside a transaction that is rolled back: nothing is left behind), and
 triggers are compared with the ones the models declare in ``info["triggers"]``.
+The catalog is read in the schema the models live in (``current_schema()``, as Alembic
+does), and a table missing altogether is one drift, not one more per CHECK and trigger.
+
+Where the server may not create a temporary table (no TEMP privilege, a hot standby, a
+read-only transaction), CHECK definitions are not compared and the report says so in
+``notes``: names and validation still are.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ class DriftReport:
     head: str | None
     drifts: list[Drift] = field(default_factory=list)
     differences: list[str] = field(default_factory=list)  # the messages, in order
+    notes: list[str] = field(default_factory=list)  # what could not be compared, and why
 
     @property
     def clean(self) -> bool:
@@ -67,10 +74,14 @@ def check(settings: Settings) -> DriftReport:
                 warnings.filterwarnings("ignore", "Can't validate argument 'dialect_options'")
                 diffs = compare_metadata(ctx, metadata)
             drifts = [describe(d) for d in flatten(diffs)]
+            missing = {d[1].name for d in flatten(diffs) if d[0] == "add_table"}
+            # a missing table is one drift, not one more per index, constraint, CHECK, trigger
+            drifts = [d for d in drifts if d.kind == "table" or d.table not in missing]
             current = ctx.get_current_revision()
             raw = conn.connection.dbapi_connection
-            drifts += compare_checks(raw, metadata)
-            drifts += compare_triggers(raw, metadata)
+            notes: list[str] = []
+            drifts += compare_checks(raw, metadata, missing, notes)
+            drifts += compare_triggers(raw, metadata, missing)
             conn.rollback()
     finally:
         engine.dispose()
@@ -80,6 +91,7 @@ def check(settings: Settings) -> DriftReport:
         head=head_revision(),
         drifts=drifts,
         differences=[d.message for d in drifts],
+        notes=notes,
     )
 
 
@@ -130,9 +142,24 @@ def describe(diff: Any) -> Drift:
                 f"column {name}: the database's default is {_default(in_db)}, "
                 f"the models' {_default(in_models)}"
             )
+        elif what == "comment":
+            text = (
+                f"column {name}: the database's comment is {_comment(in_db)}, "
+                f"the models' {_comment(in_models)}"
+            )
         else:
             text = f"column {name}: {what} differs (database {in_db!r}, models {in_models!r})"
         return Drift(kind, table, name, text)
+    if what == "table_comment":  # add: the models have one (or another); remove: they don't
+        table = rest[0]
+        if verb == "add":
+            text = (
+                f"table {table.name}: the database's comment is {_comment(rest[1])}, "
+                f"the models' {_comment(table.comment)}"
+            )
+        else:
+            text = f"table {table.name}: the database has a comment that the models do not"
+        return Drift("comment", table.name, table.name, text)
     names = [
         str(getattr(x, "name", x)) for x in rest if getattr(x, "name", None) or isinstance(x, str)
     ]
@@ -152,9 +179,15 @@ def _cols(constraint: Any) -> str:
     return ", ".join(c.name for c in constraint.columns)
 
 
+def _comment(value: Any) -> str:
+    return "none" if value is None else repr(value)
+
+
 def _default(value: Any) -> str:
     if value is None:
         return "none"
+    if type(value).__name__ == "Identity":  # sqlalchemy.Identity: not a default at all
+        return f"GENERATED {'ALWAYS' if value.always else 'BY DEFAULT'} AS IDENTITY"
     arg = getattr(value, "arg", value)  # a model's DefaultClause wraps its expression
     return str(getattr(arg, "text", arg))
 
@@ -163,18 +196,25 @@ def _norm(sql: str) -> str:
     return re.sub(r"\s+", " ", sql.replace("public.", "")).strip().lower()
 
 
-def compare_checks(raw: Any, metadata: Any) -> list[Drift]:
-    """CHECK constraints by name, validation and (server-normalised) definition."""
+def compare_checks(
+    raw: Any, metadata: Any, missing: set[str | None] | None = None, notes: list[str] | None = None
+) -> list[Drift]:
+    """CHECK constraints by name, validation and (server-normalised) definition.
+
+    Tables in ``missing`` (reported on their own) are skipped; ``notes`` receives why the
+    definitions could not be compared, when the server cannot normalise them.
+    """
     from sqlalchemy import CheckConstraint
     from sqlalchemy.dialects import postgresql
 
     dialect = postgresql.dialect()
-    tables = {t.name: t for t in metadata.sorted_tables}
+    tables = {t.name: t for t in metadata.sorted_tables if t.name not in (missing or set())}
     live: dict[tuple[str, str], tuple[bool, str]] = {}
+    refused: list[str] = []
     rows = raw.execute(
         "SELECT c.relname, k.conname, k.convalidated, pg_get_constraintdef(k.oid) "
         "FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid "
-        "WHERE k.contype = 'c' AND c.relnamespace = 'public'::regnamespace"
+        "WHERE k.contype = 'c' AND c.relnamespace = current_schema()::text::regnamespace"
     ).fetchall()
     for table, name, validated, definition in rows:
         if table in tables:
@@ -197,7 +237,7 @@ def compare_checks(raw: Any, metadata: Any) -> list[Drift]:
             sqltext = str(
                 ck.sqltext.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
             )
-            wanted = _normalised_check(raw, table.name, sqltext)
+            wanted = None if refused else _normalised_check(raw, table.name, sqltext, refused)
             if wanted is not None and _norm(wanted) != _norm(definition.replace(" NOT VALID", "")):
                 text = (
                     f"CHECK constraint {name} differs: the database has {definition}, "
@@ -208,14 +248,25 @@ def compare_checks(raw: Any, metadata: Any) -> list[Drift]:
         name = f"{table_name}.{con}"
         text = _has(False, "CHECK constraint", name)
         drifts.append(Drift("check", table_name, name, text))
+    if refused and notes is not None:
+        notes.append(
+            "CHECK definitions were not compared (names and validation were): the server "
+            f"would not create a temporary table to normalise them ({refused[0]})"
+        )
     return drifts
 
 
-def _normalised_check(raw: Any, table: str, sqltext: str) -> str | None:
+_CANNOT_CREATE = {"42501": "no TEMP privilege", "25006": "read-only transaction or hot standby"}
+
+
+def _normalised_check(
+    raw: Any, table: str, sqltext: str, refused: list[str] | None = None
+) -> str | None:
     """How the server writes the model's CHECK, on a temporary copy of the table's columns.
 
     Inside a savepoint that is rolled back; None when the server cannot say (a column the
-    database lacks — reported on its own — or no right to create temporary tables).
+    database lacks — reported on its own — or, appended to ``refused``, no right to create
+    temporary tables here).
     """
     import psycopg
     from psycopg import sql
@@ -237,19 +288,27 @@ def _normalised_check(raw: Any, table: str, sqltext: str) -> str | None:
                 "WHERE conname = 'ck' AND conrelid = 'pg_temp.moviectl_drift'::regclass"
             ).fetchone()
             return str(row[0]) if row else None
-    except psycopg.Error:
+    except psycopg.Error as exc:
+        why = _CANNOT_CREATE.get(exc.sqlstate or "")
+        if why is not None and refused is not None:
+            refused.append(why)
         return None
 
 
-def compare_triggers(raw: Any, metadata: Any) -> list[Drift]:
+def compare_triggers(
+    raw: Any, metadata: Any, missing: set[str | None] | None = None
+) -> list[Drift]:
     """Triggers on the models' tables against ``Table.info["triggers"]`` (name: definition)."""
-    tables = {t.name: t for t in metadata.sorted_tables}
+    tables = {t.name: t for t in metadata.sorted_tables if t.name not in (missing or set())}
     rows = raw.execute(
-        "SELECT c.relname, t.tgname, t.tgenabled, pg_get_triggerdef(t.oid) "
-        "FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
-        "WHERE NOT t.tgisinternal AND c.relnamespace = 'public'::regnamespace"
+        "SELECT c.relname, t.tgname, t.tgenabled, pg_get_triggerdef(t.oid), "
+        "quote_ident(current_schema()) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+        "WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::text::regnamespace"
     ).fetchall()
-    live = {(r[0], r[1]): (r[2], r[3]) for r in rows if r[0] in tables}
+    # pg_get_triggerdef always names the table with its schema: not the models' way
+    live = {
+        (r[0], r[1]): (r[2], r[3].replace(f" ON {r[4]}.", " ON ")) for r in rows if r[0] in tables
+    }
     drifts = []
     for table in tables.values():
         for trigger, wanted in table.info.get("triggers", {}).items():
