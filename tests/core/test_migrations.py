@@ -214,6 +214,22 @@ def test_check_reads_the_schema_the_tables_live_in(cli, movie_db_url):
     ]
 
 
+def test_check_behind_a_held_table_lock_gives_up_naming_the_holder(cli, movie_db_url):
+    """It used to wait forever behind a forgotten LOCK TABLE (or a migration's ALTER)."""
+    with psycopg.connect(movie_db_url, application_name="forgotten-lock") as holder:
+        holder.execute("LOCK TABLE movies IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        r = cli("migrate", "check", "--json", MOVIE_MIGRATE_LOCK_TIMEOUT="0.5")
+        waited = time.monotonic() - started
+        pid = holder.info.backend_pid
+        holder.rollback()
+    assert r.exit_code == 7, r.output
+    doc = json.loads(r.stdout)
+    assert f"pid {pid} (forgotten-lock" in doc["message"] and "LOCK TABLE movies" in doc["message"]
+    assert waited < 20
+    assert cli("migrate", "check").exit_code == 0  # the lock gone, the check goes through
+
+
 @pytest.fixture
 def reader_url(movie_db_url):
     """A role that may read the tables, and nothing else: no TEMP on this database."""

@@ -23,6 +23,7 @@ from typing import Any
 
 from moviectl.core.migrations.scripts import head_revision
 from moviectl.infra.engine import db_errors, make_engine
+from moviectl.infra.errors import LockBusy
 from moviectl.infra.settings import Settings
 
 
@@ -49,39 +50,27 @@ class DriftReport:
 
 
 def check(settings: Settings) -> DriftReport:
-    """Compare the models with the live database; an empty report means no drift."""
-    from alembic.autogenerate import compare_metadata
-    from alembic.runtime.migration import MigrationContext
+    """Compare the models with the live database; an empty report means no drift.
 
-    from moviectl.infra.models import metadata
-
-    def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
-        return not (type_ == "table" and name == "alembic_version")
+    Reading the catalog waits behind an ACCESS EXCLUSIVE lock on a table (a migration
+    running, a forgotten ``LOCK TABLE``): at most MOVIE_MIGRATE_LOCK_TIMEOUT, then the
+    error names who holds it.
+    """
+    from moviectl.core.migrations.timeouts import is_lock_timeout, to_ms
 
     target = settings.target()
     engine = make_engine(settings, pooled=False)
     try:
         with db_errors(target, settings.connect_timeout), engine.connect() as conn:
-            ctx = MigrationContext.configure(
-                conn,
-                opts={
-                    "compare_type": True,
-                    "compare_server_default": True,
-                    "include_object": include,
-                },
-            )
-            with warnings.catch_warnings():  # SQLAlchemy reflecting a NOT VALID check
-                warnings.filterwarnings("ignore", "Can't validate argument 'dialect_options'")
-                diffs = compare_metadata(ctx, metadata)
-            drifts = [describe(d) for d in flatten(diffs)]
-            missing = {d[1].name for d in flatten(diffs) if d[0] == "add_table"}
-            # a missing table is one drift, not one more per index, constraint, CHECK, trigger
-            drifts = [d for d in drifts if d.kind == "table" or d.table not in missing]
-            current = ctx.get_current_revision()
-            raw = conn.connection.dbapi_connection
-            notes: list[str] = []
-            drifts += compare_checks(raw, metadata, missing, notes)
-            drifts += compare_triggers(raw, metadata, missing)
+            wait = to_ms(max(settings.migrate_lock_timeout, 0.001))  # 0: do not wait, as migrate
+            conn.exec_driver_sql(f"SET lock_timeout = {wait}")
+            try:
+                drifts, current, notes = _compare(conn)
+            except Exception as exc:
+                if not is_lock_timeout(exc):
+                    raise
+                conn.rollback()
+                raise _locked(conn, target, settings) from None
             conn.rollback()
     finally:
         engine.dispose()
@@ -92,6 +81,58 @@ def check(settings: Settings) -> DriftReport:
         drifts=drifts,
         differences=[d.message for d in drifts],
         notes=notes,
+    )
+
+
+def _compare(conn: Any) -> tuple[list[Drift], str | None, list[str]]:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from moviectl.infra.models import metadata
+
+    def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+        return not (type_ == "table" and name == "alembic_version")
+
+    ctx = MigrationContext.configure(
+        conn,
+        opts={"compare_type": True, "compare_server_default": True, "include_object": include},
+    )
+    with warnings.catch_warnings():  # SQLAlchemy reflecting a NOT VALID check
+        warnings.filterwarnings("ignore", "Can't validate argument 'dialect_options'")
+        diffs = compare_metadata(ctx, metadata)
+    drifts = [describe(d) for d in flatten(diffs)]
+    missing = {d[1].name for d in flatten(diffs) if d[0] == "add_table"}
+    # a missing table is one drift, not one more per index, constraint, CHECK, trigger
+    drifts = [d for d in drifts if d.kind == "table" or d.table not in missing]
+    current = ctx.get_current_revision()
+    raw = conn.connection.dbapi_connection
+    notes: list[str] = []
+    drifts += compare_checks(raw, metadata, missing, notes)
+    drifts += compare_triggers(raw, metadata, missing)
+    return drifts, current, notes
+
+
+def _locked(conn: Any, target: Any, settings: Settings) -> LockBusy:
+    """Who holds an ACCESS EXCLUSIVE lock in this database (what the catalog read waited on)."""
+    from moviectl.core.migrations.timeouts import Blocker
+
+    rows = conn.exec_driver_sql(
+        "SELECT DISTINCT a.pid, coalesce(a.application_name, ''), coalesce(a.state, ''), "
+        "coalesce(a.query, ''), a.xact_start FROM pg_locks l "
+        "JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'relation' AND l.granted AND l.mode = 'AccessExclusiveLock' "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND a.pid <> pg_backend_pid()"
+    ).all()
+    conn.rollback()
+    holders = [Blocker(*r) for r in rows]
+    who = "; ".join(b.describe() for b in holders) or "a session that was gone when we looked"
+    return LockBusy(
+        f"migrate check on {target.where} waited {settings.migrate_lock_timeout:g} s for a "
+        f"table lock and gave up: held by {who}",
+        hint="a migration running? check again once it is done; "
+        "if that transaction is stuck: SELECT pg_terminate_backend(<pid>)",
+        holders=[b.pid for b in holders],
     )
 
 
