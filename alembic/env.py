@@ -44,6 +44,7 @@ def run_migrations_offline() -> None:
         target_metadata=metadata,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
+        transaction_per_migration=True,  # as the online run commits (and `migrate lint` reads)
     )
     with context.begin_transaction():
         context.run_migrations()

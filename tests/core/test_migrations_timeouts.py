@@ -197,7 +197,7 @@ def test_the_timeouts_are_set_on_the_migrating_session(
     assert comment == shown
 
 
-def _script(rev: str, down: str, upgrade: str, downgrade: str = "pass") -> str:
+def _script(rev: str, down: str, upgrade: str, downgrade: str = "    pass") -> str:
     return (
         f'"""{rev}"""\n\nimport sqlalchemy as sa  # noqa: F401\nfrom alembic import op\n\n'
         f'revision = "{rev}"\ndown_revision = "{down}"\nbranch_labels = None\n'
@@ -403,3 +403,39 @@ def test_kill_9_while_waiting_for_a_lock_leaves_no_backend_in_the_queue(
         blocker.rollback()
         blocker.close()
     assert _state(movie_db_url) == ("0002", False)
+
+
+def test_each_migration_is_its_own_transaction_offline_as_online(cli, tmp_path: Path) -> None:
+    """`migrate --sql` (and so `migrate lint`) renders what the run does: a COMMIT after each
+    migration. So VALIDATE in the migration after a NOT VALID foreign key, the lint's own
+    advice, is not flagged as "in the transaction that added it"."""
+    scripts = tmp_path / "alembic"
+    shutil.copytree(script_location(), scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    (scripts / "versions" / "0003_fk.py").write_text(
+        _script(
+            "0003",
+            "0002",
+            '    op.add_column("seed_runs", sa.Column("movie_id", sa.Uuid()))\n'
+            '    op.create_foreign_key("fk_seed_runs_movie", "seed_runs", "movies", '
+            '["movie_id"], ["id"], postgresql_not_valid=True)',
+            '    op.drop_column("seed_runs", "movie_id")',
+        )
+    )
+    (scripts / "versions" / "0004_validate.py").write_text(
+        _script(
+            "0004",
+            "0003",
+            '    op.execute("ALTER TABLE seed_runs VALIDATE CONSTRAINT fk_seed_runs_movie")',
+        )
+    )
+    env = {"MOVIE_MIGRATIONS_DIR": str(scripts)}
+    r = cli("migrate", "--sql", **env)
+    assert r.exit_code == 0, r.output
+    sql = r.stdout
+    assert sql.count("COMMIT;") == 4  # 0001, 0002, 0003, 0004
+    assert sql.index("COMMIT;", sql.index("fk_seed_runs_movie")) < sql.index("VALIDATE")
+    r = cli("--json", "migrate", "lint", "--range", "0002:head", **env)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["findings"] == []
+    r = cli("migrate", **env)
+    assert r.exit_code == 0, r.output
