@@ -144,6 +144,10 @@ DRIFTS = {
         "EXECUTE FUNCTION moviectl_set_updated_at()",
         "the database has a trigger movies.audit that the models do not",
     ),
+    "changed index": (  # one drift that says how, not "has" and "has not" the same name
+        "DROP INDEX ix_movies_title; CREATE UNIQUE INDEX ix_movies_title ON movies (genre)",
+        "index movies.ix_movies_title differs: the database has UNIQUE (genre), the models (title)",
+    ),
     "column comment": (
         "COMMENT ON COLUMN movies.title IS 'the title'",
         "column movies.title: the database's comment is 'the title', the models' none",

@@ -23,7 +23,6 @@ from typing import Any
 
 from moviectl.core.migrations.scripts import head_revision
 from moviectl.infra.engine import db_errors, make_engine
-from moviectl.infra.errors import LockBusy
 from moviectl.infra.settings import Settings
 
 
@@ -56,7 +55,7 @@ def check(settings: Settings) -> DriftReport:
     running, a forgotten ``LOCK TABLE``): at most MOVIE_MIGRATE_LOCK_TIMEOUT, then the
     error names who holds it.
     """
-    from moviectl.core.migrations.timeouts import is_lock_timeout, to_ms
+    from moviectl.core.migrations.timeouts import is_lock_timeout, table_lock_error, to_ms
 
     target = settings.target()
     engine = make_engine(settings, pooled=False)
@@ -70,7 +69,7 @@ def check(settings: Settings) -> DriftReport:
                 if not is_lock_timeout(exc):
                     raise
                 conn.rollback()
-                raise _locked(conn, target, settings) from None
+                raise table_lock_error(conn, target, settings) from None
             conn.rollback()
     finally:
         engine.dispose()
@@ -100,7 +99,7 @@ def _compare(conn: Any) -> tuple[list[Drift], str | None, list[str]]:
     with warnings.catch_warnings():  # SQLAlchemy reflecting a NOT VALID check
         warnings.filterwarnings("ignore", "Can't validate argument 'dialect_options'")
         diffs = compare_metadata(ctx, metadata)
-    drifts = [describe(d) for d in flatten(diffs)]
+    drifts = _pair_changed([(d, describe(d)) for d in flatten(diffs)])
     missing = {d[1].name for d in flatten(diffs) if d[0] == "add_table"}
     # a missing table is one drift, not one more per index, constraint, CHECK, trigger
     drifts = [d for d in drifts if d.kind == "table" or d.table not in missing]
@@ -112,28 +111,32 @@ def _compare(conn: Any) -> tuple[list[Drift], str | None, list[str]]:
     return drifts, current, notes
 
 
-def _locked(conn: Any, target: Any, settings: Settings) -> LockBusy:
-    """Who holds an ACCESS EXCLUSIVE lock in this database (what the catalog read waited on)."""
-    from moviectl.core.migrations.timeouts import Blocker
+def _pair_changed(described: list[tuple[Any, Drift]]) -> list[Drift]:
+    """An index or constraint whose name is on both sides changed shape: one drift that says
+    how, instead of "the database has X that the models do not" and its contradiction."""
+    removed = {(dr.kind, dr.name): diff for diff, dr in described if diff[0].startswith("remove")}
+    out: list[Drift] = []
+    paired: set[tuple[str, str]] = set()
+    for diff, drift in described:
+        key = (drift.kind, drift.name)
+        if diff[0].startswith("add") and key in removed and drift.kind != "table":
+            in_db, in_models = _shape(removed[key][-1]), _shape(diff[-1])
+            noun = {"unique": "unique constraint", "foreign_key": "foreign key"}.get(
+                drift.kind, drift.kind
+            )
+            text = f"{noun} {drift.name} differs: the database has {in_db}, the models {in_models}"
+            out.append(Drift(drift.kind, drift.table, drift.name, text))
+            paired.add(key)
+    return out + [d for diff, d in described if (d.kind, d.name) not in paired]
 
-    rows = conn.exec_driver_sql(
-        "SELECT DISTINCT a.pid, coalesce(a.application_name, ''), coalesce(a.state, ''), "
-        "coalesce(a.query, ''), a.xact_start FROM pg_locks l "
-        "JOIN pg_stat_activity a ON a.pid = l.pid "
-        "WHERE l.locktype = 'relation' AND l.granted AND l.mode = 'AccessExclusiveLock' "
-        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-        "AND a.pid <> pg_backend_pid()"
-    ).all()
-    conn.rollback()
-    holders = [Blocker(*r) for r in rows]
-    who = "; ".join(b.describe() for b in holders) or "a session that was gone when we looked"
-    return LockBusy(
-        f"migrate check on {target.where} waited {settings.migrate_lock_timeout:g} s for a "
-        f"table lock and gave up: held by {who}",
-        hint="a migration running? check again once it is done; "
-        "if that transaction is stuck: SELECT pg_terminate_backend(<pid>)",
-        holders=[b.pid for b in holders],
-    )
+
+def _shape(obj: Any) -> str:
+    """An index or constraint in a few words: ``UNIQUE (title)``, ``(movie_id) → movies.id``."""
+    parts = getattr(obj, "expressions", None) or list(getattr(obj, "columns", []))
+    cols = ", ".join(str(getattr(p, "name", None) or p) for p in parts)
+    unique = "UNIQUE " if getattr(obj, "unique", False) else ""
+    target = ", ".join(getattr(e, "target_fullname", "") for e in getattr(obj, "elements", []))
+    return f"{unique}({cols})" + (f" → {target}" if target else "")
 
 
 def flatten(diffs: list[Any]) -> list[Any]:

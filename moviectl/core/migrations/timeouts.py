@@ -236,3 +236,25 @@ def statement_timeout_error(
         "backfill, or split it into batches; `moviectl migrate status` shows where it stopped",
         statement=statement,
     )
+
+
+def table_lock_error(conn: Connection, target: DbTarget, settings: Settings) -> LockBusy:
+    """`migrate check` gave up on a table lock: who holds ACCESS EXCLUSIVE in this database."""
+    rows = conn.exec_driver_sql(
+        "SELECT DISTINCT a.pid, coalesce(a.application_name, ''), coalesce(a.state, ''), "
+        "coalesce(a.query, ''), a.xact_start FROM pg_locks l "
+        "JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'relation' AND l.granted AND l.mode = 'AccessExclusiveLock' "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND a.pid <> pg_backend_pid()"
+    ).all()
+    conn.rollback()
+    holders = [Blocker(*r) for r in rows]
+    who = "; ".join(b.describe() for b in holders) or "a session that was gone when we looked"
+    return LockBusy(
+        f"migrate check on {target.where} waited {settings.migrate_lock_timeout:g} s for a "
+        f"table lock and gave up: held by {who}",
+        hint="a migration running? check again once it is done; "
+        "if that transaction is stuck: SELECT pg_terminate_backend(<pid>)",
+        holders=[b.pid for b in holders],
+    )
