@@ -439,3 +439,29 @@ def test_each_migration_is_its_own_transaction_offline_as_online(cli, tmp_path: 
     assert json.loads(r.stdout)["findings"] == []
     r = cli("migrate", **env)
     assert r.exit_code == 0, r.output
+
+
+def test_without_retries_it_gives_up_after_one_try(movie_db_url: str, with_0003: Path) -> None:
+    blocker = psycopg.connect(movie_db_url)
+    blocker.execute("SELECT count(*) FROM movies")
+    pid = blocker.info.backend_pid
+    env = subprocess_env(
+        MOVIE_DATABASE_URL=movie_db_url,
+        MOVIE_MIGRATIONS_DIR=str(with_0003),
+        MOVIE_MIGRATE_STATEMENT_LOCK_TIMEOUT="0.2",
+        MOVIE_MIGRATE_LOCK_RETRIES="0",
+    )
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "moviectl", "migrate"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert r.returncode == 7, r.stderr
+    assert "gave up after 1 try:" in r.stderr and f"pid {pid}" in r.stderr

@@ -206,10 +206,9 @@ def lock_timeout_error(
 ) -> LockBusy:
     who = "; ".join(b.describe() for b in blockers) or "a session that was gone when we looked"
     return LockBusy(
-        f"migration on {target.where} gave up after {tries} tries: a table lock was not "
-        f"granted within {settings.migrate_statement_lock_timeout:g} s (that step was rolled "
-        f"back); "
-        f"blocked by {who}",
+        f"migration on {target.where} gave up after {tries} {'try' if tries == 1 else 'tries'}: "
+        f"a table lock was not granted within {settings.migrate_statement_lock_timeout:g} s "
+        f"(that step was rolled back); blocked by {who}",
         hint="end that transaction (or SELECT pg_terminate_backend(<pid>)), then migrate "
         "again; MOVIE_MIGRATE_STATEMENT_LOCK_TIMEOUT / MOVIE_MIGRATE_LOCK_RETRIES wait longer",
         holders=[b.pid for b in blockers],
