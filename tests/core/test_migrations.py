@@ -188,6 +188,31 @@ def test_check_is_clean_on_a_migrated_database(cli):
     assert "agree" in cli("migrate", "check").stdout
 
 
+def test_check_never_runs_the_defaults_it_compares(cli, movie_db_url):
+    """Alembic compared defaults by running them: every check advanced a sequence."""
+    with psycopg.connect(movie_db_url, autocommit=True) as conn:
+        conn.execute("CREATE SEQUENCE s_rows")
+        conn.execute(
+            "ALTER TABLE seed_runs ALTER COLUMN rows_inserted SET DEFAULT nextval('s_rows')"
+        )
+    for _ in range(2):
+        r = cli("migrate", "check", "--json")
+        assert r.exit_code == 1, r.output
+        assert json.loads(r.stdout)["differences"] == [
+            "column seed_runs.rows_inserted: the database's default is "
+            "nextval('s_rows'::regclass), the models' 0"
+        ]
+    with psycopg.connect(movie_db_url) as conn:
+        assert conn.execute("SELECT last_value, is_called FROM s_rows").fetchone() == (1, False)
+    with psycopg.connect(movie_db_url, autocommit=True) as conn:  # a function default: by text
+        conn.execute("ALTER TABLE seed_runs ALTER COLUMN rows_inserted SET DEFAULT 0")
+        conn.execute("ALTER TABLE movies ALTER COLUMN created_at SET DEFAULT clock_timestamp()")
+    r = cli("migrate", "check", "--json")
+    assert json.loads(r.stdout)["differences"] == [
+        "column movies.created_at: the database's default is clock_timestamp(), the models' now()"
+    ]
+
+
 def test_check_a_missing_table_is_one_drift_not_one_per_check_and_trigger(cli, movie_db_url):
     with psycopg.connect(movie_db_url, autocommit=True) as conn:
         conn.execute("DROP TABLE movies")
