@@ -17,6 +17,7 @@ from logging.config import fileConfig
 from alembic import context
 from alembic.runtime.migration import MigrationContext
 
+from moviectl.core.migrations.drift import compare_defaults_safely
 from moviectl.core.migrations.lock import migration_lock
 from moviectl.core.migrations.timeouts import apply_timeouts, run_with_lock_retries
 from moviectl.infra.engine import dialect_url, make_engine
@@ -92,6 +93,7 @@ def run_on(connection, lock_timeout: float, target, settings=None) -> None:  # t
                 transaction_per_migration=True,
                 on_version_apply=on_apply,
             )
+            compare_defaults_safely(context.get_context())  # autogenerate runs no nextval()
             with context.begin_transaction():
                 context.run_migrations()
             connection.commit()

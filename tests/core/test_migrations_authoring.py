@@ -301,3 +301,15 @@ def test_without_ruff_an_empty_migration_is_still_ruff_clean(scripts: Path) -> N
     doc = json.loads(r.stdout)
     assert doc["formatted"] is False
     _ruff_clean(Path(doc["path"]))  # the template itself writes what ruff would
+
+
+def test_autogenerate_never_runs_a_default_it_compares(cli, movie_db_url: str, scripts: Path):
+    """Alembic compared server defaults by running them: a nextval() advanced a sequence."""
+    with psycopg.connect(movie_db_url, autocommit=True) as c:
+        c.execute("CREATE SEQUENCE s_rows")
+        c.execute("ALTER TABLE seed_runs ALTER COLUMN rows_inserted SET DEFAULT nextval('s_rows')")
+    r = cli("--json", "migrate", "new", "default back", MOVIE_MIGRATIONS_DIR=str(scripts))
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["operations"] == ["modify default seed_runs.rows_inserted"]
+    with psycopg.connect(movie_db_url) as c:
+        assert c.execute("SELECT last_value, is_called FROM s_rows").fetchone() == (1, False)

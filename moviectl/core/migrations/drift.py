@@ -1,17 +1,12 @@
 """`migrate check`: compare the models with the live database, in plain words.
 
-Alembic's autogenerate compares tables, columns, types, nullability, server defaults,
-indexes, unique constraints and foreign keys. It is blind to CHECK constraints and
-triggers, so those are read from the catalog here: a CHECK's definition is compared
-after the server itself normalises the model's expression (on a temporary copy of the
-table's columns, inside a transaction that is rolled back: nothing is left behind), and
-triggers are compared with the ones the models declare in ``info["triggers"]``.
-The catalog is read in the schema the models live in (``current_schema()``, as Alembic
-does), and a table missing altogether is one drift, not one more per CHECK and trigger.
-
-Where the server may not create a temporary table (no TEMP privilege, a hot standby, a
-read-only transaction), CHECK definitions are not compared and the report says so in
-``notes``: names and validation still are.
+Alembic's autogenerate compares tables, columns, types, nullability, server defaults
+(here without running them), indexes, unique constraints and foreign keys. CHECK
+constraints and triggers come from the catalog of the models' schema: a CHECK's definition
+is compared after the server normalises the model's expression (on a temporary copy of the
+table's columns, rolled back), triggers with the models' ``info["triggers"]``. Where no
+temporary table may be made (no TEMP privilege, a hot standby), CHECK definitions are not
+compared and ``notes`` says so.
 """
 
 from __future__ import annotations
@@ -96,13 +91,7 @@ def _compare(conn: Any) -> tuple[list[Drift], str | None, list[str]]:
         conn,
         opts={"compare_type": True, "compare_server_default": True, "include_object": include},
     )
-    by_running = ctx.impl.compare_server_default
-
-    def compare_default(db_col: Any, model_col: Any, in_models: Any, in_db: Any) -> Any:
-        differ = defaults_differ(in_db, in_models)
-        return by_running(db_col, model_col, in_models, in_db) if differ is None else differ
-
-    ctx.impl.compare_server_default = compare_default  # type: ignore[method-assign]
+    compare_defaults_safely(ctx)
     with warnings.catch_warnings():  # SQLAlchemy reflecting a NOT VALID check
         warnings.filterwarnings("ignore", "Can't validate argument 'dialect_options'")
         diffs = compare_metadata(ctx, metadata)
@@ -119,6 +108,18 @@ def _compare(conn: Any) -> tuple[list[Drift], str | None, list[str]]:
 
 
 _CALL = re.compile(r"\w\s*\(")  # a function call: nextval(, now(, my_audit(
+
+
+def compare_defaults_safely(ctx: Any) -> None:
+    """This migration context (only: no global patch) compares defaults without running any
+    function they call (``migrate check`` and ``migrate new``'s autogenerate)."""
+    by_running = ctx.impl.compare_server_default
+
+    def compare_default(db_col: Any, model_col: Any, in_models: Any, in_db: Any) -> Any:
+        differ = defaults_differ(in_db, in_models)
+        return by_running(db_col, model_col, in_models, in_db) if differ is None else differ
+
+    ctx.impl.compare_server_default = compare_default
 
 
 def defaults_differ(in_db: Any, in_models: Any) -> bool | None:
