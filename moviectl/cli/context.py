@@ -113,7 +113,41 @@ def as_moviectl_error(exc: Exception) -> MoviectlError:
     if psycopg is not None and isinstance(exc, psycopg.Error):  # a driver error that no
         return driver_error(first, getattr(exc, "sqlstate", None) or "")  # command translated
 
+    broken = _in_migration_script(exc)
+    if broken is not None:
+        return MoviectlError(
+            f"migration script {broken[0]} failed at line {broken[1]}: "
+            f"{type(exc).__name__}: {first}",
+            hint=f"fix {broken[0]} (`python -m py_compile` shows a syntax error), "
+            "or move it out of versions/",
+        )
     return InternalError(f"internal error: {type(exc).__name__}: {first}")
+
+
+def _in_migration_script(exc: BaseException) -> tuple[str, int] | None:
+    """(file, line) when ``exc`` came from a migration script: the project's code, not ours."""
+    scripts = sys.modules.get("moviectl.core.migrations.scripts")
+    if scripts is None:  # no command that reads the scripts ran
+        return None
+    from pathlib import Path
+
+    try:
+        versions = Path(scripts.script_location(), "versions").resolve()
+    except MoviectlError:
+        return None
+
+    def inside(name: str | None) -> bool:
+        return bool(name) and Path(str(name)).resolve().parent == versions
+
+    found: tuple[str, int] | None = None
+    if isinstance(exc, SyntaxError) and inside(exc.filename):
+        found = (str(exc.filename), exc.lineno or 0)
+    tb = exc.__traceback__
+    while tb is not None:  # the innermost frame in a script wins
+        if inside(tb.tb_frame.f_code.co_filename):
+            found = (tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+        tb = tb.tb_next
+    return found
 
 
 def out(ctx: typer.Context, json_flag: bool = False) -> Output:
