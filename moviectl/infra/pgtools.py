@@ -154,9 +154,11 @@ def find_tool(
             continue
         seen.append(f"{path} ({tool.version})")
         if min_major is None or tool.major >= min_major:
+            if prefer_major is None or tool.major == prefer_major:
+                return tool  # what the loop would pick anyway: stop asking the others
             usable.append(tool)
-    if usable:  # the server's own major first: its own tools can read what it writes
-        return next((t for t in usable if t.major == prefer_major), usable[0])
+    if usable:  # none of the server's own major (its tools read what it writes best)
+        return usable[0]
     need = f" {min_major} or newer" if min_major else ""
     with_tls = " with TLS support" if tls else ""
     raise ToolMissing(

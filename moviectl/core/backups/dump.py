@@ -23,6 +23,8 @@ from typing import Any
 
 from moviectl.core.backups.fileio import (
     Progress,
+    fsync_dir,
+    fsync_path,
     make_private_dir,
     remove_path,
     sha256_of,
@@ -254,8 +256,10 @@ def backup(
             **readability(fmt, dump_version, major),
         )
         mpath = manifest_path(final)
+        fsync_path(tmp)  # the dump is on disk before its name says it is complete
         write_json_atomic(mpath, asdict(man))
         os.replace(tmp, final)
+        fsync_dir(out)
     except BaseException:
         remove_path(tmp)
         raise

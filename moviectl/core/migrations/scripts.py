@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from moviectl.infra.errors import ToolMissing, UnknownRevision, UsageError
-from moviectl.infra.settings import Settings
 
 if TYPE_CHECKING:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
+
+    from moviectl.infra.settings import Settings
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2]  # moviectl/
 
