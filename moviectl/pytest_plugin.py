@@ -147,7 +147,8 @@ def moviectl_clone_pool(
         moviectl_admin_target,
         moviectl_template,
         size=max(4, 32 // workers),
-        expected=None if demand is None else -(-demand // workers),
+        # a worker's share is a guess under xdist: a little slack, then clones on demand
+        expected=None if demand is None else -(-demand // workers) + (2 if workers > 1 else 0),
     )
     yield pool
     pool.close()
@@ -200,7 +201,7 @@ class SharedDatabase:
             from moviectl.infra.engine import make_engine
             from moviectl.infra.settings import parse_db_url
 
-            self.db = self.pool.take()
+            self.db = self.pool.take(until_full=False)  # one clone: no wait for the rest
             self.engine = make_engine(self.settings, target=parse_db_url(self.db.full_url or ""))
         if self.conn is None or self.conn.closed or self.conn.invalidated:
             from sqlalchemy import event

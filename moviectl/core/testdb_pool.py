@@ -51,7 +51,7 @@ class ClonePool:
     ``size``: how many it keeps ready. ``expected``: how many the run is expected to take
     (the plugin counts the tests that ask for one); the thread makes no more than that
     ahead, so a run's end leaves no unused clones made for nothing (a take beyond it
-    still gets one, made on demand). ``take`` waits only while the pool is empty.
+    still gets one, made on demand).
     """
 
     def __init__(
@@ -89,12 +89,16 @@ class ClonePool:
         if self._error is not None:
             raise self._error
 
-    def take(self, timeout: float = 120) -> testdb.TestDatabase:
-        """A fresh clone (waits only when the pool is empty)."""
+    def take(self, timeout: float = 120, *, until_full: bool = True) -> testdb.TestDatabase:
+        """A fresh clone. Until the pool has been full once, a take waits for that (the
+        clones are made ahead: the tests after it find them ready); then it waits only
+        when the pool is empty. ``until_full=False``: just the next clone."""
         with self._lock:
             self._waiting += 1
         self._wake.set()
         try:
+            if until_full:
+                self._full.wait(timeout)
             db = self._ready.get(timeout=timeout)
         except queue.Empty:
             if self._error is not None:
