@@ -96,14 +96,21 @@ class ClonePool:
         with self._lock:
             self._waiting += 1
         self._wake.set()
+        import time
+
+        deadline = time.monotonic() + timeout
         try:
             if until_full:
                 self._full.wait(timeout)
-            db = self._ready.get(timeout=timeout)
-        except queue.Empty:
-            if self._error is not None:
-                raise self._error from None
-            raise TimeoutError("no test database came from the pool") from None
+            while True:
+                if self._error is not None and self._ready.empty():
+                    raise self._error  # the thread failed: say why now, not after the timeout
+                try:
+                    db = self._ready.get(timeout=0.5)  # returns as soon as a clone comes
+                    break
+                except queue.Empty:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("no test database came from the pool") from None
         finally:
             with self._lock:
                 self._waiting -= 1

@@ -304,3 +304,18 @@ def test_testdb_create_list_drop_import_no_orm_and_no_alembic(
         d["name"] for d in json.loads(moviectl("testdb", "list", "--json"))["databases"]
     ]
     assert name in json.loads(moviectl("testdb", "drop", name, "--json"))["dropped"]
+
+
+def test_a_pool_whose_thread_failed_says_why_at_the_next_take(moviectl_settings):
+    from moviectl.core.testdb_pool import ClonePool
+    from moviectl.infra.errors import Unreachable
+    from moviectl.infra.ports import free_port
+    from moviectl.infra.settings import DbTarget
+
+    nobody = DbTarget("127.0.0.1", free_port(), "postgres", "x", "postgres")
+    pool = ClonePool(moviectl_settings, nobody, "movies_tpl_000000000000", size=2, expected=2)
+    started = time.monotonic()
+    with pytest.raises(Unreachable):
+        pool.take(timeout=60)
+    assert time.monotonic() - started < 15  # not the take's timeout
+    pool.close()
