@@ -125,19 +125,34 @@ def test_kill_9_during_a_drill_leaves_a_marked_database_the_next_run_drops(
     assert _databases(movie_db_url, "movies_verify_%") == []
 
 
-def test_ctrl_c_during_backup_cleans_up_and_exits_130(seeded, tmp_path):
+def test_ctrl_c_during_backup_cleans_up_and_exits_130(seeded, tmp_path, movie_db_url):
+    # pg_dump is held mid-run (it waits for its lock on movies), so Ctrl-C lands during the
+    # dump however fast the machine is
+    holder = psycopg.connect(movie_db_url)
+    holder.execute("LOCK TABLE movies IN ACCESS EXCLUSIVE MODE")
     cmd = [sys.executable, "-m", "moviectl", "backup", "--output", str(tmp_path)]
     proc = subprocess.Popen(cmd, env=subprocess_env(**seeded.env), stderr=subprocess.PIPE)
     try:
-        assert wait_for(lambda: _tools_of(proc.pid)), "pg_dump never started"
+        assert wait_for(lambda: _dump_waits_for_a_lock(movie_db_url)), "pg_dump never waited"
         tools = _tools_of(proc.pid)
+        assert [t.name() for t in tools] == ["pg_dump"]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 130
         assert wait_for(lambda: not any(t.is_running() for t in tools), 10)
     finally:
         if proc.poll() is None:
             proc.kill()
+        holder.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def _dump_waits_for_a_lock(url: str) -> bool:
+    with psycopg.connect(url) as c:
+        row = c.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'LOCK TABLE %' "
+            "AND wait_event_type = 'Lock'"
+        ).fetchone()
+        return row is not None
 
 
 def test_printed_commands_are_shell_quoted_and_undo_runs_as_printed(seeded, tmp_path, movie_db_url):

@@ -137,17 +137,6 @@ def _out_dir(settings: Settings, output: Path | None) -> Path:
     return d
 
 
-def _watch(path: Path, progress: Progress | None, stop: threading.Event) -> threading.Thread:
-    def run() -> None:
-        while not stop.wait(0.2):
-            if progress:
-                progress(size_of(path))
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
-
-
 class _Dump:
     """A running pg_dump, its stderr kept in a temp file, its output size watched."""
 
@@ -159,7 +148,13 @@ class _Dump:
         self.err = tempfile.TemporaryFile()  # noqa: SIM115 (closed in wait)
         self.proc = popen_child(argv, env=env, stdout=subprocess.DEVNULL, stderr=self.err)
         self.stop = threading.Event()
-        self.watcher = _watch(tmp, progress, self.stop)
+        self.watcher = threading.Thread(target=self._report, args=(tmp, progress), daemon=True)
+        self.watcher.start()
+
+    def _report(self, path: Path, progress: Progress | None) -> None:
+        while not self.stop.wait(0.2):
+            if progress:
+                progress(size_of(path))
 
     def wait(self) -> tuple[int, str]:
         try:
