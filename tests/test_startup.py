@@ -54,6 +54,80 @@ def loaded(args: list[str], cwd: Path, **env: str) -> tuple[int, set[str], str]:
     return doc["code"], set(doc["modules"]), res.stdout
 
 
+# `health --live` as the console script runs it; names the modules it added to what the
+# interpreter had loaded at start (this probe itself imports nothing else).
+LIVE_PROBE = """
+import sys
+sys.argv = ["moviectl", "health", "--live"]
+before = set(sys.modules)
+from moviectl.cli.entry import main
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+sys.stdout.flush()
+sys.stderr.write("\\nLOADED " + " ".join([repr(code), *sorted(set(sys.modules) - before)]))
+"""
+# everything `health --live` imports: entry, health_text, libpq_syntax and probe (and their
+# packages), and two small modules of the standard library's. Not dataclasses, typing, enum, re, pathlib, socket, urllib or json (each one
+# ~3-13 ms, against ~8 ms for the whole interpreter): errors, conninfo and core.health.checks
+# stay out (the errors' enum comes in only when a setting is rejected).
+LIVE_IMPORTS = {
+    "moviectl",
+    "moviectl.cli",
+    "moviectl.cli.entry",
+    "moviectl.cli.health_text",
+    "moviectl.infra",
+    "moviectl.infra.libpq_syntax",
+    "moviectl.infra.probe",
+    "__future__",
+    "_socket",
+}
+
+
+@pytest.mark.parametrize(
+    ("env", "code"),
+    [
+        ({}, 0),  # the movie database: accepting
+        ({"MOVIE_DATABASE_URL": "postgresql://u:p%40ss@/db?host=/nonexistent&port=5"}, 3),
+        ({"MOVIE_DATABASE_URL": None, "MOVIE_DB_PORT": "1"}, 3),  # defaults, nobody listening
+    ],
+)
+def test_live_imports_only_what_it_asks_with(movie_db_url, tmp_path, env, code):
+    env = {k: v for k, v in {"MOVIE_DATABASE_URL": movie_db_url, **env}.items() if v is not None}
+    res = subprocess.run(
+        [sys.executable, "-c", LIVE_PROBE],
+        env=subprocess_env(**env),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    exit_code, *mods = res.stderr.rsplit("LOADED ", 1)[1].split()
+    assert exit_code == str(code), res.stdout + res.stderr
+    assert set(mods) == LIVE_IMPORTS, set(mods) ^ LIVE_IMPORTS
+
+
+def test_live_exit_codes_are_the_error_codes():
+    """probe.py names the reachable check's exit codes without importing errors.py."""
+    from moviectl.infra import probe
+    from moviectl.infra.errors import ExitCode
+
+    assert (probe.FAILED_EXIT, probe.UNREACHABLE_EXIT) == (ExitCode.FAILED, ExitCode.UNREACHABLE)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "abc-_.~09", "a b/c@d:e?f=g&h%i", "é€\u00a0", "/tmp/s,t", "[::1]"]
+)
+def test_quote_is_urllibs(text):
+    """``libpq_syntax.quote`` builds the displayed URL without urllib (~7 ms to import)."""
+    from urllib.parse import quote as urllib_quote
+
+    from moviectl.infra.libpq_syntax import quote
+
+    assert quote(text) == urllib_quote(text, safe="")
+
+
 def test_health_paths_import_no_orm(movie_db_url, tmp_path):
     url = {"MOVIE_DATABASE_URL": movie_db_url}
     for args in (["health"], ["--json", "health"], ["health", "--ready", "--json"]):

@@ -4,10 +4,16 @@ A container healthcheck runs ``moviectl health --live`` every few seconds, and p
 scripts run ``moviectl health [--ready] [--json]``: these must cost about what the
 questions cost (``pg_isready``, one login and a few queries), so this path imports
 neither Typer, Rich nor SQLAlchemy, and ``--live`` neither psycopg nor pydantic. It reads
-the settings with the full CLI's own reader and rules (``conninfo.raw_settings``,
-``resolve_target``), runs the same checks (``core.health.checks``) and prints the same
-JSON document, or the same lines (``cli/health_text.py``) that the full CLI prints where
-there is no terminal.
+the settings with the full CLI's own reader and rules (``raw_settings``, and
+``resolve_fields`` under ``conninfo.resolve_target``), runs the same checks
+(``core.health.checks``; for ``--live``, ``probe.reachable`` under its reachable check) and
+prints the same JSON document, or the same lines (``cli/health_text.py``) that the full CLI
+prints where there is no terminal.
+
+``--live`` stays in the standard library's cheapest corner: ``libpq_syntax``, ``probe`` and
+``health_text`` import no ``dataclasses``, ``typing``, ``re``, ``pathlib`` or ``enum``, so
+its report is built here as ``HealthReport``'s JSON document, and ``errors`` is imported only
+when a setting is rejected.
 
 Anything else goes to the full CLI: another option, a terminal (people get colour),
 ``FORCE_COLOR``/``TTY_COMPATIBLE``, ``MOVIECTL_NO_FASTPATH=1``, or connection settings the
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 _OPTIONS = {"--live", "--ready", "--json"}
 
@@ -51,8 +58,49 @@ def _plain_stdout() -> bool:
         return False
 
 
+def _live(json_mode: bool) -> int | None:
+    """``health --live``, as the full CLI's reachable check answers it; None: the full CLI."""
+    from moviectl.infra import libpq_syntax as pq
+    from moviectl.infra.probe import reachable
+
+    try:  # the same reader and rules as the full CLI; anything off, and it explains
+        values = pq.raw_settings()
+        t = pq.resolve_fields(values)
+        timeout = pq.connect_timeout_of(values.get("connect_timeout"))
+    except Exception as exc:
+        from moviectl.infra.errors import MoviectlError  # only now: its enum costs ~3 ms
+
+        if isinstance(exc, MoviectlError):
+            return None
+        raise
+    started = time.perf_counter()
+    status, detail, code, data = reachable(
+        t["host"], t["port"], t["user"], t["database"], float(timeout)
+    )
+    ms = round((time.perf_counter() - started) * 1000, 2)
+    check = {
+        "name": "reachable",
+        "status": status,
+        "latency_ms": ms,
+        "detail": detail,
+        "exit_code": code,
+        "data": data,
+    }
+    doc: dict[str, object] = {  # HealthReport's document: its fields, then ok and exit_code
+        "url": pq.build_url(t),
+        "db_host": t["host"],
+        "db_name": t["database"],
+        "checks": [check],
+        "elapsed_ms": ms,
+        "ok": status == "pass",
+        "exit_code": code,
+    }
+    _print(doc, json_mode)
+    return code
+
+
 def _health(which: str, json_mode: bool) -> int | None:
-    """Answer ``health`` here; None hands the invocation to the full CLI."""
+    """``health [--ready]``: the checks; None hands the invocation to the full CLI."""
     from moviectl.infra.conninfo import connect_timeout_of, raw_settings, resolve_target
     from moviectl.infra.errors import MoviectlError
 
@@ -62,32 +110,34 @@ def _health(which: str, json_mode: bool) -> int | None:
         timeout = connect_timeout_of(values.get("connect_timeout"))
     except MoviectlError:
         return None
+    from dataclasses import asdict
+
     from moviectl.core.health import checks
 
-    if which == "live":
-        report = checks.live_report(target, float(timeout))
-    else:
-        names = list(checks.READY if which == "ready" else checks.CHECKS)
-        report = checks.run_checks(target, timeout, names)
+    names = list(checks.READY if which == "ready" else checks.CHECKS)
+    report = checks.run_checks(target, timeout, names)
+    _print({**asdict(report), "ok": report.ok, "exit_code": report.exit_code}, json_mode)
+    return report.exit_code
+
+
+def _print(doc: dict[str, object], json_mode: bool) -> None:
+    """Print the report's JSON document, or its lines."""
     if json_mode:
         import json
-        from dataclasses import asdict
 
-        doc = {**asdict(report), "ok": report.ok, "exit_code": report.exit_code}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
-        from moviectl.cli.health_text import health_lines
+        from moviectl.cli.health_text import doc_lines
 
-        sys.stdout.write("\n".join(health_lines(report)) + "\n")
+        sys.stdout.write("\n".join(doc_lines(doc)) + "\n")
     sys.stdout.flush()
-    return report.exit_code
 
 
 def main() -> None:
     args = sys.argv[1:]
     form = fast_form(args) if not os.environ.get("MOVIECTL_NO_FASTPATH") else None
     if form is not None:
-        code = _health(*form)
+        code = _live(form[1]) if form[0] == "live" else _health(*form)
         if code is not None:
             sys.exit(code)
     import signal

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from moviectl.infra import probe
 from moviectl.infra.conninfo import DbTarget
 from moviectl.infra.errors import ExitCode, MoviectlError, UsageError
-from moviectl.infra.probe import ACCEPTING, REJECTING, ping
 
 if TYPE_CHECKING:
     from moviectl.infra.settings import Settings
@@ -78,25 +78,9 @@ def select_checks(
 
 
 def reachable(t: DbTarget, timeout: float) -> tuple[str, str, int, dict[str, Any]]:
-    """The pg_isready question (no SQLAlchemy, no psycopg: the hot path)."""
-    p = ping(t.host, t.port, t.user, t.database, timeout)
-    if p.outcome == ACCEPTING:
-        return PASS, f"{t.host}:{t.port} accepting connections", 0, {"pg_isready": p.outcome}
-    code = ExitCode.FAILED if p.outcome == REJECTING else ExitCode.UNREACHABLE
-    return FAIL, f"{p.detail} ({p.outcome})", int(code), {"pg_isready": p.outcome}
-
-
-def live_report(target: DbTarget, timeout: float) -> HealthReport:
-    """``health --live``: the reachable check alone, as a report."""
-    started = time.perf_counter()
-    check = _one("reachable", lambda: reachable(target, timeout))
-    return HealthReport(
-        target.url(),
-        target.host,
-        target.database,
-        [check],
-        round((time.perf_counter() - started) * 1000, 2),
-    )
+    """The pg_isready question (no SQLAlchemy, no psycopg: the hot path); the ``health --live``
+    fast path (cli/entry.py) asks ``probe.reachable`` itself, without this module."""
+    return probe.reachable(t.host, t.port, t.user, t.database, timeout)
 
 
 class _Run:
