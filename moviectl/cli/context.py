@@ -8,6 +8,7 @@ imported inside commands, so ``moviectl --help`` stays fast.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,11 @@ class MoviectlGroup(TyperGroup):
             Output().err.print("[red]interrupted[/]")
             raise typer.Exit(130) from None
         except Exception as exc:  # the one handler: nothing reaches the operator raw
+            if isinstance(exc, BrokenPipeError) and stdout_reader_gone():
+                # `moviectl … | head`: the reader left; say nothing, as cat and git do
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                raise typer.Exit(141) from None  # 128 + SIGPIPE, as a shell reports it
             error = as_moviectl_error(exc)
             state = ctx.find_object(State) or State()
             if state.verbose:  # the real traceback, with what `from None` hid
@@ -64,6 +70,18 @@ class MoviectlGroup(TyperGroup):
             _fit_hint(error, ctx)
             out(ctx, wants_json).error(error)
             raise typer.Exit(int(error.exit_code)) from None
+
+
+def stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (not a child tool's pipe)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (OSError, ValueError):
+        return False
 
 
 def _fit_hint(error: MoviectlError, ctx: typer.Context) -> None:

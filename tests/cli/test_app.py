@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -83,3 +84,21 @@ def test_only_the_engine_module_calls_create_engine():
         and p.relative_to(ROOT).as_posix() != "moviectl/infra/engine.py"
     ]
     assert offenders == []
+
+
+@pytest.mark.parametrize("args", [["migrate", "new", "--help"], ["--help"], ["config", "show"]])
+def test_a_reader_that_leaves_early_gets_silence_not_an_error(args):
+    """`moviectl … | head`: the pipe's reader is gone before moviectl writes; no error line."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moviectl", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "100"},
+    )
+    proc.stdout.close()  # the reader leaves before the child has started up
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode in (1, 141), err
+    assert err == b"", err
