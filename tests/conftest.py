@@ -192,23 +192,58 @@ def run_at_once(env: dict[str, str], *args: str, n: int = 2, timeout: float = 18
     Fails the test unless every process exits 0.
     """
     import json
-    import subprocess
-    import sys
 
-    cmd = [sys.executable, "-m", "moviectl", "--json", *args]
-    procs = [
-        subprocess.Popen(
-            cmd,
-            env=subprocess_env(**env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(n)
-    ]
+    procs = [start_moviectl(subprocess_env(**env), "--json", *args, cwd=None) for _ in range(n)]
     outs = [p.communicate(timeout=timeout) for p in procs]
     assert [p.returncode for p in procs] == [0] * n, outs
     return [json.loads(o[0]) for o in outs]
+
+
+def copy_migrations(into: Path) -> Path:
+    """A copy of the project's migration scripts under ``into``/alembic (for
+    MOVIE_MIGRATIONS_DIR: tests that add, break or write migrations never touch the checkout's)."""
+    import shutil
+
+    from moviectl.core.migrations.scripts import script_location
+
+    copy = into / "alembic"
+    shutil.copytree(script_location(), copy, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
+def start_moviectl(
+    env: dict[str, str], *args: str, python: str | None = None, cwd: Path | None = ROOT
+) -> Any:
+    """``moviectl ARGS`` as a child process (text pipes, from ``cwd``: the repository root);
+    ``python``: a driver script run with ``-c`` instead of ``-m moviectl``."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-c", python] if python else [sys.executable, "-m", "moviectl"]
+    return subprocess.Popen(
+        [*cmd, *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run_moviectl(
+    env: dict[str, str], *args: str, python: str | None = None, timeout: float = 60
+) -> Any:
+    """``moviectl ARGS`` run to its end; a ``CompletedProcess`` (killed after ``timeout``)."""
+    import subprocess
+
+    proc = start_moviectl(env, *args, python=python)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

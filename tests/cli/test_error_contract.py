@@ -21,7 +21,7 @@ import typer.main
 from moviectl.cli.app import app
 from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
 from moviectl.infra.ports import free_port
-from tests.conftest import Cli
+from tests.conftest import Cli, copy_migrations
 
 
 def _leaf_commands() -> list[tuple[str, ...]]:
@@ -159,16 +159,6 @@ def _situation_url(situation: str, movie_db_url: str, full_server: str, weak_rol
     return weak_role
 
 
-def _scripts_copy(tmp_path: Path) -> Path:
-    import shutil
-
-    from moviectl.core.migrations.scripts import script_location
-
-    copy = tmp_path / "alembic"
-    shutil.copytree(script_location(), copy, ignore=shutil.ignore_patterns("__pycache__"))
-    return copy
-
-
 def _check(r, expected: int, args: list[str]) -> None:  # type: ignore[no-untyped-def]
     assert r.exit_code == expected, (args, r.exit_code, r.output)
     assert "Traceback" not in r.output, (args, r.output)
@@ -191,7 +181,7 @@ def test_every_command_in_every_situation(
             "MOVIE_DB_BACKEND": "external",
             "MOVIE_BACKUP_DIR": str(tmp_path / "backups"),
             "MOVIE_CONNECT_TIMEOUT": "2",
-            "MOVIE_MIGRATIONS_DIR": str(_scripts_copy(tmp_path)),  # `migrate new` writes there
+            "MOVIE_MIGRATIONS_DIR": str(copy_migrations(tmp_path)),  # `migrate new` writes there
         }
     )
     table = EXPECTED[situation]
@@ -275,7 +265,7 @@ def test_documented_reproducers_give_one_line_and_their_code(tmp_path):
 )
 def test_a_broken_migration_script_is_named_not_a_bug_in_moviectl(cli, tmp_path, body, line, kind):
     """The project's own migration code failing is its file and line, exit 1, one line."""
-    scripts = _scripts_copy(tmp_path)
+    scripts = copy_migrations(tmp_path)
     bad = scripts / "versions" / "0003_bad.py"
     bad.write_text(
         f'"""bad\n\nRevision ID: 0003\n"""\nrevision = "0003"\ndown_revision = "0002"\n{body}'

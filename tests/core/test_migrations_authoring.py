@@ -11,8 +11,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from moviectl.core.migrations.scripts import script_location
-from tests.conftest import ROOT, run_at_once, subprocess_env
+from tests.conftest import (
+    ROOT,
+    copy_migrations,
+    run_at_once,
+    run_moviectl,
+    start_moviectl,
+    subprocess_env,
+)
 
 # The models as a developer changed them: a new column and an index on it.
 CHANGED_MODELS = """
@@ -31,19 +37,9 @@ main()
 @pytest.fixture
 def scripts(tmp_path: Path) -> Path:
     """A copy of the project's migrations that `migrate new` may write into."""
-    copy = tmp_path / "alembic"
-    shutil.copytree(script_location(), copy, ignore=shutil.ignore_patterns("__pycache__"))
+    copy = copy_migrations(tmp_path)
     shutil.copy(ROOT / "pyproject.toml", tmp_path)  # the project's ruff rules, as in a checkout
     return copy
-
-
-def _moviectl(
-    env: dict[str, str], *args: str, changed: bool = False
-) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-c", CHANGED_MODELS] if changed else [sys.executable, "-m", "moviectl"]
-    return subprocess.run(
-        [*cmd, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
 
 
 def _ruff_clean(path: Path) -> None:
@@ -71,7 +67,15 @@ def test_a_model_change_becomes_a_migration_that_upgrades_downgrades_and_passes_
     movie_db_url: str, scripts: Path
 ) -> None:
     env = subprocess_env(MOVIE_DATABASE_URL=movie_db_url, MOVIE_MIGRATIONS_DIR=str(scripts))
-    r = _moviectl(env, "--json", "migrate", "new", "Add director to movies!", changed=True)
+    r = run_moviectl(
+        env,
+        "--json",
+        "migrate",
+        "new",
+        "Add director to movies!",
+        python=CHANGED_MODELS,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     path = Path(doc["path"])
@@ -84,12 +88,16 @@ def test_a_model_change_becomes_a_migration_that_upgrades_downgrades_and_passes_
     assert 'revision: str = "0003"' in text and "op.add_column" in text
     _ruff_clean(path)
 
-    r = _moviectl(env, "migrate")  # the plain moviectl, as deployed with the new file
+    r = run_moviectl(
+        env, "migrate", timeout=120
+    )  # the plain moviectl, as deployed with the new file
     assert r.returncode == 0, r.stderr
     assert "director" in _columns(movie_db_url)
-    r = _moviectl(env, "migrate", "check", changed=True)  # models and database agree
+    r = run_moviectl(
+        env, "migrate", "check", python=CHANGED_MODELS, timeout=120
+    )  # models and database agree
     assert r.returncode == 0, r.stdout + r.stderr
-    r = _moviectl(env, "migrate", "down", "--to", "0002", "--yes")
+    r = run_moviectl(env, "migrate", "down", "--to", "0002", "--yes", timeout=120)
     assert r.returncode == 0, r.stderr
     assert "director" not in _columns(movie_db_url)
 
@@ -122,7 +130,7 @@ def test_an_empty_migration_needs_no_database(scripts: Path) -> None:
         MOVIE_DATABASE_URL="postgresql://movie@127.0.0.1:1/nowhere",
         MOVIE_MIGRATIONS_DIR=str(scripts),
     )
-    r = _moviectl(env, "migrate", "new", "by hand", "--empty")
+    r = run_moviectl(env, "migrate", "new", "by hand", "--empty", timeout=120)
     assert r.returncode == 0, r.stderr
     assert (scripts / "versions" / "0003_by_hand.py").is_file()
 
@@ -221,14 +229,7 @@ def test_a_second_writer_waits_and_takes_the_next_id(scripts: Path) -> None:
     fd = os.open(versions, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moviectl", "--json", "migrate", "new", "second", "--empty"],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = start_moviectl(env, "--json", "migrate", "new", "second", "--empty")
         try:
             assert not wait_for(lambda: proc.poll() is not None, timeout=3), proc.communicate()
             assert not list(versions.glob("0003*"))
@@ -289,13 +290,8 @@ main()
 
 def test_without_ruff_an_empty_migration_is_still_ruff_clean(scripts: Path) -> None:
     env = subprocess_env(MOVIE_MIGRATIONS_DIR=str(scripts), MOVIE_DB_PORT="1")
-    r = subprocess.run(
-        [sys.executable, "-c", WITHOUT_RUFF, "--json", "migrate", "new", 'by "hand"', "--empty"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    r = run_moviectl(
+        env, "--json", "migrate", "new", 'by "hand"', "--empty", python=WITHOUT_RUFF, timeout=120
     )
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import textwrap
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pytest
 from moviectl.core.migrations.lint import TINY_ROWS, lint
 from moviectl.core.migrations.lint_rules import RULES
 from moviectl.infra.settings import Settings
-from tests.conftest import ROOT, Cli
+from tests.conftest import ROOT, Cli, copy_migrations
 
 BLOCK = "with op.get_context().autocommit_block():"
 
@@ -28,8 +27,7 @@ BLOCK = "with op.get_context().autocommit_block():"
 @pytest.fixture
 def scripts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the project's migration scripts, in use for this test."""
-    copy = tmp_path / "alembic"
-    shutil.copytree(ROOT / "alembic", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    copy = copy_migrations(tmp_path)
     monkeypatch.setenv("MOVIE_MIGRATIONS_DIR", str(copy))
     return copy
 

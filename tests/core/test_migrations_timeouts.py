@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -13,8 +12,14 @@ import psycopg
 import pytest
 
 from moviectl.core.migrations.lock import MIGRATION_LOCK_KEY
-from moviectl.core.migrations.scripts import script_location
-from tests.conftest import ROOT, subprocess_env, wait_for
+from tests.conftest import (
+    ROOT,
+    copy_migrations,
+    run_moviectl,
+    start_moviectl,
+    subprocess_env,
+    wait_for,
+)
 
 ADD_DIRECTOR = '''"""movies.director
 
@@ -43,8 +48,7 @@ def downgrade() -> None:
 @pytest.fixture
 def with_0003(tmp_path: Path) -> Path:
     """A copy of the project's migrations plus 0003 (adds movies.director)."""
-    copy = tmp_path / "alembic"
-    shutil.copytree(script_location(), copy, ignore=shutil.ignore_patterns("__pycache__"))
+    copy = copy_migrations(tmp_path)
     (copy / "versions" / "0003_director.py").write_text(ADD_DIRECTOR)
     return copy
 
@@ -82,14 +86,7 @@ def test_a_held_lock_times_out_names_the_blocker_and_others_keep_running(
         MOVIE_MIGRATE_STATEMENT_LOCK_TIMEOUT="1",
         MOVIE_MIGRATE_LOCK_RETRIES="2",
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moviectl", "migrate"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_moviectl(env, "migrate")
     try:
         # While the migration queues for its lock, another session's query is not stuck
         # behind it for longer than the lock timeout: it gets its answer.
@@ -117,14 +114,7 @@ def test_a_held_lock_times_out_names_the_blocker_and_others_keep_running(
     assert _state(movie_db_url) == ("0002", False)  # nothing half-applied
 
     # The blocker gone, the same command goes through.
-    r = subprocess.run(
-        [sys.executable, "-m", "moviectl", "migrate"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = run_moviectl(env, "migrate")
     blocker.close()
     assert r.returncode == 0, r.stderr
     assert _state(movie_db_url) == ("0003", True)
@@ -141,14 +131,7 @@ def test_a_lock_released_during_the_retries_lets_the_migration_through(
         MOVIE_MIGRATE_STATEMENT_LOCK_TIMEOUT="0.5",
         MOVIE_MIGRATE_LOCK_RETRIES="10",
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moviectl", "--json", "migrate"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_moviectl(env, "--json", "migrate")
     try:
         assert wait_for(lambda: _waiting_migration(movie_db_url), timeout=30)
         blocker.rollback()  # the forgotten transaction ends
@@ -218,17 +201,6 @@ CONCURRENT_INDEX = _script(
 )
 
 
-def _migrate(env: dict[str, str], *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "moviectl", *args],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def _index_valid(url: str, name: str) -> bool | None:
     with psycopg.connect(url) as c:
         row = c.execute(
@@ -246,8 +218,7 @@ def test_a_concurrent_index_in_an_autocommit_block_waits_for_a_writer_instead_of
     Before, any autocommit_block() crashed the run (AssertionError), and a build cut by the
     lock timeout left an INVALID index that made every retry fail with "already exists".
     """
-    scripts = tmp_path / "alembic"
-    shutil.copytree(script_location(), scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    scripts = copy_migrations(tmp_path)
     (scripts / "versions" / "0003_genre_index.py").write_text(CONCURRENT_INDEX)
     writer = psycopg.connect(movie_db_url)  # a transaction that wrote to movies, still open
     writer.execute("INSERT INTO movies (title, year, genre) VALUES ('W', 2000, 'drama')")
@@ -257,7 +228,7 @@ def test_a_concurrent_index_in_an_autocommit_block_waits_for_a_writer_instead_of
         MOVIE_MIGRATE_STATEMENT_LOCK_TIMEOUT="0.3",
         MOVIE_MIGRATE_LOCK_RETRIES="0",
     )
-    proc = _migrate(env, "--json", "migrate")
+    proc = start_moviectl(env, "--json", "migrate")
     try:
         assert wait_for(lambda: _waiting_migration(movie_db_url), timeout=30)
         # many lock timeouts later, it still waits (before: failed after 0.3 s) ...
@@ -303,7 +274,7 @@ def test_a_retry_resumes_after_the_last_migration_that_committed(
         MOVIE_MIGRATE_STATEMENT_LOCK_TIMEOUT="0.3",
         MOVIE_MIGRATE_LOCK_RETRIES="10",
     )
-    proc = _migrate(env, "--json", "migrate")
+    proc = start_moviectl(env, "--json", "migrate")
     try:
         assert wait_for(lambda: _state(movie_db_url) == ("0003", True), timeout=30)
         assert wait_for(lambda: _waiting_migration(movie_db_url), timeout=30)
@@ -335,14 +306,7 @@ def test_a_statement_timeout_is_one_clear_line_and_nothing_is_applied(
         MOVIE_MIGRATIONS_DIR=str(with_0003),
         MOVIE_MIGRATE_STATEMENT_TIMEOUT="0.2",
     )
-    r = subprocess.run(
-        [sys.executable, "-m", "moviectl", "--json", "migrate"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = run_moviectl(env, "--json", "migrate")
     assert r.returncode == 1, r.stderr
     doc = json.loads(r.stdout)  # the whole stdout: one document
     assert "MOVIE_MIGRATE_STATEMENT_TIMEOUT (0.2 s)" in doc["message"], doc
@@ -386,7 +350,7 @@ def test_kill_9_while_waiting_for_a_lock_leaves_no_backend_in_the_queue(
         MOVIE_MIGRATIONS_DIR=str(with_0003),
         MOVIE_MIGRATE_STATEMENT_LOCK_TIMEOUT="0",
     )
-    proc = _migrate(env, "migrate")
+    proc = start_moviectl(env, "migrate")
     try:
         assert wait_for(lambda: _waiting_migration(movie_db_url), timeout=30)
         proc.kill()
@@ -409,8 +373,7 @@ def test_each_migration_is_its_own_transaction_offline_as_online(cli, tmp_path: 
     """`migrate --sql` (and so `migrate lint`) renders what the run does: a COMMIT after each
     migration. So VALIDATE in the migration after a NOT VALID foreign key, the lint's own
     advice, is not flagged as "in the transaction that added it"."""
-    scripts = tmp_path / "alembic"
-    shutil.copytree(script_location(), scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    scripts = copy_migrations(tmp_path)
     (scripts / "versions" / "0003_fk.py").write_text(
         _script(
             "0003",
@@ -452,14 +415,7 @@ def test_without_retries_it_gives_up_after_one_try(movie_db_url: str, with_0003:
         MOVIE_MIGRATE_LOCK_RETRIES="0",
     )
     try:
-        r = subprocess.run(
-            [sys.executable, "-m", "moviectl", "migrate"],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        r = run_moviectl(env, "migrate")
     finally:
         blocker.rollback()
         blocker.close()
