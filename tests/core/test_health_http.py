@@ -205,13 +205,15 @@ def test_an_outage_turns_503_and_back(tmp_path):
         srv.stop("immediate")
 
 
-def test_create_app_is_an_asgi_app_another_service_can_mount(movie_db_url):
+def _asgi_get(url: str, scope: dict) -> list[dict]:
+    """One request straight into ``create_app``'s ASGI callable, as a mounting service
+    would send it; the messages the app sent back."""
     import asyncio
 
     from moviectl.core.health.http import create_app
     from moviectl.infra.settings import Settings
 
-    app = create_app(Settings(_env_file=None, database_url=movie_db_url))
+    app = create_app(Settings(_env_file=None, database_url=url))
     sent: list[dict] = []
 
     async def receive() -> dict:
@@ -220,33 +222,21 @@ def test_create_app_is_an_asgi_app_another_service_can_mount(movie_db_url):
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "path": "/livez", "method": "GET", "headers": []}
-    asyncio.run(app(scope, receive, send))
+    asyncio.run(app({"type": "http", "method": "GET", "headers": [], **scope}, receive, send))
+    return sent
+
+
+def test_create_app_is_an_asgi_app_another_service_can_mount(movie_db_url):
+    sent = _asgi_get(movie_db_url, {"path": "/livez"})
     assert sent[0]["status"] == 200 and json.loads(sent[1]["body"])["status"] == "ok"
 
 
 def test_mounted_under_a_prefix_it_routes_by_the_rest(movie_db_url):
-    import asyncio
-
-    from moviectl.core.health.http import create_app
-    from moviectl.infra.settings import Settings
-
-    app = create_app(Settings(_env_file=None, database_url=movie_db_url))
-    sent: list[dict] = []
-
-    async def receive() -> dict:
-        return {"type": "http.request", "body": b""}
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
     scope = {
-        "type": "http",
         "path": "/health/readyz",
         "root_path": "/health",
-        "method": "GET",
         "headers": [(b"x-trace-id", b"svc-42")],
     }
-    asyncio.run(app(scope, receive, send))
+    sent = _asgi_get(movie_db_url, scope)
     assert sent[0]["status"] == 200
     assert json.loads(sent[1]["body"])["trace_id"] == "svc-42"
