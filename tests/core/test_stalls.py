@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psutil
 import psycopg
@@ -52,23 +53,38 @@ def _children_named(pid: int, name: str) -> list[psutil.Process]:
         return []
 
 
-def test_backup_of_a_paused_server_fails_with_3_in_bounded_time(paused_later, tmp_path):
-    cli, srv = paused_later
-    out = tmp_path / "out"
-    out.mkdir()
-    cmd = [sys.executable, "-m", "moviectl", "backup", "--output", str(out)]
+def _pause_mid_run(
+    srv: EmbeddedServer, cli: Cli, args: list[str], ready: Any, what: str
+) -> tuple[Any, str, float, Any]:
+    """Start ``moviectl ARGS``; once ``ready()`` holds, pause the server (SIGSTOP) and wait
+    for moviectl to give up. (the process, its stderr, seconds from the pause to its exit,
+    what ``ready()`` returned). The server is resumed and moviectl killed whatever happens."""
+    cmd = [sys.executable, "-m", "moviectl", *args]
     proc = subprocess.Popen(cmd, env=subprocess_env(**cli.env), stderr=subprocess.PIPE, text=True)
     try:
-        assert wait_for(lambda: _children_named(proc.pid, "pg_dump")), "pg_dump never started"
-        dumps = _children_named(proc.pid, "pg_dump")
+        assert wait_for(lambda: ready(proc)), what
+        seen = ready(proc)
         _signal_cluster(srv, signal.SIGSTOP)
         started = time.monotonic()
         _, err = proc.communicate(timeout=60)
-        took = time.monotonic() - started
+        return proc, err, time.monotonic() - started, seen
     finally:
         if proc.poll() is None:
             proc.kill()
         _signal_cluster(srv, signal.SIGCONT)
+
+
+def test_backup_of_a_paused_server_fails_with_3_in_bounded_time(paused_later, tmp_path):
+    cli, srv = paused_later
+    out = tmp_path / "out"
+    out.mkdir()
+    proc, err, took, dumps = _pause_mid_run(
+        srv,
+        cli,
+        ["backup", "--output", str(out)],
+        lambda p: _children_named(p.pid, "pg_dump"),
+        "pg_dump never started",
+    )
     assert proc.returncode == 3, err
     assert "stopped answering" in err and took < 30
     assert wait_for(lambda: not any(d.is_running() for d in dumps), 10)
@@ -78,23 +94,16 @@ def test_backup_of_a_paused_server_fails_with_3_in_bounded_time(paused_later, tm
 def test_seed_into_a_paused_server_fails_with_3_in_bounded_time(paused_later):
     cli, srv = paused_later
     url = cli.env["MOVIE_DATABASE_URL"]
-    cmd = [sys.executable, "-m", "moviectl", "seed", "--sample", "2000000", "--random-seed", "7"]
-    proc = subprocess.Popen(cmd, env=subprocess_env(**cli.env), stderr=subprocess.PIPE, text=True)
-    try:
-        with psycopg.connect(url, autocommit=True) as c:
-            assert wait_for(
-                lambda: c.execute(
-                    "SELECT 1 FROM pg_stat_activity WHERE query ILIKE 'COPY movies%%'"
-                ).fetchone()
-            ), "the COPY never started"
-        _signal_cluster(srv, signal.SIGSTOP)
-        started = time.monotonic()
-        _, err = proc.communicate(timeout=60)
-        took = time.monotonic() - started
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        _signal_cluster(srv, signal.SIGCONT)
+    with psycopg.connect(url, autocommit=True) as c:
+        proc, err, took, _ = _pause_mid_run(
+            srv,
+            cli,
+            ["seed", "--sample", "2000000", "--random-seed", "7"],
+            lambda p: c.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE query ILIKE 'COPY movies%%'"
+            ).fetchone(),
+            "the COPY never started",
+        )
     assert proc.returncode == 3, err
     assert took < 30
     with psycopg.connect(url) as c:  # all or nothing: the 200,000 seeded before, no more
@@ -118,17 +127,12 @@ def test_restore_and_drill_against_a_paused_server_fail_with_3_in_bounded_time(
     import json
 
     path = json.loads(r.stdout)["path"]
-    cmd = [sys.executable, "-m", "moviectl", *command, path]
-    proc = subprocess.Popen(cmd, env=subprocess_env(**cli.env), stderr=subprocess.PIPE, text=True)
-    try:
-        assert wait_for(lambda: _children_named(proc.pid, "pg_restore")), "no pg_restore"
-        _signal_cluster(srv, signal.SIGSTOP)
-        started = time.monotonic()
-        _, err = proc.communicate(timeout=60)
-        took = time.monotonic() - started
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        _signal_cluster(srv, signal.SIGCONT)
+    proc, err, took, _ = _pause_mid_run(
+        srv,
+        cli,
+        [*command, path],
+        lambda p: _children_named(p.pid, "pg_restore"),
+        "no pg_restore",
+    )
     assert proc.returncode == 3, err
     assert "stopped answering" in err and took < 15, (took, err)
