@@ -5,7 +5,7 @@ that touched the table, and every query that arrives afterwards queues behind th
 migration: one forgotten ``BEGIN`` in a psql session stalls the whole service. So
 migrations run with ``lock_timeout`` (MOVIE_MIGRATE_STATEMENT_LOCK_TIMEOUT, 5 s) and
 ``statement_timeout`` (MOVIE_MIGRATE_STATEMENT_TIMEOUT, 1 h); a run that times out on a
-lock is rolled back (PostgreSQL's DDL is transactional: nothing was applied) and retried
+lock rolls its migration back (PostgreSQL's DDL is transactional) and is retried
 MOVIE_MIGRATE_LOCK_RETRIES times with backoff. While it waits, a watcher on its own
 connection reads ``pg_blocking_pids``, so the final error names the blocking pid, its
 query and since when.
@@ -55,11 +55,18 @@ class Blocker:
 
     def describe(self) -> str:
         when = f", in a transaction since {self.since:%Y-%m-%d %H:%M:%S %Z}" if self.since else ""
-        query = " ".join(self.query.split())
-        if len(query) > 120:
-            query = query[:117] + "..."
         app = self.application_name or "no application_name"
-        return f"pid {self.pid} ({app}, {self.state}{when}): {query or '<no query>'}"
+        return f"pid {self.pid} ({app}, {self.state}{when}): {one_line(self.query) or '<no query>'}"
+
+
+def one_line(sql: str, limit: int = 120) -> str:
+    """A statement on one line, cut to ``limit`` characters for an error message."""
+    text = " ".join(sql.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def who(blockers: list[Blocker]) -> str:
+    return "; ".join(b.describe() for b in blockers) or "a session that was gone when we looked"
 
 
 def apply_timeouts(conn: Connection, settings: Settings) -> None:
@@ -204,11 +211,10 @@ def run_with_lock_retries(
 def lock_timeout_error(
     target: DbTarget, settings: Settings, blockers: list[Blocker], tries: int
 ) -> LockBusy:
-    who = "; ".join(b.describe() for b in blockers) or "a session that was gone when we looked"
     return LockBusy(
         f"migration on {target.where} gave up after {tries} {'try' if tries == 1 else 'tries'}: "
         f"a table lock was not granted within {settings.migrate_statement_lock_timeout:g} s "
-        f"(that step was rolled back); blocked by {who}",
+        f"(that step was rolled back); blocked by {who(blockers)}",
         hint="end that transaction (or SELECT pg_terminate_backend(<pid>)), then migrate "
         "again; MOVIE_MIGRATE_STATEMENT_LOCK_TIMEOUT / MOVIE_MIGRATE_LOCK_RETRIES wait longer",
         holders=[b.pid for b in blockers],
@@ -218,9 +224,7 @@ def lock_timeout_error(
 def statement_timeout_error(
     target: DbTarget, settings: Settings, exc: BaseException
 ) -> MoviectlError:
-    statement = " ".join(str(getattr(exc, "statement", "") or "").split())
-    if len(statement) > 120:
-        statement = statement[:117] + "..."
+    statement = one_line(str(getattr(exc, "statement", "") or ""))
     left = (
         " A CONCURRENTLY build cut short leaves an INVALID index: drop it "
         "(DROP INDEX CONCURRENTLY <name>) before migrating again."
@@ -249,10 +253,9 @@ def table_lock_error(conn: Connection, target: DbTarget, settings: Settings) -> 
     ).all()
     conn.rollback()
     holders = [Blocker(*r) for r in rows]
-    who = "; ".join(b.describe() for b in holders) or "a session that was gone when we looked"
     return LockBusy(
         f"migrate check on {target.where} waited {settings.migrate_lock_timeout:g} s for a "
-        f"table lock and gave up: held by {who}",
+        f"table lock and gave up: held by {who(holders)}",
         hint="a migration running? check again once it is done; "
         "if that transaction is stuck: SELECT pg_terminate_backend(<pid>)",
         holders=[b.pid for b in holders],
