@@ -55,6 +55,16 @@ def test_pending_migrations(cli_empty):
     assert "run `moviectl migrate`" in _checks(r)["migrations"]["detail"]
 
 
+def test_a_database_one_migration_behind_is_pending_not_unknown(cli):
+    """At 0001 with the code at 0002: a known revision, so `run moviectl migrate` (exit 6),
+    never "which this code does not know" (the scripts spell `revision: str = ...`)."""
+    assert cli("migrate", "down", "--to", "0001", "--yes").exit_code == 0
+    r = cli("health", "--json")
+    assert r.exit_code == 6, r.output
+    detail = _checks(r)["migrations"]["detail"]
+    assert "run `moviectl migrate`" in detail and "does not know" not in detail, detail
+
+
 def test_wrong_password_and_missing_database_are_distinct(cli, movie_db_url):
     t = parse_db_url(movie_db_url)
     r = cli("health", "--json", MOVIE_DATABASE_URL=t.url(masked=False).replace(t.password, "nope"))

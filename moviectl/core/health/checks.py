@@ -300,10 +300,10 @@ def wait_healthy(
 
 
 def _known_revision(rev: str) -> bool:
-    """Is ``rev`` one of the shipped scripts? (read without importing Alembic)"""
-    from moviectl.core.migrations.scripts import script_location
+    """Is ``rev`` one of the shipped scripts? (read without importing Alembic if it can)"""
+    from moviectl.core.migrations.scripts import script_directory, script_revisions
 
-    return any(
-        f'revision = "{rev}"' in p.read_text() or f"revision = '{rev}'" in p.read_text()
-        for p in (script_location() / "versions").glob("*.py")
-    )
+    revisions = script_revisions()
+    if revisions is not None:
+        return rev in revisions
+    return any(s.revision == rev for s in script_directory().walk_revisions())

@@ -41,24 +41,13 @@ def _ages(settings: Settings) -> tuple[float | None, float | None]:
 
 def _pending(current: str | None, head: str | None) -> int:
     """How many migrations lie between the database and the code (read from the scripts)."""
-    from moviectl.core.migrations.scripts import script_location
+    from moviectl.core.migrations.scripts import script_revisions
 
     if current == head:
         return 0
-    parents: dict[str, str | None] = {}
-    for path in (script_location() / "versions").glob("*.py"):
-        text = path.read_text()
-        rev = down = None
-        for line in text.splitlines():
-            if line.startswith("revision") and "=" in line:
-                rev = line.split("=", 1)[1].strip().strip("'\"")
-            if line.startswith("down_revision") and "=" in line:
-                value = line.split("=", 1)[1].strip()
-                down = None if value == "None" else value.strip("'\"")
-        if rev:
-            parents[rev] = down
+    parents = script_revisions() or {}
     n, rev = 0, head
-    while rev and rev != current and n <= len(parents):
+    while isinstance(rev, str) and rev != current and n <= len(parents):
         n, rev = n + 1, parents.get(rev)
     return n
 

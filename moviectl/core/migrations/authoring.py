@@ -23,12 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from moviectl.core.migrations.scripts import PACKAGE_DIR, alembic_config, script_location
+from moviectl.core.migrations.scripts import (
+    PACKAGE_DIR,
+    alembic_config,
+    script_directory,
+    script_location,
+    script_revisions,
+)
 from moviectl.infra.engine import db_errors
 from moviectl.infra.errors import InternalError, MigrationsBehind, MoviectlError, UsageError
 from moviectl.infra.settings import Settings
 
-_REVISION = re.compile(r"^revision\b[^=]*=\s*['\"]([^'\"]+)['\"]", re.MULTILINE)
 _SLUG_MAX = 40
 
 
@@ -52,8 +57,10 @@ def slug(message: str) -> str:
 
 def next_revision(versions: Path) -> str:
     """One more than the highest numeric revision id, as wide as the widest (``0003``)."""
-    numbers = [m.group(1) for p in versions.glob("*.py") if (m := _REVISION.search(p.read_text()))]
-    numeric = [n for n in numbers if n.isdigit()]
+    revisions = script_revisions(versions)
+    if revisions is None:  # a script that spells its revision unusually: Alembic reads it
+        revisions = {s.revision: None for s in script_directory().walk_revisions()}
+    numeric = [n for n in revisions if n.isdigit()]
     if not numeric:
         return "0001"
     width = max(4, *(len(n) for n in numeric))

@@ -66,26 +66,35 @@ def script_directory() -> ScriptDirectory:
 _REV_LINE = re.compile(r"^(down_revision|revision)\b[^=]*=\s*(.+)$", re.MULTILINE)
 
 
-def head_revision() -> str | None:
-    """The head revision, read from the scripts without importing Alembic (hot paths).
+def script_revisions(versions: Path | None = None) -> dict[str, Any] | None:
+    """Every script's ``revision -> down_revision`` (None, an id, or a tuple for a merge),
+    read from the files without importing Alembic (hot paths: health, metrics, seed).
 
-    Falls back to Alembic's own answer when the scripts are not a single linear chain.
+    None when a script does not spell its revision as a plain literal: ask Alembic then.
     """
-    revs: set[str] = set()
-    downs: set[str] = set()
-    for path in (script_location() / "versions").glob("*.py"):
+    found: dict[str, Any] = {}
+    for path in (versions or script_location() / "versions").glob("*.py"):
         fields = dict(_REV_LINE.findall(path.read_text()))
         try:
             rev = ast.literal_eval(fields["revision"].strip())
             down = ast.literal_eval(fields.get("down_revision", "None").strip())
         except (KeyError, ValueError, SyntaxError):
-            return script_directory().get_current_head()
-        if not isinstance(rev, str) or not isinstance(down, str | None):
-            return script_directory().get_current_head()
-        revs.add(rev)
-        if down:
-            downs.add(down)
-    heads = revs - downs
+            return None
+        if not isinstance(rev, str):
+            return None
+        found[rev] = down
+    return found
+
+
+def head_revision() -> str | None:
+    """The head revision, read from the scripts without importing Alembic (hot paths).
+
+    Falls back to Alembic's own answer when the scripts are not a single linear chain.
+    """
+    revisions = script_revisions()
+    if revisions is None or not all(isinstance(d, str | None) for d in revisions.values()):
+        return script_directory().get_current_head()
+    heads = set(revisions) - set(revisions.values())
     return heads.pop() if len(heads) == 1 else script_directory().get_current_head()
 
 
