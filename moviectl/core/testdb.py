@@ -273,14 +273,25 @@ def drop(settings: Settings, names: list[str], *, target: DbTarget | None = None
     return names
 
 
+POOL_OWNER_PREFIX = "pytest pool "  # "pytest pool <host> pid <pid>": a test run's clone pool
+
+
+def pool_owner_tag() -> str:
+    """The owner mark of this process's clone pool."""
+    return f"{POOL_OWNER_PREFIX}{socket.gethostname()} pid {os.getpid()}"
+
+
+def pool_pid_on_this_host(owner: str | None) -> int | None:
+    """The pid in a pool owner mark made on this host; None for any other mark or host."""
+    prefix = f"{POOL_OWNER_PREFIX}{socket.gethostname()} pid "
+    pid = (owner or "").removeprefix(prefix)
+    return int(pid) if (owner or "").startswith(prefix) and pid.isdigit() else None
+
+
 def in_use_by_a_live_run(db: TestDatabase) -> bool:
     """Is ``db`` held by a test run (a pytest pool) whose process on this host still runs?"""
-    owner = db.owner or ""
-    host = socket.gethostname()
-    if not owner.startswith(f"pytest pool {host} pid "):
-        return False
-    pid = owner.rsplit(" ", 1)[-1]
-    return pid.isdigit() and os.path.exists(f"/proc/{pid}")
+    pid = pool_pid_on_this_host(db.owner)
+    return pid is not None and os.path.exists(f"/proc/{pid}")
 
 
 def drop_all(settings: Settings, *, target: DbTarget | None = None) -> list[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import socket
 import threading
 from datetime import timedelta
 
@@ -21,25 +20,17 @@ from moviectl.infra.conninfo import DbTarget
 from moviectl.infra.engine import connect
 from moviectl.infra.settings import Settings
 
-OWNER_PREFIX = "pytest pool "
 TTL = timedelta(hours=1)
-
-
-def owner_tag() -> str:
-    return f"{OWNER_PREFIX}{socket.gethostname()} pid {os.getpid()}"
 
 
 def prune_dead_pools(settings: Settings, target: DbTarget) -> list[str]:
     """Drop clones of pools whose process on this host is gone (an interrupted run)."""
-    host = socket.gethostname()
     dropped = []
     with connect(target, connect_timeout=settings.connect_timeout) as conn:
         for row in databases_named_like(conn, testdb.TEST_PREFIX):
             owner = str((row["mark"] or {}).get("owner") or "")
-            if not owner.startswith(f"{OWNER_PREFIX}{host} pid "):
-                continue
-            pid = owner.rsplit(" ", 1)[-1]
-            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            pid = testdb.pool_pid_on_this_host(owner)
+            if pid is not None and not os.path.exists(f"/proc/{pid}"):
                 drop_database_force(conn, row["name"])
                 dropped.append(row["name"])
     return dropped
@@ -154,7 +145,7 @@ class ClonePool:
                                 self.settings,
                                 target=self.target,
                                 template=self.template,
-                                owner=owner_tag(),
+                                owner=testdb.pool_owner_tag(),
                                 ttl=TTL,
                                 conn=conn,
                                 strategy=strategy,
