@@ -210,12 +210,7 @@ def backup(
         )
     target = settings.target(database)
     out = _out_dir(settings, output)
-    clean_partials(out)  # what killed runs left here, and on the server
-    with (
-        contextlib.suppress(MoviectlError),
-        connect(target.with_database("postgres"), connect_timeout=settings.connect_timeout) as c,
-    ):
-        clean_databases(c)
+    clean_partials(out)  # what killed runs left here (and on the server: in _dump)
     started = datetime.now(UTC)
     t0 = time.monotonic()
     letter, suffix = FORMATS[fmt]
@@ -272,10 +267,13 @@ def _dump(
     progress: Progress | None,
 ) -> tuple[str, str, str, int, str | None, dict[str, int]]:
     """Run pg_dump into ``tmp`` on an exported snapshot; (via, pg_dump version, facts...)."""
-    with connect(target, connect_timeout=settings.connect_timeout, autocommit=False) as snap:
+    with connect(target, connect_timeout=settings.connect_timeout) as snap:
+        with contextlib.suppress(MoviectlError):  # one login: killed runs' databases first
+            clean_databases(snap)
         # pg_dump and the manifest's row counts read one exported snapshot, concurrently
         from psycopg import IsolationLevel
 
+        snap.autocommit = False
         snap.isolation_level = IsolationLevel.REPEATABLE_READ
         snap.read_only = True
         major = int(snap.execute("SHOW server_version_num").fetchone()[0]) // 10000  # type: ignore[index]

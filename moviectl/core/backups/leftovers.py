@@ -101,8 +101,9 @@ def clean_partials(directory: Path) -> list[str]:
 
 
 def clean_databases(conn: Any) -> list[str]:
-    """Drop the databases killed restores and drills were loading (on ``conn``'s server)."""
-    names = _dead_databases(conn)
+    """Drop the databases killed restores and drills were loading (on ``conn``'s server),
+    but not the one ``conn`` is on (a database cannot drop itself; the next run will)."""
+    names = [n for n in _dead_databases(conn) if n != conn.info.dbname]
     for name in names:
         drop_database_force(conn, name)
     return names
