@@ -8,7 +8,7 @@ import sys
 import pytest
 import typer
 
-from moviectl.cli.app import app
+from moviectl.cli.app import app, build_app, invoked_command
 from tests.conftest import Cli, subprocess_env
 
 
@@ -31,6 +31,35 @@ def test_every_command_has_help_with_an_example(path):
     runs_itself = not hasattr(cmd, "commands") or not cmd.no_args_is_help
     if runs_itself:  # what --help prints has a summary and an example
         assert "Example" in r.stdout, f"{' '.join(path)}: --help shows no Example"
+
+
+@pytest.mark.parametrize("path", [p for p, _ in ALL], ids=[" ".join(p) for p, _ in ALL])
+def test_a_run_that_builds_only_its_command_prints_the_same_help(path):
+    """main() builds only the command it runs: the same help, options and usage lines."""
+    from typer.testing import CliRunner
+
+    alone = build_app(path[0])
+    full, one = (CliRunner().invoke(a, [*path, "--help"]) for a in (app, alone))
+    assert (one.exit_code, one.output) == (full.exit_code, full.output)
+
+
+@pytest.mark.parametrize(
+    ("args", "command"),
+    [
+        (["backup", "-o", "x"], "backup"),
+        (["--json", "-v", "backup"], "backup"),
+        (["--env-file", "backup", "seed"], "seed"),  # the file is called backup
+        (["--env-file=.env", "migrate", "status"], "migrate"),
+        (["--verbose", "--json"], None),
+        (["--help"], None),
+        (["--version"], None),
+        (["-vh", "backup"], None),
+        (["bakcup"], None),  # a typo: the whole app says which commands there are
+        ([], None),
+    ],
+)
+def test_the_command_a_run_builds(args, command):
+    assert invoked_command(args) == command
 
 
 def test_help_imports_no_heavy_module():
