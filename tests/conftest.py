@@ -117,6 +117,36 @@ def empty_db_url(moviectl_settings: Settings, moviectl_admin_target: DbTarget) -
     testdb.drop(moviectl_settings, [db.name], target=moviectl_admin_target)
 
 
+SEEDED_MOVIES = 200_000  # enough that a dump lasts long enough to kill or pause it midway
+
+
+@pytest.fixture(scope="session")
+def _seeded_template(
+    moviectl_settings: Settings, moviectl_admin_target: DbTarget, moviectl_template: str
+) -> Iterator[str]:
+    """A migrated database seeded once per worker by the real `moviectl seed`, to clone."""
+    from moviectl.core import testdb
+
+    db = testdb.create(moviectl_settings, target=moviectl_admin_target)
+    r = Cli({"MOVIE_DATABASE_URL": db.full_url or ""})("seed", "--sample", str(SEEDED_MOVIES))
+    assert r.exit_code == 0, r.output
+    yield db.name
+    testdb.drop(moviectl_settings, [db.name], target=moviectl_admin_target)
+
+
+@pytest.fixture
+def seeded_db_url(
+    moviectl_settings: Settings, moviectl_admin_target: DbTarget, _seeded_template: str
+) -> Iterator[str]:
+    """A database of this test's own with ``SEEDED_MOVIES`` movies: a clone of a seeded
+    database (a file copy, instead of seeding it again), dropped afterwards."""
+    from moviectl.core import testdb
+
+    db = testdb.create(moviectl_settings, target=moviectl_admin_target, template=_seeded_template)
+    yield db.full_url or ""
+    testdb.drop(moviectl_settings, [db.name], target=moviectl_admin_target)
+
+
 @dataclass
 class Cli:
     """Runs the real CLI in-process against the test database.

@@ -152,9 +152,8 @@ def test_read_only_output_dir(cli, tmp_path):
         subprocess.run(["umount", str(ro)])
 
 
-def test_pg_dump_killed_midway(cli, tmp_path, movie_db_url):
-    assert cli("seed", "--sample", "200000").exit_code == 0
-    settings = Settings(_env_file=None, database_url=movie_db_url)
+def test_pg_dump_killed_midway(tmp_path, seeded_db_url):
+    settings = Settings(_env_file=None, database_url=seeded_db_url)
     killed = threading.Event()
 
     def kill_pg_dump(_: int) -> None:

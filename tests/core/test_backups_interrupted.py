@@ -13,14 +13,13 @@ import psutil
 import psycopg
 import pytest
 
-from tests.conftest import backup_json, subprocess_env, wait_for
+from tests.conftest import Cli, backup_json, subprocess_env, wait_for
 
 
 @pytest.fixture
-def seeded(cli):
-    r = cli("seed", "--sample", "200000")
-    assert r.exit_code == 0, r.output
-    return cli
+def seeded(seeded_db_url):
+    """The CLI on a database of 200,000 movies (a dump long enough to interrupt)."""
+    return Cli({"MOVIE_DATABASE_URL": seeded_db_url})
 
 
 def _databases(url: str, like: str) -> list[str]:
@@ -49,7 +48,7 @@ def _no_tool_reading(path: Path) -> bool:
     return True
 
 
-def test_a_failed_restore_into_a_new_database_leaves_nothing(seeded, tmp_path, movie_db_url):
+def test_a_failed_restore_into_a_new_database_leaves_nothing(seeded, tmp_path, seeded_db_url):
     doc = backup_json(seeded, tmp_path, "--format", "plain")
     path, mpath = Path(doc["path"]), Path(doc["manifest_path"])
     with open(path, "a") as fh:  # a valid dump that fails at its very end
@@ -60,7 +59,7 @@ def test_a_failed_restore_into_a_new_database_leaves_nothing(seeded, tmp_path, m
     r = seeded("restore", str(path), "--into", "half_done")
     assert r.exit_code == 1, r.output
     assert 'relation "this_table_is_not_there" does not exist' in r.stderr
-    assert _databases(movie_db_url, "half_done") == []
+    assert _databases(seeded_db_url, "half_done") == []
 
 
 def test_kill_9_during_backup_leaves_a_partial_the_next_run_removes(seeded, tmp_path):
@@ -102,7 +101,7 @@ def test_sigterm_during_backup_cleans_up_and_exits_143(seeded, tmp_path):
 
 
 def test_kill_9_during_a_drill_leaves_a_marked_database_the_next_run_drops(
-    seeded, tmp_path, movie_db_url
+    seeded, tmp_path, seeded_db_url
 ):
     path = Path(backup_json(seeded, tmp_path)["path"])
     cmd = [sys.executable, "-m", "moviectl", "backup", "verify", str(path)]
@@ -115,25 +114,25 @@ def test_kill_9_during_a_drill_leaves_a_marked_database_the_next_run_drops(
     finally:
         if proc.poll() is None:
             proc.kill()
-    left = _databases(movie_db_url, "movies_verify_%")
+    left = _databases(seeded_db_url, "movies_verify_%")
     assert len(left) == 1
     r = seeded("doctor", "--json")
     leftovers = {f["name"]: f for f in json.loads(r.stdout)["findings"]}["leftovers"]
     assert left[0] in leftovers["detail"]
     r = seeded("backup", "verify", str(path))
     assert r.exit_code == 0, r.output
-    assert _databases(movie_db_url, "movies_verify_%") == []
+    assert _databases(seeded_db_url, "movies_verify_%") == []
 
 
-def test_ctrl_c_during_backup_cleans_up_and_exits_130(seeded, tmp_path, movie_db_url):
+def test_ctrl_c_during_backup_cleans_up_and_exits_130(seeded, tmp_path, seeded_db_url):
     # pg_dump is held mid-run (it waits for its lock on movies), so Ctrl-C lands during the
     # dump however fast the machine is
-    holder = psycopg.connect(movie_db_url)
+    holder = psycopg.connect(seeded_db_url)
     holder.execute("LOCK TABLE movies IN ACCESS EXCLUSIVE MODE")
     cmd = [sys.executable, "-m", "moviectl", "backup", "--output", str(tmp_path)]
     proc = subprocess.Popen(cmd, env=subprocess_env(**seeded.env), stderr=subprocess.PIPE)
     try:
-        assert wait_for(lambda: _dump_waits_for_a_lock(movie_db_url)), "pg_dump never waited"
+        assert wait_for(lambda: _dump_waits_for_a_lock(seeded_db_url)), "pg_dump never waited"
         tools = _tools_of(proc.pid)
         assert [t.name() for t in tools] == ["pg_dump"]
         proc.send_signal(signal.SIGINT)
@@ -155,7 +154,9 @@ def _dump_waits_for_a_lock(url: str) -> bool:
         return row is not None
 
 
-def test_printed_commands_are_shell_quoted_and_undo_runs_as_printed(seeded, tmp_path, movie_db_url):
+def test_printed_commands_are_shell_quoted_and_undo_runs_as_printed(
+    seeded, tmp_path, seeded_db_url
+):
     import shlex
 
     odd = tmp_path / 'it\'s a "dir" $HOME'
@@ -165,7 +166,7 @@ def test_printed_commands_are_shell_quoted_and_undo_runs_as_printed(seeded, tmp_
     drill = next(ln for ln in r.stdout.splitlines() if "drill it:" in ln)
     argv = shlex.split(drill.split("drill it:", 1)[1])
     assert argv[:3] == ["moviectl", "backup", "verify"] and Path(argv[3]).parent == odd
-    db = movie_db_url.rsplit("/", 1)[1].split("?")[0]
+    db = seeded_db_url.rsplit("/", 1)[1].split("?")[0]
     r = seeded("restore", argv[3], "--into", db, "--force", "--yes", "--json")
     assert r.exit_code == 0, r.output
     undo = shlex.split(json.loads(r.stdout)["undo"])
@@ -179,7 +180,6 @@ def test_a_failing_restore_through_sql_reports_psqls_first_error(tmp_path):
     line, not a silent exit (a broken pipe used to swallow it), and nothing stays."""
     from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
     from moviectl.infra.ports import free_port
-    from tests.conftest import Cli
 
     pg15 = Path("/usr/lib/postgresql/15/bin")
     if not (pg15 / "postgres").exists():
@@ -202,10 +202,10 @@ def test_a_failing_restore_through_sql_reports_psqls_first_error(tmp_path):
         srv.stop("immediate")
 
 
-def test_restore_refuses_a_database_with_objects_outside_public(seeded, tmp_path, movie_db_url):
+def test_restore_refuses_a_database_with_objects_outside_public(seeded, tmp_path, seeded_db_url):
     path = Path(backup_json(seeded, tmp_path)["path"])
-    base = movie_db_url.rsplit("/", 1)[0]
-    with psycopg.connect(movie_db_url, autocommit=True) as c:
+    base = seeded_db_url.rsplit("/", 1)[0]
+    with psycopg.connect(seeded_db_url, autocommit=True) as c:
         c.execute("CREATE DATABASE theirs")
     try:
         with psycopg.connect(f"{base}/theirs", autocommit=True) as c:
@@ -216,11 +216,11 @@ def test_restore_refuses_a_database_with_objects_outside_public(seeded, tmp_path
         with psycopg.connect(f"{base}/theirs") as c:
             assert c.execute("SELECT to_regclass('public.movies')").fetchone()[0] is None
     finally:
-        with psycopg.connect(movie_db_url, autocommit=True) as c:
+        with psycopg.connect(seeded_db_url, autocommit=True) as c:
             c.execute("DROP DATABASE theirs WITH (FORCE)")
 
 
-def test_every_run_cleans_every_kind_of_leftover(seeded, tmp_path, movie_db_url):
+def test_every_run_cleans_every_kind_of_leftover(seeded, tmp_path, seeded_db_url):
     """A killed backup's partial goes with the next restore; a killed drill's database goes
     with the next backup (doctor promises "the next backup / restore / verify")."""
     good = Path(backup_json(seeded, tmp_path)["path"])
@@ -238,10 +238,10 @@ def test_every_run_cleans_every_kind_of_leftover(seeded, tmp_path, movie_db_url)
     assert wait_for(lambda: _tools_of(proc.pid)), "pg_restore never started"
     proc.kill()
     proc.wait(timeout=30)
-    assert len(_databases(movie_db_url, "movies_verify_%")) == 1
+    assert len(_databases(seeded_db_url, "movies_verify_%")) == 1
     backup_json(seeded, tmp_path)
-    assert _databases(movie_db_url, "movies_verify_%") == []
-    with psycopg.connect(movie_db_url, autocommit=True) as c:
+    assert _databases(seeded_db_url, "movies_verify_%") == []
+    with psycopg.connect(seeded_db_url, autocommit=True) as c:
         c.execute("DROP DATABASE cleaned_up WITH (FORCE)")
 
 
@@ -251,7 +251,6 @@ def test_when_only_a_newer_pg_dump_exists_the_manifest_says_who_can_read_it(tmp_
     import moviectl.infra.pgtools as pgtools
     from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
     from moviectl.infra.ports import free_port
-    from tests.conftest import Cli
 
     pg15 = Path("/usr/lib/postgresql/15/bin")
     if not (pg15 / "postgres").exists():
