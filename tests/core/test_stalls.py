@@ -16,24 +16,52 @@ import psycopg
 import pytest
 
 from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
+from moviectl.infra.admin import drop_database_force
+from moviectl.infra.conninfo import DbTarget
+from moviectl.infra.engine import connect
 from moviectl.infra.ports import free_port
-from tests.conftest import Cli, subprocess_env, wait_for
+from moviectl.infra.settings import Settings
+from tests.conftest import SEEDED_MOVIES, Cli, subprocess_env, wait_for
 
 
-@pytest.fixture
-def paused_later(tmp_path) -> Iterator[tuple[Cli, EmbeddedServer]]:
-    """A server of its own (pausing the shared one would stall other tests), seeded."""
-    srv = EmbeddedServer(tmp_path / "s", free_port(), "postgres", "pw", options=TEST_OPTIONS)
+@pytest.fixture(scope="module")
+def pausable_server(tmp_path_factory) -> Iterator[tuple[EmbeddedServer, DbTarget]]:
+    """A server of this module's own (pausing the worker's would stall its clone pool),
+    with a database seeded once to clone: (the server, its admin target)."""
+    srv = EmbeddedServer(
+        tmp_path_factory.mktemp("pausable"), free_port(), "postgres", "pw", options=TEST_OPTIONS
+    )
     srv.start()
-    url = f"postgresql://postgres:pw@127.0.0.1:{srv.port}/postgres"
-    cli = Cli({"MOVIE_DATABASE_URL": url, "MOVIE_STALL_TIMEOUT": "2", "MOVIE_CONNECT_TIMEOUT": "1"})
     try:
+        admin = DbTarget("127.0.0.1", srv.port, "postgres", "pw", "postgres")
+        with connect(admin) as c:
+            c.execute("CREATE DATABASE seeded")
+        cli = Cli({"MOVIE_DATABASE_URL": admin.with_database("seeded").url(masked=False)})
         assert cli("migrate").exit_code == 0
-        assert cli("seed", "--sample", "200000").exit_code == 0
-        yield cli, srv
+        assert cli("seed", "--sample", str(SEEDED_MOVIES)).exit_code == 0
+        yield srv, admin
     finally:
         _signal_cluster(srv, signal.SIGCONT)
         srv.stop("immediate")
+
+
+@pytest.fixture
+def paused_later(pausable_server) -> Iterator[tuple[Cli, EmbeddedServer]]:
+    """The CLI on a fresh clone of the seeded database, on the server a test may pause;
+    the server is resumed and the clone dropped afterwards."""
+    from moviectl.core import testdb
+
+    srv, admin = pausable_server
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    db = testdb.create(settings, target=admin, template="seeded")
+    url = db.full_url or ""
+    cli = Cli({"MOVIE_DATABASE_URL": url, "MOVIE_STALL_TIMEOUT": "2", "MOVIE_CONNECT_TIMEOUT": "1"})
+    try:
+        yield cli, srv
+    finally:
+        _signal_cluster(srv, signal.SIGCONT)
+        with connect(admin) as c:  # a restore into it leaves a database without the mark
+            drop_database_force(c, db.name)
 
 
 def _signal_cluster(srv: EmbeddedServer, sig: int) -> None:
@@ -106,13 +134,11 @@ def test_seed_into_a_paused_server_fails_with_3_in_bounded_time(paused_later):
         )
     assert proc.returncode == 3, err
     assert took < 30
-    with psycopg.connect(url) as c:  # all or nothing: the 200,000 seeded before, no more
-        assert c.execute("SELECT count(*) FROM movies").fetchone()[0] == 200000
+    with psycopg.connect(url) as c:  # all or nothing: the movies seeded before, no more
+        assert c.execute("SELECT count(*) FROM movies").fetchone()[0] == SEEDED_MOVIES
 
 
 def test_tcp_liveness_reaches_the_child_tools():
-    from moviectl.infra.conninfo import DbTarget
-
     info = DbTarget("h", 5432, "u", "secret", "movies").child_conninfo()
     assert "keepalives='1'" in info and "tcp_user_timeout=" in info and "secret" not in info
 
