@@ -124,10 +124,13 @@ SEEDED_MOVIES = 200_000  # enough that a dump lasts long enough to kill or pause
 def _seeded_template(
     moviectl_settings: Settings, moviectl_admin_target: DbTarget, moviectl_template: str
 ) -> Iterator[str]:
-    """A migrated database seeded once per worker by the real `moviectl seed`, to clone."""
+    """A migrated database seeded once per worker by the real `moviectl seed`, to clone.
+    Marked as this run's pool's, so a test's `testdb drop --all` leaves it alone."""
     from moviectl.core import testdb
 
-    db = testdb.create(moviectl_settings, target=moviectl_admin_target)
+    db = testdb.create(
+        moviectl_settings, target=moviectl_admin_target, owner=testdb.pool_owner_tag()
+    )
     r = Cli({"MOVIE_DATABASE_URL": db.full_url or ""})("seed", "--sample", str(SEEDED_MOVIES))
     assert r.exit_code == 0, r.output
     yield db.name
