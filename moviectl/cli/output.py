@@ -39,7 +39,8 @@ class Output:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(highlight=False, soft_wrap=True)
+            # emoji=False: a name like `a:fire:b` prints as itself (markup_safe escapes [ only)
+            self._console = Console(highlight=False, soft_wrap=True, emoji=False)
         return self._console
 
     @property
@@ -48,7 +49,7 @@ class Output:
         if self._err is None:
             from rich.console import Console
 
-            self._err = Console(stderr=True, highlight=False, soft_wrap=True)
+            self._err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
         return self._err
 
     @property

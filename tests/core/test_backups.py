@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import stat
 import subprocess
 import threading
@@ -326,3 +327,14 @@ def test_verify_on_a_read_only_backup_directory_still_reports_the_drill(seeded, 
         assert doc["ok"] is True and "could not record" in doc["note"]
     finally:
         subprocess.run(["umount", str(ro)])
+
+
+def test_printed_paths_are_the_paths_with_markup_or_emoji_codes_in_them(cli, tmp_path):
+    """Rich would turn `:fire:` into an emoji and `[bold]` into markup: what is printed
+    (the path, the drill command to paste) must be the real path."""
+    odd = tmp_path / "a:fire:b[bold]c"
+    odd.mkdir()
+    r = cli("backup", "--output", str(odd))
+    assert r.exit_code == 0, r.output
+    drill = next(ln for ln in r.stdout.splitlines() if "drill it:" in ln)
+    assert Path(shlex.split(drill.split("drill it:", 1)[1])[3]).parent == odd
