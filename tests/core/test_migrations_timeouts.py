@@ -6,7 +6,10 @@ import json
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -73,6 +76,23 @@ def _waiting_migration(url: str) -> bool:
         )
 
 
+def _migrate_env(url: str, scripts: Path, **settings: str) -> dict[str, str]:
+    return subprocess_env(MOVIE_DATABASE_URL=url, MOVIE_MIGRATIONS_DIR=str(scripts), **settings)
+
+
+@contextmanager
+def _queued_for_a_lock(url: str, env: dict[str, str], *args: str) -> Iterator[Any]:
+    """``moviectl ARGS``, once its migration waits for a table lock; killed on the way out
+    if it still runs."""
+    proc = start_moviectl(env, *args)
+    try:
+        assert wait_for(lambda: _waiting_migration(url), timeout=30)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 @pytest.mark.timeout(90)
 def test_a_held_lock_times_out_names_the_blocker_and_others_keep_running(
     movie_db_url: str, with_0003: Path
@@ -80,17 +100,15 @@ def test_a_held_lock_times_out_names_the_blocker_and_others_keep_running(
     blocker = psycopg.connect(movie_db_url)  # an open transaction that read movies
     blocker.execute("SELECT count(*) FROM movies")
     blocker_pid = blocker.info.backend_pid
-    env = subprocess_env(
-        MOVIE_DATABASE_URL=movie_db_url,
-        MOVIE_MIGRATIONS_DIR=str(with_0003),
+    env = _migrate_env(
+        movie_db_url,
+        with_0003,
         MOVIE_MIGRATE_STATEMENT_LOCK_TIMEOUT="1",
         MOVIE_MIGRATE_LOCK_RETRIES="2",
     )
-    proc = start_moviectl(env, "migrate")
-    try:
+    with _queued_for_a_lock(movie_db_url, env, "migrate") as proc:
         # While the migration queues for its lock, another session's query is not stuck
         # behind it for longer than the lock timeout: it gets its answer.
-        assert wait_for(lambda: _waiting_migration(movie_db_url), timeout=30)
         answers: list[object] = []
 
         def reader() -> None:
@@ -103,9 +121,6 @@ def test_a_held_lock_times_out_names_the_blocker_and_others_keep_running(
         t.join(timeout=40)
         assert answers, "a reader stayed queued behind the waiting migration"
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 7, (out, err)
     assert "gave up after 3 tries" in err and f"pid {blocker_pid}" in err, err
     assert "SELECT count(*) FROM movies" in err and "in a transaction since" in err, err
@@ -125,20 +140,17 @@ def test_a_lock_released_during_the_retries_lets_the_migration_through(
 ) -> None:
     blocker = psycopg.connect(movie_db_url)
     blocker.execute("SELECT count(*) FROM movies")
-    env = subprocess_env(
-        MOVIE_DATABASE_URL=movie_db_url,
-        MOVIE_MIGRATIONS_DIR=str(with_0003),
+    env = _migrate_env(
+        movie_db_url,
+        with_0003,
         MOVIE_MIGRATE_STATEMENT_LOCK_TIMEOUT="0.5",
         MOVIE_MIGRATE_LOCK_RETRIES="10",
     )
-    proc = start_moviectl(env, "--json", "migrate")
     try:
-        assert wait_for(lambda: _waiting_migration(movie_db_url), timeout=30)
-        blocker.rollback()  # the forgotten transaction ends
-        out, err = proc.communicate(timeout=60)
+        with _queued_for_a_lock(movie_db_url, env, "--json", "migrate") as proc:
+            blocker.rollback()  # the forgotten transaction ends
+            out, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
         blocker.close()
     assert proc.returncode == 0, (out, err)
     assert '"0003"' in out
@@ -222,25 +234,22 @@ def test_a_concurrent_index_in_an_autocommit_block_waits_for_a_writer_instead_of
     (scripts / "versions" / "0003_genre_index.py").write_text(CONCURRENT_INDEX)
     writer = psycopg.connect(movie_db_url)  # a transaction that wrote to movies, still open
     writer.execute("INSERT INTO movies (title, year, genre) VALUES ('W', 2000, 'drama')")
-    env = subprocess_env(
-        MOVIE_DATABASE_URL=movie_db_url,
-        MOVIE_MIGRATIONS_DIR=str(scripts),
+    env = _migrate_env(
+        movie_db_url,
+        scripts,
         MOVIE_MIGRATE_STATEMENT_LOCK_TIMEOUT="0.3",
         MOVIE_MIGRATE_LOCK_RETRIES="0",
     )
-    proc = start_moviectl(env, "--json", "migrate")
     try:
-        assert wait_for(lambda: _waiting_migration(movie_db_url), timeout=30)
-        # many lock timeouts later, it still waits (before: failed after 0.3 s) ...
-        assert not wait_for(lambda: proc.poll() is not None, timeout=2)
-        with psycopg.connect(movie_db_url) as other:  # ... and writers are not queued behind it
-            other.execute("SET statement_timeout = '10s'")
-            other.execute("UPDATE movies SET rating = rating")
-        writer.rollback()
-        out, err = proc.communicate(timeout=60)
+        with _queued_for_a_lock(movie_db_url, env, "--json", "migrate") as proc:
+            # many lock timeouts later, it still waits (before: failed after 0.3 s) ...
+            assert not wait_for(lambda: proc.poll() is not None, timeout=2)
+            with psycopg.connect(movie_db_url) as other:  # ... and writers are not queued
+                other.execute("SET statement_timeout = '10s'")
+                other.execute("UPDATE movies SET rating = rating")
+            writer.rollback()
+            out, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
         writer.close()
     assert proc.returncode == 0, (out, err)
     assert _index_valid(movie_db_url, "ix_movies_genre") is True
@@ -268,21 +277,18 @@ def test_a_retry_resumes_after_the_last_migration_that_committed(
     )
     blocker = psycopg.connect(movie_db_url)  # holds seed_runs only: 0003 goes through
     blocker.execute("SELECT count(*) FROM seed_runs")
-    env = subprocess_env(
-        MOVIE_DATABASE_URL=movie_db_url,
-        MOVIE_MIGRATIONS_DIR=str(with_0003),
+    env = _migrate_env(
+        movie_db_url,
+        with_0003,
         MOVIE_MIGRATE_STATEMENT_LOCK_TIMEOUT="0.3",
         MOVIE_MIGRATE_LOCK_RETRIES="10",
     )
-    proc = start_moviectl(env, "--json", "migrate")
     try:
-        assert wait_for(lambda: _state(movie_db_url) == ("0003", True), timeout=30)
-        assert wait_for(lambda: _waiting_migration(movie_db_url), timeout=30)
-        blocker.rollback()
-        out, err = proc.communicate(timeout=60)
+        with _queued_for_a_lock(movie_db_url, env, "--json", "migrate") as proc:
+            assert wait_for(lambda: _state(movie_db_url) == ("0003", True), timeout=30)
+            blocker.rollback()
+            out, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
         blocker.close()
     assert proc.returncode == 0, (out, err)
     doc = json.loads(out)
@@ -301,11 +307,7 @@ def test_a_statement_timeout_is_one_clear_line_and_nothing_is_applied(
     movie_db_url: str, with_0003: Path, tmp_path: Path
 ) -> None:
     (with_0003 / "versions" / "0003_director.py").write_text(SLOW)
-    env = subprocess_env(
-        MOVIE_DATABASE_URL=movie_db_url,
-        MOVIE_MIGRATIONS_DIR=str(with_0003),
-        MOVIE_MIGRATE_STATEMENT_TIMEOUT="0.2",
-    )
+    env = _migrate_env(movie_db_url, with_0003, MOVIE_MIGRATE_STATEMENT_TIMEOUT="0.2")
     r = run_moviectl(env, "--json", "migrate")
     assert r.returncode == 1, r.stderr
     doc = json.loads(r.stdout)  # the whole stdout: one document
@@ -345,25 +347,18 @@ def test_kill_9_while_waiting_for_a_lock_leaves_no_backend_in_the_queue(
     table lock, holding the migration lock and queueing every query that came after."""
     blocker = psycopg.connect(movie_db_url)
     blocker.execute("SELECT count(*) FROM movies")
-    env = subprocess_env(
-        MOVIE_DATABASE_URL=movie_db_url,
-        MOVIE_MIGRATIONS_DIR=str(with_0003),
-        MOVIE_MIGRATE_STATEMENT_LOCK_TIMEOUT="0",
-    )
-    proc = start_moviectl(env, "migrate")
+    env = _migrate_env(movie_db_url, with_0003, MOVIE_MIGRATE_STATEMENT_LOCK_TIMEOUT="0")
     try:
-        assert wait_for(lambda: _waiting_migration(movie_db_url), timeout=30)
-        proc.kill()
-        proc.communicate(timeout=30)
-        assert wait_for(lambda: _backends(movie_db_url, "moviectl migrate") == 0, timeout=15)
-        with psycopg.connect(movie_db_url) as c:
-            c.execute("SET statement_timeout = '10s'")
-            c.execute("UPDATE movies SET rating = rating")  # not queued behind anything
-            got = c.execute("SELECT pg_try_advisory_lock(%s)", (MIGRATION_LOCK_KEY,)).fetchone()
-            assert got == (True,)  # the migration lock went with the backend
-    finally:
-        if proc.poll() is None:
+        with _queued_for_a_lock(movie_db_url, env, "migrate") as proc:
             proc.kill()
+            proc.communicate(timeout=30)
+            assert wait_for(lambda: _backends(movie_db_url, "moviectl migrate") == 0, timeout=15)
+            with psycopg.connect(movie_db_url) as c:
+                c.execute("SET statement_timeout = '10s'")
+                c.execute("UPDATE movies SET rating = rating")  # not queued behind anything
+                got = c.execute("SELECT pg_try_advisory_lock(%s)", (MIGRATION_LOCK_KEY,)).fetchone()
+                assert got == (True,)  # the migration lock went with the backend
+    finally:
         blocker.rollback()
         blocker.close()
     assert _state(movie_db_url) == ("0002", False)
@@ -408,9 +403,9 @@ def test_without_retries_it_gives_up_after_one_try(movie_db_url: str, with_0003:
     blocker = psycopg.connect(movie_db_url)
     blocker.execute("SELECT count(*) FROM movies")
     pid = blocker.info.backend_pid
-    env = subprocess_env(
-        MOVIE_DATABASE_URL=movie_db_url,
-        MOVIE_MIGRATIONS_DIR=str(with_0003),
+    env = _migrate_env(
+        movie_db_url,
+        with_0003,
         MOVIE_MIGRATE_STATEMENT_LOCK_TIMEOUT="0.2",
         MOVIE_MIGRATE_LOCK_RETRIES="0",
     )
