@@ -120,21 +120,28 @@ def empty_db_url(moviectl_settings: Settings, moviectl_admin_target: DbTarget) -
 SEEDED_MOVIES = 200_000  # enough that a dump lasts long enough to kill or pause it midway
 
 
+def seeded_database(settings: Settings, admin: DbTarget) -> str:
+    """A migrated database on ``admin``'s server with ``SEEDED_MOVIES`` movies seeded by the
+    real `moviectl seed`, to clone; its name. Marked as this run's pool's, so a test's
+    `testdb drop --all` leaves it alone."""
+    from moviectl.core import testdb
+
+    db = testdb.create(settings, target=admin, owner=testdb.pool_owner_tag())
+    r = Cli({"MOVIE_DATABASE_URL": db.full_url or ""})("seed", "--sample", str(SEEDED_MOVIES))
+    assert r.exit_code == 0, r.output
+    return db.name
+
+
 @pytest.fixture(scope="session")
 def _seeded_template(
     moviectl_settings: Settings, moviectl_admin_target: DbTarget, moviectl_template: str
 ) -> Iterator[str]:
-    """A migrated database seeded once per worker by the real `moviectl seed`, to clone.
-    Marked as this run's pool's, so a test's `testdb drop --all` leaves it alone."""
+    """This worker's seeded database (``seeded_database``), made once."""
     from moviectl.core import testdb
 
-    db = testdb.create(
-        moviectl_settings, target=moviectl_admin_target, owner=testdb.pool_owner_tag()
-    )
-    r = Cli({"MOVIE_DATABASE_URL": db.full_url or ""})("seed", "--sample", str(SEEDED_MOVIES))
-    assert r.exit_code == 0, r.output
-    yield db.name
-    testdb.drop(moviectl_settings, [db.name], target=moviectl_admin_target)
+    name = seeded_database(moviectl_settings, moviectl_admin_target)
+    yield name
+    testdb.drop(moviectl_settings, [name], target=moviectl_admin_target)
 
 
 @pytest.fixture

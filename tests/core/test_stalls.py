@@ -21,25 +21,20 @@ from moviectl.infra.conninfo import DbTarget
 from moviectl.infra.engine import connect
 from moviectl.infra.ports import free_port
 from moviectl.infra.settings import Settings
-from tests.conftest import SEEDED_MOVIES, Cli, subprocess_env, wait_for
+from tests.conftest import SEEDED_MOVIES, Cli, seeded_database, subprocess_env, wait_for
 
 
 @pytest.fixture(scope="module")
-def pausable_server(tmp_path_factory) -> Iterator[tuple[EmbeddedServer, DbTarget]]:
+def pausable_server(tmp_path_factory) -> Iterator[tuple[EmbeddedServer, DbTarget, str]]:
     """A server of this module's own (pausing the worker's would stall its clone pool),
-    with a database seeded once to clone: (the server, its admin target)."""
+    with a database seeded once to clone: (the server, its admin target, that database)."""
     srv = EmbeddedServer(
         tmp_path_factory.mktemp("pausable"), free_port(), "postgres", "pw", options=TEST_OPTIONS
     )
     srv.start()
     try:
         admin = DbTarget("127.0.0.1", srv.port, "postgres", "pw", "postgres")
-        with connect(admin) as c:
-            c.execute("CREATE DATABASE seeded")
-        cli = Cli({"MOVIE_DATABASE_URL": admin.with_database("seeded").url(masked=False)})
-        assert cli("migrate").exit_code == 0
-        assert cli("seed", "--sample", str(SEEDED_MOVIES)).exit_code == 0
-        yield srv, admin
+        yield srv, admin, seeded_database(_settings(), admin)
     finally:
         _signal_cluster(srv, signal.SIGCONT)
         srv.stop("immediate")
@@ -51,9 +46,8 @@ def paused_later(pausable_server) -> Iterator[tuple[Cli, EmbeddedServer]]:
     the server is resumed and the clone dropped afterwards."""
     from moviectl.core import testdb
 
-    srv, admin = pausable_server
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    db = testdb.create(settings, target=admin, template="seeded")
+    srv, admin, seeded = pausable_server
+    db = testdb.create(_settings(), target=admin, template=seeded)
     url = db.full_url or ""
     cli = Cli({"MOVIE_DATABASE_URL": url, "MOVIE_STALL_TIMEOUT": "2", "MOVIE_CONNECT_TIMEOUT": "1"})
     try:
@@ -62,6 +56,10 @@ def paused_later(pausable_server) -> Iterator[tuple[Cli, EmbeddedServer]]:
         _signal_cluster(srv, signal.SIGCONT)
         with connect(admin) as c:  # a restore into it leaves a database without the mark
             drop_database_force(c, db.name)
+
+
+def _settings() -> Settings:
+    return Settings(_env_file=None)  # type: ignore[call-arg]
 
 
 def _signal_cluster(srv: EmbeddedServer, sig: int) -> None:
