@@ -4,8 +4,11 @@ Core functions return dataclasses; commands hand them to ``Output.emit`` with a
 renderer for people. In JSON mode every command prints exactly one JSON
 document on stdout (errors included); human chatter goes to stderr.
 
-Rich is imported only when something is printed for people: a ``--json`` run that
-succeeds never loads it (it is a fifth of a short command's start-up).
+Rich is imported only where it makes a difference: a ``--json`` run that succeeds never
+loads it, and where Rich would print no styling (stdout or stderr is not a terminal and
+nothing forces colour: cron, CI, a pipe) a line of markup is printed by ``PlainConsole`` as
+the very text Rich prints, without Rich (its import is ~15 ms of a short command; a test
+holds the two to the same output). Tables, tracebacks and spinners always go to Rich.
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from moviectl.infra.errors import MoviectlError
 from moviectl.infra.jsonable import jsonable
@@ -35,29 +39,24 @@ class Output:
 
     @property
     def console(self) -> Console:
-        """Rich's console on stdout (made, and Rich imported, on first use)."""
+        """The console on stdout: Rich's, or ``PlainConsole`` where Rich would not style."""
         if self._console is None:
-            from rich.console import Console
-
-            # emoji=False: a name like `a:fire:b` prints as itself (markup_safe escapes [ only)
-            self._console = Console(highlight=False, soft_wrap=True, emoji=False)
+            self._console = _console(stderr=False)
         return self._console
 
     @property
     def err(self) -> Console:
-        """Rich's console on stderr (made, and Rich imported, on first use)."""
+        """The console on stderr: Rich's, or ``PlainConsole`` where Rich would not style."""
         if self._err is None:
-            from rich.console import Console
-
-            self._err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+            self._err = _console(stderr=True)
         return self._err
 
     @property
     def interactive(self) -> bool:
         """Is there a person at a terminal on stderr? (spinners, progress bars)"""
-        if self.json_mode or (self._err is None and not _may_be_terminal(sys.stderr)):
+        if self.json_mode or not _may_be_terminal(sys.stderr):
             return False  # answered without importing Rich
-        return self.err.is_terminal
+        return self.err.is_terminal  # Rich's console here
 
     def emit(self, result: Any, render: Callable[[Console, Any], None] | None = None) -> None:
         """Print a command's result: one JSON document, or the human rendering."""
@@ -96,6 +95,85 @@ class Output:
             yield
 
 
+def rich_console(*, stderr: bool) -> Console:
+    """Rich's own console on stdout or stderr (Rich imported now)."""
+    from rich.console import Console
+
+    # emoji=False: a name like `a:fire:b` prints as itself (markup_safe escapes [ only)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, emoji=False)
+
+
+def _console(*, stderr: bool) -> Console:
+    if _may_be_terminal(sys.stderr if stderr else sys.stdout):
+        return rich_console(stderr=stderr)
+    return cast("Console", PlainConsole(stderr=stderr))  # a Console where it is used
+
+
+class PlainConsole:
+    """Prints what Rich's console (``rich_console``) prints where it would add no styling,
+    for one line of markup, without importing Rich; anything else it hands to Rich.
+
+    Rich, on a stream that is not a terminal and with soft wrap, prints a markup string's
+    text: tags removed, ``\\[`` unescaped, BEL/BS/VT/FF/CR dropped, nothing wrapped (a tab
+    it expands by cell widths: a line with one goes to Rich).
+    ``tests/cli/test_output.py`` holds ``plain_text`` to Rich's output.
+    """
+
+    def __init__(self, *, stderr: bool) -> None:
+        self.stderr = stderr
+        self._rich: Console | None = None
+
+    @property
+    def rich(self) -> Console:
+        if self._rich is None:
+            self._rich = rich_console(stderr=self.stderr)
+        return self._rich
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        if (
+            kwargs
+            or len(objects) > 1
+            or (objects and (type(objects[0]) is not str or "\t" in objects[0]))
+        ):
+            # a table, a renderable, options, or tabs (Rich expands them by cell width): Rich
+            self.rich.print(*objects, **kwargs)
+            return
+        stream = sys.stderr if self.stderr else sys.stdout
+        stream.write((plain_text(objects[0]) if objects else "") + "\n")
+        stream.flush()  # as Rich does after each print: lines interleave with child tools'
+
+    def __getattr__(self, name: str) -> Any:  # print_exception, status, is_terminal, ...
+        return getattr(self.rich, name)
+
+
+# Rich's markup tag (rich.markup.RE_TAGS), with the backslashes that may escape it
+_TAG = re.compile(r"(\\*)\[[a-z#/@][^[]*?]")
+# what rich.text strips from printed text (rich.control.strip_control_codes)
+_STRIPPED = dict.fromkeys((7, 8, 11, 12, 13))
+
+
+def plain_text(markup: str) -> str:
+    """The text Rich prints for ``markup`` when it adds no styling (``rich.markup.render``:
+    tags dropped; an odd run of backslashes before a tag escapes it, an even one is halved;
+    ``\\[`` outside tags is ``[``)."""
+    if "[" not in markup:
+        return markup.translate(_STRIPPED)
+    parts: list[str] = []
+    position = 0
+    for match in _TAG.finditer(markup):
+        start, end = match.span()
+        if start > position:
+            parts.append(markup[position:start].replace("\\[", "["))
+        escapes = match.group(1)
+        halved, escaped = divmod(len(escapes), 2)
+        parts.append("\\" * halved)
+        if escaped:
+            parts.append(match.group(0)[len(escapes) :])  # the tag, as text
+        position = end
+    parts.append(markup[position:].replace("\\[", "["))
+    return "".join(parts).translate(_STRIPPED)
+
+
 def _may_be_terminal(stream: Any) -> bool:
     """False only where Rich's ``Console.is_terminal`` would say False too: not a tty, and
     nothing (TTY_COMPATIBLE, FORCE_COLOR) telling Rich to act as if it were one."""
@@ -126,10 +204,27 @@ def markup_safe(obj: Any) -> Any:
     return obj
 
 
-def _escape(text: str) -> str:
-    from rich.markup import escape
+# a run of backslashes before a "[", or at the end of a value
+_BRACKET_OR_END = re.compile(r"(\\*)(\[|\Z)")
+_EMPTY_TAG = "[b][/b]"  # prints nothing, in colour or not; ends a run of backslashes
 
-    return escape(text)
+
+def _escape(text: str) -> str:
+    """``text`` as markup that prints as itself wherever it stands in a line of markup.
+
+    ``rich.markup.escape`` escapes whole tags only, so a value with a lone ``[`` and a value
+    with a ``]`` further along the line make a tag between them (Rich drops the text, or
+    raises ``MarkupError``), and backslashes before a ``[`` or at a value's end print halved
+    or not depending on what follows. Here every ``[`` is ``\\[`` (a ``[`` in any context),
+    and backslashes before one, or at the end, are doubled and closed by an empty tag (so
+    they are halved back, whatever follows).
+    """
+
+    def one(m: re.Match[str]) -> str:
+        run, bracket = m.groups()
+        return (run * 2 + _EMPTY_TAG if run else "") + ("\\[" if bracket else "")
+
+    return _BRACKET_OR_END.sub(one, text)
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
