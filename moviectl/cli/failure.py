@@ -1,0 +1,141 @@
+"""The one error handler: any exception a command raises becomes one clear line, a hint,
+and a documented exit code (``infra/errors.py``); ``-v`` adds the real traceback.
+
+Free of Typer, so the console script's fast paths (``cli/entry.py``) report failures with
+the very code the full CLI uses (``MoviectlGroup`` in ``cli/context.py`` calls ``report``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from moviectl.cli.output import Output
+from moviectl.infra.errors import MoviectlError
+
+if TYPE_CHECKING:
+    from moviectl.infra.settings import Settings
+
+
+def report(
+    exc: Exception | KeyboardInterrupt,
+    *,
+    json_mode: bool,
+    verbose: bool,
+    command: str,
+    settings: Settings | None,
+) -> int:
+    """Tell the operator what went wrong (stderr; under ``--json`` also one JSON document on
+    stdout) and return the exit code. Called in the ``except`` block that caught ``exc``.
+
+    ``command``: the command that ran (for the hint); ``settings``: those it had loaded.
+    """
+    if isinstance(exc, KeyboardInterrupt):
+        Output().err.print("[red]interrupted[/]")
+        return 130
+    if isinstance(exc, BrokenPipeError) and stdout_reader_gone():
+        # `moviectl … | head`: the reader left; say nothing, as cat and git do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports it
+    error = as_moviectl_error(exc)
+    if verbose:  # the real traceback, with what `from None` hid
+        exc.__suppress_context__ = False
+        Output().err.print_exception(show_locals=False)
+    fit_hint(error, command, settings)
+    Output(json_mode=json_mode, verbose=verbose).error(error)
+    return int(error.exit_code)
+
+
+def stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (not a child tool's pipe)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def fit_hint(error: MoviectlError, command: str, settings: Settings | None) -> None:
+    """ "start it with `moviectl db up`" only where moviectl can start it, and not as the
+    answer to `db up` itself."""
+    from moviectl.infra.errors import Unreachable
+
+    if not isinstance(error, Unreachable) or error.hint != Unreachable.default_hint:
+        return
+    if settings is not None and settings.db_backend == "external":
+        error.hint = "moviectl does not manage this server (MOVIE_DB_BACKEND=external): check "
+        error.hint += "that it runs, and the host and port"
+    elif command in ("up", "db"):
+        error.hint = "see `moviectl db logs` and `moviectl doctor`"
+
+
+def driver_error(first: str, sqlstate: str) -> MoviectlError:
+    """A database error by its SQLSTATE class, for errors no command translated itself."""
+    from moviectl.infra.errors import AuthFailed, DatabaseMissing, PermissionDenied, Unreachable
+
+    message = f"the database said: {first}"
+    if sqlstate == "42501":
+        return PermissionDenied(message, hint="grant the role what it needs, or use another")
+    if sqlstate == "3D000":
+        return DatabaseMissing(message)
+    if sqlstate.startswith("28"):
+        return AuthFailed(message)
+    if sqlstate == "53300" or sqlstate.startswith(("08", "57P")):
+        return Unreachable(message)
+    return MoviectlError(message)
+
+
+def as_moviectl_error(exc: Exception) -> MoviectlError:
+    """Any exception as a one-line ``MoviectlError``: translated at the boundary where
+    possible, else an internal error (exit 10) that asks for -v and a report."""
+    from moviectl.infra.errors import InternalError, from_os_error
+
+    if isinstance(exc, MoviectlError):
+        return exc
+    if isinstance(exc, OSError):
+        return from_os_error(exc)
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(exc, psycopg.Error):  # a driver error that no
+        return driver_error(first, getattr(exc, "sqlstate", None) or "")  # command translated
+
+    broken = _in_migration_script(exc)
+    if broken is not None:
+        return MoviectlError(
+            f"migration script {broken[0]} failed at line {broken[1]}: "
+            f"{type(exc).__name__}: {first}",
+            hint=f"fix {broken[0]} (`python -m py_compile` shows a syntax error), "
+            "or move it out of versions/",
+        )
+    return InternalError(f"internal error: {type(exc).__name__}: {first}")
+
+
+def _in_migration_script(exc: BaseException) -> tuple[str, int] | None:
+    """(file, line) when ``exc`` came from a migration script: the project's code, not ours."""
+    scripts = sys.modules.get("moviectl.core.migrations.scripts")
+    if scripts is None:  # no command that reads the scripts ran
+        return None
+    from pathlib import Path
+
+    try:
+        versions = Path(scripts.script_location(), "versions").resolve()
+    except MoviectlError:
+        return None
+
+    def inside(name: str | None) -> bool:
+        return bool(name) and Path(str(name)).resolve().parent == versions
+
+    found: tuple[str, int] | None = None
+    if isinstance(exc, SyntaxError) and inside(exc.filename):
+        found = (str(exc.filename), exc.lineno or 0)
+    tb = exc.__traceback__
+    while tb is not None:  # the innermost frame in a script wins
+        if inside(tb.tb_frame.f_code.co_filename):
+            found = (tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+        tb = tb.tb_next
+    return found
