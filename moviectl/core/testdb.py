@@ -234,7 +234,7 @@ def list_databases(settings: Settings, target: DbTarget | None = None) -> list[T
     """moviectl's test databases on the server (unmarked look-alikes are not listed)."""
     admin = target or admin_target(settings)
     with _admin(settings, admin) as conn:
-        rows = databases_named_like(conn, TEST_PREFIX)
+        rows = databases_named_like(conn, TEST_PREFIX, sizes=True)
     return [_as_test_db(admin, r) for r in rows if (r["mark"] or {}).get("kind") == "test"]
 
 

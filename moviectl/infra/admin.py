@@ -62,11 +62,19 @@ def database_comment(conn: Any, name: str) -> tuple[bool, str | None]:
     return (row is not None, row[0] if row else None)
 
 
-def databases_named_like(conn: Any, prefix: str) -> list[dict[str, Any]]:
-    """Databases whose name starts with ``prefix``: name, mark and size."""
+def databases_named_like(conn: Any, prefix: str, *, sizes: bool = False) -> list[dict[str, Any]]:
+    """Databases whose name starts with ``prefix``: name, mark and (``sizes``) size.
+
+    Sizes only when asked: ``pg_database_size`` reads every file of every database listed,
+    and fails on a database the role may not CONNECT to (a backup role on a server with one
+    locked database could not back up at all: the cleanup of killed runs listed sizes).
+    """
+    size = "NULL::bigint"
+    if sizes:  # none for a database the role may not CONNECT to (it would fail the query)
+        size = "CASE WHEN has_database_privilege(oid, 'CONNECT') THEN pg_database_size(oid) END"
     rows = conn.execute(
-        """
-        SELECT datname, shobj_description(oid, 'pg_database'), pg_database_size(oid)
+        f"""
+        SELECT datname, shobj_description(oid, 'pg_database'), {size}
         FROM pg_database WHERE datname LIKE %s ORDER BY datname
         """,
         (prefix.replace("_", r"\_") + "%",),

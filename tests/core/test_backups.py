@@ -338,3 +338,39 @@ def test_printed_paths_are_the_paths_with_markup_or_emoji_codes_in_them(cli, tmp
     assert r.exit_code == 0, r.output
     drill = next(ln for ln in r.stdout.splitlines() if "drill it:" in ln)
     assert Path(shlex.split(drill.split("drill it:", 1)[1])[3]).parent == odd
+
+
+def test_a_read_only_role_backs_up_beside_a_database_it_may_not_connect_to(
+    seeded, tmp_path, movie_db_url, moviectl_admin_target
+):
+    """A backup role with read access only (pg_read_all_data), on a server with a database
+    that revoked CONNECT from PUBLIC: the backup succeeds (listing killed runs' databases
+    once asked every database's size, which that database refused)."""
+    import secrets
+
+    suffix = secrets.token_hex(4)
+    role, locked, password = f"backup_{suffix}", f"locked_{suffix}", secrets.token_hex(8)
+    admin = moviectl_admin_target.url(masked=False)
+    with psycopg.connect(admin, autocommit=True) as c:
+        if c.info.server_version < 140000:
+            pytest.skip("pg_read_all_data needs PostgreSQL 14")
+        c.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(password)
+            )
+        )
+        c.execute(sql.SQL("GRANT pg_read_all_data TO {}").format(sql.Identifier(role)))
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(locked)))
+        c.execute(
+            sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC").format(sql.Identifier(locked))
+        )
+    try:
+        database = movie_db_url.rsplit("/", 1)[1]
+        url = f"postgresql://{role}:{password}@{moviectl_admin_target.host}:{moviectl_admin_target.port}/{database}"
+        r = seeded("backup", "--output", str(tmp_path), "--json", MOVIE_DATABASE_URL=url)
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["manifest"]["row_counts"]["movies"] >= 2000
+    finally:
+        with psycopg.connect(admin, autocommit=True) as c:
+            c.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(locked)))
+            c.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
