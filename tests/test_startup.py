@@ -1,5 +1,5 @@
-"""Start-up: the commands that need no ORM and no Alembic never import them, and `health`'s
-fast path answers as the full CLI does.
+"""Start-up: the commands that need no ORM and no Alembic never import them, and the fast
+paths (`health`'s one-shot forms, a scripted `backup`) answer as the full CLI does.
 
 Structure, not timing (docs/performance.md has the times): each command runs in its own
 interpreter against a real database and reports the top-level modules it loaded.
@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from moviectl.cli.entry import fast_form
+from moviectl.cli.entry import backup_form, fast_form
 from tests.conftest import subprocess_env
 
 ORM = {"sqlalchemy", "sqlmodel", "alembic"}
@@ -41,6 +41,12 @@ sys.stderr.write("\\nLOADED " + json.dumps({"code": code, "modules": roots}) + "
 
 def loaded(args: list[str], cwd: Path, **env: str) -> tuple[int, set[str], str]:
     """(exit code, top-level modules loaded, stdout) of ``moviectl ARGS`` in a new process."""
+    code, mods, out, _ = loaded_with_stderr(args, cwd, **env)
+    return code, mods, out
+
+
+def loaded_with_stderr(args: list[str], cwd: Path, **env: str) -> tuple[int, set[str], str, str]:
+    """``loaded``, and what the command wrote on stderr."""
     res = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(args)],
         env=subprocess_env(**env),
@@ -50,8 +56,9 @@ def loaded(args: list[str], cwd: Path, **env: str) -> tuple[int, set[str], str]:
         timeout=120,
     )
     assert "Traceback" not in res.stderr, res.stderr
-    doc = json.loads(res.stderr.rsplit("LOADED ", 1)[1])
-    return doc["code"], set(doc["modules"]), res.stdout
+    err, marker = res.stderr.rsplit("\nLOADED ", 1)
+    doc = json.loads(marker)
+    return doc["code"], set(doc["modules"]), res.stdout, err
 
 
 # `health --live` as the console script runs it; names the modules it added to what the
@@ -243,3 +250,101 @@ def test_wrong_password_on_the_fast_path(movie_db_url, tmp_path):
 )
 def test_fast_forms(args, form):
     assert fast_form(args) == form
+
+
+# what differs between two backups of one database: names, checksums, sizes, times
+_BACKUP_VARIES = [
+    (r"-\d{8}T\d{6}Z-[0-9a-f]{6}", "-NAME"),
+    (r"sha256 [0-9a-f]{16}", "sha256 SHA"),
+    (r"\d+(\.\d+)? (B|KiB|MiB|ms|s)\b", "N U"),
+]
+
+
+def _same_backup(text: str) -> str:
+    for pattern, repl in _BACKUP_VARIES:
+        text = re.sub(pattern, repl, text)
+    return text
+
+
+def test_backup_fast_path_writes_what_the_full_cli_writes(movie_db_url, tmp_path):
+    """A scripted `moviectl backup` skips Typer (and Rich): the same lines, the same JSON
+    document, and backups the full CLI's `backup verify` passes."""
+    url = {"MOVIE_DATABASE_URL": movie_db_url}
+    fast_dir, full_dir = tmp_path / "fast", tmp_path / "full"
+    fast_dir.mkdir(), full_dir.mkdir()
+    fast = loaded(["backup", "-o", str(fast_dir)], tmp_path, **url)
+    full = loaded(["backup", "-o", str(full_dir)], tmp_path, MOVIECTL_NO_FASTPATH="1", **url)
+    assert fast[0] == full[0] == 0
+    assert not fast[1] & NOT_FAST and "typer" in full[1]
+    assert _same_backup(fast[2]).replace("/fast/", "/D/") == _same_backup(full[2]).replace(
+        "/full/", "/D/"
+    )
+
+    fast_doc = json.loads(loaded(["--json", "backup", f"--output={fast_dir}"], tmp_path, **url)[2])
+    full_doc = json.loads(
+        loaded(
+            ["backup", "--json", "-o", str(full_dir)], tmp_path, MOVIECTL_NO_FASTPATH="1", **url
+        )[2]
+    )
+    for doc in (fast_doc, full_doc):
+        man = doc["manifest"]
+        assert man["sha256"] and man["size_bytes"] > 0
+        for key in ("file", "sha256", "size_bytes", "started_at", "finished_at", "seconds"):
+            man.pop(key)
+        doc.pop("path"), doc.pop("manifest_path")
+    assert fast_doc == full_doc
+    for backup in [*fast_dir.glob("*.dump"), *full_dir.glob("*.dump")]:
+        code, _, _ = loaded(["backup", "verify", str(backup)], tmp_path, **url)
+        assert code == 0, backup
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "code"),
+    [
+        ({"MOVIE_DB_PORT": "1", "MOVIE_DB_PASSWORD": "S3cret"}, [], 3),  # nobody listening
+        ({"MOVIE_DATABASE_URL": "postgresql://u:S3cret@127.0.0.1:1/db"}, [], 3),
+        ({"MOVIE_DB_PORT": "abc"}, [], 2),  # a bad setting
+        ({"MOVIE_DB_PORT": "1"}, ["-o", "/nonexistent/dir"], 2),  # no such directory
+        ({"MOVIE_DB_PORT": "1", "MOVIE_DB_BACKEND": "external"}, [], 3),  # its own hint
+    ],
+)
+def test_backup_fast_path_fails_as_the_full_cli_fails(tmp_path, env, args, code):
+    """The same one line, hint and exit code, through the same handler; under --json the
+    same one document on stdout."""
+    env = {"MOVIE_CONNECT_TIMEOUT": "1", **env}
+    for argv in (["backup", *args], ["--json", "backup", *args]):
+        fast = loaded_with_stderr(argv, tmp_path, **env)
+        full = loaded_with_stderr(argv, tmp_path, MOVIECTL_NO_FASTPATH="1", **env)
+        assert "typer" not in fast[1] and "typer" in full[1]
+        assert fast[0] == full[0] == code, (fast, full)
+        assert (fast[2], fast[3]) == (full[2], full[3])
+        assert "S3cret" not in fast[2] + fast[3] and fast[3].startswith("error: ")
+        if "--json" in argv:
+            assert json.loads(fast[2])["exit_code"] == code
+
+
+@pytest.mark.parametrize(
+    ("args", "form"),
+    [
+        (["backup"], (None, False)),
+        (["--json", "backup"], (None, True)),
+        (["backup", "--json", "-o", "d"], ("d", True)),
+        (["backup", "--output", "d"], ("d", False)),
+        (["backup", "--output=d"], ("d", False)),
+        (["backup", "-o", "d", "--output", "e"], None),  # twice: Typer's to parse
+        (["backup", "--json", "--json"], None),
+        (["backup", "-o"], None),  # Typer's usage error
+        (["backup", "-o", "--json"], None),
+        (["backup", "--output="], None),
+        (["backup", "-od"], None),
+        (["backup", "--format", "plain"], None),
+        (["backup", "list"], None),
+        (["backup", "--help"], None),
+        (["-v", "backup"], None),
+        (["--env-file", "x", "backup"], None),
+        (["health"], None),
+        ([], None),
+    ],
+)
+def test_backup_forms(args, form):
+    assert backup_form(args) == form

@@ -1,4 +1,5 @@
-"""The console script's entry, with a fast path for ``moviectl health``'s one-shot forms.
+"""The console script's entry, with fast paths for ``moviectl health``'s one-shot forms and
+for a plain ``moviectl backup`` run by a script.
 
 A container healthcheck runs ``moviectl health --live`` every few seconds, and probes and
 scripts run ``moviectl health [--ready] [--json]``: these must cost about what the
@@ -20,6 +21,13 @@ Anything else goes to the full CLI: another option, a terminal (people get colou
 reader rejects (the full CLI explains them with the same code). The fast path reads only
 the connection settings and ``MOVIE_CONNECT_TIMEOUT``: a bad value in another setting
 (``MOVIE_POOL_SIZE=x``) fails every other command, not this probe.
+
+``moviectl [--json] backup [--json] [-o DIR | --output DIR | --output=DIR]`` with no terminal
+on stderr (cron, CI, a script: no progress line to draw) skips Typer (~50 ms of a backup
+whose goal is 1.1x bare pg_dump) and does what the command does: ``load_settings``, the same
+core function, the same output layer and renderer, and failures through the full CLI's one
+handler (``cli/failure.py``). Any other option, a repeated one, a value starting with ``-``,
+or ``MOVIECTL_NO_FASTPATH=1``: the full CLI, which parses it as Typer does.
 """
 
 from __future__ import annotations
@@ -46,6 +54,55 @@ def fast_form(args: list[str]) -> tuple[str, bool] | None:
     if not json_mode and not _plain_stdout():
         return None
     return ("live" if "--live" in opts else "ready" if "--ready" in opts else "all"), json_mode
+
+
+def backup_form(args: list[str]) -> tuple[str | None, bool] | None:
+    """(``--output`` or None, JSON?) when ``args`` is a backup the fast path runs."""
+    json_mode = args[:1] == ["--json"]  # the global option, before the command
+    rest = args[1:] if json_mode else args
+    if rest[:1] != ["backup"]:
+        return None
+    output: str | None = None
+    opts = rest[1:]
+    while opts:
+        opt, opts = opts[0], opts[1:]
+        if opt == "--json" and not json_mode:
+            json_mode = True
+        elif opt in ("-o", "--output") and output is None and opts:
+            output, opts = opts[0], opts[1:]
+        elif opt.startswith("--output=") and output is None:
+            output = opt.removeprefix("--output=")
+        else:
+            return None  # anything else, or twice: Typer's to parse
+        if output is not None and (not output or output.startswith("-")):
+            return None
+    from moviectl.cli.output import may_be_terminal
+
+    if may_be_terminal(sys.stderr):
+        return None  # a person watching: the progress line
+    return output, json_mode
+
+
+def _backup(output: str | None, json_mode: bool) -> int:
+    """``moviectl backup``, as its command runs it (``cli/commands_backup.py``)."""
+    from pathlib import Path
+
+    from moviectl.cli.output import Output
+
+    settings = None
+    try:
+        from moviectl.cli.render import render_backup
+        from moviectl.core.backups import dump as core
+        from moviectl.infra.settings import load_settings
+
+        settings = load_settings()
+        result = core.backup(settings, output=None if output is None else Path(output))
+        Output(json_mode=json_mode).emit(result, render_backup)
+    except (Exception, KeyboardInterrupt) as exc:
+        from moviectl.cli.failure import report
+
+        return report(exc, json_mode=json_mode, verbose=False, command="backup", settings=settings)
+    return 0
 
 
 def _plain_stdout() -> bool:
@@ -135,7 +192,8 @@ def _print(doc: dict[str, object], json_mode: bool) -> None:
 
 def main() -> None:
     args = sys.argv[1:]
-    form = fast_form(args) if not os.environ.get("MOVIECTL_NO_FASTPATH") else None
+    fast = not os.environ.get("MOVIECTL_NO_FASTPATH")
+    form = fast_form(args) if fast else None
     if form is not None and form[0] == "live":
         code = _live(form[1])
         if code is not None:
@@ -150,6 +208,9 @@ def main() -> None:
     # SIGTERM unwinds like an exception, so temp files are removed, child tools killed and
     # drill databases dropped on the way out (exit 143, as a shell reports SIGTERM).
     signal.signal(signal.SIGTERM, _terminated)
+    backup = backup_form(args) if fast else None
+    if backup is not None:
+        sys.exit(_backup(*backup))
     from moviectl.cli.app import main as cli_main
 
     cli_main()

@@ -54,7 +54,7 @@ class Output:
     @property
     def interactive(self) -> bool:
         """Is there a person at a terminal on stderr? (spinners, progress bars)"""
-        if self.json_mode or not _may_be_terminal(sys.stderr):
+        if self.json_mode or not may_be_terminal(sys.stderr):
             return False  # answered without importing Rich
         return self.err.is_terminal  # Rich's console here
 
@@ -104,7 +104,7 @@ def rich_console(*, stderr: bool) -> Console:
 
 
 def _console(*, stderr: bool) -> Console:
-    if _may_be_terminal(sys.stderr if stderr else sys.stdout):
+    if may_be_terminal(sys.stderr if stderr else sys.stdout):
         return rich_console(stderr=stderr)
     return cast("Console", PlainConsole(stderr=stderr))  # a Console where it is used
 
@@ -174,7 +174,7 @@ def plain_text(markup: str) -> str:
     return "".join(parts).translate(_STRIPPED)
 
 
-def _may_be_terminal(stream: Any) -> bool:
+def may_be_terminal(stream: Any) -> bool:
     """False only where Rich's ``Console.is_terminal`` would say False too: not a tty, and
     nothing (TTY_COMPATIBLE, FORCE_COLOR) telling Rich to act as if it were one."""
     if os.environ.get("TTY_COMPATIBLE") or os.environ.get("FORCE_COLOR") is not None:
