@@ -348,3 +348,40 @@ def test_backup_fast_path_fails_as_the_full_cli_fails(tmp_path, env, args, code)
 )
 def test_backup_forms(args, form):
     assert backup_form(args) == form
+
+
+def _with_reader_gone(args: list[str], cwd: Path, **env: str) -> tuple[int, str]:
+    """``moviectl ARGS`` writing to a pipe whose reader has already left (`… | jq`, jq
+    died): (exit code, stderr)."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        res = subprocess.run(
+            [sys.executable, "-m", "moviectl", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env=subprocess_env(**env),
+            cwd=cwd,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    return res.returncode, res.stderr
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast path", "full CLI"])
+def test_a_failure_whose_json_has_no_reader_still_says_what_failed(tmp_path, fast):
+    env = {"MOVIE_DB_PORT": "1", "MOVIE_CONNECT_TIMEOUT": "1"}
+    if not fast:
+        env["MOVIECTL_NO_FASTPATH"] = "1"
+    code, err = _with_reader_gone(["--json", "backup", "-o", str(tmp_path)], tmp_path, **env)
+    assert code == 3 and "Traceback" not in err, err
+    assert err.startswith("error: cannot reach PostgreSQL at 127.0.0.1:1")
+
+
+def test_health_fast_path_with_no_reader_exits_quietly(movie_db_url, tmp_path):
+    code, err = _with_reader_gone(["--json", "health"], tmp_path, MOVIE_DATABASE_URL=movie_db_url)
+    assert (code, err) == (141, "")

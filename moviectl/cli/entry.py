@@ -191,6 +191,17 @@ def _print(doc: dict[str, object], json_mode: bool) -> None:
 
 
 def main() -> None:
+    try:
+        _main()
+    except BrokenPipeError:  # a fast path's reader left (`moviectl --json health | head`)
+        from moviectl.cli.failure import reader_gone, stdout_reader_gone
+
+        if not stdout_reader_gone():
+            raise
+        sys.exit(reader_gone())
+
+
+def _main() -> None:
     args = sys.argv[1:]
     fast = not os.environ.get("MOVIECTL_NO_FASTPATH")
     form = fast_form(args) if fast else None

@@ -35,17 +35,28 @@ def report(
         Output().err.print("[red]interrupted[/]")
         return 130
     if isinstance(exc, BrokenPipeError) and stdout_reader_gone():
-        # `moviectl … | head`: the reader left; say nothing, as cat and git do
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 141  # 128 + SIGPIPE, as a shell reports it
+        return reader_gone()
     error = as_moviectl_error(exc)
     if verbose:  # the real traceback, with what `from None` hid
         exc.__suppress_context__ = False
         Output().err.print_exception(show_locals=False)
     fit_hint(error, command, settings)
-    Output(json_mode=json_mode, verbose=verbose).error(error)
+    try:
+        Output(json_mode=json_mode, verbose=verbose).error(error)
+    except BrokenPipeError:  # the JSON document's reader left (`… --json | jq`, jq died)
+        if not stdout_reader_gone():
+            raise
+        reader_gone()
+        Output().error(error)  # the line and the hint still go to stderr
     return int(error.exit_code)
+
+
+def reader_gone() -> int:
+    """`moviectl … | head`: the reader left. Say nothing more on stdout, as cat and git do
+    (the interpreter's last flush would fail too), and exit as a shell reports SIGPIPE."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141
 
 
 def stdout_reader_gone() -> bool:
