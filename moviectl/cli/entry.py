@@ -36,6 +36,10 @@ import os
 import sys
 import time
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~7 ms)
+if TYPE_CHECKING:
+    from typing import TextIO
+
 _OPTIONS = {"--live", "--ready", "--json"}
 
 
@@ -51,7 +55,7 @@ def fast_form(args: list[str]) -> tuple[str, bool] | None:
     if {"--live", "--ready"} <= set(opts):
         return None
     json_mode = json_mode or "--json" in opts
-    if not json_mode and not _plain_stdout():
+    if not json_mode and not _plain(sys.stdout):
         return None
     return ("live" if "--live" in opts else "ready" if "--ready" in opts else "all"), json_mode
 
@@ -76,9 +80,7 @@ def backup_form(args: list[str]) -> tuple[str | None, bool] | None:
             return None  # anything else, or twice: Typer's to parse
         if output is not None and (not output or output.startswith("-")):
             return None
-    from moviectl.cli.output import may_be_terminal
-
-    if may_be_terminal(sys.stderr):
+    if not _plain(sys.stderr):
         return None  # a person watching: the progress line
     return output, json_mode
 
@@ -105,12 +107,12 @@ def _backup(output: str | None, json_mode: bool) -> int:
     return 0
 
 
-def _plain_stdout() -> bool:
-    """Would Rich print without styling here? (no terminal, nothing forcing colour)"""
+def _plain(stream: TextIO) -> bool:
+    """Would Rich print to ``stream`` without styling? (no terminal, nothing forcing colour)"""
     if os.environ.get("FORCE_COLOR") is not None or os.environ.get("TTY_COMPATIBLE") == "1":
         return False
     try:
-        return not sys.stdout.isatty()
+        return not stream.isatty()
     except ValueError:  # closed
         return False
 
