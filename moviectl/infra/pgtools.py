@@ -12,12 +12,14 @@ import importlib.util
 import os
 import re
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from moviectl.infra.errors import ToolMissing
+from moviectl.infra.held_signals import held
 
 if TYPE_CHECKING:
     from moviectl.infra.conninfo import DbTarget
@@ -171,7 +173,6 @@ def find_tool(
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
     """In the child: get SIGKILL when moviectl dies, whatever kills it (Linux prctl)."""
     import ctypes
-    import signal
 
     pr_set_pdeathsig = 1
     with contextlib.suppress(OSError, AttributeError):
@@ -179,8 +180,22 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child, before 
 
 
 def popen_child(argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
-    """Start a PostgreSQL tool that cannot outlive moviectl (kill -9 of moviectl kills it)."""
-    return subprocess.Popen(argv, preexec_fn=_die_with_parent, **kwargs)
+    """Start a PostgreSQL tool that cannot outlive moviectl (kill -9 of moviectl kills it).
+
+    A SIGINT or SIGTERM that arrives while the child starts is held until ``Popen`` has
+    returned (``held_signals``), and the child is killed if its handler unwinds: never a
+    child nobody holds, free to recreate the temp file the cleanup has just removed.
+    """
+    proc = None
+    try:
+        with held():
+            proc = subprocess.Popen(argv, preexec_fn=_die_with_parent, **kwargs)
+    except BaseException:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        raise
+    return proc
 
 
 def run_child(
