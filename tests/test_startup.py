@@ -298,6 +298,38 @@ def test_backup_fast_path_writes_what_the_full_cli_writes(movie_db_url, tmp_path
         assert code == 0, backup
 
 
+# A scripted backup, naming what was loaded when each child program started.
+SPAWN_PROBE = """
+import json, os, runpy, sys
+spawns = []
+def hook(event, args):
+    if event == "subprocess.Popen":
+        spawns.append([os.path.basename(str(args[0])), "pydantic" in sys.modules])
+sys.addaudithook(hook)
+sys.argv = ["moviectl", "backup", "-o", sys.argv[1]]
+try:
+    runpy.run_module("moviectl", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    sys.stderr.write("\\nSPAWNS " + json.dumps({"code": exc.code, "spawns": spawns}))
+"""
+
+
+def test_a_scripted_backup_starts_pg_dump_before_pydantic_loads(movie_db_url, tmp_path):
+    """pydantic (~75 ms) loads while pg_dump runs (infra/early_settings.py)."""
+    res = subprocess.run(
+        [sys.executable, "-c", SPAWN_PROBE, str(tmp_path)],
+        env=subprocess_env(MOVIE_DATABASE_URL=movie_db_url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    doc = json.loads(res.stderr.rsplit("\nSPAWNS ", 1)[1])
+    assert doc["code"] == 0, res.stderr
+    pg_dump = [loaded for name, loaded in doc["spawns"] if name == "pg_dump"]  # --version too
+    assert pg_dump and not any(pg_dump), doc
+    assert ["pg_restore", True] in doc["spawns"], doc  # settled by the time it is read back
+
+
 @pytest.mark.parametrize(
     ("env", "args", "code"),
     [
@@ -306,6 +338,11 @@ def test_backup_fast_path_writes_what_the_full_cli_writes(movie_db_url, tmp_path
         ({"MOVIE_DB_PORT": "abc"}, [], 2),  # a bad setting
         ({"MOVIE_DB_PORT": "1"}, ["-o", "/nonexistent/dir"], 2),  # no such directory
         ({"MOVIE_DB_PORT": "1", "MOVIE_DB_BACKEND": "external"}, [], 3),  # its own hint
+        # read by pydantic only, after the early read: still the error, as the full CLI
+        # reads every setting first
+        ({"MOVIE_DB_PORT": "1", "MOVIE_POOL_SIZE": "x"}, [], 2),
+        ({"MOVIE_STALL_TIMEOUT": "0"}, ["-o", "/nonexistent/dir"], 2),
+        ({"MOVIE_DB_PORT": "1", "MOVIE_DB_BACKEND": "Docker"}, [], 2),  # no early read
     ],
 )
 def test_backup_fast_path_fails_as_the_full_cli_fails(tmp_path, env, args, code):

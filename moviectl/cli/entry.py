@@ -40,6 +40,9 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~7 ms)
 if TYPE_CHECKING:
     from typing import TextIO
 
+    from moviectl.infra.early_settings import EarlySettings
+    from moviectl.infra.settings import Settings
+
 _OPTIONS = {"--live", "--ready", "--json"}
 
 
@@ -95,16 +98,34 @@ def _backup(output: str | None, json_mode: bool) -> int:
     try:
         from moviectl.cli.render import render_backup
         from moviectl.core.backups import dump as core
-        from moviectl.infra.settings import load_settings
+        from moviectl.infra.early_settings import read_early
 
-        settings = load_settings()
-        result = core.backup(settings, output=None if output is None else Path(output))
+        # pydantic loads while pg_dump runs (infra/early_settings.py), unless it must first
+        early: Settings | EarlySettings | None = read_early()
+        if early is None:
+            from moviectl.infra.settings import load_settings
+
+            early = settings = load_settings()
+        result = core.backup(early, output=None if output is None else Path(output))
         Output(json_mode=json_mode).emit(result, render_backup)
     except (Exception, KeyboardInterrupt) as exc:
         from moviectl.cli.failure import report
 
+        if settings is None and isinstance(exc, Exception):
+            exc, settings = _settings_first(exc)
         return report(exc, json_mode=json_mode, verbose=False, command="backup", settings=settings)
     return 0
+
+
+def _settings_first(exc: Exception) -> tuple[Exception, Settings | None]:
+    """The full CLI reads the settings before anything else: a bad one is its error."""
+    from moviectl.infra.errors import ConfigError
+    from moviectl.infra.settings import load_settings
+
+    try:
+        return exc, load_settings()
+    except ConfigError as bad:
+        return bad, None
 
 
 def _plain(stream: TextIO) -> bool:

@@ -8,11 +8,13 @@ functions take an open autocommit psycopg connection to a maintenance database.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moviectl.infra.conninfo import DbTarget
 from moviectl.infra.errors import PermissionDenied
-from moviectl.infra.settings import Settings
+
+if TYPE_CHECKING:
+    from moviectl.infra.settings import Settings
 
 MARK = "moviectl:"
 TEST_PREFIX = "movies_test_"  # throwaway test databases (core/testdb.py)

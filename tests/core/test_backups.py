@@ -14,6 +14,7 @@ import pytest
 from psycopg import sql
 
 from moviectl.core.backups import dump as core
+from moviectl.core.backups.fileio import sha256_of
 from moviectl.infra.settings import Settings
 from tests.conftest import backup_json, run_at_once
 
@@ -31,7 +32,7 @@ def test_backup_list_verify_restore_round_trip(seeded, tmp_path, movie_db_url):
     man = json.loads(Path(doc["manifest_path"]).read_text())
     assert path.exists() and not list(tmp_path.glob(".*partial"))
     assert man["row_counts"]["movies"] == 2000 and man["alembic_revision"] == "0002"
-    assert man["sha256"] == core.sha256_of(path) and man["size_bytes"] == path.stat().st_size
+    assert man["sha256"] == sha256_of(path) and man["size_bytes"] == path.stat().st_size
     assert man["server_major"] >= 13 and man["pg_dump_version"]
     password = Settings(_env_file=None, database_url=movie_db_url).target().password
     assert password not in json.dumps(doc)

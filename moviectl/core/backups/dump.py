@@ -3,8 +3,14 @@
 pg_dump and the manifest's row counts read one exported snapshot. When no host
 pg_dump fits the server, the dump runs inside the db container (``container_dump.py``).
 The checksum is computed while ``pg_restore --list`` (the pg_restore beside that pg_dump)
-reads the archive back: a custom-format archive cannot be hashed as pg_dump writes it,
-because pg_dump seeks back to its start to fill in the data offsets when it is done.
+reads the archive back (``readback.py``): a custom-format archive cannot be hashed as
+pg_dump writes it, because pg_dump seeks back to its start to fill in the data offsets
+when it is done.
+
+``backup`` takes the validated ``Settings``, or the fast path's ``EarlySettings`` (read
+without pydantic): then pg_dump starts first and the settings are settled while it runs
+(``infra/early_settings.py``); nothing is cleaned up (killed runs' temp files and
+databases) before they are, and a rejected setting kills pg_dump and removes its file.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moviectl.core.backups.fileio import (
     Progress,
@@ -27,23 +33,26 @@ from moviectl.core.backups.fileio import (
     fsync_path,
     make_private_dir,
     remove_path,
-    sha256_of,
     size_of,
     write_json_atomic,
 )
 from moviectl.core.backups.leftovers import clean_databases, clean_partials, partial_name
 from moviectl.core.backups.manifest import FORMATS, Manifest, manifest_path
+from moviectl.core.backups.readback import read_back_and_hash, readability
+from moviectl.infra.conninfo import DbTarget
+from moviectl.infra.early_settings import EarlySettings, SettingsMoved
 from moviectl.infra.engine import connect
 from moviectl.infra.errors import (
-    CheckFailed,
     InputFileError,
     MoviectlError,
     ToolMissing,
     UsageError,
 )
-from moviectl.infra.pgtools import child_env, find_tool, popen_child, run_child
-from moviectl.infra.settings import DbTarget, Settings
+from moviectl.infra.pgtools import child_env, find_tool, popen_child
 from moviectl.infra.watchdog import StallWatch
+
+if TYPE_CHECKING:
+    from moviectl.infra.settings import Settings
 
 
 @dataclass
@@ -124,7 +133,7 @@ def free_job_slots(conn: Any) -> int:
     return max(1, usable - used - 1 - max(2, usable // 10))
 
 
-def _out_dir(settings: Settings, output: Path | None) -> Path:
+def _out_dir(settings: Settings | EarlySettings, output: Path | None) -> Path:
     d = Path(output) if output is not None else Path(settings.backup_dir)
     if output is None:
         make_private_dir(d)
@@ -147,9 +156,16 @@ class _Dump:
 
         self.err = tempfile.TemporaryFile()  # noqa: SIM115 (closed in wait)
         self.proc = popen_child(argv, env=env, stdout=subprocess.DEVNULL, stderr=self.err)
+        self.result: tuple[int, str] | None = None
         self.stop = threading.Event()
-        self.watcher = threading.Thread(target=self._report, args=(tmp, progress), daemon=True)
-        self.watcher.start()
+        try:
+            self.watcher = threading.Thread(target=self._report, args=(tmp, progress), daemon=True)
+            self.watcher.start()
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            self.err.close()
+            raise
 
     def _report(self, path: Path, progress: Progress | None) -> None:
         while not self.stop.wait(0.2):
@@ -157,18 +173,20 @@ class _Dump:
                 progress(size_of(path))
 
     def wait(self) -> tuple[int, str]:
-        try:
-            code = self.proc.wait()
-        finally:
-            self.stop.set()
-            self.watcher.join()
-        self.err.seek(0)
-        text = self.err.read().decode(errors="replace")
-        self.err.close()
-        return code, text
+        """(exit code, stderr), once pg_dump has exited; again and again after that."""
+        if self.result is None:
+            try:
+                code = self.proc.wait()
+            finally:
+                self.stop.set()
+                self.watcher.join()
+            self.err.seek(0)
+            self.result = code, self.err.read().decode(errors="replace")
+            self.err.close()
+        return self.result
 
     def kill(self) -> None:
-        self.proc.kill()
+        self.proc.kill()  # nothing, once it has exited and been waited for
         self.wait()
 
 
@@ -190,7 +208,7 @@ def _dump_error(stderr: str, code: int, target: DbTarget) -> MoviectlError:
 
 
 def backup(
-    settings: Settings,
+    settings: Settings | EarlySettings,
     *,
     output: Path | None = None,
     fmt: str = "custom",
@@ -208,17 +226,29 @@ def backup(
             f"bad --compress value {compress!r}",
             hint="a level 0-9, or METHOD[:LEVEL] with gzip, lz4, zstd or none (as pg_dump -Z)",
         )
+    if isinstance(settings, EarlySettings) and not _out_path(settings, output).is_dir():
+        settings = settings.settle()  # nothing is created before the settings are valid
     target = settings.target(database)
     out = _out_dir(settings, output)
-    clean_partials(out)  # what killed runs left here (and on the server: in _dump)
     started = datetime.now(UTC)
     t0 = time.monotonic()
     letter, suffix = FORMATS[fmt]
     name, tmp = claim_name(out, target.database, started, suffix, directory=fmt == "directory")
     final = out / name
     try:
-        via, dump_version, version, major, rev, counts = _dump(
+        settings, via, dump_version, version, major, rev, counts = _dump(
             settings, target, tmp, fmt, letter, jobs, compress, progress
+        )
+    except SettingsMoved as moved:  # read differently early: start over on the valid ones
+        remove_path(tmp)
+        return backup(
+            moved.settings,
+            output=output,
+            fmt=fmt,
+            jobs=jobs,
+            compress=compress,
+            database=database,
+            progress=progress,
         )
     except BaseException:
         remove_path(tmp)  # whatever stopped the dump, no temp file stays
@@ -227,7 +257,7 @@ def backup(
         if tmp.is_dir():  # pg_dump -Fd writes its files with the umask's mode
             for f in tmp.rglob("*"):
                 f.chmod(0o600 if f.is_file() else 0o700)
-        digest = _read_back_and_hash(settings, tmp, fmt, via)
+        digest = read_back_and_hash(settings, tmp, fmt, via)
         finished = datetime.now(UTC)
         man = Manifest(
             file=name,
@@ -256,8 +286,20 @@ def backup(
     return BackupResult(str(final), str(mpath), man, via)
 
 
+def _out_path(settings: Settings | EarlySettings, output: Path | None) -> Path:
+    return Path(output) if output is not None else Path(settings.backup_dir)
+
+
+def _settled(settings: Settings | EarlySettings, out: Path) -> Settings:
+    """The validated settings (``EarlySettings.settle``), then what killed runs left in
+    ``out``: nothing is cleaned on settings that might be rejected."""
+    real = settings.settle() if isinstance(settings, EarlySettings) else settings
+    clean_partials(out)
+    return real
+
+
 def _dump(
-    settings: Settings,
+    settings: Settings | EarlySettings,
     target: DbTarget,
     tmp: Path,
     fmt: str,
@@ -265,11 +307,10 @@ def _dump(
     jobs: int | None,
     compress: str | None,
     progress: Progress | None,
-) -> tuple[str, str, str, int, str | None, dict[str, int]]:
-    """Run pg_dump into ``tmp`` on an exported snapshot; (via, pg_dump version, facts...)."""
+) -> tuple[Settings, str, str, str, int, str | None, dict[str, int]]:
+    """Run pg_dump into ``tmp`` on an exported snapshot, and settle the settings while it
+    runs; (settings, via, pg_dump version, facts...)."""
     with connect(target, connect_timeout=settings.connect_timeout) as snap:
-        with contextlib.suppress(MoviectlError):  # one login: killed runs' databases first
-            clean_databases(snap)
         # pg_dump and the manifest's row counts read one exported snapshot, concurrently
         from psycopg import IsolationLevel
 
@@ -289,6 +330,7 @@ def _dump(
         if tool is None:
             from moviectl.core.backups.container_dump import dump_in_container
 
+            settings = _settled(settings, tmp.parent)
             version, major, rev, counts = database_facts(snap)
             try:
                 via, dump_version = dump_in_container(settings, target, tmp, fmt, progress, snap_id)
@@ -311,20 +353,20 @@ def _dump(
             if compress:
                 argv += ["-Z", compress]
             dump = _Dump(argv, child_env(target), tmp, progress)
-            watch = StallWatch.for_settings(settings, target, "the backup")
-            # progress: the bytes pg_dump has written (a stat; no psutil while pg_dump and
-            # the server share the cores); a pause with no answer to the probe is a stall
-            watch.track(lambda: size_of(tmp))
-            watch.on_stall(dump.proc.kill)
-            watch.watch_connection(snap)
-            with watch:
-                try:
+            try:  # whatever stops this, pg_dump is dead before its file is removed
+                settings = _settled(settings, tmp.parent)  # while pg_dump runs
+                watch = StallWatch.for_settings(settings, target, "the backup")
+                # progress: the bytes pg_dump has written (a stat; no psutil while pg_dump
+                # and the server share the cores); a pause with no answer is a stall
+                watch.track(lambda: size_of(tmp))
+                watch.on_stall(dump.proc.kill)
+                watch.watch_connection(snap)
+                with watch:
                     version, major, rev, counts = database_facts(snap)
-                except BaseException:
-                    dump.kill()
-                    remove_path(tmp)
-                    raise
-                code, stderr = dump.wait()
+                    code, stderr = dump.wait()
+            except BaseException:
+                dump.kill()
+                raise
             if watch.stalled:
                 raise watch.error()
             if code != 0:
@@ -332,27 +374,13 @@ def _dump(
                 raise _dump_error(stderr, code, target)
             via, dump_version = tool.path, tool.version
         snap.rollback()
-    return via, dump_version, version, major, rev, counts
+        snap.autocommit = True
+        with contextlib.suppress(MoviectlError):  # one login: killed runs' databases too
+            clean_databases(snap)
+    return settings, via, dump_version, version, major, rev, counts
 
 
-def readability(fmt: str, dump_version: str, server_major: int) -> dict[str, Any]:
-    """Which pg_restore reads this dump, and a note when pg_dump was newer than the server."""
-    dump_major = int(dump_version.split(".")[0]) if dump_version[:1].isdigit() else server_major
-    note = None
-    if dump_major > server_major:
-        note = (
-            f"made with pg_dump {dump_major} (the server is PostgreSQL {server_major}; no "
-            f"pg_dump {server_major} was found): "
-            + (
-                f"pg_restore {dump_major} or newer reads it, the server's own cannot"
-                if fmt != "plain"
-                else "its SQL may name settings the server does not know"
-            )
-        )
-    return {"pg_restore_min_major": None if fmt == "plain" else dump_major, "note": note}
-
-
-def in_container_first(settings: Settings, tool: Any, major: int) -> bool:
+def in_container_first(settings: Settings | EarlySettings, tool: Any, major: int) -> bool:
     """For the Docker backend, dump with the container's own pg_dump unless the host has
     one of the server's very major: a backup its own pg_restore reads."""
     if settings.db_backend != "docker" or (tool is not None and tool.major == major):
@@ -360,35 +388,3 @@ def in_container_first(settings: Settings, tool: Any, major: int) -> bool:
     from moviectl.core.servers.docker_engine import engine_answers
 
     return engine_answers()
-
-
-def _read_back_and_hash(settings: Settings, path: Path, fmt: str, pg_dump: str) -> str:
-    """Read the archive back and compute its sha256 at once (two cores, one pass of time)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(1) as pool:
-        digest = pool.submit(sha256_of, path)  # hashlib releases the GIL on big blocks
-        _read_back(settings, path, fmt, pg_dump)
-        return digest.result()
-
-
-def _read_back(settings: Settings, path: Path, fmt: str, pg_dump: str | None = None) -> None:
-    """``pg_restore --list`` must read the archive (plain: the dump's closing line).
-
-    The pg_restore beside the ``pg_dump`` that wrote it (the same build reads its own
-    archive format) when there is one, else the first found.
-    """
-    if fmt == "plain":
-        with open(path, "rb") as fh:
-            fh.seek(max(0, path.stat().st_size - 4096))
-            if b"PostgreSQL database dump complete" not in fh.read():
-                raise CheckFailed(f"{path.name}: the SQL dump is incomplete")
-        return
-    beside = Path(pg_dump).with_name("pg_restore") if pg_dump and os.path.isabs(pg_dump) else None
-    tool = str(beside) if beside and beside.is_file() else find_tool("pg_restore", settings).path
-    res = run_child([tool, "--list", str(path)], text=True)
-    if res.returncode != 0:
-        raise CheckFailed(
-            f"pg_restore cannot read the backup {path.name}: "
-            f"{(res.stderr.strip().splitlines() or ['?'])[-1]}"
-        )

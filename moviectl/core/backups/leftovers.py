@@ -15,7 +15,7 @@ import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moviectl.core.backups.fileio import remove_path
 from moviectl.infra.admin import (
@@ -24,7 +24,9 @@ from moviectl.infra.admin import (
     make_mark,
 )
 from moviectl.infra.engine import connect
-from moviectl.infra.settings import Settings
+
+if TYPE_CHECKING:
+    from moviectl.infra.settings import Settings
 
 _PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)@(?P<host>[^/]+)\.partial$")
 LOADING_KINDS = ("restore", "verify")

@@ -11,10 +11,13 @@ import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from moviectl.core.backups.fileio import remove_path, sha256_of, size_of, write_json_atomic
 from moviectl.infra.errors import CheckFailed, InputFileError
-from moviectl.infra.settings import Settings
+
+if TYPE_CHECKING:
+    from moviectl.infra.settings import Settings
 
 FORMATS = {"custom": ("c", ".dump"), "directory": ("d", ".dir"), "plain": ("p", ".sql")}
 

@@ -1,0 +1,152 @@
+"""A scripted backup starts pg_dump on settings read without pydantic (infra/early_settings.py)
+and settles them while it runs: what that may do before they are valid, and nothing more."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from moviectl.core.backups import dump
+from moviectl.core.backups.leftovers import this_host
+from moviectl.core.backups.verify import verify
+from moviectl.infra.admin import make_mark
+from moviectl.infra.early_settings import EarlySettings, read_early
+from moviectl.infra.errors import ConfigError
+from moviectl.infra.settings import load_settings
+from tests.conftest import subprocess_env
+
+
+@pytest.fixture
+def started(monkeypatch) -> list[subprocess.Popen[Any]]:
+    """Every pg_dump a backup starts (the real ones, recorded on their way)."""
+    procs: list[subprocess.Popen[Any]] = []
+    real = dump.popen_child
+
+    def recording(argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        proc = real(argv, **kwargs)
+        procs.append(proc)
+        return proc
+
+    monkeypatch.setattr(dump, "popen_child", recording)
+    return procs
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def _plant_leftovers(url: str, out: Path) -> tuple[Path, str]:
+    """What a killed backup leaves in ``out`` and a killed drill on the server."""
+    pid = _dead_pid()
+    partial = out / f".movies-20260101T000000Z-abcdef.dump.{pid}@{this_host()}.partial"
+    partial.write_bytes(b"half a dump")
+    name = f"movies_verify_planted_{pid}"
+    mark = make_mark("verify", state="loading", pid=pid, host=this_host())
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        c.execute(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(mark))
+        )
+    return partial, name
+
+
+def _exists(url: str, name: str) -> bool:
+    with psycopg.connect(url) as c:
+        return bool(c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone())
+
+
+def test_a_setting_pydantic_rejects_kills_the_started_dump_and_cleans_nothing(
+    monkeypatch, tmp_path, seeded_db_url, started
+):
+    monkeypatch.setenv("MOVIE_DATABASE_URL", seeded_db_url)
+    monkeypatch.setenv("MOVIE_POOL_SIZE", "x")  # read by pydantic only
+    out = tmp_path / "out"
+    out.mkdir()
+    partial, drill = _plant_leftovers(seeded_db_url, out)
+    try:
+        early = read_early()
+        assert early is not None
+        with pytest.raises(ConfigError, match="MOVIE_POOL_SIZE"):
+            dump.backup(early, output=out)
+        assert len(started) == 1 and started[0].returncode is not None  # started, and dead
+        assert list(out.iterdir()) == [partial]  # its own file gone, the leftover kept
+        assert _exists(seeded_db_url, drill)
+        monkeypatch.delenv("MOVIE_POOL_SIZE")
+        result = dump.backup(read_early() or load_settings(), output=out)  # valid: cleans
+        assert sorted(out.iterdir()) == sorted([Path(result.path), Path(result.manifest_path)])
+        assert not _exists(seeded_db_url, drill)
+    finally:
+        with psycopg.connect(seeded_db_url, autocommit=True) as c:
+            c.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(drill)))
+
+
+def test_a_scripted_backup_with_a_bad_setting_fails_as_the_full_cli_and_changes_nothing(
+    tmp_path, seeded_db_url
+):
+    """Through the real entry point, fast path and full CLI: exit 2, the same line, and the
+    output directory as it was."""
+    partial, drill = _plant_leftovers(seeded_db_url, tmp_path)
+    env = {"MOVIE_DATABASE_URL": seeded_db_url, "MOVIE_STALL_TIMEOUT": "0"}
+    try:
+        runs = [
+            subprocess.run(
+                [sys.executable, "-m", "moviectl", *json, "backup", "-o", str(tmp_path)],
+                env=subprocess_env(**env, **extra),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            for json in ([], ["--json"])
+            for extra in ({}, {"MOVIECTL_NO_FASTPATH": "1"})
+        ]
+        for fast, full in zip(runs[::2], runs[1::2], strict=True):
+            assert fast.returncode == full.returncode == 2, (fast, full)
+            assert (fast.stdout, fast.stderr) == (full.stdout, full.stderr)
+            assert "MOVIE_STALL_TIMEOUT" in fast.stderr and "Traceback" not in fast.stderr
+        assert list(tmp_path.iterdir()) == [partial]
+        assert _exists(seeded_db_url, drill)
+    finally:
+        with psycopg.connect(seeded_db_url, autocommit=True) as c:
+            c.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(drill)))
+
+
+def test_settings_read_differently_start_the_backup_over_on_the_valid_ones(
+    monkeypatch, tmp_path, seeded_db_url, started
+):
+    """A bug in the early reader costs a second start, never a backup in the wrong place."""
+    right, wrong = tmp_path / "right", tmp_path / "wrong"
+    right.mkdir()
+    wrong.mkdir()
+    monkeypatch.setenv("MOVIE_DATABASE_URL", seeded_db_url)
+    monkeypatch.setenv("MOVIE_BACKUP_DIR", str(right))
+    early = read_early()
+    assert early is not None and early.backup_dir == right
+    misread = EarlySettings(early.app, early.connect_timeout, wrong, None, "auto")
+    result = dump.backup(misread)
+    assert len(started) == 2 and started[0].returncode is not None
+    assert list(wrong.iterdir()) == []
+    assert sorted(right.iterdir()) == sorted([Path(result.path), Path(result.manifest_path)])
+    checked = verify(load_settings(), Path(result.path))
+    assert checked.checksum_ok and checked.counts_ok and checked.revision_ok
+
+
+def test_an_output_directory_to_create_waits_for_valid_settings(
+    monkeypatch, tmp_path, seeded_db_url, started
+):
+    """Nothing is created before the settings are valid: not even the backup directory."""
+    monkeypatch.setenv("MOVIE_DATABASE_URL", seeded_db_url)
+    monkeypatch.setenv("MOVIE_BACKUP_DIR", str(tmp_path / "new" / "dir"))
+    monkeypatch.setenv("MOVIE_POOL_SIZE", "0")
+    early = read_early()
+    assert early is not None
+    with pytest.raises(ConfigError, match="MOVIE_POOL_SIZE"):
+        dump.backup(early)
+    assert started == [] and list(tmp_path.iterdir()) == []
