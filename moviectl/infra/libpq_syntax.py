@@ -358,9 +358,17 @@ def raw_settings(env_file: str | os.PathLike[str] | None = None) -> dict[str, st
     """MOVIE_* values by setting name, as ``Settings`` reads them: the environment wins over
     the .env file (read by ``read_dotenv``); for the pydantic-free fast path."""
     path = env_file or os.path.join(project_dir(), ".env")
-    values = {k.upper(): v for k, v in read_dotenv(path).items()}
-    values.update({k.upper(): v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)})
-    return {k[len(ENV_PREFIX) :].lower(): v for k, v in values.items() if k.startswith(ENV_PREFIX)}
+    # .env: keys compared upper-cased, a key without a value ignored (``_DotEnvSource``)
+    dotenv = {k.upper(): v for k, v in read_dotenv(path).items() if v is not None}
+    found: dict[str, str | None] = {
+        k[len(ENV_PREFIX) :].lower(): v for k, v in dotenv.items() if k.startswith(ENV_PREFIX)
+    }
+    # the environment: names compared lower-cased, as pydantic-settings does (U+017F, the
+    # long s, upper-cases to S but is its own lower case: with it, a name is not read)
+    prefix = ENV_PREFIX.lower()
+    environ = {k.lower(): v for k, v in os.environ.items()}
+    found.update({k[len(prefix) :]: v for k, v in environ.items() if k.startswith(prefix)})
+    return found
 
 
 def build_url(fields: Mapping[str, Any], *, masked: bool = True, scheme: str = "postgresql") -> str:

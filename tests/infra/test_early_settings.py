@@ -32,6 +32,9 @@ AGREE = [
     {"MOVIE_DB_BACKEND": "external"},
     {"movie_db_backend": "external", "movie_backup_dir": "lower"},
     {"MOVIE_UNKNOWN": "ignored", "MOVIE_DB_IMAGE": "x:y"},
+    # pydantic-settings compares environment names lower-cased: U+017F (long s) upper-cases
+    # to S, so an upper-casing reader would take this for MOVIE_DATABASE_URL
+    {"MOVIE_DATABA\u017fE_URL": "postgresql://x@h:1/d", "MOVIE_DB_\u0131MAGE": "y"},
 ]
 
 
@@ -47,6 +50,16 @@ def test_the_early_read_is_what_load_settings_reads(monkeypatch, env):
     assert early is not None
     settings = early.settle()  # SettingsMoved if any field were read differently
     assert early.target() == settings.target() and early.target("x") == settings.target("x")
+
+
+def test_a_dotenv_key_without_a_value_hides_nothing(monkeypatch):
+    """``KEY`` alone on a line is no value: it does not hide ``KEY=value`` in another case."""
+    Path(".env").write_text(
+        "MOVIE_DATABASE_URL=postgresql://a@b:6/c\nmovie_database_url\nMOVIE_DB_BACKEND\n"
+    )
+    early = read_early()
+    assert early is not None and early.app.port == 6
+    assert early.settle().target().port == 6
 
 
 @pytest.mark.parametrize("where", ["root", "subdirectory"])
