@@ -89,42 +89,65 @@ def backup_form(args: list[str]) -> tuple[str | None, bool] | None:
 
 
 def _backup(output: str | None, json_mode: bool) -> int:
-    """``moviectl backup``, as its command runs it (``cli/commands_backup.py``)."""
+    """``moviectl backup``, as its command runs it (``cli/commands_backup.py``), except that
+    pydantic loads while pg_dump runs (``infra/early_settings.py``) where it need not first."""
     from pathlib import Path
 
     from moviectl.cli.output import Output
 
-    settings = None
+    given: Settings | EarlySettings | None = None
+    while True:
+        try:
+            from moviectl.cli.render import render_backup
+            from moviectl.core.backups import dump as core
+            from moviectl.infra.early_settings import read_early
+
+            if given is None:
+                given = read_early()
+            if given is None:
+                from moviectl.infra.settings import load_settings
+
+                given = load_settings()
+            result = core.backup(given, output=None if output is None else Path(output))
+            Output(json_mode=json_mode).emit(result, render_backup)
+            return 0
+        except (Exception, KeyboardInterrupt) as exc:
+            from moviectl.cli.failure import report
+            from moviectl.infra.early_settings import SettingsMoved
+            from moviectl.infra.held_signals import held
+
+            try:  # Ctrl-C while the failure is worked out (imports) is the failure then
+                with held():
+                    error, settings = _as_the_full_cli(exc, given)
+            except KeyboardInterrupt as stop:
+                error, settings = stop, None
+            if isinstance(error, SettingsMoved):
+                given = error.settings  # validated settings never move: once at most
+                continue
+            return report(
+                error, json_mode=json_mode, verbose=False, command="backup", settings=settings
+            )
+
+
+def _as_the_full_cli(
+    exc: Exception | KeyboardInterrupt, given: Settings | EarlySettings | None
+) -> tuple[Exception | KeyboardInterrupt, Settings | None]:
+    """The error the full CLI reports, and the settings it has loaded by then.
+
+    The full CLI reads every setting before it does anything: where a backup on early
+    settings failed before they were settled, they are settled now, and a bad one is the
+    error; one the early read got wrong (``SettingsMoved``) means the run did not happen on
+    the right settings, and the caller runs it again on them.
+    """
+    from moviectl.infra.early_settings import EarlySettings
+
+    if not isinstance(given, EarlySettings):
+        return exc, given
+    if isinstance(exc, KeyboardInterrupt):
+        return exc, None
     try:
-        from moviectl.cli.render import render_backup
-        from moviectl.core.backups import dump as core
-        from moviectl.infra.early_settings import read_early
-
-        # pydantic loads while pg_dump runs (infra/early_settings.py), unless it must first
-        early: Settings | EarlySettings | None = read_early()
-        if early is None:
-            from moviectl.infra.settings import load_settings
-
-            early = settings = load_settings()
-        result = core.backup(early, output=None if output is None else Path(output))
-        Output(json_mode=json_mode).emit(result, render_backup)
-    except (Exception, KeyboardInterrupt) as exc:
-        from moviectl.cli.failure import report
-
-        if settings is None and isinstance(exc, Exception):
-            exc, settings = _settings_first(exc)
-        return report(exc, json_mode=json_mode, verbose=False, command="backup", settings=settings)
-    return 0
-
-
-def _settings_first(exc: Exception) -> tuple[Exception, Settings | None]:
-    """The full CLI reads the settings before anything else: a bad one is its error."""
-    from moviectl.infra.errors import ConfigError
-    from moviectl.infra.settings import load_settings
-
-    try:
-        return exc, load_settings()
-    except ConfigError as bad:
+        return exc, given.settle()  # loaded once: if it ran, its answer again
+    except (Exception, KeyboardInterrupt) as bad:  # a bad setting, a misread, Ctrl-C
         return bad, None
 
 

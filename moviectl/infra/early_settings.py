@@ -62,6 +62,7 @@ class EarlySettings:
         self.backup_dir = backup_dir
         self.pg_bin_dir = pg_bin_dir
         self.db_backend = db_backend
+        self._outcome: Settings | Exception | None = None
 
     def target(self, database: str | None = None) -> DbTarget:
         """``Settings.target``: the app database, or another on the same server."""
@@ -69,7 +70,18 @@ class EarlySettings:
 
     def settle(self) -> Settings:
         """Every setting, validated by ``load_settings()``; ``SettingsMoved`` when one this
-        object holds was read differently (a ``ConfigError`` when one is rejected)."""
+        object holds was read differently (a ``ConfigError`` when one is rejected). Loaded
+        once: a second call answers (or raises) as the first did."""
+        if self._outcome is None:
+            try:
+                self._outcome = self._load()
+            except Exception as exc:
+                self._outcome = exc
+        if isinstance(self._outcome, Exception):
+            raise self._outcome
+        return self._outcome
+
+    def _load(self) -> Settings:
         from moviectl.infra.held_signals import held
 
         with held():  # Ctrl-C inside pydantic's import would exit -2, not 130 (held_signals)
@@ -101,7 +113,7 @@ def read_early() -> EarlySettings | None:
         values = raw_settings()
         app = resolve_target(values)
         timeout = connect_timeout_of(values.get("connect_timeout"))
-    except MoviectlError:
+    except (MoviectlError, OSError, ValueError):  # an unreadable .env, too
         return None  # load_settings() explains it, as the full CLI does
     backend = values.get("db_backend")
     backup_dir, bin_dir = values.get("backup_dir"), values.get("pg_bin_dir")

@@ -3,6 +3,7 @@ and settles them while it runs: what that may do before they are valid, and noth
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +13,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from moviectl.core.backups import dump
+from moviectl.core.backups import dump, dump_process
 from moviectl.core.backups.leftovers import this_host
 from moviectl.core.backups.verify import verify
 from moviectl.infra.admin import make_mark
+from moviectl.infra.conninfo import DbTarget
 from moviectl.infra.early_settings import EarlySettings, read_early
 from moviectl.infra.errors import ConfigError
 from moviectl.infra.settings import load_settings
@@ -26,14 +28,14 @@ from tests.conftest import subprocess_env
 def started(monkeypatch) -> list[subprocess.Popen[Any]]:
     """Every pg_dump a backup starts (the real ones, recorded on their way)."""
     procs: list[subprocess.Popen[Any]] = []
-    real = dump.popen_child
+    real = dump_process.popen_child
 
     def recording(argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
         proc = real(argv, **kwargs)
         procs.append(proc)
         return proc
 
-    monkeypatch.setattr(dump, "popen_child", recording)
+    monkeypatch.setattr(dump_process, "popen_child", recording)
     return procs
 
 
@@ -150,3 +152,65 @@ def test_an_output_directory_to_create_waits_for_valid_settings(
     with pytest.raises(ConfigError, match="MOVIE_POOL_SIZE"):
         dump.backup(early)
     assert started == [] and list(tmp_path.iterdir()) == []
+
+
+def test_a_misread_found_before_anything_is_made_uses_the_valid_settings(
+    monkeypatch, tmp_path, seeded_db_url, started
+):
+    """The backup directory to create is created only once the settings are valid, and it is
+    the validated one (a misread there raised SettingsMoved out of the backup: exit 10)."""
+    monkeypatch.setenv("MOVIE_DATABASE_URL", seeded_db_url)
+    monkeypatch.setenv("MOVIE_BACKUP_DIR", str(tmp_path / "right"))
+    early = read_early()
+    assert early is not None
+    misread = EarlySettings(early.app, early.connect_timeout, tmp_path / "wrong", None, "auto")
+    result = dump.backup(misread)
+    assert len(started) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["right"]
+    assert Path(result.path).parent == tmp_path / "right"
+
+
+def test_a_failure_on_misread_settings_is_run_again_on_the_valid_ones(
+    monkeypatch, tmp_path, seeded_db_url, capsys
+):
+    """Through the entry: the early read (made to misread the port, as a reader bug would)
+    fails to connect before anything settles; the full CLI, which reads every setting first,
+    would have made the backup, and so does the fast path."""
+    import moviectl.infra.early_settings as early_settings
+    from moviectl.cli import entry
+
+    monkeypatch.setenv("MOVIE_DATABASE_URL", seeded_db_url)
+    real = early_settings.read_early()
+    assert real is not None
+    wrong = DbTarget(real.app.host, 1, real.app.user, real.app.password, real.app.database)
+    misread = EarlySettings(wrong, 1, real.backup_dir, None, "auto")
+    monkeypatch.setattr(early_settings, "read_early", lambda: misread)
+    assert entry._backup(str(tmp_path), json_mode=True) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert Path(doc["path"]).parent == tmp_path and Path(doc["path"]).exists()
+
+
+def test_dotenv_and_environment_names_are_read_as_pydantic_reads_them(tmp_path, seeded_db_url):
+    """Found by the attack pass: a valueless ``movie_database_url`` in .env, or an
+    environment name with U+017F (long s), made the fast path back up another server (or
+    fail) where the full CLI backed up the right one."""
+    bad = "postgresql://nobody@127.0.0.1:1/x"  # nobody listens there
+    (tmp_path / ".env").write_text(f"MOVIE_DATABASE_URL={seeded_db_url}\nmovie_database_url\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    for env in ({}, {"MOVIE_DATABA\u017fE_URL": bad}):
+        runs = [
+            subprocess.run(
+                [sys.executable, "-m", "moviectl", "--json", "backup", "-o", str(out)],
+                env=subprocess_env(**env, **extra),
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            for extra in ({}, {"MOVIECTL_NO_FASTPATH": "1"})
+        ]
+        assert [r.returncode for r in runs] == [0, 0], runs
+        assert [json.loads(r.stdout)["manifest"]["database"] for r in runs] == [
+            json.loads(runs[1].stdout)["manifest"]["database"]
+        ] * 2

@@ -19,14 +19,13 @@ import contextlib
 import os
 import re
 import secrets
-import subprocess
-import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from moviectl.core.backups.dump_process import DumpProcess, dump_error
 from moviectl.core.backups.fileio import (
     Progress,
     fsync_dir,
@@ -48,7 +47,8 @@ from moviectl.infra.errors import (
     ToolMissing,
     UsageError,
 )
-from moviectl.infra.pgtools import child_env, find_tool, popen_child
+from moviectl.infra.held_signals import held
+from moviectl.infra.pgtools import child_env, find_tool
 from moviectl.infra.watchdog import StallWatch
 
 if TYPE_CHECKING:
@@ -108,13 +108,20 @@ def claim_name(
         tmp = out / partial_name(name)
         if (out / name).exists():
             continue
+        made = False
         try:
-            if directory:
-                tmp.mkdir(mode=0o700)
-            else:
-                os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            with held():  # a signal waits until the file is made, and it is removed again
+                if directory:
+                    tmp.mkdir(mode=0o700)
+                else:
+                    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+                made = True
         except FileExistsError:
             continue
+        except BaseException:
+            if made:
+                remove_path(tmp)
+            raise
         return name, tmp
 
 
@@ -146,67 +153,6 @@ def _out_dir(settings: Settings | EarlySettings, output: Path | None) -> Path:
     return d
 
 
-class _Dump:
-    """A running pg_dump, its stderr kept in a temp file, its output size watched."""
-
-    def __init__(
-        self, argv: list[str], env: dict[str, str], tmp: Path, progress: Progress | None
-    ) -> None:
-        import tempfile
-
-        self.err = tempfile.TemporaryFile()  # noqa: SIM115 (closed in wait)
-        self.proc = popen_child(argv, env=env, stdout=subprocess.DEVNULL, stderr=self.err)
-        self.result: tuple[int, str] | None = None
-        self.stop = threading.Event()
-        try:
-            self.watcher = threading.Thread(target=self._report, args=(tmp, progress), daemon=True)
-            self.watcher.start()
-        except BaseException:
-            self.proc.kill()
-            self.proc.wait()
-            self.err.close()
-            raise
-
-    def _report(self, path: Path, progress: Progress | None) -> None:
-        while not self.stop.wait(0.2):
-            if progress:
-                progress(size_of(path))
-
-    def wait(self) -> tuple[int, str]:
-        """(exit code, stderr), once pg_dump has exited; again and again after that."""
-        if self.result is None:
-            try:
-                code = self.proc.wait()
-            finally:
-                self.stop.set()
-                self.watcher.join()
-            self.err.seek(0)
-            self.result = code, self.err.read().decode(errors="replace")
-            self.err.close()
-        return self.result
-
-    def kill(self) -> None:
-        self.proc.kill()  # nothing, once it has exited and been waited for
-        self.wait()
-
-
-def _dump_error(stderr: str, code: int, target: DbTarget) -> MoviectlError:
-    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
-    last = lines[-1] if lines else f"pg_dump exited with {code}"
-    if "No space left on device" in stderr:
-        return MoviectlError(
-            f"disk full while writing the backup: {last}",
-            hint="free space or choose another --output; no partial file was kept",
-        )
-    if code < 0:
-        return MoviectlError(f"pg_dump was killed (signal {-code}); no partial file was kept")
-    from moviectl.infra.engine import translate_error
-
-    err = translate_error(RuntimeError(last), target)
-    err.message = f"pg_dump failed: {err.message}"
-    return err
-
-
 def backup(
     settings: Settings | EarlySettings,
     *,
@@ -227,15 +173,15 @@ def backup(
             hint="a level 0-9, or METHOD[:LEVEL] with gzip, lz4, zstd or none (as pg_dump -Z)",
         )
     if isinstance(settings, EarlySettings) and not _out_path(settings, output).is_dir():
-        settings = settings.settle()  # nothing is created before the settings are valid
+        settings = _valid(settings)  # nothing is created before the settings are valid
     target = settings.target(database)
     out = _out_dir(settings, output)
     started = datetime.now(UTC)
     t0 = time.monotonic()
     letter, suffix = FORMATS[fmt]
     name, tmp = claim_name(out, target.database, started, suffix, directory=fmt == "directory")
-    final = out / name
     try:
+        final = out / name
         settings, via, dump_version, version, major, rev, counts = _dump(
             settings, target, tmp, fmt, letter, jobs, compress, progress
         )
@@ -288,6 +234,14 @@ def backup(
 
 def _out_path(settings: Settings | EarlySettings, output: Path | None) -> Path:
     return Path(output) if output is not None else Path(settings.backup_dir)
+
+
+def _valid(early: EarlySettings) -> Settings:
+    """The validated settings, before anything is done (read differently early: theirs)."""
+    try:
+        return early.settle()
+    except SettingsMoved as moved:
+        return moved.settings
 
 
 def _settled(settings: Settings | EarlySettings, out: Path) -> Settings:
@@ -352,7 +306,7 @@ def _dump(
                 argv += ["-j", str(min(jobs, free_job_slots(snap)))]
             if compress:
                 argv += ["-Z", compress]
-            dump = _Dump(argv, child_env(target), tmp, progress)
+            dump = DumpProcess(argv, child_env(target), tmp, progress)
             try:  # whatever stops this, pg_dump is dead before its file is removed
                 settings = _settled(settings, tmp.parent)  # while pg_dump runs
                 watch = StallWatch.for_settings(settings, target, "the backup")
@@ -371,7 +325,7 @@ def _dump(
                 raise watch.error()
             if code != 0:
                 remove_path(tmp)
-                raise _dump_error(stderr, code, target)
+                raise dump_error(stderr, code, target)
             via, dump_version = tool.path, tool.version
         snap.rollback()
         snap.autocommit = True
