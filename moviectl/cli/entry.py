@@ -112,18 +112,15 @@ def _backup(output: str | None, json_mode: bool) -> int:
             Output(json_mode=json_mode).emit(result, render_backup)
             return 0
         except (Exception, KeyboardInterrupt) as exc:
-            from moviectl.cli.failure import report
-            from moviectl.infra.early_settings import SettingsMoved
-            from moviectl.infra.held_signals import held
-
-            try:  # Ctrl-C while the failure is worked out (imports) is the failure then
-                with held():
-                    error, settings = _as_the_full_cli(exc, given)
+            try:  # Ctrl-C while the failure is worked out is the failure then
+                error, settings, valid = _as_the_full_cli(exc, given)
             except KeyboardInterrupt as stop:
-                error, settings = stop, None
-            if isinstance(error, SettingsMoved):
-                given = error.settings  # validated settings never move: once at most
+                error, settings, valid = stop, None, None
+            if valid is not None:
+                given = valid  # validated settings never move: once at most
                 continue
+            from moviectl.cli.failure import report
+
             return report(
                 error, json_mode=json_mode, verbose=False, command="backup", settings=settings
             )
@@ -131,29 +128,35 @@ def _backup(output: str | None, json_mode: bool) -> int:
 
 def _as_the_full_cli(
     exc: Exception | KeyboardInterrupt, given: Settings | EarlySettings | None
-) -> tuple[Exception | KeyboardInterrupt, Settings | None]:
-    """The error the full CLI reports, and the settings it has loaded by then.
+) -> tuple[Exception | KeyboardInterrupt, Settings | None, Settings | None]:
+    """The error the full CLI reports, the settings it has loaded by then, and the settings
+    to run the backup again on (None: report the error).
 
     The full CLI reads every setting before it does anything: where a backup on early
     settings failed before they were settled, they are settled now, and a bad one is the
     error; one the early read got wrong (``SettingsMoved``) means the run did not happen on
     the right settings, and the caller runs it again on them.
     """
-    from moviectl.infra.early_settings import EarlySettings
+    from moviectl.infra.early_settings import EarlySettings, SettingsMoved
 
     if not isinstance(given, EarlySettings):
-        return exc, given
+        return exc, given, None
     if isinstance(exc, KeyboardInterrupt):
-        return exc, None
+        return exc, None, None
+    before = given.settled  # settled already: the backup ran on the valid settings
     try:
-        return exc, given.settle()  # loaded once: if it ran, its answer again
-    except (Exception, KeyboardInterrupt) as bad:  # a bad setting, a misread, Ctrl-C
-        return bad, None
+        return exc, given.settle(), None  # loaded once: if it ran, its answer again
+    except SettingsMoved as moved:
+        return (exc, moved.settings, None) if before else (moved, None, moved.settings)
+    except Exception as bad:  # a bad setting, an unreadable .env
+        return bad, None, None
 
 
-def _plain(stream: TextIO) -> bool:
+def _plain(stream: TextIO | None) -> bool:
     """Would Rich print to ``stream`` without styling? (no terminal, nothing forcing colour)"""
     if os.environ.get("FORCE_COLOR") is not None or os.environ.get("TTY_COMPATIBLE") == "1":
+        return False
+    if stream is None:  # the descriptor was closed before start (`2>&-`): the full CLI's
         return False
     try:
         return not stream.isatty()

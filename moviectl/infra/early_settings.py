@@ -68,6 +68,11 @@ class EarlySettings:
         """``Settings.target``: the app database, or another on the same server."""
         return self.app.with_database(database) if database else self.app
 
+    @property
+    def settled(self) -> bool:
+        """Whether ``settle()`` has run (whatever it answered)."""
+        return self._outcome is not None
+
     def settle(self) -> Settings:
         """Every setting, validated by ``load_settings()``; ``SettingsMoved`` when one this
         object holds was read differently (a ``ConfigError`` when one is rejected). Loaded
@@ -86,8 +91,7 @@ class EarlySettings:
 
         with held():  # Ctrl-C inside pydantic's import would exit -2, not 130 (held_signals)
             from moviectl.infra.settings import load_settings
-
-            settings = load_settings()
+        settings = load_settings()  # not held: it may block (a .env that is a FIFO)
         moved = [
             name
             for name, mine, theirs in (

@@ -358,10 +358,13 @@ def raw_settings(env_file: str | os.PathLike[str] | None = None) -> dict[str, st
     """MOVIE_* values by setting name, as ``Settings`` reads them: the environment wins over
     the .env file (read by ``read_dotenv``); for the pydantic-free fast path."""
     path = env_file or os.path.join(project_dir(), ".env")
-    # .env: keys compared upper-cased, a key without a value ignored (``_DotEnvSource``)
+    # .env: keys compared upper-cased with MOVIE_ + the (ASCII) name, a key without a value
+    # ignored (``_DotEnvSource``); U+212A, the Kelvin sign, is its own upper case
     dotenv = {k.upper(): v for k, v in read_dotenv(path).items() if v is not None}
     found: dict[str, str | None] = {
-        k[len(ENV_PREFIX) :].lower(): v for k, v in dotenv.items() if k.startswith(ENV_PREFIX)
+        k[len(ENV_PREFIX) :].lower(): v
+        for k, v in dotenv.items()
+        if k.startswith(ENV_PREFIX) and k.isascii()
     }
     # the environment: names compared lower-cased, as pydantic-settings does (U+017F, the
     # long s, upper-cases to S but is its own lower case: with it, a name is not read)

@@ -214,3 +214,57 @@ def test_dotenv_and_environment_names_are_read_as_pydantic_reads_them(tmp_path, 
         assert [json.loads(r.stdout)["manifest"]["database"] for r in runs] == [
             json.loads(runs[1].stdout)["manifest"]["database"]
         ] * 2
+
+
+def test_a_dotenv_that_blocks_does_not_block_the_signals(tmp_path, seeded_db_url):
+    """pydantic-settings opens a .env that is a FIFO (1Password serves one) and waits for a
+    writer; signals are held only while pydantic is imported, so SIGTERM still ends the
+    backup (143) with its file removed and pg_dump gone, as the full CLI ends."""
+    import os
+    import signal
+
+    import psutil
+
+    from tests.conftest import wait_for
+
+    os.mkfifo(tmp_path / ".env")
+    out = tmp_path / "out"
+    out.mkdir()
+    for extra in ({}, {"MOVIECTL_NO_FASTPATH": "1"}):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moviectl", "backup", "-o", str(out)],
+            env=subprocess_env(MOVIE_DATABASE_URL=seeded_db_url, **extra),
+            cwd=tmp_path,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            wchan = Path(f"/proc/{proc.pid}/wchan")
+            assert wait_for(lambda w=wchan: w.read_text() == "wait_for_partner", 30)  # the FIFO
+            started = [c for c in psutil.Process(proc.pid).children() if c.name() == "pg_dump"]
+            assert bool(started) == (not extra)  # the fast path waits with pg_dump started
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 143
+            assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in started)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert list(out.iterdir()) == []
+
+
+def test_a_scripted_backup_with_stderr_closed_runs_as_the_full_cli(tmp_path, seeded_db_url):
+    """``2>&-``: Python starts with ``sys.stderr`` None (the fast path's check crashed)."""
+    import os
+
+    for extra in ({}, {"MOVIECTL_NO_FASTPATH": "1"}):
+        out = tmp_path / ("fast" if not extra else "full")
+        out.mkdir()
+        r = subprocess.run(
+            [sys.executable, "-m", "moviectl", "--json", "backup", "-o", str(out)],
+            env=subprocess_env(MOVIE_DATABASE_URL=seeded_db_url, **extra),
+            stdout=subprocess.PIPE,
+            preexec_fn=lambda: os.close(2),
+            timeout=120,
+        )
+        assert r.returncode == 0
+        assert Path(json.loads(r.stdout)["path"]).exists()

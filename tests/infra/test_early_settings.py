@@ -52,6 +52,17 @@ def test_the_early_read_is_what_load_settings_reads(monkeypatch, env):
     assert early.target() == settings.target() and early.target("x") == settings.target("x")
 
 
+def test_a_dotenv_name_is_read_only_as_pydantic_settings_reads_it():
+    """U+212A (Kelvin sign) is its own upper case, and lower-cases to k: the .env reader
+    compares upper-cased names, so MOVIE_BAC<U+212A>UP_DIR is no setting (found by the
+    attack pass: the fast path used it, then started over)."""
+    Path(".env").write_text("MOVIE_BAC\u212aUP_DIR=kelvin\nMOVIE_DB_BAC\u212aEND=external\n")
+    early = read_early()
+    assert early is not None
+    assert early.settle().backup_dir == early.backup_dir
+    assert early.backup_dir.name == "backups" and early.db_backend == "auto"
+
+
 def test_a_dotenv_key_without_a_value_hides_nothing(monkeypatch):
     """``KEY`` alone on a line is no value: it does not hide ``KEY=value`` in another case."""
     Path(".env").write_text(
