@@ -23,6 +23,7 @@ from typer.core import TyperGroup
 from moviectl.cli.failure import report
 from moviectl.cli.output import Output
 from moviectl.infra.errors import ConfirmationRequired, Refused
+from moviectl.infra.held_signals import Terminated
 
 if TYPE_CHECKING:
     from moviectl.infra.settings import Settings
@@ -54,7 +55,7 @@ class MoviectlGroup(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, click_errors.ClickException):
             raise
-        except (Exception, KeyboardInterrupt) as exc:  # the one handler (cli/failure.py)
+        except (Exception, KeyboardInterrupt, Terminated) as exc:  # the one handler (failure.py)
             state = ctx.find_object(State) or State()
             code = report(
                 exc,

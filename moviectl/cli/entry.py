@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from typing import TextIO
 
     from moviectl.infra.early_settings import EarlySettings
+    from moviectl.infra.held_signals import Terminated
     from moviectl.infra.settings import Settings
 
 _OPTIONS = {"--live", "--ready", "--json"}
@@ -94,6 +95,7 @@ def _backup(output: str | None, json_mode: bool) -> int:
     from pathlib import Path
 
     from moviectl.cli.output import Output
+    from moviectl.infra.held_signals import Terminated
 
     given: Settings | EarlySettings | None = None
     while True:
@@ -111,10 +113,10 @@ def _backup(output: str | None, json_mode: bool) -> int:
             result = core.backup(given, output=None if output is None else Path(output))
             Output(json_mode=json_mode).emit(result, render_backup)
             return 0
-        except (Exception, KeyboardInterrupt) as exc:
+        except (Exception, KeyboardInterrupt, Terminated) as exc:
             try:  # Ctrl-C while the failure is worked out is the failure then
                 error, settings, valid = _as_the_full_cli(exc, given)
-            except KeyboardInterrupt as stop:
+            except (KeyboardInterrupt, Terminated) as stop:
                 error, settings, valid = stop, None, None
             if valid is not None:
                 given = valid  # validated settings never move: once at most
@@ -127,8 +129,8 @@ def _backup(output: str | None, json_mode: bool) -> int:
 
 
 def _as_the_full_cli(
-    exc: Exception | KeyboardInterrupt, given: Settings | EarlySettings | None
-) -> tuple[Exception | KeyboardInterrupt, Settings | None, Settings | None]:
+    exc: Exception | KeyboardInterrupt | Terminated, given: Settings | EarlySettings | None
+) -> tuple[Exception | KeyboardInterrupt | Terminated, Settings | None, Settings | None]:
     """The error the full CLI reports, the settings it has loaded by then, and the settings
     to run the backup again on (None: report the error).
 
@@ -138,10 +140,11 @@ def _as_the_full_cli(
     the right settings, and the caller runs it again on them.
     """
     from moviectl.infra.early_settings import EarlySettings, SettingsMoved
+    from moviectl.infra.held_signals import Terminated
 
     if not isinstance(given, EarlySettings):
         return exc, given, None
-    if isinstance(exc, KeyboardInterrupt):
+    if isinstance(exc, KeyboardInterrupt | Terminated):
         return exc, None, None
     before = given.settled  # settled already: the backup ran on the valid settings
     try:
@@ -267,7 +270,9 @@ def _main() -> None:
 
     # SIGTERM unwinds like an exception, so temp files are removed, child tools killed and
     # drill databases dropped on the way out (exit 143, as a shell reports SIGTERM).
-    signal.signal(signal.SIGTERM, _terminated)
+    from moviectl.infra.held_signals import terminate
+
+    signal.signal(signal.SIGTERM, terminate)
     backup = backup_form(args) if fast else None
     if backup is not None:
         sys.exit(_backup(*backup))
@@ -292,7 +297,3 @@ def _no_final_collection() -> None:
     import gc
 
     atexit.register(gc.freeze)
-
-
-def _terminated(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)

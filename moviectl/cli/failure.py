@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING
 
 from moviectl.cli.output import Output
 from moviectl.infra.errors import MoviectlError
+from moviectl.infra.held_signals import Terminated
 
 if TYPE_CHECKING:
     from moviectl.infra.settings import Settings
 
 
 def report(
-    exc: Exception | KeyboardInterrupt,
+    exc: Exception | KeyboardInterrupt | Terminated,
     *,
     json_mode: bool,
     verbose: bool,
@@ -31,9 +32,10 @@ def report(
 
     ``command``: the command that ran (for the hint); ``settings``: those it had loaded.
     """
-    if isinstance(exc, KeyboardInterrupt):
-        Output().err.print("[red]interrupted[/]")
-        return 130
+    if isinstance(exc, KeyboardInterrupt | Terminated):
+        return _stopped(
+            "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated", json_mode
+        )
     if isinstance(exc, BrokenPipeError) and stdout_reader_gone():
         return reader_gone()
     error = as_moviectl_error(exc)
@@ -49,6 +51,23 @@ def report(
         reader_gone()
         Output().error(error)  # the line and the hint still go to stderr
     return int(error.exit_code)
+
+
+def _stopped(what: str, json_mode: bool) -> int:
+    """Ctrl-C (130) or SIGTERM (143): one word on stderr; under ``--json`` also the one JSON
+    document stdout promises, errors included."""
+    code = 130 if what == "interrupted" else 143
+    if json_mode:
+        import json
+
+        doc = {"ok": False, "error": what.capitalize(), "message": what, "hint": None}
+        try:
+            sys.stdout.write(json.dumps({**doc, "exit_code": code}, indent=2) + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            reader_gone()
+    Output().err.print(f"[red]{what}[/]")
+    return code
 
 
 def reader_gone() -> int:

@@ -1,7 +1,8 @@
 """SIGINT and SIGTERM held back while a few milliseconds of work must not be cut in two.
 
-moviectl unwinds on SIGINT (``KeyboardInterrupt``) and SIGTERM (``SystemExit``, installed by
-``cli/entry.py``). Two places must not be unwound from inside:
+moviectl unwinds on SIGINT (``KeyboardInterrupt``) and SIGTERM (``Terminated``, a
+``SystemExit``, from ``terminate``, installed by ``cli/entry.py``). Two places must not be
+unwound from inside:
 
 - ``subprocess.Popen``, which waits for the child's exec: unwound there, it leaves a child
   nobody holds, running until moviectl exits (``pgtools.popen_child``);
@@ -23,6 +24,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 STOPS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Terminated(SystemExit):
+    """SIGTERM as an exception (``cli/entry.py`` installs the handler): everything unwinds
+    as for Ctrl-C (child tools killed, temp files removed), then the one error handler says
+    so and the process exits 143, as a shell reports SIGTERM."""
+
+
+def terminate(signum: int, frame: object) -> None:
+    """The SIGTERM handler."""
+    raise Terminated(128 + signum)
 
 
 @contextmanager

@@ -85,19 +85,35 @@ def test_kill_9_during_backup_leaves_a_partial_the_next_run_removes(seeded, tmp_
     )
 
 
-def test_sigterm_during_backup_cleans_up_and_exits_143(seeded, tmp_path):
-    cmd = [sys.executable, "-m", "moviectl", "backup", "--output", str(tmp_path)]
-    proc = subprocess.Popen(cmd, env=subprocess_env(**seeded.env), stderr=subprocess.PIPE)
+@pytest.mark.parametrize(
+    ("json_mode", "fast"), [([], True), (["--json"], True), (["--json"], False)]
+)
+def test_sigterm_during_backup_cleans_up_and_exits_143(seeded, tmp_path, json_mode, fast):
+    cmd = [sys.executable, "-m", "moviectl", *json_mode, "backup", "--output", str(tmp_path)]
+    env = subprocess_env(**seeded.env, **({} if fast else {"MOVIECTL_NO_FASTPATH": "1"}))
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         assert wait_for(lambda: _tools_of(proc.pid)), "pg_dump never started"
         tools = _tools_of(proc.pid)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 143
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 143, err
         assert wait_for(lambda: not any(t.is_running() for t in tools), 10)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert list(tmp_path.iterdir()) == []
+    assert err.decode().strip().endswith("terminated")
+    if json_mode:  # exactly one JSON document on stdout, the termination included
+        assert json.loads(out) == {
+            "ok": False,
+            "error": "Terminated",
+            "message": "terminated",
+            "hint": None,
+            "exit_code": 143,
+        }
+    else:
+        assert out == b""
 
 
 def test_kill_9_during_a_drill_leaves_a_marked_database_the_next_run_drops(
@@ -124,25 +140,40 @@ def test_kill_9_during_a_drill_leaves_a_marked_database_the_next_run_drops(
     assert _databases(seeded_db_url, "movies_verify_%") == []
 
 
-def test_ctrl_c_during_backup_cleans_up_and_exits_130(seeded, tmp_path, seeded_db_url):
+@pytest.mark.parametrize("json_mode", [[], ["--json"]])
+def test_ctrl_c_during_backup_cleans_up_and_exits_130(seeded, tmp_path, seeded_db_url, json_mode):
     # pg_dump is held mid-run (it waits for its lock on movies), so Ctrl-C lands during the
     # dump however fast the machine is
     holder = psycopg.connect(seeded_db_url)
     holder.execute("LOCK TABLE movies IN ACCESS EXCLUSIVE MODE")
-    cmd = [sys.executable, "-m", "moviectl", "backup", "--output", str(tmp_path)]
-    proc = subprocess.Popen(cmd, env=subprocess_env(**seeded.env), stderr=subprocess.PIPE)
+    cmd = [sys.executable, "-m", "moviectl", *json_mode, "backup", "--output", str(tmp_path)]
+    proc = subprocess.Popen(
+        cmd, env=subprocess_env(**seeded.env), stderr=subprocess.PIPE, stdout=subprocess.PIPE
+    )
     try:
         assert wait_for(lambda: _dump_waits_for_a_lock(seeded_db_url)), "pg_dump never waited"
         tools = _tools_of(proc.pid)
         assert [t.name() for t in tools] == ["pg_dump"]
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 130
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
         assert wait_for(lambda: not any(t.is_running() for t in tools), 10)
     finally:
         if proc.poll() is None:
             proc.kill()
         holder.close()
     assert list(tmp_path.iterdir()) == []
+    assert err.decode().strip().endswith("interrupted")
+    if json_mode:  # exactly one JSON document on stdout, the interruption included
+        assert json.loads(out) == {
+            "ok": False,
+            "error": "Interrupted",
+            "message": "interrupted",
+            "hint": None,
+            "exit_code": 130,
+        }
+    else:
+        assert out == b""
 
 
 def _dump_waits_for_a_lock(url: str) -> bool:
