@@ -23,7 +23,7 @@ from typer.core import TyperGroup
 from moviectl.cli.failure import report
 from moviectl.cli.output import Output
 from moviectl.infra.errors import ConfirmationRequired, Refused
-from moviectl.infra.held_signals import Terminated
+from moviectl.infra.held_signals import Terminated, stopping
 
 if TYPE_CHECKING:
     from moviectl.infra.settings import Settings
@@ -56,6 +56,8 @@ class MoviectlGroup(TyperGroup):
         except (typer.Exit, typer.Abort, click_errors.ClickException):
             raise
         except (Exception, KeyboardInterrupt, Terminated) as exc:  # the one handler (failure.py)
+            if isinstance(exc, KeyboardInterrupt | Terminated):
+                stopping()  # on the way out: a second signal must not cut the report
             state = ctx.find_object(State) or State()
             code = report(
                 exc,

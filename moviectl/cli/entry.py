@@ -95,7 +95,7 @@ def _backup(output: str | None, json_mode: bool) -> int:
     from pathlib import Path
 
     from moviectl.cli.output import Output
-    from moviectl.infra.held_signals import Terminated
+    from moviectl.infra.held_signals import Terminated, stopping
 
     given: Settings | EarlySettings | None = None
     while True:
@@ -114,9 +114,14 @@ def _backup(output: str | None, json_mode: bool) -> int:
             Output(json_mode=json_mode).emit(result, render_backup)
             return 0
         except (Exception, KeyboardInterrupt, Terminated) as exc:
+            if isinstance(exc, KeyboardInterrupt | Terminated):
+                stopping()  # on the way out: a second signal must not cut the report
             try:  # Ctrl-C while the failure is worked out is the failure then
+                from moviectl.cli.failure import report
+
                 error, settings, valid = _as_the_full_cli(exc, given)
             except (KeyboardInterrupt, Terminated) as stop:
+                stopping()
                 error, settings, valid = stop, None, None
             if valid is not None:
                 given = valid  # validated settings never move: once at most

@@ -32,6 +32,14 @@ class Terminated(SystemExit):
     so and the process exits 143, as a shell reports SIGTERM."""
 
 
+def stopping() -> None:
+    """moviectl is on its way out because of SIGINT or SIGTERM: a second one changes nothing
+    (it would cut the report in two: two JSON documents, or a traceback). Main thread only."""
+    if threading.current_thread() is threading.main_thread():
+        for s in STOPS:
+            signal.signal(s, signal.SIG_IGN)
+
+
 def terminate(signum: int, frame: object) -> None:
     """The SIGTERM handler."""
     raise Terminated(128 + signum)

@@ -26,6 +26,7 @@ from moviectl.infra.admin import (
 )
 from moviectl.infra.engine import connect
 from moviectl.infra.errors import CheckFailed, Refused, Unreachable, UsageError
+from moviectl.infra.held_signals import held
 from moviectl.infra.pgtools import child_env, find_tool, first_error, popen_child, run_child
 from moviectl.infra.settings import DbTarget, Settings
 from moviectl.infra.watchdog import StallWatch
@@ -112,11 +113,18 @@ def create_database_for_restore(
         if drop_first:  # keep the database's comment (e.g. moviectl's ownership mark)
             comment = database_comment(c, name)[1]
             drop_database_force(c, name)
-        create_database(c, admin, name)
-        if loading:
-            comment = loading_mark(loading)
-        if comment:
-            comment_database(c, name, comment)
+        try:
+            with held():  # created and marked, or neither: never an unmarked leftover
+                create_database(c, admin, name)
+                if loading:
+                    comment = loading_mark(loading)
+                if comment:
+                    comment_database(c, name, comment)
+        except (KeyboardInterrupt, SystemExit):  # held, and raised once it was made
+            if loading:  # made by this run: it goes again, as on any failure of the load
+                with contextlib.suppress(Exception):
+                    drop_database_force(c, name)
+            raise
 
 
 def finish_loading(settings: Settings, name: str) -> None:

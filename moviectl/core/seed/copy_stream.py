@@ -6,14 +6,18 @@ writes); the queue between them holds a few chunks, so memory stays flat.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from moviectl.core.seed.ledger import FINISH_RUN
 from moviectl.infra.conninfo import DbTarget
 from moviectl.infra.engine import connect
 from moviectl.infra.settings import Settings
 from moviectl.infra.watchdog import StallWatch
+
+if TYPE_CHECKING:
+    import queue
+    import threading
 
 CHUNK = 20000
 QUEUE_CHUNKS = 4  # chunks in flight between generating and sending
@@ -45,6 +49,7 @@ def copy_rows(
     done = 0
     pipe: queue.Queue[str | None] = queue.Queue(maxsize=QUEUE_CHUNKS)
     failures: list[BaseException] = []
+    ending = threading.Event()
 
     def put(item: str | None) -> None:
         while True:
@@ -62,7 +67,7 @@ def copy_rows(
             with cur.copy("COPY movies (title, year, genre, rating) FROM STDIN") as copy:
 
                 def send() -> None:
-                    while (item := pipe.get()) is not None:
+                    while (item := _next(pipe, ending)) is not None:
                         if failures:
                             continue  # drain, so the producer never blocks
                         try:
@@ -85,9 +90,17 @@ def copy_rows(
                     put("".join(chunk))
                     done += len(chunk)
                 finally:
-                    with contextlib.suppress(BaseException):
+                    ending.set()  # the sender ends once the queue is empty, marker or not
+                    stopped: BaseException | None = None
+                    try:
                         put(None)
+                    except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C, SIGTERM here
+                        stopped = exc
+                    except BaseException:
+                        pass
                     sender.join()
+                    if stopped is not None:
+                        raise stopped
                 if failures:
                     raise failures[0]
             cur.execute(FINISH_RUN, {"n": done, "id": run_id})
@@ -106,3 +119,16 @@ def escape(text: str) -> str:
             .replace("\r", "\\r")
         )
     return text
+
+
+def _next(pipe: queue.Queue[str | None], ending: threading.Event) -> str | None:
+    """The next chunk, or None at the end: the marker, or an empty queue once the producer
+    has ended (a signal may have cut its ``put(None)``: the sender must not wait for ever)."""
+    import queue as queues
+
+    while True:
+        try:
+            return pipe.get(timeout=0.2)
+        except queues.Empty:
+            if ending.is_set():
+                return None
