@@ -58,3 +58,20 @@ def test_outside_the_main_thread_there_is_nothing_to_hold():
     t.start()
     t.join()
     assert seen == [signal.default_int_handler]
+
+
+def test_on_the_way_out_a_second_signal_changes_nothing():
+    """Once a signal is being reported, another one must not cut the report in two (two
+    JSON documents, or a traceback): ``stopping`` ignores both."""
+    from moviectl.infra.held_signals import stopping
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stopping()
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):
+            pass
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)

@@ -67,7 +67,7 @@ def copy_rows(
             with cur.copy("COPY movies (title, year, genre, rating) FROM STDIN") as copy:
 
                 def send() -> None:
-                    while (item := _next(pipe, ending)) is not None:
+                    while (item := next_chunk(pipe, ending)) is not None:
                         if failures:
                             continue  # drain, so the producer never blocks
                         try:
@@ -121,7 +121,7 @@ def escape(text: str) -> str:
     return text
 
 
-def _next(pipe: queue.Queue[str | None], ending: threading.Event) -> str | None:
+def next_chunk(pipe: queue.Queue[str | None], ending: threading.Event) -> str | None:
     """The next chunk, or None at the end: the marker, or an empty queue once the producer
     has ended (a signal may have cut its ``put(None)``: the sender must not wait for ever)."""
     import queue as queues
