@@ -94,6 +94,7 @@ def _backup(output: str | None, json_mode: bool) -> int:
     pydantic loads while pg_dump runs (``infra/early_settings.py``) where it need not first."""
     from pathlib import Path
 
+    from moviectl.cli.failure import report
     from moviectl.cli.output import Output
     from moviectl.infra.held_signals import Terminated, stopping
 
@@ -117,8 +118,6 @@ def _backup(output: str | None, json_mode: bool) -> int:
             if isinstance(exc, KeyboardInterrupt | Terminated):
                 stopping()  # on the way out: a second signal must not cut the report
             try:  # Ctrl-C while the failure is worked out is the failure then
-                from moviectl.cli.failure import report
-
                 error, settings, valid = _as_the_full_cli(exc, given)
             except (KeyboardInterrupt, Terminated) as stop:
                 stopping()
@@ -126,8 +125,6 @@ def _backup(output: str | None, json_mode: bool) -> int:
             if valid is not None:
                 given = valid  # validated settings never move: once at most
                 continue
-            from moviectl.cli.failure import report
-
             return report(
                 error, json_mode=json_mode, verbose=False, command="backup", settings=settings
             )

@@ -46,6 +46,7 @@ __all__ = [
     "DbTarget",
     "SecretUrl",
     "connect_timeout_of",
+    "in_project",
     "mask_url",
     "parse_db_url",
     "project_root",
@@ -77,6 +78,12 @@ def resolve_target(values: Mapping[str, str | None]) -> DbTarget:
 def project_root(start: Path | None = None) -> Path:
     """The directory moviectl works from (``libpq_syntax.project_dir``' rule)."""
     return Path(project_dir(None if start is None else os.fspath(start)))
+
+
+def in_project(path: Path, root: Path) -> Path:
+    """A path setting as moviectl uses it: a relative one is the project root's, so a command
+    run from a subdirectory finds the same files (``load_settings``, ``read_early``)."""
+    return root / path if not path.is_absolute() and root != Path.cwd().resolve() else path
 
 
 def target_from_params(values: dict[str, str], name: str = "URL") -> DbTarget:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from moviectl.infra.conninfo import (
     DbTarget,
     connect_timeout_of,
+    in_project,
     project_root,
     raw_settings,
     resolve_target,
@@ -125,10 +126,7 @@ def read_early() -> EarlySettings | None:
         return None
     if "" in (backup_dir, bin_dir) or "\0" in (backup_dir or "") + (bin_dir or ""):
         return None
-    backups = Path(BACKUP_DIR if backup_dir is None else backup_dir)
-    root = project_root()
-    if not backups.is_absolute() and root != Path.cwd().resolve():
-        backups = root / backups  # load_settings' rule: relative to the project root
+    backups = in_project(Path(BACKUP_DIR if backup_dir is None else backup_dir), project_root())
     return EarlySettings(
         app,
         timeout,

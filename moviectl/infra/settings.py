@@ -20,6 +20,7 @@ from moviectl.infra.conninfo import (
     ENV_PREFIX,
     MAX_CONNECT_TIMEOUT,
     DbTarget,
+    in_project,
     mask_url,
     parse_db_url,
     project_root,
@@ -177,9 +178,8 @@ def load_settings(env_file: str | Path | None = None, **overrides: Any) -> Setti
         settings = Settings(_env_file=path if path is not None else root / ".env", **overrides)  # type: ignore[call-arg]
         return settings.model_copy(
             update={
-                k: root / v
+                k: in_project(getattr(settings, k), root)
                 for k in ("data_dir", "backup_dir", "compose_file")
-                if not (v := getattr(settings, k)).is_absolute() and root != Path.cwd().resolve()
             }
         )
     except ValidationError as exc:

@@ -103,17 +103,7 @@ def test_sigterm_during_backup_cleans_up_and_exits_143(seeded, tmp_path, json_mo
         if proc.poll() is None:
             proc.kill()
     assert list(tmp_path.iterdir()) == []
-    assert err.decode().strip().endswith("terminated")
-    if json_mode:  # exactly one JSON document on stdout, the termination included
-        assert json.loads(out) == {
-            "ok": False,
-            "error": "Terminated",
-            "message": "terminated",
-            "hint": None,
-            "exit_code": 143,
-        }
-    else:
-        assert out == b""
+    _said_stopped(out, err, json_mode, "terminated", 143)
 
 
 def test_kill_9_during_a_drill_leaves_a_marked_database_the_next_run_drops(
@@ -163,14 +153,19 @@ def test_ctrl_c_during_backup_cleans_up_and_exits_130(seeded, tmp_path, seeded_d
             proc.kill()
         holder.close()
     assert list(tmp_path.iterdir()) == []
-    assert err.decode().strip().endswith("interrupted")
-    if json_mode:  # exactly one JSON document on stdout, the interruption included
+    _said_stopped(out, err, json_mode, "interrupted", 130)
+
+
+def _said_stopped(out: bytes, err: bytes, json_mode: list[str], word: str, code: int) -> None:
+    """stderr ends with ``word``; under --json stdout is exactly one JSON document saying so."""
+    assert err.decode().strip().endswith(word)
+    if json_mode:
         assert json.loads(out) == {
             "ok": False,
-            "error": "Interrupted",
-            "message": "interrupted",
+            "error": word.capitalize(),
+            "message": word,
             "hint": None,
-            "exit_code": 130,
+            "exit_code": code,
         }
     else:
         assert out == b""

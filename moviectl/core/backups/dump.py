@@ -141,7 +141,7 @@ def free_job_slots(conn: Any) -> int:
 
 
 def _out_dir(settings: Settings | EarlySettings, output: Path | None) -> Path:
-    d = Path(output) if output is not None else Path(settings.backup_dir)
+    d = _out_path(settings, output)
     if output is None:
         make_private_dir(d)
     if not d.is_dir():
