@@ -38,7 +38,6 @@ from moviectl.infra.admin import (
 )
 from moviectl.infra.engine import connect, translate_error
 from moviectl.infra.errors import LockBusy, Refused, UsageError
-from moviectl.infra.held_signals import held
 from moviectl.infra.settings import DbTarget, Settings
 
 _TEST_NAME = re.compile(r"^movies_test_[0-9a-f]{8,32}$")
@@ -147,10 +146,8 @@ def ensure_template(
                         "or point MOVIE_DATABASE_URL_TEST at another server",
                     )
                 drop_database_force(conn, name)
-            with held():  # created and marked, or neither: never an unmarked leftover
-                create_database(conn, admin, name, None)
-                building = make_mark("template", state="building", created=_now())
-                comment_database(conn, name, building)
+            building = make_mark("template", state="building", created=_now())
+            create_database(conn, admin, name, None, mark=building)
             _migrate(settings, admin.with_database(name))
             make_template(conn, name)
             comment_database(conn, name, make_mark("template", state="ready", created=_now()))
@@ -203,11 +200,8 @@ def create(
         expires=expires.isoformat() if expires else None,
         template=tpl,
     )
-    admin_conn = contextlib.nullcontext(conn) if conn is not None else _admin(settings, admin)
-    with admin_conn as conn:  # noqa: SIM117 (the login is not held)
-        with held():  # created and marked, or neither: never an unmarked leftover
-            create_database(conn, admin, name, tpl, strategy)
-            comment_database(conn, name, mark)
+    with contextlib.nullcontext(conn) if conn is not None else _admin(settings, admin) as conn:
+        create_database(conn, admin, name, tpl, strategy, mark=mark)
     db_target = admin.with_database(name)
     return TestDatabase(
         name, db_target.url(), tpl, created, expires, who, full_url=db_target.url(masked=False)

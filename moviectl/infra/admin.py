@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from moviectl.infra.conninfo import DbTarget
 from moviectl.infra.errors import PermissionDenied
+from moviectl.infra.held_signals import held
 
 if TYPE_CHECKING:
     from moviectl.infra.settings import Settings
@@ -93,11 +94,20 @@ def clone_strategy(conn: Any) -> str:
 
 
 def create_database(
-    conn: Any, target: DbTarget, name: str, template: str | None = None, strategy: str | None = None
+    conn: Any,
+    target: DbTarget,
+    name: str,
+    template: str | None = None,
+    strategy: str | None = None,
+    *,
+    mark: str | None = None,
 ) -> None:
     """CREATE DATABASE (a clone of ``template`` when given); no CREATEDB is a clear error.
 
     ``strategy``: ``clone_strategy(conn)``'s answer, when the caller has it already.
+    ``mark``: its comment (moviectl's ownership mark), set with SIGINT and SIGTERM held
+    (``held_signals``): the database is made and marked, or neither. A signal between the two
+    statements would leave an unmarked database that no moviectl command drops.
     """
     from psycopg import errors, sql
 
@@ -105,13 +115,16 @@ def create_database(
     if template:
         how = clone_strategy(conn) if strategy is None else strategy
         stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}" + how).format(ident(name), ident(template))
-    try:
-        conn.execute(stmt)
-    except errors.InsufficientPrivilege:
-        raise PermissionDenied(
-            f"user {target.user!r} may not create databases on {target.host}:{target.port}",
-            hint=f'as a superuser: ALTER ROLE "{target.user}" CREATEDB',
-        ) from None
+    with held():
+        try:
+            conn.execute(stmt)
+        except errors.InsufficientPrivilege:
+            raise PermissionDenied(
+                f"user {target.user!r} may not create databases on {target.host}:{target.port}",
+                hint=f'as a superuser: ALTER ROLE "{target.user}" CREATEDB',
+            ) from None
+        if mark:
+            comment_database(conn, name, mark)
 
 
 def drop_database_force(conn: Any, name: str) -> None:

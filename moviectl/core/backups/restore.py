@@ -18,7 +18,6 @@ from moviectl.core.backups.dump import backup, snapshot
 from moviectl.core.backups.leftovers import clean_databases, clean_partials, loading_mark
 from moviectl.core.backups.manifest import Manifest, check_checksum, load_manifest
 from moviectl.infra.admin import (
-    comment_database,
     create_database,
     database_comment,
     drop_database_force,
@@ -26,7 +25,6 @@ from moviectl.infra.admin import (
 )
 from moviectl.infra.engine import connect
 from moviectl.infra.errors import CheckFailed, Refused, Unreachable, UsageError
-from moviectl.infra.held_signals import held
 from moviectl.infra.pgtools import child_env, find_tool, first_error, popen_child, run_child
 from moviectl.infra.settings import DbTarget, Settings
 from moviectl.infra.watchdog import StallWatch
@@ -113,17 +111,14 @@ def create_database_for_restore(
         if drop_first:  # keep the database's comment (e.g. moviectl's ownership mark)
             comment = database_comment(c, name)[1]
             drop_database_force(c, name)
+        mark = loading_mark(loading) if loading else comment
         try:
-            with held():  # created and marked, or neither: never an unmarked leftover
-                create_database(c, admin, name)
-                if loading:
-                    comment = loading_mark(loading)
-                if comment:
-                    comment_database(c, name, comment)
+            create_database(c, admin, name, mark=mark)  # made and marked, or neither
         except (KeyboardInterrupt, SystemExit):  # held, and raised once it was made
             if loading:  # made by this run: it goes again, as on any failure of the load
                 with contextlib.suppress(Exception):
-                    drop_database_force(c, name)
+                    if database_comment(c, name)[1] == mark:  # this run's, not another's
+                        drop_database_force(c, name)
             raise
 
 
