@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer  # noqa: E402
 from moviectl.infra.pgtools import wheel_bin_dir  # noqa: E402
 from moviectl.infra.ports import free_port  # noqa: E402
-from moviectl.infra.settings import Settings  # noqa: E402
+from moviectl.infra.settings import Settings, load_settings  # noqa: E402
 
 ROWS: list[tuple[str, str, str, str, str]] = []
 
@@ -286,7 +286,7 @@ def bench_tiers(admin_url: str, env: dict[str, str], tmp: Path) -> None:
     from moviectl.core import testdb
 
     admin = urllib.parse.urlsplit(admin_url)
-    s = Settings(_env_file=None, database_url_test=admin_url)  # type: ignore[call-arg]
+    s = load_settings(use_dotenv=False, database_url_test=admin_url)
     conn = psycopg.connect(admin_url, autocommit=True)
     clones: list[str] = []
     files = {
@@ -347,10 +347,10 @@ def bench_tiers(admin_url: str, env: dict[str, str], tmp: Path) -> None:
 
             def load_migrations(host, port, user, dbname, password, **_):
                 from moviectl.core.migrations import runner
-                from moviectl.infra.settings import Settings
+                from moviectl.infra.settings import Settings, load_settings
 
                 url = f"postgresql://{{user}}:{{password}}@{{host}}:{{port}}/{{dbname}}"
-                runner.upgrade(Settings(_env_file=None, database_url=url))
+                runner.upgrade(load_settings(use_dotenv=False, database_url=url))
 
             postgresql_noproc = factories.postgresql_noproc(
                 host={admin.hostname!r}, port={admin.port}, user={admin.username!r},
@@ -467,7 +467,7 @@ def bench_seed(url: str, env: dict[str, str], rows: int, tmp: Path) -> None:
     assert res.returncode == 0, res.stderr
     truncate()
     orm_rows = min(5000, rows)
-    s = Settings(_env_file=None, database_url=url)  # type: ignore[call-arg]
+    s = load_settings(use_dotenv=False, database_url=url)
     t = time.perf_counter()
     seed.seed(s, sample=orm_rows, force_method="orm", random_seed=5)
     orm_rate = orm_rows / (time.perf_counter() - t)
@@ -565,7 +565,7 @@ def main() -> None:
         admin_url = f"postgresql://postgres:{server.password}@127.0.0.1:{server.port}/postgres"
         env = {k: v for k, v in os.environ.items() if not k.startswith("MOVIE_")}
         env["MOVIE_DATABASE_URL_TEST"] = admin_url
-        settings = Settings(_env_file=None, database_url_test=admin_url)  # type: ignore[call-arg]
+        settings = load_settings(use_dotenv=False, database_url_test=admin_url)
         from moviectl.core import testdb
 
         db = testdb.create(settings)

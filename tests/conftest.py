@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from moviectl.cli.app import app
 from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
 from moviectl.infra.ports import free_port
-from moviectl.infra.settings import DbTarget, Settings, parse_db_url
+from moviectl.infra.settings import DbTarget, Settings, load_settings, parse_db_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,7 +86,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServ
 
 @pytest.fixture(scope="session")
 def moviectl_settings() -> Settings:
-    return Settings(_env_file=None)  # type: ignore[call-arg]
+    return load_settings(use_dotenv=False)
 
 
 @pytest.fixture(scope="session")

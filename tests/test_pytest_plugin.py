@@ -39,9 +39,9 @@ def test_plugin_fixtures_keep_failed_and_report(pytester, moviectl_admin_target,
     name = kept.split("test database: ")[1].split()[0]
 
     from moviectl.core import testdb
-    from moviectl.infra.settings import Settings
+    from moviectl.infra.settings import load_settings
 
-    s = Settings(_env_file=None, database_url_test=url)
+    s = load_settings(use_dotenv=False, database_url_test=url)
     assert name in [d.name for d in testdb.list_databases(s)]
     testdb.drop(s, [name])
 

@@ -1,58 +1,29 @@
-"""Connection info the way libpq reads it, in the standard library.
+"""``DbTarget``: the one connection representation that flows everywhere: settings,
+engines, raw connections, child tools.
 
-``DbTarget`` is the one representation that flows everywhere: settings, engines, raw
-connections, child tools. Its displayed form is built from its parts without the password;
-errors never echo any part of the input (it may hold a password).
-
-The rules live one floor down, in ``libpq_syntax`` (dataclass-free, so the ``health --live``
-fast path reads settings by them without this module): ``parse_db_url`` accepts what libpq
-accepts (``postgresql://`` URIs with percent-encoding, ``?password=``, ``?host=/socket/dir``,
-several ``host:port`` pairs, every libpq keyword; ``key=value`` strings with libpq's quoting),
-held to psycopg's ``conninfo_to_dict`` (libpq's parser) by a test without importing psycopg;
-``resolve_target`` applies the settings' rules; ``DEFAULTS`` holds the connection settings'
-defaults, which ``Settings`` reads from here.
+Its displayed form is built from its parts without the password; errors never echo any part
+of the input (it may hold a password). The syntax is libpq's (``libpq_syntax``):
+``parse_db_url`` accepts what libpq accepts (``postgresql://`` URIs with percent-encoding,
+``?password=``, ``?host=/socket/dir``, several ``host:port`` pairs, every libpq keyword;
+``key=value`` strings with libpq's quoting).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from moviectl.infra.errors import ConfigError
-from moviectl.infra.libpq_syntax import (
-    DEFAULTS,
-    ENV_PREFIX,
-    MAX_CONNECT_TIMEOUT,
-    TLS_MODES,
-    build_url,
-    connect_timeout_of,
-    parse_conninfo,
-    project_dir,
-    raw_settings,
-    read_dotenv,
-    resolve_fields,
-    target_fields,
-)
+from moviectl.infra.libpq_syntax import TLS_MODES, build_url, parse_conninfo, target_fields
 
 __all__ = [
     "APP_NAME",
-    "DEFAULTS",
-    "ENV_PREFIX",
-    "MAX_CONNECT_TIMEOUT",
     "TCP_LIVENESS",
     "DbTarget",
     "SecretUrl",
-    "connect_timeout_of",
-    "in_project",
     "mask_url",
     "parse_db_url",
-    "project_root",
-    "raw_settings",
-    "read_dotenv",
-    "resolve_target",
     "target_from_params",
 ]
 APP_NAME = "moviectl"
@@ -67,23 +38,6 @@ TCP_LIVENESS: dict[str, Any] = {
     "keepalives_count": 3,
     "tcp_user_timeout": 30000,
 }
-
-
-def resolve_target(values: Mapping[str, str | None]) -> DbTarget:
-    """The app database from raw setting values (``libpq_syntax.resolve_fields``' rules):
-    ``Settings.target``; the ``health`` fast path reads the same fields."""
-    return DbTarget(**resolve_fields(values))
-
-
-def project_root(start: Path | None = None) -> Path:
-    """The directory moviectl works from (``libpq_syntax.project_dir``' rule)."""
-    return Path(project_dir(None if start is None else os.fspath(start)))
-
-
-def in_project(path: Path, root: Path) -> Path:
-    """A path setting as moviectl uses it: a relative one is the project root's, so a command
-    run from a subdirectory finds the same files (``load_settings``, ``read_early``)."""
-    return root / path if not path.is_absolute() and root != Path.cwd().resolve() else path
 
 
 def target_from_params(values: dict[str, str], name: str = "URL") -> DbTarget:

@@ -1,29 +1,21 @@
-"""libpq's connection string syntax, and the settings' rules down to a connection's fields.
+"""libpq's connection string syntax: URIs and key=value strings, and the displayed URL.
 
-``parse_conninfo`` reads URIs and key=value strings by libpq's own rules (held to psycopg's
-``conninfo_to_dict``, i.e. libpq's parser, by tests/infra/test_conninfo.py); ``target_fields``
-fills in what a string leaves out as libpq does (``PG*`` variables, then its defaults);
-``raw_settings`` and ``resolve_fields`` read ``MOVIE_*`` (environment over ``.env``) by the
-rules ``Settings`` uses; ``build_url`` is the displayed URL. ``conninfo.DbTarget`` is built
-from these fields: this module is its pydantic- and dataclass-free floor.
-
-The ``health --live`` fast path imports this module alone to read the settings, so nothing
-heavy is imported here at import time: no ``re``, ``urllib``, ``pathlib``, ``typing``,
-``dataclasses`` or ``errors`` (enum), each several milliseconds of a probe that runs every few
-seconds; errors are built on demand. Errors name the problem and never echo the input: it
-may hold a password.
+``parse_conninfo`` reads both forms by libpq's own rules (held to psycopg's
+``conninfo_to_dict``, i.e. libpq's parser, by tests/infra/test_conninfo.py);
+``target_fields`` fills in what a string leaves out as libpq does (``PG*`` variables, then
+its defaults); ``build_url`` is the displayed URL. ``conninfo.DbTarget`` is built from these
+fields. Errors name the problem and never echo the input: it may hold a password.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote as _quote
+from urllib.parse import unquote
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~7 ms)
-if TYPE_CHECKING:
-    from collections.abc import Mapping
-    from typing import Any
-
-    from moviectl.infra.errors import ConfigError
+from moviectl.infra.errors import ConfigError
 
 # libpq's connection keywords (PostgreSQL 17); anything else is an error, as in libpq.
 LIBPQ_KEYWORDS = frozenset(
@@ -37,31 +29,12 @@ LIBPQ_KEYWORDS = frozenset(
 )
 SECRET_KEYS = frozenset({"password", "sslpassword"})
 TLS_MODES = ("require", "verify-ca", "verify-full")
-ENV_PREFIX = "MOVIE_"
-DEFAULTS: dict[str, Any] = {
-    "db_host": "127.0.0.1",
-    "db_port": 5432,
-    "db_name": "movies",
-    "db_user": "movie",
-    "db_password": "movie",
-    "connect_timeout": 5,
-}
-MAX_CONNECT_TIMEOUT = 3600
 _HEX = frozenset("0123456789abcdefABCDEF")
-# what urllib.parse.quote(..., safe="") leaves as it is (RFC 3986's unreserved characters)
-_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
-
-
-def config_error(message: str, hint: str | None = None) -> ConfigError:
-    """A ``ConfigError`` (exit 2); ``errors`` is imported only when there is one."""
-    from moviectl.infra.errors import ConfigError
-
-    return ConfigError(message, hint=hint)
 
 
 def bad_conninfo(name: str, problem: str) -> ConfigError:
     """A parse error that names the problem and never the input (it may hold a password)."""
-    return config_error(
+    return ConfigError(
         f"malformed {name}: {problem}",
         hint="expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE or key=value pairs; "
         "percent-encode special characters in the password (/ → %2F, @ → %40)",
@@ -69,39 +42,24 @@ def bad_conninfo(name: str, problem: str) -> ConfigError:
 
 
 def _decode(text: str, name: str, what: str) -> str:
-    """Percent-decoding as ``urllib.parse.unquote(text, errors="strict")``, with errors."""
-    if "%" not in text:
-        return text
+    """Percent-decoding as libpq does it: a malformed escape, %00 or bytes that are not
+    UTF-8 are errors (``unquote`` alone would pass them through)."""
     at = text.find("%")
     while at >= 0:
         if at + 3 > len(text) or not _HEX.issuperset(text[at + 1 : at + 3]):
             raise bad_conninfo(name, f"invalid percent-encoding in the {what}")
+        if text[at + 1 : at + 3] == "00":
+            raise bad_conninfo(name, f"%00 (a NUL character) in the {what}")
         at = text.find("%", at + 3)
-    parts, i = [], 0
-    while (at := text.find("%", i)) >= 0:
-        parts.append(text[i:at])
-        raw = bytearray()
-        while text.startswith("%", at):
-            raw.append(int(text[at + 1 : at + 3], 16))
-            at += 3
-        try:
-            parts.append(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise bad_conninfo(
-                name, f"the {what} is not valid UTF-8 after percent-decoding"
-            ) from None
-        i = at
-    parts.append(text[i:])
-    return "".join(parts)
+    try:
+        return unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        raise bad_conninfo(name, f"the {what} is not valid UTF-8 after percent-decoding") from None
 
 
 def quote(text: str) -> str:
-    """``urllib.parse.quote(text, safe="")``: every byte but the unreserved ones as %XX."""
-    if _UNRESERVED.issuperset(text):
-        return text
-    return "".join(
-        c if c in _UNRESERVED else "".join(f"%{b:02X}" for b in c.encode()) for c in text
-    )
+    """Every character but RFC 3986's unreserved ones as %XX."""
+    return _quote(text, safe="")
 
 
 def _parse_uri(text: str, name: str) -> dict[str, str]:
@@ -219,9 +177,14 @@ def parse_conninfo(text: str, name: str = "URL") -> dict[str, str]:
 
 def port_number(text: str, name: str) -> int:
     """A port as libpq would take it, but 0 and out-of-range ports are refused."""
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if not (text.isascii() and text.isdecimal() and len(text) <= 5) or not 0 < int(text) < 65536:
         raise bad_conninfo(name, "the port must be a number from 1 to 65535")
     return int(text)
+
+
+def _whole(text: str) -> bool:
+    digits = text.removeprefix("-")
+    return digits.isascii() and digits.isdecimal() and len(digits) <= 9
 
 
 def _os_user() -> str:
@@ -248,9 +211,11 @@ def target_fields(values: dict[str, str], name: str = "URL") -> dict[str, Any]:
     user = rest.pop("user", "") or env.get("PGUSER", "") or _os_user()
     password = rest.pop("password", None)
     database = rest.pop("dbname", "") or env.get("PGDATABASE", "") or user
+    if any(len(h) > 255 for h in host.split(",")):
+        raise bad_conninfo(name, "a host name longer than 255 characters")
     rest.pop("sslpassword", None)  # never carried: ask libpq's prompt-less default
-    if "connect_timeout" in rest and not rest["connect_timeout"].lstrip("-").isdigit():
-        raise config_error(f"bad connect_timeout in {name}: not a whole number")
+    if "connect_timeout" in rest and not _whole(rest["connect_timeout"]):
+        raise ConfigError(f"bad connect_timeout in {name}: not a whole number")
     return {
         "host": host,
         "port": port,
@@ -260,118 +225,6 @@ def target_fields(values: dict[str, str], name: str = "URL") -> dict[str, Any]:
         "params": tuple(sorted(rest.items())),
         "port_spec": port_spec if "," in port_spec else None,
     }
-
-
-def resolve_fields(values: Mapping[str, str | None]) -> dict[str, Any]:
-    """The app database's fields from raw setting values (keys: database_url, db_host,
-    db_port, db_name, db_user, db_password; None = unset): the one set of rules for the
-    full CLI (``Settings.target``, through ``conninfo.resolve_target``) and the
-    ``health --live`` fast path."""
-    url = values.get("database_url")
-    if url is not None:
-        return target_fields(parse_conninfo(url, "MOVIE_DATABASE_URL"), "MOVIE_DATABASE_URL")
-
-    def get(key: str) -> str:
-        value = values.get(key)
-        return str(DEFAULTS[key] if value is None else value)
-
-    for key in ("db_host", "db_name", "db_user"):
-        if not get(key).strip():
-            raise config_error(f"bad value for {ENV_PREFIX}{key.upper()}: it is empty")
-    port = get("db_port").strip()
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise config_error(f"bad value for {ENV_PREFIX}DB_PORT: a number from 1 to 65535")
-    return {
-        "host": get("db_host"),
-        "port": int(port),
-        "user": get("db_user"),
-        "password": get("db_password") or None,
-        "database": get("db_name"),
-    }
-
-
-def connect_timeout_of(value: str | None) -> int:
-    """MOVIE_CONNECT_TIMEOUT's rule: whole seconds from 1 to an hour."""
-    text = str(DEFAULTS["connect_timeout"] if value is None else value).strip()
-    if not text.isdigit() or not 0 < int(text) <= MAX_CONNECT_TIMEOUT:
-        limit = MAX_CONNECT_TIMEOUT
-        raise config_error(f"bad value for {ENV_PREFIX}CONNECT_TIMEOUT: 1 to {limit} seconds")
-    return int(text)
-
-
-def read_dotenv(path: str | os.PathLike[str]) -> dict[str, str | None]:
-    """The keys and values of a .env file ({} when there is none): one reader for all.
-
-    Quoting follows the shell and dotenv's own rules: ``${VAR}`` is expanded in unquoted and
-    double-quoted values, never in single-quoted ones (a password may contain ``${``).
-    """
-    if not os.path.isfile(path):
-        return {}
-    import io
-
-    from dotenv.parser import parse_stream
-    from dotenv.variables import parse_variables
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except UnicodeDecodeError as exc:
-        raise config_error(
-            f"{os.fspath(path)} is not valid UTF-8 (byte {exc.start})",
-            hint=f"re-encode {os.fspath(path)} as UTF-8",
-        ) from None
-    values: dict[str, str | None] = {}
-    for binding in parse_stream(io.StringIO(text)):
-        if binding.key is None:
-            continue
-        raw = (
-            binding.original.string.split("=", 1)[1].lstrip()
-            if "=" in binding.original.string
-            else ""
-        )
-        if binding.value is None or raw.startswith("'"):
-            values[binding.key] = binding.value
-            continue
-        env = {**os.environ, **values}  # as python-dotenv: the file's own keys win
-        values[binding.key] = "".join(atom.resolve(env) for atom in parse_variables(binding.value))
-    return values
-
-
-_MARKERS = (".moviectl", ".env", "compose/docker-compose.yml")
-
-
-def project_dir(start: str | None = None) -> str:
-    """The directory moviectl works from, found upwards from ``start`` as git finds its
-    repository: the nearest one holding ``.moviectl/``, ``.env`` or the compose file; the
-    search stops at a ``.git`` directory and never takes ``/`` or ``/tmp``; else ``start``."""
-    here = d = os.path.realpath(start or os.getcwd())
-    while d not in ("/", "/tmp"):
-        if any(os.path.exists(os.path.join(d, m)) for m in _MARKERS):
-            return d
-        if os.path.exists(os.path.join(d, ".git")):
-            break
-        d = os.path.dirname(d)
-    return here
-
-
-def raw_settings(env_file: str | os.PathLike[str] | None = None) -> dict[str, str | None]:
-    """MOVIE_* values by setting name, as ``Settings`` reads them: the environment wins over
-    the .env file (read by ``read_dotenv``); for the pydantic-free fast path."""
-    path = env_file or os.path.join(project_dir(), ".env")
-    # .env: keys compared upper-cased with MOVIE_ + the (ASCII) name, a key without a value
-    # ignored (``_DotEnvSource``); U+212A, the Kelvin sign, is its own upper case
-    dotenv = {k.upper(): v for k, v in read_dotenv(path).items() if v is not None}
-    found: dict[str, str | None] = {
-        k[len(ENV_PREFIX) :].lower(): v
-        for k, v in dotenv.items()
-        if k.startswith(ENV_PREFIX) and k.isascii()
-    }
-    # the environment: names compared lower-cased, as pydantic-settings does (U+017F, the
-    # long s, upper-cases to S but is its own lower case: with it, a name is not read)
-    prefix = ENV_PREFIX.lower()
-    environ = {k.lower(): v for k, v in os.environ.items()}
-    found.update({k[len(prefix) :]: v for k, v in environ.items() if k.startswith(prefix)})
-    return found
 
 
 def build_url(fields: Mapping[str, Any], *, masked: bool = True, scheme: str = "postgresql") -> str:

@@ -23,7 +23,6 @@ from moviectl.infra.held_signals import held
 
 if TYPE_CHECKING:
     from moviectl.infra.conninfo import DbTarget
-    from moviectl.infra.early_settings import EarlySettings
     from moviectl.infra.settings import Settings
     from moviectl.infra.watchdog import StallWatch
 
@@ -122,7 +121,7 @@ def tool_version(path: str) -> Tool | None:
     return Tool(path, int(m.group(1)), m.group(0)) if m else None
 
 
-def candidates(name: str, settings: Settings | EarlySettings) -> list[str]:
+def candidates(name: str, settings: Settings) -> list[str]:
     found: list[str] = []
     wheel = wheel_bin_dir()
     for d in (settings.pg_bin_dir, wheel):
@@ -139,7 +138,7 @@ def candidates(name: str, settings: Settings | EarlySettings) -> list[str]:
 
 def find_tool(
     name: str,
-    settings: Settings | EarlySettings,
+    settings: Settings,
     min_major: int | None = None,
     *,
     tls: bool = False,

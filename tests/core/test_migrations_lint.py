@@ -18,7 +18,7 @@ import pytest
 
 from moviectl.core.migrations.lint import TINY_ROWS, lint
 from moviectl.core.migrations.lint_rules import RULES
-from moviectl.infra.settings import Settings
+from moviectl.infra.settings import load_settings
 from tests.conftest import ROOT, Cli, copy_migrations
 
 BLOCK = "with op.get_context().autocommit_block():"
@@ -44,7 +44,7 @@ def write_migration(scripts: Path, body: str, rev: str = "0003", down: str = "00
 
 
 def offline(range_: str = "0002:head") -> list:
-    return lint(Settings(_env_file=None), range_).findings  # type: ignore[call-arg]
+    return lint(load_settings(use_dotenv=False), range_).findings  # type: ignore[call-arg]
 
 
 NEW_TABLE = 'op.create_table("scratch", sa.Column("id", sa.Integer(), primary_key=True), sa.Column("n", sa.Integer()))\n'

@@ -11,7 +11,7 @@ import pytest
 
 from moviectl.core.seed import copy_stream, sample
 from moviectl.core.seed import load as seed
-from moviectl.infra.settings import Settings, parse_db_url
+from moviectl.infra.settings import load_settings, parse_db_url
 from tests.conftest import run_at_once, subprocess_env
 
 
@@ -153,7 +153,7 @@ def test_server_dying_mid_copy_rolls_back_and_ledger_says_failed(movie_db_url, m
                 )
                 _wait_until_gone(c)
 
-    s = Settings(_env_file=None)
+    s = load_settings(use_dotenv=False)
     with pytest.raises(Exception) as err:
         seed.seed(s, sample=50_000, target=target, progress=killer)
     assert killed.is_set()

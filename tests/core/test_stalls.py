@@ -20,7 +20,7 @@ from moviectl.infra.admin import drop_database_force
 from moviectl.infra.conninfo import DbTarget
 from moviectl.infra.engine import connect
 from moviectl.infra.ports import free_port
-from moviectl.infra.settings import Settings
+from moviectl.infra.settings import Settings, load_settings
 from tests.conftest import SEEDED_MOVIES, Cli, seeded_database, subprocess_env, wait_for
 
 
@@ -59,7 +59,7 @@ def paused_later(pausable_server) -> Iterator[tuple[Cli, EmbeddedServer]]:
 
 
 def _settings() -> Settings:
-    return Settings(_env_file=None)  # type: ignore[call-arg]
+    return load_settings(use_dotenv=False)
 
 
 def _signal_cluster(srv: EmbeddedServer, sig: int) -> None:

@@ -5,20 +5,20 @@ import json
 import pytest
 
 from moviectl.infra.errors import ConfigError
-from moviectl.infra.settings import Settings, load_settings, mask_url, parse_db_url
+from moviectl.infra.settings import SETTING_FIELDS, load_settings, mask_url, parse_db_url
 from tests.conftest import Cli
 
 
 def test_parts_compose_the_url_and_the_password_is_masked():
-    s = Settings(_env_file=None, db_host="db.internal", db_port=6543, db_password="hunter2")
+    s = load_settings(use_dotenv=False, db_host="db.internal", db_port=6543, db_password="hunter2")
     assert s.masked_url == "postgresql://movie:***@db.internal:6543/movies"
     assert "hunter2" not in repr(s) and "hunter2" not in str(s.target())
     assert s.target().url(masked=False) == "postgresql://movie:hunter2@db.internal:6543/movies"
 
 
 def test_database_url_wins_over_parts_and_keeps_special_characters():
-    s = Settings(
-        _env_file=None, database_url="postgresql://app:p%40ss%3Aw@h:5433/films?sslmode=disable"
+    s = load_settings(
+        use_dotenv=False, database_url="postgresql://app:p%40ss%3Aw@h:5433/films?sslmode=disable"
     )
     t = s.target()
     assert (t.user, t.password, t.host, t.port, t.database) == ("app", "p@ss:w", "h", 5433, "films")
@@ -100,7 +100,7 @@ def test_env_example_lists_every_setting():
     from tests.conftest import ROOT
 
     text = (ROOT / ".env.example").read_text()
-    for name in Settings.model_fields:
+    for name in SETTING_FIELDS:
         assert f"MOVIE_{name.upper()}" in text, name
 
 
@@ -147,3 +147,88 @@ def test_unreachable_hints_fit_the_backend():
     assert r.exit_code == 3 and "does not manage this server" in r.stderr, r.output
     r = Cli({"MOVIE_DB_BACKEND": "embedded", "MOVIE_DB_PORT": "1"})("migrate", "status")
     assert r.exit_code == 3 and "moviectl db up" in r.stderr, r.output
+
+
+def test_one_reader_for_values_and_their_sources(tmp_path, monkeypatch):
+    """`config show` names as the source only what load_settings took: a name with a long s
+    (U+017F) in it sets nothing anywhere, `movie_db_name` sets MOVIE_DB_NAME, the exact
+    upper-case spelling wins over another."""
+    from moviectl.infra.settings import describe_settings
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("MOVIE_DB_USER=fromfile\nMOVIE_POOL_SIZE\n")
+    monkeypatch.setenv("MOVIE_DATABA\u017fE_URL", "postgresql://x@elsewhere/db")
+    monkeypatch.setenv("movie_db_name", "lower")
+    monkeypatch.setenv("movie_db_host", "lower.example")
+    monkeypatch.setenv("MOVIE_DB_HOST", "upper.example")
+    s = load_settings()
+    assert (s.database_url, s.db_name, s.db_host, s.db_user) == (
+        None,
+        "lower",
+        "upper.example",
+        "fromfile",
+    )
+    sources = {r.key: r.source for r in describe_settings(s)}
+    assert sources["MOVIE_DATABASE_URL"] == "default"
+    assert sources["MOVIE_DB_NAME"] == "environment"
+    assert sources["MOVIE_DB_USER"] == ".env"
+    assert sources["MOVIE_POOL_SIZE"] == "default"  # a key without a value sets nothing
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"MOVIE_DB_PORT": "\u00b2"}, "whole number"),
+        ({"MOVIE_DB_PORT": "\uff15\uff14\uff13\uff12"}, "whole number"),
+        ({"MOVIE_CONNECT_TIMEOUT": "9" * 5000}, "whole number"),
+        ({"MOVIE_STALL_TIMEOUT": "inf"}, "a number"),
+        ({"MOVIE_STALL_TIMEOUT": "nan"}, "a number"),
+        ({"MOVIE_POOL_TIMEOUT": "1e308"}, "a number"),
+        ({"MOVIE_STALL_TIMEOUT": "0"}, "above 0"),
+        ({"MOVIE_DATABASE_ECHO": "maybe"}, "true or false"),
+        ({"MOVIE_DB_BACKEND": "Docker"}, "one of"),
+        ({"MOVIE_DB_HOST": "h" * 300}, "too long"),
+        ({"MOVIE_DB_NAME": "a\tb"}, "control character"),
+        ({"MOVIE_DATABASE_URL": "postgresql://u:p%00@h/d"}, "%00"),
+        ({"MOVIE_DATABASE_URL": "postgresql://u@" + "h" * 300 + "/d"}, "longer than 255"),
+    ],
+)
+def test_values_no_command_may_take_are_one_config_error(monkeypatch, env, problem):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(use_dotenv=False)
+    assert problem in caught.value.message and caught.value.exit_code == 2
+
+
+def test_dotenv_syntax(tmp_path, monkeypatch):
+    from moviectl.infra.envfile import read_dotenv
+
+    monkeypatch.setenv("OUTER", "out")
+    f = tmp_path / ".env"
+    f.write_text(
+        "# comment\n"
+        "export A=1 # inline\n"
+        "B='lit ${OUTER} \\' x'\n"
+        'C="dq ${OUTER} ${A} ${NOPE:-dflt}\\n"\n'
+        "D\n"
+        "E=\n"
+        "F= # only a comment\n"
+        "G=#kept\n"
+        "H='two\nlines'\n"
+        "I='bad' junk\n"
+        "J=last\n"
+    )
+    values = {k: v for k, (v, _) in read_dotenv(f).items()}
+    assert values == {
+        "A": "1",
+        "B": "lit ${OUTER} ' x",
+        "C": "dq out 1 dflt\n",
+        "D": None,
+        "E": "",
+        "F": "",
+        "G": "#kept",
+        "H": "two\nlines",
+        "J": "last",
+    }
+    assert read_dotenv(f)["J"][1] == 12  # the line it was set on

@@ -6,11 +6,6 @@ The checksum is computed while ``pg_restore --list`` (the pg_restore beside that
 reads the archive back (``readback.py``): a custom-format archive cannot be hashed as
 pg_dump writes it, because pg_dump seeks back to its start to fill in the data offsets
 when it is done.
-
-``backup`` takes the validated ``Settings``, or the fast path's ``EarlySettings`` (read
-without pydantic): then pg_dump starts first and the settings are settled while it runs
-(``infra/early_settings.py``); nothing is cleaned up (killed runs' temp files and
-databases) before they are, and a rejected setting kills pg_dump and removes its file.
 """
 
 from __future__ import annotations
@@ -39,7 +34,6 @@ from moviectl.core.backups.leftovers import clean_databases, clean_partials, par
 from moviectl.core.backups.manifest import FORMATS, Manifest, manifest_path
 from moviectl.core.backups.readback import read_back_and_hash, readability
 from moviectl.infra.conninfo import DbTarget
-from moviectl.infra.early_settings import EarlySettings, SettingsMoved
 from moviectl.infra.engine import connect
 from moviectl.infra.errors import (
     InputFileError,
@@ -140,7 +134,7 @@ def free_job_slots(conn: Any) -> int:
     return max(1, usable - used - 1 - max(2, usable // 10))
 
 
-def _out_dir(settings: Settings | EarlySettings, output: Path | None) -> Path:
+def _out_dir(settings: Settings, output: Path | None) -> Path:
     d = _out_path(settings, output)
     if output is None:
         make_private_dir(d)
@@ -154,7 +148,7 @@ def _out_dir(settings: Settings | EarlySettings, output: Path | None) -> Path:
 
 
 def backup(
-    settings: Settings | EarlySettings,
+    settings: Settings,
     *,
     output: Path | None = None,
     fmt: str = "custom",
@@ -172,29 +166,17 @@ def backup(
             f"bad --compress value {compress!r}",
             hint="a level 0-9, or METHOD[:LEVEL] with gzip, lz4, zstd or none (as pg_dump -Z)",
         )
-    if isinstance(settings, EarlySettings) and not _out_path(settings, output).is_dir():
-        settings = _valid(settings)  # nothing is created before the settings are valid
     target = settings.target(database)
     out = _out_dir(settings, output)
+    clean_partials(out)  # what killed runs left here
     started = datetime.now(UTC)
     t0 = time.monotonic()
     letter, suffix = FORMATS[fmt]
     name, tmp = claim_name(out, target.database, started, suffix, directory=fmt == "directory")
     try:
         final = out / name
-        settings, via, dump_version, version, major, rev, counts = _dump(
+        via, dump_version, version, major, rev, counts = _dump(
             settings, target, tmp, fmt, letter, jobs, compress, progress
-        )
-    except SettingsMoved as moved:  # read differently early: start over on the valid ones
-        remove_path(tmp)
-        return backup(
-            moved.settings,
-            output=output,
-            fmt=fmt,
-            jobs=jobs,
-            compress=compress,
-            database=database,
-            progress=progress,
         )
     except BaseException:
         remove_path(tmp)  # whatever stopped the dump, no temp file stays
@@ -232,28 +214,12 @@ def backup(
     return BackupResult(str(final), str(mpath), man, via)
 
 
-def _out_path(settings: Settings | EarlySettings, output: Path | None) -> Path:
+def _out_path(settings: Settings, output: Path | None) -> Path:
     return Path(output) if output is not None else Path(settings.backup_dir)
 
 
-def _valid(early: EarlySettings) -> Settings:
-    """The validated settings, before anything is done (read differently early: theirs)."""
-    try:
-        return early.settle()
-    except SettingsMoved as moved:
-        return moved.settings
-
-
-def _settled(settings: Settings | EarlySettings, out: Path) -> Settings:
-    """The validated settings (``EarlySettings.settle``), then what killed runs left in
-    ``out``: nothing is cleaned on settings that might be rejected."""
-    real = settings.settle() if isinstance(settings, EarlySettings) else settings
-    clean_partials(out)
-    return real
-
-
 def _dump(
-    settings: Settings | EarlySettings,
+    settings: Settings,
     target: DbTarget,
     tmp: Path,
     fmt: str,
@@ -261,9 +227,8 @@ def _dump(
     jobs: int | None,
     compress: str | None,
     progress: Progress | None,
-) -> tuple[Settings, str, str, str, int, str | None, dict[str, int]]:
-    """Run pg_dump into ``tmp`` on an exported snapshot, and settle the settings while it
-    runs; (settings, via, pg_dump version, facts...)."""
+) -> tuple[str, str, str, int, str | None, dict[str, int]]:
+    """Run pg_dump into ``tmp`` on an exported snapshot; (via, pg_dump version, facts...)."""
     with connect(target, connect_timeout=settings.connect_timeout) as snap:
         # pg_dump and the manifest's row counts read one exported snapshot, concurrently
         from psycopg import IsolationLevel
@@ -284,7 +249,6 @@ def _dump(
         if tool is None:
             from moviectl.core.backups.container_dump import dump_in_container
 
-            settings = _settled(settings, tmp.parent)
             version, major, rev, counts = database_facts(snap)
             try:
                 via, dump_version = dump_in_container(settings, target, tmp, fmt, progress, snap_id)
@@ -308,7 +272,6 @@ def _dump(
                 argv += ["-Z", compress]
             dump = DumpProcess(argv, child_env(target), tmp, progress)
             try:  # whatever stops this, pg_dump is dead before its file is removed
-                settings = _settled(settings, tmp.parent)  # while pg_dump runs
                 watch = StallWatch.for_settings(settings, target, "the backup")
                 # progress: the bytes pg_dump has written (a stat; no psutil while pg_dump
                 # and the server share the cores); a pause with no answer is a stall
@@ -331,10 +294,10 @@ def _dump(
         snap.autocommit = True
         with contextlib.suppress(MoviectlError):  # one login: killed runs' databases too
             clean_databases(snap)
-    return settings, via, dump_version, version, major, rev, counts
+    return via, dump_version, version, major, rev, counts
 
 
-def in_container_first(settings: Settings | EarlySettings, tool: Any, major: int) -> bool:
+def in_container_first(settings: Settings, tool: Any, major: int) -> bool:
     """For the Docker backend, dump with the container's own pg_dump unless the host has
     one of the server's very major: a backup its own pg_restore reads."""
     if settings.db_backend != "docker" or (tool is not None and tool.major == major):

@@ -78,8 +78,7 @@ def select_checks(
 
 
 def reachable(t: DbTarget, timeout: float) -> tuple[str, str, int, dict[str, Any]]:
-    """The pg_isready question (no SQLAlchemy, no psycopg: the hot path); the ``health --live``
-    fast path (cli/entry.py) asks ``probe.reachable`` itself, without this module."""
+    """The pg_isready question (no SQLAlchemy, no psycopg: ``health --live``'s hot path)."""
     return probe.reachable(t.host, t.port, t.user, t.database, timeout)
 
 
@@ -224,8 +223,7 @@ def run_health(
 def run_checks(
     target: DbTarget, connect_timeout: int, names: list[str] | None = None, *, engine: Any = None
 ) -> HealthReport:
-    """``run_health`` on a target and timeout: what the ``health`` fast path (cli/entry.py)
-    calls with the settings it read without pydantic."""
+    """``run_health`` on a target and timeout."""
     names = names or list(CHECKS)
     _preload(names)
     run = _Run(target, connect_timeout, engine)

@@ -92,7 +92,7 @@ def get_backend(
             chosen = (
                 DockerOrEmbedded(settings, progress)
                 if choice == "docker?"
-                else get_backend(settings.model_copy(update={"db_backend": choice}), progress)
+                else get_backend(settings.but(db_backend=choice), progress)
             )
             return RememberChoice(chosen, settings)
     if choice == "embedded":

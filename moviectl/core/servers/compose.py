@@ -115,10 +115,9 @@ def load_compose(path: Path, env: Mapping[str, str]) -> dict[str, Any]:
 
 def _dotenv_project(directory: Path) -> str | None:
     """COMPOSE_PROJECT_NAME from the ``.env`` beside the compose file (as Compose reads it)."""
-    from dotenv import dotenv_values
+    from moviectl.infra.envfile import read_dotenv
 
-    env_file = directory / ".env"
-    return dotenv_values(env_file).get("COMPOSE_PROJECT_NAME") if env_file.is_file() else None
+    return read_dotenv(directory / ".env").get("COMPOSE_PROJECT_NAME", (None, 0))[0]
 
 
 def _parse_port(spec: Any) -> tuple[str, int, int]:

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from moviectl.infra.ports import free_port
-from moviectl.infra.settings import Settings
+from moviectl.infra.settings import load_settings
 from tests.conftest import Cli, occupied, read_until, run_at_once, subprocess_env
 
 
@@ -77,7 +77,9 @@ def test_shell_never_puts_the_password_on_argv():
     from moviectl.core.shell import shell_command
 
     for psql in (False, True):
-        argv, env = shell_command(Settings(_env_file=None, db_password="argv-secret"), psql=psql)
+        argv, env = shell_command(
+            load_settings(use_dotenv=False, db_password="argv-secret"), psql=psql
+        )
         assert "argv-secret" not in " ".join(argv)
         assert env["PGPASSWORD"] == "argv-secret"
 
@@ -172,7 +174,7 @@ def test_a_database_name_is_never_taken_for_an_option(moviectl_admin_target):
     from moviectl.core.shell import shell_command
 
     server = moviectl_admin_target.url(masked=False).rsplit("/", 1)[0]  # no database needed
-    settings = Settings(_env_file=None, database_url=server + "/--version")
+    settings = load_settings(use_dotenv=False, database_url=server + "/--version")
     argv, env = shell_command(settings, psql=True)
     res = subprocess.run(
         [*argv, "-c", "select 1"], env=env, capture_output=True, text=True, timeout=30
