@@ -28,6 +28,24 @@ LIBPQ_KEYWORDS = frozenset(
     service target_session_attrs load_balance_hosts""".split()
 )
 SECRET_KEYS = frozenset({"password", "sslpassword"})
+# keywords whose values libpq checks against a list when it connects (a bad one is a
+# setting's mistake: refused here, exit 2, rather than a connection failure later)
+ENUM_VALUES = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "gssencmode": ("disable", "prefer", "require"),
+    "target_session_attrs": (
+        "any",
+        "read-write",
+        "read-only",
+        "primary",
+        "standby",
+        "prefer-standby",
+    ),
+    "load_balance_hosts": ("disable", "random"),
+    "channel_binding": ("disable", "prefer", "require"),
+    "sslnegotiation": ("postgres", "direct"),
+    "sslcertmode": ("disable", "allow", "require"),
+}
 TLS_MODES = ("require", "verify-ca", "verify-full")
 _HEX = frozenset("0123456789abcdefABCDEF")
 
@@ -214,6 +232,9 @@ def target_fields(values: dict[str, str], name: str = "URL") -> dict[str, Any]:
     if any(len(h) > 255 for h in host.split(",")):
         raise bad_conninfo(name, "a host name longer than 255 characters")
     rest.pop("sslpassword", None)  # never carried: ask libpq's prompt-less default
+    for key, allowed in ENUM_VALUES.items():
+        if key in rest and rest[key] not in allowed:
+            raise bad_conninfo(name, f"{key} must be one of {', '.join(allowed)}")
     if "connect_timeout" in rest and not _whole(rest["connect_timeout"]):
         raise ConfigError(f"bad connect_timeout in {name}: not a whole number")
     return {

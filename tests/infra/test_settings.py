@@ -191,6 +191,8 @@ def test_one_reader_for_values_and_their_sources(tmp_path, monkeypatch):
         ({"MOVIE_DB_NAME": "a\tb"}, "control character"),
         ({"MOVIE_DATABASE_URL": "postgresql://u:p%00@h/d"}, "%00"),
         ({"MOVIE_DATABASE_URL": "postgresql://u@" + "h" * 300 + "/d"}, "longer than 255"),
+        ({"MOVIE_DATABASE_URL": "postgresql://u@h/d?sslmode=verify"}, "sslmode must be"),
+        ({"MOVIE_DATABASE_URL": "host=h target_session_attrs=rw"}, "target_session_attrs must"),
     ],
 )
 def test_values_no_command_may_take_are_one_config_error(monkeypatch, env, problem):
