@@ -107,9 +107,9 @@ def fit_hint(error: MoviectlError, command: str, settings: Settings | None) -> N
 def untranslated_db_error(exc: Exception) -> MoviectlError | None:
     """A database error no command translated, by the one table (``infra/pgerrors.py``):
     the user error of an expected condition, else None (a bug, or a migration script's)."""
-    from moviectl.infra.pgerrors import classify, driver_cause
+    from moviectl.infra.pgerrors import classify
 
-    return classify(exc) if driver_cause(exc) is not None else None
+    return classify(exc)
 
 
 def as_moviectl_error(exc: Exception) -> MoviectlError:

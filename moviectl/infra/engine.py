@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from moviectl.infra.conninfo import APP_NAME, DbTarget
 from moviectl.infra.errors import MoviectlError
-from moviectl.infra.pgerrors import classify, driver_cause, translate
+from moviectl.infra.pgerrors import classify, translate
 
 if TYPE_CHECKING:
     import psycopg
@@ -110,7 +110,7 @@ def db_errors(target: DbTarget, connect_timeout: int | None = None) -> Iterator[
     try:
         yield
     except Exception as exc:
-        error = classify(exc, target, connect_timeout) if driver_cause(exc) else None
+        error = classify(exc, target, connect_timeout)
         if error is None:
             raise
         raise error from None

@@ -14,7 +14,7 @@ anything else. The rule, per SQLSTATE class:
 - anything else is a bug (exit 10, ``InternalError``, with the ``-v`` hint): 42 other than
   42501 (moviectl's SQL does not fit the schema: undefined table or column, syntax), 22/23
   data and constraints (moviectl validates what it writes; ``seed --from FILE`` turns
-  them into a bad input file itself), 25 transaction state, 0A feature not supported, and
+  them into a bad input file itself), 25 but 25006 (transaction state), 0A, and
   psycopg's client-side errors without a SQLSTATE (InterfaceError, a misused API). A
   migration script's failure is the project's code: the one handler names the script.
 
@@ -93,7 +93,7 @@ KINDS: dict[str, Kind] = {
     "no-tls": Kind(
         Unreachable,
         "the server at {server} does not offer TLS, and sslmode={sslmode} requires it "
-        "(database {db!r})",
+        "(database {db})",
         "enable ssl on the server, or lower sslmode (never below require for a remote server)",
     ),
     "tls": Kind(
@@ -109,23 +109,23 @@ KINDS: dict[str, Kind] = {
     ),
     "conninfo": Kind(ConfigError, "libpq refused the connection settings for {where}: {detail}"),
     # -- authorization (28), databases, privileges
-    "28P01": Kind(AuthFailed, "password authentication failed for user {user!r} at {where}"),
+    "28P01": Kind(AuthFailed, "password authentication failed for user {user} at {where}"),
     "28000": Kind(
         AuthFailed,
-        "the server at {where} refused user {user!r}: {detail}",
+        "the server at {where} refused user {user}: {detail}",
         "check that the role exists and may log in, and pg_hba.conf allows this client",
     ),
-    "28": Kind(AuthFailed, "not authorized as {user!r} at {where}: {detail}"),
+    "28": Kind(AuthFailed, "not authorized as {user} at {where}: {detail}"),
     "no-password": Kind(
         AuthFailed,
-        "the server at {where} wants a password for {user!r}, and none is set",
+        "the server at {where} wants a password for {user}, and none is set",
         "set MOVIE_DB_PASSWORD (or the password in MOVIE_DATABASE_URL)",
     ),
-    "3D000": Kind(DatabaseMissing, "database {db!r} does not exist on {server}"),
-    "57P04": Kind(DatabaseMissing, "database {db!r} on {server} was dropped while in use"),
+    "3D000": Kind(DatabaseMissing, "database {db} does not exist on {server}"),
+    "57P04": Kind(DatabaseMissing, "database {db} on {server} was dropped while in use"),
     "42501": Kind(
         PermissionDenied,
-        "{detail} (user {user!r} at {where})",
+        "{detail} (user {user} at {where})",
         "grant the role what it needs, or connect as another",
     ),
     "25006": Kind(
@@ -136,8 +136,7 @@ KINDS: dict[str, Kind] = {
     # -- the server's resources (53)
     "53300": Kind(
         Unreachable,
-        "the server at {server} has no free connection slot for {user!r} ({detail}; "
-        "database {db!r})",
+        "the server at {server} has no free connection slot for {user} ({detail}; database {db})",
         _SLOTS + " / the role's CONNECTION LIMIT",
     ),
     "53100": Kind(
@@ -218,7 +217,7 @@ LIBPQ_TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("refused", ("connection refused", "no route to host", "network is unreachable")),
     ("refused", ("could not connect",)),
     ("conninfo", ("invalid connection option", "invalid dsn", "bad value for")),
-    ("conninfo", ("value for connection option",)),
+    ("conninfo", ("value for connection option", "connection is bad: invalid")),
 )
 
 
@@ -289,10 +288,17 @@ def is_statement_timeout(exc: BaseException) -> bool:
 def classify(
     exc: BaseException, target: DbTarget | None = None, connect_timeout: int | None = None
 ) -> MoviectlError | None:
-    """The user error of an expected condition (see the module docstring), else None.
+    """The user error of an expected driver condition (see the module docstring), else None
+    (also for anything that is no driver error).
 
     ``target``: the connection's settings (None: host, port and database are read from the
     error's own connection, when it has one)."""
+    return _known(exc, target, connect_timeout) if driver_cause(exc) is not None else None
+
+
+def _known(
+    exc: BaseException, target: DbTarget | None, connect_timeout: int | None
+) -> MoviectlError | None:
     found = _reading(exc)
     if found is None:
         return None
@@ -311,7 +317,7 @@ def translate(
     """``classify``, always a ``MoviectlError``: an unexpected driver error is an
     ``InternalError``; a child tool's unrecognised complaint (no driver error) stays its
     own words, exit 1."""
-    known = classify(exc, target, connect_timeout)
+    known = _known(exc, target, connect_timeout)  # a tool's words (pg_dump's) included
     if known is not None:
         return known
     cause = driver_cause(exc)
@@ -328,8 +334,8 @@ def _fields(t: DbTarget | None, detail: str, connect_timeout: int | None) -> dic
     return {
         "where": t.where if t else "the server",
         "server": f"{t.host or 'local socket'}:{t.port}" if t else "the server",
-        "db": t.database if t else "?",
-        "user": t.user if t else "?",
+        "db": repr(t.database) if t else "(unknown)",  # query errors carry no connection
+        "user": repr(t.user) if t else "(unknown)",
         "detail": detail[:300],
         "secs": f" within {connect_timeout}s" if connect_timeout else "",
         "sslmode": t.sslmode if t else "?",
