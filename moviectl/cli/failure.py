@@ -104,20 +104,12 @@ def fit_hint(error: MoviectlError, command: str, settings: Settings | None) -> N
         error.hint = "see `moviectl db logs` and `moviectl doctor`"
 
 
-def driver_error(first: str, sqlstate: str) -> MoviectlError:
-    """A database error by its SQLSTATE class, for errors no command translated itself."""
-    from moviectl.infra.errors import AuthFailed, DatabaseMissing, PermissionDenied, Unreachable
+def untranslated_db_error(exc: Exception) -> MoviectlError | None:
+    """A database error no command translated, by the one table (``infra/pgerrors.py``):
+    the user error of an expected condition, else None (a bug, or a migration script's)."""
+    from moviectl.infra.pgerrors import classify
 
-    message = f"the database said: {first}"
-    if sqlstate == "42501":
-        return PermissionDenied(message, hint="grant the role what it needs, or use another")
-    if sqlstate == "3D000":
-        return DatabaseMissing(message)
-    if sqlstate.startswith("28"):
-        return AuthFailed(message)
-    if sqlstate == "53300" or sqlstate.startswith(("08", "57P")):
-        return Unreachable(message)
-    return MoviectlError(message)
+    return classify(exc)
 
 
 def as_moviectl_error(exc: Exception) -> MoviectlError:
@@ -129,11 +121,10 @@ def as_moviectl_error(exc: Exception) -> MoviectlError:
         return exc
     if isinstance(exc, OSError):
         return from_os_error(exc)
+    expected = untranslated_db_error(exc)
+    if expected is not None:
+        return expected
     first = (str(exc).strip().splitlines() or [""])[0][:300]
-    psycopg = sys.modules.get("psycopg")
-    if psycopg is not None and isinstance(exc, psycopg.Error):  # a driver error that no
-        return driver_error(first, getattr(exc, "sqlstate", None) or "")  # command translated
-
     broken = _in_migration_script(exc)
     if broken is not None:
         return MoviectlError(

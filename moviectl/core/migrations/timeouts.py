@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 from moviectl.infra.conninfo import DbTarget
 from moviectl.infra.errors import LockBusy, MoviectlError
+from moviectl.infra.pgerrors import is_lock_timeout as is_lock_timeout  # drift.py's too
+from moviectl.infra.pgerrors import is_statement_timeout
 from moviectl.infra.settings import Settings
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout expired
-QUERY_CANCELED = "57014"  # statement_timeout (or a cancel request)
 BACKOFF_CAP = 8.0  # seconds
 PG_MAX_MS = 2_147_483_647  # the largest lock_timeout / statement_timeout PostgreSQL accepts
 CLIENT_CHECK_MS = 1000  # how soon a backend notices that its moviectl is gone
@@ -114,16 +114,6 @@ def to_ms(seconds: float) -> int:
     if seconds * 1000 >= PG_MAX_MS:
         return PG_MAX_MS
     return max(1, round(seconds * 1000))
-
-
-def is_lock_timeout(exc: BaseException) -> bool:
-    orig = getattr(exc, "orig", exc)
-    return getattr(orig, "sqlstate", None) == LOCK_NOT_AVAILABLE
-
-
-def is_statement_timeout(exc: BaseException) -> bool:
-    orig = getattr(exc, "orig", exc)
-    return getattr(orig, "sqlstate", None) == QUERY_CANCELED and "statement timeout" in str(orig)
 
 
 class BlockerWatch:

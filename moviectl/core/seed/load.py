@@ -18,13 +18,15 @@ from moviectl.core.seed import ledger
 from moviectl.core.seed.copy_stream import Progress, copy_line, copy_rows
 from moviectl.core.seed.files import file_rows, file_sha256, validate_file
 from moviectl.core.seed.sample import DEFAULT_SEED, sample_lines, sample_rows
-from moviectl.infra.engine import connect, db_errors, make_engine, translate_error
-from moviectl.infra.errors import MigrationsBehind, MoviectlError, UsageError
+from moviectl.infra.engine import connect, db_errors, make_engine
+from moviectl.infra.errors import InputFileError, MigrationsBehind, MoviectlError, UsageError
+from moviectl.infra.pgerrors import classify, driver_cause, sqlstate
 from moviectl.infra.settings import DbTarget, Settings
 from moviectl.infra.watchdog import StallWatch
 
 COPY_THRESHOLD = 1000  # rows: above this, COPY; at or below, the repository
 SEED_SET_WAIT = 600.0  # seconds a run waits for another run of the same set
+DATA_CLASSES = ("22", "23")  # SQLSTATE classes: data exception, integrity constraint violation
 
 
 @dataclass
@@ -156,11 +158,10 @@ def seed(
                 inserted = insert(settings, t, rows, total, run_id, tracked, watch)
         except BaseException as exc:
             ledger.mark_failed(holder, run_id, exc)
-            if isinstance(exc, MoviectlError):
-                raise
-            if isinstance(exc, Exception):
-                raise translate_error(exc, t) from None
-            raise
+            expected = _expected(exc, t, path) if isinstance(exc, Exception) else None
+            if expected is None:
+                raise  # a bug (or Ctrl-C): the one handler says so, exit 10 with -v
+            raise expected from None
         seconds = time.monotonic() - load_started
         started_at, finished_at = ledger.run_times(holder, run_id)
     return SeedResult(
@@ -179,6 +180,35 @@ def seed(
         started_at=started_at,
         finished_at=finished_at,
     )
+
+
+def _expected(exc: Exception, t: DbTarget, path: Path | None) -> MoviectlError | None:
+    """The user error ``exc`` is, if it is one: moviectl's own, an expected driver error
+    (``pgerrors``), or a bad input file: a row the database refuses (a constraint the file
+    check does not know) or a file changed since it was checked. Anything else is a bug."""
+    if isinstance(exc, MoviectlError):
+        return exc
+    known = classify(exc, t)
+    if known is not None:
+        return known
+    if path is None:
+        return None
+    code = sqlstate(exc) or ""
+    if code[:2] in DATA_CLASSES:
+        cause = driver_cause(exc) or exc
+        first = (str(cause).strip().splitlines() or [code])[0]
+        return InputFileError(
+            f"{path}: the database refused a row ({first}; SQLSTATE {code})",
+            hint="nothing was inserted; fix the file and run again",
+        )
+    from pydantic import ValidationError  # loaded already: the file was checked with it
+
+    if isinstance(exc, ValidationError):
+        return InputFileError(
+            f"{path} changed while it was loaded: {exc.errors()[0]['msg']}",
+            hint="nothing was inserted; run again once nothing writes the file",
+        )
+    return None
 
 
 def _load_orm() -> None:
