@@ -38,7 +38,7 @@ def report(
         )
     if isinstance(exc, BrokenPipeError) and stdout_reader_gone():
         return reader_gone()
-    error = as_moviectl_error(exc)
+    error = as_moviectl_error(exc, settings)
     if verbose:  # the real traceback, with what `from None` hid
         exc.__suppress_context__ = False
         Output().err.print_exception(show_locals=False)
@@ -104,15 +104,18 @@ def fit_hint(error: MoviectlError, command: str, settings: Settings | None) -> N
         error.hint = "see `moviectl db logs` and `moviectl doctor`"
 
 
-def untranslated_db_error(exc: Exception) -> MoviectlError | None:
+def untranslated_db_error(
+    exc: Exception, settings: Settings | None = None
+) -> MoviectlError | None:
     """A database error no command translated, by the one table (``infra/pgerrors.py``):
-    the user error of an expected condition, else None (a bug, or a migration script's)."""
+    the user error of an expected condition, else None (a bug, or a migration script's).
+    ``settings``: the command's, so the message names host, port and database."""
     from moviectl.infra.pgerrors import classify
 
-    return classify(exc)
+    return classify(exc, fallback=settings.target() if settings is not None else None)
 
 
-def as_moviectl_error(exc: Exception) -> MoviectlError:
+def as_moviectl_error(exc: Exception, settings: Settings | None = None) -> MoviectlError:
     """Any exception as a one-line ``MoviectlError``: translated at the boundary where
     possible, else an internal error (exit 10) that asks for -v and a report."""
     from moviectl.infra.errors import InternalError, from_os_error
@@ -121,7 +124,7 @@ def as_moviectl_error(exc: Exception) -> MoviectlError:
         return exc
     if isinstance(exc, OSError):
         return from_os_error(exc)
-    expected = untranslated_db_error(exc)
+    expected = untranslated_db_error(exc, settings)
     if expected is not None:
         return expected
     first = (str(exc).strip().splitlines() or [""])[0][:300]

@@ -286,14 +286,20 @@ def is_statement_timeout(exc: BaseException) -> bool:
 
 
 def classify(
-    exc: BaseException, target: DbTarget | None = None, connect_timeout: int | None = None
+    exc: BaseException,
+    target: DbTarget | None = None,
+    connect_timeout: int | None = None,
+    *,
+    fallback: DbTarget | None = None,
 ) -> MoviectlError | None:
     """The user error of an expected driver condition (see the module docstring), else None
     (also for anything that is no driver error).
 
     ``target``: the connection's settings (None: host, port and database are read from the
-    error's own connection, when it has one)."""
-    return _known(exc, target, connect_timeout) if driver_cause(exc) is not None else None
+    error's own connection, when it has one, else taken from ``fallback``)."""
+    if driver_cause(exc) is None:
+        return None
+    return _known(exc, target or _target_of(exc) or fallback, connect_timeout)
 
 
 def _known(
