@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from moviectl.cli.context import JsonOpt, out, settings_of
+from moviectl.cli.context import out, settings_of
 from moviectl.cli.render import render_health
 
 
@@ -41,7 +41,6 @@ def health(
             help="--serve: show versions, user, sizes, errors (default: on loopback only).",
         ),
     ] = None,
-    json: JsonOpt = False,
 ) -> None:
     """Check that the app can work against the database: reachable, auth, query,
     migrations, capacity.
@@ -55,7 +54,7 @@ def health(
 
     settings = settings_of(ctx)
     names = core.select_checks(live, ready, check, exclude)
-    o = out(ctx, json)
+    o = out(ctx)
     if serve is not None:
         _serve(settings, bind, serve, details, o)
         return
