@@ -8,7 +8,13 @@ from typing import Annotated
 import typer
 
 from moviectl.cli.context import YesOpt, confirm, new_typer, out, settings_of
-from moviectl.cli.render import render_backup, render_backups, render_restore, render_verify
+from moviectl.cli.render import (
+    Backups,
+    render_backup,
+    render_backups,
+    render_restore,
+    render_verify,
+)
 
 backup_app = new_typer(
     "Checksummed pg_dump backups and restore drills; without a subcommand, back up the "
@@ -65,8 +71,8 @@ def backup_list(
     """
     from moviectl.core.backups.manifest import list_backups
 
-    entries = list_backups(settings_of(ctx), directory)
-    out(ctx).emit({"backups": entries}, render_backups)
+    listed: Backups = {"backups": list_backups(settings_of(ctx), directory)}
+    out(ctx).emit(listed, render_backups)
 
 
 @backup_app.command("verify")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from moviectl.cli.context import new_typer, out, state_of
-from moviectl.cli.render import render_settings
+from moviectl.cli.render import SettingsShown, render_settings
 
 config_app = new_typer("Inspect moviectl's configuration.", no_args_is_help=True)
 
@@ -20,7 +20,7 @@ def config_show(ctx: typer.Context) -> None:
 
     state = state_of(ctx)
     settings = state.settings()
-    result = {
+    result: SettingsShown = {
         "env_file": str(state.env_file or ".env"),
         "database_url": settings.masked_url,
         "settings": describe_settings(settings, state.env_file),

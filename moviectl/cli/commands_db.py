@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import subprocess
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from moviectl.cli.context import YesOpt, confirm, new_typer, out, settings_of
 from moviectl.cli.render import render_down, render_server_status, render_up
+
+if TYPE_CHECKING:
+    from moviectl.cli.output import Output
+    from moviectl.core.servers.base import Backend
 
 db_app = new_typer(
     "Run the database server: Docker (compose file) or embedded.", no_args_is_help=True
@@ -19,7 +23,7 @@ TimeoutOpt = Annotated[
 ]
 
 
-def _backend(ctx: typer.Context, for_up: bool = False):
+def _backend(ctx: typer.Context, for_up: bool = False) -> tuple[Backend, Output]:
     from moviectl.cli.output import PullProgress
     from moviectl.core.servers import get_backend
 

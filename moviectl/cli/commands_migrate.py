@@ -8,6 +8,7 @@ import typer
 
 from moviectl.cli.context import YesOpt, confirm, new_typer, out, settings_of
 from moviectl.cli.render import (
+    Revisions,
     render_drift,
     render_history,
     render_migrate,
@@ -80,8 +81,8 @@ def migrate_history(ctx: typer.Context) -> None:
     """
     from moviectl.core.migrations import runner as migrations
 
-    o = out(ctx)
-    o.emit({"revisions": migrations.history(settings_of(ctx))}, render_history)
+    revisions: Revisions = {"revisions": migrations.history(settings_of(ctx))}
+    out(ctx).emit(revisions, render_history)
 
 
 @migrate_app.command("down")

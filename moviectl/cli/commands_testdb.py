@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from moviectl.cli.context import YesOpt, confirm, new_typer, out, settings_of
-from moviectl.cli.render import render_prune, render_testdb, render_testdbs
+from moviectl.cli.render import TestDatabases, render_prune, render_testdb, render_testdbs
 from moviectl.infra.errors import UsageError
 
 testdb_app = new_typer(
@@ -81,8 +81,8 @@ def testdb_list(ctx: typer.Context) -> None:
     """
     from moviectl.core import testdb
 
-    dbs = testdb.list_databases(settings_of(ctx))
-    out(ctx).emit({"databases": dbs}, render_testdbs)
+    listed: TestDatabases = {"databases": testdb.list_databases(settings_of(ctx))}
+    out(ctx).emit(listed, render_testdbs)
 
 
 @testdb_app.command("prune")
