@@ -6,7 +6,7 @@ import shlex
 from typing import TYPE_CHECKING, TypedDict
 
 from moviectl.cli.health_text import health_lines
-from moviectl.cli.output import fmt_duration, table
+from moviectl.cli.output import fmt_bytes, fmt_duration, table
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -121,8 +121,6 @@ def render_testdb(c: Console, db: TestDatabase) -> None:
 
 
 def render_testdbs(c: Console, r: TestDatabases) -> None:
-    from moviectl.cli.output import fmt_bytes
-
     dbs = r["databases"]
     if not dbs:
         c.print("no test databases")
@@ -163,8 +161,6 @@ def render_down(c: Console, r: DownResult) -> None:
 
 
 def render_server_status(c: Console, r: ServerStatus) -> None:
-    from moviectl.cli.output import fmt_bytes
-
     color = "green" if r.state == "running" else "red"
     c.print(f"backend:     {r.backend}")
     c.print(f"state:       [{color}]{r.state}[/]")
@@ -247,8 +243,6 @@ def render_doctor(c: Console, r: DoctorReport) -> None:
 
 
 def render_backup(c: Console, r: BackupResult) -> None:
-    from moviectl.cli.output import fmt_bytes
-
     m = r.manifest
     c.print(f"[green]✓[/] backup of {m.database} written and read back: [bold]{r.path}[/]")
     c.print(
@@ -264,8 +258,6 @@ def render_backup(c: Console, r: BackupResult) -> None:
 
 
 def render_backups(c: Console, r: Backups) -> None:
-    from moviectl.cli.output import fmt_bytes
-
     rows = [
         (
             e.path,
