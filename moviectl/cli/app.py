@@ -6,15 +6,13 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
-
-# Typer runs on its own copy of click: its exceptions, not the click package's
-from typer._click import exceptions as click_errors
 
 from moviectl import __version__
 from moviectl.cli import (
@@ -28,8 +26,7 @@ from moviectl.cli import (
     commands_testdb,
     commands_up,
 )
-from moviectl.cli.context import MoviectlGroup, State, new_typer
-from moviectl.infra.errors import ExitCode
+from moviectl.cli.context import MoviectlGroup, State, new_typer, state_of
 
 DOWN_HELP = """Stop the dev environment's server (the same as `moviectl db down`); data stays.
 
@@ -55,8 +52,8 @@ HELP_ORDER = tuple(name for name, _, _ in COMMANDS)
 
 class RootGroup(MoviectlGroup):
     """Lists commands in ``COMMANDS`` order (Typer would put every group after the commands),
-    and keeps the contract for what click itself rejects: under ``--json`` a usage error or
-    ``--version`` is one JSON document on stdout; the exit code of a usage error is 2."""
+    and keeps the contract for what Typer itself rejects: under ``--json`` a usage error is
+    one JSON document on stdout (exit code 2); otherwise Typer shows it its own way."""
 
     def main(
         self,
@@ -67,72 +64,65 @@ class RootGroup(MoviectlGroup):
         windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
-        argv = list(sys.argv[1:] if args is None else args) or ["--help"]  # alone: the help
-        wants_json = "--json" in argv
-        if wants_json and "--version" in argv:
-            _print_json({"name": "moviectl", "version": __version__})
-            sys.exit(0)
-        try:
-            code = super().main(
-                args=argv, prog_name=prog_name, complete_var=complete_var, standalone_mode=False
-            )
-        except click_errors.NoArgsIsHelpError as exc:  # a group alone: its help
-            if exc.ctx is not None:
-                typer.echo(exc.ctx.get_help())
-            sys.exit(0)
-        except click_errors.ClickException as exc:
-            if wants_json:
-                _print_json(
-                    {
-                        "ok": False,
-                        "error": "UsageError",
-                        "message": exc.format_message(),
-                        "hint": "see --help",
-                        "exit_code": exc.exit_code,
-                    }
-                )
-                sys.stderr.write(f"error: {exc.format_message()}\n")
-            else:
-                _show_usage_error(exc)
-            sys.exit(exc.exit_code)
-        except typer.Abort:
-            sys.stderr.write("aborted: nothing was changed\n")
-            sys.exit(int(ExitCode.REFUSED))
-        sys.exit(code if isinstance(code, int) else 0)
+        words = tuple(sys.argv[1:] if args is None else args)
+        extra["obj"] = State(words=words)  # the invocation's state, before any option is read
+        return super().main(
+            list(words), prog_name, complete_var, standalone_mode, windows_expand_args, **extra
+        )
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any
+    ) -> Any:
+        try:  # the root's own options
+            return super().make_context(info_name, args, parent, **extra)
+        except typer.TyperException as exc:
+            usage_error(exc, extra.get("obj") or State())
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        try:  # the command's name, and everything below it
+            return super().invoke(ctx)
+        except typer.TyperException as exc:
+            usage_error(exc, state_of(ctx))
 
     def list_commands(self, ctx: Any) -> list[str]:
         names = super().list_commands(ctx)
         return sorted(names, key=lambda n: HELP_ORDER.index(n) if n in HELP_ORDER else len(names))
 
 
-def _print_json(doc: dict[str, Any]) -> None:
-    import json
-
+def usage_error(exc: typer.TyperException, state: State) -> NoReturn:
+    """Under ``--json``: the usage error as one JSON document (and its line on stderr);
+    otherwise Typer's own rendering (the exception goes on up)."""
+    # click stops at an unknown option before it reads the options after it: the words
+    # are all there is to say whether `--json` was asked for
+    if not (state.json_mode or "--json" in state.words):
+        raise exc
+    doc = {
+        "ok": False,
+        "error": "UsageError",
+        "message": exc.format_message(),
+        "hint": "see --help",
+        "exit_code": exc.exit_code,
+    }
     sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     sys.stdout.flush()
+    sys.stderr.write(f"error: {exc.format_message()}\n")
+    raise typer.Exit(exc.exit_code) from None
 
 
-def _show_usage_error(exc: click_errors.ClickException) -> None:
-    """Typer's own rendering of a usage error (a box with the hint), else click's."""
-    try:
-        from typer import rich_utils
-
-        rich_utils.rich_format_error(exc)
-    except Exception:
-        exc.show()
-
-
-def _version(value: bool) -> None:
-    if value:
+def _version(ctx: typer.Context, value: bool) -> None:
+    # not eager: `--json` (eager) has been read by now, wherever it stands
+    if not value:
+        return
+    if state_of(ctx).json_mode:
+        sys.stdout.write(json.dumps({"name": "moviectl", "version": __version__}, indent=2))
+        sys.stdout.write("\n")
+    else:
         typer.echo(f"moviectl {__version__}")
-        raise typer.Exit()
+    raise typer.Exit()
 
 
 def root(
     ctx: typer.Context,
-    json_mode: Annotated[
-        bool, typer.Option("--json", help="Every command prints one JSON document.")
-    ] = False,
     env_file: Annotated[
         Path | None,
         typer.Option("--env-file", help="Read settings from this file (default ./.env)."),
@@ -141,27 +131,26 @@ def root(
         bool, typer.Option("--verbose", "-v", help="Show tracebacks and more detail.")
     ] = False,
     version: Annotated[
-        bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+        bool, typer.Option("--version", callback=_version, help="Show the version.")
     ] = False,
 ) -> None:
     """moviectl: the movie database's operator toolkit."""
-    ctx.obj = State(json_mode=json_mode, verbose=verbose, env_file=env_file)
+    state = state_of(ctx)
+    state.verbose, state.env_file = verbose, env_file
 
 
-def build_app(only: str | None = None) -> typer.Typer:
-    """The root app with every command, or with the one command ``only`` (its options,
-    help and errors are the same: Typer builds each command on its own)."""
+def build_app() -> typer.Typer:
+    """The root app with every command of ``COMMANDS``."""
     root_app = new_typer(
         "**moviectl**: run the movie service's PostgreSQL: server, migrations, seed data, "
-        "health, backups and test databases.\n\nStart here: `moviectl up`",
+        "health, backups and test databases.\n\nStart here: `moviectl up`\n\n"
+        "Example: `moviectl --json health` (or `moviectl health --json`: every command "
+        "takes `--json`)",
         no_args_is_help=True,
         cls=RootGroup,
     )
     root_app.callback()(root)
     for name, target, help_text in COMMANDS:
-        if only is not None and name != only:
-            continue
         if isinstance(target, typer.Typer):
             root_app.add_typer(target, name=name)
         else:
@@ -171,25 +160,6 @@ def build_app(only: str | None = None) -> typer.Typer:
 
 app = build_app()
 
-_GLOBAL_FLAGS = frozenset({"--json", "--verbose", "-v"})
-
-
-def invoked_command(args: Sequence[str]) -> str | None:
-    """The command ``args`` name after the global options, when it is one of ``COMMANDS``;
-    None for anything else (the root's help or version, a typo: the whole app answers)."""
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg in _GLOBAL_FLAGS or arg.startswith("--env-file="):
-            i += 1
-        elif arg == "--env-file":
-            i += 2
-        else:
-            return arg if arg in HELP_ORDER else None
-    return None
-
 
 def main() -> None:
-    # Typer builds every command's parameters before it parses (~25 ms for all of them):
-    # a run builds only the command it runs
-    build_app(invoked_command(sys.argv[1:]))(prog_name="moviectl")
+    app(prog_name="moviectl")

@@ -7,8 +7,14 @@ from typing import Annotated
 
 import typer
 
-from moviectl.cli.context import JsonOpt, YesOpt, confirm, new_typer, out, settings_of
-from moviectl.cli.render import render_backup, render_backups, render_restore, render_verify
+from moviectl.cli.context import YesOpt, confirm, new_typer, out, settings_of
+from moviectl.cli.render import (
+    Backups,
+    render_backup,
+    render_backups,
+    render_restore,
+    render_verify,
+)
 
 backup_app = new_typer(
     "Checksummed pg_dump backups and restore drills; without a subcommand, back up the "
@@ -31,7 +37,6 @@ def backup_cmd(
     compress: Annotated[
         str | None, typer.Option("--compress", "-Z", help="pg_dump compression, e.g. 6, gzip:9.")
     ] = None,
-    json: JsonOpt = False,
 ) -> None:
     """Back up the app database: pg_dump to a temp name, read back, checksummed, renamed.
 
@@ -42,7 +47,7 @@ def backup_cmd(
     from moviectl.cli.output import ByteProgress
     from moviectl.core.backups import dump as core
 
-    o = out(ctx, json)
+    o = out(ctx)
     with ByteProgress(o, "dumping") as progress:
         result = core.backup(
             settings_of(ctx),
@@ -59,7 +64,6 @@ def backup_cmd(
 def backup_list(
     ctx: typer.Context,
     directory: Annotated[Path | None, typer.Option("--dir", help="Where to look.")] = None,
-    json: JsonOpt = False,
 ) -> None:
     """List backups: file, created, size, revision, verified.
 
@@ -67,15 +71,14 @@ def backup_list(
     """
     from moviectl.core.backups.manifest import list_backups
 
-    entries = list_backups(settings_of(ctx), directory)
-    out(ctx, json).emit({"backups": entries}, render_backups)
+    listed: Backups = {"backups": list_backups(settings_of(ctx), directory)}
+    out(ctx).emit(listed, render_backups)
 
 
 @backup_app.command("verify")
 def backup_verify(
     ctx: typer.Context,
     file: Annotated[Path | None, typer.Argument(help="Backup file (default: the newest).")] = None,
-    json: JsonOpt = False,
 ) -> None:
     """Check the sha256, restore into a throwaway database and compare with the manifest.
 
@@ -93,7 +96,7 @@ def backup_verify(
         if not entries:
             raise InputFileError("no backups to verify", hint="run `moviectl backup` first")
         file = Path(entries[-1].path)
-    o = out(ctx, json)
+    o = out(ctx)
     with o.status(f"restore drill for {file.name}"):
         result = verify(settings, file)
     o.emit(result, render_verify)
@@ -105,7 +108,6 @@ def backup_prune(
     ctx: typer.Context,
     keep: Annotated[int, typer.Option("--keep", min=1, help="How many to keep.")],
     yes: YesOpt = False,
-    json: JsonOpt = False,
 ) -> None:
     """Delete the oldest backups beyond --keep N (never the newest verified one).
 
@@ -116,7 +118,7 @@ def backup_prune(
     settings = settings_of(ctx)
     confirm(ctx, f"Delete all but the newest {keep} backups?", yes)
     deleted = prune(settings, keep)
-    out(ctx, json).emit(
+    out(ctx).emit(
         {"deleted": deleted},
         lambda c, r: c.print(
             "\n".join(f"  deleted {p}" for p in r["deleted"]) or "nothing to delete"
@@ -135,7 +137,6 @@ def restore_cmd(
     ] = False,
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1)] = None,
     yes: YesOpt = False,
-    json: JsonOpt = False,
 ) -> None:
     """Restore a backup into a new database (or, with --force, over an existing one).
 
@@ -148,7 +149,7 @@ def restore_cmd(
     settings = settings_of(ctx)
     if force:
         confirm(ctx, f"Replace database {into or '(new)'} with {file.name}?", yes)
-    o = out(ctx, json)
+    o = out(ctx)
     with o.status(f"restoring {file.name}"):
         result = restore(settings, file, into=into, force=force, jobs=jobs)
     o.emit(result, render_restore)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import subprocess
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from moviectl.cli.context import JsonOpt, YesOpt, confirm, new_typer, out, settings_of
+from moviectl.cli.context import YesOpt, confirm, new_typer, out, settings_of
 from moviectl.cli.render import render_down, render_server_status, render_up
+
+if TYPE_CHECKING:
+    from moviectl.cli.output import Output
+    from moviectl.core.servers.base import Backend
 
 db_app = new_typer(
     "Run the database server: Docker (compose file) or embedded.", no_args_is_help=True
@@ -19,11 +23,11 @@ TimeoutOpt = Annotated[
 ]
 
 
-def _backend(ctx: typer.Context, json: bool = False, for_up: bool = False):
+def _backend(ctx: typer.Context, for_up: bool = False) -> tuple[Backend, Output]:
     from moviectl.cli.output import PullProgress
     from moviectl.core.servers import get_backend
 
-    o = out(ctx, json)
+    o = out(ctx)
     progress = PullProgress(o) if o.interactive else None
     return get_backend(settings_of(ctx), progress=progress, for_up=for_up), o
 
@@ -35,13 +39,12 @@ def db_up(
         bool, typer.Option("--wait/--no-wait", help="Return only when logins work.")
     ] = True,
     timeout: TimeoutOpt = 90,
-    json: JsonOpt = False,
 ) -> None:
     """Start the server (idempotent) and wait until the app database accepts logins.
 
     Example: `moviectl db up` or `MOVIE_DB_BACKEND=embedded moviectl db up --timeout 30`
     """
-    backend, o = _backend(ctx, json, for_up=True)
+    backend, o = _backend(ctx, for_up=True)
     with o.status(f"starting PostgreSQL ({backend.name})"):
         result = backend.up(wait=wait, timeout=timeout)
     o.emit(result, render_up)
@@ -54,27 +57,26 @@ def db_down(
         bool, typer.Option("--volumes", help="Also delete the data (asks first).")
     ] = False,
     yes: YesOpt = False,
-    json: JsonOpt = False,
 ) -> None:
     """Stop the server; data stays unless --volumes.
 
     Example: `moviectl db down` or `moviectl db down --volumes --yes` (deletes all data)
     """
-    backend, o = _backend(ctx, json)
+    backend, o = _backend(ctx)
     if volumes:
         confirm(ctx, f"Delete all data of the {backend.name} database server?", yes)
     o.emit(backend.down(volumes=volumes), render_down)
 
 
 @db_app.command("status")
-def db_status(ctx: typer.Context, json: JsonOpt = False) -> None:
+def db_status(ctx: typer.Context) -> None:
     """Show backend, state, version, uptime, data size and connections.
 
     Exits 0 when running, 3 when stopped or unreachable, 4 when it refuses the login.
 
     Example: `moviectl db status --json | jq .state`
     """
-    backend, o = _backend(ctx, json)
+    backend, o = _backend(ctx)
     status = backend.status()
     o.emit(status, render_server_status)
     if status.state != "running":
@@ -92,7 +94,6 @@ def db_logs(
     tail: Annotated[
         int, typer.Option("--tail", "-n", min=0, max=1_000_000, help="Lines from the end.")
     ] = 50,
-    json: JsonOpt = False,
 ) -> None:
     """Print the server's log (container logs or the embedded server's log file).
 
@@ -103,7 +104,7 @@ def db_logs(
     import json as json_lib
     import sys
 
-    backend, o = _backend(ctx, json)
+    backend, o = _backend(ctx)
     lines = backend.logs(tail=tail, follow=follow)
     if o.json_mode and not follow:
         o.emit({"backend": backend.name, "lines": list(lines)})

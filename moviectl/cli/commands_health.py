@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from moviectl.cli.context import JsonOpt, out, settings_of
+from moviectl.cli.context import out, settings_of
 from moviectl.cli.render import render_health
+
+if TYPE_CHECKING:
+    from moviectl.cli.output import Output
+    from moviectl.infra.settings import Settings
 
 
 def health(
@@ -41,7 +45,6 @@ def health(
             help="--serve: show versions, user, sizes, errors (default: on loopback only).",
         ),
     ] = None,
-    json: JsonOpt = False,
 ) -> None:
     """Check that the app can work against the database: reachable, auth, query,
     migrations, capacity.
@@ -55,7 +58,7 @@ def health(
 
     settings = settings_of(ctx)
     names = core.select_checks(live, ready, check, exclude)
-    o = out(ctx, json)
+    o = out(ctx)
     if serve is not None:
         _serve(settings, bind, serve, details, o)
         return
@@ -68,14 +71,17 @@ def health(
     raise typer.Exit(report.exit_code)
 
 
-def _serve(settings: Any, bind: str, port: int, details: bool | None, o: Any) -> None:
+def _serve(settings: Settings, bind: str, port: int, details: bool | None, o: Output) -> None:
     """uvicorn on a socket bound here (so a taken port or a bad host is our error, with its
-    exit code): bounded concurrency, idle connections closed, header size limited."""
+    exit code): bounded concurrency, idle connections closed, header size limited, and a
+    deadline for each request head (``cli/http_protocol.py``)."""
+    import asyncio
     import logging
     import socket
 
     import uvicorn
 
+    from moviectl.cli.http_protocol import DeadlineLoop
     from moviectl.core.health.http import create_app
 
     loopback = bind in ("127.0.0.1", "::1", "localhost")
@@ -90,11 +96,10 @@ def _serve(settings: Any, bind: str, port: int, details: bool | None, o: Any) ->
     except OSError:
         sock.close()
         raise
-    from moviectl.cli.http_protocol import DeadlineH11Protocol
-
     config = uvicorn.Config(
         create_app(settings, details=show),
-        http=DeadlineH11Protocol,
+        http="h11",
+        ws="none",
         log_config=None,
         access_log=False,  # the app logs each request with its trace id
         timeout_keep_alive=5,
@@ -109,4 +114,6 @@ def _serve(settings: Any, bind: str, port: int, details: bool | None, o: Any) ->
         f"serving http://{bind}:{sock.getsockname()[1]}/healthz, /livez, /readyz, /metrics "
         f"(details {'shown' if show else 'hidden'}; Ctrl-C stops)"
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    # what uvicorn.Server.run does, on an event loop that puts the deadline on connections
+    with asyncio.Runner(loop_factory=DeadlineLoop) as runner:
+        runner.run(uvicorn.Server(config).serve(sockets=[sock]))

@@ -6,8 +6,9 @@ from typing import Annotated
 
 import typer
 
-from moviectl.cli.context import JsonOpt, YesOpt, confirm, new_typer, out, settings_of
+from moviectl.cli.context import YesOpt, confirm, new_typer, out, settings_of
 from moviectl.cli.render import (
+    Revisions,
     render_drift,
     render_history,
     render_migrate,
@@ -29,7 +30,6 @@ def migrate(
     sql: Annotated[
         bool, typer.Option("--sql", help="Print the SQL instead of running it (offline).")
     ] = False,
-    json: JsonOpt = False,
 ) -> None:
     """Upgrade the database to the newest schema (or `--to REV`).
 
@@ -43,7 +43,7 @@ def migrate(
     from moviectl.core.migrations import runner as migrations
 
     settings = settings_of(ctx)
-    o = out(ctx, json)
+    o = out(ctx)
     if sql:
         text = migrations.offline_sql(settings, to)
         if o.json_mode:
@@ -57,7 +57,7 @@ def migrate(
 
 
 @migrate_app.command("status")
-def migrate_status(ctx: typer.Context, json: JsonOpt = False) -> None:
+def migrate_status(ctx: typer.Context) -> None:
     """Show the current and head revisions and what is pending.
 
     Exits 0 when up to date and 6 when migrations are pending.
@@ -67,22 +67,22 @@ def migrate_status(ctx: typer.Context, json: JsonOpt = False) -> None:
     from moviectl.core.migrations import runner as migrations
 
     result = migrations.status(settings_of(ctx))
-    o = out(ctx, json)
+    o = out(ctx)
     o.emit(result, render_status)
     if not result.up_to_date:
         raise typer.Exit(int(MigrationsBehind.exit_code))
 
 
 @migrate_app.command("history")
-def migrate_history(ctx: typer.Context, json: JsonOpt = False) -> None:
+def migrate_history(ctx: typer.Context) -> None:
     """List every revision, oldest first, marking head and the database's current one.
 
     Example: `moviectl migrate history`
     """
     from moviectl.core.migrations import runner as migrations
 
-    o = out(ctx, json)
-    o.emit({"revisions": migrations.history(settings_of(ctx))}, render_history)
+    revisions: Revisions = {"revisions": migrations.history(settings_of(ctx))}
+    out(ctx).emit(revisions, render_history)
 
 
 @migrate_app.command("down")
@@ -90,7 +90,6 @@ def migrate_down(
     ctx: typer.Context,
     to: Annotated[str, typer.Option("--to", help="Revision to go down to (`base`: drop all).")],
     yes: YesOpt = False,
-    json: JsonOpt = False,
 ) -> None:
     """Downgrade to an older revision (asks first: this can drop data).
 
@@ -102,7 +101,7 @@ def migrate_down(
     settings = settings_of(ctx)
     scripts.resolve_revision(scripts.script_directory(), to)  # fail fast on a typo
     confirm(ctx, f"Downgrade {settings.masked_url} to {to}? Data in dropped tables is lost.", yes)
-    o = out(ctx, json)
+    o = out(ctx)
     with o.status(f"downgrading {settings.masked_url} to {to}"):
         result = migrations.downgrade(settings, to)
     o.emit(result, render_migrate)
@@ -119,7 +118,6 @@ def migrate_new(
     empty: Annotated[
         bool, typer.Option("--empty", help="An empty upgrade/downgrade to write by hand.")
     ] = False,
-    json: JsonOpt = False,
 ) -> None:
     """Write the next migration (`0003_add_director.py`), ruff-formatted.
 
@@ -134,14 +132,14 @@ def migrate_new(
     if autogenerate and empty:
         raise UsageError("--autogenerate and --empty exclude each other", hint="pick one")
     settings = settings_of(ctx)
-    o = out(ctx, json)
+    o = out(ctx)
     with o.status(f"comparing the models with {settings.masked_url}"):
         result = authoring.new_migration(settings, message, empty=empty)
     o.emit(result, render_new_migration)
 
 
 @migrate_app.command("check")
-def migrate_check(ctx: typer.Context, json: JsonOpt = False) -> None:
+def migrate_check(ctx: typer.Context) -> None:
     """Compare the models with the live database; exit 1 if they drifted apart.
 
     Example: `moviectl migrate check` (in CI, after `moviectl migrate`)
@@ -149,7 +147,7 @@ def migrate_check(ctx: typer.Context, json: JsonOpt = False) -> None:
     from moviectl.core.migrations import drift
 
     report = drift.check(settings_of(ctx))
-    out(ctx, json).emit(report, render_drift)
+    out(ctx).emit(report, render_drift)
     if not report.clean:
         raise typer.Exit(1)
 
@@ -166,7 +164,6 @@ def migrate_lint(
             "Default: the pending ones, weighed by the live tables' sizes.",
         ),
     ] = None,
-    json: JsonOpt = False,
 ) -> None:
     """Find migrations that lock tables or break running code, before they run; exit 1 on errors.
 
@@ -180,6 +177,6 @@ def migrate_lint(
     from moviectl.core.migrations import lint
 
     report = lint.lint(settings_of(ctx), range_)
-    out(ctx, json).emit(report, render_lint)
+    out(ctx).emit(report, render_lint)
     if not report.ok:
         raise typer.Exit(1)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from moviectl.cli.context import JsonOpt, YesOpt, confirm, out, settings_of
+from moviectl.cli.context import YesOpt, confirm, out, settings_of
 from moviectl.cli.render import render_seed
 
 
@@ -33,7 +33,6 @@ def seed_cmd(
         bool, typer.Option("--reset", help="Empty the movie tables first (asks first).")
     ] = False,
     yes: YesOpt = False,
-    json: JsonOpt = False,
 ) -> None:
     """Insert sample movies or a file's rows; recorded in the seed ledger, never twice.
 
@@ -49,7 +48,7 @@ def seed_cmd(
     if (sample is None) == (from_file is None):
         raise UsageError("give --sample N or --from FILE (one of them)")
     settings = settings_of(ctx)
-    o = out(ctx, json)
+    o = out(ctx)
     if reset:
         confirm(ctx, f"Empty the movies and seed_runs tables of {settings.masked_url}?", yes)
         core.reset(settings)

@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from moviectl.cli.context import JsonOpt, YesOpt, confirm, new_typer, out, settings_of
-from moviectl.cli.render import render_prune, render_testdb, render_testdbs
+from moviectl.cli.context import YesOpt, confirm, new_typer, out, settings_of
+from moviectl.cli.render import TestDatabases, render_prune, render_testdb, render_testdbs
 from moviectl.infra.errors import UsageError
 
 testdb_app = new_typer(
@@ -28,7 +28,6 @@ def testdb_create(
     print_url: Annotated[
         bool, typer.Option("--print-url", help="Print only the full URL (password included).")
     ] = False,
-    json: JsonOpt = False,
 ) -> None:
     """Create a fresh, fully migrated test database (a clone of the template).
 
@@ -45,7 +44,7 @@ def testdb_create(
     if print_url:
         typer.echo(db.full_url)
         return
-    out(ctx, json).emit(db, render_testdb)
+    out(ctx).emit(db, render_testdb)
 
 
 @testdb_app.command("drop")
@@ -54,7 +53,6 @@ def testdb_drop(
     names: Annotated[list[str] | None, typer.Argument(help="Test databases to drop.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Drop every moviectl test database.")] = False,
     yes: YesOpt = False,
-    json: JsonOpt = False,
 ) -> None:
     """Drop test databases (only movies_test_<hex> ones moviectl created and marked).
 
@@ -70,21 +68,21 @@ def testdb_drop(
         dropped = testdb.drop_all(settings)
     else:
         dropped = testdb.drop(settings, list(names or []))
-    out(ctx, json).emit(
+    out(ctx).emit(
         {"dropped": dropped, "kept": []}, lambda c, r: render_prune(c, testdb.PruneResult(**r))
     )
 
 
 @testdb_app.command("list")
-def testdb_list(ctx: typer.Context, json: JsonOpt = False) -> None:
+def testdb_list(ctx: typer.Context) -> None:
     """List moviectl's test databases: name, age, size, expiry, template.
 
     Example: `moviectl testdb list --json | jq -r '.databases[].name'`
     """
     from moviectl.core import testdb
 
-    dbs = testdb.list_databases(settings_of(ctx))
-    out(ctx, json).emit({"databases": dbs}, render_testdbs)
+    listed: TestDatabases = {"databases": testdb.list_databases(settings_of(ctx))}
+    out(ctx).emit(listed, render_testdbs)
 
 
 @testdb_app.command("prune")
@@ -93,7 +91,6 @@ def testdb_prune(
     older_than: Annotated[
         str | None, typer.Option("--older-than", help="Also drop those older than this (1h, 2d).")
     ] = None,
-    json: JsonOpt = False,
 ) -> None:
     """Drop expired test databases (and, with --older-than, old ones) and stale templates.
 
@@ -102,11 +99,11 @@ def testdb_prune(
     from moviectl.core import testdb
 
     age = testdb.parse_ttl(older_than) if older_than else None
-    out(ctx, json).emit(testdb.prune(settings_of(ctx), older_than=age), render_prune)
+    out(ctx).emit(testdb.prune(settings_of(ctx), older_than=age), render_prune)
 
 
 @testdb_app.command("template")
-def testdb_template(ctx: typer.Context, json: JsonOpt = False) -> None:
+def testdb_template(ctx: typer.Context) -> None:
     """Build (once) the migrated template that test databases are cloned from.
 
     Example: `moviectl testdb template` (warm it up before a parallel test run)
@@ -114,4 +111,4 @@ def testdb_template(ctx: typer.Context, json: JsonOpt = False) -> None:
     from moviectl.core import testdb
 
     name = testdb.ensure_template(settings_of(ctx))
-    out(ctx, json).emit({"template": name}, lambda c, r: c.print(f"template: {r['template']}"))
+    out(ctx).emit({"template": name}, lambda c, r: c.print(f"template: {r['template']}"))

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from moviectl.cli.context import JsonOpt, out, settings_of
+from moviectl.cli.context import out, settings_of
 from moviectl.cli.render import render_up_summary
 
 
@@ -15,7 +15,6 @@ def up_cmd(
     timeout: Annotated[
         float, typer.Option("--timeout", min=1, help="Seconds to wait for the server.")
     ] = 90,
-    json: JsonOpt = False,
 ) -> None:
     """Bring the whole dev environment up: server, migrations, sample data, health.
 
@@ -27,7 +26,7 @@ def up_cmd(
     from moviectl.core.up import up
 
     settings = settings_of(ctx)
-    o = out(ctx, json)
+    o = out(ctx)
     with o.status("bringing the environment up"):
         summary = up(settings, timeout=timeout, progress=PullProgress(o) if o.interactive else None)
     o.emit(summary, render_up_summary)

@@ -1,23 +1,27 @@
-"""What every command module shares: the invocation's state, the group that hands every
-error to the one handler (``cli/failure.py``), the output layer for this invocation,
-confirmation, and the common options.
+"""What every command module shares: the invocation's state, the one ``--json`` option, the
+group that hands every error to the one handler (``cli/failure.py``), the output layer for
+this invocation, confirmation, and the common options.
 
 Commands stay thin: load settings, call one core function, hand the result to
 the output layer. Heavy modules (SQLAlchemy, Alembic, psycopg, docker) are only
 imported inside commands, so ``moviectl --help`` stays fast.
+
+Typer's public API only: ``typer.TyperException`` is the root of what Typer rejects (usage
+errors), ``typer.core.TyperGroup`` the class ``cls=`` takes (Typer runs on its own copy of
+click since 0.26, so the click package's classes are not the ones it raises).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-
-# Typer runs on its own copy of click: its exceptions, not the click package's
-from typer._click import exceptions as click_errors
 from typer.core import TyperGroup
 
 from moviectl.cli.failure import report
@@ -28,13 +32,16 @@ from moviectl.infra.held_signals import Terminated, stopping
 if TYPE_CHECKING:
     from moviectl.infra.settings import Settings
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 
 @dataclass
 class State:
     json_mode: bool = False
     verbose: bool = False
     env_file: Path | None = None
-    _settings: Any = field(default=None, repr=False)
+    words: tuple[str, ...] = ()  # the command line, for what click rejects unread
+    _settings: Settings | None = field(default=None, repr=False)
 
     def settings(self) -> Settings:
         if self._settings is None:
@@ -44,24 +51,100 @@ class State:
         return self._settings
 
 
+def state_of(ctx: typer.Context) -> State:
+    """This invocation's state (``RootGroup.main`` puts one on the root context)."""
+    return ctx.ensure_object(State)
+
+
+def _json_option(ctx: typer.Context, value: bool) -> bool:
+    # eager: set as the option is parsed, before the other options are checked, so that
+    # a bad value in one of them is reported as a JSON document too
+    if value:
+        state_of(ctx).json_mode = True
+    return value
+
+
+JsonOpt = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        is_eager=True,
+        callback=_json_option,
+        help="Print one JSON document on stdout (errors too).",
+    ),
+]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+
+
+def takes_json(command: F) -> F:
+    """``command`` with the ``--json`` option added to its parameters (Typer reads the
+    signature); the option's callback records it, the command never sees it.
+
+    The signature is evaluated here, once, so Typer does not evaluate it again."""
+    signature = inspect.signature(command, eval_str=True)
+    json_param = inspect.Parameter(
+        "json", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=JsonOpt
+    )
+
+    @functools.wraps(command)
+    def run(*args: Any, json: bool = False, **kwargs: Any) -> Any:
+        return command(*args, **kwargs)
+
+    params = [*signature.parameters.values(), json_param]
+    run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in params}
+    return run  # type: ignore[return-value]
+
+
+class MoviectlTyper(typer.Typer):
+    """A Typer app whose every command and callback takes ``--json`` (one option, one
+    callback, declared once in ``JsonOpt``)."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:
+        register = super().command(*args, **kwargs)
+
+        def decorator(f: F) -> F:
+            register(takes_json(f))
+            return f
+
+        return decorator
+
+    def callback(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:
+        register = super().callback(*args, **kwargs)
+
+        def decorator(f: F) -> F:
+            register(takes_json(f))
+            return f
+
+        return decorator
+
+
 class MoviectlGroup(TyperGroup):
-    """Renders every ``MoviectlError`` in one place: a red line, a hint, an exit code."""
+    """Renders every ``MoviectlError`` in one place: a red line, a hint, an exit code; a
+    group named alone prints its help (exit 0)."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+        if not args and self.no_args_is_help and not ctx.resilient_parsing:
+            help_text = ctx.get_help()  # Typer's Rich help prints itself and returns ""
+            if help_text:
+                typer.echo(help_text)
+            raise typer.Exit(0)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
-        # `--json` anywhere (global or the command's own) means errors are JSON too, even
-        # those raised before the command has read its own options (bad settings).
-        wants_json = "--json" in [*getattr(ctx, "protected_args", []), *ctx.args]
         try:
             return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, click_errors.ClickException):
+        except (typer.Exit, typer.TyperException):
             raise
-        except (Exception, KeyboardInterrupt, Terminated) as exc:  # the one handler (failure.py)
+        except (Exception, KeyboardInterrupt, Terminated, typer.Abort) as exc:  # the one handler
             if isinstance(exc, KeyboardInterrupt | Terminated):
                 stopping()  # on the way out: a second signal must not cut the report
-            state = ctx.find_object(State) or State()
+            if isinstance(exc, typer.Abort):  # a prompt ended by Ctrl-D or Ctrl-C
+                exc = Refused("aborted: nothing was changed", hint=None)
+            state = state_of(ctx)
             code = report(
                 exc,
-                json_mode=wants_json or state.json_mode,
+                json_mode=state.json_mode,
                 verbose=state.verbose,
                 command=ctx.invoked_subcommand or "",
                 settings=state._settings,
@@ -69,17 +152,14 @@ class MoviectlGroup(TyperGroup):
             raise typer.Exit(code) from None
 
 
-def out(ctx: typer.Context, json_flag: bool = False) -> Output:
-    """The output layer for this invocation (global ``--json`` or the command's own)."""
-    state = ctx.find_object(State) or State()
-    if json_flag:
-        state.json_mode = True
+def out(ctx: typer.Context) -> Output:
+    """The output layer for this invocation (``--json``, wherever it was given)."""
+    state = state_of(ctx)
     return Output(json_mode=state.json_mode, verbose=state.verbose)
 
 
 def settings_of(ctx: typer.Context) -> Settings:
-    state = ctx.find_object(State) or State()
-    return state.settings()
+    return state_of(ctx).settings()
 
 
 def confirm(ctx: typer.Context, question: str, yes: bool) -> None:
@@ -92,8 +172,8 @@ def confirm(ctx: typer.Context, question: str, yes: bool) -> None:
         raise Refused("aborted: nothing was changed", hint=None)
 
 
-def new_typer(help_text: str, **kwargs: Any) -> typer.Typer:
-    return typer.Typer(
+def new_typer(help_text: str, **kwargs: Any) -> MoviectlTyper:
+    return MoviectlTyper(
         help=help_text,
         cls=kwargs.pop("cls", MoviectlGroup),
         no_args_is_help=kwargs.pop("no_args_is_help", False),
@@ -101,7 +181,3 @@ def new_typer(help_text: str, **kwargs: Any) -> typer.Typer:
         context_settings={"help_option_names": ["-h", "--help"]},
         **kwargs,
     )
-
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
-YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]

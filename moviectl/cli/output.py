@@ -4,23 +4,20 @@ Core functions return dataclasses; commands hand them to ``Output.emit`` with a
 renderer for people. In JSON mode every command prints exactly one JSON
 document on stdout (errors included); human chatter goes to stderr.
 
-Rich is imported only where it makes a difference: a ``--json`` run that succeeds never
-loads it, and where Rich would print no styling (stdout or stderr is not a terminal and
-nothing forces colour: cron, CI, a pipe) a line of markup is printed by ``PlainConsole`` as
-the very text Rich prints, without Rich (its import is ~15 ms of a short command; a test
-holds the two to the same output). Tables, tracebacks and spinners always go to Rich.
+People's output is printed by Rich, terminal or not: what is printed is the same either
+way, only colour (and spinners, progress bars) needs a terminal. Rich is imported on first
+use, so a ``--json`` run that succeeds never loads it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from moviectl.infra.errors import MoviectlError
 from moviectl.infra.jsonable import jsonable
@@ -28,6 +25,8 @@ from moviectl.infra.jsonable import jsonable
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
+
+R = TypeVar("R")
 
 
 class Output:
@@ -39,27 +38,26 @@ class Output:
 
     @property
     def console(self) -> Console:
-        """The console on stdout: Rich's, or ``PlainConsole`` where Rich would not style."""
+        """Rich's console on stdout."""
         if self._console is None:
-            self._console = _console(stderr=False)
+            self._console = rich_console(stderr=False)
         return self._console
 
     @property
     def err(self) -> Console:
-        """The console on stderr: Rich's, or ``PlainConsole`` where Rich would not style."""
+        """Rich's console on stderr."""
         if self._err is None:
-            self._err = _console(stderr=True)
+            self._err = rich_console(stderr=True)
         return self._err
 
     @property
     def interactive(self) -> bool:
         """Is there a person at a terminal on stderr? (spinners, progress bars)"""
-        if self.json_mode or not may_be_terminal(sys.stderr):
-            return False  # answered without importing Rich
-        return self.err.is_terminal  # Rich's console here
+        return not self.json_mode and self.err.is_terminal
 
-    def emit(self, result: Any, render: Callable[[Console, Any], None] | None = None) -> None:
-        """Print a command's result: one JSON document, or the human rendering."""
+    def emit(self, result: R, render: Callable[[Console, R], None] | None = None) -> None:
+        """Print a command's result: one JSON document, or the human rendering (given the
+        result with its strings escaped for Rich's markup: ``markup_safe``)."""
         if self.json_mode:
             sys.stdout.write(json.dumps(jsonable(result), indent=2, sort_keys=False) + "\n")
             sys.stdout.flush()
@@ -103,104 +101,26 @@ def rich_console(*, stderr: bool) -> Console:
     return Console(stderr=stderr, highlight=False, soft_wrap=True, emoji=False)
 
 
-def _console(*, stderr: bool) -> Console:
-    if may_be_terminal(sys.stderr if stderr else sys.stdout):
-        return rich_console(stderr=stderr)
-    return cast("Console", PlainConsole(stderr=stderr))  # a Console where it is used
-
-
-class PlainConsole:
-    """Prints what Rich's console (``rich_console``) prints where it would add no styling,
-    for one line of markup, without importing Rich; anything else it hands to Rich.
-
-    Rich, on a stream that is not a terminal and with soft wrap, prints a markup string's
-    text: tags removed, ``\\[`` unescaped, BEL/BS/VT/FF/CR dropped, nothing wrapped (a tab
-    it expands by cell widths: a line with one goes to Rich).
-    ``tests/cli/test_output.py`` holds ``plain_text`` to Rich's output.
-    """
-
-    def __init__(self, *, stderr: bool) -> None:
-        self.stderr = stderr
-        self._rich: Console | None = None
-
-    @property
-    def rich(self) -> Console:
-        if self._rich is None:
-            self._rich = rich_console(stderr=self.stderr)
-        return self._rich
-
-    def print(self, *objects: Any, **kwargs: Any) -> None:
-        if (
-            kwargs
-            or len(objects) > 1
-            or (objects and (type(objects[0]) is not str or "\t" in objects[0]))
-        ):
-            # a table, a renderable, options, or tabs (Rich expands them by cell width): Rich
-            self.rich.print(*objects, **kwargs)
-            return
-        stream = sys.stderr if self.stderr else sys.stdout
-        stream.write((plain_text(objects[0]) if objects else "") + "\n")
-        stream.flush()  # as Rich does after each print: lines interleave with child tools'
-
-    def __getattr__(self, name: str) -> Any:  # print_exception, status, is_terminal, ...
-        return getattr(self.rich, name)
-
-
-# Rich's markup tag (rich.markup.RE_TAGS), with the backslashes that may escape it
-_TAG = re.compile(r"(\\*)\[[a-z#/@][^[]*?]")
-# what rich.text strips from printed text (rich.control.strip_control_codes)
-_STRIPPED = dict.fromkeys((7, 8, 11, 12, 13))
-
-
-def plain_text(markup: str) -> str:
-    """The text Rich prints for ``markup`` when it adds no styling (``rich.markup.render``:
-    tags dropped; an odd run of backslashes before a tag escapes it, an even one is halved;
-    ``\\[`` outside tags is ``[``)."""
-    if "[" not in markup:
-        return markup.translate(_STRIPPED)
-    parts: list[str] = []
-    position = 0
-    for match in _TAG.finditer(markup):
-        start, end = match.span()
-        if start > position:
-            parts.append(markup[position:start].replace("\\[", "["))
-        escapes = match.group(1)
-        halved, escaped = divmod(len(escapes), 2)
-        parts.append("\\" * halved)
-        if escaped:
-            parts.append(match.group(0)[len(escapes) :])  # the tag, as text
-        position = end
-    parts.append(markup[position:].replace("\\[", "["))
-    return "".join(parts).translate(_STRIPPED)
-
-
-def may_be_terminal(stream: Any) -> bool:
-    """False only where Rich's ``Console.is_terminal`` would say False too: not a tty, and
-    nothing (TTY_COMPATIBLE, FORCE_COLOR) telling Rich to act as if it were one."""
-    if os.environ.get("TTY_COMPATIBLE") or os.environ.get("FORCE_COLOR") is not None:
-        return True
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
-
-
-def markup_safe(obj: Any) -> Any:
+def markup_safe(obj: R) -> R:
     """A copy of a result in which every string is Rich-escaped: renderers interpolate values
     into markup, and a path or name like ``/tmp/x[/x]`` must print as itself."""
+    return cast("R", _markup_safe(obj))
+
+
+def _markup_safe(obj: Any) -> Any:
     if isinstance(obj, str):
         return _escape(obj)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         changes = {
-            f.name: markup_safe(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init
+            f.name: _markup_safe(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init
         }
         return dataclasses.replace(obj, **changes)
     if isinstance(obj, dict):
-        return {k: markup_safe(v) for k, v in obj.items()}
+        return {k: _markup_safe(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [markup_safe(v) for v in obj]
+        return [_markup_safe(v) for v in obj]
     if isinstance(obj, tuple):
-        return tuple(markup_safe(v) for v in obj)
+        return tuple(_markup_safe(v) for v in obj)
     return obj
 
 

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from moviectl.cli.output import fmt_bytes
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from moviectl.core.migrations.lint import LintFinding, LintReport
+
 _MARKS = {"error": "[red]✗ error[/]", "warning": "[yellow]! warning[/]", "info": "[dim]i info[/]"}
 
 
-def _size(f: Any) -> str:
+def _size(f: LintFinding) -> str:
     if f.rows is None:
         return f.weight
     rows = "no rows" if f.rows == 0 else f"{f.rows:,} row{'s' if f.rows != 1 else ''}"
     return f"{f.table}: {rows}, {fmt_bytes(f.bytes)} ({f.weight})"
 
 
-def render_lint(c: Console, r: Any) -> None:
+def render_lint(c: Console, r: LintReport) -> None:
     where = f"database {r.database}" if r.mode == "database" else "offline"
     c.print(f"linting {r.range} ({where}): {', '.join(r.migrations) or 'no migrations'}")
     if r.note:

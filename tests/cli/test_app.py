@@ -8,7 +8,7 @@ import sys
 import pytest
 import typer
 
-from moviectl.cli.app import app, build_app, invoked_command
+from moviectl.cli.app import app
 from tests.conftest import Cli, subprocess_env
 
 
@@ -34,32 +34,54 @@ def test_every_command_has_help_with_an_example(path):
 
 
 @pytest.mark.parametrize("path", [p for p, _ in ALL], ids=[" ".join(p) for p, _ in ALL])
-def test_a_run_that_builds_only_its_command_prints_the_same_help(path):
-    """main() builds only the command it runs: the same help, options and usage lines."""
-    from typer.testing import CliRunner
-
-    alone = build_app(path[0])
-    full, one = (CliRunner().invoke(a, [*path, "--help"]) for a in (app, alone))
-    assert (one.exit_code, one.output) == (full.exit_code, full.output)
+def test_every_command_takes_json_after_its_name(path):
+    """One `--json` option, added to every command and group callback by one mechanism."""
+    cmd = dict(ALL)[path]
+    if hasattr(cmd, "commands") and cmd.no_args_is_help:
+        return  # a group that only lists its commands (`db`, `testdb`, `config`)
+    assert [p.name for p in cmd.params if "--json" in p.opts] == ["json"], path
 
 
 @pytest.mark.parametrize(
-    ("args", "command"),
+    "args",
     [
-        (["backup", "-o", "x"], "backup"),
-        (["--json", "-v", "backup"], "backup"),
-        (["--env-file", "backup", "seed"], "seed"),  # the file is called backup
-        (["--env-file=.env", "migrate", "status"], "migrate"),
-        (["--verbose", "--json"], None),
-        (["--help"], None),
-        (["--version"], None),
-        (["-vh", "backup"], None),
-        (["bakcup"], None),  # a typo: the whole app says which commands there are
-        ([], None),
+        ["--json", "seed", "--bogus"],  # the global option
+        ["seed", "--json", "--bogus"],  # the command's, before what click rejects unread
+        ["seed", "--bogus", "--json"],  # ... and after it
+        ["seed", "--sample", "x", "--json"],  # a bad value: --json is read first (eager)
+        ["--bogus", "--json"],  # a bad root option
+        ["--json", "no-such-command"],
+        ["db", "--json"],  # db takes no --json of its own: a usage error, as JSON
     ],
 )
-def test_the_command_a_run_builds(args, command):
-    assert invoked_command(args) == command
+def test_a_usage_error_under_json_is_one_document(args):
+    r = Cli()(*args)
+    assert r.exit_code == 2, r.output
+    doc = json.loads(r.stdout)
+    assert doc["error"] == "UsageError" and doc["exit_code"] == 2
+    assert r.stderr.startswith("error: ")
+
+
+def test_a_usage_error_without_json_is_typers():
+    r = Cli()("seed", "--bogus")
+    assert r.exit_code == 2 and r.stdout == ""
+    assert "No such option: --bogus" in r.stderr
+
+
+@pytest.mark.parametrize("args", [["--json", "--version"], ["--version", "--json"]])
+def test_version_under_json_is_one_document(args):
+    r = Cli()(*args)
+    assert r.exit_code == 0 and json.loads(r.stdout)["name"] == "moviectl"
+
+
+def test_a_group_alone_prints_its_help_once():
+    r = Cli()("db")
+    assert r.exit_code == 0 and r.stdout.count(" db [OPTIONS] COMMAND") == 1, r.output
+
+
+def test_the_root_help_shows_json_and_an_example():
+    r = Cli()("--help")
+    assert r.exit_code == 0 and "--json" in r.stdout and "Example" in r.stdout
 
 
 def test_help_imports_no_heavy_module():

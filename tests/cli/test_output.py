@@ -1,9 +1,9 @@
-"""The output layer prints, without Rich, exactly what Rich prints where Rich adds no styling.
+"""The output layer: values escaped into markup print as themselves, and what is printed is
+the same on a terminal and off one but for colour.
 
-``PlainConsole`` and ``markup_safe`` stand in for Rich on streams that are not terminals (cron,
-CI, pipes). Each test here runs Rich itself on the same input and expects the same bytes:
-random markup, random values escaped into markup, and every line of markup the CLI's
-renderers print (read from their source), with random values in their fields.
+``markup_safe`` escapes every string of a result before a renderer puts it into markup. The
+tests print with Rich itself: random values in random lines of markup, and in every line of
+markup the CLI's renderers print (read from their source).
 """
 
 from __future__ import annotations
@@ -11,16 +11,16 @@ from __future__ import annotations
 import ast
 import io
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from rich.console import Console
-from rich.errors import MarkupError
 
 import moviectl.cli
-from moviectl.cli.output import Output, PlainConsole, markup_safe, plain_text
+from moviectl.cli.output import Output, markup_safe
 
 # what markup and the values in it are made of: tag starts and ends, escapes, tag names,
 # control characters Rich drops, wide and combining characters, newlines
@@ -38,6 +38,8 @@ ALPHABET = [
     "e\u0301",
     ":x:",
 ]
+DROPPED = dict.fromkeys((7, 8, 11, 12, 13))  # what Rich strips from text (BEL, BS, VT, FF, CR)
+SLOT = "\ue000"  # stands in for a value: no markup, nothing Rich changes
 
 
 def rich_prints(markup: str) -> str:
@@ -47,18 +49,16 @@ def rich_prints(markup: str) -> str:
     return buf.getvalue()
 
 
-def plain_prints(markup: str) -> str:
-    buf = io.StringIO()
-    real, sys.stdout = sys.stdout, buf
-    try:
-        PlainConsole(stderr=False).print(markup)
-    finally:
-        sys.stdout = real
-    return buf.getvalue()
-
-
 def random_text(rng: random.Random, n: int) -> str:
     return "".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, n)))
+
+
+def expected(parts: list[str | None], values: list[str]) -> str:
+    """The line Rich prints for ``parts`` (None: a value) with the values as themselves."""
+    printed = rich_prints("".join(SLOT if p is None else p for p in parts))
+    for value in values:
+        printed = printed.replace(SLOT, value.translate(DROPPED), 1)
+    return printed
 
 
 # lines of markup with two values in them, as the renderers write them
@@ -73,6 +73,11 @@ CONTEXTS = [
 ]
 
 
+def _parts(context: str) -> list[str | None]:
+    pieces = re.split(r"\{\d\}", context)
+    return [x for piece in pieces[:-1] for x in (piece, None)] + [pieces[-1]]
+
+
 def test_escaped_values_print_as_themselves_wherever_they_stand():
     """A value with a lone ``[`` and another with a ``]`` further along the line make no tag,
     and backslashes before a ``[`` or at a value's end print as they are (rich.markup.escape
@@ -82,30 +87,7 @@ def test_escaped_values_print_as_themselves_wherever_they_stand():
         a, b = random_text(rng, 8), random_text(rng, 8)
         context = rng.choice(CONTEXTS)
         line = context.format(markup_safe(a), markup_safe(b))
-        printed = plain_text(context).format(a, b).translate(dict.fromkeys((7, 8, 11, 12, 13)))
-        assert rich_prints(line) == printed + "\n", (context, a, b)  # Rich drops BEL, CR...
-
-
-def test_random_markup_prints_as_rich_prints_it():
-    rng = random.Random(2)
-    compared = 0
-    for _ in range(20_000):
-        s = random_text(rng, 12)
-        try:
-            expected = rich_prints(s)
-        except MarkupError:  # markup Rich rejects is never printed (values come escaped)
-            continue
-        assert plain_prints(s) == expected, repr(s)
-        compared += 1
-    assert compared > 10_000
-
-
-def test_escaped_values_print_as_themselves():
-    rng = random.Random(3)
-    for _ in range(20_000):
-        value = random_text(rng, 10)
-        line = f"[green]✓[/] {markup_safe(value)} [bold]{markup_safe(value)}[/]"
-        assert plain_prints(line) == rich_prints(line), repr(value)
+        assert rich_prints(line) == expected(_parts(context), [a, b]), (context, a, b)
 
 
 def _print_templates() -> list[tuple[str, list[str | None]]]:
@@ -142,45 +124,58 @@ def test_the_renderers_lines_are_found():
 
 
 @pytest.mark.parametrize("where,parts", TEMPLATES, ids=[w for w, _ in TEMPLATES])
-def test_every_renderer_line_prints_as_rich_prints_it(where, parts):
+def test_every_renderer_line_prints_its_values_as_themselves(where, parts):
     rng = random.Random(where)
-    for _ in range(300):
-        line = ""
+    for _ in range(100):
+        line, values, layout = "", [], []
         for p in parts:  # a value inside a tag (`[{color}]`) is a style name
-            value = "green" if line.endswith("[") else markup_safe(random_text(rng, 8))
-            line += value if p is None else p
-        assert plain_prints(line) == rich_prints(line), (where, line)
+            if p is not None:
+                line += p
+                layout.append(p)
+            elif line.endswith("["):
+                line += "green"
+                layout.append("green")
+            else:
+                value = random_text(rng, 8)
+                line += markup_safe(value)
+                values.append(value)
+                layout.append(None)
+        assert rich_prints(line) == expected(layout, values), (where, line)
 
 
-def test_tables_and_options_go_to_rich(capsys):
+def test_a_table_prints_its_values_as_themselves(capsys):
     from moviectl.cli.output import table
 
-    PlainConsole(stderr=False).print(table(None, ["a", "b"], [("1", markup_safe("x[y]"))]))
-    PlainConsole(stderr=False).print("a\tb")  # tabs: Rich expands them by cell width
-    printed = capsys.readouterr().out
-    assert "x[y]" in printed and "a       b" in printed
+    Output().console.print(table(None, ["a", "b"], [("1", markup_safe("x[y]"))]))
+    assert "x[y]" in capsys.readouterr().out
 
 
-def test_a_pipe_gets_plain_lines_without_importing_rich(tmp_path):
-    """Where stdout and stderr are not terminals, printing a result and an error loads no
-    Rich module; the same code on a forced terminal uses Rich."""
-    code = (
-        "import sys\n"
-        "from moviectl.cli.output import Output\n"
-        "from moviectl.infra.errors import MoviectlError\n"
-        "o = Output()\n"
-        "o.emit({'p': 'a[b]c'}, lambda c, r: c.print(f\"[green]ok[/] {r['p']}\"))\n"
-        "o.error(MoviectlError('bad [x] thing', hint='do [y]'))\n"
-        "print(sorted(m for m in sys.modules if m.startswith('rich')), file=sys.stderr)\n"
+# prints a result, a warning and an error as a command does
+PRINTS = (
+    "from moviectl.cli.output import Output\n"
+    "from moviectl.infra.errors import MoviectlError\n"
+    "o = Output()\n"
+    "o.emit({'p': 'a[b]c'}, lambda c, r: c.print(f\"[green]ok[/] {r['p']}\"))\n"
+    "o.warn('careful')\n"
+    "o.error(MoviectlError('bad [x] thing', hint='do [y]'))\n"
+)
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def test_a_pipe_gets_plain_lines_and_a_terminal_the_same_in_colour():
+    """What is printed does not depend on the terminal; only colour does."""
+    plain, coloured = (
+        subprocess.run(
+            [sys.executable, "-c", PRINTS],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PATH": "", "COLUMNS": "100", **extra},
+        )
+        for extra in ({}, {"FORCE_COLOR": "1"})
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert res.stdout == "ok a[b]c\n"
-    assert res.stderr.splitlines() == ["error: bad [x] thing", "hint: do [y]", "[]"]
-
-
-def test_output_picks_rich_where_colour_is_forced(monkeypatch):
-    monkeypatch.setenv("FORCE_COLOR", "1")
-    assert not isinstance(Output().console, PlainConsole)
-    monkeypatch.delenv("FORCE_COLOR")
-    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
-    assert isinstance(Output().console, PlainConsole)  # pytest's captured stdout: no terminal
+    assert plain.stdout == "ok a[b]c\n"
+    assert plain.stderr.splitlines() == ["warning: careful", "error: bad [x] thing", "hint: do [y]"]
+    assert "\x1b[" in coloured.stdout + coloured.stderr
+    assert ANSI.sub("", coloured.stdout) == plain.stdout
+    assert ANSI.sub("", coloured.stderr) == plain.stderr

@@ -131,14 +131,56 @@ def test_malformed_requests_get_an_answer_and_inject_nothing(service, request_by
 
 
 def test_a_half_sent_request_is_closed_not_held(service):
-    """slowloris: a client that never finishes its headers is cut off, not kept forever."""
+    """slowloris: a client that never finishes its headers is cut off, not kept forever:
+    one that sends half a head, one that trickles a byte a second, one that sends nothing,
+    and one that asks again after a response and stops halfway (all at once)."""
+    import threading
     import time
 
-    with socket.create_connection(("127.0.0.1", service), timeout=30) as s:
-        s.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
-        started = time.monotonic()
-        assert s.recv(100) == b""  # the server closes
-        assert time.monotonic() - started < 20
+    def held(first: bytes, trickle: bool) -> float:
+        with socket.create_connection(("127.0.0.1", service), timeout=30) as s:
+            started = time.monotonic()
+            if first.startswith(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n"):
+                s.sendall(first)
+                answer = b""  # its answer, to its end; the connection stays open (keep-alive)
+                while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+                    answer += s.recv(65536)
+                s.sendall(b"GET /livez HTTP/1.1\r\n")
+            elif first:
+                s.sendall(first)
+            while trickle:
+                try:
+                    s.sendall(b"X")
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                s.settimeout(1)
+                try:
+                    if s.recv(100) == b"":
+                        break
+                except TimeoutError:
+                    continue
+            s.settimeout(30)
+            with contextlib.suppress(ConnectionResetError):
+                assert s.recv(100) == b""  # the server closes
+            return time.monotonic() - started
+
+    clients = {
+        "half a head": (b"GET /livez HTTP/1.1\r\nHost: x\r\n", False),
+        "a byte a second": (b"GET /livez HTTP/1.1\r\nX-A: ", True),
+        "nothing": (b"", False),
+        "half a second head": (b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n", False),
+    }
+    took: dict[str, float] = {}
+    threads = [
+        threading.Thread(target=lambda k=k, a=a: took.__setitem__(k, held(*a)))
+        for k, a in clients.items()
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert set(took) == set(clients), took  # a thread that failed left no time
+    assert all(t < 20 for t in took.values()), took
 
 
 def test_many_headers_and_a_hostile_trace_id_are_handled(service):
