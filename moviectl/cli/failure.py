@@ -104,9 +104,7 @@ def fit_hint(error: MoviectlError, command: str, settings: Settings | None) -> N
         error.hint = "see `moviectl db logs` and `moviectl doctor`"
 
 
-def untranslated_db_error(
-    exc: Exception, settings: Settings | None = None
-) -> MoviectlError | None:
+def untranslated_db_error(exc: Exception, settings: Settings | None = None) -> MoviectlError | None:
     """A database error no command translated, by the one table (``infra/pgerrors.py``):
     the user error of an expected condition, else None (a bug, or a migration script's).
     ``settings``: the command's, so the message names host, port and database."""
