@@ -101,6 +101,5 @@ def test_tier1_sends_a_begin_and_a_rollback_around_the_tests_own_statements(
     assert sent["test_counted_hand_written"] == hand
     assert sent["test_counted_session"] == hand
     # the test asked for a commit: one savepoint, where there were 4 statements more
-    assert sent["test_counted_session_that_commits"] == [
-        "BEGIN", "INSERT", "SAVEPOINT", "SELECT", "ROLLBACK"
-    ]  # fmt: skip
+    commits = ["BEGIN", "INSERT", "SAVEPOINT", "SELECT", "ROLLBACK"]
+    assert sent["test_counted_session_that_commits"] == commits
