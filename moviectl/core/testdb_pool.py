@@ -1,18 +1,24 @@
-"""A warm pool of test databases: clones made ahead, dropped behind, by a background thread.
+"""A warm pool of test databases: clones made ahead by one thread, dropped behind by another.
 
-A test's wait for a fresh, migrated database is then a queue pop. Every clone carries the
-usual ownership mark, naming this pool's host and pid and expiring after an hour: a pool
-that was killed leaves clones that ``prune_dead_pools`` (at the next pool's start) or
-``moviectl testdb prune`` drop. Nothing else is touched.
+A test's wait for a fresh, migrated database is then a queue pop. The pool is bounded: the
+clones it holds besides those tests are using (ready, being made, given back and not yet
+dropped) never exceed ``size``, so at most ``size`` + the tests in flight are alive at once,
+and a run of short tests never piles up given-back clones (the maker waits for the dropper
+rather than run ahead of it). Every clone carries the usual ownership mark, naming this
+pool's host and pid and expiring after an hour: what ``close`` had no time to drop, or what a
+killed run left, ``prune_dead_pools`` (at the next pool's start) or ``moviectl testdb prune``
+drop. Nothing else is touched.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import queue
 import threading
+import time
+from collections import deque
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from moviectl.core import testdb
 from moviectl.infra.admin import clone_strategy, databases_named_like, drop_database_force
@@ -21,6 +27,7 @@ from moviectl.infra.engine import connect
 from moviectl.infra.settings import Settings
 
 TTL = timedelta(hours=1)
+CLOSE_WAIT = 10.0  # seconds close() spends dropping; the rest is left marked for a prune
 
 
 def prune_dead_pools(settings: Settings, target: DbTarget) -> list[str]:
@@ -37,12 +44,16 @@ def prune_dead_pools(settings: Settings, target: DbTarget) -> list[str]:
 
 
 class ClonePool:
-    """Clones of ``template`` made ahead by a background thread, dropped behind by it.
+    """Clones of ``template``: made ahead by a maker thread, dropped behind by a dropper.
 
-    ``size``: how many it keeps ready. ``expected``: how many the run is expected to take
-    (the plugin counts the tests that ask for one); the thread makes no more than that
-    ahead, so a run's end leaves no unused clones made for nothing (a take beyond it
-    still gets one, made on demand).
+    ``size``: how many clones the pool may hold besides those in use (ready + being made +
+    given back, not dropped yet). ``expected``: how many the run is expected to take (the
+    plugin counts the tests that ask for one); the maker makes no more than that ahead, so a
+    run's end leaves no clones made for nothing (a take beyond it still gets one).
+
+    The maker's order: a clone for a test that waits, then clones ahead up to ``size`` while
+    the dropper is not behind. ``alive``/``peak``: clones that exist (counted from the start
+    of their CREATE to the end of their DROP), now and at most.
     """
 
     def __init__(
@@ -56,110 +67,151 @@ class ClonePool:
         self.settings, self.target, self.template = settings, target, template
         self.size = max(1, size)
         self.expected = expected
-        self.made = 0
-        self._ready: queue.Queue[testdb.TestDatabase] = queue.Queue()
-        self._doomed: queue.Queue[str] = queue.Queue()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._full = threading.Event()
+        self.made = self.dropped = self.alive = self.peak = 0
+        self.left_behind: list[str] = []  # what close() had no time to drop
+        self._ready: deque[testdb.TestDatabase] = deque()
+        self._doomed: deque[str] = deque()
+        self._making = 0
         self._waiting = 0
-        self._lock = threading.Lock()
+        self._closing = False  # no more clones: drop what is left
+        self._abandon = False  # close()'s time is up: the dropper stops after its drop
+        self._maker_done = False
+        self._cond = threading.Condition()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="moviectl-clone-pool", daemon=True)
-        self._thread.start()
+        self._maker = self._start(self._make_loop, "moviectl-clone-maker")
+        self._dropper = self._start(self._drop_loop, "moviectl-clone-dropper")
 
-    @property
-    def fill(self) -> int:
-        """How many clones the pool holds when full."""
-        return self.size if self.expected is None else max(1, min(self.size, self.expected))
+    def _start(self, loop: Callable[[Any], None], name: str) -> threading.Thread:
+        thread = threading.Thread(target=self._guarded, args=(loop,), name=name, daemon=True)
+        thread.start()
+        return thread
 
-    def warm(self, timeout: float = 120) -> None:
-        """Wait until the pool is full (or the thread failed)."""
-        if not self._full.wait(timeout) and self._error is None:
-            raise TimeoutError(f"the clone pool did not fill within {timeout:.0f}s")
-        if self._error is not None:
-            raise self._error
-
-    def take(self, timeout: float = 120, *, until_full: bool = True) -> testdb.TestDatabase:
-        """A fresh clone. Until the pool has been full once, a take waits for that (the
-        clones are made ahead: the tests after it find them ready); then it waits only
-        when the pool is empty. ``until_full=False``: just the next clone."""
-        with self._lock:
-            self._waiting += 1
-        self._wake.set()
-        import time
-
+    def take(self, timeout: float = 120) -> testdb.TestDatabase:
+        """A fresh clone: the first one ready (made now if none is)."""
         deadline = time.monotonic() + timeout
-        try:
-            if until_full:
-                self._full.wait(timeout)
-            while True:
-                if self._error is not None and self._ready.empty():
-                    raise self._error  # the thread failed: say why now, not after the timeout
-                try:
-                    db = self._ready.get(timeout=0.5)  # returns as soon as a clone comes
-                    break
-                except queue.Empty:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError("no test database came from the pool") from None
-        finally:
-            with self._lock:
+        with self._cond:
+            self._waiting += 1
+            self._cond.notify_all()
+            try:
+                while not self._ready:
+                    if self._closing:
+                        raise RuntimeError("the clone pool is closed (the session has ended)")
+                    if self._error is not None:
+                        raise self._error  # a thread failed: say why now, not after the timeout
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError("no test database came from the pool")
+                    self._cond.wait(left)
+                db = self._ready.popleft()
+            finally:
                 self._waiting -= 1
-        self._wake.set()  # make the next one
+            self._cond.notify_all()  # room for one more ahead
         return db
 
     def give_back(self, name: str) -> None:
         """The test is done with it: dropped in the background."""
-        self._doomed.put(name)
-        self._wake.set()
+        with self._cond:
+            self._doomed.append(name)
+            self._cond.notify_all()
 
-    def close(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout=60)
-        leftovers = []
-        while not self._ready.empty():
-            leftovers.append(self._ready.get_nowait().name)
-        while not self._doomed.empty():
-            leftovers.append(self._doomed.get_nowait())
-        if leftovers:
-            with contextlib.suppress(Exception):
-                testdb.drop(self.settings, leftovers, target=self.target)
+    def close(self, wait: float = CLOSE_WAIT) -> None:
+        """Stop making; drop what is left (given back, or ready and unused) for at most
+        ``wait`` seconds. What is still there then stays, marked with this pool's pid:
+        the next run's ``prune_dead_pools`` or ``moviectl testdb prune`` drops it."""
+        deadline = time.monotonic() + wait
+        with self._cond:
+            self._closing = True
+            self._doomed.extend(db.name for db in self._ready)
+            self._ready.clear()
+            self._cond.notify_all()
+        for thread in (self._maker, self._dropper):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._cond:
+            self._abandon = True
+            self._cond.notify_all()
+            self.left_behind = list(self._doomed)
 
-    def _wanted(self) -> bool:
-        """Make a clone now: a test waits on an empty pool, or it is below its fill."""
-        if self._waiting > self._ready.qsize():
-            return True
-        if self.expected is not None and self.made >= self.expected:
-            return False
-        return self._ready.qsize() < self.fill
+    def stopped(self, timeout: float) -> bool:
+        """Wait for both threads to end (after ``close``, which does not wait past its bound)."""
+        for thread in (self._maker, self._dropper):
+            thread.join(timeout)
+        return not (self._maker.is_alive() or self._dropper.is_alive())
 
-    def _run(self) -> None:
+    # ---- the threads ---------------------------------------------------------------------
+    def _guarded(self, loop: Callable[[Any], None]) -> None:
         try:
             with connect(self.target, connect_timeout=self.settings.connect_timeout) as conn:
-                strategy = clone_strategy(conn)  # once: one round trip less per clone
-                while not self._stop.is_set():
-                    if self._wanted():
-                        self._ready.put(
-                            testdb.create(
-                                self.settings,
-                                target=self.target,
-                                template=self.template,
-                                owner=testdb.pool_owner_tag(),
-                                ttl=TTL,
-                                conn=conn,
-                                strategy=strategy,
-                            )
-                        )
-                        self.made += 1
-                        continue
-                    self._full.set()  # nothing to make: full, or as full as it will get
-                    if not self._doomed.empty():
-                        # dropping waits until the pool is full: a test never waits for it
-                        drop_database_force(conn, self._doomed.get_nowait())
-                        continue
-                    self._wake.wait(0.5)
-                    self._wake.clear()
+                loop(conn)
         except BaseException as exc:  # surfaced to the next take()
-            self._error = exc
-            self._full.set()
+            with self._cond:
+                self._error = exc
+        finally:
+            with self._cond:
+                self._maker_done |= loop == self._make_loop
+                self._cond.notify_all()
+
+    def _held(self) -> int:
+        """Clones the pool holds besides those in use."""
+        return len(self._ready) + len(self._doomed) + self._making
+
+    def _make_now(self) -> bool:
+        if self._error is not None or self._held() >= self.size:
+            return False  # at the bound: the dropper makes room first
+        if self._waiting > len(self._ready) + self._making:
+            return True  # a test waits
+        if self.expected is not None and self.made >= self.expected:
+            return False
+        return len(self._ready) + self._making < self.size
+
+    def _make_loop(self, conn: Any) -> None:
+        strategy = clone_strategy(conn)  # once: one round trip less per clone
+        while True:
+            with self._cond:
+                while not self._closing and not self._make_now():
+                    self._cond.wait()
+                if self._closing:
+                    return
+                self._making += 1
+                self.alive += 1
+                self.peak = max(self.peak, self.alive)
+            try:
+                db = testdb.create(
+                    self.settings,
+                    target=self.target,
+                    template=self.template,
+                    owner=testdb.pool_owner_tag(),
+                    ttl=TTL,
+                    conn=conn,
+                    strategy=strategy,
+                )
+            except BaseException:
+                with self._cond:
+                    self._making -= 1  # whether it exists is unknown: prune judges by mark
+                raise
+            with self._cond:
+                self._making -= 1
+                self.made += 1
+                if self._closing:
+                    self._doomed.append(db.name)
+                else:
+                    self._ready.append(db)
+                self._cond.notify_all()
+
+    def _drop_loop(self, conn: Any) -> None:
+        while True:
+            with self._cond:
+                while not self._doomed and not self._abandon:
+                    if self._closing and self._maker_done:
+                        return  # nothing left, and nothing more will come
+                    self._cond.wait()
+                if self._abandon:
+                    return
+                name = self._doomed[0]  # stays counted until it is gone
+            drop_database_force(conn, name)
+            with self._cond:
+                self._doomed.remove(name)
+                if name in self.left_behind:  # close() gave up on it while it was dropped
+                    self.left_behind.remove(name)
+                self.alive -= 1
+                self.dropped += 1
+                self._cond.notify_all()

@@ -330,3 +330,55 @@ def test_a_pool_whose_thread_failed_says_why_at_the_next_take(moviectl_settings)
         pool.take(timeout=60)
     assert time.monotonic() - started < 15  # not the take's timeout
     pool.close()
+
+
+_BUG_IN_DROP = """
+import sys
+from moviectl.cli.entry import main
+from moviectl.core import testdb
+
+def broken(conn, name):
+    raise KeyError("a bug, not the user's doing")
+
+testdb.drop_database_force = broken  # a bug inside the drop: not a driver error
+sys.argv = ["moviectl", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_bug_inside_drop_is_an_internal_error_not_a_user_error(
+    moviectl_settings, moviectl_admin_target
+):
+    """Only the driver's errors become user errors (exit 1-9); a bug exits 10."""
+    from tests.conftest import run_moviectl
+
+    db = testdb.create(moviectl_settings, target=moviectl_admin_target)
+    try:
+        env = subprocess_env(MOVIE_DATABASE_URL=moviectl_admin_target.url(masked=False))
+        r = run_moviectl(env, "testdb", "drop", db.name, python=_BUG_IN_DROP)
+        assert r.returncode == 10, r.stderr
+        assert "KeyError" in r.stderr
+    finally:
+        testdb.drop(moviectl_settings, [db.name], target=moviectl_admin_target)
+
+
+def test_a_driver_error_inside_drop_is_still_the_users(moviectl_settings, moviectl_admin_target):
+    """A role that may create databases but does not own this one: the server refuses the
+    DROP (a real driver error), which stays a user error (exit 4, no traceback)."""
+    role = f"notowner_{time.monotonic_ns()}"
+    with _admin_conn(moviectl_admin_target) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'pw' CREATEDB").format(sql.Identifier(role))
+        )
+    db = testdb.create(moviectl_settings, target=moviectl_admin_target)
+    try:
+        theirs = moviectl_admin_target.__class__(
+            moviectl_admin_target.host, moviectl_admin_target.port, role, "pw", "postgres"
+        )
+        r = Cli({"MOVIE_DATABASE_URL": theirs.url(masked=False)})("testdb", "drop", db.name)
+        assert r.exit_code == 4, r.output
+        assert "Traceback" not in r.output
+    finally:
+        testdb.drop(moviectl_settings, [db.name], target=moviectl_admin_target)
+        with _admin_conn(moviectl_admin_target) as conn:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

@@ -1,0 +1,99 @@
+"""The clone pool on a real server: bounded, quick to give the first clone, quick to close."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from moviectl.core import testdb
+from moviectl.core.testdb_pool import ClonePool
+from moviectl.infra import admin
+from moviectl.infra.engine import connect
+from tests.conftest import wait_for
+
+
+def _marked(target) -> dict[str, str]:
+    """Every moviectl test database on the server: name -> owner mark."""
+    with connect(target) as conn:
+        rows = admin.databases_named_like(conn, testdb.TEST_PREFIX)
+    return {r["name"]: str((r["mark"] or {}).get("owner")) for r in rows}
+
+
+@pytest.fixture
+def pool_factory(moviectl_settings, moviectl_admin_target, moviectl_template):
+    pools = []
+
+    def make(size: int, expected: int | None = None) -> ClonePool:
+        pool = ClonePool(
+            moviectl_settings, moviectl_admin_target, moviectl_template, size, expected
+        )
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        pool.close()
+        assert pool.stopped(30)
+        there = set(_marked(moviectl_admin_target))
+        leftovers = [n for n in pool.left_behind if n in there]
+        if leftovers:
+            testdb.drop(moviectl_settings, leftovers, target=moviectl_admin_target)
+
+
+def test_the_first_take_returns_once_one_clone_exists(pool_factory):
+    pool = pool_factory(size=8)
+    db = pool.take(timeout=60)
+    assert pool.made <= 2  # not the 8 a full pool holds
+    pool.give_back(db.name)
+
+
+def test_short_tests_never_pile_up_given_back_clones(pool_factory):
+    """Takes and gives back as fast as it can: the clones alive never exceed the pool's
+    size + the one in use, and close() finds nothing left to drop."""
+    pool = pool_factory(size=3)
+    for _ in range(40):
+        pool.give_back(pool.take(timeout=60).name)
+    assert pool.peak <= 3 + 1
+    started = time.monotonic()
+    pool.close()
+    assert time.monotonic() - started < 10
+    assert pool.left_behind == [] and pool.dropped == pool.made
+
+
+def test_close_is_bounded_and_leaves_the_rest_marked_for_a_prune(
+    pool_factory, moviectl_admin_target
+):
+    pool = pool_factory(size=2)
+    taken = [pool.take(timeout=60) for _ in range(30)]  # clones in use do not count
+    for db in taken:
+        pool.give_back(db.name)
+    started = time.monotonic()
+    pool.close(wait=0.2)
+    assert time.monotonic() - started < 0.2 + 1.0  # at most the drop under way finishes
+    assert pool.left_behind, "30 drops in 0.2 s: some must be left"
+    assert pool.stopped(30)
+    there = _marked(moviectl_admin_target)
+    for db in taken:  # each one is gone, or there with this run's pool mark (prune's cue)
+        assert db.name not in there or there[db.name] == testdb.pool_owner_tag()
+    assert {db.name for db in taken} & set(there) <= set(pool.left_behind)
+
+
+def test_a_take_after_close_fails_at_once(pool_factory):
+    pool = pool_factory(size=1)
+    pool.close()
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.take(timeout=60)
+    assert time.monotonic() - started < 5
+
+
+def test_the_bound_holds_while_the_dropper_is_behind(pool_factory, moviectl_admin_target):
+    """Given back faster than dropped: the maker waits for room instead of running ahead."""
+    pool = pool_factory(size=2)
+    taken = [pool.take(timeout=60) for _ in range(6)]
+    for db in taken:
+        pool.give_back(db.name)
+    assert wait_for(lambda: pool.dropped >= 6, 60)
+    assert pool.peak <= 6 + 2
+    assert wait_for(lambda: pool.alive <= 2, 30)
