@@ -214,25 +214,6 @@ def test_backup_runs_pg_dump_in_the_container_when_no_host_one_fits(dk, tmp_path
     assert "dk-secret" not in r.output
     r = dk("backup", "verify", doc["path"])
     assert r.exit_code == 0, r.output
-    # the scripted fast path's early settings: settled before the container dumps
-    from moviectl.core.backups import dump
-    from moviectl.infra.early_settings import read_early
-    from moviectl.infra.errors import ConfigError
-
-    for key, value in dk.env.items():
-        monkeypatch.setenv(key, value)
-    kept = sorted(tmp_path.iterdir())
-    monkeypatch.setenv("MOVIE_POOL_SIZE", "x")
-    early = read_early()
-    assert early is not None
-    with pytest.raises(ConfigError, match="MOVIE_POOL_SIZE"):
-        dump.backup(early, output=tmp_path)
-    assert sorted(tmp_path.iterdir()) == kept
-    monkeypatch.delenv("MOVIE_POOL_SIZE")
-    early = read_early()
-    assert early is not None
-    result = dump.backup(early, output=tmp_path)
-    assert result.via.startswith("docker exec ") and result.manifest.row_counts["movies"] == 50
 
 
 def test_moviectl_up_on_docker_end_to_end(dk):
