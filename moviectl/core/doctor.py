@@ -128,14 +128,15 @@ def _pgcli(settings: Settings) -> Finding:
 
 def _server(settings: Settings) -> tuple[int | None, Finding]:
     from moviectl.infra.engine import connect
+    from moviectl.infra.server_facts import server_major
 
     t = settings.target()
     try:
         with connect(t, connect_timeout=settings.connect_timeout) as c:
-            num = int(c.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
+            major = server_major(c)
     except MoviectlError as exc:
         return None, Finding("server", WARN, exc.message, exc.hint or "")
-    return num // 10000, Finding("server", OK, f"PostgreSQL {num // 10000} at {t.where}")
+    return major, Finding("server", OK, f"PostgreSQL {major} at {t.where}")
 
 
 def _port(settings: Settings) -> Finding:

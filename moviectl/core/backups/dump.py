@@ -43,6 +43,7 @@ from moviectl.infra.errors import (
 )
 from moviectl.infra.held_signals import held
 from moviectl.infra.pgtools import child_env, find_tool
+from moviectl.infra.server_facts import DatabaseFacts, database_facts, server_major
 from moviectl.infra.watchdog import StallWatch
 
 if TYPE_CHECKING:
@@ -57,32 +58,7 @@ class BackupResult:
     via: str  # host pg_dump path, or "docker exec <container>"
 
 
-def database_facts(c: Any) -> tuple[str, int, str | None, dict[str, int]]:
-    """(server version, major, alembic revision, exact row count per table) on connection c."""
-    from psycopg import sql
-
-    version = str(c.execute("SHOW server_version").fetchone()[0])
-    num = int(c.execute("SHOW server_version_num").fetchone()[0])
-    tables = [
-        r[0]
-        for r in c.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
-        )
-    ]
-    counts = {
-        t: int(
-            c.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()[0]
-        )
-        for t in tables
-    }
-    rev = None
-    if "alembic_version" in counts:
-        row = c.execute("SELECT version_num FROM alembic_version").fetchone()
-        rev = row[0] if row else None
-    return version, num // 10000, rev, counts
-
-
-def snapshot(settings: Settings, target: DbTarget) -> tuple[str, int, str | None, dict[str, int]]:
+def snapshot(settings: Settings, target: DbTarget) -> DatabaseFacts:
     with connect(target, connect_timeout=settings.connect_timeout) as c:
         return database_facts(c)
 
@@ -236,7 +212,7 @@ def _dump(
         snap.autocommit = False
         snap.isolation_level = IsolationLevel.REPEATABLE_READ
         snap.read_only = True
-        major = int(snap.execute("SHOW server_version_num").fetchone()[0]) // 10000  # type: ignore[index]
+        major = server_major(snap)
         snap_id = str(snap.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
         tls = target.wants_tls or bool(snap.pgconn.ssl_in_use)  # never a plain child
         try:

@@ -24,6 +24,7 @@ from moviectl.infra.admin import (
     make_mark,
 )
 from moviectl.infra.engine import connect
+from moviectl.infra.processes import pid_alive
 
 if TYPE_CHECKING:
     from moviectl.infra.settings import Settings
@@ -59,15 +60,7 @@ def loading_mark(kind: str) -> str:
 
 def _gone(pid: int, host: str) -> bool:
     """Is ``pid`` on ``host`` no longer running? Other hosts' processes are never judged."""
-    if host != this_host():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return host == this_host() and not pid_alive(pid)
 
 
 def _dead_partials(directory: Path) -> list[Path]:

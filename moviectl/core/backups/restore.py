@@ -26,6 +26,7 @@ from moviectl.infra.admin import (
 from moviectl.infra.engine import connect
 from moviectl.infra.errors import CheckFailed, Refused, Unreachable, UsageError
 from moviectl.infra.pgtools import child_env, find_tool, first_error, popen_child, run_child
+from moviectl.infra.server_facts import server_major
 from moviectl.infra.settings import DbTarget, Settings
 from moviectl.infra.watchdog import StallWatch
 
@@ -85,8 +86,7 @@ def server_major_of(settings: Settings) -> int:
 def server_facts(settings: Settings) -> tuple[int, bool]:
     """(major version, whether moviectl's own connection to it is encrypted)."""
     with connect(maintenance_target(settings), connect_timeout=settings.connect_timeout) as c:
-        major = int(c.execute("SHOW server_version_num").fetchone()[0]) // 10000  # type: ignore[index]
-        return major, bool(c.pgconn.ssl_in_use)
+        return server_major(c), bool(c.pgconn.ssl_in_use)
 
 
 def create_database_for_restore(

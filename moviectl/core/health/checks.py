@@ -10,11 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from moviectl.infra import probe
 from moviectl.infra.conninfo import DbTarget
 from moviectl.infra.errors import ExitCode, MoviectlError, UsageError
+from moviectl.infra.server_facts import alembic_revision, server_version
+from moviectl.infra.waiting import poll_until
 
 if TYPE_CHECKING:
     from moviectl.infra.settings import Settings
@@ -24,6 +26,7 @@ LIVE = ("reachable",)
 READY = ("reachable", "auth", "query", "migrations")
 CAPACITY_WARN = 0.8
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
+T = TypeVar("T")
 
 
 @dataclass
@@ -107,17 +110,22 @@ class _Run:
             self.target, connect_timeout=self.connect_timeout, application_name="moviectl"
         )
 
-    def rows(self, *sql: str) -> list[list[tuple[Any, ...]]]:
-        """The rows of each statement, over the shared engine or this run's connection."""
+    def on_conn(self, read: Callable[[Any], T]) -> T:
+        """``read`` on a psycopg connection: the shared engine's (its pool resets it after)
+        or this run's."""
         from moviectl.infra.engine import db_errors
 
         with db_errors(self.target, self.connect_timeout):
             if self.engine is not None:
                 with self.engine.connect() as conn:
-                    return [[tuple(r) for r in conn.exec_driver_sql(q).all()] for q in sql]
+                    return read(conn.connection.driver_connection)
             if self.conn is None:
                 self.conn = self._connect()
-            return [self.conn.execute(q).fetchall() for q in sql]
+            return read(self.conn)
+
+    def rows(self, *sql: str) -> list[list[tuple[Any, ...]]]:
+        """The rows of each statement."""
+        return self.on_conn(lambda c: [c.execute(q).fetchall() for q in sql])
 
     # each returns (status, detail, exit code, data)
     def reachable(self) -> tuple[str, str, int, dict[str, Any]]:
@@ -133,10 +141,11 @@ class _Run:
         return PASS, f"logged in as {t.user} to {t.database}", 0, {}
 
     def query(self) -> tuple[str, str, int, dict[str, Any]]:
-        one, version, recovery = (
-            r[0][0]
-            for r in self.rows("SELECT 1", "SHOW server_version", "SELECT pg_is_in_recovery()")
-        )
+        def read(c: Any) -> tuple[Any, Any, str]:
+            one, recovery = c.execute("SELECT 1, pg_is_in_recovery()").fetchone()
+            return one, recovery, server_version(c)
+
+        one, recovery, version = self.on_conn(read)
         pool = pool_state(self.engine) if self.engine is not None else ONE_CONNECTION
         data = {"server_version": version, "in_recovery": bool(recovery), "pool": pool}
         role = "read-only replica (in recovery)" if recovery else "primary"
@@ -147,11 +156,7 @@ class _Run:
         from moviectl.core.migrations.scripts import head_revision
 
         head = head_revision()
-        (exists,) = self.rows("SELECT to_regclass('alembic_version') IS NOT NULL")
-        current = None
-        if exists[0][0]:
-            (found,) = self.rows("SELECT version_num FROM alembic_version")
-            current = found[0][0] if found else None
+        current = self.on_conn(alembic_revision)
         data = {"current": current, "head": head}
         if current == head:
             return PASS, f"at head {head}", 0, data
@@ -285,16 +290,21 @@ def wait_healthy(
     on_attempt: Callable[[HealthReport], None] | None = None,
 ) -> HealthReport:
     """Retry with backoff until every selected check passes or ``timeout`` runs out."""
-    deadline = time.monotonic() + timeout
-    delay = interval
-    while True:
+
+    def attempt() -> HealthReport:
         report = run_health(settings, names)
         if on_attempt:
             on_attempt(report)
-        if report.ok or time.monotonic() + delay > deadline:
-            return report
-        time.sleep(delay)
-        delay = min(delay * 1.5, max(interval, 5.0))
+        return report
+
+    return poll_until(
+        attempt,
+        timeout,
+        interval,
+        done=lambda report: report.ok,
+        backoff=1.5,
+        max_interval=max(interval, 5.0),
+    )
 
 
 def _known_revision(rev: str) -> bool:

@@ -1,13 +1,12 @@
 """The migration lock: one PostgreSQL advisory lock per database.
 
 ``alembic/env.py`` takes it for every online run, so a plain ``alembic upgrade head``
-by hand and ``moviectl migrate`` exclude each other. A waiter gives up after
-MOVIE_MIGRATE_LOCK_TIMEOUT seconds and names the holder.
+by hand and ``moviectl migrate`` exclude each other. A waiter queues on the server and
+gives up after MOVIE_MIGRATE_LOCK_TIMEOUT seconds (0: at once), naming the holder.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -60,34 +59,14 @@ def lock_holders(conn: Connection, key: int = MIGRATION_LOCK_KEY) -> list[LockHo
 def migration_lock(
     conn: Connection, timeout: float, target: DbTarget, key: int = MIGRATION_LOCK_KEY
 ) -> Iterator[None]:
-    """Hold the session-level migration lock; wait at most ``timeout`` seconds for it."""
+    """Hold the session-level migration lock; wait at most ``timeout`` seconds for it
+    (0: take it only if it is free)."""
     from sqlalchemy import text
 
-    deadline = time.monotonic() + timeout
-    while True:
-        got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+    if not _take(conn, timeout, key):
+        holders = lock_holders(conn, key)
         conn.commit()
-        if got:
-            break
-        if time.monotonic() >= deadline:
-            holders = lock_holders(conn, key)
-            conn.commit()
-            who = (
-                ", ".join(
-                    f"pid {h.pid} ({h.application_name or 'no application_name'}, user {h.user}"
-                    + (f", since {h.since:%Y-%m-%d %H:%M:%S %Z}" if h.since else "")
-                    + ")"
-                    for h in holders
-                )
-                or "another session"
-            )
-            raise LockBusy(
-                f"another migration holds the migration lock on {target.where}: {who}",
-                hint="wait for it to finish, or raise MOVIE_MIGRATE_LOCK_TIMEOUT; "
-                "if it is stuck: SELECT pg_terminate_backend(<pid>)",
-                holders=[h.pid for h in holders],
-            )
-        time.sleep(0.1)
+        raise busy(target, holders)
     try:
         yield
     finally:
@@ -95,3 +74,54 @@ def migration_lock(
             conn.rollback()
         conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
         conn.commit()
+
+
+def _take(conn: Connection, timeout: float, key: int) -> bool:
+    """Take the lock; False when another session still held it after ``timeout`` seconds.
+
+    The server does the waiting: a blocking ``pg_advisory_lock`` under ``lock_timeout``
+    (which bounds advisory locks too) is granted the moment the holder lets go, with no
+    polling. ``lock_timeout = 0`` would mean "forever" to PostgreSQL, so a timeout of 0
+    asks ``pg_try_advisory_lock`` once instead, as before.
+    """
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from moviectl.core.migrations.timeouts import is_lock_timeout, to_ms
+
+    if timeout <= 0:
+        got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+        conn.commit()
+        return got
+    try:
+        # SET LOCAL: gone with this transaction, before the migration sets its own timeouts;
+        # no statement_timeout (the session's may be shorter): lock_timeout bounds the wait
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {to_ms(timeout)}")
+        conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        conn.commit()  # a session-level lock: it outlives the transaction
+    except DBAPIError as exc:
+        conn.rollback()
+        if is_lock_timeout(exc):  # SQLSTATE 55P03
+            return False
+        raise
+    return True
+
+
+def busy(target: DbTarget, holders: list[LockHolder]) -> LockBusy:
+    """The error of a migration that gave up waiting: who holds the lock."""
+    who = (
+        ", ".join(
+            f"pid {h.pid} ({h.application_name or 'no application_name'}, user {h.user}"
+            + (f", since {h.since:%Y-%m-%d %H:%M:%S %Z}" if h.since else "")
+            + ")"
+            for h in holders
+        )
+        or "another session"
+    )
+    return LockBusy(
+        f"another migration holds the migration lock on {target.where}: {who}",
+        hint="wait for it to finish, or raise MOVIE_MIGRATE_LOCK_TIMEOUT; "
+        "if it is stuck: SELECT pg_terminate_backend(<pid>)",
+        holders=[h.pid for h in holders],
+    )

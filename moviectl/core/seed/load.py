@@ -50,16 +50,11 @@ class SeedResult:
 # ---- running a seed ------------------------------------------------------------------------
 def _check_head(settings: Settings, target: DbTarget) -> None:
     from moviectl.core.migrations.scripts import head_revision
+    from moviectl.infra.server_facts import alembic_revision
 
     head = head_revision()
     with connect(target, connect_timeout=settings.connect_timeout) as c:
-        has = c.execute("SELECT to_regclass('alembic_version')").fetchone()
-        row = (
-            c.execute("SELECT version_num FROM alembic_version").fetchone()
-            if has and has[0]
-            else None
-        )
-    current = row[0] if row else None
+        current = alembic_revision(c)
     if current != head:
         raise MigrationsBehind(
             f"database {target.database} is at {current or 'base (no schema)'}, "

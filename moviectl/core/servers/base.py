@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from moviectl.infra.errors import MoviectlError, Unreachable
+from moviectl.infra.server_facts import server_version
+from moviectl.infra.waiting import poll_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -94,23 +96,31 @@ def wait_ready(target: DbTarget, timeout: float, connect_timeout: int = 5) -> st
     Unreachable/starting servers are retried until ``timeout``; a wrong password or a
     missing database fails at once (waiting will not fix them).
     """
+    each = min(connect_timeout, max(1, int(timeout)))
+    return poll_until(
+        lambda: ready_version(target, each),
+        timeout,
+        0.05,
+        backoff=1.5,
+        max_interval=0.5,
+        retry=not_ready_yet,
+    )
+
+
+def ready_version(target: DbTarget, connect_timeout: int) -> str:
+    """One login to ``target``: the server's version, or the error that stopped it."""
     from moviectl.infra.engine import connect
 
-    deadline = time.monotonic() + timeout
-    delay = 0.05
-    while True:
-        try:
-            with connect(target, connect_timeout=min(connect_timeout, max(1, int(timeout)))) as c:
-                return str(c.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
-        except Unreachable:
-            if time.monotonic() + delay > deadline:
-                raise
-        except MoviectlError as exc:
-            # "the database system is starting up" arrives as an auth-less FATAL too
-            if "starting up" not in exc.message or time.monotonic() + delay > deadline:
-                raise
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.5)
+    with connect(target, connect_timeout=connect_timeout) as c:
+        return server_version(c)
+
+
+def not_ready_yet(exc: Exception) -> bool:
+    """Will waiting fix this? A server not answering yet, or one still starting up (whose
+    "the database system is starting up" arrives as an auth-less FATAL)."""
+    if isinstance(exc, Unreachable):
+        return True
+    return isinstance(exc, MoviectlError) and "starting up" in exc.message
 
 
 def probe_status(status: ServerStatus, target: DbTarget, connect_timeout: int) -> ServerStatus:
@@ -119,9 +129,9 @@ def probe_status(status: ServerStatus, target: DbTarget, connect_timeout: int) -
 
     try:
         with connect(target, connect_timeout=connect_timeout) as c:
+            version = server_version(c)
             row = c.execute(
-                """SELECT current_setting('server_version'),
-                          extract(epoch FROM now() - pg_postmaster_start_time()),
+                """SELECT extract(epoch FROM now() - pg_postmaster_start_time()),
                           pg_database_size(current_database()),
                           (SELECT count(*) FROM pg_stat_activity
                            WHERE backend_type = 'client backend'),
@@ -133,6 +143,6 @@ def probe_status(status: ServerStatus, target: DbTarget, connect_timeout: int) -
         status.exit_code = int(exc.exit_code)
         return status
     assert row is not None
-    status.version, status.uptime_seconds = row[0], float(row[1])
-    status.data_size_bytes, status.connections, status.max_connections = row[2], row[3], row[4]
+    status.version, status.uptime_seconds = version, float(row[0])
+    status.data_size_bytes, status.connections, status.max_connections = row[1], row[2], row[3]
     return status

@@ -15,7 +15,6 @@ import pwd
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,8 @@ from typing import Any
 from moviectl.infra.errors import PortInUse, ServerError
 from moviectl.infra.pgtools import binary_major, find_bin_dir
 from moviectl.infra.ports import describe_port_owner, port_is_free
+from moviectl.infra.processes import pid_alive
+from moviectl.infra.waiting import poll_until
 
 SYSTEM_USER = "embedded_postgres"
 CONF_NAME = "moviectl.conf"
@@ -114,11 +115,7 @@ class EmbeddedServer:
             pid = int(lines[0])
         except (OSError, ValueError, IndexError):
             return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return None
-        if b"postgres" not in cmdline:
+        if not pid_alive(pid, "postgres"):  # gone, or the kernel gave its pid away again
             return None
         port = int(lines[3]) if len(lines) > 3 and lines[3].strip().isdigit() else None
         started = float(lines[2]) if len(lines) > 2 and lines[2].strip().isdigit() else None
@@ -157,7 +154,7 @@ class EmbeddedServer:
         self._prepare_dirs()
         for old in self.data_dir.glob(".initdb-*"):
             pid = old.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(old, ignore_errors=True)
         work = self.data_dir / f".initdb-{os.getpid()}"
         shutil.rmtree(work, ignore_errors=True)
@@ -268,21 +265,25 @@ class EmbeddedServer:
             str(int(timeout)),
             "start",
         ]
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def attempt() -> bool:
             res = self._run(args, timeout=timeout + 10)
             if res.returncode == 0:
                 return True
             log = self.log_tail(15)
-            if "shared memory block is still in use" in log and time.monotonic() < deadline:
-                time.sleep(0.5)  # children of a killed postmaster are still exiting
-                continue
             raise ServerError(
                 f"the embedded PostgreSQL did not start on {self.host}:{self.port}: "
                 f"{_last_line(res.stderr) or _last_line(log)}",
                 hint=f"see {self.logfile}",
                 log_tail=log,
             )
+
+        def children_exiting(exc: Exception) -> bool:
+            """The children of a killed postmaster still hold its shared memory: soon gone."""
+            tail = exc.details.get("log_tail", "") if isinstance(exc, ServerError) else ""
+            return "shared memory block is still in use" in tail
+
+        return poll_until(attempt, timeout, 0.5, retry=children_exiting)
 
     def stop(self, mode: str = "fast", timeout: float = 60) -> bool:
         """Stop the cluster (fast shutdown by default). False if it was not running."""

@@ -13,7 +13,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from moviectl.core.servers.base import DownResult, ServerStatus, UpResult, probe_status, wait_ready
+from moviectl.core.servers.base import (
+    DownResult,
+    ServerStatus,
+    UpResult,
+    not_ready_yet,
+    probe_status,
+    ready_version,
+)
 from moviectl.core.servers.compose import compose_path, db_service, duration_ns
 from moviectl.core.servers.docker_engine import (
     DATA_BOUND,
@@ -30,9 +37,10 @@ from moviectl.core.servers.docker_engine import (
     secrets_as_files,
     split_lines,
 )
-from moviectl.infra.errors import PortInUse, Refused, ServerError, Unreachable
+from moviectl.infra.errors import PortInUse, Refused, ServerError
 from moviectl.infra.ports import describe_port_owner, port_is_free
 from moviectl.infra.settings import Settings
+from moviectl.infra.waiting import poll_until
 
 PullCallback = Callable[[dict[str, Any]], None]
 
@@ -286,8 +294,8 @@ class DockerBackend:
 
     def _wait(self, c: Any, target: Any, timeout: float) -> str:
         """Wait for authenticated connections, failing fast if the container exits."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def attempt() -> str:
             c.reload()
             state = c.attrs.get("State", {})
             crashed = state.get("RestartCount", 0) > 0 or c.attrs.get("RestartCount", 0) > 0
@@ -299,12 +307,15 @@ class DockerBackend:
                     hint=f"docker logs {self.svc.container_name}",
                     log_tail=tail,
                 )
-            try:
-                return wait_ready(target, 1.0, 1)
-            except Unreachable:
-                if time.monotonic() > deadline:
-                    raise
-            time.sleep(0.2)
+            return ready_version(target, 1)
+
+        # a crash is final, even when its log tail says "starting up"
+        return poll_until(
+            attempt,
+            timeout,
+            0.2,
+            retry=lambda exc: not isinstance(exc, ServerError) and not_ready_yet(exc),
+        )
 
     def _refuse_foreign(
         self, kind: str, name: str, found_labels: dict[str, str] | None, *, use: bool = False

@@ -1,0 +1,46 @@
+"""infra/processes.py: ``pid_alive`` on real child processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from moviectl.infra.processes import pid_alive
+
+
+def _child() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+def test_a_running_child_is_alive_and_named_by_its_program():
+    child = _child()
+    try:
+        assert pid_alive(child.pid)
+        assert pid_alive(child.pid, "time.sleep(60)")
+        assert not pid_alive(child.pid, "postgres")  # alive, but not the program expected
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_reaped_child_is_dead():
+    child = _child()
+    child.kill()
+    child.wait()
+    assert not pid_alive(child.pid)
+
+
+def test_a_zombie_is_dead():
+    child = _child()
+    child.kill()
+    try:
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped yet
+        assert not pid_alive(child.pid)
+    finally:
+        child.wait()
+
+
+def test_this_process_is_alive_and_no_pid_is_not():
+    assert pid_alive(os.getpid())
+    assert not pid_alive(0) and not pid_alive(-1)
