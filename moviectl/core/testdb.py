@@ -38,6 +38,7 @@ from moviectl.infra.admin import (
 )
 from moviectl.infra.engine import connect, db_errors
 from moviectl.infra.errors import LockBusy, Refused, UsageError
+from moviectl.infra.processes import pid_alive
 from moviectl.infra.settings import DbTarget, Settings
 
 _TEST_NAME = re.compile(r"^movies_test_[0-9a-f]{8,32}$")
@@ -286,7 +287,7 @@ def pool_pid_on_this_host(owner: str | None) -> int | None:
 def in_use_by_a_live_run(db: TestDatabase) -> bool:
     """Is ``db`` held by a test run (a pytest pool) whose process on this host still runs?"""
     pid = pool_pid_on_this_host(db.owner)
-    return pid is not None and os.path.exists(f"/proc/{pid}")
+    return pid is not None and pid_alive(pid)
 
 
 def drop_all(settings: Settings, *, target: DbTarget | None = None) -> list[str]:

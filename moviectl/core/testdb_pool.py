@@ -12,7 +12,6 @@ drop. Nothing else is touched.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
@@ -21,9 +20,10 @@ from datetime import timedelta
 from typing import Any
 
 from moviectl.core import testdb
-from moviectl.infra.admin import clone_strategy, databases_named_like, drop_database_force
+from moviectl.infra.admin import TEST_PREFIX, clone_strategy, databases_named_like, drop_database_force
 from moviectl.infra.conninfo import DbTarget
 from moviectl.infra.engine import connect
+from moviectl.infra.processes import pid_alive
 from moviectl.infra.settings import Settings
 
 TTL = timedelta(hours=1)
@@ -34,10 +34,10 @@ def prune_dead_pools(settings: Settings, target: DbTarget) -> list[str]:
     """Drop clones of pools whose process on this host is gone (an interrupted run)."""
     dropped = []
     with connect(target, connect_timeout=settings.connect_timeout) as conn:
-        for row in databases_named_like(conn, testdb.TEST_PREFIX):
+        for row in databases_named_like(conn, TEST_PREFIX):
             owner = str((row["mark"] or {}).get("owner") or "")
             pid = testdb.pool_pid_on_this_host(owner)
-            if pid is not None and not os.path.exists(f"/proc/{pid}"):
+            if pid is not None and not pid_alive(pid):
                 drop_database_force(conn, row["name"])
                 dropped.append(row["name"])
     return dropped

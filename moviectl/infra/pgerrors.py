@@ -231,7 +231,7 @@ def driver_cause(exc: BaseException) -> BaseException | None:
     ``DBAPIError`` wraps), else None. Imports neither: a module not loaded raised nothing."""
     psycopg = sys.modules.get("psycopg")
     if psycopg is not None and isinstance(exc, psycopg.Error):
-        return exc
+        return exc  # type: ignore[no-any-return]  # psycopg.Error, looked up at run time
     if type(exc).__module__.startswith("sqlalchemy."):
         from sqlalchemy.exc import DBAPIError
 

@@ -273,7 +273,7 @@ def compare_checks(
     from sqlalchemy import CheckConstraint
     from sqlalchemy.dialects import postgresql
 
-    dialect = postgresql.dialect()
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
     tables = {t.name: t for t in metadata.sorted_tables if t.name not in (missing or set())}
     live: dict[tuple[str, str], tuple[bool, str]] = {}
     refused: list[str] = []

@@ -110,7 +110,8 @@ def load_compose(path: Path, env: Mapping[str, str]) -> dict[str, Any]:
         raise InputFileError(f"compose file {path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("services"), dict):
         raise InputFileError(f"compose file {path} has no services")
-    return _walk(raw, env)
+    walked: dict[str, Any] = _walk(raw, env)
+    return walked
 
 
 def _dotenv_project(directory: Path) -> str | None:

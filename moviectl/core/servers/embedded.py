@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from moviectl.core.servers.base import DownResult, ServerStatus, UpResult, probe_status, wait_ready
-from moviectl.core.servers.cluster import EmbeddedServer, find_bin_dir
+from moviectl.core.servers.cluster import EmbeddedServer
+from moviectl.infra.pgtools import find_bin_dir
 from moviectl.infra.errors import ConfigError
 from moviectl.infra.settings import Settings
 
