@@ -20,7 +20,12 @@ from datetime import timedelta
 from typing import Any
 
 from moviectl.core import testdb
-from moviectl.infra.admin import TEST_PREFIX, clone_strategy, databases_named_like, drop_database_force
+from moviectl.infra.admin import (
+    TEST_PREFIX,
+    clone_strategy,
+    databases_named_like,
+    drop_database_force,
+)
 from moviectl.infra.conninfo import DbTarget
 from moviectl.infra.engine import connect
 from moviectl.infra.processes import pid_alive

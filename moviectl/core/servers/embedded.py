@@ -8,8 +8,8 @@ from pathlib import Path
 
 from moviectl.core.servers.base import DownResult, ServerStatus, UpResult, probe_status, wait_ready
 from moviectl.core.servers.cluster import EmbeddedServer
-from moviectl.infra.pgtools import find_bin_dir
 from moviectl.infra.errors import ConfigError
+from moviectl.infra.pgtools import find_bin_dir
 from moviectl.infra.settings import Settings
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
