@@ -260,3 +260,20 @@ def test_a_failure_whose_json_has_no_reader_still_says_what_failed(tmp_path):
 def test_health_with_no_reader_exits_quietly(movie_db_url, tmp_path, args):
     code, err = _with_reader_gone(args, tmp_path, MOVIE_DATABASE_URL=movie_db_url)
     assert (code, err) == (141, "")
+
+
+@pytest.mark.parametrize(
+    "args", [["--json", "backup"], ["backup"], ["--json", "health", "--live"], ["health"]]
+)
+def test_a_command_that_worked_with_stdout_closed_still_worked(movie_db_url, tmp_path, args):
+    """`moviectl backup >&-` (cron with stdout closed): exit 0, not an internal error."""
+    res = subprocess.run(
+        ["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m", "moviectl", *args],
+        env=subprocess_env(MOVIE_DATABASE_URL=movie_db_url, MOVIE_BACKUP_DIR=str(tmp_path)),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr and "internal error" not in res.stderr

@@ -27,6 +27,7 @@ from moviectl.cli import (
     commands_up,
 )
 from moviectl.cli.context import MoviectlGroup, State, new_typer, state_of
+from moviectl.cli.output import write_stdout
 
 DOWN_HELP = """Stop the dev environment's server (the same as `moviectl db down`); data stays.
 
@@ -103,8 +104,7 @@ def usage_error(exc: typer.TyperException, state: State) -> NoReturn:
         "hint": "see --help",
         "exit_code": exc.exit_code,
     }
-    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-    sys.stdout.flush()
+    write_stdout(json.dumps(doc, indent=2) + "\n")
     sys.stderr.write(f"error: {exc.format_message()}\n")
     raise typer.Exit(exc.exit_code) from None
 
@@ -114,8 +114,7 @@ def _version(ctx: typer.Context, value: bool) -> None:
     if not value:
         return
     if state_of(ctx).json_mode:
-        sys.stdout.write(json.dumps({"name": "moviectl", "version": __version__}, indent=2))
-        sys.stdout.write("\n")
+        write_stdout(json.dumps({"name": "moviectl", "version": __version__}, indent=2) + "\n")
     else:
         typer.echo(f"moviectl {__version__}")
     raise typer.Exit()

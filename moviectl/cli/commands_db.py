@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from moviectl.cli.context import YesOpt, confirm, new_typer, out, settings_of
+from moviectl.cli.output import write_stdout
 from moviectl.cli.render import render_down, render_server_status, render_up
 
 if TYPE_CHECKING:
@@ -102,7 +103,6 @@ def db_logs(
     Example: `moviectl db logs --tail 100` or `moviectl db logs -f`
     """
     import json as json_lib
-    import sys
 
     backend, o = _backend(ctx)
     lines = backend.logs(tail=tail, follow=follow)
@@ -113,8 +113,7 @@ def db_logs(
         o.info(f"following the {backend.name} server's log (Ctrl-C stops)")
     for line in lines:
         if o.json_mode:
-            sys.stdout.write(json_lib.dumps({"line": line}) + "\n")
-            sys.stdout.flush()
+            write_stdout(json_lib.dumps({"line": line}) + "\n")
         else:
             typer.echo(line)
 

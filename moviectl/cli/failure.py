@@ -11,7 +11,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from moviectl.cli.output import Output
+from moviectl.cli.output import Output, write_stdout
 from moviectl.infra.errors import MoviectlError
 from moviectl.infra.held_signals import Terminated
 
@@ -62,8 +62,7 @@ def _stopped(what: str, json_mode: bool) -> int:
 
         doc = {"ok": False, "error": what.capitalize(), "message": what, "hint": None}
         try:
-            sys.stdout.write(json.dumps({**doc, "exit_code": code}, indent=2) + "\n")
-            sys.stdout.flush()
+            write_stdout(json.dumps({**doc, "exit_code": code}, indent=2) + "\n")
         except BrokenPipeError:
             reader_gone()
     Output().err.print(f"[red]{what}[/]")

@@ -44,8 +44,9 @@ def run(json_mode: bool) -> int:
             from moviectl.cli.health_text import health_lines
 
             text = "\n".join(health_lines(report))
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
+        if sys.stdout is not None:  # closed before start (`>&-`): the answer is the code
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
         return report.exit_code
     except (Exception, KeyboardInterrupt, Terminated) as exc:
         from moviectl.cli.failure import report as failed

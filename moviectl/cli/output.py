@@ -29,6 +29,14 @@ if TYPE_CHECKING:
 R = TypeVar("R")
 
 
+def write_stdout(text: str) -> None:
+    """Write to stdout, or nowhere when it was closed before start (``>&-``: Python's
+    ``sys.stdout`` is None): a command that worked still worked."""
+    if sys.stdout is not None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
 class Output:
     def __init__(self, *, json_mode: bool = False, verbose: bool = False) -> None:
         self.json_mode = json_mode
@@ -59,8 +67,7 @@ class Output:
         """Print a command's result: one JSON document, or the human rendering (given the
         result with its strings escaped for Rich's markup: ``markup_safe``)."""
         if self.json_mode:
-            sys.stdout.write(json.dumps(jsonable(result), indent=2, sort_keys=False) + "\n")
-            sys.stdout.flush()
+            write_stdout(json.dumps(jsonable(result), indent=2, sort_keys=False) + "\n")
         elif render is not None:
             render(self.console, markup_safe(result))
         else:
@@ -77,8 +84,7 @@ class Output:
 
     def error(self, exc: MoviectlError) -> None:
         if self.json_mode:
-            sys.stdout.write(json.dumps({"ok": False, **jsonable(exc.to_dict())}, indent=2) + "\n")
-            sys.stdout.flush()
+            write_stdout(json.dumps({"ok": False, **jsonable(exc.to_dict())}, indent=2) + "\n")
         self.err.print(f"[bold red]error:[/] {_escape(exc.message)}")
         if exc.hint:
             self.err.print(f"[dim]hint:[/] {_escape(exc.hint)}")
