@@ -68,7 +68,7 @@ def row(
         figure,
         f"{ours:,.3f} {unit}",
         f"{peer:,.3f} {unit}",
-        f"{ratio:.2f}x",
+        f"{ratio:.2f}x" if ratio >= 0.1 or not ratio > 0 else f"1/{1 / ratio:,.0f}x",
         goal + verdict,
         f"{since:.1f}-{load1():.1f}",
     )
