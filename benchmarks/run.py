@@ -1,6 +1,6 @@
 """Every performance goal from the issues, measured against its peer in one run.
 
-    uv run python benchmarks/run.py                          # the whole table (~15 min)
+    uv run python benchmarks/run.py                          # the whole table (~40 min)
     uv run python benchmarks/run.py --only backup --backup-rows 1000000
     uv run python benchmarks/run.py --only live,health,help
 
