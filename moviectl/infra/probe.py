@@ -93,7 +93,10 @@ def _addresses(host: str, port: int) -> list[tuple[Any, ...]]:
         ]
     return [
         (family, kind, proto, addr)
-        for family, kind, proto, _, addr in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        # an ASCII name needs no IDNA encoding: given as bytes, the idna codec is not loaded
+        for family, kind, proto, _, addr in socket.getaddrinfo(
+            host.encode() if host.isascii() else host, port, 0, socket.SOCK_STREAM
+        )
     ]
 
 

@@ -247,21 +247,8 @@ def run_checks(
         run.close()
     t = run.target
     checks = [results[n] for n in CHECKS if n in results]
-    report = HealthReport(
-        t.url(), t.host, t.database, checks, round((time.perf_counter() - started) * 1000, 2)
-    )
-    import logging
-
-    log = logging.getLogger("moviectl.health")
-    for c in checks:
-        log.debug(
-            "health check %s: %s (%s)",
-            c.name,
-            c.status,
-            c.detail,
-            extra={"db_host": t.host, "db_name": t.database},
-        )
-    return report
+    elapsed = round((time.perf_counter() - started) * 1000, 2)
+    return HealthReport(t.url(), t.host, t.database, checks, elapsed)
 
 
 def _preload(names: list[str]) -> None:
