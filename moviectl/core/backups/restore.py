@@ -10,6 +10,7 @@ import re
 import shlex
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 from moviectl.core.backups.dump import backup, snapshot
 from moviectl.core.backups.leftovers import clean_databases, clean_partials, loading_mark
 from moviectl.core.backups.manifest import Manifest, check_checksum, load_manifest
+from moviectl.core.backups.sqlguard import check_sql_file, lines_of, run_psql_guarded
 from moviectl.infra.admin import (
     create_database,
     database_comment,
@@ -146,10 +148,10 @@ def load_into(
     psql += ["-d", conninfo]
     watch = StallWatch.for_settings(settings, target, f"the restore of {path.name}")
     dump_major = int(man.pg_dump_version.split(".")[0]) if man.pg_dump_version[:1].isdigit() else 0
-    if man.format == "plain" and dump_major >= 17 > server_major:
-        res = _restore_via_sql(None, psql, path, env)  # newer pg_dump's SQL, filtered
-    elif man.format == "plain":
-        res = run_child([*psql, "-f", str(path)], env=env, text=True, watch=watch)
+    if man.format == "plain":  # through the guard, filtered for an older server
+        res = _restore_via_sql(
+            None, psql, path, env, watch, drop_timeout=dump_major >= 17 > server_major
+        )
     else:
         tool = find_tool(
             "pg_restore",
@@ -161,7 +163,7 @@ def load_into(
         if tool.major >= 17 > server_major:
             # A newer pg_restore talks settings an older server does not know
             # (transaction_timeout): have it write SQL, drop those lines, feed psql.
-            res = _restore_via_sql(tool.path, psql, path, env)
+            res = _restore_via_sql(tool.path, psql, path, env, watch, drop_timeout=True)
         else:
             argv = [
                 tool.path,
@@ -182,42 +184,51 @@ def load_into(
 
 
 def _restore_via_sql(
-    pg_restore: str | None, psql: list[str], path: Path, env: dict[str, str]
+    pg_restore: str | None,
+    psql: list[str],
+    path: Path,
+    env: dict[str, str],
+    watch: StallWatch,
+    *,
+    drop_timeout: bool,
 ) -> subprocess.CompletedProcess[str]:
-    """SQL (pg_restore's output, or a plain dump itself) into psql, without the settings a
-    newer pg_dump writes that an older server does not know (``transaction_timeout``)."""
+    """SQL (pg_restore's output, or a plain dump itself) into psql through the ``SqlGuard``
+    (no meta-command but pg_dump's own), without the settings a newer pg_dump writes that an
+    older server does not know (``transaction_timeout``) when ``drop_timeout``."""
     import tempfile
 
-    with tempfile.TemporaryFile() as gen_err, tempfile.TemporaryFile() as sink_err:
-        source = (
-            [pg_restore, "--no-owner", "--no-privileges", "-f", "-", str(path)]
-            if pg_restore
-            else ["cat", str(path)]
-        )
+    if pg_restore is None:
+        with open(path, "rb") as fh:
+            return run_psql_guarded(
+                psql, _filtered(lines_of(fh), drop_timeout), path.name, env, watch=watch
+            )
+    with tempfile.TemporaryFile() as gen_err:
+        source = [pg_restore, "--no-owner", "--no-privileges", "-f", "-", str(path)]
         gen = popen_child(source, stdout=subprocess.PIPE, stderr=gen_err, env=env)
-        sink = popen_child(
-            [*psql, "-f", "-"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=sink_err,
-            env=env,
-        )
-        assert gen.stdout is not None and sink.stdin is not None
+        assert gen.stdout is not None
         try:
-            for line in gen.stdout:
-                if not line.startswith(b"SET transaction_timeout"):
-                    sink.stdin.write(line)
-        except BrokenPipeError:
-            gen.kill()  # psql stopped at the first error; its stderr says why
-        finally:
-            with contextlib.suppress(BrokenPipeError):
-                sink.stdin.close()
-        gen_code, sink_code = gen.wait(), sink.wait()
-        code = sink_code or gen_code
+            res = run_psql_guarded(
+                psql,
+                _filtered(lines_of(gen.stdout), drop_timeout),
+                path.name,
+                env,
+                watch=watch,
+                on_abort=gen.kill,
+            )
+        except BaseException:
+            gen.kill()
+            gen.wait()
+            raise
+        gen_code = gen.wait()
         gen_err.seek(0)
-        sink_err.seek(0)
-        err = (sink_err.read() + gen_err.read()).decode(errors="replace")
-    return subprocess.CompletedProcess([], code, "", err)
+        err = res.stderr + gen_err.read().decode(errors="replace")
+    return subprocess.CompletedProcess([], res.returncode or gen_code, "", err)
+
+
+def _filtered(lines: Iterator[bytes], drop_timeout: bool) -> Iterator[bytes]:
+    for line in lines:
+        if not (drop_timeout and line.startswith(b"SET transaction_timeout")):
+            yield line
 
 
 def compare(man: Manifest, rev: str | None, counts: dict[str, int]) -> list[str]:
@@ -241,6 +252,8 @@ def restore(
     started = time.monotonic()
     man = load_manifest(path)
     check_checksum(path, man)
+    if man.format == "plain":  # before anything is created, dropped or backed up
+        check_sql_file(path)
     server_major = server_major_of(settings)
     if man.server_major > server_major:
         raise Refused(
