@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import secrets
 import shlex
 import subprocess
 import time
@@ -26,7 +27,7 @@ from moviectl.infra.admin import (
     protected_reason,
 )
 from moviectl.infra.engine import connect
-from moviectl.infra.errors import CheckFailed, Refused, Unreachable, UsageError
+from moviectl.infra.errors import CheckFailed, MoviectlError, Refused, Unreachable, UsageError
 from moviectl.infra.pgtools import child_env, find_tool, first_error, popen_child, run_child
 from moviectl.infra.server_facts import server_major
 from moviectl.infra.settings import DbTarget, Settings
@@ -231,6 +232,24 @@ def _filtered(lines: Iterator[bytes], drop_timeout: bool) -> Iterator[bytes]:
             yield line
 
 
+def _create_new(settings: Settings, man: Manifest, path: Path) -> str:
+    """Create and mark ``<db>_restore_<time>_<random>``; a name taken (by a restore started
+    the same second) is never reused: CREATE DATABASE fails, another name is drawn."""
+    from psycopg import errors
+
+    for _ in range(8):
+        stamp = f"{datetime.now(UTC):%Y%m%d%H%M%S}_{secrets.token_hex(3)}"
+        name = f"{man.database[:32]}_restore_{stamp}"
+        if not _NAME.fullmatch(name):
+            name = f"movies_restore_{stamp}"
+        try:
+            create_database_for_restore(settings, name, loading="restore", backup_dir=path.parent)
+        except errors.DuplicateDatabase:
+            continue
+        return name
+    raise CheckFailed("could not find a free name for the restored database")
+
+
 def compare(man: Manifest, rev: str | None, counts: dict[str, int]) -> list[str]:
     diffs = []
     if rev != man.alembic_revision:
@@ -261,17 +280,23 @@ def restore(
             f"PostgreSQL {server_major}",
             hint="restore into a server of the same or a newer major version",
         )
-    name = into or f"{man.database}_restore_{datetime.now(UTC):%Y%m%d%H%M%S}"
-    if not _NAME.fullmatch(name):
-        raise UsageError(f"bad database name {name!r}", hint="letters, digits and _ (63 at most)")
-    with connect(maintenance_target(settings), connect_timeout=settings.connect_timeout) as c:
-        reason = protected_reason(c, name)
-    if reason:
-        raise Refused(
-            f"refusing to restore into {name!r}: {reason} (with or without --force)",
-            hint="restore into a new database: omit --into, or name one that is yours",
-        )
-    exists, nonempty = database_state(settings, name)
+    if into is None:  # a new database of a name nobody else has (created atomically)
+        name = _create_new(settings, man, path)
+        exists = nonempty = False
+    else:
+        name = into
+        if not _NAME.fullmatch(name):
+            raise UsageError(
+                f"bad database name {name!r}", hint="letters, digits and _ (63 at most)"
+            )
+        with connect(maintenance_target(settings), connect_timeout=settings.connect_timeout) as c:
+            reason = protected_reason(c, name)
+        if reason:
+            raise Refused(
+                f"refusing to restore into {name!r}: {reason} (with or without --force)",
+                hint="restore into a new database: omit --into, or name one that is yours",
+            )
+        exists, nonempty = database_state(settings, name)
     safety = undo = None
     if exists and nonempty:
         if not force:
@@ -284,23 +309,32 @@ def restore(
         safe = backup(settings, database=name)
         safety = safe.path
         undo = shlex.join(["moviectl", "restore", safe.path, "--into", name, "--force", "--yes"])
-        create_database_for_restore(settings, name, drop_first=True)
-    elif not exists:
+    elif not exists and into is not None:
         create_database_for_restore(settings, name, loading="restore", backup_dir=path.parent)
     target = settings.target(name)
     try:
+        if undo:  # from here on, every way out says what is left and how to undo it
+            create_database_for_restore(settings, name, drop_first=True)
         load_into(settings, path, man, target, jobs)
     except BaseException as exc:
+        left = None
+        if undo:
+            left = (
+                f"{name!r} was replaced and may be empty or incomplete; the safety backup "
+                f"is {safety}; put it back with: {undo}"
+            )
         if isinstance(exc, Unreachable):  # the server is gone: no waiting on it again
-            exc.hint = (
+            exc.hint = left or (
                 f"{name!r} stays half-loaded and marked; the next restore or backup verify "
                 "drops it (or DROP DATABASE it yourself)"
             )
         elif not exists:  # all or nothing: the database this restore created goes again
             with contextlib.suppress(Exception):
                 drop_database(settings, name)
-        elif isinstance(exc, CheckFailed) and undo:
-            exc.hint = f"{name!r} was replaced and is incomplete; put it back with: {undo}"
+        elif left and isinstance(exc, MoviectlError):
+            exc.hint = left
+        elif left:  # Ctrl-C, SIGTERM: the CLI prints the exception's notes
+            exc.add_note(left)
         raise
     if not exists:
         finish_loading(settings, name)
