@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import signal
 import subprocess
@@ -12,8 +11,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import backup_json, run_at_once, subprocess_env, wait_for
-from tests.core.test_backups_interrupted import _tools_of, seeded  # noqa: F401 - a fixture
+from tests.conftest import Cli, backup_json, run_at_once, subprocess_env, wait_for
+from tests.core.test_backups_interrupted import _tools_of
+
+
+@pytest.fixture
+def seeded(seeded_db_url):
+    """The CLI on a database of 200,000 movies (a restore long enough to interrupt)."""
+    return Cli({"MOVIE_DATABASE_URL": seeded_db_url})
 
 
 def _count(url: str) -> int:
@@ -68,3 +73,29 @@ def test_two_restores_of_one_file_at_once_land_in_two_intact_databases(
         with psycopg.connect(seeded_db_url, autocommit=True) as c:
             for n in names:
                 c.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)')
+
+
+def test_the_server_going_away_mid_restore_is_exit_3(seeded, tmp_path, seeded_db_url):
+    """A fast shutdown ends every session with 57P01, as pg_terminate_backend does."""
+    path = Path(backup_json(seeded, tmp_path)["path"])
+    cmd = [sys.executable, "-m", "moviectl", "restore", str(path), "--into", "gone_midway"]
+    proc = subprocess.Popen(
+        cmd, env=subprocess_env(**seeded.env), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert wait_for(lambda: [t for t in _tools_of(proc.pid) if t.name() == "pg_restore"])
+        with psycopg.connect(seeded_db_url, autocommit=True) as c:
+            assert wait_for(
+                lambda: c.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = 'gone_midway'"
+                ).fetchone()[0]
+            )
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 3, err
+    assert b"went away" in err and b"administrator command" in err
+    with psycopg.connect(seeded_db_url, autocommit=True) as c:
+        c.execute("DROP DATABASE IF EXISTS gone_midway WITH (FORCE)")

@@ -33,6 +33,14 @@ from moviectl.infra.server_facts import server_major
 from moviectl.infra.settings import DbTarget, Settings
 from moviectl.infra.watchdog import StallWatch
 
+# libpq's and the server's words for a server that stopped under a child tool (57P01
+# admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, lost connections).
+_SERVER_GONE = re.compile(
+    r"server closed the connection unexpectedly|terminating connection due to "
+    r"administrator command|the database system is shutting down|connection to server "
+    r".* failed|no connection to the server|could not receive data from server|"
+    r"SSL SYSCALL error: EOF detected"
+)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
@@ -178,6 +186,11 @@ def load_into(
             if jobs:
                 argv[1:1] = ["-j", str(jobs)]
             res = run_child(argv, env=env, text=True, watch=watch)
+    if res.returncode != 0 and _SERVER_GONE.search(res.stderr or ""):
+        raise Unreachable(  # the server stopped (shutdown, crash, terminated session): exit 3
+            f"the server went away during the restore of {path.name} into "
+            f"{target.database}: {first_error(res.stderr)}"
+        )
     if res.returncode != 0:
         raise CheckFailed(
             f"restoring {path.name} into {target.database} failed: {first_error(res.stderr)}"
