@@ -80,6 +80,8 @@ def _db_scope(fixture_name: str, config: pytest.Config) -> Any:
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
+    if report.failed and _SECRETS:  # the texts of values (diffs, "where" lines, locals)
+        _scrub(report)
     if report.failed:
         item.stash[_FAILED_KEY] = True
         name = item.stash.get(_DB_KEY, None)
@@ -88,6 +90,43 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             note = "kept for inspection" if kept else "dropped (keep it: --moviectl-keep-failed)"
             report.sections.append(("moviectl", f"test database: {name} ({note})"))
     return report
+
+
+_SECRETS: set[str] = set()  # passwords of the URLs the fixtures handed out
+
+
+def _mask(text: str) -> str:
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _scrub(report: pytest.TestReport) -> None:
+    """No password of a fixture's URL in a failure report, whatever printed it."""
+    text = str(report.longrepr) if report.longrepr is not None else ""
+    if any(s in text for s in _SECRETS):
+        report.longrepr = _mask(text)
+    report.sections = [(title, _mask(body)) for title, body in report.sections]
+
+
+def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: Any) -> Any:
+    """pytest's diff of two strings shows their text, not their ``repr``: a comparison that
+    involves a fixture's URL (or a string holding its password) is explained masked."""
+    import difflib
+
+    from moviectl.infra.conninfo import SecretUrl
+
+    for side in (left, right):
+        if isinstance(side, SecretUrl) and side.password:
+            _SECRETS.add(side.password)
+    texts = [str(left), str(right), repr(left), repr(right)]
+    if not _SECRETS or not any(s in t for s in _SECRETS for t in texts):
+        return None
+    a, b = _mask(str(left)), _mask(str(right))
+    lines = [f"{_mask(repr(left))} {op} {_mask(repr(right))}", "(passwords masked)"]
+    if isinstance(left, str) and isinstance(right, str):
+        lines += [ln.rstrip("\n") for ln in difflib.ndiff(b.splitlines(), a.splitlines())]
+    return lines
 
 
 @pytest.fixture(scope="session")
@@ -225,7 +264,10 @@ def movie_db_url(request: pytest.FixtureRequest, moviectl_clone_pool: Any) -> It
     node = request.node
     if isinstance(node, pytest.Item):
         node.stash[_DB_KEY] = db.name
-    yield SecretUrl(db.full_url or "")  # its repr (pytest's failure report) hides the password
+    url = SecretUrl(db.full_url or "")  # its repr (pytest's failure report) hides the password
+    if url.password:  # and its text, in diffs and anywhere else in a report (_scrub)
+        _SECRETS.add(url.password)
+    yield url
     failed = isinstance(node, pytest.Item) and node.stash.get(_FAILED_KEY, False)
     if failed and request.config.getoption("--moviectl-keep-failed"):
         return

@@ -150,7 +150,12 @@ def restore_cmd(
     if force:
         confirm(ctx, f"Replace database {into or '(new)'} with {file.name}?", yes)
     o = out(ctx)
-    with o.status(f"restoring {file.name}"):
-        result = restore(settings, file, into=into, force=force, jobs=jobs)
+    try:
+        with o.status(f"restoring {file.name}"):
+            result = restore(settings, file, into=into, force=force, jobs=jobs)
+    except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C, SIGTERM: what was left, the undo
+        for note in getattr(exc, "__notes__", ()):
+            o.err.print(note, markup=False, highlight=False, soft_wrap=True)
+        raise
     o.emit(result, render_restore)
     raise typer.Exit(0 if result.matches_manifest else 1)

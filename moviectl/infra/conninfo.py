@@ -145,3 +145,11 @@ class SecretUrl(str):
 
     def __repr__(self) -> str:
         return repr(mask_url(str(self)))
+
+    @property
+    def password(self) -> str | None:
+        """The password it holds (for masking it wherever its text ends up), or None."""
+        try:
+            return parse_db_url(str(self)).password or None
+        except ConfigError:
+            return None

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import re
+import secrets
 import shlex
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +19,7 @@ from pathlib import Path
 from moviectl.core.backups.dump import backup, snapshot
 from moviectl.core.backups.leftovers import clean_databases, clean_partials, loading_mark
 from moviectl.core.backups.manifest import Manifest, check_checksum, load_manifest
+from moviectl.core.backups.sqlguard import check_sql_file, lines_of, run_psql_guarded
 from moviectl.infra.admin import (
     create_database,
     database_comment,
@@ -24,12 +27,20 @@ from moviectl.infra.admin import (
     protected_reason,
 )
 from moviectl.infra.engine import connect
-from moviectl.infra.errors import CheckFailed, Refused, Unreachable, UsageError
+from moviectl.infra.errors import CheckFailed, MoviectlError, Refused, Unreachable, UsageError
 from moviectl.infra.pgtools import child_env, find_tool, first_error, popen_child, run_child
 from moviectl.infra.server_facts import server_major
 from moviectl.infra.settings import DbTarget, Settings
 from moviectl.infra.watchdog import StallWatch
 
+# libpq's and the server's words for a server that stopped under a child tool (57P01
+# admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, lost connections).
+_SERVER_GONE = re.compile(
+    r"server closed the connection unexpectedly|terminating connection due to "
+    r"administrator command|the database system is shutting down|connection to server "
+    r".* failed|no connection to the server|could not receive data from server|"
+    r"SSL SYSCALL error: EOF detected"
+)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
@@ -146,10 +157,10 @@ def load_into(
     psql += ["-d", conninfo]
     watch = StallWatch.for_settings(settings, target, f"the restore of {path.name}")
     dump_major = int(man.pg_dump_version.split(".")[0]) if man.pg_dump_version[:1].isdigit() else 0
-    if man.format == "plain" and dump_major >= 17 > server_major:
-        res = _restore_via_sql(None, psql, path, env)  # newer pg_dump's SQL, filtered
-    elif man.format == "plain":
-        res = run_child([*psql, "-f", str(path)], env=env, text=True, watch=watch)
+    if man.format == "plain":  # through the guard, filtered for an older server
+        res = _restore_via_sql(
+            None, psql, path, env, watch, drop_timeout=dump_major >= 17 > server_major
+        )
     else:
         tool = find_tool(
             "pg_restore",
@@ -161,7 +172,7 @@ def load_into(
         if tool.major >= 17 > server_major:
             # A newer pg_restore talks settings an older server does not know
             # (transaction_timeout): have it write SQL, drop those lines, feed psql.
-            res = _restore_via_sql(tool.path, psql, path, env)
+            res = _restore_via_sql(tool.path, psql, path, env, watch, drop_timeout=True)
         else:
             argv = [
                 tool.path,
@@ -175,6 +186,11 @@ def load_into(
             if jobs:
                 argv[1:1] = ["-j", str(jobs)]
             res = run_child(argv, env=env, text=True, watch=watch)
+    if res.returncode != 0 and _SERVER_GONE.search(res.stderr or ""):
+        raise Unreachable(  # the server stopped (shutdown, crash, terminated session): exit 3
+            f"the server went away during the restore of {path.name} into "
+            f"{target.database}: {first_error(res.stderr)}"
+        )
     if res.returncode != 0:
         raise CheckFailed(
             f"restoring {path.name} into {target.database} failed: {first_error(res.stderr)}"
@@ -182,42 +198,69 @@ def load_into(
 
 
 def _restore_via_sql(
-    pg_restore: str | None, psql: list[str], path: Path, env: dict[str, str]
+    pg_restore: str | None,
+    psql: list[str],
+    path: Path,
+    env: dict[str, str],
+    watch: StallWatch,
+    *,
+    drop_timeout: bool,
 ) -> subprocess.CompletedProcess[str]:
-    """SQL (pg_restore's output, or a plain dump itself) into psql, without the settings a
-    newer pg_dump writes that an older server does not know (``transaction_timeout``)."""
+    """SQL (pg_restore's output, or a plain dump itself) into psql through the ``SqlGuard``
+    (no meta-command but pg_dump's own), without the settings a newer pg_dump writes that an
+    older server does not know (``transaction_timeout``) when ``drop_timeout``."""
     import tempfile
 
-    with tempfile.TemporaryFile() as gen_err, tempfile.TemporaryFile() as sink_err:
-        source = (
-            [pg_restore, "--no-owner", "--no-privileges", "-f", "-", str(path)]
-            if pg_restore
-            else ["cat", str(path)]
-        )
+    if pg_restore is None:
+        with open(path, "rb") as fh:
+            return run_psql_guarded(
+                psql, _filtered(lines_of(fh), drop_timeout), path.name, env, watch=watch
+            )
+    with tempfile.TemporaryFile() as gen_err:
+        source = [pg_restore, "--no-owner", "--no-privileges", "-f", "-", str(path)]
         gen = popen_child(source, stdout=subprocess.PIPE, stderr=gen_err, env=env)
-        sink = popen_child(
-            [*psql, "-f", "-"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=sink_err,
-            env=env,
-        )
-        assert gen.stdout is not None and sink.stdin is not None
+        assert gen.stdout is not None
         try:
-            for line in gen.stdout:
-                if not line.startswith(b"SET transaction_timeout"):
-                    sink.stdin.write(line)
-        except BrokenPipeError:
-            gen.kill()  # psql stopped at the first error; its stderr says why
-        finally:
-            with contextlib.suppress(BrokenPipeError):
-                sink.stdin.close()
-        gen_code, sink_code = gen.wait(), sink.wait()
-        code = sink_code or gen_code
+            res = run_psql_guarded(
+                psql,
+                _filtered(lines_of(gen.stdout), drop_timeout),
+                path.name,
+                env,
+                watch=watch,
+                on_abort=gen.kill,
+            )
+        except BaseException:
+            gen.kill()
+            gen.wait()
+            raise
+        gen_code = gen.wait()
         gen_err.seek(0)
-        sink_err.seek(0)
-        err = (sink_err.read() + gen_err.read()).decode(errors="replace")
-    return subprocess.CompletedProcess([], code, "", err)
+        err = res.stderr + gen_err.read().decode(errors="replace")
+    return subprocess.CompletedProcess([], res.returncode or gen_code, "", err)
+
+
+def _filtered(lines: Iterator[bytes], drop_timeout: bool) -> Iterator[bytes]:
+    for line in lines:
+        if not (drop_timeout and line.startswith(b"SET transaction_timeout")):
+            yield line
+
+
+def _create_new(settings: Settings, man: Manifest, path: Path) -> str:
+    """Create and mark ``<db>_restore_<time>_<random>``; a name taken (by a restore started
+    the same second) is never reused: CREATE DATABASE fails, another name is drawn."""
+    from psycopg import errors
+
+    for _ in range(8):
+        stamp = f"{datetime.now(UTC):%Y%m%d%H%M%S}_{secrets.token_hex(3)}"
+        name = f"{man.database[:32]}_restore_{stamp}"
+        if not _NAME.fullmatch(name):
+            name = f"movies_restore_{stamp}"
+        try:
+            create_database_for_restore(settings, name, loading="restore", backup_dir=path.parent)
+        except errors.DuplicateDatabase:
+            continue
+        return name
+    raise CheckFailed("could not find a free name for the restored database")
 
 
 def compare(man: Manifest, rev: str | None, counts: dict[str, int]) -> list[str]:
@@ -241,6 +284,8 @@ def restore(
     started = time.monotonic()
     man = load_manifest(path)
     check_checksum(path, man)
+    if man.format == "plain":  # before anything is created, dropped or backed up
+        check_sql_file(path)
     server_major = server_major_of(settings)
     if man.server_major > server_major:
         raise Refused(
@@ -248,17 +293,23 @@ def restore(
             f"PostgreSQL {server_major}",
             hint="restore into a server of the same or a newer major version",
         )
-    name = into or f"{man.database}_restore_{datetime.now(UTC):%Y%m%d%H%M%S}"
-    if not _NAME.fullmatch(name):
-        raise UsageError(f"bad database name {name!r}", hint="letters, digits and _ (63 at most)")
-    with connect(maintenance_target(settings), connect_timeout=settings.connect_timeout) as c:
-        reason = protected_reason(c, name)
-    if reason:
-        raise Refused(
-            f"refusing to restore into {name!r}: {reason} (with or without --force)",
-            hint="restore into a new database: omit --into, or name one that is yours",
-        )
-    exists, nonempty = database_state(settings, name)
+    if into is None:  # a new database of a name nobody else has (created atomically)
+        name = _create_new(settings, man, path)
+        exists = nonempty = False
+    else:
+        name = into
+        if not _NAME.fullmatch(name):
+            raise UsageError(
+                f"bad database name {name!r}", hint="letters, digits and _ (63 at most)"
+            )
+        with connect(maintenance_target(settings), connect_timeout=settings.connect_timeout) as c:
+            reason = protected_reason(c, name)
+        if reason:
+            raise Refused(
+                f"refusing to restore into {name!r}: {reason} (with or without --force)",
+                hint="restore into a new database: omit --into, or name one that is yours",
+            )
+        exists, nonempty = database_state(settings, name)
     safety = undo = None
     if exists and nonempty:
         if not force:
@@ -271,23 +322,32 @@ def restore(
         safe = backup(settings, database=name)
         safety = safe.path
         undo = shlex.join(["moviectl", "restore", safe.path, "--into", name, "--force", "--yes"])
-        create_database_for_restore(settings, name, drop_first=True)
-    elif not exists:
+    elif not exists and into is not None:
         create_database_for_restore(settings, name, loading="restore", backup_dir=path.parent)
     target = settings.target(name)
     try:
+        if undo:  # from here on, every way out says what is left and how to undo it
+            create_database_for_restore(settings, name, drop_first=True)
         load_into(settings, path, man, target, jobs)
     except BaseException as exc:
+        left = None
+        if undo:
+            left = (
+                f"{name!r} was replaced and may be empty or incomplete; the safety backup "
+                f"is {safety}; put it back with: {undo}"
+            )
         if isinstance(exc, Unreachable):  # the server is gone: no waiting on it again
-            exc.hint = (
+            exc.hint = left or (
                 f"{name!r} stays half-loaded and marked; the next restore or backup verify "
                 "drops it (or DROP DATABASE it yourself)"
             )
         elif not exists:  # all or nothing: the database this restore created goes again
             with contextlib.suppress(Exception):
                 drop_database(settings, name)
-        elif isinstance(exc, CheckFailed) and undo:
-            exc.hint = f"{name!r} was replaced and is incomplete; put it back with: {undo}"
+        elif left and isinstance(exc, MoviectlError):
+            exc.hint = left
+        elif left:  # Ctrl-C, SIGTERM: the CLI prints the exception's notes
+            exc.add_note(left)
         raise
     if not exists:
         finish_loading(settings, name)

@@ -24,6 +24,7 @@ from moviectl.core.backups.restore import (
     drop_database,
     load_into,
 )
+from moviectl.core.backups.sqlguard import check_sql_file
 from moviectl.infra.errors import CheckFailed, MoviectlError, Unreachable
 from moviectl.infra.settings import Settings
 
@@ -37,6 +38,8 @@ def verify(settings: Settings, path: Path) -> VerifyResult:
         result = VerifyResult(str(path), False, None, False, False, [exc.message])
         record_verification(path, man, result.ok)
         return result
+    if man.format == "plain":  # a forged file is refused before a database is made
+        check_sql_file(path)
     name = f"movies_verify_{secrets.token_hex(6)}"
     create_database_for_restore(settings, name, loading="verify", backup_dir=path.parent)
     try:

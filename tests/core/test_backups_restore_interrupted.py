@@ -1,0 +1,103 @@
+"""Restores that are interrupted or run at once (issue 26, items 4 and 5)."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import Cli, backup_json, run_at_once, subprocess_env, wait_for
+from tests.core.test_backups_interrupted import _tools_of
+
+
+@pytest.fixture
+def seeded(seeded_db_url):
+    """The CLI on a database of 200,000 movies (a restore long enough to interrupt)."""
+    return Cli({"MOVIE_DATABASE_URL": seeded_db_url})
+
+
+def _count(url: str) -> int:
+    with psycopg.connect(url) as c:
+        return int(c.execute("SELECT count(*) FROM movies").fetchone()[0])
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_an_interrupted_forced_restore_says_what_it_left_and_how_to_undo_it(
+    seeded, tmp_path, seeded_db_url, sig, code
+):
+    env = {**seeded.env, "MOVIE_BACKUP_DIR": str(tmp_path / "safety")}
+    path = Path(backup_json(seeded, tmp_path)["path"])
+    before = _count(seeded_db_url)
+    db = seeded_db_url.rsplit("/", 1)[1].split("?")[0]
+    cmd = [sys.executable, "-m", "moviectl", "restore", str(path), "--into", db, "--force"]
+    proc = subprocess.Popen(
+        [*cmd, "--yes"], env=subprocess_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        # the load's pg_restore, not the safety backup's read-back (pg_restore --list)
+        restoring = lambda: [t for t in _tools_of(proc.pid) if "--exit-on-error" in t.cmdline()]  # noqa: E731
+        assert wait_for(restoring, 120), "pg_restore never started"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == code, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = " ".join(err.decode().split())  # however the console wrapped it
+    undo = text.split("put it back with: ", 1)[1].split(" --yes", 1)[0] + " --yes"
+    argv = shlex.split(undo)
+    assert argv[:2] == ["moviectl", "restore"] and argv[3:] == ["--into", db, "--force", "--yes"]
+    assert Path(argv[2]).exists() and f"the safety backup is {argv[2]}" in text
+    r = seeded(*argv[1:], **env)  # exactly as printed
+    assert r.exit_code == 0, r.output
+    assert _count(seeded_db_url) == before
+
+
+def test_two_restores_of_one_file_at_once_land_in_two_intact_databases(
+    seeded, tmp_path, seeded_db_url
+):
+    path = Path(backup_json(seeded, tmp_path)["path"])
+    docs = run_at_once(seeded.env, "restore", str(path), n=2, timeout=600)
+    names = {d["database"] for d in docs}
+    assert len(names) == 2, names
+    base = seeded_db_url.rsplit("/", 1)[0]
+    try:
+        for d in docs:
+            assert d["created"] and d["matches_manifest"], d
+            assert _count(f"{base}/{d['database']}") == d["row_counts"]["movies"]
+    finally:
+        with psycopg.connect(seeded_db_url, autocommit=True) as c:
+            for n in names:
+                c.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)')
+
+
+def test_the_server_going_away_mid_restore_is_exit_3(seeded, tmp_path, seeded_db_url):
+    """A fast shutdown ends every session with 57P01, as pg_terminate_backend does."""
+    path = Path(backup_json(seeded, tmp_path)["path"])
+    cmd = [sys.executable, "-m", "moviectl", "restore", str(path), "--into", "gone_midway"]
+    proc = subprocess.Popen(
+        cmd, env=subprocess_env(**seeded.env), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert wait_for(lambda: [t for t in _tools_of(proc.pid) if t.name() == "pg_restore"])
+        with psycopg.connect(seeded_db_url, autocommit=True) as c:
+            assert wait_for(
+                lambda: c.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = 'gone_midway'"
+                ).fetchone()[0]
+            )
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 3, err
+    text = " ".join(err.decode().split())  # however the console wrapped it
+    assert "went away" in text
+    with psycopg.connect(seeded_db_url, autocommit=True) as c:
+        c.execute("DROP DATABASE IF EXISTS gone_midway WITH (FORCE)")
