@@ -72,13 +72,12 @@ class EmbeddedBackend:
         )
 
     def down(self, *, volumes: bool = False) -> DownResult:
-        import shutil
-
         with self.server.lock():
+            if volumes:  # before anything changes: only a cluster moviectl made is deleted
+                self.server.check_owned()
             was = self.server.stop("fast")
-            if volumes:
-                shutil.rmtree(self.server.pgdata, ignore_errors=True)
-        return DownResult(self.name, was, volumes, f"data dir {self.server.pgdata}")
+            removed = self.server.delete_data() if volumes else False
+        return DownResult(self.name, was, removed, f"data dir {self.server.pgdata}")
 
     def status(self) -> ServerStatus:
         target = self.settings.target()
