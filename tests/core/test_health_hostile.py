@@ -46,6 +46,7 @@ def _serving(url: str, log: Path, **env: str) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+            raise
 
 
 @pytest.fixture

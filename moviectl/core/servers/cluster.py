@@ -192,9 +192,13 @@ class EmbeddedServer:
                 f"initdb failed for {self.pgdata}: {_last_line(res.stderr)}",
                 hint="check the disk and MOVIE_DATA_DIR; nothing was left behind",
             )
-        with open(work / "postgresql.conf", "a") as fh:
-            fh.write(f"\n{INCLUDE_LINE}\n")
-        self._write_marker(work)  # inside, so the cluster never appears without it
+        try:
+            with open(work / "postgresql.conf", "a") as fh:
+                fh.write(f"\n{INCLUDE_LINE}\n")
+            self._write_marker(work)  # inside, so the cluster never appears without it
+        except OSError as exc:  # a full disk: no half-made cluster either
+            shutil.rmtree(work, ignore_errors=True)
+            raise ServerError(f"cannot finish the cluster in {self.pgdata}: {exc}") from None
         if self.pgdata.is_dir() and not any(self.pgdata.iterdir()):
             self.pgdata.rmdir()  # an empty directory made by an older moviectl
         os.rename(work, self.pgdata)
@@ -233,15 +237,6 @@ class EmbeddedServer:
             bin_dirs=[self.bin_dir, self.bin_dir.resolve()],
             include_line=INCLUDE_LINE,
         )
-
-    def check_owned(self) -> None:
-        """Refuse (5) unless ``pgdata`` is absent or a cluster moviectl made (its marker)."""
-        if self.pgdata.exists() or self.pgdata.is_symlink():
-            cluster_marker.refuse_unless_ours(self.pgdata, self.ownership())
-
-    def delete_data(self) -> bool:
-        """Delete ``pgdata`` (after ``check_owned``); False if there was none."""
-        return cluster_marker.delete_aside(self.data_dir, self.pgdata)
 
     def _write_conf(self) -> None:
         conf = {
