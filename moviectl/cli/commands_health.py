@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -71,22 +73,51 @@ def health(
     raise typer.Exit(report.exit_code)
 
 
+class OneLineFormatter(logging.Formatter):
+    """Every log line of ``--serve`` as one line: control characters in anything logged
+    (a request's path, an error's text, a traceback's newlines) become escapes."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def _connection_cap() -> int:
+    """How many connections ``--serve`` keeps open: MAX_CONNECTIONS, within the file limit
+    (raised toward its hard limit first)."""
+    import resource
+
+    from moviectl.cli.http_protocol import MAX_CONNECTIONS
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = MAX_CONNECTIONS + 128
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(16, min(MAX_CONNECTIONS, soft - 128))
+
+
 def _serve(settings: Settings, bind: str, port: int, details: bool | None, o: Output) -> None:
     """uvicorn on a socket bound here (so a taken port or a bad host is our error, with its
-    exit code): bounded concurrency, idle connections closed, header size limited, and a
-    deadline for each request head (``cli/http_protocol.py``)."""
+    exit code), on an event loop that bounds connections and request heads and closes idle
+    and slow ones (``cli/http_protocol.py``); every log line is one escaped line."""
     import asyncio
-    import logging
     import socket
 
     import uvicorn
 
-    from moviectl.cli.http_protocol import DeadlineLoop
+    from moviectl.cli.http_protocol import MAX_HEAD, DeadlineLoop
     from moviectl.core.health.http import create_app
 
     loopback = bind in ("127.0.0.1", "::1", "localhost")
     show = loopback if details is None else details
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     family = socket.AF_INET6 if ":" in bind else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -96,6 +127,7 @@ def _serve(settings: Settings, bind: str, port: int, details: bool | None, o: Ou
     except OSError:
         sock.close()
         raise
+    cap = _connection_cap()
     config = uvicorn.Config(
         create_app(settings, details=show),
         http="h11",
@@ -104,8 +136,9 @@ def _serve(settings: Settings, bind: str, port: int, details: bool | None, o: Ou
         access_log=False,  # the app logs each request with its trace id
         timeout_keep_alive=5,
         timeout_graceful_shutdown=3,
-        limit_concurrency=256,
-        h11_max_incomplete_event_size=16 * 1024,
+        # no limit_concurrency: it counts idle connections (257 made every probe 503); the
+        # loop bounds open connections instead, making room by closing the oldest idle one
+        h11_max_incomplete_event_size=MAX_HEAD + 1024,  # the loop answers 431 first
         server_header=False,
         date_header=False,
         lifespan="on",
@@ -114,6 +147,6 @@ def _serve(settings: Settings, bind: str, port: int, details: bool | None, o: Ou
         f"serving http://{bind}:{sock.getsockname()[1]}/healthz, /livez, /readyz, /metrics "
         f"(details {'shown' if show else 'hidden'}; Ctrl-C stops)"
     )
-    # what uvicorn.Server.run does, on an event loop that puts the deadline on connections
-    with asyncio.Runner(loop_factory=DeadlineLoop) as runner:
+    # what uvicorn.Server.run does, on an event loop that guards the connections
+    with asyncio.Runner(loop_factory=lambda: DeadlineLoop(cap)) as runner:
         runner.run(uvicorn.Server(config).serve(sockets=[sock]))

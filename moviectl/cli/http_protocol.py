@@ -1,41 +1,77 @@
-"""A request-head deadline (slowloris) for ``health --serve``, around uvicorn's protocol.
+"""The connection layer of ``health --serve``, around uvicorn's protocol: deadlines, limits.
 
-uvicorn closes idle keep-alive connections (``timeout_keep_alive``), but a client that
-opens a connection and never finishes its request head is held forever, and enough of
-them fill ``limit_concurrency``. Here each connection has ``HEADER_TIMEOUT`` seconds to
-complete a request head (the blank line that ends it) after connecting and after each
-response, or it is closed.
+What uvicorn alone does not do, and a hostile client exploits:
+
+- **Slowloris**: each connection has ``HEADER_TIMEOUT`` seconds to complete a request head
+  (the blank line that ends it) after connecting and after each response, or it is closed.
+- **Idle connections crowding out probes**: uvicorn's ``limit_concurrency`` counts idle
+  connections, so 257 of them made every probe 503. It is not used; instead at most
+  ``max_connections`` are open, and a new one beyond that closes the oldest connection
+  still waiting for its head (idle or incomplete): a probe that sends its request at once
+  is always served.
+- **Heads over the documented limits**: h11 checks its size limit only on a head that has
+  not arrived yet (a 60 KB head in one read passed), and a larger one got a reset. Here the
+  head is measured as it arrives: a request target over ``MAX_TARGET`` bytes is answered 414,
+  a head over ``MAX_HEAD`` bytes 431, each with a body; the rest of what the client sends is
+  read and discarded for a moment (a bounded lingering close), so it reads the answer
+  instead of a reset.
 
 Built on asyncio's public interfaces only: ``DeadlineLoop`` is an event loop whose servers
 wrap the protocol uvicorn makes for each connection in ``HeadDeadline``, which sees the
-bytes that come in and the responses that go out, and forwards everything.
+bytes that come in and the responses that go out, and forwards everything else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from moviectl.core.health.http import MAX_TARGET
+
 HEADER_TIMEOUT = 10.0
+MAX_HEAD = 16 * 1024  # request line and headers, through the blank line: longer is 431
+MAX_CONNECTIONS = 1024
+LINGER_SECONDS, LINGER_BYTES = 5.0, 4 * 1024 * 1024  # after a 414/431: drain, then close
 _HEAD_END = re.compile(rb"\n\r?\n")  # where h11 ends a request head (CRLF or bare LF)
+_REASONS = {414: "URI Too Long", 431: "Request Header Fields Too Large"}
+log = logging.getLogger("moviectl.health")
+
+
+def rejection(code: int, error: str) -> bytes:
+    body = json.dumps({"error": error}).encode()
+    head = (
+        f"HTTP/1.1 {code} {_REASONS[code]}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 class HeadDeadline(asyncio.Protocol):
     """One connection: the deadline is armed on connecting and whenever the server writes
     (a response), and disarmed when a request head is complete (the app's turn)."""
 
-    def __init__(self, inner: asyncio.Protocol, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, inner: asyncio.Protocol, loop: DeadlineLoop) -> None:
         self.inner, self.loop = inner, loop
         self.transport: asyncio.Transport | None = None
         self.timer: asyncio.TimerHandle | None = None
-        self.tail = b""  # the end of what came in, for a head end split across reads
+        self.head = b""  # the request head so far, while waiting for one (at most MAX_HEAD)
+        self.drained: int | None = None  # rejected: bytes discarded since
+
+    @property
+    def waiting(self) -> bool:
+        """Waiting for a request head (idle or incomplete), not in the app's hands."""
+        return self.timer is not None and self.drained is None
 
     def arm(self) -> None:
+        if self.drained is not None:
+            return
         if self.timer is not None:
             self.timer.cancel()
-        self.tail = b""
+        self.head = b""
         self.timer = self.loop.call_later(HEADER_TIMEOUT, self.expire)
 
     def disarm(self) -> None:
@@ -45,6 +81,9 @@ class HeadDeadline(asyncio.Protocol):
 
     def expire(self) -> None:
         self.timer = None
+        self.close()
+
+    def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
@@ -52,22 +91,55 @@ class HeadDeadline(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.arm()
+        self.loop.opened(self)
         self.inner.connection_made(WatchedTransport(transport, on_write=self.arm))
 
     def data_received(self, data: bytes) -> None:
+        if self.drained is not None:  # answered 414/431: read and drop, within bounds
+            self.drained += len(data)
+            if self.drained > LINGER_BYTES:
+                self.close()
+            return
         if self.timer is not None:  # waiting for a head
-            seen = self.tail + data
-            if _HEAD_END.search(seen):
+            seen = self.head + data
+            end = _HEAD_END.search(seen)
+            size = end.end() if end else len(seen)
+            line = seen.split(b"\n", 1)[0]
+            parts = line.split(b" ", 2)
+            if len(parts) > 1 and len(parts[1]) > MAX_TARGET:
+                return self.reject(414, "URI too long", f"a target over {MAX_TARGET} bytes")
+            if size > MAX_HEAD:
+                return self.reject(
+                    431, "request header fields too large", f"a head over {MAX_HEAD} bytes"
+                )
+            if end:
                 self.disarm()
+                self.head = b""
             else:
-                self.tail = seen[-2:]
+                self.head = seen
         self.inner.data_received(data)
 
+    def reject(self, code: int, error: str, what: str) -> None:
+        """Answer ``code`` ourselves (uvicorn never sees this request), then close once the
+        client stops sending, or after ``LINGER_SECONDS``."""
+        assert self.transport is not None
+        self.disarm()
+        self.head, self.drained = b"", 0
+        peer = self.transport.get_extra_info("peername")
+        log.info("%d %s from %s", code, what, peer[0] if peer else "?")
+        self.transport.write(rejection(code, error))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.timer = self.loop.call_later(LINGER_SECONDS, self.expire)
+
     def eof_received(self) -> bool | None:
+        if self.drained is not None:
+            return False  # the client is done: close
         return self.inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.disarm()
+        self.loop.closed(self)
         self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -137,7 +209,24 @@ class WatchedTransport(asyncio.Transport):
 
 
 class DeadlineLoop(asyncio.SelectorEventLoop):
-    """asyncio's event loop, whose servers put ``HeadDeadline`` around every connection."""
+    """asyncio's event loop, whose servers put ``HeadDeadline`` around every connection and
+    keep at most ``max_connections`` open (the oldest waiting one makes room)."""
+
+    def __init__(self, max_connections: int = MAX_CONNECTIONS) -> None:
+        super().__init__()
+        self.max_connections = max_connections
+        self.connections: dict[HeadDeadline, None] = {}  # oldest first
+
+    def opened(self, conn: HeadDeadline) -> None:
+        self.connections[conn] = None
+        if len(self.connections) > self.max_connections:
+            # the oldest connection still waiting for a head; the new one if none is
+            oldest = next((c for c in self.connections if c.waiting), conn)
+            self.connections.pop(oldest, None)
+            oldest.close()
+
+    def closed(self, conn: HeadDeadline) -> None:
+        self.connections.pop(conn, None)
 
     async def create_server(
         self, protocol_factory: Callable[[], asyncio.BaseProtocol], *args: Any, **kwargs: Any

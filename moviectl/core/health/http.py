@@ -40,6 +40,14 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+def loggable(text: str, limit: int = 200) -> str:
+    """``text`` as one line of printable ASCII: control characters (a decoded ``%0d%0a``),
+    backslashes and anything beyond ASCII become escapes, so a request cannot forge or
+    break a log line."""
+    more = "..." if len(text) > limit else ""
+    return text[:limit].encode("unicode_escape").decode("ascii") + more
+
+
 def trace_id(raw: bytes | None) -> str:
     """The caller's trace id when it is safe to echo and log, else a new ``req-<8 hex>``."""
     if raw:
@@ -134,8 +142,9 @@ def create_app(
         root = scope.get("root_path") or ""
         if root and path.startswith(root):  # mounted under a prefix (FastAPI's app.mount)
             path = path[len(root) :] or "/"
-        shown = path[:200].encode("ascii", "backslashreplace").decode()  # for the log
-        extra = {"trace_id": trace, "db_host": target.host, "db_name": target.database}
+        shown = loggable(path)  # for the log: never a line of its own
+        host, name = loggable(target.host), loggable(target.database)
+        extra = {"trace_id": trace, "db_host": host, "db_name": name}
         payload: dict[str, Any] | bytes
         if scope.get("http_version", "1.1") not in ("1.0", "1.1", "2"):
             code, payload, kind = 505, {"error": "HTTP version not supported"}, "application/json"
@@ -170,12 +179,12 @@ def create_app(
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
         log.info(
             "%s %s %s trace_id=%s db_host=%s db_name=%s",
-            method,
+            loggable(method),
             shown,
             code,
             trace,
-            target.host,
-            target.database,
+            host,
+            name,
             extra=extra,
         )
 

@@ -12,31 +12,50 @@ from pathlib import Path
 from typing import Any
 
 from moviectl.core.health.checks import HealthReport, pool_state
+from moviectl.infra.errors import MoviectlError
 from moviectl.infra.settings import Settings
 
 STATUS_VALUE = {"pass": 1.0, "warn": 0.5, "fail": 0.0, "skip": 0.0}
 
 
-def _ages(settings: Settings) -> tuple[float | None, float | None]:
-    """Seconds since the newest backup finished and since the last drill that passed."""
+def _age(value: object, now: datetime) -> float | None:
+    """Seconds since an ISO timestamp; one without a zone is UTC (as moviectl writes them,
+    and as ``backup list`` reads them). None when it is not a timestamp at all."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return (now - at).total_seconds()
+
+
+def _ages(settings: Settings) -> tuple[float | None, float | None, int]:
+    """Seconds since the newest backup finished and since the last drill that passed, and
+    how many manifests could not be read (a scrape never fails on one: it is counted)."""
     from moviectl.core.backups.manifest import list_backups
 
     now = datetime.now(UTC)
     newest = verified = None
-    for e in list_backups(settings, Path(settings.backup_dir)):
-        for value, kind in ((e.created, "made"), (e.verified_at, "verified")):
-            if not value:
-                continue
-            try:
-                at = datetime.fromisoformat(value)
-            except ValueError:
-                continue
-            age = (now - at).total_seconds()
-            if kind == "made":
-                newest = age if newest is None else min(newest, age)
-            else:
-                verified = age if verified is None else min(verified, age)
-    return newest, verified
+    try:
+        entries = list_backups(settings, Path(settings.backup_dir))
+    except (OSError, ValueError, TypeError, MoviectlError):  # unreadable directory or list
+        return None, None, 1
+    unreadable = 0
+    for e in entries:
+        if not e.manifest:
+            unreadable += 1
+            continue
+        made, drilled = _age(e.created, now), _age(e.verified_at, now)
+        if e.created and made is None:
+            unreadable += 1
+        if made is not None:
+            newest = made if newest is None else min(newest, made)
+        if drilled is not None:
+            verified = drilled if verified is None else min(verified, drilled)
+    return newest, verified, unreadable
 
 
 def _pending(current: str | None, head: str | None) -> int:
@@ -90,7 +109,11 @@ def metrics_body(settings: Settings, report: HealthReport, service: Any) -> byte
         gauge("moviectl_migrations_pending", "Migrations the database lacks").set(
             _pending(migrations.data.get("current"), migrations.data.get("head"))
         )
-    newest, verified = _ages(settings)
+    newest, verified, unreadable = _ages(settings)
+    gauge(
+        "moviectl_backup_manifests_unreadable",
+        "Backups whose manifest is missing or unreadable (left out of the ages)",
+    ).set(unreadable)
     if newest is not None:
         gauge("moviectl_backup_newest_age_seconds", "Age of the newest backup").set(newest)
     if verified is not None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moviectl.core.servers import cluster_marker
 from moviectl.infra.errors import PortInUse, ServerError
 from moviectl.infra.pgtools import binary_major, find_bin_dir
 from moviectl.infra.ports import describe_port_owner, port_is_free
@@ -191,8 +192,13 @@ class EmbeddedServer:
                 f"initdb failed for {self.pgdata}: {_last_line(res.stderr)}",
                 hint="check the disk and MOVIE_DATA_DIR; nothing was left behind",
             )
-        with open(work / "postgresql.conf", "a") as fh:
-            fh.write(f"\n{INCLUDE_LINE}\n")
+        try:
+            with open(work / "postgresql.conf", "a") as fh:
+                fh.write(f"\n{INCLUDE_LINE}\n")
+            self._write_marker(work)  # inside, so the cluster never appears without it
+        except OSError as exc:  # a full disk: no half-made cluster either
+            shutil.rmtree(work, ignore_errors=True)
+            raise ServerError(f"cannot finish the cluster in {self.pgdata}: {exc}") from None
         if self.pgdata.is_dir() and not any(self.pgdata.iterdir()):
             self.pgdata.rmdir()  # an empty directory made by an older moviectl
         os.rename(work, self.pgdata)
@@ -207,6 +213,30 @@ class EmbeddedServer:
                 hint=f"if it holds nothing you need, remove {self.pgdata} and run "
                 "`moviectl db up` again",
             )
+
+    def _system_identifier(self, pgdata: Path) -> str | None:
+        if not (pgdata / "global" / "pg_control").is_file():
+            return None
+        res = self._run([str(self.bin_dir / "pg_controldata"), "-D", str(pgdata)], timeout=60)
+        return cluster_marker.parse_system_identifier(res.stdout) if res.returncode == 0 else None
+
+    def _write_marker(self, pgdata: Path) -> None:
+        sysid = self._system_identifier(pgdata)
+        if sysid is None:
+            raise ServerError(f"pg_controldata cannot read the new cluster in {pgdata}")
+        path = pgdata / cluster_marker.MARKER
+        path.write_text(cluster_marker.marker_text(sysid, self.data_major()))
+        if self._as_root:
+            entry = pwd.getpwnam(SYSTEM_USER)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def ownership(self) -> cluster_marker.Ownership:
+        return cluster_marker.judge(
+            self.pgdata,
+            system_identifier=self._system_identifier(self.pgdata),
+            bin_dirs=[self.bin_dir, self.bin_dir.resolve()],
+            include_line=INCLUDE_LINE,
+        )
 
     def _write_conf(self) -> None:
         conf = {
@@ -247,6 +277,8 @@ class EmbeddedServer:
         if self.initialized():
             self.check_version()
             self._check_complete()
+            if not (self.pgdata / cluster_marker.MARKER).exists() and self.ownership().ours:
+                self._write_marker(self.pgdata)  # made before markers: from now on marked
         else:
             self.init()
         self._prepare_dirs()

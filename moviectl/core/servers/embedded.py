@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from moviectl.core.servers import cluster_marker
 from moviectl.core.servers.base import DownResult, ServerStatus, UpResult, probe_status, wait_ready
 from moviectl.core.servers.cluster import EmbeddedServer
 from moviectl.infra.errors import ConfigError
@@ -72,13 +73,14 @@ class EmbeddedBackend:
         )
 
     def down(self, *, volumes: bool = False) -> DownResult:
-        import shutil
-
         with self.server.lock():
+            pgdata = self.server.pgdata
+            if volumes and (pgdata.exists() or pgdata.is_symlink()):
+                # before anything changes: only a cluster moviectl made is deleted
+                cluster_marker.refuse_unless_ours(pgdata, self.server.ownership())
             was = self.server.stop("fast")
-            if volumes:
-                shutil.rmtree(self.server.pgdata, ignore_errors=True)
-        return DownResult(self.name, was, volumes, f"data dir {self.server.pgdata}")
+            removed = volumes and cluster_marker.delete_aside(self.server.data_dir, pgdata)
+        return DownResult(self.name, was, removed, f"data dir {self.server.pgdata}")
 
     def status(self) -> ServerStatus:
         target = self.settings.target()
