@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated
 
 import typer
@@ -36,11 +37,18 @@ def testdb_create(
     from moviectl.core import testdb
 
     settings = settings_of(ctx)
-    db = testdb.create(settings, ttl=testdb.parse_ttl(ttl) if ttl else None)
+    life = testdb.parse_ttl(ttl) if ttl else None
+    db = testdb.create(settings, ttl=life, seeding=bool(seed_sample))
     if seed_sample:
         from moviectl.core.seed import load as seed
 
-        seed.seed_sample_into(settings, db.full_url or "", seed_sample)
+        try:
+            seed.seed_sample_into(settings, db.full_url or "", seed_sample)
+        except BaseException:  # a failure, Ctrl-C, SIGTERM: the half-seeded database goes
+            with contextlib.suppress(Exception):
+                testdb.drop(settings, [db.name])
+            raise
+        db = testdb.seeding_done(settings, db, life)
     if print_url:
         typer.echo(db.full_url)
         return

@@ -18,7 +18,7 @@ import re
 import secrets
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,9 @@ class PruneResult:
 
 
 MAX_TTL_DAYS = 36500  # a century: longer is a typo
+
+
+SEEDING_TTL = timedelta(hours=1)  # a database being seeded expires by then at the latest
 
 
 def parse_ttl(text: str) -> timedelta:
@@ -182,16 +185,21 @@ def create(
     template: str | None = None,
     conn: Any = None,
     strategy: str | None = None,
+    seeding: bool = False,
 ) -> TestDatabase:
     """Clone the template into a fresh ``movies_test_<hex>`` database.
 
     ``conn``: an open autocommit admin connection to reuse (the pytest plugin keeps one);
-    ``strategy``: its ``admin.clone_strategy`` (asked once by a caller making many).
+    ``strategy``: its ``admin.clone_strategy`` (asked once by a caller making many);
+    ``seeding``: data goes in next, so the mark says so and expires within an hour until
+    ``seeding_done`` (a run killed meanwhile leaves a database ``prune`` recognises).
     """
     admin = target or admin_target(settings)
     tpl = template or ensure_template(settings, admin)
     name = TEST_PREFIX + secrets.token_hex(8)
     created = datetime.now(UTC).replace(microsecond=0)
+    if seeding:
+        ttl = min(ttl or SEEDING_TTL, SEEDING_TTL)
     expires = created + ttl if ttl else None
     who = owner or f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"
     mark = make_mark(
@@ -200,6 +208,7 @@ def create(
         created=created.isoformat(),
         expires=expires.isoformat() if expires else None,
         template=tpl,
+        **({"state": "seeding"} if seeding else {}),
     )
     with contextlib.nullcontext(conn) if conn is not None else _admin(settings, admin) as conn:
         create_database(conn, admin, name, tpl, strategy, mark=mark)
@@ -207,6 +216,34 @@ def create(
     return TestDatabase(
         name, db_target.url(), tpl, created, expires, who, full_url=db_target.url(masked=False)
     )
+
+
+def seeding_done(
+    settings: Settings, db: TestDatabase, ttl: timedelta | None, target: DbTarget | None = None
+) -> TestDatabase:
+    """The mark of a database ``create(seeding=True)`` made, once its data is in: the
+    expiry asked for (none: kept until dropped), no seeding state."""
+    admin = target or admin_target(settings)
+    expires = db.created_at + ttl if ttl and db.created_at else None
+    mark = make_mark(
+        "test",
+        owner=db.owner,
+        created=db.created_at.isoformat() if db.created_at else None,
+        expires=expires.isoformat() if expires else None,
+        template=db.template,
+    )
+    with _admin(settings, admin) as conn:
+        comment_database(conn, db.name, mark)
+    return replace(db, expires_at=expires)
+
+
+def _abandoned(mark: dict[str, Any]) -> bool:
+    """Was this database being seeded by a process on this host that is gone?"""
+    owner = str(mark.get("owner") or "")
+    host, _, pid = owner.rpartition("@")[2].partition(" pid ")
+    if mark.get("state") != "seeding" or host != socket.gethostname() or not pid.isdigit():
+        return False
+    return not pid_alive(int(pid))
 
 
 def _as_test_db(admin: DbTarget, row: dict[str, Any]) -> TestDatabase:
@@ -317,6 +354,7 @@ def prune(
             if (row["mark"] or {}).get("kind") != "test" or not _TEST_NAME.fullmatch(db.name):
                 continue
             expired = db.expires_at is not None and db.expires_at <= now
+            expired = expired or _abandoned(row["mark"] or {})
             old = (
                 older_than is not None
                 and db.created_at is not None
