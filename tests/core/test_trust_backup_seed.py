@@ -1,0 +1,93 @@
+"""Issue 26, items 2, 3, 5 and 10 for `backup` and `seed`: someone else's leftovers, locks
+held by another session, pg_dump's workers outliving a killed moviectl, a server that stops
+mid-backup."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from moviectl.core.backups.leftovers import this_host
+from moviectl.infra.admin import make_mark
+from moviectl.infra.conninfo import DbTarget
+from tests.conftest import Cli
+
+
+def _dead_pid() -> int:
+    """The pid of a process of this host that has exited (a killed run's)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _admin(target: DbTarget) -> str:
+    return target.url(masked=False)
+
+
+@pytest.fixture
+def seeded(cli: Cli) -> Cli:
+    r = cli("seed", "--sample", "300")
+    assert r.exit_code == 0, r.output
+    return cli
+
+
+@pytest.fixture
+def reader(movie_db_url: str, moviectl_admin_target: DbTarget) -> Iterator[str]:
+    """The URL of a login role with pg_read_all_data only (the README's backup role)."""
+    role, password = f"reader_{secrets.token_hex(4)}", secrets.token_hex(8)
+    with psycopg.connect(_admin(moviectl_admin_target), autocommit=True) as c:
+        if c.info.server_version < 140000:
+            pytest.skip("pg_read_all_data needs PostgreSQL 14")
+        c.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(password)
+            )
+        )
+        c.execute(sql.SQL("GRANT pg_read_all_data TO {}").format(sql.Identifier(role)))
+    t = moviectl_admin_target
+    try:
+        yield f"postgresql://{role}:{password}@{t.host}:{t.port}/{movie_db_url.rsplit('/', 1)[1]}"
+    finally:
+        with psycopg.connect(_admin(moviectl_admin_target), autocommit=True) as c:
+            c.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+# ---- item 2: someone else's leftovers ------------------------------------------------------
+def test_a_read_only_backup_keeps_its_file_beside_a_superusers_leftover(
+    seeded, reader, tmp_path, moviectl_admin_target
+):
+    """A superuser's restore was killed mid-load (its database marked loading by a pid that
+    is gone): a backup by a pg_read_all_data role succeeds, keeps its file, and leaves that
+    database alone (it may not drop it; `doctor` reports it)."""
+    leftover = f"movies_restore_{secrets.token_hex(4)}"
+    mark = make_mark(
+        "restore", state="loading", pid=_dead_pid(), host=this_host(), started="2020-01-01"
+    )
+    admin = _admin(moviectl_admin_target)
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(leftover)))
+        c.execute(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(leftover), sql.Literal(mark)
+            )
+        )
+    try:
+        r = seeded("backup", "--output", str(tmp_path), "--json", MOVIE_DATABASE_URL=reader)
+        assert r.exit_code == 0, r.output
+        doc = json.loads(r.stdout)
+        assert Path(doc["path"]).exists()
+        assert doc["manifest"]["row_counts"]["movies"] >= 300
+        with psycopg.connect(admin, autocommit=True) as c:
+            still = c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (leftover,))
+            assert still.fetchone() is not None
+    finally:
+        with psycopg.connect(admin, autocommit=True) as c:
+            c.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(leftover)))
