@@ -18,7 +18,7 @@ from psycopg import sql
 from moviectl.core.backups.leftovers import this_host
 from moviectl.infra.admin import make_mark
 from moviectl.infra.conninfo import DbTarget
-from tests.conftest import Cli
+from tests.conftest import Cli, run_moviectl, subprocess_env
 
 
 def _dead_pid() -> int:
@@ -91,3 +91,38 @@ def test_a_read_only_backup_keeps_its_file_beside_a_superusers_leftover(
     finally:
         with psycopg.connect(admin, autocommit=True) as c:
             c.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(leftover)))
+
+
+# ---- item 3: a lock held by another session ------------------------------------------------
+def _bounded(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`moviectl ARGS` with MOVIE_STALL_TIMEOUT=5, killed (a test failure) after 90 s."""
+    env = subprocess_env(MOVIE_DATABASE_URL=url, MOVIE_STALL_TIMEOUT="5")
+    return run_moviectl(env, *args, timeout=90)
+
+
+def _names_the_blocker(err: str, pid: int) -> None:
+    assert f"pid {pid}" in err and "the-forgotten-psql" in err and "since" in err, err
+
+
+def test_backup_behind_a_held_table_lock_gives_up_naming_the_holder(seeded, movie_db_url, tmp_path):
+    with psycopg.connect(movie_db_url, application_name="the-forgotten-psql") as c:
+        c.execute("LOCK TABLE movies IN ACCESS EXCLUSIVE MODE")
+        r = _bounded(movie_db_url, "backup", "--output", str(tmp_path))
+        c.rollback()
+        assert r.returncode == 7, r.stderr
+        _names_the_blocker(r.stderr, c.info.backend_pid)
+    assert list(tmp_path.iterdir()) == []  # no file, no temp file
+
+
+@pytest.mark.parametrize("n", [50, 1500], ids=["orm", "copy"])
+def test_seed_behind_a_held_table_lock_gives_up_and_inserts_nothing(cli, movie_db_url, n):
+    with psycopg.connect(movie_db_url, application_name="the-forgotten-psql") as c:
+        c.execute("LOCK TABLE movies IN ACCESS EXCLUSIVE MODE")  # psycopg opened a BEGIN
+        r = _bounded(movie_db_url, "seed", "--sample", str(n))
+        c.rollback()
+        assert r.returncode == 7, r.stderr
+        _names_the_blocker(r.stderr, c.info.backend_pid)
+    with psycopg.connect(movie_db_url, autocommit=True) as c:
+        runs = c.execute("SELECT status, requested FROM seed_runs").fetchall()
+        assert runs == [("failed", n)]
+        assert c.execute("SELECT count(*) FROM movies").fetchone() == (0,)

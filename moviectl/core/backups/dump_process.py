@@ -60,6 +60,15 @@ class DumpProcess:
         self.wait()
 
 
+def lock_wait_failed(stderr: str) -> bool:
+    """Did pg_dump give up on a table lock? (``--lock-wait-timeout`` cancels its LOCK TABLE
+    as a statement timeout; a parallel worker's NOWAIT lock says so in words)"""
+    low = stderr.lower()
+    if "statement timeout" in low and "lock table" in low:
+        return True
+    return "could not obtain lock on relation" in low or "due to lock timeout" in low
+
+
 def dump_error(stderr: str, code: int, target: DbTarget) -> MoviectlError:
     lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
     last = lines[-1] if lines else f"pg_dump exited with {code}"
