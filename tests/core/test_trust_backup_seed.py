@@ -4,6 +4,7 @@ mid-backup."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import subprocess
@@ -11,14 +12,25 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 from psycopg import sql
 
 from moviectl.core.backups.leftovers import this_host
+from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
 from moviectl.infra.admin import make_mark
 from moviectl.infra.conninfo import DbTarget
-from tests.conftest import Cli, run_moviectl, subprocess_env
+from moviectl.infra.ports import free_port
+from moviectl.infra.settings import load_settings
+from tests.conftest import (
+    Cli,
+    run_moviectl,
+    seeded_database,
+    start_moviectl,
+    subprocess_env,
+    wait_for,
+)
 
 
 def _dead_pid() -> int:
@@ -126,3 +138,93 @@ def test_seed_behind_a_held_table_lock_gives_up_and_inserts_nothing(cli, movie_d
         runs = c.execute("SELECT status, requested FROM seed_runs").fetchall()
         assert runs == [("failed", n)]
         assert c.execute("SELECT count(*) FROM movies").fetchone() == (0,)
+
+
+# ---- item 5: pg_dump's workers outliving a killed moviectl --------------------------------
+def test_killing_moviectl_mid_parallel_backup_leaves_no_pg_dump(seeded_db_url, tmp_path):
+    """`backup -F directory -j 2`, moviectl SIGKILLed while pg_dump's workers wait on the
+    server (their backends paused, so none ends on its own by finishing its table): no
+    pg_dump process (leader or worker) is left, re-parented to init."""
+    proc = start_moviectl(
+        subprocess_env(MOVIE_DATABASE_URL=seeded_db_url),
+        "backup", "--output", str(tmp_path), "-F", "directory", "-j", "2",
+    )  # fmt: skip
+    dumps: list[psutil.Process] = []
+    paused: list[psutil.Process] = []
+
+    def workers_running() -> bool:
+        try:
+            found = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.Error:
+            return False
+        dumps[:] = [p for p in found if p.name() == "pg_dump"]
+        return len(dumps) >= 3  # the leader and its two workers
+
+    try:
+        with psycopg.connect(seeded_db_url, autocommit=True) as c:
+            assert wait_for(workers_running, timeout=60), "pg_dump -j 2 never started workers"
+            pids = c.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            ).fetchall()
+            assert len(pids) >= 3, pids  # pg_dump's and its workers' (and the snapshot's)
+            for (pid,) in pids:
+                with contextlib.suppress(psutil.Error):
+                    backend = psutil.Process(pid)
+                    backend.suspend()
+                    paused.append(backend)
+            proc.kill()
+            proc.communicate(timeout=30)
+            _, alive = psutil.wait_procs(dumps, timeout=20)
+            assert alive == [], f"left running: {alive}"
+    finally:
+        for backend in paused:
+            with contextlib.suppress(psutil.Error):
+                backend.resume()
+        proc.kill()
+        proc.communicate()
+        for p in dumps:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+
+
+# ---- item 10: the server stops mid-backup -------------------------------------------------
+@pytest.fixture
+def stoppable(tmp_path_factory) -> Iterator[tuple[EmbeddedServer, str]]:
+    """A server of this test's own (it is stopped midway) with a seeded database's URL."""
+    srv = EmbeddedServer(
+        tmp_path_factory.mktemp("stoppable"), free_port(), "postgres", "pw", options=TEST_OPTIONS
+    )
+    srv.start()
+    try:
+        admin = DbTarget("127.0.0.1", srv.port, "postgres", "pw", "postgres")
+        name = seeded_database(load_settings(use_dotenv=False), admin)
+        yield srv, admin.with_database(name).url(masked=False)
+    finally:
+        srv.stop("immediate")
+
+
+@pytest.mark.timeout(300)
+def test_a_server_stopping_mid_backup_is_unreachable_with_its_cause(stoppable, tmp_path):
+    srv, url = stoppable
+    proc = start_moviectl(
+        subprocess_env(MOVIE_DATABASE_URL=url), "backup", "--output", str(tmp_path)
+    )
+
+    def dumping() -> bool:
+        try:
+            kids = psutil.Process(proc.pid).children(recursive=True)
+            return any(p.name() == "pg_dump" for p in kids) and any(tmp_path.iterdir())
+        except psutil.Error:
+            return False
+
+    try:
+        assert wait_for(dumping, timeout=60), proc.communicate(timeout=60)
+        srv.stop("fast")
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == 3, err
+    assert "shut down" in err or "lost the connection" in err or "cannot" in err, err
+    assert list(tmp_path.iterdir()) == []

@@ -44,7 +44,7 @@ from moviectl.infra.errors import (
 )
 from moviectl.infra.held_signals import held
 from moviectl.infra.pgerrors import is_lock_timeout
-from moviectl.infra.pgtools import child_env, find_tool
+from moviectl.infra.pgtools import child_env, find_tool, kill_group
 from moviectl.infra.server_facts import DatabaseFacts, database_facts, server_major
 from moviectl.infra.watchdog import StallWatch
 
@@ -259,7 +259,7 @@ def _dump(
                 # progress: the bytes pg_dump has written (a stat; no psutil while pg_dump
                 # and the server share the cores); a pause with no answer is a stall
                 watch.track(lambda: size_of(tmp))
-                watch.on_stall(dump.proc.kill)
+                watch.on_stall(lambda: kill_group(dump.proc))
                 watch.watch_connection(snap)
                 with watch:
                     version, major, rev, counts = database_facts(snap)
