@@ -145,10 +145,8 @@ def test_killing_moviectl_mid_parallel_backup_leaves_no_pg_dump(seeded_db_url, t
     """`backup -F directory -j 2`, moviectl SIGKILLed while pg_dump's workers wait on the
     server (their backends paused, so none ends on its own by finishing its table): no
     pg_dump process (leader or worker) is left, re-parented to init."""
-    proc = start_moviectl(
-        subprocess_env(MOVIE_DATABASE_URL=seeded_db_url),
-        "backup", "--output", str(tmp_path), "-F", "directory", "-j", "2",
-    )  # fmt: skip
+    args = ["backup", "--output", str(tmp_path), "-F", "directory", "-j", "2"]
+    proc = start_moviectl(subprocess_env(MOVIE_DATABASE_URL=seeded_db_url), *args)
     dumps: list[psutil.Process] = []
     paused: list[psutil.Process] = []
 
