@@ -127,6 +127,17 @@ def create_database(
             comment_database(conn, name, mark)
 
 
+def may_drop(conn: Any, name: str) -> bool:
+    """May ``conn``'s role drop database ``name``? (a superuser, or it has its owner's
+    privileges: what DROP DATABASE checks). False for a database that is gone."""
+    row = conn.execute(
+        "SELECT r.rolsuper OR pg_has_role(current_user, d.datdba, 'USAGE') "
+        "FROM pg_database d, pg_roles r WHERE d.datname = %s AND r.rolname = current_user",
+        (name,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def drop_database_force(conn: Any, name: str) -> None:
     """Drop a database, terminating its sessions first (``WITH (FORCE)`` on PG13+)."""
     from psycopg import sql

@@ -170,32 +170,60 @@ def find_tool(
     )
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
-    """In the child: get SIGKILL when moviectl dies, whatever kills it (Linux prctl)."""
-    import ctypes
+def _die_with_parent(sig: int, parent: int) -> Any:
+    def in_child() -> None:  # pragma: no cover - runs in the child, before exec
+        """In the child: get ``sig`` when moviectl dies, whatever kills it (Linux prctl)."""
+        import ctypes
 
-    pr_set_pdeathsig = 1
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+        pr_set_pdeathsig = 1
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, sig)
+        if os.getppid() != parent:  # moviectl died before the prctl: nobody would tell us
+            os._exit(1)
+
+    return in_child
 
 
-def popen_child(argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
+def popen_child(
+    argv: list[str], *, death_signal: int = signal.SIGKILL, own_group: bool = False, **kwargs: Any
+) -> subprocess.Popen[Any]:
     """Start a PostgreSQL tool that cannot outlive moviectl (kill -9 of moviectl kills it).
+
+    The kernel sends ``death_signal`` to the child alone, not to what it forks: a tool
+    with workers (pg_dump -j) gets SIGTERM, on which it ends its workers itself; with
+    ``own_group`` it leads a process group of its own, so moviectl can kill it and its
+    workers at once (``kill_group``).
 
     A SIGINT or SIGTERM that arrives while the child starts is held until ``Popen`` has
     returned (``held_signals``), and the child is killed if its handler unwinds: never a
     child nobody holds, free to recreate the temp file the cleanup has just removed.
     """
     proc = None
+    if own_group:
+        kwargs["process_group"] = 0
     try:
         with held():
-            proc = subprocess.Popen(argv, preexec_fn=_die_with_parent, **kwargs)
+            hook = _die_with_parent(death_signal, os.getpid())
+            proc = subprocess.Popen(argv, preexec_fn=hook, **kwargs)
     except BaseException:
         if proc is not None:
-            proc.kill()
+            kill_group(proc) if own_group else proc.kill()
             proc.wait()
         raise
     return proc
+
+
+def kill_group(proc: subprocess.Popen[Any]) -> None:
+    """SIGKILL ``proc`` and everything in its process group (``popen_child(own_group=True)``)
+    while ``proc`` is not reaped yet: its pid, so the group's id, is still its own."""
+    if proc.returncode is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    except PermissionError:  # pragma: no cover - not ours after all: the leader alone
+        proc.kill()
 
 
 def run_child(

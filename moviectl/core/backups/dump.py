@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from moviectl.core.backups.dump_process import DumpProcess, dump_error
+from moviectl.core.backups.dump_process import DumpProcess, dump_error, lock_wait_failed
 from moviectl.core.backups.fileio import (
     Progress,
     fsync_dir,
@@ -37,12 +37,14 @@ from moviectl.infra.conninfo import DbTarget
 from moviectl.infra.engine import connect
 from moviectl.infra.errors import (
     InputFileError,
+    LockBusy,
     MoviectlError,
     ToolMissing,
     UsageError,
 )
 from moviectl.infra.held_signals import held
-from moviectl.infra.pgtools import child_env, find_tool
+from moviectl.infra.pgerrors import is_lock_timeout
+from moviectl.infra.pgtools import child_env, find_tool, kill_group
 from moviectl.infra.server_facts import DatabaseFacts, database_facts, server_major
 from moviectl.infra.watchdog import StallWatch
 
@@ -205,10 +207,14 @@ def _dump(
     progress: Progress | None,
 ) -> tuple[str, str, str, int, str | None, dict[str, int]]:
     """Run pg_dump into ``tmp`` on an exported snapshot; (via, pg_dump version, facts...)."""
+    from moviectl.core.migrations.timeouts import to_ms
+
+    lock_ms = to_ms(settings.stall_timeout)  # a lock held elsewhere: give up, never wait on
     with connect(target, connect_timeout=settings.connect_timeout) as snap:
         # pg_dump and the manifest's row counts read one exported snapshot, concurrently
         from psycopg import IsolationLevel
 
+        snap.execute(f"SET lock_timeout = {lock_ms}")  # an int: the row counts, the cleanup
         snap.autocommit = False
         snap.isolation_level = IsolationLevel.REPEATABLE_READ
         snap.read_only = True
@@ -239,6 +245,7 @@ def _dump(
                 str(tmp),
                 "--no-password",
                 f"--snapshot={snap_id}",
+                f"--lock-wait-timeout={lock_ms}",
                 "-d",
                 target.child_conninfo(require_tls=tls),
             ]
@@ -252,18 +259,22 @@ def _dump(
                 # progress: the bytes pg_dump has written (a stat; no psutil while pg_dump
                 # and the server share the cores); a pause with no answer is a stall
                 watch.track(lambda: size_of(tmp))
-                watch.on_stall(dump.proc.kill)
+                watch.on_stall(lambda: kill_group(dump.proc))
                 watch.watch_connection(snap)
                 with watch:
                     version, major, rev, counts = database_facts(snap)
                     code, stderr = dump.wait()
-            except BaseException:
+            except BaseException as exc:
                 dump.kill()
+                if isinstance(exc, Exception) and is_lock_timeout(exc):
+                    raise lock_busy(snap, target, settings) from None
                 raise
             if watch.stalled:
                 raise watch.error()
             if code != 0:
                 remove_path(tmp)
+                if lock_wait_failed(stderr):
+                    raise lock_busy(snap, target, settings)
                 raise dump_error(stderr, code, target)
             via, dump_version = tool.path, tool.version
         snap.rollback()
@@ -271,6 +282,25 @@ def _dump(
         with contextlib.suppress(MoviectlError):  # one login: killed runs' databases too
             clean_databases(snap)
     return via, dump_version, version, major, rev, counts
+
+
+def lock_busy(snap: Any, target: DbTarget, settings: Settings) -> LockBusy:
+    """The backup gave up on a table lock (pg_dump's, or the row counts'): who holds one.
+
+    Only ACCESS EXCLUSIVE conflicts with the ACCESS SHARE locks a dump takes."""
+    from moviectl.core.migrations.timeouts import table_lock_holders, who
+
+    with contextlib.suppress(Exception):
+        snap.rollback()  # out of the failed snapshot transaction, to ask
+    blockers = table_lock_holders(snap, ["AccessExclusiveLock"])
+    return LockBusy(
+        f"backup of {target.where} gave up: a table lock was not granted within "
+        f"{settings.stall_timeout:g} s (MOVIE_STALL_TIMEOUT); no file was kept; "
+        f"blocked by {who(blockers)}",
+        hint="end that transaction (or SELECT pg_terminate_backend(<pid>)), then back up "
+        "again; a larger MOVIE_STALL_TIMEOUT waits longer",
+        holders=[b.pid for b in blockers],
+    )
 
 
 def in_container_first(settings: Settings, tool: Any, major: int) -> bool:

@@ -3,6 +3,7 @@ step; and what its failure means, as one ``MoviectlError``."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from moviectl.core.backups.fileio import Progress, size_of
 from moviectl.infra.errors import MoviectlError
-from moviectl.infra.pgtools import popen_child
+from moviectl.infra.pgtools import kill_group, popen_child
 
 if TYPE_CHECKING:
     from moviectl.infra.conninfo import DbTarget
@@ -25,14 +26,23 @@ class DumpProcess:
         import tempfile
 
         self.err = tempfile.TemporaryFile()  # noqa: SIM115 (closed in wait)
-        self.proc = popen_child(argv, env=env, stdout=subprocess.DEVNULL, stderr=self.err)
+        # pg_dump -j forks workers the kernel's parent-death signal does not reach: SIGTERM
+        # makes pg_dump end them itself; its own group lets `kill` end them all at once
+        self.proc = popen_child(
+            argv,
+            death_signal=signal.SIGTERM,
+            own_group=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=self.err,
+        )
         try:  # nothing between: a signal here must not leave pg_dump to nobody
             self.result: tuple[int, str] | None = None
             self.stop = threading.Event()
             self.watcher = threading.Thread(target=self._report, args=(tmp, progress), daemon=True)
             self.watcher.start()
         except BaseException:
-            self.proc.kill()
+            kill_group(self.proc)
             self.proc.wait()
             self.err.close()
             raise
@@ -56,8 +66,18 @@ class DumpProcess:
         return self.result
 
     def kill(self) -> None:
-        self.proc.kill()  # nothing, once it has exited and been waited for
+        """Kill pg_dump and its workers (nothing, once it has exited and been waited for)."""
+        kill_group(self.proc)
         self.wait()
+
+
+def lock_wait_failed(stderr: str) -> bool:
+    """Did pg_dump give up on a table lock? (``--lock-wait-timeout`` cancels its LOCK TABLE
+    as a statement timeout; a parallel worker's NOWAIT lock says so in words)"""
+    low = stderr.lower()
+    if "statement timeout" in low and "lock table" in low:
+        return True
+    return "could not obtain lock on relation" in low or "due to lock timeout" in low
 
 
 def dump_error(stderr: str, code: int, target: DbTarget) -> MoviectlError:
@@ -72,6 +92,10 @@ def dump_error(stderr: str, code: int, target: DbTarget) -> MoviectlError:
         return MoviectlError(f"pg_dump was killed (signal {-code}); no partial file was kept")
     from moviectl.infra.engine import translate_error
 
-    err = translate_error(RuntimeError(last), target)
-    err.message = f"pg_dump failed: {err.message}"
+    # the cause is rarely pg_dump's last line ("Command was: COPY ..."): every line is
+    # read for a condition (the server shutting down, a lost connection); none: the last
+    err = translate_error(RuntimeError("\n".join(lines)), target)
+    if type(err) is MoviectlError:
+        err = translate_error(RuntimeError(last), target)
+    err.message = f"pg_dump failed: {err.message}; no partial file was kept"
     return err

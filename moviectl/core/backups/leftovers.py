@@ -4,7 +4,9 @@ Every temp file is named ``.<backup>.<pid>@<host>.partial`` and every database a
 or a drill creates carries moviectl's mark with ``pid`` and ``host`` while it loads. A
 leftover is one whose process on this host is gone: the next backup, restore or verify
 removes it; `moviectl doctor` reports it. Nothing another live process owns is touched,
-and nothing unmarked ever is.
+nothing unmarked ever is, and nothing this role may not drop (a read-only backup role
+beside a superuser's killed restore): that one stays, for `doctor` to report. Cleaning
+up never fails the command it follows.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from moviectl.infra.admin import (
     databases_named_like,
     drop_database_force,
     make_mark,
+    may_drop,
 )
 from moviectl.infra.engine import connect
 from moviectl.infra.processes import pid_alive
@@ -96,12 +99,33 @@ def clean_partials(directory: Path) -> list[str]:
 
 
 def clean_databases(conn: Any) -> list[str]:
-    """Drop the databases killed restores and drills were loading (on ``conn``'s server),
-    but not the one ``conn`` is on (a database cannot drop itself; the next run will)."""
-    names = [n for n in _dead_databases(conn) if n != conn.info.dbname]
+    """Drop the databases killed restores and drills were loading (on ``conn``'s server)
+    that this role may drop; the names dropped. Not the one ``conn`` is on (a database
+    cannot drop itself; the next run will). Best effort: whatever goes wrong (another
+    role's database, a session that cannot be ended, a lock) leaves that database to
+    `doctor` and never fails the caller."""
+    dropped = []
+    try:
+        names = [n for n in _dead_databases(conn) if n != conn.info.dbname]
+    except Exception:  # a cleanup that cannot even look stops quietly
+        return []
     for name in names:
-        drop_database_force(conn, name)
-    return names
+        try:
+            if may_drop(conn, name):
+                drop_database_force(conn, name)
+                dropped.append(name)
+        except Exception:  # someone else's, or busy: `doctor` reports it
+            if not _usable(conn):
+                break
+    return dropped
+
+
+def _usable(conn: Any) -> bool:
+    """Can ``conn`` run another statement after a failed one? (autocommit: yes, unless
+    the failure was the connection itself)"""
+    from psycopg.pq import TransactionStatus
+
+    return not conn.closed and conn.info.transaction_status != TransactionStatus.UNKNOWN
 
 
 def find_leftovers(settings: Settings, directory: Path | None = None) -> Leftovers:

@@ -231,16 +231,29 @@ def statement_timeout_error(
     )
 
 
+# sessions other than ours holding a table lock of one of %(modes)s in our database
+HOLDERS_SQL = (
+    "SELECT DISTINCT a.pid, coalesce(a.application_name, ''), coalesce(a.state, ''), "
+    "coalesce(a.query, ''), a.xact_start FROM pg_locks l "
+    "JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'relation' AND l.granted AND l.mode = ANY(%(modes)s) "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND a.pid <> pg_backend_pid()"
+)
+
+
+def table_lock_holders(conn: Any, modes: list[str]) -> list[Blocker]:
+    """Who holds a table lock of ``modes`` in ``conn``'s database (a psycopg connection
+    outside a failed transaction); best effort: nobody, if the question fails."""
+    try:
+        return [Blocker(*r) for r in conn.execute(HOLDERS_SQL, {"modes": modes}).fetchall()]
+    except Exception:  # the server went away: the caller's error says so
+        return []
+
+
 def table_lock_error(conn: Connection, target: DbTarget, settings: Settings) -> LockBusy:
     """`migrate check` gave up on a table lock: who holds ACCESS EXCLUSIVE in this database."""
-    rows = conn.exec_driver_sql(
-        "SELECT DISTINCT a.pid, coalesce(a.application_name, ''), coalesce(a.state, ''), "
-        "coalesce(a.query, ''), a.xact_start FROM pg_locks l "
-        "JOIN pg_stat_activity a ON a.pid = l.pid "
-        "WHERE l.locktype = 'relation' AND l.granted AND l.mode = 'AccessExclusiveLock' "
-        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-        "AND a.pid <> pg_backend_pid()"
-    ).all()
+    rows = conn.exec_driver_sql(HOLDERS_SQL, {"modes": ["AccessExclusiveLock"]}).all()
     conn.rollback()
     holders = [Blocker(*r) for r in rows]
     return LockBusy(

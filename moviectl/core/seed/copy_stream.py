@@ -60,7 +60,10 @@ def copy_rows(
                 if failures:
                     raise failures[0] from None
 
+    from moviectl.core.migrations.timeouts import to_ms
+
     with connect(t, connect_timeout=settings.connect_timeout, autocommit=False) as c:
+        c.execute(f"SET lock_timeout = {to_ms(settings.stall_timeout)}")  # COPY's table lock
         if watch is not None:
             watch.watch_connection(c)
         with c.cursor() as cur:

@@ -3,6 +3,9 @@
 Small loads go through ``MovieRepository``; large ones stream through psycopg's
 ``COPY`` in one transaction, in chunks, so memory stays flat. Every run is
 recorded in the ``seed_runs`` ledger; the same seed set is not inserted twice.
+Every session waits for a table lock at most MOVIE_STALL_TIMEOUT (``lock_timeout``):
+behind a transaction that holds ``movies`` the run fails (exit 7, naming the holder),
+marked failed in the ledger, nothing inserted.
 """
 
 from __future__ import annotations
@@ -18,15 +21,23 @@ from moviectl.core.seed import ledger
 from moviectl.core.seed.copy_stream import Progress, copy_line, copy_rows
 from moviectl.core.seed.files import file_rows, file_sha256, validate_file
 from moviectl.core.seed.sample import DEFAULT_SEED, sample_lines, sample_rows
-from moviectl.infra.engine import connect, db_errors, make_engine
-from moviectl.infra.errors import InputFileError, MigrationsBehind, MoviectlError, UsageError
-from moviectl.infra.pgerrors import classify, driver_cause, sqlstate
+from moviectl.infra.engine import connect, make_engine
+from moviectl.infra.errors import (
+    InputFileError,
+    LockBusy,
+    MigrationsBehind,
+    MoviectlError,
+    UsageError,
+)
+from moviectl.infra.pgerrors import classify, driver_cause, is_lock_timeout, sqlstate
 from moviectl.infra.settings import DbTarget, Settings
 from moviectl.infra.watchdog import StallWatch
 
 COPY_THRESHOLD = 1000  # rows: above this, COPY; at or below, the repository
 SEED_SET_WAIT = 600.0  # seconds a run waits for another run of the same set
 DATA_CLASSES = ("22", "23")  # SQLSTATE classes: data exception, integrity constraint violation
+# the table locks that keep an INSERT or UPDATE (ROW EXCLUSIVE) waiting
+WRITE_BLOCKERS = ["ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock"]
 
 
 @dataclass
@@ -54,6 +65,7 @@ def _check_head(settings: Settings, target: DbTarget) -> None:
 
     head = head_revision()
     with connect(target, connect_timeout=settings.connect_timeout) as c:
+        bound_locks(c, settings)
         current = alembic_revision(c)
     if current != head:
         raise MigrationsBehind(
@@ -68,7 +80,13 @@ def reset(settings: Settings, target: DbTarget | None = None) -> None:
     t = target or settings.target()
     _check_head(settings, t)
     with connect(t, connect_timeout=settings.connect_timeout) as c:
-        c.execute("TRUNCATE movies, seed_runs RESTART IDENTITY")
+        bound_locks(c, settings)
+        try:
+            c.execute("TRUNCATE movies, seed_runs RESTART IDENTITY")
+        except Exception as exc:
+            if is_lock_timeout(exc):  # TRUNCATE's ACCESS EXCLUSIVE conflicts with any lock
+                raise lock_busy(c, t, settings, "reset", ["AccessShareLock", *ALL_LOCKS]) from None
+            raise
 
 
 def seed(
@@ -105,7 +123,13 @@ def seed(
     # The holder session keeps the seed set's lock and the run's lock for the whole run.
     with connect(t, connect_timeout=settings.connect_timeout) as holder:
         ledger.hold_seed_set(holder, key, SEED_SET_WAIT)
-        ledger.abandon_dead_runs(holder)  # after the lock: a killed run of this set is gone
+        bound_locks(holder, settings)  # the ledger's own table, behind someone's lock
+        try:
+            ledger.abandon_dead_runs(holder)  # after the lock: a killed run of this set is gone
+        except Exception as exc:
+            if is_lock_timeout(exc):
+                raise lock_busy(holder, t, settings, "seed", WRITE_BLOCKERS) from None
+            raise
         done = ledger.last_done(holder, key)
         if done and not again:
             return SeedResult(
@@ -153,6 +177,8 @@ def seed(
                 inserted = insert(settings, t, rows, total, run_id, tracked, watch)
         except BaseException as exc:
             ledger.mark_failed(holder, run_id, exc)
+            if isinstance(exc, Exception) and is_lock_timeout(exc):
+                raise lock_busy(holder, t, settings, "seed", WRITE_BLOCKERS) from None
             expected = _expected(exc, t, path) if isinstance(exc, Exception) else None
             if expected is None:
                 raise  # a bug (or Ctrl-C): the one handler says so, exit 10 with -v
@@ -174,6 +200,31 @@ def seed(
         rows_per_second=round(inserted / seconds, 1) if seconds else None,
         started_at=started_at,
         finished_at=finished_at,
+    )
+
+
+ALL_LOCKS = ["RowShareLock", "RowExclusiveLock", "ShareUpdateExclusiveLock", *WRITE_BLOCKERS]
+
+
+def bound_locks(conn: Any, settings: Settings) -> None:
+    """No statement of this session waits for a lock longer than MOVIE_STALL_TIMEOUT."""
+    from moviectl.core.migrations.timeouts import to_ms
+
+    conn.execute(f"SET lock_timeout = {to_ms(settings.stall_timeout)}")  # an int
+
+
+def lock_busy(conn: Any, t: DbTarget, settings: Settings, what: str, modes: list[str]) -> LockBusy:
+    """``what`` gave up on a table lock: who holds one of ``modes`` (asked on ``conn``)."""
+    from moviectl.core.migrations.timeouts import table_lock_holders, who
+
+    blockers = table_lock_holders(conn, modes)
+    return LockBusy(
+        f"{what} of {t.where} gave up: a table lock was not granted within "
+        f"{settings.stall_timeout:g} s (MOVIE_STALL_TIMEOUT); nothing was inserted or "
+        f"changed; blocked by {who(blockers)}",
+        hint="end that transaction (or SELECT pg_terminate_backend(<pid>)), then run it "
+        "again; a larger MOVIE_STALL_TIMEOUT waits longer",
+        holders=[b.pid for b in blockers],
     )
 
 
@@ -225,13 +276,15 @@ def _orm(
     """Insert through the repository (one transaction, with the ledger update)."""
     from sqlalchemy import text
 
+    from moviectl.core.migrations.timeouts import to_ms
     from moviectl.infra.engine import session_scope
     from moviectl.infra.repository import MovieRepository
 
     engine = make_engine(settings, target=t, pooled=False)
     done = 0
-    try:
-        with db_errors(t), session_scope(engine) as session:
+    try:  # driver errors go on to `seed`, which says what they mean (a lock timeout: who)
+        with session_scope(engine) as session:
+            session.execute(text(f"SET lock_timeout = {to_ms(settings.stall_timeout)}"))
             repo = MovieRepository(session)
             if watch is not None:
                 watch.watch_connection(session.connection().connection.dbapi_connection)
