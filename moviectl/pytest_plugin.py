@@ -20,8 +20,7 @@ Tier 2, a database of its own per test (for real commits, several connections, D
   PostgreSQL per worker with durability off, removed at the session's end. Override the
   fixture in a conftest to point at a server your suite starts itself.
 
-``--moviectl-keep-failed`` keeps a failed test's database for inspection; its name
-is printed in the failure report either way.
+``--moviectl-keep-failed`` keeps a failed test's database; its name is in the failure report.
 """
 
 from __future__ import annotations
@@ -122,10 +121,10 @@ def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: 
     texts = [str(left), str(right), repr(left), repr(right)]
     if not _SECRETS or not any(s in t for s in _SECRETS for t in texts):
         return None
-    a, b = _mask(str(left)), _mask(str(right))
     lines = [f"{_mask(repr(left))} {op} {_mask(repr(right))}", "(passwords masked)"]
     if isinstance(left, str) and isinstance(right, str):
-        lines += [ln.rstrip("\n") for ln in difflib.ndiff(b.splitlines(), a.splitlines())]
+        diff = difflib.ndiff(_mask(right).splitlines(), _mask(left).splitlines())
+        lines += [ln.rstrip("\n") for ln in diff]
     return lines
 
 
