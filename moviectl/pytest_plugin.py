@@ -17,8 +17,7 @@ Tier 2, a database of its own per test (for real commits, several connections, D
 - ``moviectl_admin_target``: the server to create databases on (session scope). Default
   (``--moviectl-server=url``): MOVIE_DATABASE_URL_TEST, else the app's server.
   ``--moviectl-server=fast`` (ini ``moviectl_server = fast``): a throwaway embedded
-  PostgreSQL per worker with durability off, removed at the session's end. Override the
-  fixture in a conftest to point at a server your suite starts itself.
+  PostgreSQL per worker with durability off, removed at the session's end (or override it).
 
 ``--moviectl-keep-failed`` keeps a failed test's database; its name is in the failure report.
 """
