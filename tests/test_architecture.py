@@ -146,3 +146,17 @@ def test_readme_layout_paragraph_names_every_package():
     expected = {m.split("/", 1)[1] if m.startswith(layers) else m for m in modules}
     expected -= {"__main__.py"}
     assert sorted(expected - listed) == [] and sorted(listed - expected) == []
+
+
+def test_every_test_docs_safety_names_exists():
+    """docs/safety.md names the test that tries to break each invariant: each one is real."""
+    text = (ROOT / "docs" / "safety.md").read_text()
+    files = {p.name: p for p in (ROOT / "tests").rglob("test_*.py")}
+    missing, current = [], None
+    for path, names in re.findall(r"((?:[\w/]*test_\w+\.py)?)((?:::\w+(?:\[[^\]]*\])?)+)", text):
+        current = files.get(Path(path).name) if path else current
+        source = current.read_text() if current else ""
+        for name in re.findall(r"::(\w+)", names):
+            if f"def {name}(" not in source:
+                missing.append(f"{current}::{name}")
+    assert missing == []
