@@ -125,6 +125,9 @@ def as_moviectl_error(exc: Exception, settings: Settings | None = None) -> Movie
     if expected is not None:
         return expected
     first = (str(exc).strip().splitlines() or [""])[0][:300]
+    graph = _revision_graph_error(exc)
+    if graph is not None:
+        return graph
     broken = _in_migration_script(exc)
     if broken is not None:
         return MoviectlError(
@@ -134,6 +137,27 @@ def as_moviectl_error(exc: Exception, settings: Settings | None = None) -> Movie
             "or move it out of versions/",
         )
     return InternalError(f"internal error: {type(exc).__name__}: {first}")
+
+
+def _revision_graph_error(exc: BaseException) -> MoviectlError | None:
+    """The migration scripts' revisions do not form a graph Alembic can walk (a script that
+    is its own down_revision, a cycle, an unknown parent): the project's scripts, exit 2."""
+    revision = sys.modules.get("alembic.script.revision")
+    if revision is None:
+        return None
+    seen: BaseException | None = exc
+    while seen is not None and not isinstance(seen, revision.RevisionError):
+        seen = seen.__cause__ or seen.__context__
+    if seen is None:
+        return None
+    from moviectl.infra.errors import ConfigError
+
+    line = (str(seen).strip().splitlines() or [type(seen).__name__])[0][:300]
+    return ConfigError(
+        f"the migration scripts' revisions do not form a history: {line}",
+        hint="fix the revision / down_revision lines of the script named "
+        "(`moviectl migrate history` works again once they do)",
+    )
 
 
 def _in_migration_script(exc: BaseException) -> tuple[str, int] | None:

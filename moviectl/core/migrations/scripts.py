@@ -133,6 +133,7 @@ def revision_of(script: Any, current: str | None = None, head: str | None = None
 
 def resolve_revision(scripts: ScriptDirectory, rev: str) -> str | None:
     """A revision name (``head``, ``base``, id, prefix) to its id; unknown ones are usage errors."""
+    from alembic.script.revision import RevisionError
     from alembic.util import CommandError
 
     if not rev.strip():
@@ -144,6 +145,8 @@ def resolve_revision(scripts: ScriptDirectory, rev: str) -> str | None:
     try:
         found = scripts.get_revision(rev)
     except CommandError as exc:
+        if isinstance(exc.__cause__ or exc.__context__, RevisionError):
+            raise  # the scripts' history itself is broken: the one handler says so
         raise UnknownRevision(f"unknown revision {rev!r}: {exc}") from None
     if found is None:
         raise UnknownRevision(f"unknown revision {rev!r}")
