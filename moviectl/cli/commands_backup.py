@@ -32,7 +32,8 @@ def backup_cmd(
         str, typer.Option("--format", "-F", help="custom | directory | plain.")
     ] = "custom",
     jobs: Annotated[
-        int | None, typer.Option("--jobs", "-j", min=1, help="Parallel jobs (directory format).")
+        int | None,
+        typer.Option("--jobs", "-j", min=1, max=64, help="Parallel jobs (directory format)."),
     ] = None,
     compress: Annotated[
         str | None, typer.Option("--compress", "-Z", help="pg_dump compression, e.g. 6, gzip:9.")
@@ -135,7 +136,7 @@ def restore_cmd(
     force: Annotated[
         bool, typer.Option("--force", help="Replace a non-empty database (after a safety backup).")
     ] = False,
-    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1)] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, max=64)] = None,
     yes: YesOpt = False,
 ) -> None:
     """Restore a backup into a new database (or, with --force, over an existing one).

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from moviectl.cli.context import YesOpt, confirm, new_typer, out, settings_of
+from moviectl.cli.context import YesOpt, confirm, finite, new_typer, out, settings_of
 from moviectl.cli.output import write_stdout
 from moviectl.cli.render import render_down, render_server_status, render_up
 
@@ -20,7 +20,14 @@ db_app = new_typer(
 )
 
 TimeoutOpt = Annotated[
-    float, typer.Option("--timeout", min=1, help="Seconds to wait for the server to accept logins.")
+    float,
+    typer.Option(
+        "--timeout",
+        min=1,
+        max=3600,
+        callback=finite,
+        help="Seconds to wait for the server to accept logins.",
+    ),
 ]
 
 

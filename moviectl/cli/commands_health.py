@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from moviectl.cli.context import out, settings_of
+from moviectl.cli.context import finite, out, settings_of
 from moviectl.cli.render import render_health
 
 if TYPE_CHECKING:
@@ -29,9 +29,14 @@ def health(
         list[str] | None, typer.Option("--exclude", help="Skip this check (repeatable).")
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Retry until healthy or timeout.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", min=0, help="For --wait.")] = 60,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0, max=86400, callback=finite, help="For --wait.")
+    ] = 60,
     interval: Annotated[
-        float, typer.Option("--interval", min=0.05, help="First retry delay (--wait).")
+        float,
+        typer.Option(
+            "--interval", min=0.05, max=3600, callback=finite, help="First retry delay (--wait)."
+        ),
     ] = 0.5,
     serve: Annotated[
         int | None,

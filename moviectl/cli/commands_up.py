@@ -6,14 +6,17 @@ from typing import Annotated
 
 import typer
 
-from moviectl.cli.context import out, settings_of
+from moviectl.cli.context import finite, out, settings_of
 from moviectl.cli.render import render_up_summary
 
 
 def up_cmd(
     ctx: typer.Context,
     timeout: Annotated[
-        float, typer.Option("--timeout", min=1, help="Seconds to wait for the server.")
+        float,
+        typer.Option(
+            "--timeout", min=1, max=3600, callback=finite, help="Seconds to wait for the server."
+        ),
     ] = 90,
 ) -> None:
     """Bring the whole dev environment up: server, migrations, sample data, health.

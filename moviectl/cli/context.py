@@ -76,6 +76,14 @@ JsonOpt = Annotated[
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
+def finite(value: float | None) -> float | None:
+    """A float option's callback: click's ranges let ``nan`` through (every comparison with
+    it is false), and a timeout of ``nan`` would never end."""
+    if value is not None and value != value:
+        raise typer.BadParameter("expected a number, not nan")
+    return value
+
+
 def takes_json(command: F) -> F:
     """``command`` with the ``--json`` option added to its parameters (Typer reads the
     signature); the option's callback records it, the command never sees it.
