@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 
@@ -23,7 +24,13 @@ def seeded(seeded_db_url):
 
 def _loading(proc: subprocess.Popen[bytes]) -> bool:
     """Is the load's pg_restore running (not the safety backup's read-back, --list)?"""
-    return any("--exit-on-error" in t.cmdline() for t in _tools_of(proc.pid))
+    for tool in _tools_of(proc.pid):
+        try:
+            if "--exit-on-error" in tool.cmdline():
+                return True
+        except psutil.Error:  # gone, or a zombie, since it was listed
+            continue
+    return False
 
 
 def _count(url: str) -> int:
