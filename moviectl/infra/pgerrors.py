@@ -218,6 +218,7 @@ LIBPQ_TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("refused", ("could not connect",)),
     ("conninfo", ("invalid connection option", "invalid dsn", "bad value for")),
     ("conninfo", ("value for connection option", "connection is bad: invalid")),
+    ("conninfo", ('definition of service " & not found', "service file")),
 )
 
 

@@ -155,8 +155,15 @@ def test_connection_limit_0_is_no_free_slot(make_role: Any) -> None:
         ({"host": "no-such-host.invalid"}, Unreachable, "does not resolve"),
         ({"params": (("sslmode", "require"),)}, Unreachable, "does not offer TLS"),
         ({"params": (("sslmode", "bogus"),)}, ConfigError, "invalid sslmode value"),
+        ({"params": (("service", "nope"),)}, ConfigError, 'service "nope" not found'),
     ],
-    ids=["refused port", "no such host", "TLS required, none offered", "bad libpq option"],
+    ids=[
+        "refused port",
+        "no such host",
+        "TLS required, none offered",
+        "bad libpq option",
+        "unknown service",
+    ],
 )
 def test_libpq_failures(db: DbTarget, change: dict[str, Any], cls: Any, says: str) -> None:
     t = replace(db, **change)
