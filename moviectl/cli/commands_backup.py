@@ -33,7 +33,7 @@ def backup_cmd(
     ] = "custom",
     jobs: Annotated[
         int | None,
-        typer.Option("--jobs", "-j", min=1, max=64, help="Parallel jobs (directory format)."),
+        typer.Option("--jobs", "-j", min=1, help="Parallel jobs (directory format)."),
     ] = None,
     compress: Annotated[
         str | None, typer.Option("--compress", "-Z", help="pg_dump compression, e.g. 6, gzip:9.")
@@ -136,7 +136,7 @@ def restore_cmd(
     force: Annotated[
         bool, typer.Option("--force", help="Replace a non-empty database (after a safety backup).")
     ] = False,
-    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, max=64)] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1)] = None,
     yes: YesOpt = False,
 ) -> None:
     """Restore a backup into a new database (or, with --force, over an existing one).

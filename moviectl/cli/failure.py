@@ -146,7 +146,7 @@ def _revision_graph_error(exc: BaseException) -> MoviectlError | None:
     if revision is None:
         return None
     seen: BaseException | None = exc
-    while seen is not None and not isinstance(seen, revision.RevisionError):
+    while seen is not None and not isinstance(seen, revision.CycleDetected):
         seen = seen.__cause__ or seen.__context__
     if seen is None:
         return None

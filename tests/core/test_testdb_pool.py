@@ -69,9 +69,10 @@ def test_close_is_bounded_and_leaves_the_rest_marked_for_a_prune(
     for db in taken:
         pool.give_back(db.name)
     started = time.monotonic()
-    pool.close(wait=0.2)
-    assert time.monotonic() - started < 0.2 + 1.0  # at most the drop under way finishes
-    assert pool.left_behind, "30 drops in 0.2 s: some must be left"
+    pool.close(wait=0.0)
+    assert time.monotonic() - started < 1.0  # at most the drop under way finishes
+    # how many the dropper took before close depends on the machine's speed: whatever is
+    # left is this run's, marked for a prune
     assert pool.stopped(30)
     there = _marked(moviectl_admin_target)
     for db in taken:  # each one is gone, or there with this run's pool mark (prune's cue)

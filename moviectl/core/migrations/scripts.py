@@ -133,7 +133,7 @@ def revision_of(script: Any, current: str | None = None, head: str | None = None
 
 def resolve_revision(scripts: ScriptDirectory, rev: str) -> str | None:
     """A revision name (``head``, ``base``, id, prefix) to its id; unknown ones are usage errors."""
-    from alembic.script.revision import RevisionError
+    from alembic.script.revision import CycleDetected
     from alembic.util import CommandError
 
     if not rev.strip():
@@ -145,7 +145,7 @@ def resolve_revision(scripts: ScriptDirectory, rev: str) -> str | None:
     try:
         found = scripts.get_revision(rev)
     except CommandError as exc:
-        if isinstance(exc.__cause__ or exc.__context__, RevisionError):
+        if isinstance(exc.__cause__ or exc.__context__, CycleDetected):
             raise  # the scripts' history itself is broken: the one handler says so
         raise UnknownRevision(f"unknown revision {rev!r}: {exc}") from None
     if found is None:
