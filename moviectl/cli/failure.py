@@ -1,8 +1,9 @@
 """The one error handler: any exception a command raises becomes one clear line, a hint,
 and a documented exit code (``infra/errors.py``); ``-v`` adds the real traceback.
 
-Free of Typer, so the console script's fast paths (``cli/entry.py``) report failures with
-the very code the full CLI uses (``MoviectlGroup`` in ``cli/context.py`` calls ``report``).
+Free of Typer, so ``health --live`` (``cli/live.py``, ahead of Typer) reports failures with
+the very code every other command uses (``MoviectlGroup`` in ``cli/context.py`` calls
+``report``).
 """
 
 from __future__ import annotations
