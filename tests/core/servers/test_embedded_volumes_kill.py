@@ -4,10 +4,12 @@ half-deleted cluster where `db up` looks."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -156,4 +158,28 @@ def test_two_db_down_volumes_at_once_one_deletes_the_other_finds_nothing(emb):
         assert "Traceback" not in out + err, err
     docs = [json.loads(out) for out, _ in outs]
     assert sorted(d["removed_data"] for d in docs) == [False, True], docs
+    assert not (_data(emb) / "pgdata").exists() and not _trash(emb)
+
+
+def test_db_down_volumes_waits_for_the_data_dirs_lock_and_deletes_nothing_meanwhile(emb):
+    """Another `db up/down` holds `.lock`: this one waits (no timeout) and touches nothing
+    until it is released, then deletes."""
+    assert emb("db", "up").exit_code == 0
+    with open(_data(emb) / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = _down_volumes(emb)
+        try:
+            time.sleep(3)
+            assert proc.poll() is None, proc.communicate()
+            assert (_data(emb) / "pgdata" / "PG_VERSION").exists() and not _trash(emb)
+            assert not _pg_ctl(proc)
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
+        try:
+            _, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0, err
     assert not (_data(emb) / "pgdata").exists() and not _trash(emb)
