@@ -14,6 +14,7 @@ import os
 import pty
 import re
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -277,3 +278,36 @@ def test_a_command_that_worked_with_stdout_closed_still_worked(movie_db_url, tmp
     )
     assert res.returncode == 0, res.stderr
     assert "Traceback" not in res.stderr and "internal error" not in res.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [["--json", "health", "--live"], ["--json", "-v", "health", "--live"]]
+)
+def test_sigterm_during_live_is_the_same_document_on_both_paths(tmp_path, args):
+    """A probe killed by its orchestrator while the server hangs: exit 143 and one JSON
+    document, ahead of Typer as through it."""
+    import socket
+
+    with socket.socket() as hung:  # accepts, never answers
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        port = hung.getsockname()[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moviectl", *args],
+            env=subprocess_env(MOVIE_DB_PORT=str(port), MOVIE_CONNECT_TIMEOUT="30"),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        hung.settimeout(60)
+        try:
+            conn, _ = hung.accept()  # the probe has connected, and waits for an answer
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=60)
+            conn.close()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 143, err
+    assert json.loads(out)["exit_code"] == 143 and "terminated" in err

@@ -6,6 +6,13 @@ import sys
 
 
 def main() -> None:
+    import signal
+
+    from moviectl.infra.held_signals import terminate
+
+    # SIGTERM unwinds like an exception, so temp files are removed, child tools killed and
+    # drill databases dropped on the way out (exit 143, as a shell reports SIGTERM).
+    signal.signal(signal.SIGTERM, terminate)
     from moviectl.cli.live import live_form
 
     json_mode = live_form(sys.argv[1:])
@@ -13,13 +20,6 @@ def main() -> None:
         from moviectl.cli.live import run
 
         sys.exit(run(json_mode))
-    import signal
-
-    # SIGTERM unwinds like an exception, so temp files are removed, child tools killed and
-    # drill databases dropped on the way out (exit 143, as a shell reports SIGTERM).
-    from moviectl.infra.held_signals import terminate
-
-    signal.signal(signal.SIGTERM, terminate)
     from moviectl.cli.app import main as cli_main
 
     cli_main()

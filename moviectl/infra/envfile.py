@@ -29,6 +29,7 @@ _REST = re.compile(r"[^\r\n]*(?:\r\n|\n|\r)?")
 _VARIABLE = re.compile(r"\$\{(?P<name>[^}:]*)(?::-(?P<default>[^}]*))?\}")
 _DOUBLE_ESCAPES = re.compile(r"\\[\\'\"abfnrtv]")
 _SINGLE_ESCAPES = re.compile(r"\\[\\']")
+MAX_BYTES = 256 * 1024
 
 
 def read_dotenv(path: str | os.PathLike[str]) -> dict[str, tuple[str | None, int]]:
@@ -36,6 +37,11 @@ def read_dotenv(path: str | os.PathLike[str]) -> dict[str, tuple[str | None, int
     ``=`` has the value None. A line that does not parse is skipped, as dotenv skips it."""
     if not os.path.isfile(path):
         return {}
+    if os.path.getsize(path) > MAX_BYTES:  # a settings file, not data: bounded work
+        raise ConfigError(
+            f"{os.fspath(path)} is larger than {MAX_BYTES // 1024} KiB",
+            hint="a .env file holds settings: is this the right file?",
+        )
     try:
         text = Path(path).read_text(encoding="utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
@@ -44,6 +50,7 @@ def read_dotenv(path: str | os.PathLike[str]) -> dict[str, tuple[str | None, int
             hint=f"re-encode {os.fspath(path)} as UTF-8",
         ) from None
     values: dict[str, tuple[str | None, int]] = {}
+    env = dict(os.environ)  # what ${VAR} sees: the environment, then the file's own keys
     pos, line = 0, 1
     while pos < len(text):
         skip = _SKIP.match(text, pos)
@@ -58,7 +65,10 @@ def read_dotenv(path: str | os.PathLike[str]) -> dict[str, tuple[str | None, int
             line, pos = line + _lines(m.group()), max(m.end(), pos + 1)
             continue
         key = m["key"].strip("'")
-        values[key] = (_value(m, {**os.environ, **_plain(values)}), line)
+        value = _value(m, env)
+        values[key] = (value, line)
+        if value is not None:
+            env[key] = value
         line += _lines(m.group())
         pos = m.end()
     return values
@@ -66,10 +76,6 @@ def read_dotenv(path: str | os.PathLike[str]) -> dict[str, tuple[str | None, int
 
 def _lines(text: str) -> int:
     return text.count("\n") + text.count("\r") - text.count("\r\n")
-
-
-def _plain(values: dict[str, tuple[str | None, int]]) -> dict[str, str]:
-    return {k: v for k, (v, _) in values.items() if v is not None}
 
 
 def _value(m: re.Match[str], env: dict[str, str]) -> str | None:

@@ -48,6 +48,7 @@ ENUM_VALUES = {
 }
 TLS_MODES = ("require", "verify-ca", "verify-full")
 _HEX = frozenset("0123456789abcdefABCDEF")
+_SCHEME = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
 
 
 def bad_conninfo(name: str, problem: str) -> ConfigError:
@@ -183,7 +184,9 @@ def parse_conninfo(text: str, name: str = "URL") -> dict[str, str]:
     text = text.strip()
     if not text:
         raise bad_conninfo(name, "it is empty")
-    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    # a URI starts with its scheme; a key=value string may hold "://" in a value
+    head, sep, _ = text.partition("://")
+    scheme = head.lower() if sep and head[:1].isalpha() and _SCHEME.issuperset(head) else ""
     if scheme:
         if scheme.split("+", 1)[0] not in ("postgresql", "postgres"):
             raise bad_conninfo(name, "the scheme must be postgresql:// or postgres://")

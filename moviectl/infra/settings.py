@@ -358,7 +358,7 @@ def describe_settings(settings: Settings, env_file: str | Path | None = None) ->
         secret = f.metadata["kind"] == "secret"
         if isinstance(value, Secret):
             text = value.get_secret_value()
-            shown: Any = mask_url(text) if "://" in text else "***"
+            shown: Any = mask_url(text) if name.startswith("database_url") else "***"
         elif isinstance(value, Path):
             shown = str(value)
         else:

@@ -234,3 +234,17 @@ def test_dotenv_syntax(tmp_path, monkeypatch):
         "J": "last",
     }
     assert read_dotenv(f)["J"][1] == 12  # the line it was set on
+
+
+def test_a_key_value_string_may_hold_a_scheme_like_value(monkeypatch):
+    """libpq reads `host=h password='x://pw'` as key=value: so does moviectl."""
+    monkeypatch.setenv("MOVIE_DATABASE_URL", "host=127.0.0.1 port=1 password='x://pw'")
+    t = load_settings(use_dotenv=False).target()
+    assert (t.host, t.port, t.password) == ("127.0.0.1", 1, "x://pw")
+
+
+def test_a_dotenv_larger_than_a_settings_file_is_refused(tmp_path):
+    f = tmp_path / "big.env"
+    f.write_text("A=1\n" * 100_000)
+    with pytest.raises(ConfigError, match="larger than"):
+        load_settings(f)
