@@ -311,3 +311,11 @@ def test_sigterm_during_live_is_the_same_document_on_both_paths(tmp_path, args):
                 proc.kill()
     assert proc.returncode == 143, err
     assert json.loads(out)["exit_code"] == 143 and "terminated" in err
+
+
+@pytest.mark.parametrize("args", [["config", "show"], ["-v", "health", "--live"]])
+def test_a_reader_gone_mid_rich_output_is_141_not_1(tmp_path, args):
+    """Rich exits 1 on a broken pipe ("a check failed" here): moviectl says 141, as the JSON
+    path and a shell do."""
+    code, err = _with_reader_gone(args, tmp_path, MOVIE_DB_PORT="1", MOVIE_CONNECT_TIMEOUT="1")
+    assert code == 141 and "Traceback" not in err, err

@@ -103,8 +103,17 @@ def rich_console(*, stderr: bool) -> Console:
     """Rich's own console on stdout or stderr (Rich imported now)."""
     from rich.console import Console
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            """The reader left (`moviectl … | head`): exit as a shell reports SIGPIPE, as
+            the JSON path does (Rich's own choice is exit 1, "a check failed" here)."""
+            from moviectl.cli.failure import reader_gone
+
+            self.quiet = True
+            raise SystemExit(reader_gone())
+
     # emoji=False: a name like `a:fire:b` prints as itself (markup_safe escapes [ only)
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, emoji=False)
+    return _Console(stderr=stderr, highlight=False, soft_wrap=True, emoji=False)
 
 
 def markup_safe(obj: R) -> R:
