@@ -129,10 +129,12 @@ class MoviectlTyper(typer.Typer):
 
 class MoviectlGroup(TyperGroup):
     """Renders every ``MoviectlError`` in one place: a red line, a hint, an exit code; a
-    group named alone prints its help (exit 0)."""
+    group named alone prints its help (exit 0), or under ``--json`` a usage error (2)."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
         if not args and self.no_args_is_help and not ctx.resilient_parsing:
+            if state_of(ctx).json_mode:  # one JSON document, as for the root alone
+                ctx.fail("Missing command.")
             help_text = ctx.get_help()  # Typer's Rich help prints itself and returns ""
             if help_text:
                 typer.echo(help_text)

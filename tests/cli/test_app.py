@@ -153,3 +153,10 @@ def test_a_reader_that_leaves_early_gets_silence_not_an_error(args):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode in (1, 141), err
     assert err == b"", err
+
+
+@pytest.mark.parametrize("group", ["config", "db", "testdb"])
+def test_a_group_alone_under_json_is_one_document_and_exit_2(group):
+    r = Cli()("--json", group)
+    assert r.exit_code == 2, r.output
+    assert json.loads(r.stdout)["message"] == "Missing command."
