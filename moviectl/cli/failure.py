@@ -8,11 +8,10 @@ the very code every other command uses (``MoviectlGroup`` in ``cli/context.py`` 
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import TYPE_CHECKING
 
-from moviectl.cli.output import Output, write_stdout
+from moviectl.cli.output import Output, reader_gone, write_stdout
 from moviectl.infra.errors import MoviectlError
 from moviectl.infra.held_signals import Terminated
 
@@ -68,14 +67,6 @@ def _stopped(what: str, json_mode: bool) -> int:
             reader_gone()
     Output().err.print(f"[red]{what}[/]")
     return code
-
-
-def reader_gone() -> int:
-    """`moviectl … | head`: the reader left. Say nothing more on stdout, as cat and git do
-    (the interpreter's last flush would fail too), and exit as a shell reports SIGPIPE."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    return 141
 
 
 def stdout_reader_gone() -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -35,6 +36,14 @@ def write_stdout(text: str) -> None:
     if sys.stdout is not None:
         sys.stdout.write(text)
         sys.stdout.flush()
+
+
+def reader_gone() -> int:
+    """`moviectl … | head`: the reader left. Say nothing more on stdout, as cat and git do
+    (the interpreter's last flush would fail too), and exit as a shell reports SIGPIPE."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141
 
 
 class Output:
@@ -107,8 +116,6 @@ def rich_console(*, stderr: bool) -> Console:
         def on_broken_pipe(self) -> None:
             """The reader left (`moviectl … | head`): exit as a shell reports SIGPIPE, as
             the JSON path does (Rich's own choice is exit 1, "a check failed" here)."""
-            from moviectl.cli.failure import reader_gone
-
             self.quiet = True
             raise SystemExit(reader_gone())
 
