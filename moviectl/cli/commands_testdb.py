@@ -38,17 +38,24 @@ def testdb_create(
 
     settings = settings_of(ctx)
     life = testdb.parse_ttl(ttl) if ttl else None
-    db = testdb.create(settings, ttl=life, seeding=bool(seed_sample))
-    if seed_sample:
+    if not seed_sample:
+        db = testdb.create(settings, ttl=life)
+    else:
         from moviectl.core.seed import load as seed
+        from moviectl.infra.held_signals import held
 
+        made = None
         try:
-            seed.seed_sample_into(settings, db.full_url or "", seed_sample)
+            template = testdb.ensure_template(settings)  # may migrate: not held
+            with held():  # a signal waits for the clone and its name here (a moment)
+                made = testdb.create(settings, ttl=life, seeding=True, template=template)
+            seed.seed_sample_into(settings, made.full_url or "", seed_sample)
         except BaseException:  # a failure, Ctrl-C, SIGTERM: the half-seeded database goes
-            with contextlib.suppress(Exception):
-                testdb.drop(settings, [db.name])
+            if made is not None:
+                with contextlib.suppress(Exception):
+                    testdb.drop(settings, [made.name])
             raise
-        db = testdb.seeding_done(settings, db, life)
+        db = testdb.seeding_done(settings, made, life)
     if print_url:
         typer.echo(db.full_url)
         return
