@@ -288,18 +288,13 @@ def lock_busy(snap: Any, target: DbTarget, settings: Settings) -> LockBusy:
     """The backup gave up on a table lock (pg_dump's, or the row counts'): who holds one.
 
     Only ACCESS EXCLUSIVE conflicts with the ACCESS SHARE locks a dump takes."""
-    from moviectl.core.migrations.timeouts import table_lock_holders, who
+    from moviectl.core.migrations.timeouts import stall_lock_busy
 
     with contextlib.suppress(Exception):
         snap.rollback()  # out of the failed snapshot transaction, to ask
-    blockers = table_lock_holders(snap, ["AccessExclusiveLock"])
-    return LockBusy(
-        f"backup of {target.where} gave up: a table lock was not granted within "
-        f"{settings.stall_timeout:g} s (MOVIE_STALL_TIMEOUT); no file was kept; "
-        f"blocked by {who(blockers)}",
-        hint="end that transaction (or SELECT pg_terminate_backend(<pid>)), then back up "
-        "again; a larger MOVIE_STALL_TIMEOUT waits longer",
-        holders=[b.pid for b in blockers],
+    modes = ["AccessExclusiveLock"]
+    return stall_lock_busy(
+        snap, "backup", target, settings, modes, "no file was kept", "back up again"
     )
 
 

@@ -198,6 +198,28 @@ def run_with_lock_retries(
                 sleep(min(BACKOFF_CAP, 0.5 * 2**attempt))
 
 
+def stall_lock_busy(
+    conn: Any,
+    what: str,
+    target: DbTarget,
+    settings: Settings,
+    modes: list[str],
+    left: str,
+    again: str,
+) -> LockBusy:
+    """``what`` (a backup, a seed) gave up after MOVIE_STALL_TIMEOUT on a table lock: who holds
+    one of ``modes`` (asked on ``conn``), what was ``left``, and how to run it ``again``."""
+    blockers = table_lock_holders(conn, modes)
+    return LockBusy(
+        f"{what} of {target.where} gave up: a table lock was not granted within "
+        f"{settings.stall_timeout:g} s (MOVIE_STALL_TIMEOUT); {left}; "
+        f"blocked by {who(blockers)}",
+        hint=f"end that transaction (or SELECT pg_terminate_backend(<pid>)), then {again}; "
+        "a larger MOVIE_STALL_TIMEOUT waits longer",
+        holders=[b.pid for b in blockers],
+    )
+
+
 def lock_timeout_error(
     target: DbTarget, settings: Settings, blockers: list[Blocker], tries: int
 ) -> LockBusy:

@@ -215,17 +215,10 @@ def bound_locks(conn: Any, settings: Settings) -> None:
 
 def lock_busy(conn: Any, t: DbTarget, settings: Settings, what: str, modes: list[str]) -> LockBusy:
     """``what`` gave up on a table lock: who holds one of ``modes`` (asked on ``conn``)."""
-    from moviectl.core.migrations.timeouts import table_lock_holders, who
+    from moviectl.core.migrations.timeouts import stall_lock_busy
 
-    blockers = table_lock_holders(conn, modes)
-    return LockBusy(
-        f"{what} of {t.where} gave up: a table lock was not granted within "
-        f"{settings.stall_timeout:g} s (MOVIE_STALL_TIMEOUT); nothing was inserted or "
-        f"changed; blocked by {who(blockers)}",
-        hint="end that transaction (or SELECT pg_terminate_backend(<pid>)), then run it "
-        "again; a larger MOVIE_STALL_TIMEOUT waits longer",
-        holders=[b.pid for b in blockers],
-    )
+    left = "nothing was inserted or changed"
+    return stall_lock_busy(conn, what, t, settings, modes, left, "run it again")
 
 
 def _expected(exc: Exception, t: DbTarget, path: Path | None) -> MoviectlError | None:
