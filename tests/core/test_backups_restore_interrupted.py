@@ -98,28 +98,42 @@ def test_two_restores_of_one_file_at_once_land_in_two_intact_databases(
                 c.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)')
 
 
-def test_the_server_going_away_mid_restore_is_exit_3(seeded, tmp_path, seeded_db_url):
-    """A fast shutdown ends every session with 57P01, as pg_terminate_backend does."""
-    path = Path(backup_json(seeded, tmp_path)["path"])
-    cmd = [sys.executable, "-m", "moviectl", "restore", str(path), "--into", "gone_midway"]
+def cut_the_load_midway(
+    args: list[str], env: dict[str, str], url: str, datname: str
+) -> tuple[int, str]:
+    """Run ``moviectl ARGS``; once its pg_restore runs, end the sessions on the databases
+    matching ``datname`` (an SQL condition) as a fast shutdown does: (exit code, stderr
+    with the console's wrapping undone)."""
+    cmd = [sys.executable, "-m", "moviectl", *args]
     proc = subprocess.Popen(
-        cmd, env=subprocess_env(**seeded.env), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        cmd, env=subprocess_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
         assert wait_for(lambda: [t for t in _tools_of(proc.pid) if t.name() == "pg_restore"])
-        with psycopg.connect(seeded_db_url, autocommit=True) as c:
+        with psycopg.connect(url, autocommit=True) as c:
             assert wait_for(
                 lambda: c.execute(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = 'gone_midway'"
+                    f"WHERE datname {datname}"
                 ).fetchone()[0]
             )
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 3, err
-    text = " ".join(err.decode().split())  # however the console wrapped it
+    return proc.returncode, " ".join(err.decode().split())
+
+
+def test_the_server_going_away_mid_restore_is_exit_3(seeded, tmp_path, seeded_db_url):
+    """A fast shutdown ends every session with 57P01, as pg_terminate_backend does."""
+    path = Path(backup_json(seeded, tmp_path)["path"])
+    code, text = cut_the_load_midway(
+        ["restore", str(path), "--into", "gone_midway"],
+        seeded.env,
+        seeded_db_url,
+        "= 'gone_midway'",
+    )
+    assert code == 3, text
     assert "went away" in text
     with psycopg.connect(seeded_db_url, autocommit=True) as c:
         c.execute("DROP DATABASE IF EXISTS gone_midway WITH (FORCE)")

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.conftest import Cli, backup_json, subprocess_env, wait_for
-from tests.core.test_backups_interrupted import _tools_of
+from tests.conftest import Cli, backup_json
+from tests.core.test_backups_restore_interrupted import cut_the_load_midway
 
 
 @pytest.fixture
@@ -28,25 +26,10 @@ def test_the_server_going_away_mid_verify_is_exit_3(seeded, tmp_path, seeded_db_
     """pg_terminate_backend of the drill's load session ends it with 57P01, as a fast
     shutdown does; the next verify drops the marked database the killed drill left."""
     path = Path(backup_json(seeded, tmp_path)["path"])
-    cmd = [sys.executable, "-m", "moviectl", "backup", "verify", str(path)]
-    proc = subprocess.Popen(
-        cmd, env=subprocess_env(**seeded.env), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    code, text = cut_the_load_midway(
+        ["backup", "verify", str(path)], seeded.env, seeded_db_url, "LIKE 'movies_verify_%'"
     )
-    try:
-        assert wait_for(lambda: [t for t in _tools_of(proc.pid) if t.name() == "pg_restore"])
-        with psycopg.connect(seeded_db_url, autocommit=True) as c:
-            assert wait_for(
-                lambda: c.execute(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname LIKE 'movies_verify_%'"
-                ).fetchone()[0]
-            )
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 3, err
-    text = " ".join(err.decode().split())  # however the console wrapped it
+    assert code == 3, text
     assert "went away" in text and "Traceback" not in text
     try:
         with psycopg.connect(seeded_db_url, autocommit=True) as c:
