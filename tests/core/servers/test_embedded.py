@@ -9,25 +9,10 @@ import time
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from moviectl.infra.ports import free_port
 from moviectl.infra.settings import load_settings
 from tests.conftest import Cli, occupied, read_until, run_at_once, subprocess_env
-
-
-@pytest.fixture
-def emb(tmp_path):
-    port = free_port()
-    env = {
-        "MOVIE_DB_BACKEND": "embedded",
-        "MOVIE_DB_PORT": str(port),
-        "MOVIE_DATA_DIR": str(tmp_path / "data"),
-        "MOVIE_DB_PASSWORD": "emb-secret",
-    }
-    cli = Cli(env)
-    yield cli
-    cli("db", "down")
 
 
 def _url(cli: Cli) -> str:

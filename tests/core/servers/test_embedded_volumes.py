@@ -8,26 +8,10 @@ import pwd
 import shutil
 import subprocess
 
-import pytest
-
 from moviectl.core.servers.cluster import SYSTEM_USER, _ensure_traversable, ensure_system_user
 from moviectl.core.servers.cluster_marker import MARKER
 from moviectl.infra.pgtools import find_bin_dir
-from moviectl.infra.ports import free_port
 from tests.conftest import Cli
-
-
-@pytest.fixture
-def emb(tmp_path):
-    env = {
-        "MOVIE_DB_BACKEND": "embedded",
-        "MOVIE_DB_PORT": str(free_port()),
-        "MOVIE_DATA_DIR": str(tmp_path / "data"),
-        "MOVIE_DB_PASSWORD": "vol-secret",
-    }
-    cli = Cli(env)
-    yield cli
-    cli("db", "down")
 
 
 def _said(r) -> str:  # type: ignore[no-untyped-def]

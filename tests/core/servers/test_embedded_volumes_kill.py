@@ -15,21 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from moviectl.infra.ports import free_port
 from tests.conftest import Cli, subprocess_env, wait_for
-
-
-@pytest.fixture
-def emb(tmp_path):
-    env = {
-        "MOVIE_DB_BACKEND": "embedded",
-        "MOVIE_DB_PORT": str(free_port()),
-        "MOVIE_DATA_DIR": str(tmp_path / "data"),
-        "MOVIE_DB_PASSWORD": "kill-secret",
-    }
-    cli = Cli(env)
-    yield cli
-    cli("db", "down")
 
 
 def _data(cli: Cli) -> Path:
