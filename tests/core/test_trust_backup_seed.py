@@ -160,12 +160,19 @@ def test_killing_moviectl_mid_parallel_backup_leaves_no_pg_dump(seeded_db_url, t
 
     try:
         with psycopg.connect(seeded_db_url, autocommit=True) as c:
-            assert wait_for(workers_running, timeout=60), "pg_dump -j 2 never started workers"
-            pids = c.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
-            ).fetchall()
-            assert len(pids) >= 3, pids  # pg_dump's and its workers' (and the snapshot's)
+            pids: list[tuple[int]] = []
+
+            def workers_connected() -> bool:
+                # The worker processes exist a moment before their backends do.
+                if not workers_running():
+                    return False
+                pids[:] = c.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+                ).fetchall()
+                return len(pids) >= 3  # pg_dump's and its workers'
+
+            assert wait_for(workers_connected, timeout=60), f"workers never connected: {pids}"
             for (pid,) in pids:
                 with contextlib.suppress(psutil.Error):
                     backend = psutil.Process(pid)
