@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import os
 import re
+import stat
 from pathlib import Path
 
 from moviectl.infra.errors import ConfigError
@@ -35,8 +36,17 @@ MAX_BYTES = 256 * 1024
 def read_dotenv(path: str | os.PathLike[str]) -> dict[str, tuple[str | None, int]]:
     """Each key's (value, line number); {} when there is no file. A key written without
     ``=`` has the value None. A line that does not parse is skipped, as dotenv skips it."""
-    if not os.path.isfile(path):
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
         return {}
+    except OSError as exc:  # unreadable folder, a loop of links: say so, don't guess
+        raise ConfigError(f"cannot read {os.fspath(path)}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):  # a folder is a mistake; a FIFO would block the read
+        raise ConfigError(
+            f"{os.fspath(path)} is not a regular file",
+            hint="settings are read from a plain .env file: move what is there aside",
+        )
     if os.path.getsize(path) > MAX_BYTES:  # a settings file, not data: bounded work
         raise ConfigError(
             f"{os.fspath(path)} is larger than {MAX_BYTES // 1024} KiB",

@@ -239,7 +239,7 @@ def load_settings(
     Relative paths (data, backups, compose file) are the project root's. A bad value is a
     ``ConfigError`` (exit 2) naming the variable and where it was set, never the value."""
     path = Path(env_file) if env_file is not None else None
-    if path is not None and not path.is_file():
+    if path is not None and not path.exists():
         raise ConfigError(f"env file not found: {path}", hint="check the --env-file path")
     root = project_root()
     dotenv = (path or root / ".env") if use_dotenv else None

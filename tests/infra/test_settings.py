@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -247,4 +248,19 @@ def test_a_dotenv_larger_than_a_settings_file_is_refused(tmp_path):
     f = tmp_path / "big.env"
     f.write_text("A=1\n" * 100_000)
     with pytest.raises(ConfigError, match="larger than"):
+        load_settings(f)
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_a_dotenv_that_is_not_a_file_is_one_line_not_silence(tmp_path, kind):
+    """A folder named .env was silently ignored, and `--env-file` on it said "not found";
+    a FIFO would block the read."""
+    f = tmp_path / "odd.env"
+    if kind == "folder":
+        f.mkdir()
+    else:
+        os.mkfifo(f)
+    r = Cli()("--env-file", str(f), "config", "show")
+    assert r.exit_code == 2 and "is not a regular file" in r.stderr, r.output
+    with pytest.raises(ConfigError, match="is not a regular file"):
         load_settings(f)
