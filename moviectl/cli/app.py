@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -95,7 +97,9 @@ def usage_error(exc: typer.TyperException, state: State) -> NoReturn:
     otherwise Typer's own rendering (the exception goes on up)."""
     # click stops at an unknown option before it reads the options after it: the words
     # are all there is to say whether `--json` was asked for
-    if not (state.json_mode or "--json" in state.words):
+    if not (state.json_mode or any(w == "--json" or w.startswith("--json=") for w in state.words)):
+        if _stderr_closed():  # Typer's message has nowhere to go: keep its exit code
+            raise typer.Exit(exc.exit_code) from None
         raise exc
     doc = {
         "ok": False,
@@ -105,8 +109,20 @@ def usage_error(exc: typer.TyperException, state: State) -> NoReturn:
         "exit_code": exc.exit_code,
     }
     write_stdout(json.dumps(doc, indent=2) + "\n")
-    sys.stderr.write(f"error: {exc.format_message()}\n")
+    with contextlib.suppress(OSError, AttributeError):  # stderr closed (2>&-): the JSON said it
+        sys.stderr.write(f"error: {exc.format_message()}\n")
+        sys.stderr.flush()
     raise typer.Exit(exc.exit_code) from None
+
+
+def _stderr_closed() -> bool:
+    if sys.stderr is None:  # closed before start (2>&-): Python left it unset
+        return True
+    try:
+        os.fstat(2)
+    except OSError:
+        return True
+    return False
 
 
 def _version(ctx: typer.Context, value: bool) -> None:

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import secrets
+import shlex
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -200,6 +203,24 @@ def test_a_usage_error_is_2_and_one_json_document(cmd):
     assert r.exit_code == 2, r.output
     assert json.loads(r.stdout)["error"] == "UsageError"
     assert "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("json_flag", [(), ("--json",)], ids=["text", "json"])
+def test_a_usage_error_keeps_exit_2_with_stderr_closed(json_flag):
+    """`moviectl [--json] nosuchcmd 2>&-` exited 1: the message's write to the closed
+    stderr failed after the JSON document (or instead of Typer's box) was written."""
+    argv = " ".join([shlex.quote(sys.executable), "-m", "moviectl", *json_flag, "nosuchcmd"])
+    r = subprocess.run(
+        ["sh", "-c", f"exec {argv} 2>&-"], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 2, r.stdout
+    if json_flag:
+        assert json.loads(r.stdout)["error"] == "UsageError"
+
+
+def test_json_given_a_value_is_a_usage_error_in_json():
+    r = Cli()("--json=1", "health")
+    assert r.exit_code == 2 and json.loads(r.stdout)["error"] == "UsageError", r.output
 
 
 def test_documented_reproducers_give_one_line_and_their_code(tmp_path):
