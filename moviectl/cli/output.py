@@ -46,6 +46,9 @@ def reader_gone() -> int:
     return 141
 
 
+PIPE_WIDTH = 240
+
+
 class Output:
     def __init__(self, *, json_mode: bool = False, verbose: bool = False) -> None:
         self.json_mode = json_mode
@@ -120,7 +123,11 @@ def rich_console(*, stderr: bool) -> Console:
             raise SystemExit(reader_gone())
 
     # emoji=False: a name like `a:fire:b` prints as itself (markup_safe escapes [ only)
-    return _Console(stderr=stderr, highlight=False, soft_wrap=True, emoji=False)
+    console = _Console(stderr=stderr, highlight=False, soft_wrap=True, emoji=False)
+    if not stderr and not console.is_terminal and "COLUMNS" not in os.environ:
+        # a pipe or a file: a table row stays one line (grep, awk), not Rich's 80 columns
+        console.width = PIPE_WIDTH
+    return console
 
 
 def markup_safe(obj: R) -> R:
