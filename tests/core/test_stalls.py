@@ -79,6 +79,11 @@ def _children_named(pid: int, name: str) -> list[psutil.Process]:
         return []
 
 
+# A hang would take the whole 60 s wait: giving up takes a few 2 s stall and 1 s connect
+# timeouts (the stall, the cancel, marking the run failed): ~14 s at load 12 on 2 cores.
+GIVES_UP_WITHIN = 45
+
+
 def _pause_mid_run(
     srv: EmbeddedServer, cli: Cli, args: list[str], ready: Any, what: str
 ) -> tuple[Any, str, float, Any]:
@@ -112,7 +117,7 @@ def test_backup_of_a_paused_server_fails_with_3_in_bounded_time(paused_later, tm
         "pg_dump never started",
     )
     assert proc.returncode == 3, err
-    assert "stopped answering" in err and took < 30
+    assert "stopped answering" in err and took < GIVES_UP_WITHIN
     assert wait_for(lambda: not any(d.is_running() for d in dumps), 10)
     assert list(out.iterdir()) == []
 
@@ -131,7 +136,7 @@ def test_seed_into_a_paused_server_fails_with_3_in_bounded_time(paused_later):
             "the COPY never started",
         )
     assert proc.returncode == 3, err
-    assert took < 30
+    assert took < GIVES_UP_WITHIN, took
     with psycopg.connect(url) as c:  # all or nothing: the movies seeded before, no more
         assert c.execute("SELECT count(*) FROM movies").fetchone()[0] == SEEDED_MOVIES
 
@@ -159,4 +164,4 @@ def test_restore_and_drill_against_a_paused_server_fail_with_3_in_bounded_time(
         "no pg_restore",
     )
     assert proc.returncode == 3, err
-    assert "stopped answering" in err and took < 15, (took, err)
+    assert "stopped answering" in err and took < GIVES_UP_WITHIN, (took, err)
