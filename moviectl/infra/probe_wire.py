@@ -39,7 +39,7 @@ def handshake(sock: socket.socket, name: str, direct: bool, opts: dict[str, str]
         sni = name if name and opts["sslsni"] != "0" and not _is_ip(name) else None
         tls = ctx.wrap_socket(sock, server_hostname=name if ctx.check_hostname else sni)
     except ssl.SSLCertVerificationError as exc:
-        raise TlsFailure(exc.verify_message or str(exc)) from exc
+        raise TlsFailure(f"certificate verify failed: {exc.verify_message}") from exc
     except ssl.SSLError as exc:
         raise TlsFailure(exc.reason or str(exc)) from exc
     except (ValueError, OSError) as exc:
@@ -116,10 +116,14 @@ def message(sock: Any, tag: bytes = b"") -> tuple[bytes, bytes]:
 
 def pending(sock: socket.socket) -> bool:
     """Bytes after the server's "S": libpq refuses them (CVE-2021-23222)."""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)  # with a timeout, Python would wait for the bytes
     try:
-        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        return bool(sock.recv(1, socket.MSG_PEEK))
     except (BlockingIOError, InterruptedError):
         return False
+    finally:
+        sock.settimeout(timeout)
 
 
 def close(sock: Any) -> None:
