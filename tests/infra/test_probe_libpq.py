@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -28,7 +29,7 @@ from moviectl.infra.probe import (
     reachable_target,
 )
 from moviectl.infra.settings import parse_db_url
-from tests.conftest import wait_for
+from tests.conftest import Cli, wait_for
 from tests.infra.test_tls import (
     PG15,
     _certificates,
@@ -235,3 +236,22 @@ def test_a_server_without_tls(pg18):
         outcome, lines = quiet_probe(pg18, conninfo)
         assert (outcome, lines) == (expected, ""), sslmode
         same_as_pg_isready(conninfo, outcome)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core/health/checks.py must call probe.reachable_target(t, timeout) (the lead's merge)",
+)
+def test_health_live_follows_the_url(pg15):
+    """`health --live` (the container healthcheck) on a TLS-only server, through hostaddr."""
+    pg15.use_hba(HBA["nossl-reject"])
+    url = (
+        f"postgresql://postgres:{quote(pg15.password)}@db.internal:{pg15.port}/postgres"
+        f"?hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={quote(str(pg15.ca), safe='')}"
+    )
+    before = pg15.srv.logfile.read_text()
+    r = Cli({"MOVIE_DATABASE_URL": url})("health", "--live", "--json")
+    assert r.exit_code == 0, r.output
+    assert pg15.password not in r.output
+    time.sleep(1.0)
+    assert pg15.srv.logfile.read_text() == before
