@@ -1,25 +1,48 @@
 """The pg_isready question, in the standard library only (it runs on the hot path).
 
-Opens a TCP connection, sends a protocol-3.0 StartupMessage and reads the
-server's first answer, exactly the information ``PQping`` uses:
+It follows libpq's ``PQping`` (fe-connect.c), connection options included:
 
-- an authentication request or any error but "cannot connect now" → accepting
-- SQLSTATE 57P03 (starting up, shutting down, in recovery) → rejecting
-- no TCP connection or no answer within the timeout → no response
-- a host name that does not resolve, or a port out of range → bad parameters
+- encryption per ``sslmode``: ``disable`` plain; ``allow``/``prefer`` an SSLRequest, then
+  plain if the server says no; ``require``/``verify-*`` an SSLRequest, and a server that says
+  no (or a certificate that fails verification) ends the probe before the startup message,
+  so the user and database names never travel in plaintext. ``sslnegotiation=direct``
+  starts TLS at once (ALPN ``postgresql``). ``verify-ca`` checks the chain against
+  ``sslrootcert``, ``verify-full`` the host name too (``host``, even with ``hostaddr``).
+  Over a Unix socket there is no TLS, as in libpq.
+- ``allow`` is probed as ``prefer``: libpq's plaintext-first attempt is a FATAL line per probe
+  on a TLS-only server, and the verdict is the same either way.
+- GSSAPI encryption: libpq tries it only with a Kerberos credential cache; this probe has no
+  GSSAPI, so ``gssencmode=prefer`` is ``disable`` and ``require`` a bad parameter.
+- ``hostaddr`` (connect there; names and checks use ``host``), several hosts and ports
+  tried in order (``load_balance_hosts=random`` shuffles them), ``connect_timeout`` per address.
+- the first answer decides, as in ``PQping``: an authentication request or an error but
+  "cannot connect now" → accepting; SQLSTATE 57P03 → the next host, rejecting if it was the
+  last; nothing → the next address or host, no response if it was the last. The probe never
+  sends a password, so ``target_session_attrs`` counts only when a server lets it in without
+  one (trust): a host of the wrong kind is then left for the next one, as libpq does.
+- it leaves no line in the server log: it hangs up at the password stage (a Terminate there
+  is a FATAL line), after a TLS close_notify (a bare FIN is an "SSL error" line).
 
-``reachable`` is that answer as ``health``'s reachable check (``health --live``: a probe
-that runs every few seconds should cost what ``pg_isready`` costs).
+A host name that does not resolve, or a port out of range, is a bad parameter (pg_isready
+says "no response"): a setting's mistake, not an outage. ``reachable`` is the answer as
+``health``'s reachable check (``health --live``).
 """
 
 from __future__ import annotations
 
 import os
+import random
 import socket
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from moviectl.infra.errors import ExitCode
+from moviectl.infra.probe_wire import SSL_REQUEST, TERMINATE, close, exactly, message, pending
+from moviectl.infra.probe_wire import startup_packet as _startup_packet
+
+if TYPE_CHECKING:
+    from moviectl.infra.conninfo import DbTarget
 
 ACCEPTING, REJECTING, NO_RESPONSE, BAD_PARAMETERS = (
     "accepting",
@@ -28,6 +51,23 @@ ACCEPTING, REJECTING, NO_RESPONSE, BAD_PARAMETERS = (
     "bad parameters",
 )
 PG_ISREADY_CODES = {ACCEPTING: 0, REJECTING: 1, NO_RESPONSE: 2, BAD_PARAMETERS: 3}
+# the options libpq reads from the environment when the connection string leaves them out
+ENV = {
+    "hostaddr": "PGHOSTADDR",
+    "sslmode": "PGSSLMODE",
+    "sslnegotiation": "PGSSLNEGOTIATION",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "sslsni": "PGSSLSNI",
+    "sslcertmode": "PGSSLCERTMODE",
+    "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION",
+    "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION",
+    "gssencmode": "PGGSSENCMODE",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "load_balance_hosts": "PGLOADBALANCEHOSTS",
+}
+DEFAULTS = {"sslmode": "prefer", "sslnegotiation": "postgres", "target_session_attrs": "any"}
 
 
 class Ping:
@@ -42,138 +82,296 @@ class Ping:
         return f"Ping({self.outcome!r}, {self.detail!r}, {self.latency_ms!r})"
 
 
+class _Final(Exception):
+    """An answer that ends the probe (libpq's ``error_return``, or a login)."""
+
+    def __init__(self, outcome: str, detail: str) -> None:
+        super().__init__(detail)
+        self.outcome, self.detail = outcome, detail
+
+
+class _NextHost(_Final):
+    """An answer that sends libpq to the next host; the verdict if there is none."""
+
+
+class _ServerError(_Final):
+    """The server's error (not 57P03) to the startup message: accepting."""
+
+
+class _BadParameters(Exception):
+    pass
+
+
 def reachable(
-    host: str, port: int, user: str, database: str, timeout: float
+    host: str,
+    port: int,
+    user: str,
+    database: str,
+    timeout: float,
+    *,
+    options: Mapping[str, str] | None = None,
+    port_spec: str | None = None,
 ) -> tuple[str, str, int, dict[str, str]]:
     """``health``'s reachable check: (``pass`` | ``fail``, detail, exit code, data)."""
-    p = ping(host, port, user, database, timeout)
+    p = ping(host, port, user, database, timeout, options=options, port_spec=port_spec)
     if p.outcome == ACCEPTING:
         return "pass", f"{host}:{port} accepting connections", 0, {"pg_isready": p.outcome}
     code = int(ExitCode.FAILED if p.outcome == REJECTING else ExitCode.UNREACHABLE)
     return "fail", f"{p.detail} ({p.outcome})", code, {"pg_isready": p.outcome}
 
 
-def _startup_packet(user: str, database: str) -> bytes:
-    body = (196608).to_bytes(4, "big")  # protocol 3.0
-    for key, value in (("user", user), ("database", database), ("application_name", "moviectl")):
-        body += key.encode() + b"\0" + value.encode() + b"\0"
-    body += b"\0"
-    return (len(body) + 4).to_bytes(4, "big") + body
+def reachable_target(t: DbTarget, timeout: float) -> tuple[str, str, int, dict[str, str]]:
+    """``reachable`` for a ``DbTarget``, its libpq options (sslmode, hostaddr, …) included."""
+    return reachable(
+        t.host, t.port, t.user, t.database, timeout, options=dict(t.params), port_spec=t.port_spec
+    )
 
 
-def _drain(sock: socket.socket, n: int) -> None:
-    """Read the rest of the server's message (bounded), so closing sends FIN, not RST."""
+def ping_target(t: DbTarget, timeout: float = 5.0) -> Ping:
+    """``ping`` for a ``DbTarget``, its libpq options included."""
+    return ping(
+        t.host, t.port, t.user, t.database, timeout, options=dict(t.params), port_spec=t.port_spec
+    )
+
+
+def ping(
+    host: str,
+    port: int,
+    user: str,
+    database: str,
+    timeout: float = 5.0,
+    *,
+    options: Mapping[str, str] | None = None,
+    port_spec: str | None = None,
+) -> Ping:
+    """Ask libpq's hosts (comma-separated) in turn, as ``PQping`` does."""
+    started = time.perf_counter()
+
+    def done(outcome: str, detail: str) -> Ping:
+        return Ping(outcome, detail, round((time.perf_counter() - started) * 1000, 2))
+
+    opts = {k: (options or {}).get(k) or os.environ.get(v, "") for k, v in ENV.items()}
+    opts.update({k: v for k, v in DEFAULTS.items() if not opts[k]})
     try:
-        while 0 < n <= 65536:
-            chunk = sock.recv(n)
-            if not chunk:
-                return
-            n -= len(chunk)
-    except OSError:
-        return
+        hosts = _hosts(host, port, port_spec, opts)
+    except _BadParameters as exc:
+        return done(BAD_PARAMETERS, str(exc))
+    if opts["load_balance_hosts"] == "random":
+        random.shuffle(hosts)
+    tsa = opts["target_session_attrs"]
+    passes = ["standby", "any"] if tsa == "prefer-standby" else [tsa]
+    verdict = _NextHost(NO_RESPONSE, "no host to try")
+    for wanted in passes:
+        for name, addr, p in hosts:
+            here = f"accepting connections on {name or addr}:{p}"
+            try:
+                _ping_host(name, addr, p, user, database, timeout, opts, wanted)
+            except _NextHost as exc:
+                verdict = exc
+                continue
+            except _BadParameters as exc:
+                if len(hosts) == 1:  # one host: a setting's mistake (see the docstring)
+                    return done(BAD_PARAMETERS, str(exc))
+                verdict = _NextHost(NO_RESPONSE, str(exc))
+                continue
+            except _Final as exc:
+                return done(exc.outcome, exc.detail or here)
+            return done(ACCEPTING, here)
+    return done(verdict.outcome, verdict.detail)
 
 
-def _error_fields(payload: bytes) -> dict[str, str]:
-    fields = {}
-    for part in payload.split(b"\0"):
-        if part:
-            fields[chr(part[0])] = part[1:].decode(errors="replace")
-    return fields
+def _hosts(
+    host: str, port: int, port_spec: str | None, opts: dict[str, str]
+) -> list[tuple[str, str, int]]:
+    """(host, hostaddr, port) per libpq host, or ``_BadParameters`` (libpq's "no attempt")."""
+    names = host.split(",") if host else [""]
+    addrs = opts["hostaddr"].split(",") if opts["hostaddr"] else [""] * len(names)
+    if not host and len(addrs) > 1:
+        names = [""] * len(addrs)
+    ports = (port_spec or str(port)).split(",")
+    ports = ports * len(names) if len(ports) == 1 else ports
+    if len(addrs) != len(names) or len(ports) != len(names):
+        raise _BadParameters(f"{len(names)} hosts, {len(addrs)} hostaddr and {len(ports)} ports")
+    if opts["gssencmode"] == "require":
+        raise _BadParameters("gssencmode=require: this probe does not speak GSSAPI")
+    if opts["sslnegotiation"] == "direct" and opts["sslmode"] not in _REQUIRED:
+        raise _BadParameters("sslnegotiation=direct needs sslmode=require or stronger")
+    out = []
+    for name, addr, p in zip(names, addrs, ports, strict=True):
+        if not (p or "5432").isdecimal() or not 0 < int(p or "5432") < 65536:
+            raise _BadParameters(f"port {p} is out of range")
+        out.append((name, addr, int(p or "5432")))
+    return out
 
 
-def _addresses(host: str, port: int) -> list[tuple[Any, ...]]:
-    """(family, type, proto, address) to try for one libpq host: a name, an address, or a
-    socket directory (``/…``; empty: the usual local ones)."""
-    if not host or host.startswith("/"):
+_REQUIRED = ("require", "verify-ca", "verify-full")
+
+
+def _addresses(host: str, hostaddr: str, port: int) -> list[tuple[Any, ...]]:
+    """(family, type, proto, address) to try for one libpq host: ``hostaddr``, a name, an
+    address, or a socket directory (``/…``; empty: the usual local ones)."""
+    if not hostaddr and (not host or host.startswith("/")):
         dirs = [host] if host else ["/var/run/postgresql", "/tmp"]
         return [
             (socket.AF_UNIX, socket.SOCK_STREAM, 0, f"{d}/.s.PGSQL.{port}")
             for d in dirs
             if os.path.exists(f"{d}/.s.PGSQL.{port}") or host
         ]
-    return [
-        (family, kind, proto, addr)
-        # an ASCII name needs no IDNA encoding: given as bytes, the idna codec is not loaded
-        for family, kind, proto, _, addr in socket.getaddrinfo(
-            host.encode() if host.isascii() else host, port, 0, socket.SOCK_STREAM
-        )
-    ]
-
-
-def ping(host: str, port: int, user: str, database: str, timeout: float = 5.0) -> Ping:
-    """Ask each of libpq's hosts (comma-separated) in turn; the first answer wins."""
-    result = None
-    for one in host.split(",") if host else [""]:
-        result = _ping_one(one, port, user, database, timeout)
-        if result.outcome in (ACCEPTING, REJECTING):
-            return result
-    assert result is not None
-    return result
-
-
-def _ping_one(host: str, port: int, user: str, database: str, timeout: float) -> Ping:
-    started = time.perf_counter()
-
-    def done(outcome: str, detail: str) -> Ping:
-        return Ping(outcome, detail, round((time.perf_counter() - started) * 1000, 2))
-
-    if not 0 < port < 65536:
-        return done(BAD_PARAMETERS, f"port {port} is out of range")
+    where, flags = (hostaddr, socket.AI_NUMERICHOST) if hostaddr else (host, 0)
     try:
-        infos = _addresses(host, port)
+        return [
+            (family, kind, proto, addr)
+            # an ASCII name needs no IDNA encoding: given as bytes, the idna codec is not loaded
+            for family, kind, proto, _, addr in socket.getaddrinfo(
+                where.encode() if where.isascii() else where, port, 0, socket.SOCK_STREAM, 0, flags
+            )
+        ]
     except (socket.gaierror, UnicodeError):
-        return done(BAD_PARAMETERS, f"host name {host!r} does not resolve")
+        what = "hostaddr" if hostaddr else "host name"
+        raise _BadParameters(f"{what} {where!r} does not resolve") from None
+
+
+def _ping_host(
+    name: str,
+    hostaddr: str,
+    port: int,
+    user: str,
+    database: str,
+    timeout: float,
+    opts: dict[str, str],
+    wanted: str,
+) -> None:
+    """One libpq host: returns when it let us in and is of the ``wanted`` kind, else raises
+    ``_Final`` (the verdict) or ``_NextHost`` (try the next host)."""
+    where = f"{name or hostaddr}:{port}"
     last = "no address"
-    deadline = started + timeout
-    for info in infos:
-        remaining = deadline - time.perf_counter()
-        if remaining <= 0:
-            return done(NO_RESPONSE, f"no answer from {host}:{port} within {timeout:g}s")
-        try:
-            answer = _ask(info, remaining, user, database)
-        except TimeoutError:
-            return done(NO_RESPONSE, f"no answer from {host}:{port} within {timeout:g}s")
-        except OSError as exc:
-            last = exc.strerror or str(exc)
-            continue
-        if answer is None:
-            last = "the server closed the connection"
-            continue
-        outcome, detail = answer
-        return done(outcome, detail or f"accepting connections on {host}:{port}")
-    return done(NO_RESPONSE, f"{host}:{port}: {last.lower()}")
+    for info in _addresses(name, hostaddr, port):
+        deadline = time.monotonic() + timeout  # connect_timeout is per address, as in libpq
+        plain = opts["sslmode"] == "disable" or info[0] == socket.AF_UNIX
+        for encrypt in [False] if plain else [True, False]:
+            try:
+                params = _attempt(info, name, where, encrypt, deadline, user, database, opts)
+            except _Fallback:  # prefer: the server offers no TLS, or TLS failed
+                continue
+            except TimeoutError:
+                last = f"no answer within {timeout:g}s"
+                break
+            except OSError as exc:
+                last = (exc.strerror or str(exc)).lower()
+                break
+            if not _session_matches(params, wanted):
+                raise _NextHost(ACCEPTING, f"{where} is not a {wanted} server")
+            return
+    raise _NextHost(NO_RESPONSE, f"{where}: {last}")
 
 
-def _ask(info: tuple[Any, ...], timeout: float, user: str, database: str) -> tuple[str, str] | None:
-    """Connect to one address (``_addresses``), send the startup message and read the first
-    answer: (outcome, detail; empty when the server asks for a password), or None when the
-    server hangs up."""
+class _Fallback(Exception):
+    """``prefer``: retry this address in plaintext (libpq's non-SSL retry)."""
+
+
+def _attempt(
+    info: tuple[Any, ...],
+    name: str,
+    where: str,
+    encrypt: bool,
+    deadline: float,
+    user: str,
+    database: str,
+    opts: dict[str, str],
+) -> dict[str, str]:
+    """One connection: negotiate, send the startup message, read the first answer. Returns
+    the server's parameters when it let us in; raises ``_Final``/``_NextHost`` otherwise."""
     family, kind, proto, addr = info
-    sock = socket.socket(family, kind, proto)
+    required = opts["sslmode"] in _REQUIRED
+    sock: Any = socket.socket(family, kind, proto)
     try:
-        sock.settimeout(timeout)
+        sock.settimeout(max(0.001, deadline - time.monotonic()))
         sock.connect(addr)
+        if encrypt:
+            direct = opts["sslnegotiation"] == "direct"
+            if not direct:
+                sock.sendall(SSL_REQUEST)
+                answer = exactly(sock, 1)
+                if answer == b"E":  # a server from before SSLRequest: what libpq does
+                    _raise_error(message(sock, answer)[1])
+                if answer != b"S":
+                    if required:
+                        raise _Final(NO_RESPONSE, f"{where}: the server does not offer TLS")
+                    encrypt = False
+                elif pending(sock):
+                    raise _Final(NO_RESPONSE, f"{where}: unencrypted data after the TLS answer")
+            if encrypt:
+                sock = _handshake(sock, name, direct, required, opts, where)
         sock.sendall(_startup_packet(user, database))
-        head = sock.recv(5)
-        if len(head) < 5:
-            return None
-        tag, length = head[:1], int.from_bytes(head[1:5], "big")
-        if tag == b"E":
-            payload = b""
-            while len(payload) < length - 4:
-                chunk = sock.recv(length - 4 - len(payload))
-                if not chunk:
-                    break
-                payload += chunk
-            fields = _error_fields(payload)
-            if fields.get("C") == "57P03":
-                return REJECTING, fields.get("M") or "the server rejects connections"
-            # an error about this login still means the server accepts connections
-            return ACCEPTING, f"server answered: {fields.get('M', '')}".strip()
-        _drain(sock, length - 4)  # unread bytes would turn our close into a reset
-        # Hang up without a word, as libpq's PQping does: the server logs nothing for a
-        # client that leaves at the password stage (a Terminate message mid-SASL would be a
-        # FATAL line per probe).
-        return ACCEPTING, ""
+        try:
+            return _answer(sock, where)
+        except _ServerError:
+            if encrypt and not required:  # prefer: libpq retries without TLS
+                raise _Fallback from None
+            raise
     finally:
-        sock.close()
+        close(sock)
+
+
+def _handshake(
+    sock: socket.socket, name: str, direct: bool, required: bool, opts: dict[str, str], where: str
+) -> Any:
+    from moviectl.infra.probe_wire import TlsFailure, handshake
+
+    try:
+        return handshake(sock, name, direct, opts)
+    except TlsFailure as exc:
+        if not required:
+            raise _Fallback from exc
+        raise _Final(NO_RESPONSE, f"{where}: TLS failed: {exc}") from exc
+
+
+def _raise_error(payload: bytes, first: bool = False) -> None:
+    fields = {}
+    for part in payload.split(b"\0"):
+        if part:
+            fields[chr(part[0])] = part[1:].decode(errors="replace")
+    if fields.get("C") == "57P03":  # libpq tries the next host
+        raise _NextHost(REJECTING, fields.get("M") or "the server rejects connections")
+    # an error about this login still means the server accepts connections
+    detail = f"server answered: {fields.get('M', '')}".strip()
+    raise (_ServerError if first else _Final)(ACCEPTING, detail)
+
+
+def _answer(sock: Any, where: str) -> dict[str, str]:
+    """The server's first answer to the startup message: a request for a password ends the
+    probe (accepting), an error raises its verdict; a login's parameters are returned."""
+    tag, payload = message(sock)
+    if tag == b"E":
+        _raise_error(payload, first=True)
+    if tag != b"R":
+        raise _Final(NO_RESPONSE, f"{where}: not a PostgreSQL server")
+    if payload[:4] != b"\0\0\0\0":
+        # Hang up without a word, as libpq's PQping does without a password: the server
+        # logs nothing for a client that leaves at the password stage.
+        raise _Final(ACCEPTING, "")
+    params: dict[str, str] = {}
+    while True:  # let in (trust): read up to ReadyForQuery, then say goodbye
+        tag, payload = message(sock)
+        if tag == b"E":
+            _raise_error(payload)
+        if tag == b"S":
+            key, _, value = payload.rstrip(b"\0").partition(b"\0")
+            params[key.decode(errors="replace")] = value.decode(errors="replace")
+        if tag == b"Z":
+            sock.sendall(TERMINATE)
+            return params
+
+
+def _session_matches(params: dict[str, str], wanted: str) -> bool:
+    """target_session_attrs from the parameters a server reports (14+; older ones pass)."""
+    standby = params.get("in_hot_standby")
+    read_only = standby == "on" or params.get("default_transaction_read_only") == "on"
+    if standby is None or wanted == "any":
+        return True
+    return {
+        "read-write": not read_only,
+        "read-only": read_only,
+        "primary": standby == "off",
+        "standby": standby == "on",
+    }[wanted]

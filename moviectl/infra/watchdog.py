@@ -21,7 +21,7 @@ from typing import Any
 
 from moviectl.infra.conninfo import DbTarget
 from moviectl.infra.errors import Unreachable
-from moviectl.infra.probe import ACCEPTING, REJECTING, ping
+from moviectl.infra.probe import ACCEPTING, REJECTING, ping_target
 
 
 class StallWatch:
@@ -97,8 +97,8 @@ class StallWatch:
                 continue
             if time.monotonic() - since < self.stall_timeout:
                 continue
-            t = self.target
-            answer = ping(t.host, t.port, t.user, t.database, timeout=self.probe_timeout)
+            # the target's sslmode/hostaddr/hosts too: a TLS-only server must not read as gone
+            answer = ping_target(self.target, timeout=self.probe_timeout)
             if answer.outcome in (ACCEPTING, REJECTING):
                 since = time.monotonic()  # slow, not gone: keep waiting
                 continue

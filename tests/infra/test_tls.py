@@ -45,7 +45,8 @@ class TlsServer:
         return f"postgresql://postgres:{quote(self.password)}@{host}:{self.port}/{database}?{query}"
 
 
-def _certificates(d: Path) -> tuple[Path, Path, Path]:
+def _certificates(d: Path, names: tuple[str, ...] = ("localhost",)) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for ``names`` (subjectAltName DNS entries) in ``d``."""
     d.mkdir(parents=True)
 
     def ssl(*args: str) -> None:
@@ -76,9 +77,9 @@ def _certificates(d: Path) -> tuple[Path, Path, Path]:
         "-out",
         "server.csr",
         "-subj",
-        "/CN=localhost",
+        f"/CN={names[0]}",
     )
-    (d / "san.ext").write_text("subjectAltName=DNS:localhost\n")
+    (d / "san.ext").write_text("subjectAltName=" + ",".join(f"DNS:{n}" for n in names) + "\n")
     ssl(
         "x509",
         "-req",
@@ -99,26 +100,39 @@ def _certificates(d: Path) -> tuple[Path, Path, Path]:
     return d / "ca.pem", d / "server.crt", d / "server.key"
 
 
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory) -> Iterator[TlsServer]:
+def need_pg15() -> None:
     if not (PG15 / "postgres").exists():
         if os.environ.get("CI") or os.environ.get("MOVIECTL_REQUIRE_DOCKER") == "1":
             pytest.fail(f"no TLS-capable PostgreSQL at {PG15} (.ci/run installs postgresql-15)")
         pytest.skip(f"no TLS-capable PostgreSQL at {PG15} (apt-get install postgresql-15)")
+
+
+HOSTSSL_ONLY = "hostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n"
+
+
+def write_server_file(path: Path, text: str) -> None:
+    """A file the server (the system user when run as root) must read."""
+    path.write_text(text)
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam(SYSTEM_USER)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def start_tls_server(
+    base: Path, hba: str = HOSTSSL_ONLY, names: tuple[str, ...] = ("localhost",)
+) -> tuple[EmbeddedServer, TlsServer]:
+    """A PostgreSQL 15 with ``ssl=on``, a CA and a certificate for ``names``, and ``hba``
+    (``base/certs/hba.conf``); the caller stops it."""
     from moviectl.infra.ports import free_port
 
-    base = tmp_path_factory.mktemp("tls")
-    ca, crt, key = _certificates(base / "certs")
-    hba = base / "certs" / "hba.conf"
-    hba.write_text(
-        "hostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n"
-    )
+    ca, crt, key = _certificates(base / "certs", names)
     if os.geteuid() == 0:  # the server runs as the system user and must read its key
         ensure_system_user()
         entry = pwd.getpwnam(SYSTEM_USER)
-        for f in (crt, key, hba):
+        for f in (crt, key):
             os.chown(f, entry.pw_uid, entry.pw_gid)
         os.chmod(base / "certs", 0o755)
+    write_server_file(base / "certs" / "hba.conf", hba)
     key.chmod(0o600)
     password = secrets.token_urlsafe(12)
     options = {
@@ -126,15 +140,23 @@ def tls(tmp_path_factory) -> Iterator[TlsServer]:
         "ssl": "on",
         "ssl_cert_file": f"'{crt}'",
         "ssl_key_file": f"'{key}'",
-        "hba_file": f"'{hba}'",
+        "hba_file": f"'{base / 'certs' / 'hba.conf'}'",
     }
     srv = EmbeddedServer(base / "pg", free_port(), "postgres", password, PG15, options)
     srv.start()
-    server = TlsServer(srv.port, password, ca)
-    with psycopg.connect(server.url("postgres"), autocommit=True) as c:
-        c.execute("CREATE DATABASE movies")
-    yield server
-    srv.stop("immediate")
+    return srv, TlsServer(srv.port, password, ca)
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory) -> Iterator[TlsServer]:
+    need_pg15()
+    srv, server = start_tls_server(tmp_path_factory.mktemp("tls"))
+    try:
+        with psycopg.connect(server.url("postgres"), autocommit=True) as c:
+            c.execute("CREATE DATABASE movies")
+        yield server
+    finally:
+        srv.stop("immediate")
 
 
 def test_every_command_works_over_verified_tls(tls, tmp_path):
