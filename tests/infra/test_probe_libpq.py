@@ -238,10 +238,6 @@ def test_a_server_without_tls(pg18):
         same_as_pg_isready(conninfo, outcome)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/health/checks.py must call probe.reachable_target(t, timeout) (the lead's merge)",
-)
 def test_health_live_follows_the_url(pg15):
     """`health --live` (the container healthcheck) on a TLS-only server, through hostaddr."""
     pg15.use_hba(HBA["nossl-reject"])

@@ -82,7 +82,7 @@ def select_checks(
 
 def reachable(t: DbTarget, timeout: float) -> tuple[str, str, int, dict[str, Any]]:
     """The pg_isready question (no SQLAlchemy, no psycopg: ``health --live``'s hot path)."""
-    return probe.reachable(t.host, t.port, t.user, t.database, timeout)
+    return probe.reachable_target(t, timeout)
 
 
 class _Run:
