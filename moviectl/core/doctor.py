@@ -94,11 +94,16 @@ def _docker(settings: Settings) -> Finding:
 
 def _compose(settings: Settings) -> list[Finding]:
     """The compose file by hand (its password file) and the db container's state."""
-    if settings.db_backend == "embedded":
-        return []
+    from moviectl.core.servers import resolve_auto
     from moviectl.core.servers.compose import compose_path, db_service
     from moviectl.core.servers.docker_engine import by_hand_env, engine_answers, password_file
 
+    try:  # only where Docker is (or `auto` would make it) this project's server
+        backend = resolve_auto(settings) if settings.db_backend == "auto" else settings.db_backend
+    except MoviectlError:
+        backend = "docker"  # data under both: the Docker side is worth a look
+    if not backend.startswith("docker"):
+        return []
     path = compose_path(Path(settings.compose_file))
     try:
         svc = db_service(path, by_hand_env(path), settings.compose_project)

@@ -239,3 +239,26 @@ def test_a_container_a_killed_recreate_left_aside_is_put_back(mine):
     assert mine.containers() == [(f"{mine.project}-db-1", "running")]
     with psycopg.connect(mine.url("mine-secret")) as c:
         assert c.execute("SELECT v FROM kept").fetchone()[0] == "aside"
+
+
+def test_a_recreate_whose_new_container_fails_to_start_puts_the_old_one_back(mine, monkeypatch):
+    """The new container failing to start (injected: the engine refuses it) removes it and
+    starts the old one again under its own name, on its old port, data and all."""
+    from moviectl.core.servers.docker import DockerBackend
+    from moviectl.infra.errors import ServerError
+
+    assert mine.cli("db", "up").exit_code == 0
+    with psycopg.connect(mine.url("mine-secret"), autocommit=True) as c:
+        c.execute("CREATE TABLE kept (v text)")
+        c.execute("INSERT INTO kept VALUES ('put back')")
+
+    def refuse(self: DockerBackend, c: object) -> None:
+        raise ServerError("the db container did not start: injected")
+
+    monkeypatch.setattr(DockerBackend, "_start", refuse)
+    r = mine.cli("db", "up", "--timeout", "10", MOVIE_DB_PORT=str(free_port()))
+    assert r.exit_code == 8 and "injected" in r.stderr, r.output
+    monkeypatch.undo()
+    assert mine.containers() == [(f"{mine.project}-db-1", "running")]
+    with psycopg.connect(mine.url("mine-secret")) as c:  # the old port, the old data
+        assert c.execute("SELECT v FROM kept").fetchone()[0] == "put back"
