@@ -73,7 +73,7 @@ def _url_of(url: str, name: str) -> str:
 )
 def test_the_servers_own_pg_dump_restores_in_every_format(cli, source, tmp_path, flag, name):
     path = _pg_dump(source, tmp_path / name, flag)
-    r = cli("restore", str(path), "--json")
+    r = cli("restore", str(path), "--json", *(["--jobs", "2"] if flag in ("-Fd", "-Ft") else []))
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     try:

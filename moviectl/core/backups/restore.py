@@ -187,7 +187,7 @@ def load_into(
                 conninfo,
                 str(path),
             ]
-            if jobs:
+            if jobs and man.format != "tar":  # pg_restore reads a tar archive serially
                 argv[1:1] = ["-j", str(jobs)]
             res = run_child(argv, env=env, text=True, watch=watch)
     if res.returncode != 0 and _SERVER_GONE.search(res.stderr or ""):
