@@ -129,7 +129,10 @@ def backup_prune(
 
 def restore_cmd(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="Backup file (with its manifest beside it).")],
+    file: Annotated[
+        Path,
+        typer.Argument(help="Backup file: moviectl's (manifest beside it) or any pg_dump output."),
+    ],
     into: Annotated[
         str | None, typer.Option("--into", help="Target database (default: a new one).")
     ] = None,
@@ -141,9 +144,13 @@ def restore_cmd(
 ) -> None:
     """Restore a backup into a new database (or, with --force, over an existing one).
 
-    Checks the sha256 first and refuses a backup from a newer PostgreSQL major.
+    Checks the sha256 first and refuses a backup from a newer PostgreSQL major. A pg_dump
+    file made elsewhere (custom, directory, tar or plain, no manifest) is checked as far as
+    it can be (pg_restore reads all of it; plain SQL through the meta-command guard), then
+    restored and reported unverified ("verified": false, "manifest": null).
 
     Example: `moviectl restore backups/movies-20261124T101500Z.dump --into movies_copy`
+    or `moviectl restore last-year.pgdump`
     """
     from moviectl.core.backups.restore import restore
 
@@ -159,4 +166,4 @@ def restore_cmd(
             o.err.print(note, markup=False, highlight=False, soft_wrap=True)
         raise
     o.emit(result, render_restore)
-    raise typer.Exit(0 if result.matches_manifest else 1)
+    raise typer.Exit(1 if result.matches_manifest is False else 0)

@@ -304,3 +304,5 @@ def render_restore(c: Console, r: RestoreResult) -> None:
         c.print(f"  undo: {r.undo}")
     for d in r.differences:
         c.print(f"  [red]mismatch:[/] {d}")
+    if r.note:
+        c.print(f"  [yellow]unverified:[/] {r.note}")

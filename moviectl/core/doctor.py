@@ -50,6 +50,7 @@ def run(settings: Settings, env_file: str | Path | None = None) -> DoctorReport:
     findings.append(server)
     if server.status != OK:
         findings.append(_port(settings))
+    findings.extend(_compose(settings))
     findings.append(_pg_dump(settings, server_major))
     if server_major is not None:
         findings.append(_createdb(settings))
@@ -88,6 +89,82 @@ def _docker(settings: Settings) -> Finding:
         "no Docker engine answers"
         + ("" if status == FAIL else "; `auto` will use the embedded server"),
         "start Docker, or set MOVIE_DB_BACKEND=embedded",
+    )
+
+
+def _compose(settings: Settings) -> list[Finding]:
+    """The compose file by hand (its password file) and the db container's state."""
+    from moviectl.core.servers import resolve_auto
+    from moviectl.core.servers.compose import compose_path, db_service
+    from moviectl.core.servers.docker_engine import by_hand_env, engine_answers, password_file
+
+    try:  # only where Docker is (or `auto` would make it) this project's server
+        backend = resolve_auto(settings) if settings.db_backend == "auto" else settings.db_backend
+    except MoviectlError:
+        backend = "docker"  # data under both: the Docker side is worth a look
+    if not backend.startswith("docker"):
+        return []
+    path = compose_path(Path(settings.compose_file))
+    try:
+        svc = db_service(path, by_hand_env(path), settings.compose_project)
+    except MoviectlError as exc:
+        return [Finding("compose", WARN, exc.message, exc.hint or "")]
+    own = password_file(settings)
+    found = [_compose_secret(settings, svc.secrets.get("postgres-password"), own)]
+    if engine_answers():
+        found.append(_container(settings))
+    return found
+
+
+def _compose_secret(settings: Settings, secret: Path | None, own: Path) -> Finding:
+    name = "compose"
+    export = f"export MOVIE_DB_PASSWORD_FILE={own} (moviectl writes it on `db up`)"
+    if secret is None:
+        return Finding(name, OK, "the compose file's db service reads no password file")
+    try:
+        held = secret.read_bytes().rstrip(b"\r\n")  # the image's entrypoint strips those
+    except FileNotFoundError:
+        return Finding(
+            name,
+            WARN,
+            f"`docker compose up -d db` by hand fails: its password file {secret} is missing "
+            "(Compose v1 then leaves a recreated database stopped)",
+            f"{export}, or restore the shipped compose/postgres-password.default",
+        )
+    except OSError as exc:
+        return Finding(name, WARN, f"cannot read {secret}: {exc.strerror or exc}")
+    if held != (settings.target().password or "").encode():
+        return Finding(
+            name,
+            WARN,
+            f"by hand, Compose reads {secret}, which holds another password than "
+            "MOVIE_DB_PASSWORD: a volume it initialises would not let moviectl in "
+            "(an existing volume keeps its password)",
+            export,
+        )
+    return Finding(name, OK, f"by hand, Compose reads the password from {secret}, as set")
+
+
+def _container(settings: Settings) -> Finding:
+    from moviectl.core.servers.docker import DockerBackend
+
+    try:
+        backend = DockerBackend(settings)
+        c = backend.container()
+    except MoviectlError as exc:
+        return Finding("container", WARN, exc.message, exc.hint or "")
+    if c is None:
+        return Finding("container", OK, f"no db container for project {backend.svc.project}")
+    if c.status == "running":
+        return Finding("container", OK, f"container {c.name} is running")
+    state = c.attrs.get("State") or {}
+    aside = c.name != backend.svc.container_name
+    return Finding(
+        "container",
+        WARN,
+        f"container {c.name} is {c.status} (exit code {state.get('ExitCode', '?')})"
+        + ("; a failed recreate renamed it aside (Compose v1 does)" if aside else ""),
+        "`moviectl db up` starts it again (the data volume is kept)",
     )
 
 

@@ -136,7 +136,10 @@ def load_manifest(path: Path) -> Manifest:
     try:
         data = json.loads(mpath.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputFileError(f"no manifest beside {path} ({mpath.name})") from None
+        raise InputFileError(
+            f"no manifest beside {path} ({mpath.name})",
+            hint="a pg_dump file made elsewhere: `moviectl restore` takes it, unverified",
+        ) from None
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InputFileError(f"the manifest {mpath} is unreadable: {exc}") from None
     return Manifest(**_checked(data, mpath))  # type: ignore[arg-type]

@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from moviectl.core.backups.dump import backup, snapshot
+from moviectl.core.backups.foreign import read_backup
 from moviectl.core.backups.leftovers import clean_databases, clean_partials, loading_mark
-from moviectl.core.backups.manifest import Manifest, check_checksum, load_manifest
+from moviectl.core.backups.manifest import Manifest, manifest_path
 from moviectl.core.backups.sqlguard import check_sql_file, lines_of, run_psql_guarded
 from moviectl.infra.admin import (
     create_database,
@@ -54,9 +55,12 @@ class RestoreResult:
     undo: str | None
     revision: str | None
     row_counts: dict[str, int]
-    matches_manifest: bool
+    matches_manifest: bool | None  # None: no manifest to match (a file made elsewhere)
     differences: list[str]
     seconds: float
+    verified: bool = False  # checksum and row counts matched the manifest
+    manifest: str | None = None
+    note: str | None = None
 
 
 # Anything a user made, in any schema: relations, standalone types, functions, schemas.
@@ -183,7 +187,7 @@ def load_into(
                 conninfo,
                 str(path),
             ]
-            if jobs:
+            if jobs and man.format != "tar":  # pg_restore reads a tar archive serially
                 argv[1:1] = ["-j", str(jobs)]
             res = run_child(argv, env=env, text=True, watch=watch)
     if res.returncode != 0 and _SERVER_GONE.search(res.stderr or ""):
@@ -282,15 +286,14 @@ def restore(
     jobs: int | None = None,
 ) -> RestoreResult:
     started = time.monotonic()
-    man = load_manifest(path)
-    check_checksum(path, man)
+    man, has_manifest = read_backup(settings, path)  # a file made elsewhere: checked as can be
     if man.format == "plain":  # before anything is created, dropped or backed up
         check_sql_file(path)
     server_major = server_major_of(settings)
     if man.server_major > server_major:
         raise Refused(
             f"{path.name} comes from PostgreSQL {man.server_major}; this server is "
-            f"PostgreSQL {server_major}",
+            f"PostgreSQL {server_major}: refusing to restore it",
             hint="restore into a server of the same or a newer major version",
         )
     if into is None:  # a new database of a name nobody else has (created atomically)
@@ -352,7 +355,7 @@ def restore(
     if not exists:
         finish_loading(settings, name)
     _, _, rev, counts = snapshot(settings, target)
-    diffs = compare(man, rev, counts)
+    diffs = compare(man, rev, counts) if has_manifest else []
     return RestoreResult(
         str(path),
         name,
@@ -362,7 +365,10 @@ def restore(
         undo,
         rev,
         counts,
-        not diffs,
+        not diffs if has_manifest else None,
         diffs,
         round(time.monotonic() - started, 3),
+        verified=has_manifest and not diffs,
+        manifest=str(manifest_path(path)) if has_manifest else None,
+        note=None if has_manifest else man.note,
     )

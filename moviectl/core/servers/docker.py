@@ -21,23 +21,23 @@ from moviectl.core.servers.base import (
     probe_status,
     ready_version,
 )
-from moviectl.core.servers.compose import compose_path, db_service, duration_ns
+from moviectl.core.servers.compose import compose_path, db_service
 from moviectl.core.servers.docker_engine import (
-    DATA_BOUND,
     OWNER_LABEL,
     ImageUnavailable,
     client,
     compose_env,
-    config_hash,
     container_drift,
+    create_kwargs,
     labels,
     owner_of,
     published_port,
     refuse_foreign,
+    refuse_recreate,
     secrets_as_files,
     split_lines,
 )
-from moviectl.infra.errors import PortInUse, Refused, ServerError
+from moviectl.infra.errors import PortInUse, ServerError
 from moviectl.infra.ports import describe_port_owner, port_is_free
 from moviectl.infra.settings import Settings
 from moviectl.infra.waiting import poll_until
@@ -77,7 +77,11 @@ class DockerBackend:
                 ]
             },
         )
-        return found[0] if found else None
+        # the service's own name first: a container a failed recreate renamed aside
+        # (Compose v1's `<id>_<name>`, moviectl's `<name>-replaced`) only when it is alone
+        return next(
+            (c for c in found if c.name == self.svc.container_name), found[0] if found else None
+        )
 
     def data_resource(self) -> str | None:
         """``container NAME`` or ``volume NAME`` when this project has one, else None."""
@@ -153,57 +157,14 @@ class DockerBackend:
         self._refuse_foreign("volume", self.svc.volume_name, volume.attrs.get("Labels"), use=True)
 
     def _create(self) -> Any:
-        svc = self.svc
-        hc = svc.healthcheck
-        test = hc.get("test")
-        healthcheck = (
-            {
-                "test": test if isinstance(test, list) else ["CMD-SHELL", str(test)],
-                "interval": duration_ns(hc.get("interval"), 30),
-                "timeout": duration_ns(hc.get("timeout"), 30),
-                "retries": int(hc.get("retries", 3)),
-                "start_period": duration_ns(hc.get("start_period"), 0),
-            }
-            if test
-            else None
-        )
         environment, secret_mounts = secrets_as_files(
-            svc, self.settings, self.settings.target().password or ""
+            self.svc, self.settings, self.settings.target().password or ""
         )
-        volumes = {
-            **(
-                {svc.volume_name: {"bind": svc.volume_target, "mode": "rw"}}
-                if svc.volume_name
-                else {}
-            ),
-            **secret_mounts,
-        }
         return self.client.containers.create(
-            svc.image,
-            name=svc.container_name,
-            environment=environment,
-            labels=labels(
-                svc,
-                self.owner,
-                **{
-                    "com.docker.compose.service": "db",
-                    "com.docker.compose.container-number": "1",
-                    "com.docker.compose.oneoff": "False",
-                    "com.docker.compose.project.config_files": str(svc.config_file),
-                    "com.docker.compose.project.working_dir": str(svc.working_dir),
-                    "com.docker.compose.image": svc.image,
-                    "com.docker.compose.config-hash": config_hash(svc),
-                },
-            ),
-            ports={f"{svc.container_port}/tcp": (svc.host_ip, svc.host_port)},
-            volumes=volumes or None,
-            healthcheck=healthcheck,
-            restart_policy={"Name": svc.restart} if svc.restart else None,
-            network=svc.network_name,
+            **create_kwargs(self.svc, self.owner, environment, secret_mounts),
             networking_config={
-                svc.network_name: self.client.api.create_endpoint_config(aliases=["db"])
+                self.svc.network_name: self.client.api.create_endpoint_config(aliases=["db"])
             },
-            detach=True,
         )
 
     # ---- life cycle ------------------------------------------------------------------------
@@ -218,35 +179,30 @@ class DockerBackend:
             yield
 
     def up(self, *, wait: bool = True, timeout: float = 90) -> UpResult:
-        from docker.errors import APIError
-
         started_at = time.monotonic()
         target = self.settings.target()
         recreated = ""
         with self._lock():
-            c = self.container()
+            c = self._put_back_replaced()
+            drift: dict[str, tuple[str, str]] = {}
             if c is not None:  # another checkout's database is not this one's
                 self._refuse_foreign("container", c.name, c.labels, use=True)
                 drift = container_drift(c.attrs, self.svc)
                 if drift:  # never wait out a timeout on a container made differently
-                    recreated = self._recreate_for(c, drift)
-                    c = None
-            already = c is not None and c.status == "running"
-            if not already:
+                    refuse_recreate(c, drift, self.owner, self.svc)
+            already = c is not None and not drift and c.status == "running"
+            if drift:
+                assert c is not None
+                c = self._replace(c, drift)
+                recreated = "; recreated ({}; data volume kept)".format(
+                    "; ".join(f"{k} {was} → {want}" for k, (was, want) in drift.items())
+                )
+            elif not already:
                 if not port_is_free(self.svc.host_ip, self.svc.host_port):
                     raise self._port_in_use()
-                self._ensure_image()
-                self._ensure_network()
-                self._ensure_volume()
+                self._prepare()
                 c = c or self._create()
-                try:
-                    c.start()
-                except APIError as exc:
-                    if "port is already allocated" in str(exc) or "address already in use" in str(
-                        exc
-                    ):
-                        raise self._port_in_use() from None
-                    raise ServerError(f"the db container did not start: {exc}") from None
+                self._start(c)
             version = self._wait(c, target, timeout) if wait else None
         detail = f"container {self.svc.container_name}, image {self.svc.image}" + recreated
         return UpResult.of(
@@ -258,31 +214,74 @@ class DockerBackend:
             detail=detail,
         )
 
-    def _recreate_for(self, c: Any, drift: dict[str, tuple[str, str]]) -> str:
-        """Remove this checkout's container made with other settings (the volume, and so
-        the data, stays); refuse what cannot be changed that way, naming the way out."""
-        said = "; ".join(f"{k} {was} → {want}" for k, (was, want) in drift.items())
-        bound = [k for k in drift if k in DATA_BOUND]
-        if bound:
-            was = {k: drift[k][0] for k in bound}
-            keep = " ".join(
-                f"MOVIE_DB_{'NAME' if k == 'database' else 'USER'}={v}" for k, v in was.items()
-            )
-            raise Refused(
-                f"container {c.name} was made for {', '.join(f'{k} {v}' for k, v in was.items())};"
-                f" the settings say otherwise ({said}), and its data was initialised that way",
-                hint=f"keep the data with {keep}, or start afresh (deletes the data): "
-                "moviectl db down --volumes --yes && moviectl db up",
-            )
-        if (c.labels or {}).get(OWNER_LABEL) != self.owner:
-            raise Refused(
-                f"container {c.name} was made by docker compose with other settings ({said})",
-                hint=f"recreate it with the settings: docker compose -p {self.svc.project} -f "
-                f"{self.svc.config_file} up -d db (with MOVIE_* exported), or stop it",
-            )
-        c.stop(timeout=10)
-        c.remove()
-        return f"; recreated ({said}; data volume kept)"
+    def _prepare(self) -> None:
+        self._ensure_image()
+        self._ensure_network()
+        self._ensure_volume()
+
+    def _start(self, c: Any) -> None:
+        from docker.errors import APIError
+
+        try:
+            c.start()
+        except APIError as exc:
+            if "port is already allocated" in str(exc) or "address already in use" in str(exc):
+                raise self._port_in_use() from None
+            raise ServerError(f"the db container did not start: {exc}") from None
+
+    @property
+    def _aside(self) -> str:
+        return f"{self.svc.container_name}-replaced"
+
+    def _put_back_replaced(self) -> Any | None:
+        """The db container; one a killed recreate left renamed aside goes back in place
+        (or, when its replacement exists, away): never a database left stopped aside."""
+        from docker.errors import NotFound
+
+        c = self.container()
+        try:
+            aside = self.client.containers.get(self._aside)
+        except NotFound:
+            return c
+        if (aside.labels or {}).get(OWNER_LABEL) != self.owner:
+            return c
+        if c is not None and c.id != aside.id:
+            aside.remove(force=True)
+            return c
+        aside.rename(self.svc.container_name)
+        aside.reload()
+        return aside
+
+    def _replace(self, old: Any, drift: dict[str, tuple[str, str]]) -> Any:
+        """The container made anew with the settings, the old one put back if that fails.
+
+        Everything that can fail without touching the old one comes first (image, network,
+        volume, the new port); the old one is only renamed aside while the new one starts,
+        then removed. A failed start removes the new one and starts the old one again: a
+        failed recreate never leaves the database stopped (Compose v1's does).
+        """
+        was_running = old.status == "running"
+        old_port = published_port(old.attrs, self.svc.container_port)
+        moved = "port" in drift and old_port != self.svc.host_port
+        if moved and not port_is_free(self.svc.host_ip, self.svc.host_port):
+            raise self._port_in_use()
+        self._prepare()
+        old.stop(timeout=10)
+        old.rename(self._aside)
+        new = None
+        try:
+            new = self._create()
+            self._start(new)
+        except BaseException:
+            if new is not None:
+                with contextlib.suppress(Exception):
+                    new.remove(force=True)
+            old.rename(self.svc.container_name)
+            if was_running:
+                old.start()
+            raise
+        old.remove(force=True)
+        return new
 
     def _port_in_use(self) -> PortInUse:
         return PortInUse(

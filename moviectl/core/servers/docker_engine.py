@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from moviectl.core.servers.compose import DbService
+from moviectl.core.servers.compose import DbService, duration_ns
 from moviectl.infra.errors import Refused, ServerError
 from moviectl.infra.settings import Settings
 
@@ -71,6 +71,16 @@ def compose_env(settings: Settings) -> dict[str, str]:
     )
     if settings.compose_project:
         env["MOVIE_COMPOSE_PROJECT"] = settings.compose_project
+    return env
+
+
+def by_hand_env(compose_file: Path) -> dict[str, str]:
+    """What `docker compose` interpolates the file with when run by hand here: the ``.env``
+    beside the file, under the shell's environment (Compose's order, both clients)."""
+    from moviectl.infra.envfile import read_dotenv
+
+    env = {k: v for k, (v, _) in read_dotenv(compose_file.parent / ".env").items() if v is not None}
+    env.update(os.environ)
     return env
 
 
@@ -208,3 +218,74 @@ def split_lines(chunks: Iterator[bytes]) -> Iterator[str]:
         *lines, buf = buf.split(b"\n")
         for line in lines:
             yield line.decode(errors="replace")
+
+
+def create_kwargs(
+    svc: DbService, owner: str, environment: dict[str, str], secret_mounts: dict[str, Any]
+) -> dict[str, Any]:
+    """``containers.create`` arguments for the ``db`` service, labelled as Compose labels."""
+    hc = svc.healthcheck
+    test = hc.get("test")
+    healthcheck = (
+        {
+            "test": test if isinstance(test, list) else ["CMD-SHELL", str(test)],
+            "interval": duration_ns(hc.get("interval"), 30),
+            "timeout": duration_ns(hc.get("timeout"), 30),
+            "retries": int(hc.get("retries", 3)),
+            "start_period": duration_ns(hc.get("start_period"), 0),
+        }
+        if test
+        else None
+    )
+    volumes = {
+        **({svc.volume_name: {"bind": svc.volume_target, "mode": "rw"}} if svc.volume_name else {}),
+        **secret_mounts,
+    }
+    return {
+        "image": svc.image,
+        "name": svc.container_name,
+        "environment": environment,
+        "labels": labels(
+            svc,
+            owner,
+            **{
+                "com.docker.compose.service": "db",
+                "com.docker.compose.container-number": "1",
+                "com.docker.compose.oneoff": "False",
+                "com.docker.compose.project.config_files": str(svc.config_file),
+                "com.docker.compose.project.working_dir": str(svc.working_dir),
+                "com.docker.compose.image": svc.image,
+                "com.docker.compose.config-hash": config_hash(svc),
+            },
+        ),
+        "ports": {f"{svc.container_port}/tcp": (svc.host_ip, svc.host_port)},
+        "volumes": volumes or None,
+        "healthcheck": healthcheck,
+        "restart_policy": {"Name": svc.restart} if svc.restart else None,
+        "network": svc.network_name,
+        "detach": True,
+    }
+
+
+def refuse_recreate(c: Any, drift: dict[str, tuple[str, str]], owner: str, svc: DbService) -> None:
+    """Refuse what a recreate cannot change (settings the data was initialised with) or
+    must not (a container Compose made), naming the way out."""
+    said = "; ".join(f"{k} {was} → {want}" for k, (was, want) in drift.items())
+    bound = [k for k in drift if k in DATA_BOUND]
+    if bound:
+        was = {k: drift[k][0] for k in bound}
+        keep = " ".join(
+            f"MOVIE_DB_{'NAME' if k == 'database' else 'USER'}={v}" for k, v in was.items()
+        )
+        raise Refused(
+            f"container {c.name} was made for {', '.join(f'{k} {v}' for k, v in was.items())};"
+            f" the settings say otherwise ({said}), and its data was initialised that way",
+            hint=f"keep the data with {keep}, or start afresh (deletes the data): "
+            "moviectl db down --volumes --yes && moviectl db up",
+        )
+    if (c.labels or {}).get(OWNER_LABEL) != owner:
+        raise Refused(
+            f"container {c.name} was made by docker compose with other settings ({said})",
+            hint=f"recreate it with the settings: docker compose -p {svc.project} -f "
+            f"{svc.config_file} up -d db (with MOVIE_* exported), or stop it",
+        )
