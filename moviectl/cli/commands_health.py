@@ -113,6 +113,10 @@ def _serve(settings: Settings, bind: str, port: int, details: bool | None, o: Ou
     import asyncio
     import socket
 
+    # what the first round of checks imports: loaded before "serving", never during a probe
+    import prometheus_client  # noqa: F401
+    import psycopg  # noqa: F401
+    import sqlalchemy.pool  # noqa: F401
     import uvicorn
 
     from moviectl.cli.http_protocol import MAX_HEAD, DeadlineLoop
