@@ -168,6 +168,7 @@ class HealthService:
         self.all = Refresher("healthz", lambda done: self._checks(CHECKS, done), fresh, wait)
         self.backups = Refresher("backups", lambda _: backup_facts(settings), max(fresh, 5.0), wait)
         self._last_metrics: tuple[Any, Any, Any, bytes] | None = None  # the last /metrics body
+        self._encoded: dict[str, tuple[HealthReport, bytes]] = {}  # path: (report, its JSON)
 
     def engine(self) -> Any:
         with self._engine_made:
@@ -232,6 +233,14 @@ class HealthService:
         self._last_metrics = (*key, body)
         return body
 
+    def encoded(self, path: str, report: HealthReport, details: bool, trace: str) -> bytes:
+        """The JSON body: serialized once per report, the trace id spliced in per request."""
+        hit = self._encoded.get(path)
+        if hit is None or hit[0] is not report:
+            body = _body(report, verdict(report)[1], details)
+            hit = self._encoded[path] = (report, json.dumps(body).encode())
+        return b'{"trace_id": ' + json.dumps(trace).encode() + b", " + hit[1][1:]
+
     def warm(self) -> None:
         """Start the first refreshes (imports and the first login happen before a probe)."""
         for r in (self.ready, self.all, self.backups):
@@ -244,14 +253,14 @@ class HealthService:
             self._engine.dispose()
 
 
-def _body(report: HealthReport, status: str, trace: str, details: bool) -> dict[str, Any]:
+def _body(report: HealthReport, status: str, details: bool) -> dict[str, Any]:
     checks = []
     for c in report.checks:
         item: dict[str, Any] = {"name": c.name, "status": c.status, "latency_ms": c.latency_ms}
         if details:
             item.update(detail=c.detail, data=jsonable(c.data))
         checks.append(item)
-    body: dict[str, Any] = {"status": status, "database": "postgres", "trace_id": trace}
+    body: dict[str, Any] = {"status": status, "database": "postgres"}
     body["checks"] = checks
     if details:
         body.update(url=report.url, db_host=report.db_host, db_name=report.db_name)
@@ -313,8 +322,8 @@ def create_app(
             code, payload, kind = 200, await service.metrics(), TEXT_FORMAT
         elif path in ROUTES:
             report = await service.report(path)
-            code, status = verdict(report)
-            payload = _body(report, status, trace, details)
+            code = verdict(report)[0]
+            payload = service.encoded(path, report, details, trace)
         else:
             code, payload = 404, {"error": "not found", "paths": list(PATHS)}
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
