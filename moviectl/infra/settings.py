@@ -112,6 +112,14 @@ class Settings:
         hi=DAY,
         open_lo=True,
     )
+    probe_deadline: float = _setting(
+        0.8,
+        "Seconds health --serve's /readyz, /healthz and /metrics wait for their checks "
+        "before answering 503 (the checks go on in the background)",
+        "float",
+        lo=0.05,
+        hi=60,
+    )
     db_backend: Backend = _setting(
         "auto", "Server backend: auto|embedded|docker|external", "choice", choices=BACKENDS
     )
