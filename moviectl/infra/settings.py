@@ -84,6 +84,12 @@ class Settings:
     database_url: Secret | None = _setting(
         None, "Full URL of the app database; overrides the MOVIE_DB_* parts", "secret"
     )
+    database_direct_url: Secret | None = _setting(
+        None,
+        "URL of the server itself when MOVIE_DATABASE_URL is a pooler: migrations, seeding, "
+        "backups, restores and test databases go there (default: MOVIE_DATABASE_URL)",
+        "secret",
+    )
     db_host: str = _setting("127.0.0.1", "Server host name or address", "host")
     db_port: int = _setting(5432, "Server TCP port", "int", lo=1, hi=65535)
     db_name: str = _setting("movies", "App database name", "name")
@@ -93,6 +99,9 @@ class Settings:
         None,
         "Server the tests and test databases use (instead of an embedded one)",
         "secret",
+    )
+    pgbouncer_admin_url: Secret | None = _setting(
+        None, "PgBouncer's admin console URL (database pgbouncer), for health and metrics", "secret"
     )
     database_echo: bool = _setting(False, "Log every SQL statement", "bool")
     pool_size: int = _setting(5, "Connections kept in the engine's pool", "int", lo=1, hi=10000)
@@ -164,6 +173,19 @@ class Settings:
             )
         return t.with_database(database) if database else t
 
+    def session_target(self, database: str | None = None) -> DbTarget:
+        """Where session locks, snapshots, CREATE DATABASE go: the direct URL, else target()."""
+        if self.database_direct_url is None:
+            return self.target(database)
+        t = parse_db_url(self.database_direct_url.get_secret_value(), "MOVIE_DATABASE_DIRECT_URL")
+        return t.with_database(database) if database else t
+
+    def session_settings(self) -> Settings:
+        """These settings, pointed at ``session_target()`` (unchanged without a direct URL)."""
+        if self.database_direct_url is None:
+            return self
+        return self.for_target(self.session_target())
+
     def test_target(self) -> DbTarget | None:
         """The server named by MOVIE_DATABASE_URL_TEST, if any."""
         if self.database_url_test is None:
@@ -172,7 +194,8 @@ class Settings:
 
     def for_target(self, target: DbTarget) -> Settings:
         """These settings, pointed at ``target`` (another database, or another user)."""
-        return replace(self, database_url=Secret(target.url(masked=False)))
+        url = Secret(target.url(masked=False))  # explicit: the app's direct URL is not its
+        return replace(self, database_url=url, database_direct_url=None)
 
     def but(self, **changes: Any) -> Settings:
         """These settings with ``changes`` (values as typed as the fields)."""
@@ -335,6 +358,7 @@ def _number(name: str, raw: Raw, text: str, meta: Mapping[str, Any]) -> int | fl
 def _check_target(settings: Settings) -> None:
     """The connection settings parse (the URL by libpq's rules) before anything runs."""
     settings.target()
+    settings.session_target()
     settings.test_target()
 
 
@@ -358,7 +382,7 @@ def describe_settings(settings: Settings, env_file: str | Path | None = None) ->
         secret = f.metadata["kind"] == "secret"
         if isinstance(value, Secret):
             text = value.get_secret_value()
-            shown: Any = mask_url(text) if name.startswith("database_url") else "***"
+            shown: Any = mask_url(text) if name.endswith(("_url", "_url_test")) else "***"
         elif isinstance(value, Path):
             shown = str(value)
         else:

@@ -26,7 +26,7 @@ from moviectl.infra.admin import (
     drop_database_force,
     protected_reason,
 )
-from moviectl.infra.engine import connect
+from moviectl.infra.engine import connect, require_session
 from moviectl.infra.errors import CheckFailed, MoviectlError, Refused, Unreachable, UsageError
 from moviectl.infra.pgtools import child_env, find_tool, first_error, popen_child, run_child
 from moviectl.infra.server_facts import server_major
@@ -286,6 +286,7 @@ def restore(
     check_checksum(path, man)
     if man.format == "plain":  # before anything is created, dropped or backed up
         check_sql_file(path)
+    settings = require_session(settings, "restore", "postgres")  # never through a pooler
     server_major = server_major_of(settings)
     if man.server_major > server_major:
         raise Refused(

@@ -46,6 +46,7 @@ class HealthReport:
     db_name: str
     checks: list[CheckResult]
     elapsed_ms: float
+    pooler: Any = None  # pooler.PoolerReport when MOVIE_PGBOUNCER_ADMIN_URL is set
 
     @property
     def ok(self) -> bool:
@@ -222,7 +223,12 @@ def run_health(
 
     ``engine``: a shared engine to check through (``health --serve``), kept open.
     """
-    return run_checks(settings.target(), settings.connect_timeout, names, engine=engine)
+    report = run_checks(settings.target(), settings.connect_timeout, names, engine=engine)
+    if engine is None and settings.pgbouncer_admin_url is not None:  # `health`, not a probe
+        from moviectl.core.health.pooler import read_pooler
+
+        report.pooler = read_pooler(settings)
+    return report
 
 
 def run_checks(

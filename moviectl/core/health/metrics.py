@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from moviectl.core.health.checks import HealthReport, pool_state
+from moviectl.core.health.pooler import add_pooler_metrics
 from moviectl.infra.errors import MoviectlError
 from moviectl.infra.settings import Settings
 
@@ -120,4 +121,5 @@ def metrics_body(settings: Settings, report: HealthReport, service: Any) -> byte
         gauge("moviectl_backup_verified_age_seconds", "Age of the last passed restore drill").set(
             verified
         )
+    add_pooler_metrics(registry, settings)  # moviectl_pgbouncer_*, when configured
     return bytes(generate_latest(registry))
