@@ -144,9 +144,9 @@ def backup(
             f"bad --compress value {compress!r}",
             hint="a level 0-9, or METHOD[:LEVEL] with gzip, lz4, zstd or none (as pg_dump -Z)",
         )
+    out = _out_dir(settings, output)
     settings = require_session(settings, "backup", database)  # pg_dump's snapshot: direct
     target = settings.target(database)
-    out = _out_dir(settings, output)
     clean_partials(out)  # what killed runs left here
     started = datetime.now(UTC)
     t0 = time.monotonic()

@@ -104,9 +104,6 @@ def seed(
         raise UsageError("give --sample N or --from FILE (one of them)")
     if sample is not None and sample < 1:
         raise UsageError(f"--sample must be a positive number, not {sample}")
-    if target is None:  # the seed set's lock and the run's are session locks
-        settings = require_session(settings, "seed")
-    t = target or settings.target()
     if path is not None:
         total = validate_file(path)
         digest = file_sha256(path)
@@ -117,6 +114,9 @@ def seed(
         total, digest, source, seed_value = sample, None, "sample", random_seed
         key = f"sample:{sample}:{random_seed}"
         rows = sample_rows(sample, random_seed)
+    if target is None:  # the seed set's lock and the run's are session locks: direct
+        settings = require_session(settings, "seed")
+    t = target or settings.target()
     _check_head(settings, t)
     method = force_method or ("copy" if total > COPY_THRESHOLD else "orm")
     if method == "copy":
