@@ -123,6 +123,7 @@ def test_a_session_command_at_the_pooler_is_refused_in_one_line(
         assert "set MOVIE_DATABASE_DIRECT_URL" in doc["message"], doc
     r = cli("migrate")
     assert r.exit_code == 2 and "MOVIE_DATABASE_DIRECT_URL" in r.output.splitlines()[0], r.output
+    _the_migration_lock_refuses_a_pooled_connection(parse_db_url(pooled))  # `alembic` by hand
     r = cli("migrate", "--json", MOVIE_DATABASE_DIRECT_URL=pooled)  # the direct URL, wrong too
     assert r.exit_code == 2 and "point MOVIE_DATABASE_DIRECT_URL at" in r.output, r.output
     # what needs no session works through the pooler; nothing changed, nothing left held
@@ -133,6 +134,22 @@ def test_a_session_command_at_the_pooler_is_refused_in_one_line(
         assert c.execute("SELECT count(*) FROM seed_runs").fetchone() == (0,)
         assert c.execute("SELECT count(*) FROM alembic_version").fetchone() == (1,)
     assert _advisory_locks(moviectl_admin_target) == []
+
+
+def _the_migration_lock_refuses_a_pooled_connection(pooled: DbTarget) -> None:
+    from moviectl.core.migrations.lock import migration_lock
+    from moviectl.infra.errors import ConfigError
+
+    engine = make_engine(load_settings(use_dotenv=False), target=pooled, pooled=False)
+    try:
+        with (
+            engine.connect() as conn,
+            pytest.raises(ConfigError, match="connection pooler"),
+            migration_lock(conn, 1.0, pooled),
+        ):
+            pytest.fail("the lock was taken through the pooler")
+    finally:
+        engine.dispose()
 
 
 def test_migrate_20_times_behind_the_pooler_with_traffic_leaks_no_lock(
