@@ -123,11 +123,14 @@ def connect(
     except psycopg.Error as exc:
         raise translate_error(exc, target, connect_timeout) from None
     if session is not None:
-        with db_errors(target, connect_timeout):
-            pooled = through_pooler(conn)
-        if pooled:
+        try:
+            with db_errors(target, connect_timeout):
+                pooled = through_pooler(conn)
+            if pooled:
+                raise session_refused(target, session, source)
+        except BaseException:
             conn.close()
-            raise session_refused(target, session, source)
+            raise
     return conn
 
 
