@@ -40,7 +40,7 @@ if config.config_file_name is not None and not config.attributes.get("settings")
 
 
 def _settings():  # type: ignore[no-untyped-def]
-    return config.attributes.get("settings") or load_settings()
+    return (config.attributes.get("settings") or load_settings()).session_settings()
 
 
 def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-untyped-def]

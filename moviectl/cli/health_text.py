@@ -31,6 +31,10 @@ def health_lines(r: HealthReport, paint: Callable[[str, str], str] = plain) -> l
     for c in r.checks:
         style, mark = MARKS[c.status]
         lines.append(f"  {paint(style, mark)} {c.name:<11} {c.latency_ms:>7.1f} ms  {c.detail}")
+    if r.pooler is not None:
+        from moviectl.core.health.pooler import pooler_line
+
+        lines.append(f"  {pooler_line(r.pooler)}")
     failing = r.failing
     if failing is None:
         verdict = paint("green", "healthy")

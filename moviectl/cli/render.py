@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from moviectl.core.servers.base import DownResult, ServerStatus, UpResult
     from moviectl.core.testdb import PruneResult, TestDatabase
     from moviectl.core.up import UpSummary
-    from moviectl.infra.settings import SettingRow
+    from moviectl.infra.settings_report import SettingRow
 
 
 # the results that commands put together from a core function's answer

@@ -34,7 +34,7 @@ from moviectl.core.backups.leftovers import clean_databases, clean_partials, par
 from moviectl.core.backups.manifest import FORMATS, Manifest, manifest_path
 from moviectl.core.backups.readback import read_back_and_hash, readability
 from moviectl.infra.conninfo import DbTarget
-from moviectl.infra.engine import connect
+from moviectl.infra.engine import connect, require_session
 from moviectl.infra.errors import (
     InputFileError,
     LockBusy,
@@ -144,8 +144,9 @@ def backup(
             f"bad --compress value {compress!r}",
             hint="a level 0-9, or METHOD[:LEVEL] with gzip, lz4, zstd or none (as pg_dump -Z)",
         )
-    target = settings.target(database)
     out = _out_dir(settings, output)
+    settings = require_session(settings, "backup", database)  # pg_dump's snapshot: direct
+    target = settings.target(database)
     clean_partials(out)  # what killed runs left here
     started = datetime.now(UTC)
     t0 = time.monotonic()

@@ -51,6 +51,7 @@ class HealthReport:
     db_name: str
     checks: list[CheckResult]
     elapsed_ms: float
+    pooler: Any = None  # pooler.PoolerReport when MOVIE_PGBOUNCER_ADMIN_URL is set
 
     @property
     def ok(self) -> bool:
@@ -267,7 +268,7 @@ def run_health(
     MOVIE_STALL_TIMEOUT). ``done``: each result is appended as it is known (what a caller
     that stopped waiting reports).
     """
-    return run_checks(
+    report = run_checks(
         settings.target(),
         settings.connect_timeout,
         names,
@@ -275,6 +276,11 @@ def run_health(
         bound=settings.stall_timeout if bound is None else bound,
         done=done,
     )
+    if engine is None and settings.pgbouncer_admin_url is not None:  # `health`, not a probe
+        from moviectl.core.health.pooler import read_pooler
+
+        report.pooler = read_pooler(settings)
+    return report
 
 
 def run_checks(

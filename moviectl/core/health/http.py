@@ -51,6 +51,7 @@ from moviectl.core.health.checks import (
     run_health,
 )
 from moviectl.core.health.metrics import TEXT_FORMAT, Backups, backup_facts, metrics_body
+from moviectl.core.health.pooler import PoolerReport, read_pooler
 from moviectl.infra.errors import ExitCode
 from moviectl.infra.jsonable import jsonable
 from moviectl.infra.settings import Settings
@@ -167,7 +168,13 @@ class HealthService:
         self.ready = Refresher("readyz", lambda done: self._checks(READY, done), fresh, wait)
         self.all = Refresher("healthz", lambda done: self._checks(CHECKS, done), fresh, wait)
         self.backups = Refresher("backups", lambda _: backup_facts(settings), max(fresh, 5.0), wait)
-        self._last_metrics: tuple[Any, Any, Any, bytes] | None = None  # the last /metrics body
+        # PgBouncer's console, when configured: read off the event loop, never gating a probe
+        self.pooler: Refresher[PoolerReport | None] | None = (
+            Refresher("pooler", lambda _: read_pooler(settings), max(fresh, 5.0), wait)
+            if settings.pgbouncer_admin_url is not None
+            else None
+        )
+        self._last_metrics: tuple[Any, Any, Any, Any, bytes] | None = None  # the last /metrics body
         self._encoded: dict[str, tuple[HealthReport, bytes]] = {}  # path: (report, its JSON)
 
     def engine(self) -> Any:
@@ -218,18 +225,20 @@ class HealthService:
     async def metrics(self) -> bytes:
         report = await self.report("/healthz")
         backups: Backups | None = await self.backups.get()
+        pooler = await self.pooler.get() if self.pooler is not None else None
         engine = self.app_engine if self.app_engine is not None else self._engine
         pool = pool_state(engine) if engine is not None else None
-        key = (report, backups, tuple(pool.values()) if pool else None)
+        key = (report, backups, pooler, tuple(pool.values()) if pool else None)
         cached = self._last_metrics
         if (
             cached is not None
             and cached[0] is key[0]
             and cached[1] is key[1]
-            and cached[2] == key[2]
+            and cached[2] is key[2]
+            and cached[3] == key[3]
         ):
-            return cached[3]
-        body = metrics_body(report, pool, backups)
+            return cached[4]
+        body = metrics_body(report, pool, backups, pooler)
         self._last_metrics = (*key, body)
         return body
 
@@ -243,11 +252,14 @@ class HealthService:
 
     def warm(self) -> None:
         """Start the first refreshes (imports and the first login happen before a probe)."""
-        for r in (self.ready, self.all, self.backups):
+        for r in self._refreshers():
             r.start()
 
+    def _refreshers(self) -> list[Refresher[Any]]:
+        return [self.ready, self.all, self.backups, *([self.pooler] if self.pooler else [])]
+
     def close(self) -> None:
-        for r in (self.ready, self.all, self.backups):
+        for r in self._refreshers():
             r.close()
         if self._engine is not None:
             self._engine.dispose()

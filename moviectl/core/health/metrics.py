@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from moviectl.core.health.checks import FAIL, PASS, SKIP, WARN, HealthReport
+from moviectl.core.health.pooler import PoolerReport, add_pooler_metrics
 from moviectl.infra.errors import MoviectlError
 from moviectl.infra.settings import Settings
 
@@ -80,7 +81,10 @@ def backup_facts(settings: Settings) -> Backups:
 
 
 def metrics_body(
-    report: HealthReport, pool: dict[str, int] | None, backups: Backups | None
+    report: HealthReport,
+    pool: dict[str, int] | None,
+    backups: Backups | None,
+    pooler: PoolerReport | None = None,
 ) -> bytes:
     """The exposition of one report (a few hundred microseconds: built on the event loop).
 
@@ -165,4 +169,5 @@ def metrics_body(
             "moviectl_backup_manifests_unreadable",
             "Backups whose manifest is missing or unreadable (left out of the timestamps)",
         ).set(backups.unreadable)
+    add_pooler_metrics(registry, pooler)  # moviectl_pgbouncer_*, when configured
     return bytes(generate_latest(registry))

@@ -16,7 +16,7 @@ from moviectl.core.migrations.scripts import (
     revision_of,
     script_directory,
 )
-from moviectl.infra.engine import db_errors, make_engine
+from moviectl.infra.engine import db_errors, make_engine, require_session
 from moviectl.infra.errors import MoviectlError, UnknownRevision, UsageError
 from moviectl.infra.settings import Settings
 
@@ -113,6 +113,7 @@ def _run(settings: Settings, direction: str, to: str, database: str | None) -> M
 
     scripts = script_directory()
     wanted = resolve_revision(scripts, to)
+    settings = require_session(settings, "migrate", database)  # the lock is a session's
     target = settings.target(database)
     run_settings = settings if database is None else settings.for_target(target)
     current = current_revision(run_settings)
