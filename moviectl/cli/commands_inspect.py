@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from moviectl.cli.context import new_typer, out, settings_of
-from moviectl.cli.render_inspect import render_inspect
+from moviectl.cli.context import YesOpt, confirm, new_typer, out, settings_of
+from moviectl.cli.render_inspect import render_diagnose, render_inspect, render_kill
 
 inspect_app = new_typer(
     "What is slow, big, blocked or bloated: the pg-extras set, answered by moviectl.\n\n"
@@ -78,3 +78,89 @@ def _make(name: str) -> Any:
 
 for _name in HELP:
     inspect_app.command(_name)(_make(_name))
+
+
+DIAGNOSE_EXIT = {"green": 0, "yellow": 1, "red": 3}
+
+
+@inspect_app.command("diagnose")
+def diagnose_cmd(
+    ctx: typer.Context,
+    blocking_seconds: Annotated[
+        float, typer.Option(min=0, help="A lock wait this long is an error.")
+    ] = 30.0,
+    idle_tx_seconds: Annotated[
+        float, typer.Option(min=0, help="Idle in a transaction this long is a warning.")
+    ] = 60.0,
+    long_query_seconds: Annotated[
+        float, typer.Option(min=0, help="A query running this long is a warning.")
+    ] = 300.0,
+    wraparound_pct: Annotated[
+        float,
+        typer.Option(min=0, max=100, help="Transaction-ID age (% of 2^31) that is an error."),
+    ] = 50.0,
+    unused_index_bytes: Annotated[
+        int, typer.Option(min=0, help="A never-used index this big is a warning.")
+    ] = 1024 * 1024,
+    cache_hit_pct: Annotated[
+        float, typer.Option(min=0, max=100, help="A cache hit rate under this is a warning.")
+    ] = 99.0,
+    dead_pct: Annotated[
+        float, typer.Option(min=0, max=100, help="Dead rows (% of a table) that warn.")
+    ] = 20.0,
+    slot_wal_bytes: Annotated[
+        int, typer.Option(min=0, help="WAL held by an inactive slot that is an error.")
+    ] = 1024**3,
+    connections_pct: Annotated[
+        float, typer.Option(min=0, max=100, help="Share of max_connections that warns.")
+    ] = 80.0,
+) -> None:
+    """Run every check with its threshold: green, yellow or red, each with the fix.
+
+    Exit 0 when all is green, 1 on warnings (yellow), 3 on errors (red).
+
+    Example: `moviectl inspect diagnose` or `moviectl inspect diagnose --idle-tx-seconds 10 --json`
+    """
+    from moviectl.core.inspect.diagnose import Thresholds, diagnose
+
+    thresholds = Thresholds(
+        blocking_seconds=blocking_seconds,
+        idle_tx_seconds=idle_tx_seconds,
+        long_query_seconds=long_query_seconds,
+        wraparound_pct=wraparound_pct,
+        unused_index_bytes=unused_index_bytes,
+        cache_hit_pct=cache_hit_pct,
+        dead_pct=dead_pct,
+        slot_wal_bytes=slot_wal_bytes,
+        connections_pct=connections_pct,
+    )
+    report = diagnose(settings_of(ctx), thresholds)
+    out(ctx).emit(report, render_diagnose)
+    raise typer.Exit(DIAGNOSE_EXIT[report.status])
+
+
+@inspect_app.command("kill")
+def kill_cmd(
+    ctx: typer.Context,
+    pid: Annotated[int, typer.Argument(min=1, help="The session's process id.")],
+    terminate: Annotated[
+        bool,
+        typer.Option("--terminate", help="End the whole session, not only its query."),
+    ] = False,
+    yes: YesOpt = False,
+) -> None:
+    """Cancel a session's query (or end the session with --terminate), after asking.
+
+    Refuses this connection, moviectl's own sessions and replication sessions.
+
+    Example: `moviectl inspect kill 4242` or `moviectl inspect kill 4242 --terminate --yes`
+    """
+    from moviectl.core.inspect import kill
+
+    settings = settings_of(ctx)
+    session = kill.find(settings, pid)
+    verb = "Terminate the session" if terminate else "Cancel the query"
+    confirm(ctx, f"{verb} of {session.describe()}?", yes)
+    result = kill.stop(settings, pid, terminate=terminate)
+    out(ctx).emit(result, render_kill)
+    raise typer.Exit(0 if result.stopped else 1)

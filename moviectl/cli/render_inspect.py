@@ -10,6 +10,8 @@ from moviectl.cli.output import fmt_bytes, fmt_duration, table
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from moviectl.core.inspect.diagnose import DiagnoseReport
+    from moviectl.core.inspect.kill import KillResult
     from moviectl.core.inspect.model import Column, InspectResult
 
 SQL_WIDTH = 100  # a query in a table cell: the start of it, on one line
@@ -47,3 +49,21 @@ def render_inspect(c: Console, r: InspectResult) -> None:
         c.print("[green]✓[/] nothing to show")
     for note in r.notes:
         c.print(f"[dim]note:[/] {note}")
+
+
+_MARK = {"green": "[green]● ok[/]", "yellow": "[yellow]● warning[/]", "red": "[red]● error[/]"}
+
+
+def render_diagnose(c: Console, r: DiagnoseReport) -> None:
+    c.print(f"[bold]diagnose[/] [dim](PostgreSQL {r.server_major})[/]")
+    for f in r.findings:
+        c.print(f"{_MARK[f.status]}  [bold]{f.check}[/]: {f.summary}")
+        if f.fix and f.status != "green":
+            c.print(f"     [dim]fix:[/] {f.fix}")
+    words = {"green": "all clear", "yellow": "warnings", "red": "errors"}
+    c.print(f"{_MARK[r.status]}  {words[r.status]}")
+
+
+def render_kill(c: Console, r: KillResult) -> None:
+    mark = "[green]✓[/]" if r.stopped else "[yellow]![/]"
+    c.print(f"{mark} {r.message}")
