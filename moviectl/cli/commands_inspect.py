@@ -7,13 +7,26 @@ from typing import Annotated, Any
 
 import typer
 
-from moviectl.cli.context import YesOpt, confirm, new_typer, out, settings_of
+from moviectl.cli.context import MoviectlGroup, YesOpt, confirm, new_typer, out, settings_of
 from moviectl.cli.render_inspect import render_diagnose, render_inspect, render_kill
+
+
+class InspectGroup(MoviectlGroup):
+    """An unknown subcommand is answered with the list of the valid ones (there are many)."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        try:
+            return super().resolve_command(ctx, args)
+        except typer.TyperException as exc:
+            valid = ", ".join(self.list_commands(ctx))
+            ctx.fail(f"{exc.format_message()} Valid subcommands: {valid}.")
+
 
 inspect_app = new_typer(
     "What is slow, big, blocked or bloated: the pg-extras set, answered by moviectl.\n\n"
     "Example: `moviectl inspect blocking` or `moviectl inspect diagnose --json`",
     no_args_is_help=True,
+    cls=InspectGroup,
 )
 
 LimitOpt = Annotated[int, typer.Option("--limit", min=1, max=10000, help="At most this many rows.")]

@@ -13,6 +13,9 @@ from moviectl.core.inspect.model import InspectResult, Options, by_major, cols
 from moviectl.core.inspect.session import Inspector, hidden_note
 
 THIS_DB = "(SELECT oid FROM pg_database WHERE datname = current_database())"
+# a client's session; another role's shows no backend_type to a role without
+# pg_read_all_stats, but still its database (the server's own processes have none)
+CLIENT = "(backend_type = 'client backend' OR (backend_type IS NULL AND datid IS NOT NULL))"
 
 LOCKS = f"""
 SELECT l.pid, l.locktype,
@@ -97,18 +100,19 @@ def blocking(i: Inspector, o: Options) -> InspectResult:
     )
 
 
-LONG_RUNNING = """
+LONG_RUNNING = f"""
 SELECT pid, usename AS user, application_name AS application, client_addr::text AS client,
-       state,
+       coalesce(state, '(hidden)') AS state,
        extract(epoch FROM now() - CASE WHEN state LIKE 'idle in transaction%%'
                                        THEN state_change ELSE query_start END)::float8
          AS duration,
        extract(epoch FROM now() - xact_start)::float8 AS xact_age,
        wait_event_type || ':' || wait_event AS wait, query
   FROM pg_stat_activity
- WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'
-   AND (state LIKE 'idle in transaction%%' OR state = 'active' OR state IS NULL)
-   AND (now() - coalesce(xact_start, query_start)) >= make_interval(secs => %(min)s)
+ WHERE pid <> pg_backend_pid() AND {CLIENT}
+   AND (state IS NULL  -- hidden: its age is unknown, so it is shown
+        OR (state LIKE 'idle in transaction%%' OR state = 'active')
+           AND now() - coalesce(xact_start, query_start) >= make_interval(secs => %(min)s))
  ORDER BY coalesce(xact_start, query_start) NULLS LAST, pid LIMIT %(limit)s
 """
 
@@ -141,17 +145,17 @@ def long_running(i: Inspector, o: Options) -> InspectResult:
     )
 
 
-CONNECTIONS = """
+CONNECTIONS = f"""
 SELECT coalesce(state, '(hidden)') AS state, coalesce(usename, '(hidden)') AS user,
        application_name AS application, coalesce(client_addr::text, 'local') AS client,
        datname AS database, count(*) AS sessions,
        max(extract(epoch FROM now() - backend_start))::float8 AS oldest
   FROM pg_stat_activity
- WHERE backend_type = 'client backend'
+ WHERE {CLIENT}
  GROUP BY 1, 2, 3, 4, 5 ORDER BY sessions DESC, 1, 2, 3 LIMIT %(limit)s
 """
-CAPACITY = """
-SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
+CAPACITY = f"""
+SELECT (SELECT count(*) FROM pg_stat_activity WHERE {CLIENT}),
        current_setting('max_connections')::int,
        current_setting('superuser_reserved_connections')::int
 """

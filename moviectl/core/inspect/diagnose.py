@@ -126,7 +126,9 @@ def check_wraparound(i: Inspector, t: Thresholds) -> Finding:
         " ORDER BY age(c.relfrozenxid) DESC LIMIT 5",
         {"limit": XID_LIMIT},
     )
-    worst: dict[str, Any] = rows[0] if rows else {"table": "-", "xid_age": 0, "pct": 0.0, "overdue": False}
+    worst: dict[str, Any] = (
+        rows[0] if rows else {"table": "-", "xid_age": 0, "pct": 0.0, "overdue": False}
+    )
     fix = f"VACUUM (FREEZE, VERBOSE) {worst['table']}; and see why autovacuum did not"
     if worst["pct"] >= t.wraparound_pct:
         return Finding(
@@ -246,8 +248,10 @@ def check_slots(i: Inspector, t: Thresholds) -> Finding:
 
 
 def check_connections(i: Inspector, t: Thresholds) -> Finding:
+    from moviectl.core.inspect.activity import CLIENT
+
     used, most = i.conn.execute(
-        "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
+        f"SELECT (SELECT count(*) FROM pg_stat_activity WHERE {CLIENT}),"
         " current_setting('max_connections')::int"
     ).fetchone() or (0, 1)
     pct = used * 100 / most

@@ -33,35 +33,38 @@ SELECT total_exec_time / 1000 AS total,
 """
 
 
-def _enable_hint(i: Inspector) -> str | None:
-    """None when pg_stat_statements can be read here; otherwise the one line to enable it."""
-    loaded = "pg_stat_statements" in str(i.value("SHOW shared_preload_libraries"))
+ENABLE = "add pg_stat_statements to shared_preload_libraries and restart the server"
+
+
+def _preloaded(i: Inspector) -> bool | None:
+    """Is the library preloaded? None when this role may not read the setting."""
+    import psycopg
+
+    try:
+        return "pg_stat_statements" in str(i.value("SHOW shared_preload_libraries"))
+    except psycopg.errors.InsufficientPrivilege:  # autocommit: nothing to roll back
+        return None
+
+
+def _statements(i: Inspector, o: Options, command: str, title: str, order: str) -> InspectResult:
+    import psycopg
+
+    def unavailable(*steps: str) -> InspectResult:
+        hint = "pg_stat_statements is not enabled: " + ", then ".join(steps)
+        return InspectResult(command, title, i.major, _STATEMENT_COLS, [], [], hint)
+
     schema = i.value(
         "SELECT extnamespace::regnamespace::text FROM pg_extension "
         "WHERE extname = 'pg_stat_statements'"
     )
-    if loaded and schema:
-        return None
-    db = i.value("SELECT current_database()")
-    steps = []
-    if not loaded:
-        steps.append("add pg_stat_statements to shared_preload_libraries and restart the server")
     if not schema:
-        steps.append(f"run CREATE EXTENSION pg_stat_statements in database {db}")
-    return "pg_stat_statements is not enabled: " + ", then ".join(steps)
-
-
-def _statements(i: Inspector, o: Options, command: str, title: str, order: str) -> InspectResult:
-    hint = _enable_hint(i)
-    if hint:
-        return InspectResult(command, title, i.major, _STATEMENT_COLS, [], [], hint)
-    schema = str(
-        i.value(
-            "SELECT extnamespace::regnamespace::text FROM pg_extension "
-            "WHERE extname = 'pg_stat_statements'"
-        )
-    )
-    rows = i.rows(_statements_sql(i.major, schema, order), {"limit": o.limit})
+        db = i.value("SELECT current_database()")
+        create = f"run CREATE EXTENSION pg_stat_statements in database {db}"
+        return unavailable(create) if _preloaded(i) else unavailable(ENABLE, create)
+    try:
+        rows = i.rows(_statements_sql(i.major, str(schema), order), {"limit": o.limit})
+    except psycopg.errors.ObjectNotInPrerequisiteState:  # created, but not preloaded
+        return unavailable(ENABLE)
     return InspectResult(command, title, i.major, _STATEMENT_COLS, rows, hidden_note(i, rows))
 
 
