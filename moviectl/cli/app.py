@@ -25,6 +25,7 @@ from moviectl.cli import (
     commands_migrate,
     commands_seed,
     commands_testdb,
+    commands_top,
     commands_up,
 )
 from moviectl.cli.context import MoviectlGroup, State, new_typer, state_of
@@ -34,6 +35,8 @@ DOWN_HELP = """Stop the dev environment's server (the same as `moviectl db down`
 
 Example: `moviectl down` or `moviectl down --volumes --yes` (deletes all data)
 """
+
+commands_db.db_app.command("top")(commands_top.top_cmd)  # db top: inspect's live view
 
 # (name, a Typer sub-app or a command function, help override)
 COMMANDS: list[tuple[str, Any, str | None]] = [
