@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import secrets
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -118,10 +119,14 @@ def _out_dir(settings: Settings, output: Path | None) -> Path:
         make_private_dir(d)
     if not d.is_dir():
         raise InputFileError(f"output directory {d} does not exist", hint="create it first")
-    if not os.access(d, os.W_OK | os.X_OK):
+    try:  # a file made and gone: os.access says yes to root anywhere, /proc included
+        with tempfile.TemporaryFile(dir=d):
+            pass
+    except OSError as exc:
         raise InputFileError(
-            f"output directory {d} is not writable", hint="choose another --output"
-        )
+            f"output directory {d} is not writable ({exc.strerror})",
+            hint="choose another --output",
+        ) from None
     return d
 
 
