@@ -19,11 +19,14 @@ def mark(settings: Settings, name: str) -> Mark:
     if not name or len(name) >= 64:
         raise UsageError(f"a restore point name must be 1-63 characters, not {name!r}")
     with connect(settings.target(), connect_timeout=settings.connect_timeout) as conn:
-        lsn, now, tli = conn.execute(
+        row = conn.execute(
             "SELECT pg_create_restore_point(%s)::text, now(),"
             " (SELECT timeline_id FROM pg_control_checkpoint())",
             (name,),
         ).fetchone()
+    if row is None:  # pragma: no cover - a SELECT without FROM returns its row
+        raise UsageError("pg_create_restore_point returned nothing")
+    lsn, now, tli = row
     m = Mark(name, lsn, now.astimezone(dt.UTC).isoformat(), int(tli))
     store_of(settings).add_mark(m)
     return m
@@ -35,8 +38,8 @@ def mark_before_migration(settings: Settings) -> str | None:
 
     try:
         with connect(settings.target(), connect_timeout=settings.connect_timeout) as conn:
-            on = conn.execute("SELECT current_setting('archive_mode')").fetchone()[0]
-        if on not in ("on", "always"):
+            row = conn.execute("SELECT current_setting('archive_mode')").fetchone()
+        if row is None or row[0] not in ("on", "always"):
             return None
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         return mark(settings, f"before-migrate-{stamp}").name

@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from moviectl.core.pitr import archive_wal
-from moviectl.core.pitr.server import PITR_CONF, chown_tree, connect_admin, give_to_server, push_wal
+from moviectl.core.pitr.server import (
+    PITR_CONF,
+    chown_tree,
+    connect_admin,
+    give_to_server,
+    one,
+    push_wal,
+)
 from moviectl.core.pitr.store import (
     BaseBackup,
     archive_facts,
@@ -172,7 +179,7 @@ def _push_current_wal(settings: Settings, target: Target) -> None:
         return
     try:
         with connect_admin(settings) as conn:
-            if conn.execute("SELECT current_setting('archive_mode')").fetchone()[0] == "on":
+            if one(conn, "SELECT current_setting('archive_mode')")[0] == "on":
                 push_wal(conn)
     except MoviectlError:
         pass  # the server is down: restore from what the archive holds
@@ -232,7 +239,7 @@ def _start(settings: Settings, server: EmbeddedServer, timeout: float) -> None:
             )
         try:
             with connect(app.with_database("postgres"), connect_timeout=5) as conn:
-                if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                if not one(conn, "SELECT pg_is_in_recovery()")[0]:
                     return
         except MoviectlError:
             pass  # still starting, or just stopped: asked again
@@ -265,12 +272,12 @@ def _finish(
     app = _app_target(settings, server)
     counts: dict[str, int] = {}
     with connect(app, connect_timeout=settings.connect_timeout) as conn:
-        wal = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
+        wal = one(conn, "SELECT pg_walfile_name(pg_current_wal_lsn())")[0]
         tables = conn.execute(
             "SELECT format('%I.%I', schemaname, relname) FROM pg_stat_user_tables ORDER BY 1"
         ).fetchall()
         for (table,) in tables:
-            counts[table] = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            counts[table] = one(conn, f"SELECT count(*) FROM {table}")[0]
     reached = re.findall(
         r"last completed transaction was at log time (.+)$", server.log_tail(400), re.MULTILINE
     )

@@ -78,8 +78,21 @@ class Archiver:
         return self.archive_mode in ("on", "always") and bool(self.archive_command)
 
 
+def _iso(t: Any) -> str | None:
+    return t.isoformat() if t is not None else None
+
+
+def one(conn: Any, query: str, params: tuple[Any, ...] = ()) -> Any:
+    """The one row ``query`` returns."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:  # pragma: no cover - every query here returns a row
+        raise RuntimeError(f"no row from {query!r}")
+    return row
+
+
 def archiver(conn: Any) -> Archiver:
-    row = conn.execute(
+    row = one(
+        conn,
         "SELECT current_setting('wal_level'), current_setting('archive_mode'),"
         " current_setting('archive_command'),"
         " current_setting('archive_timeout')::interval,"
@@ -88,9 +101,8 @@ def archiver(conn: Any) -> Archiver:
         " failed_count, last_failed_wal, last_failed_time,"
         " coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false),"
         " current_setting('server_version_num')::int / 10000"
-        " FROM pg_stat_archiver"
-    ).fetchone()
-    iso = lambda t: t.isoformat() if t is not None else None  # noqa: E731
+        " FROM pg_stat_archiver",
+    )
     return Archiver(
         wal_level=row[0],
         archive_mode=row[1],
@@ -98,11 +110,11 @@ def archiver(conn: Any) -> Archiver:
         archive_timeout=int(row[3].total_seconds()),
         archived_count=row[4],
         last_archived_wal=row[5],
-        last_archived_time=iso(row[6]),
+        last_archived_time=_iso(row[6]),
         last_archived_age_seconds=round(row[7], 1) if row[7] is not None else None,
         failed_count=row[8],
         last_failed_wal=row[9],
-        last_failed_time=iso(row[10]),
+        last_failed_time=_iso(row[10]),
         failing=bool(row[11]),
         server_major=row[12],
     )
@@ -121,11 +133,11 @@ def push_wal(conn: Any, wait: float = 30.0) -> str | None:
     import time
 
     conn.execute("SELECT pg_current_xact_id()")  # a commit record stamped now
-    lsn = conn.execute("SELECT pg_switch_wal()").fetchone()[0]
-    name = conn.execute("SELECT pg_walfile_name(%s)", (lsn,)).fetchone()[0]
+    lsn = one(conn, "SELECT pg_switch_wal()")[0]
+    name = one(conn, "SELECT pg_walfile_name(%s)", (lsn,))[0]
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0]
+        last = one(conn, "SELECT last_archived_wal FROM pg_stat_archiver")[0]
         if last is not None and len(last) == 24 and last[8:] >= name[8:]:
             return str(name)
         time.sleep(0.2)
