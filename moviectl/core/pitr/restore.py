@@ -143,7 +143,7 @@ def restore(
     store = store_of(settings)
     store.clean_partials()
     clean_leftovers(settings)
-    _push_current_wal(settings, target)
+    _push_current_wal(settings)
     base = choose(target, store.bases(), archive_facts(store), store.marks())
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     name = name or f"restore-{stamp}"
@@ -173,10 +173,8 @@ def restore(
             discard_dir(settings, path)
 
 
-def _push_current_wal(settings: Settings, target: Target) -> None:
+def _push_current_wal(settings: Settings) -> None:
     """With the source server up and archiving: archive the WAL written so far."""
-    if target.kind not in ("time", "latest"):
-        return
     try:
         with connect_admin(settings) as conn:
             if one(conn, "SELECT current_setting('archive_mode')")[0] == "on":
