@@ -18,8 +18,9 @@ if TYPE_CHECKING:
     from moviectl.core.health.checks import HealthReport
     from moviectl.core.migrations.authoring import NewMigration
     from moviectl.core.migrations.drift import DriftReport
-    from moviectl.core.migrations.runner import MigrateResult, MigrationStatus
+    from moviectl.core.migrations.runner import MigrateResult
     from moviectl.core.migrations.scripts import Revision
+    from moviectl.core.migrations.status import MigrationStatus
     from moviectl.core.seed.load import SeedResult
     from moviectl.core.servers.base import DownResult, ServerStatus, UpResult
     from moviectl.core.testdb import PruneResult, TestDatabase
