@@ -33,13 +33,13 @@ from benchmarks import common
 from benchmarks.common import HEADER
 from benchmarks.data import bench_backup, bench_seed
 from benchmarks.serve import bench_serve
-from benchmarks.startup import bench_health, bench_help, bench_live
+from benchmarks.startup import bench_health, bench_help, bench_live, bench_status
 from benchmarks.testdb import bench_testdb, bench_tiers
 from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
 from moviectl.infra.ports import free_port
 from moviectl.infra.settings import load_settings
 
-NAMES = ("live", "health", "help", "serve", "testdb", "tiers", "seed", "backup")
+NAMES = ("live", "health", "help", "status", "serve", "testdb", "tiers", "seed", "backup")
 
 
 def main() -> None:
@@ -79,6 +79,8 @@ def main() -> None:
                 bench_health(env, url, args.rounds)
             elif name == "help":
                 bench_help(env, args.rounds)
+            elif name == "status":
+                bench_status(env, url, args.rounds)
             elif name == "serve":
                 bench_serve(env, url, args.serve_clients, args.serve_requests)
             elif name == "testdb":

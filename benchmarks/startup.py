@@ -86,3 +86,25 @@ def bench_help(env: dict[str, str], rounds: int) -> None:
     row("  backup --help (one command built)", m["cmd"], m["alembic"], "s", "info", True, since)
     row("  no bytecode cache: --help vs alembic --help", c["ours"], c["alembic"], "s", "info",
         True, since)  # fmt: skip
+
+
+def bench_status(env: dict[str, str], url: str, rounds: int) -> None:
+    """`moviectl migrate status` (the row read with psycopg, the scripts with ast) against
+    `alembic current` on the same database; `moviectl --version` is the CLI's own floor."""
+    since = load1()
+    cmds: dict[str, Cmd] = {
+        "status": ([MOVIECTL, "migrate", "status"], {}),
+        "alembic": ([ALEMBIC, "-c", str(ROOT / "alembic.ini"), "current"], {}),
+        "version": ([MOVIECTL, "--version"], {}),
+    }
+    with bytecode({**env, "MOVIE_DATABASE_URL": url}, cmds) as (warm, cold):
+        m = alternate(with_env(cmds, warm), rounds)
+        c = alternate(with_env(cmds, cold), max(3, rounds // 2))
+    row("migrate status, whole process (median)", m["status"], 0.3, "s", "<= 0.3 s",
+        m["status"] <= 0.3, since)  # fmt: skip
+    row("migrate status vs alembic current", m["status"], m["alembic"], "s", "<= 0.25x",
+        m["status"] <= 0.25 * m["alembic"], since)  # fmt: skip
+    row("  moviectl --version (the CLI's floor) vs status", m["version"], m["status"], "s",
+        "info", True, since)  # fmt: skip
+    row("  no bytecode cache: status vs alembic current", c["status"], c["alembic"], "s", "info",
+        True, since)  # fmt: skip

@@ -20,7 +20,7 @@ METHODS = ("gzip", "lz4", "zstd", "none")
 # are left out: nobody picks them for a backup)
 _LEVELS = {"gzip": (1, 9), "lz4": (1, 12), "zstd": (1, 22)}
 DEFAULT_LEVEL = 1
-_SYNTAX = re.compile(r"(?:(?P<method>[a-z0-9]+)(?::(?:level=)?(?P<level>-?\d+))?)")
+_SYNTAX = re.compile(r"(?P<method>[a-z][a-z0-9]{0,9}|\d{1,3})(?::(?:level=)?(?P<level>-?\d{1,3}))?")
 HINT = "METHOD[:LEVEL] with gzip (1-9), lz4 (1-12), zstd (1-22) or none; e.g. zstd:3, gzip:6"
 
 
