@@ -145,19 +145,22 @@ def compressions(tool: Tool) -> frozenset[str]:
     """The methods this pg_dump compresses with: gzip always; lz4, zstd as it was built
     (the embedded wheel's 18 has neither; Debian's 16+ and the postgres images have both)."""
     if tool.path not in _COMPRESSION:
-        answers = {}
-        for tail in compression_probe(tool.version):
-            try:
-                res = subprocess.run(
-                    [tool.path, *tail],
-                    capture_output=True,
-                    text=True,
-                    timeout=10,
-                    env={"LC_ALL": "C", "PATH": os.environ.get("PATH", "")},  # English words
-                )
-                answers[tail[1].split(":")[0]] = res.stderr
-            except (OSError, subprocess.SubprocessError):
-                answers[tail[1].split(":")[0]] = "compression unknown"
+        answers, running = {}, []
+        env = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "")}  # its words in English
+        try:
+            for tail in compression_probe(tool.version):  # both at once: a backup waits
+                proc = popen_child([tool.path, *tail], env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True)  # fmt: skip
+                running.append((tail[1].split(":")[0], proc))
+            for method, proc in running:
+                answers[method] = proc.communicate(timeout=10)[1]
+        except (OSError, subprocess.SubprocessError):
+            answers = {method: "compression unknown" for method, _ in running}
+        finally:
+            for _, proc in running:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
         _COMPRESSION[tool.path] = compressions_from(answers)
     return _COMPRESSION[tool.path]
 
