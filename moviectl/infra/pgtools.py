@@ -149,11 +149,11 @@ def compressions(tool: Tool) -> frozenset[str]:
         env = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "")}  # its words in English
         try:
             for tail in compression_probe(tool.version):  # both at once: a backup waits
-                proc = popen_child([tool.path, *tail], env=env, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, text=True)  # fmt: skip
+                argv = [tool.path, *tail]
+                proc = popen_child(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 running.append((tail[1].split(":")[0], proc))
             for method, proc in running:
-                answers[method] = proc.communicate(timeout=10)[1]
+                answers[method] = proc.communicate(timeout=10)[1].decode(errors="replace")
         except (OSError, subprocess.SubprocessError):
             answers = {method: "compression unknown" for method, _ in running}
         finally:
