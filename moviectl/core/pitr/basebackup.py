@@ -69,8 +69,9 @@ def base_backup(settings: Settings, *, compress: str | None = "gzip:1") -> Physi
             argv += ["-D", str(work / "data"), "-F", "p"]
             notes.append(f"plain format: {verify.path} cannot verify a tar before 18")
         _run(argv, settings, "pg_basebackup")
-        _run([verify.path, *(["-n"] if tar else []), str(work)], settings, "pg_verifybackup")
-        wal = json.loads((work / "backup_manifest").read_text())["WAL-Ranges"]
+        made = work if tar else work / "data"  # plain: the manifest is in the data directory
+        _run([verify.path, *(["-n"] if tar else []), str(made)], settings, "pg_verifybackup")
+        wal = json.loads((made / "backup_manifest").read_text())["WAL-Ranges"]
         base = BaseBackup(
             id=base_id,
             path=str(work),
