@@ -26,16 +26,16 @@ ToNameOpt = Annotated[
 ]
 LatestOpt = Annotated[bool, typer.Option("--latest", help="With --physical: all archived WAL.")]
 PromoteOpt = Annotated[
-    bool, typer.Option("--promote", help="With --physical: swap it in (embedded).")
+    bool, typer.Option("--promote", help="With --physical: swap it in (embedded, Docker).")
 ]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", min=1, help="Seconds recovery may take.")]
 
 
 @pitr_app.command("enable")
 def enable_cmd(ctx: typer.Context, yes: YesOpt = False) -> None:
-    """Turn on WAL archiving into MOVIE_BACKUP_DIR/pitr (restarts the embedded server once).
+    """Turn on WAL archiving into MOVIE_BACKUP_DIR/pitr (restarts the server once).
 
-    For a Docker or external server, prints the setting to apply there instead.
+    Embedded and Docker: configured here; an external server: the setup to apply.
 
     Example: `moviectl pitr enable --yes`
     """
@@ -44,7 +44,7 @@ def enable_cmd(ctx: typer.Context, yes: YesOpt = False) -> None:
     settings = settings_of(ctx)
     restart = needs_restart(settings)
     if restart:
-        confirm(ctx, "Restart the embedded server to turn archive_mode on?", yes)
+        confirm(ctx, "Restart the database server to turn archive_mode on?", yes)
     out(ctx).emit(enable(settings, restart=restart), rp.render_enable)
 
 
@@ -80,14 +80,14 @@ def promote_cmd(
     name: Annotated[str, typer.Argument(help="The restored cluster.")],
     yes: YesOpt = False,
 ) -> None:
-    """Swap a restored cluster in for the embedded server (the old one is kept aside).
+    """Swap a restored cluster in for the embedded or Docker server (the old one kept).
 
     Example: `moviectl pitr promote restore-20261202T140700Z --yes`
     """
     from moviectl.core.pitr.promote import promote
 
     settings = settings_of(ctx)
-    confirm(ctx, f"Replace the embedded server's cluster with {name}?", yes)
+    confirm(ctx, f"Replace the server's cluster with {name}?", yes)
     out(ctx).emit(promote(settings, name), rp.render_promote)
 
 
@@ -174,7 +174,7 @@ def physical_restore(
     settings = settings_of(ctx)
     target = targets.parse(to_time=to_time, to_lsn=to_lsn, to_name=to_name, latest=latest)
     if promote:
-        confirm(ctx, "Restore, then replace the embedded server's cluster with it?", yes)
+        confirm(ctx, "Restore, then replace the server's cluster with it?", yes)
     o = out(ctx)
     with o.status(f"restoring to {target.describe()}"):
         result = restore(settings, target, name=name, timeout=timeout)

@@ -83,9 +83,9 @@ def render_restore(c: Console, r: RestoreResult) -> None:
 
 
 def render_promote(c: Console, r: PromoteResult) -> None:
-    c.print(f"[green]✓[/] {r.name} is now the embedded server ({r.pgdata}, timeline {r.timeline})")
+    c.print(f"[green]✓[/] {r.name} is now the server's cluster ({r.pgdata}, timeline {r.timeline})")
     if r.snapshot:
-        c.print(f"  the old cluster is kept whole in {r.snapshot} (rename it back to undo)")
+        c.print(f"  the old cluster is kept whole in {r.snapshot} (move it back to undo)")
     c.print(f"  {r.next_step}")
 
 

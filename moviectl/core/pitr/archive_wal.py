@@ -7,9 +7,10 @@ The rules are the ones an archive needs to never lose a segment:
   disk, a deleted directory) fails loudly, and PostgreSQL keeps the segment and retries;
 - a file of the same name is never replaced: the same bytes succeed (a retry after a
   crash between the copy and PostgreSQL's bookkeeping), different bytes fail;
-- the copy is written under a temp name, fsynced (``sync FILE``), then hard-linked into
-  place (``ln`` refuses an existing name, even in a race) and the directory fsynced,
-  before success.
+- the copy is readable by the directory's group (a restore's server reads a Docker
+  server's archive that way), written under a temp name, fsynced (``sync FILE``), then
+  hard-linked into place (``ln`` refuses an existing name, even in a race) and the
+  directory fsynced, before success.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ fi
 tmp=$dir/.$name.$$.tmp
 trap 'rm -f "$tmp"' EXIT
 cp "$src" "$tmp" || fail "cannot copy $src into $dir"
+chmod 0640 "$tmp" || fail "cannot chmod $tmp"
 sync "$tmp" || fail "cannot fsync $tmp"
 if ! ln "$tmp" "$final" 2>/dev/null; then
   cmp -s "$src" "$final" || fail "$final appeared with different contents"

@@ -2,8 +2,8 @@
 
 Embedded: ``moviectl-pitr.conf`` in the cluster (``wal_level = replica``, ``archive_mode
 = on``, the archive script, ``archive_timeout``), included from ``postgresql.conf``;
-``archive_mode`` takes a restart, which the caller must allow. Docker and external
-servers get the one setting to apply, nothing is changed on them.
+``archive_mode`` takes a restart, which the caller must allow. Docker: see
+``pitr/docker.py``. External servers get the one setting to apply, nothing is changed.
 """
 
 from __future__ import annotations
@@ -60,8 +60,14 @@ def prepare_archive(store: LocalStore) -> str:
 
 
 def needs_restart(settings: Settings) -> bool:
-    """Would enabling restart the embedded server (running, archive_mode not on yet)?"""
-    if backend_name(settings) != "embedded":
+    """Would enabling restart the server (running, archive_mode not on yet)?"""
+    name = backend_name(settings)
+    if name == "docker":
+        from moviectl.core.pitr import docker
+
+        store = store_of(settings)
+        return isinstance(store, LocalStore) and docker.needs_restart(settings, store)
+    if name != "embedded":
         return False
     from moviectl.core.servers.embedded import embedded_server
 
@@ -77,6 +83,13 @@ def enable(settings: Settings, *, restart: bool = False) -> EnableResult:
     name = backend_name(settings)
     if not isinstance(store, LocalStore):  # pragma: no cover - one store so far
         raise UsageError("WAL archiving needs a local repository for now")
+    if name == "docker":
+        from moviectl.core.pitr import docker
+
+        done = docker.enable(settings, store, restart=restart, archive_timeout=ARCHIVE_TIMEOUT)
+        return EnableResult(
+            name, store.describe(), done.command, done.changed, done.restarted, done.reloaded
+        )
     if name != "embedded":
         return _instructions(settings, name, store)
     from moviectl.core.servers.embedded import embedded_server

