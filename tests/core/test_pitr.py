@@ -98,6 +98,9 @@ def test_restore_to_the_moment_before_a_mistaken_delete(pitr: Cli) -> None:
     st = status(pitr)
     assert st["archiver"]["failing"] is False
     assert any(n.startswith("00000002") for n in [st["archive"]["newest"]])
+    r = pitr("backup", "--physical", "--json")  # the README's last step: the new timeline's
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["base"]["timeline"] == 2
 
 
 def test_out_of_range_targets_are_one_line_exit_2(pitr: Cli) -> None:
