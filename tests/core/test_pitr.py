@@ -133,6 +133,14 @@ def test_drill_records_its_result_and_prune_keeps_needed_wal(pitr: Cli) -> None:
     assert drill["ok"] is True and drill["row_counts"]["public.t"] >= 1
     st = status(pitr)
     assert st["base_backups"][-1]["drill"]["ok"] is True
+    from moviectl.core.health.metrics import pitr_facts
+    from moviectl.infra.settings import load_settings
+
+    facts_now = pitr_facts(
+        load_settings(use_dotenv=False, backup_dir=pitr.env["MOVIE_BACKUP_DIR"])
+    )  # /metrics: the newest base backup, verified recovery point and archived WAL
+    assert facts_now is not None and time.time() - facts_now.last_archived < 600
+    assert facts_now.last_base > 0 and facts_now.last_verified_point >= facts_now.last_base
     assert not st["restores"]  # the throwaway cluster is gone
     before = len(st["base_backups"])
     r = pitr("pitr", "prune", "--keep", "1", "--yes", "--json")
