@@ -142,7 +142,7 @@ def physical_backup(ctx: typer.Context, compress: str | None) -> None:
 
     o = out(ctx)
     with o.status("pg_basebackup"):
-        result = base_backup(settings_of(ctx), compress=compress or "gzip:1")
+        result = base_backup(settings_of(ctx), compress=compress)
     o.emit(result, rp.render_physical)
 
 
