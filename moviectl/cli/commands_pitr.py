@@ -52,7 +52,8 @@ def enable_cmd(ctx: typer.Context, yes: YesOpt = False) -> None:
 def status_cmd(ctx: typer.Context) -> None:
     """Archiving (pg_stat_archiver), base backups, the recoverable range, restored clusters.
 
-    Exits 1 when something needs attention (archiving failing, a gap in the archive).
+    Exits 1 when something needs attention (archiving failing, a gap in the archive), and
+    with the server error's code (3 unreachable, 4 refused) when the server cannot say.
 
     Example: `moviectl pitr status --json`
     """
@@ -60,7 +61,7 @@ def status_cmd(ctx: typer.Context) -> None:
 
     result = status(settings_of(ctx))
     out(ctx).emit(result, rp.render_status)
-    raise typer.Exit(0 if result.ok else 1)
+    raise typer.Exit(result.server_exit_code or (0 if result.ok else 1))
 
 
 @pitr_app.command("mark")

@@ -198,9 +198,13 @@ def promote(settings: Settings, path: Path, store: LocalStore) -> tuple[str, str
     before = f"{volume}-before-{stamp}"
     backend.client.volumes.create(before, labels=labels(svc, backend.owner))
     c.stop(timeout=30)
+    # never an empty volume left behind: the image's entrypoint would initdb a fresh, empty
+    # cluster into it on start. Any failure after the snapshot puts the old contents back.
     swap = (
-        "set -e; cp -a /data/. /before/; find /data -mindepth 1 -delete;"
-        " cp -a /restored/. /data/; chown -R postgres:postgres /data; chmod 700 /data"
+        "set -e; cp -a /data/. /before/; sync;"
+        " back() { find /data -mindepth 1 -delete; cp -a /before/. /data/; exit 3; };"
+        " find /data -mindepth 1 -delete || back; cp -a /restored/. /data/ || back;"
+        " { chown -R postgres:postgres /data && chmod 700 /data; } || back"
     )
     try:
         out = backend.client.containers.run(
@@ -216,7 +220,7 @@ def promote(settings: Settings, path: Path, store: LocalStore) -> tuple[str, str
             stderr=True,
         )
     except Exception as exc:
-        c.start()  # the old contents are whole until `find -delete`: started again
+        c.start()  # the old contents, whole or put back
         raise ServerError(
             f"copying the restored cluster into volume {volume} failed: {exc}",
             hint=f"the old contents are in volume {before}",

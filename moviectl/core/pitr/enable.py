@@ -143,6 +143,8 @@ def _write_conf(pgdata: Path, text: str) -> bool:
 def _instructions(settings: Settings, name: str, store: LocalStore) -> EnableResult:
     """What to apply on a server moviectl does not configure (nothing is changed there)."""
     target = settings.target()
+    with connect_admin(settings) as conn:  # what the server does now (and that it answers)
+        live = archiver(conn)
     wal = store.wal_dir()
     script = store.root / archive_wal.SCRIPT_NAME
     steps = [
@@ -158,4 +160,8 @@ def _instructions(settings: Settings, name: str, store: LocalStore) -> EnableRes
         "kept running (a service)",
         "check with `moviectl pitr status` (pg_stat_archiver: last archived, failures)",
     ]
+    if live.on:
+        steps.insert(
+            0, f"archiving is on there already: archive_command = '{live.archive_command}'"
+        )
     return EnableResult(name, store.describe(), "", instructions=steps)

@@ -27,6 +27,7 @@ class PitrStatus:
     recoverable_to: str | None
     restores: list[dict[str, object]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    server_exit_code: int | None = None  # the server error's exit code (3 unreachable, ...)
 
     @property
     def ok(self) -> bool:
@@ -39,16 +40,17 @@ def status(settings: Settings) -> PitrStatus:
     from moviectl.core.pitr.restore import list_restores
 
     store = store_of(settings)
-    live, error = None, None
+    live, error, code = None, None, None
     try:
         with connect_admin(settings) as conn:
             live = archiver(conn)
-    except MoviectlError as exc:
-        error = exc.message
+    except MoviectlError as exc:  # the repository's facts are still shown
+        error, code = exc.message, int(exc.exit_code)
     facts = archive_facts(store)
     bases = store.bases()
     low, high = recoverable_range(bases, facts)
     st = PitrStatus(store.describe(), live, error, facts, bases, low, high)
+    st.server_exit_code = code
     st.restores = list_restores(settings)
     st.warnings = warnings(st)
     return st
