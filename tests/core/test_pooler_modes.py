@@ -3,11 +3,16 @@
 - A ``migrate`` killed (SIGKILL) while it holds the migration lock, behind a pooler in
   transaction and in session mode: the lock lives on the direct session, so it goes with
   the process; none is left in ``pg_locks`` and the next ``migrate`` runs.
+- A pooler in statement mode (no transaction blocks): one line naming the pooler and its
+  mode, exit 2, not "lost the connection … is the server running?".
+- MOVIE_DATABASE_DIRECT_URL naming another database than the one MOVIE_DATABASE_URL reaches:
+  refused before anything is changed (a typo there would migrate the wrong database).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +21,7 @@ import pytest
 
 from moviectl.core.migrations.lock import MIGRATION_LOCK_KEY
 from moviectl.infra.conninfo import DbTarget, parse_db_url
+from moviectl.infra.ports import free_port
 from tests.conftest import Cli, copy_migrations, start_moviectl, subprocess_env, wait_for
 from tests.core.pgbouncer import start_pgbouncer
 
@@ -81,3 +87,52 @@ def test_a_migrate_killed_behind_the_pooler_leaves_no_lock(
         assert r.exit_code == 0, r.output
         assert json.loads(r.stdout)["to_revision"] == "0003"
     assert _advisory(moviectl_admin_target, MIGRATION_LOCK_KEY) == []
+
+
+def test_a_pooler_in_statement_mode_is_named_in_one_line(
+    movie_db_url: str, moviectl_admin_target: DbTarget, tmp_path: Path
+) -> None:
+    database = parse_db_url(movie_db_url).database
+    with start_pgbouncer(moviectl_admin_target, tmp_path, "statement") as bouncer:
+        pooled = bouncer.target(database).url(masked=False)
+        cli = Cli({"MOVIE_DATABASE_URL": pooled, "MOVIE_DATABASE_DIRECT_URL": movie_db_url})
+        for args in (["migrate", "status"], ["migrate", "check"]):
+            r = cli(*args, "--json")
+            doc = json.loads(r.stdout)
+            assert r.exit_code == 2, (args, r.output)
+            assert doc["message"].startswith(f"127.0.0.1:{bouncer.port} is a connection pooler")
+            assert "statement" in doc["message"] and "db up" not in r.output, doc
+            assert "pool_mode" in doc["hint"], doc
+        r = cli("health", "--json")  # the query check names it too
+        query = next(c for c in json.loads(r.stdout)["checks"] if c["name"] == "query")
+        assert r.exit_code != 0 and "statement" in query["detail"], query
+        assert cli("migrate", "--json").exit_code == 0  # what goes direct still works
+
+
+def test_a_direct_url_to_another_database_is_refused(
+    movie_db_url: str, empty_db_url: str, moviectl_admin_target: DbTarget, tmp_path: Path
+) -> None:
+    with start_pgbouncer(moviectl_admin_target, tmp_path, "transaction") as pgbouncer:
+        _direct_url_elsewhere(
+            pgbouncer.target(parse_db_url(movie_db_url).database), movie_db_url, empty_db_url
+        )
+
+
+def _direct_url_elsewhere(pooler: DbTarget, movie_db_url: str, empty_db_url: str) -> None:
+    pooled = pooler.url(masked=False)
+    other = parse_db_url(empty_db_url).database
+    cli = Cli({"MOVIE_DATABASE_URL": pooled, "MOVIE_DATABASE_DIRECT_URL": empty_db_url})
+    for args in (["migrate"], ["seed", "--sample", "3"]):
+        r = cli(*args, "--json")
+        assert r.exit_code == 2, (args, r.output)
+        doc = json.loads(r.stdout)
+        assert "MOVIE_DATABASE_DIRECT_URL" in doc["message"] and other in doc["message"], doc
+        assert parse_db_url(movie_db_url).database in doc["message"], doc
+    with psycopg.connect(empty_db_url) as c:  # nothing was migrated there
+        assert c.execute("SELECT to_regclass('alembic_version')").fetchone() == (None,)
+    # both lead to the same database: it runs; a pooler that does not answer does not stop
+    # a migration (the direct URL is all it needs)
+    direct = Cli({"MOVIE_DATABASE_URL": pooled, "MOVIE_DATABASE_DIRECT_URL": movie_db_url})
+    assert direct("migrate").exit_code == 0
+    gone = replace(parse_db_url(pooled), port=free_port()).url(masked=False)
+    assert direct("migrate", MOVIE_DATABASE_URL=gone).exit_code == 0
