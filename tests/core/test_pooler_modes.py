@@ -96,7 +96,8 @@ def test_a_pooler_in_statement_mode_is_named_in_one_line(
     with start_pgbouncer(moviectl_admin_target, tmp_path, "statement") as bouncer:
         pooled = bouncer.target(database).url(masked=False)
         cli = Cli({"MOVIE_DATABASE_URL": pooled, "MOVIE_DATABASE_DIRECT_URL": movie_db_url})
-        for args in (["migrate", "status"], ["migrate", "check"]):
+        assert cli("migrate", "status").exit_code == 0  # one autocommit read: it works there
+        for args in (["migrate", "check"],):
             r = cli(*args, "--json")
             doc = json.loads(r.stdout)
             assert r.exit_code == 2, (args, r.output)
@@ -136,3 +137,38 @@ def _direct_url_elsewhere(pooler: DbTarget, movie_db_url: str, empty_db_url: str
     assert direct("migrate").exit_code == 0
     gone = replace(parse_db_url(pooled), port=free_port()).url(masked=False)
     assert direct("migrate", MOVIE_DATABASE_URL=gone).exit_code == 0
+
+
+def test_a_template_left_open_by_the_pooler_does_not_fail_testdb_create(
+    moviectl_admin_target: DbTarget, tmp_path: Path
+) -> None:
+    """A template once reached through the pooler (an older moviectl built it there; someone
+    opened it by hand): PgBouncer keeps an idle server connection on it for
+    server_idle_timeout (600 s), and CREATE DATABASE ... TEMPLATE fails with ObjectInUse.
+    ``testdb create`` must still clone it, direct connections included."""
+    direct = moviectl_admin_target.url(masked=False)
+    with start_pgbouncer(moviectl_admin_target, tmp_path, "transaction") as bouncer:
+        env = {
+            "MOVIE_DATABASE_URL": bouncer.target("postgres").url(masked=False),
+            "MOVIE_DATABASE_DIRECT_URL": direct,
+        }
+        cli = Cli(env)
+        r = cli("testdb", "create", "--json")
+        assert r.exit_code == 0, r.output
+        first = json.loads(r.stdout)
+        template = first["template"]
+        with psycopg.connect(direct, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{template}" ALLOW_CONNECTIONS true')
+            with psycopg.connect(bouncer.target(template).url(masked=False)) as pooled:
+                pooled.execute("SELECT 1").fetchone()  # the pooler keeps its server connection
+            admin.execute(f'ALTER DATABASE "{template}" ALLOW_CONNECTIONS false')
+            left = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (template,)
+            ).fetchone()
+            assert left is not None and left[0] >= 1  # the trap is set
+        r = cli("testdb", "create", "--json")
+        assert r.exit_code == 0, r.output
+        second = json.loads(r.stdout)
+        assert second["template"] == template
+        r = cli("testdb", "drop", first["name"], second["name"], "--yes")
+        assert r.exit_code == 0, r.output
