@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -172,3 +173,41 @@ def test_a_template_left_open_by_the_pooler_does_not_fail_testdb_create(
         assert second["template"] == template
         r = cli("testdb", "drop", first["name"], second["name"], "--yes")
         assert r.exit_code == 0, r.output
+
+
+def test_a_template_session_this_role_may_not_end_is_named_with_the_way_out(
+    moviectl_admin_target: DbTarget,
+) -> None:
+    """A session on the template that this role may not terminate (a superuser's): exit 7
+    naming the template and PgBouncer's KILL, not the bare ObjectInUse; nothing is made."""
+    admin = moviectl_admin_target
+    role, password = f"tpl_{secrets.token_hex(4)}", secrets.token_hex(8)
+    su_cli = Cli({"MOVIE_DATABASE_URL": admin.url(masked=False)})
+    r = su_cli("testdb", "create", "--json")
+    assert r.exit_code == 0, r.output
+    first = json.loads(r.stdout)
+    template = first["template"]
+    assert su_cli("testdb", "drop", first["name"], "--yes").exit_code == 0
+    with psycopg.connect(**admin.libpq_params(10), autocommit=True) as su:
+        su.execute(f"CREATE ROLE {role} LOGIN CREATEDB PASSWORD '{password}'")
+        su.execute(f'ALTER DATABASE "{template}" ALLOW_CONNECTIONS true')
+        try:
+            with psycopg.connect(**admin.with_database(template).libpq_params(10)) as held:
+                held.execute("SELECT 1")
+                su.execute(f'ALTER DATABASE "{template}" ALLOW_CONNECTIONS false')
+                mine = replace(admin, user=role, password=password)
+                r = Cli({"MOVIE_DATABASE_URL": mine.url(masked=False)})(
+                    "testdb", "create", "--json"
+                )
+                doc = json.loads(r.stdout)
+                assert r.exit_code == 7 and template in doc["message"], r.output
+                assert f"KILL {template}" in doc["hint"], doc
+                made = su.execute(
+                    "SELECT count(*) FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba "
+                    "WHERE r.rolname = %s",
+                    (role,),
+                ).fetchone()
+                assert made == (0,)
+        finally:
+            su.execute(f'ALTER DATABASE "{template}" ALLOW_CONNECTIONS false')
+            su.execute(f"DROP ROLE IF EXISTS {role}")
