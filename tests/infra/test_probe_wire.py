@@ -11,6 +11,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -142,6 +143,43 @@ def test_direct_tls_needs_alpn_postgresql(certs, alpn):
     imp.thread.join(30)
     assert outcome == (ACCEPTING if alpn else NO_RESPONSE)
     assert (USER.encode() in imp.received) == bool(alpn)
+
+
+def _trickle_message(imp: Impostor, conn: socket.socket) -> None:
+    """A message 1 MB long, one byte at a time: every read is quick, the whole never ends."""
+    imp.read(conn, 8)
+    conn.sendall(b"N")
+    length = int.from_bytes(imp.read(conn, 4), "big")
+    imp.read(conn, length - 4)
+    conn.sendall(b"R" + (1 << 20).to_bytes(4, "big"))
+    while True:
+        time.sleep(0.2)
+        conn.sendall(b"\0")
+
+
+def _endless_parameters(imp: Impostor, conn: socket.socket) -> None:
+    """A login (trust) followed by ParameterStatus messages, never ReadyForQuery."""
+    imp.read(conn, 8)
+    conn.sendall(b"N")
+    length = int.from_bytes(imp.read(conn, 4), "big")
+    imp.read(conn, length - 4)
+    conn.sendall(b"R\0\0\0\x08\0\0\0\0")
+    while True:
+        time.sleep(0.2)
+        conn.sendall(b"S\0\0\0\x08a\0b\0")
+
+
+@pytest.mark.parametrize("script", [_trickle_message, _endless_parameters])
+def test_a_server_that_trickles_cannot_hold_the_probe_past_connect_timeout(script):
+    # connect_timeout bounds the whole attempt, as in libpq, not each read: the watchdog
+    # and health --live must end against a server that answers just often enough.
+    imp = Impostor(script)
+    conninfo = f"host=127.0.0.1 port={imp.port} user={USER} dbname=movies sslmode=prefer"
+    started = time.monotonic()
+    answer = ping_target(parse_db_url(conninfo), timeout=1)
+    assert answer.outcome == NO_RESPONSE
+    assert time.monotonic() - started < 30  # it ends (unbounded before)
+    imp.thread.join(30)
 
 
 @pytest.mark.parametrize(
