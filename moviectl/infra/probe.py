@@ -330,8 +330,9 @@ def _handshake(
 def _raise_error(payload: bytes, first: bool = False) -> None:
     fields = {}
     for part in payload.split(b"\0"):
-        if part:
-            fields[chr(part[0])] = part[1:].decode(errors="replace")
+        if part:  # whatever answered wrote it: no control character, no second line
+            text = part[1:201].decode(errors="replace")
+            fields[chr(part[0])] = "".join(c if c.isprintable() else "?" for c in text)
     if fields.get("C") == "57P03":  # libpq tries the next host
         raise _NextHost(REJECTING, fields.get("M") or "the server rejects connections")
     # an error about this login still means the server accepts connections

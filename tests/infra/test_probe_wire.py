@@ -20,6 +20,7 @@ import pytest
 from moviectl.infra.probe import ACCEPTING, BAD_PARAMETERS, NO_RESPONSE, ping_target
 from moviectl.infra.probe_wire import SSL_REQUEST
 from moviectl.infra.settings import parse_db_url
+from tests.conftest import Cli
 from tests.infra.test_tls import PG15, _certificates
 
 USER = "probe-user-name"
@@ -180,6 +181,31 @@ def test_a_server_that_trickles_cannot_hold_the_probe_past_connect_timeout(scrip
     assert answer.outcome == NO_RESPONSE
     assert time.monotonic() - started < 30  # it ends (unbounded before)
     imp.thread.join(30)
+
+
+def test_what_an_impostor_says_reaches_no_terminal_raw():
+    # a 57P03 message is shown as the detail: whatever answers on the port must not forge
+    # an output line or send the operator's terminal an escape sequence
+    evil = b"starting up\x1b]0;owned\x07\x1b[2J\nforged: ok" + b"x" * 5000
+
+    def rejecting(imp: Impostor, conn: socket.socket) -> None:
+        imp.read(conn, 8)
+        conn.sendall(b"N")
+        length = int.from_bytes(imp.read(conn, 4), "big")
+        imp.read(conn, length - 4)
+        body = b"SFATAL\0C57P03\0M" + evil + b"\0\0"
+        conn.sendall(b"E" + (len(body) + 4).to_bytes(4, "big") + body)
+        imp.rest(conn)
+
+    imp = Impostor(rejecting)
+    url = f"postgresql://u:pw@127.0.0.1:{imp.port}/movies"
+    r = Cli({"MOVIE_DATABASE_URL": url})("health", "--live")
+    imp.thread.join(30)
+    assert r.exit_code == 1, r.output
+    assert "starting up" in r.output
+    assert "\x1b" not in r.output and "\x07" not in r.output
+    assert not any(line.startswith("forged") for line in r.output.splitlines())
+    assert len(r.output) < 2000
 
 
 @pytest.mark.parametrize(
