@@ -70,6 +70,11 @@ def context(opts: dict[str, str]) -> ssl.SSLContext:
         ctx.verify_mode = ssl.CERT_REQUIRED
         if root == "system":
             ctx.load_default_certs()
+        elif not os.path.exists(root):  # name it, as libpq does (ssl's error does not)
+            raise ValueError(
+                f'root certificate file "{root}" does not exist: give sslrootcert=FILE, '
+                "sslrootcert=system, or a weaker sslmode"
+            )
         else:
             ctx.load_verify_locations(cafile=root)
     cert = opts["sslcert"] or str(home / "postgresql.crt")

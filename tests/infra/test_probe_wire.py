@@ -208,6 +208,23 @@ def test_what_an_impostor_says_reaches_no_terminal_raw():
     assert len(r.output) < 2000
 
 
+@pytest.mark.parametrize("extra", ["", "sslrootcert=/nonexistent/ca.pem"])
+def test_verify_full_without_a_root_certificate_names_the_file(extra, tmp_path):
+    def says_yes(imp: Impostor, conn: socket.socket) -> None:
+        imp.read(conn, 8)
+        conn.sendall(b"S")
+        imp.rest(conn)
+
+    imp = Impostor(says_yes)
+    conninfo = f"host=localhost port={imp.port} user={USER} dbname=d sslmode=verify-full {extra}"
+    answer = ping_target(parse_db_url(conninfo), timeout=20)
+    imp.thread.join(30)
+    assert answer.outcome == NO_RESPONSE  # as libpq: the TLS stage fails
+    root = extra.partition("=")[2] or str(tmp_path / ".postgresql" / "root.crt")
+    assert root in answer.detail and "sslrootcert" in answer.detail, answer.detail
+    assert USER.encode() not in imp.received
+
+
 @pytest.mark.parametrize(
     "extra",
     [
