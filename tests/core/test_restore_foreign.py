@@ -5,6 +5,7 @@ anything is written."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from moviectl.infra.admin import drop_database_force
 from moviectl.infra.pgtools import find_tool
 from moviectl.infra.settings import load_settings
-from tests.conftest import Cli
+from tests.conftest import Cli, start_moviectl, subprocess_env
 
 TABLES = ("movies", "alembic_version")
 
@@ -197,3 +198,20 @@ def test_over_a_database_it_needs_force_and_takes_a_safety_backup(cli, source, t
     doc = json.loads(r.stdout)
     assert doc["safety_backup"] and doc["verified"] is False
     assert Path(doc["safety_backup"] + ".manifest.json").exists()
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(source, tmp_path):
+    # open() of a FIFO blocks until someone writes: restore must not wait on it
+    fifo = tmp_path / "last.pgdump"
+    os.mkfifo(fifo)
+    before = _databases(source)
+    child = start_moviectl(
+        subprocess_env(MOVIE_DATABASE_URL=source), "restore", str(fifo), "--into", "never_made"
+    )
+    try:
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+        child.communicate()
+    assert child.returncode == 2 and "not a regular file" in err, err
+    assert "Traceback" not in err and _databases(source) == before

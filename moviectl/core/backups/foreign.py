@@ -33,6 +33,11 @@ UNVERIFIED = "made elsewhere (no moviectl manifest): no checksum or row counts t
 def read_backup(settings: Settings, path: Path) -> tuple[Manifest, bool]:
     """The manifest (checksum checked), or one inferred from a foreign file; and whether
     the file has a manifest of its own."""
+    if path.exists() and not (path.is_file() or path.is_dir()):  # opening a FIFO would wait
+        raise InputFileError(
+            f"{path} is not a regular file (a FIFO, socket or device): nothing restored",
+            hint="restore the file itself: copy a streamed dump to a file first",
+        )
     if manifest_path(path).exists() or not path.exists():
         man = load_manifest(path)  # a missing file: its "backup not found"
         check_checksum(path, man)
