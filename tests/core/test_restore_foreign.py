@@ -215,3 +215,14 @@ def test_a_fifo_is_refused_without_waiting_for_a_writer(source, tmp_path):
         child.communicate()
     assert child.returncode == 2 and "not a regular file" in err, err
     assert "Traceback" not in err and _databases(source) == before
+
+
+def test_a_file_whose_name_starts_with_a_dash_is_a_file_not_an_option(
+    cli, source, tmp_path, monkeypatch
+):
+    # "./-v.pgdump" is "-v.pgdump" to pathlib: pg_restore must not read it as options
+    _pg_dump(source, tmp_path / "-v.pgdump", "-Fc")
+    monkeypatch.chdir(tmp_path)
+    r = cli("restore", "./-v.pgdump", "--json")
+    assert r.exit_code == 0, r.output
+    _drop(source, json.loads(r.stdout)["database"])

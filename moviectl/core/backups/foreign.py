@@ -110,7 +110,8 @@ def _archive_header(settings: Settings, path: Path) -> str:
     """``pg_restore --list`` (the header and TOC), then every data block read: all of it
     must be readable by the newest pg_restore here."""
     tool = newest_pg_restore(settings)
-    listed = run_child([tool.path, "--list", str(path)], text=True)
+    arg = str(path.absolute())  # "-v.dump" would be read as options
+    listed = run_child([tool.path, "--list", arg], text=True)
     if listed.returncode != 0:
         newer = _ARCHIVE_VERSION.search(listed.stderr)
         if newer:
@@ -124,7 +125,7 @@ def _archive_header(settings: Settings, path: Path) -> str:
             f"pg_restore cannot read {path.name}: {first_error(listed.stderr)}; nothing restored",
             hint="the file is damaged or not a pg_dump archive: restore another copy",
         )
-    full = run_child([tool.path, "-f", "/dev/null", str(path)], text=True)
+    full = run_child([tool.path, "-f", "/dev/null", arg], text=True)
     if full.returncode != 0:
         raise CheckFailed(
             f"{path.name} is damaged or truncated (pg_restore: {first_error(full.stderr)}); "
