@@ -226,3 +226,26 @@ def test_a_file_whose_name_starts_with_a_dash_is_a_file_not_an_option(
     r = cli("restore", "./-v.pgdump", "--json")
     assert r.exit_code == 0, r.output
     _drop(source, json.loads(r.stdout)["database"])
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_directory_dump_with_a_data_file_that_never_ends_is_refused(source, tmp_path, kind):
+    # pg_restore would wait on the FIFO, or read /dev/zero, for ever
+    d = _pg_dump(source, tmp_path / "last.d", "-Fd", "-Z0")
+    victim = max((f for f in d.iterdir() if f.name != "toc.dat"), key=lambda f: f.stat().st_size)
+    victim.unlink()
+    if kind == "fifo":
+        os.mkfifo(victim)
+    else:
+        victim.symlink_to("/dev/zero")
+    before = _databases(source)
+    child = start_moviectl(
+        subprocess_env(MOVIE_DATABASE_URL=source), "restore", str(d), "--into", "never_made"
+    )
+    try:
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+        child.communicate()
+    assert child.returncode == 2 and victim.name in err and "not a regular file" in err, err
+    assert "Traceback" not in err and _databases(source) == before

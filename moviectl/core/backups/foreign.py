@@ -53,6 +53,12 @@ def dump_format(path: Path) -> str:
                 f"{path} is a directory without toc.dat: not a pg_dump directory-format backup",
                 hint="name the directory pg_dump -Fd wrote (the one holding toc.dat)",
             )
+        for entry in path.iterdir():  # pg_restore would wait on a FIFO, read a device for ever
+            if not entry.is_file():
+                raise InputFileError(
+                    f"{entry} is not a regular file: not a pg_dump directory-format backup",
+                    hint="pg_dump -Fd writes only files: restore another copy",
+                )
         return "directory"
     with open(path, "rb") as fh:
         head = fh.read(4096)
