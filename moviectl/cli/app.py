@@ -23,9 +23,11 @@ from moviectl.cli import (
     commands_db,
     commands_doctor,
     commands_health,
+    commands_inspect,
     commands_migrate,
     commands_seed,
     commands_testdb,
+    commands_top,
     commands_up,
 )
 from moviectl.cli.context import MoviectlGroup, State, new_typer, state_of
@@ -36,6 +38,8 @@ DOWN_HELP = """Stop the dev environment's server (the same as `moviectl db down`
 Example: `moviectl down` or `moviectl down --volumes --yes` (deletes all data)
 """
 
+commands_db.db_app.command("top")(commands_top.top_cmd)  # db top: inspect's live view
+
 # (name, a Typer sub-app or a command function, help override)
 COMMANDS: list[tuple[str, Any, str | None]] = [
     ("up", commands_up.up_cmd, None),
@@ -45,6 +49,7 @@ COMMANDS: list[tuple[str, Any, str | None]] = [
     ("migrate", commands_migrate.migrate_app, None),
     ("seed", commands_seed.seed_cmd, None),
     ("health", commands_health.health, None),
+    ("inspect", commands_inspect.inspect_app, None),
     ("backup", commands_backup.backup_app, None),
     ("restore", commands_backup.restore_cmd, None),
     ("testdb", commands_testdb.testdb_app, None),

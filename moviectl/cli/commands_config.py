@@ -16,7 +16,7 @@ def config_show(ctx: typer.Context) -> None:
 
     Example: `moviectl config show --json | jq '.settings[] | select(.source != "default")'`
     """
-    from moviectl.infra.settings import describe_settings
+    from moviectl.infra.settings_report import describe_settings
 
     state = state_of(ctx)
     settings = state.settings()

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from moviectl.infra.errors import MoviectlError
-from moviectl.infra.settings import Settings, unknown_env_keys
+from moviectl.infra.settings import Settings
+from moviectl.infra.settings_report import unknown_env_keys
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 

@@ -24,7 +24,7 @@ def find_client(settings: Settings, psql: bool, *, tls: bool = False) -> str:
 def shell_command(settings: Settings, psql: bool = False) -> tuple[list[str], dict[str, str]]:
     """argv and environment for the interactive client: the whole connection (TLS settings
     included) as one conninfo argument, the password only in the environment."""
-    t = settings.target()
+    t = settings.session_target()  # a shell is a session (SET, BEGIN, temp tables): direct
     conninfo = t.child_conninfo()
     client = find_client(settings, psql, tls=t.wants_tls)
     # one token that starts with a keyword: a database named `--version` stays a name

@@ -26,6 +26,7 @@ from typing import Any
 from moviectl.infra.admin import (
     TEMPLATE_PREFIX,
     TEST_PREFIX,
+    admin_source,
     admin_target,
     comment_database,
     create_database,
@@ -116,7 +117,14 @@ def template_hash() -> str:
 
 
 def _admin(settings: Settings, target: DbTarget | None = None) -> Any:
-    return connect(target or admin_target(settings), connect_timeout=settings.connect_timeout)
+    """An admin connection that is a session of its own: the template lock is a session
+    lock, and a pooler would keep idle connections to a template nobody could clone."""
+    return connect(
+        target or admin_target(settings),
+        connect_timeout=settings.connect_timeout,
+        session="a test database",
+        source=admin_source(settings),
+    )
 
 
 # ---- the template ------------------------------------------------------------------------

@@ -24,9 +24,17 @@ SYSTEM_DATABASES = frozenset({"template0", "template1", "postgres"})
 
 
 def admin_target(settings: Settings) -> DbTarget:
-    """The server test databases live on: MOVIE_DATABASE_URL_TEST, else the app's server."""
+    """The server test databases live on: MOVIE_DATABASE_URL_TEST, else the app's server
+    (its direct URL: never through a pooler)."""
     test = settings.test_target()
-    return (test or settings.target()).with_database("postgres")
+    return (test or settings.session_target()).with_database("postgres")
+
+
+def admin_source(settings: Settings) -> str:
+    """The variable that names ``admin_target``, for messages."""
+    if settings.database_url_test is not None:
+        return "MOVIE_DATABASE_URL_TEST"
+    return "MOVIE_DATABASE_DIRECT_URL" if settings.database_direct_url else "MOVIE_DATABASE_URL"
 
 
 def make_mark(kind: str, **fields: Any) -> str:

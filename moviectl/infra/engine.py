@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from moviectl.infra.conninfo import APP_NAME, DbTarget
 from moviectl.infra.errors import MoviectlError
 from moviectl.infra.pgerrors import classify, translate
+from moviectl.infra.pooler import session_refused, through_pooler
 
 if TYPE_CHECKING:
     import psycopg
@@ -43,8 +44,11 @@ def make_engine(
     pooled: bool = True,
     application_name: str = APP_NAME,
 ) -> Engine:
-    """Build the engine for ``database`` (default: the app database) from ``settings``."""
-    from sqlalchemy import create_engine
+    """Build the engine for ``database`` (default: the app database) from ``settings``.
+
+    Through a pooler (declared: a direct URL besides this one; or seen at connect) the
+    connections prepare no statement: the next transaction may run on another backend."""
+    from sqlalchemy import create_engine, event
     from sqlalchemy.pool import NullPool
 
     tgt = target or settings.target()
@@ -61,13 +65,25 @@ def make_engine(
     )
     connect_args = tgt.libpq_params(settings.connect_timeout)
     connect_args["application_name"] = application_name
-    return create_engine(
+    declared = settings.database_direct_url is not None and tgt == settings.target(database)
+    declared = declared and settings.session_target(database) != tgt
+    if declared:
+        connect_args["prepare_threshold"] = None
+    engine = create_engine(
         dialect_url(),
         echo=settings.database_echo,
         pool_pre_ping=True,
         connect_args=connect_args,
         **pool_kw,
     )
+    if not declared:
+
+        @event.listens_for(engine, "connect")
+        def _no_prepare_through_a_pooler(dbapi_connection: Any, _record: Any) -> None:
+            if through_pooler(dbapi_connection):
+                dbapi_connection.prepare_threshold = None
+
+    return engine
 
 
 @contextmanager
@@ -90,16 +106,44 @@ def connect(
     connect_timeout: int = 5,
     autocommit: bool = True,
     application_name: str = APP_NAME,
+    session: str | None = None,
+    source: str = "MOVIE_DATABASE_URL",
 ) -> psycopg.Connection[Any]:
-    """A plain psycopg connection (admin statements, probes); errors are translated."""
+    """A plain psycopg connection (admin statements, probes); errors are translated.
+
+    It prepares no statement (it runs a few, maybe through a pooler). ``session``: what
+    needs this connection to be a session of its own (a session lock, a snapshot); through
+    a pooler that is refused (exit 2), naming ``source``, the variable to fix."""
     import psycopg
 
     params = target.libpq_params(connect_timeout)
     params["application_name"] = application_name
     try:
-        return psycopg.connect(autocommit=autocommit, **params)
+        conn = psycopg.connect(autocommit=autocommit, prepare_threshold=None, **params)
     except psycopg.Error as exc:
         raise translate_error(exc, target, connect_timeout) from None
+    if session is not None:
+        try:
+            with db_errors(target, connect_timeout):
+                pooled = through_pooler(conn)
+            if pooled:
+                raise session_refused(target, session, source)
+        except BaseException:
+            conn.close()
+            raise
+    return conn
+
+
+def require_session(settings: Settings, what: str, database: str | None = None) -> Settings:
+    """``settings`` pointed at the direct session (MOVIE_DATABASE_DIRECT_URL, else the
+    main URL) once a connection there proved it is no pooler: everything ``what`` does
+    (session locks, pg_dump's snapshot, CREATE DATABASE) goes there."""
+    direct = settings.session_settings()
+    source = "MOVIE_DATABASE_DIRECT_URL" if settings.database_direct_url else "MOVIE_DATABASE_URL"
+    target = direct.target(database)
+    with connect(target, connect_timeout=settings.connect_timeout, session=what, source=source):
+        pass
+    return direct
 
 
 @contextmanager

@@ -1,4 +1,10 @@
-"""The movie schema (SQLModel over SQLAlchemy 2). Migrations in ``alembic/`` create it."""
+"""The movie schema (SQLModel over SQLAlchemy 2). Migrations in ``alembic/`` create it.
+
+moviectl's tables live on a registry and ``MetaData`` of their own (``MoviectlModel``),
+not on the global ``SQLModel.metadata``: a service can define its own ``movies`` model
+on ``SQLModel`` and still import moviectl's engine factory, settings and models beside
+it. Autogenerate and `migrate check` compare this ``metadata``.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +14,31 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
 from moviectl.infra.movie_fields import GENRES, MAX_YEAR, MIN_YEAR
 
-__all__ = ["GENRES", "MAX_YEAR", "MIN_YEAR", "Movie", "MovieCreate", "SeedRun"]
+__all__ = [
+    "GENRES",
+    "MAX_YEAR",
+    "MIN_YEAR",
+    "Movie",
+    "MovieCreate",
+    "MoviectlModel",
+    "SeedRun",
+    "metadata",
+]
 
-metadata = SQLModel.metadata
+
+class MoviectlModel(SQLModel, registry=registry()):
+    """The base of moviectl's models: its own registry, so its own ``MetaData``."""
 
 
-class MovieBase(SQLModel):
+metadata = MoviectlModel.metadata
+
+
+class MovieBase(MoviectlModel):
     """The fields a caller supplies; validated (used by seed files and the repository)."""
 
     title: str = Field(min_length=1, max_length=300)
@@ -74,7 +95,7 @@ class Movie(MovieBase, table=True):
     )
 
 
-class SeedRun(SQLModel, table=True):
+class SeedRun(MoviectlModel, table=True):
     """The seed ledger: one row per `moviectl seed` run."""
 
     __tablename__ = "seed_runs"

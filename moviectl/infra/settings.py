@@ -84,6 +84,12 @@ class Settings:
     database_url: Secret | None = _setting(
         None, "Full URL of the app database; overrides the MOVIE_DB_* parts", "secret"
     )
+    database_direct_url: Secret | None = _setting(
+        None,
+        "URL of the server itself when MOVIE_DATABASE_URL is a pooler: migrations, seeding, "
+        "backups, restores and test databases go there (default: MOVIE_DATABASE_URL)",
+        "secret",
+    )
     db_host: str = _setting("127.0.0.1", "Server host name or address", "host")
     db_port: int = _setting(5432, "Server TCP port", "int", lo=1, hi=65535)
     db_name: str = _setting("movies", "App database name", "name")
@@ -93,6 +99,9 @@ class Settings:
         None,
         "Server the tests and test databases use (instead of an embedded one)",
         "secret",
+    )
+    pgbouncer_admin_url: Secret | None = _setting(
+        None, "PgBouncer's admin console URL (database pgbouncer), for health and metrics", "secret"
     )
     database_echo: bool = _setting(False, "Log every SQL statement", "bool")
     pool_size: int = _setting(5, "Connections kept in the engine's pool", "int", lo=1, hi=10000)
@@ -111,6 +120,14 @@ class Settings:
         lo=0,
         hi=DAY,
         open_lo=True,
+    )
+    probe_deadline: float = _setting(
+        0.8,
+        "Seconds health --serve's /readyz, /healthz and /metrics wait for their checks "
+        "before answering 503 (the checks go on in the background)",
+        "float",
+        lo=0.05,
+        hi=60,
     )
     db_backend: Backend = _setting(
         "auto", "Server backend: auto|embedded|docker|external", "choice", choices=BACKENDS
@@ -164,6 +181,19 @@ class Settings:
             )
         return t.with_database(database) if database else t
 
+    def session_target(self, database: str | None = None) -> DbTarget:
+        """Where session locks, snapshots, CREATE DATABASE go: the direct URL, else target()."""
+        if self.database_direct_url is None:
+            return self.target(database)
+        t = parse_db_url(self.database_direct_url.get_secret_value(), "MOVIE_DATABASE_DIRECT_URL")
+        return t.with_database(database) if database else t
+
+    def session_settings(self) -> Settings:
+        """These settings, pointed at ``session_target()`` (unchanged without a direct URL)."""
+        if self.database_direct_url is None:
+            return self
+        return self.for_target(self.session_target())
+
     def test_target(self) -> DbTarget | None:
         """The server named by MOVIE_DATABASE_URL_TEST, if any."""
         if self.database_url_test is None:
@@ -172,7 +202,8 @@ class Settings:
 
     def for_target(self, target: DbTarget) -> Settings:
         """These settings, pointed at ``target`` (another database, or another user)."""
-        return replace(self, database_url=Secret(target.url(masked=False)))
+        url = Secret(target.url(masked=False))  # explicit: the app's direct URL is not its
+        return replace(self, database_url=url, database_direct_url=None)
 
     def but(self, **changes: Any) -> Settings:
         """These settings with ``changes`` (values as typed as the fields)."""
@@ -199,7 +230,7 @@ def key_of(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
-def _name_of(key: str) -> str | None:
+def name_of(key: str) -> str | None:
     """The setting a variable name sets: ``MOVIE_`` + a field name, ASCII letters compared
     without case (``movie_db_host`` sets ``db_host``; no other spelling does)."""
     if not key.isascii():
@@ -217,12 +248,12 @@ def read_raw(env_file: Path | None) -> dict[str, Raw]:
     found: dict[str, Raw] = {}
     if env_file is not None:
         for key, (value, line) in read_dotenv(env_file).items():
-            name = _name_of(key)
+            name = name_of(key)
             if name is not None and value is not None:
                 found[name] = Raw(value, ".env", f"{env_file.name} line {line}")
     exact: set[str] = set()
     for key, value in os.environ.items():
-        name = _name_of(key)
+        name = name_of(key)
         if name is None or (name in exact and key != key_of(name)):
             continue  # MOVIE_DB_HOST wins over movie_db_host
         found[name] = Raw(value, "environment", "in the environment")
@@ -335,42 +366,5 @@ def _number(name: str, raw: Raw, text: str, meta: Mapping[str, Any]) -> int | fl
 def _check_target(settings: Settings) -> None:
     """The connection settings parse (the URL by libpq's rules) before anything runs."""
     settings.target()
+    settings.session_target()
     settings.test_target()
-
-
-@dataclass(frozen=True)
-class SettingRow:
-    key: str
-    value: Any
-    source: str  # "environment" | ".env" | "default"
-    description: str
-    secret: bool
-
-
-def describe_settings(settings: Settings, env_file: str | Path | None = None) -> list[SettingRow]:
-    """Every setting, its shown value (secrets masked) and where it came from: the same
-    reader as ``load_settings``, so a value shown as from the environment is one it took."""
-    path = Path(env_file) if env_file is not None else project_root() / ".env"
-    raw = read_raw(path)
-    rows = []
-    for name, f in SETTING_FIELDS.items():
-        value = getattr(settings, name)
-        secret = f.metadata["kind"] == "secret"
-        if isinstance(value, Secret):
-            text = value.get_secret_value()
-            shown: Any = mask_url(text) if name.startswith("database_url") else "***"
-        elif isinstance(value, Path):
-            shown = str(value)
-        else:
-            shown = value
-        source = raw[name].source if name in raw else "default"
-        rows.append(SettingRow(key_of(name), shown, source, f.metadata["help"], secret))
-    return rows
-
-
-def unknown_env_keys(env_file: str | Path | None = None) -> list[str]:
-    """``MOVIE_*`` keys in the env file that no setting reads (typos)."""
-    path = Path(env_file) if env_file is not None else project_root() / ".env"
-    return sorted(
-        k for k in read_dotenv(path) if k.upper().startswith(ENV_PREFIX) and _name_of(k) is None
-    )

@@ -22,6 +22,7 @@ import pytest
 import typer.main
 
 from moviectl.cli.app import app
+from moviectl.core.inspect.registry import QUERIES as INSPECT_QUERIES
 from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
 from moviectl.infra.ports import free_port
 from tests.conftest import Cli, copy_migrations
@@ -55,6 +56,7 @@ def _args(cmd: tuple[str, ...], backup: str, out: str) -> list[str]:
         ("backup", "prune"): ["--keep", "1", "--yes"],
         ("restore",): [backup],
         ("testdb", "drop"): ["movies_test_0123456789abcdef"],
+        ("inspect", "kill"): ["1", "--yes"],
     }
     return [*cmd, *extra.get(cmd, [])]
 
@@ -82,6 +84,13 @@ EXPECTED = {
         ("testdb", "template"): 0,
         ("testdb", "drop"): 2,  # the name does not exist
         ("health",): 4,
+        # the statistics views are everyone's; other roles' sessions show as hidden
+        **{("inspect", name): 0 for name in INSPECT_QUERIES},
+        ("inspect", "outliers"): 1,  # no pg_stat_statements here: one line, how to enable it
+        ("inspect", "calls"): 1,
+        ("inspect", "diagnose"): 1,  # a warning: the role does not see all sessions
+        ("inspect", "kill"): 2,  # pid 1 is no session
+        ("db", "top"): 0,
     },
 }
 

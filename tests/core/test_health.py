@@ -29,7 +29,12 @@ def test_all_checks_pass_on_a_migrated_database(cli):
     assert all(c["status"] == "pass" for c in checks.values())
     assert checks["query"]["data"]["in_recovery"] is False
     assert set(checks["query"]["data"]["pool"]) == {"size", "checked_out", "overflow"}
-    assert checks["migrations"]["data"] == {"current": "0002", "head": "0002"}
+    assert checks["migrations"]["data"] == {
+        "current": "0002",
+        "head": "0002",
+        "pending": 0,
+        "ahead": False,
+    }
     assert checks["capacity"]["data"]["max_connections"] >= 1
     assert all(c["latency_ms"] >= 0 for c in checks.values())
 

@@ -154,7 +154,7 @@ def test_one_reader_for_values_and_their_sources(tmp_path, monkeypatch):
     """`config show` names as the source only what load_settings took: a name with a long s
     (U+017F) in it sets nothing anywhere, `movie_db_name` sets MOVIE_DB_NAME, the exact
     upper-case spelling wins over another."""
-    from moviectl.infra.settings import describe_settings
+    from moviectl.infra.settings_report import describe_settings
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".env").write_text("MOVIE_DB_USER=fromfile\nMOVIE_POOL_SIZE\n")

@@ -27,7 +27,7 @@ from moviectl.infra.admin import (
     drop_database_force,
     protected_reason,
 )
-from moviectl.infra.engine import connect
+from moviectl.infra.engine import connect, require_session
 from moviectl.infra.errors import CheckFailed, MoviectlError, Refused, Unreachable, UsageError
 from moviectl.infra.pgtools import child_env, find_tool, first_error, popen_child, run_child
 from moviectl.infra.server_facts import server_major
@@ -289,6 +289,7 @@ def restore(
     man, has_manifest = read_backup(settings, path)  # a file made elsewhere: checked as can be
     if man.format == "plain":  # before anything is created, dropped or backed up
         check_sql_file(path)
+    settings = require_session(settings, "restore", "postgres")  # never through a pooler
     server_major = server_major_of(settings)
     if man.server_major > server_major:
         raise Refused(

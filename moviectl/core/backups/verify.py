@@ -25,6 +25,7 @@ from moviectl.core.backups.restore import (
     load_into,
 )
 from moviectl.core.backups.sqlguard import check_sql_file
+from moviectl.infra.engine import require_session
 from moviectl.infra.errors import CheckFailed, MoviectlError, Unreachable
 from moviectl.infra.settings import Settings
 
@@ -41,6 +42,7 @@ def verify(settings: Settings, path: Path) -> VerifyResult:
     if man.format == "plain":  # a forged file is refused before a database is made
         check_sql_file(path)
     name = f"movies_verify_{secrets.token_hex(6)}"
+    settings = require_session(settings, "verify", "postgres")  # never through a pooler
     create_database_for_restore(settings, name, loading="verify", backup_dir=path.parent)
     try:
         load_into(settings, path, man, settings.target(name), None)

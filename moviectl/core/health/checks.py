@@ -1,8 +1,13 @@
 """`moviectl health`: can the app work against this database right now?
 
 Five checks, each with a status, a latency and a detail line; later checks are
-skipped when an earlier one they depend on failed. The core returns a
-``HealthReport``; it never prints.
+skipped when an earlier one they depend on failed. Every query runs in a transaction with
+``statement_timeout`` and ``lock_timeout`` set (``SET LOCAL``: nothing outlives it, behind a
+pooler too). The core returns a ``HealthReport``; it never prints.
+
+A database *ahead* of the code (its revision unknown to this code's scripts: a newer release
+migrated it, as in a rolling deploy) is a warning, "degraded", never a failure: the old
+code keeps serving while the new one rolls out (expand/contract).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class HealthReport:
     db_name: str
     checks: list[CheckResult]
     elapsed_ms: float
+    pooler: Any = None  # pooler.PoolerReport when MOVIE_PGBOUNCER_ADMIN_URL is set
 
     @property
     def ok(self) -> bool:
@@ -62,7 +68,13 @@ class HealthReport:
     def failing(self) -> str | None:
         return next((c.name for c in self.checks if c.status in (FAIL, WARN)), None)
 
-    __json_extra__ = ("ok", "exit_code")
+    @property
+    def status(self) -> str:
+        """``ok``, ``degraded`` (a warning, no failure: still serving) or ``fail``."""
+        statuses = {c.status for c in self.checks}
+        return "fail" if FAIL in statuses else "degraded" if WARN in statuses else "ok"
+
+    __json_extra__ = ("ok", "status", "exit_code")
 
 
 def select_checks(
@@ -93,10 +105,13 @@ class _Run:
     the time, and its checks cost one login instead of two.
     """
 
-    def __init__(self, target: DbTarget, connect_timeout: int, engine: Any = None) -> None:
+    def __init__(
+        self, target: DbTarget, connect_timeout: int, engine: Any = None, bound: float = 30.0
+    ) -> None:
         self.target, self.connect_timeout = target, connect_timeout
         self.engine: Any = engine  # a shared one (health --serve) stays open
         self.conn: Any = None
+        self.bound_ms = max(1, int(bound * 1000))  # statement_timeout and lock_timeout
 
     def close(self) -> None:
         if self.conn is not None:
@@ -112,16 +127,23 @@ class _Run:
 
     def on_conn(self, read: Callable[[Any], T]) -> T:
         """``read`` on a psycopg connection: the shared engine's (its pool resets it after)
-        or this run's."""
+        or this run's, in a transaction whose statements and lock waits are bounded."""
         from moviectl.infra.engine import db_errors
+
+        ms = self.bound_ms  # an int we computed: safe to spell in the statement
+
+        def bounded(c: Any) -> T:
+            with c.transaction():
+                c.execute(f"SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}")
+                return read(c)
 
         with db_errors(self.target, self.connect_timeout):
             if self.engine is not None:
                 with self.engine.connect() as conn:
-                    return read(conn.connection.driver_connection)
+                    return bounded(conn.connection.driver_connection)
             if self.conn is None:
                 self.conn = self._connect()
-            return read(self.conn)
+            return bounded(self.conn)
 
     def rows(self, *sql: str) -> list[list[tuple[Any, ...]]]:
         """The rows of each statement."""
@@ -157,16 +179,19 @@ class _Run:
 
         head = head_revision()
         current = self.on_conn(alembic_revision)
-        data = {"current": current, "head": head}
+        data: dict[str, Any] = {"current": current, "head": head, "pending": 0, "ahead": False}
         if current == head:
             return PASS, f"at head {head}", 0, data
         if current is not None and not _known_revision(current):
+            data["ahead"] = True
             return (
-                FAIL,
-                f"database at {current}, which this code does not know (newer code migrated it)",
-                int(ExitCode.USAGE),
+                WARN,
+                f"database at {current}, ahead of this code's head {head} (a newer release "
+                "migrated it): still serving; roll out the new code",
+                int(ExitCode.FAILED),
                 data,
             )
+        data["pending"] = pending_count(current, head)
         return (
             FAIL,
             f"database at {current or 'base (no schema)'}, code at {head}: run `moviectl migrate`",
@@ -175,23 +200,36 @@ class _Run:
         )
 
     def capacity(self) -> tuple[str, str, int, dict[str, Any]]:
-        totals, by_state = self.rows(
+        # the longest open transaction in this database (idle in transaction included), not
+        # this check's own: the forgotten BEGIN that blocks migrations and vacuum
+        totals, by_db = self.rows(
             "SELECT (SELECT count(*) FROM pg_stat_activity"
             "        WHERE backend_type = 'client backend'), "
             "current_setting('max_connections')::int, "
-            "pg_database_size(current_database())",
-            "SELECT coalesce(state, 'unknown'), count(*) FROM pg_stat_activity "
-            "WHERE backend_type = 'client backend' GROUP BY 1",
+            "pg_database_size(current_database()), current_database(), "
+            "(SELECT coalesce(max(extract(epoch FROM clock_timestamp() - xact_start)), 0)"
+            "   FROM pg_stat_activity WHERE datname = current_database()"
+            "   AND xact_start IS NOT NULL AND pid <> pg_backend_pid()"
+            "   AND backend_type = 'client backend')",
+            "SELECT coalesce(datname, ''), coalesce(state, 'unknown'), count(*) "
+            "FROM pg_stat_activity WHERE backend_type = 'client backend' GROUP BY 1, 2",
         )
-        row = totals[0]
-        states = dict(by_state)
-        used, limit, size = int(row[0]), int(row[1]), int(row[2])
+        used, limit, size, datname, longest = totals[0]
+        used, limit, size = int(used), int(limit), int(size)
+        by_state: dict[str, int] = {}
+        by_database: dict[str, dict[str, int]] = {}
+        for db, state, n in by_db:
+            by_state[state] = by_state.get(state, 0) + int(n)
+            by_database.setdefault(db, {})[state] = int(n)
         ratio = used / limit if limit else 0
         data = {
             "connections": used,
             "max_connections": limit,
             "database_bytes": size,
-            "by_state": {str(k): int(v) for k, v in states.items()},
+            "datname": str(datname),
+            "longest_transaction_seconds": round(float(longest), 3),
+            "by_state": by_state,
+            "by_database": by_database,
         }
         detail = f"{used}/{limit} connections ({ratio:.0%}), database {size / 1048576:.1f} MiB"
         if ratio > CAPACITY_WARN:
@@ -216,22 +254,48 @@ def pool_state(engine: Any) -> dict[str, int]:
 
 
 def run_health(
-    settings: Settings, names: list[str] | None = None, *, engine: Any = None
+    settings: Settings,
+    names: list[str] | None = None,
+    *,
+    engine: Any = None,
+    bound: float | None = None,
+    done: list[CheckResult] | None = None,
 ) -> HealthReport:
     """Run the selected checks in order (each skipped if what it needs failed).
 
     ``engine``: a shared engine to check through (``health --serve``), kept open.
+    ``bound``: statement_timeout and lock_timeout of the checks' queries (default:
+    MOVIE_STALL_TIMEOUT). ``done``: each result is appended as it is known (what a caller
+    that stopped waiting reports).
     """
-    return run_checks(settings.target(), settings.connect_timeout, names, engine=engine)
+    report = run_checks(
+        settings.target(),
+        settings.connect_timeout,
+        names,
+        engine=engine,
+        bound=settings.stall_timeout if bound is None else bound,
+        done=done,
+    )
+    if engine is None and settings.pgbouncer_admin_url is not None:  # `health`, not a probe
+        from moviectl.core.health.pooler import read_pooler
+
+        report.pooler = read_pooler(settings)
+    return report
 
 
 def run_checks(
-    target: DbTarget, connect_timeout: int, names: list[str] | None = None, *, engine: Any = None
+    target: DbTarget,
+    connect_timeout: int,
+    names: list[str] | None = None,
+    *,
+    engine: Any = None,
+    bound: float = 30.0,
+    done: list[CheckResult] | None = None,
 ) -> HealthReport:
     """``run_health`` on a target and timeout."""
     names = names or list(CHECKS)
     _preload(names)
-    run = _Run(target, connect_timeout, engine)
+    run = _Run(target, connect_timeout, engine, bound)
     started = time.perf_counter()
     results: dict[str, CheckResult] = {}
     try:
@@ -243,6 +307,8 @@ def run_checks(
                 results[name] = CheckResult(name, SKIP, 0.0, f"skipped: {dep} failed")
                 continue
             results[name] = _one(name, getattr(run, name))
+            if done is not None:
+                done.append(results[name])
     finally:
         run.close()
     t = run.target
@@ -276,7 +342,8 @@ def wait_healthy(
     interval: float = 0.5,
     on_attempt: Callable[[HealthReport], None] | None = None,
 ) -> HealthReport:
-    """Retry with backoff until every selected check passes or ``timeout`` runs out."""
+    """Retry with backoff until no selected check fails (a warning is up: degraded) or
+    ``timeout`` runs out."""
 
     def attempt() -> HealthReport:
         report = run_health(settings, names)
@@ -288,7 +355,7 @@ def wait_healthy(
         attempt,
         timeout,
         interval,
-        done=lambda report: report.ok,
+        done=lambda report: report.status != "fail",  # degraded is serving
         backoff=1.5,
         max_interval=max(interval, 5.0),
     )
@@ -302,3 +369,19 @@ def _known_revision(rev: str) -> bool:
     if revisions is not None:
         return rev in revisions
     return any(s.revision == rev for s in script_directory().walk_revisions())
+
+
+def pending_count(current: str | None, head: str | None) -> int:
+    """How many migrations lie between ``current`` (known to the code, or None: base) and
+    ``head``, read from the scripts."""
+    from moviectl.core.migrations.scripts import script_directory, script_revisions
+
+    if current == head:
+        return 0
+    parents = script_revisions()
+    if parents is None:
+        parents = {s.revision: s.down_revision for s in script_directory().walk_revisions()}
+    n, rev = 0, head
+    while isinstance(rev, str) and rev != current and n <= len(parents):
+        n, rev = n + 1, parents.get(rev)
+    return n

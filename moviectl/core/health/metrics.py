@@ -1,25 +1,51 @@
-"""`/metrics` in Prometheus' text format (the prometheus_client library).
+"""`/metrics` in Prometheus' text format (the prometheus_client library), by the conventions
+of Prometheus and postgres_exporter: up-style gauges are 0 or 1 (a warning is a separate
+``moviectl_check_status`` series), a count that is 0 is a series reading 0 (never a missing
+one), times are ``*_timestamp_seconds`` (0: never, so "never verified" can alert), and series
+about one database carry its ``datname``.
 
-Per check: status and latency; the shared engine's pool; connections by state against
-max_connections; database size; pending migrations; and, read from the backup directory's
-manifests, the age of the newest backup and of the last successful restore drill.
+The pool gauges describe the engine the caller passes: the app's own when the health app is
+mounted with ``create_app(engine=...)``, else ``health --serve``'s.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from moviectl.core.health.checks import HealthReport, pool_state
+from moviectl.core.health.checks import FAIL, PASS, SKIP, WARN, HealthReport
+from moviectl.core.health.pooler import PoolerReport, add_pooler_metrics
 from moviectl.infra.errors import MoviectlError
 from moviectl.infra.settings import Settings
 
-STATUS_VALUE = {"pass": 1.0, "warn": 0.5, "fail": 0.0, "skip": 0.0}
+STATUSES = (PASS, WARN, FAIL, SKIP)
+# pg_stat_activity's states (PostgreSQL 15-18): each is a series, 0 when no backend is in it
+STATES = (
+    "active",
+    "idle",
+    "idle in transaction",
+    "idle in transaction (aborted)",
+    "fastpath function call",
+    "disabled",
+)
+TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def _age(value: object, now: datetime) -> float | None:
-    """Seconds since an ISO timestamp; one without a zone is UTC (as moviectl writes them,
+@dataclass(frozen=True)
+class Backups:
+    """From the backup directory's manifests: when the newest backup finished and when the
+    last restore drill passed (Unix seconds; 0: never), and how many manifests could not be
+    read (a scrape never fails on one: it is counted)."""
+
+    last: float
+    last_verified: float
+    unreadable: int
+
+
+def _timestamp(value: object) -> float | None:
+    """Unix seconds of an ISO timestamp; one without a zone is UTC (as moviectl writes them,
     and as ``backup list`` reads them). None when it is not a timestamp at all."""
     if not isinstance(value, str) or not value:
         return None
@@ -29,64 +55,69 @@ def _age(value: object, now: datetime) -> float | None:
         return None
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
-    return (now - at).total_seconds()
+    return at.timestamp()
 
 
-def _ages(settings: Settings) -> tuple[float | None, float | None, int]:
-    """Seconds since the newest backup finished and since the last drill that passed, and
-    how many manifests could not be read (a scrape never fails on one: it is counted)."""
+def backup_facts(settings: Settings) -> Backups:
+    """Read the manifests (file system only: never the database)."""
     from moviectl.core.backups.manifest import list_backups
 
-    now = datetime.now(UTC)
-    newest = verified = None
     try:
         entries = list_backups(settings, Path(settings.backup_dir))
     except (OSError, ValueError, TypeError, MoviectlError):  # unreadable directory or list
-        return None, None, 1
+        return Backups(0.0, 0.0, 1)
+    last = verified = 0.0
     unreadable = 0
     for e in entries:
         if not e.manifest:
             unreadable += 1
             continue
-        made, drilled = _age(e.created, now), _age(e.verified_at, now)
+        made, drilled = _timestamp(e.created), _timestamp(e.verified_at)
         if e.created and made is None:
             unreadable += 1
-        if made is not None:
-            newest = made if newest is None else min(newest, made)
-        if drilled is not None:
-            verified = drilled if verified is None else min(verified, drilled)
-    return newest, verified, unreadable
+        last = max(last, made or 0.0)
+        verified = max(verified, drilled or 0.0)
+    return Backups(last, verified, unreadable)
 
 
-def _pending(current: str | None, head: str | None) -> int:
-    """How many migrations lie between the database and the code (read from the scripts)."""
-    from moviectl.core.migrations.scripts import script_revisions
+def metrics_body(
+    report: HealthReport,
+    pool: dict[str, int] | None,
+    backups: Backups | None,
+    pooler: PoolerReport | None = None,
+) -> bytes:
+    """The exposition of one report (a few hundred microseconds: built on the event loop).
 
-    if current == head:
-        return 0
-    parents = script_revisions() or {}
-    n, rev = 0, head
-    while isinstance(rev, str) and rev != current and n <= len(parents):
-        n, rev = n + 1, parents.get(rev)
-    return n
-
-
-def metrics_body(settings: Settings, report: HealthReport, service: Any) -> bytes:
+    ``pool``: the engine's pool (``checks.pool_state``), or None to leave it out.
+    ``backups``: None when the manifests have not been read yet (the series are left out
+    rather than read as "never").
+    """
     from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
     registry = CollectorRegistry()
+    db = report.db_name
 
     def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Any:
         return Gauge(name, doc, labels, registry=registry)
 
-    up = gauge("moviectl_check_up", "1 pass, 0.5 warn, 0 fail or skipped", ("check",))
+    by_name = {c.name: c for c in report.checks}
+    query = by_name.get("query")
+    gauge(
+        "moviectl_database_up", "1 when the database answers a query, else 0", ("datname",)
+    ).labels(db).set(1 if query is not None and query.status == PASS else 0)
+    up = gauge("moviectl_check_up", "1 when the check passed or only warned, else 0", ("check",))
+    status = gauge(
+        "moviectl_check_status",
+        "1 for the check's status (pass, warn, fail, skip)",
+        ("check", "status"),
+    )
     latency = gauge("moviectl_check_latency_seconds", "How long the check took", ("check",))
     for c in report.checks:
-        up.labels(c.name).set(STATUS_VALUE.get(c.status, 0.0))
+        up.labels(c.name).set(1 if c.status in (PASS, WARN) else 0)
+        for s in STATUSES:
+            status.labels(c.name, s).set(1 if c.status == s else 0)
         latency.labels(c.name).set(c.latency_ms / 1000)
-    by_name = {c.name: c for c in report.checks}
-    if getattr(service, "_engine", None) is not None:
-        pool = pool_state(service._engine)
+    if pool is not None:
         for key, doc in (
             ("size", "Connections kept in the pool"),
             ("checked_out", "Pool connections in use"),
@@ -94,30 +125,49 @@ def metrics_body(settings: Settings, report: HealthReport, service: Any) -> byte
         ):
             gauge(f"moviectl_pool_{key}", doc).set(pool[key])
     capacity = by_name.get("capacity")
-    if capacity and capacity.data:
-        conns = gauge("moviectl_connections", "Client connections by state", ("state",))
-        for state, n in (capacity.data.get("by_state") or {}).items():
-            conns.labels(state).set(n)
+    if capacity is not None and capacity.data:
+        data = capacity.data
+        conns = gauge(
+            "moviectl_connections", "Client connections by database and state", ("datname", "state")
+        )
+        by_database: dict[str, dict[str, int]] = {db: {}, **data.get("by_database", {})}
+        for name, states in by_database.items():
+            for state in (*STATES, *(s for s in states if s not in STATES)):
+                conns.labels(name, state).set(states.get(state, 0))
         gauge("moviectl_max_connections", "The server's max_connections").set(
-            capacity.data["max_connections"]
+            data["max_connections"]
         )
-        gauge("moviectl_database_size_bytes", "Size of the app database").set(
-            capacity.data["database_bytes"]
+        gauge("moviectl_database_size_bytes", "Size of the database", ("datname",)).labels(db).set(
+            data["database_bytes"]
         )
+        gauge(
+            "moviectl_longest_transaction_seconds",
+            "Age of the oldest open transaction in the database (idle in transaction included)",
+            ("datname",),
+        ).labels(db).set(data.get("longest_transaction_seconds", 0))
     migrations = by_name.get("migrations")
-    if migrations and migrations.data:
-        gauge("moviectl_migrations_pending", "Migrations the database lacks").set(
-            _pending(migrations.data.get("current"), migrations.data.get("head"))
-        )
-    newest, verified, unreadable = _ages(settings)
-    gauge(
-        "moviectl_backup_manifests_unreadable",
-        "Backups whose manifest is missing or unreadable (left out of the ages)",
-    ).set(unreadable)
-    if newest is not None:
-        gauge("moviectl_backup_newest_age_seconds", "Age of the newest backup").set(newest)
-    if verified is not None:
-        gauge("moviectl_backup_verified_age_seconds", "Age of the last passed restore drill").set(
-            verified
-        )
+    if migrations is not None and migrations.data:
+        gauge("moviectl_migrations_pending", "Migrations the database lacks", ("datname",)).labels(
+            db
+        ).set(migrations.data.get("pending", 0))
+        gauge(
+            "moviectl_migrations_ahead",
+            "1 when the database is at a revision this code does not know (a newer release "
+            "migrated it), else 0",
+            ("datname",),
+        ).labels(db).set(1 if migrations.data.get("ahead") else 0)
+    if backups is not None:
+        gauge(
+            "moviectl_last_backup_timestamp_seconds",
+            "When the newest backup finished (Unix time; 0: none)",
+        ).set(backups.last)
+        gauge(
+            "moviectl_last_verified_backup_timestamp_seconds",
+            "When the last restore drill passed (Unix time; 0: never)",
+        ).set(backups.last_verified)
+        gauge(
+            "moviectl_backup_manifests_unreadable",
+            "Backups whose manifest is missing or unreadable (left out of the timestamps)",
+        ).set(backups.unreadable)
+    add_pooler_metrics(registry, pooler)  # moviectl_pgbouncer_*, when configured
     return bytes(generate_latest(registry))

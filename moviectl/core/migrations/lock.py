@@ -1,4 +1,9 @@
-"""The migration lock: one PostgreSQL advisory lock per database.
+"""The migration lock: one PostgreSQL advisory lock per database, on a session of its own.
+
+A session lock through a transaction pooler would stay on whichever backend took it, so
+the lock refuses a pooled connection (``infra/pooler.py``): migrations run on the direct
+URL (MOVIE_DATABASE_DIRECT_URL). The wait is always bounded (``lock_timeout``), and the
+lock goes with the session, so a killed migration leaves none behind.
 
 ``alembic/env.py`` takes it for every online run, so a plain ``alembic upgrade head``
 by hand and ``moviectl migrate`` exclude each other. A waiter queues on the server and
@@ -15,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from moviectl.infra.conninfo import DbTarget
 from moviectl.infra.errors import LockBusy
+from moviectl.infra.pooler import session_refused, through_pooler
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -63,6 +69,8 @@ def migration_lock(
     (0: take it only if it is free)."""
     from sqlalchemy import text
 
+    if through_pooler(conn.connection.dbapi_connection):  # `alembic upgrade` by hand, too
+        raise session_refused(target, "the migration lock", "MOVIE_DATABASE_URL")
     if not _take(conn, timeout, key):
         holders = lock_holders(conn, key)
         conn.commit()

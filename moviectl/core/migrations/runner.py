@@ -6,7 +6,7 @@ Online runs hold the migration lock (``lock.py``, taken in ``alembic/env.py``).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from moviectl.core.migrations.scripts import (
@@ -16,25 +16,12 @@ from moviectl.core.migrations.scripts import (
     revision_of,
     script_directory,
 )
-from moviectl.infra.engine import db_errors, make_engine
+from moviectl.infra.engine import db_errors, make_engine, require_session
 from moviectl.infra.errors import MoviectlError, UnknownRevision, UsageError
 from moviectl.infra.settings import Settings
 
 if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
-
-
-@dataclass
-class MigrationStatus:
-    database: str
-    url: str
-    current: str | None
-    head: str | None
-    pending: list[Revision] = field(default_factory=list)
-
-    @property
-    def up_to_date(self) -> bool:
-        return self.current == self.head
 
 
 @dataclass
@@ -89,17 +76,6 @@ def known(scripts: ScriptDirectory, rev: str | None) -> bool:
         return False
 
 
-def status(settings: Settings, database: str | None = None) -> MigrationStatus:
-    scripts = script_directory()
-    head = scripts.get_current_head()
-    current = current_revision(settings, database)
-    target = settings.target(database)
-    if not known(scripts, current):
-        raise unknown_revision(target.database, str(current))
-    pending = _between(scripts, head, current) if current != head else []
-    return MigrationStatus(target.database, target.url(), current, head, pending)
-
-
 def history(settings: Settings, *, with_current: bool = True) -> list[Revision]:
     scripts = script_directory()
     head = scripts.get_current_head()
@@ -113,6 +89,7 @@ def _run(settings: Settings, direction: str, to: str, database: str | None) -> M
 
     scripts = script_directory()
     wanted = resolve_revision(scripts, to)
+    settings = require_session(settings, "migrate", database)  # the lock is a session's
     target = settings.target(database)
     run_settings = settings if database is None else settings.for_target(target)
     current = current_revision(run_settings)

@@ -21,7 +21,7 @@ from moviectl.core.seed import ledger
 from moviectl.core.seed.copy_stream import Progress, copy_line, copy_rows
 from moviectl.core.seed.files import file_rows, file_sha256, validate_file
 from moviectl.core.seed.sample import DEFAULT_SEED, sample_lines, sample_rows
-from moviectl.infra.engine import connect, make_engine
+from moviectl.infra.engine import connect, make_engine, require_session
 from moviectl.infra.errors import (
     InputFileError,
     LockBusy,
@@ -104,7 +104,6 @@ def seed(
         raise UsageError("give --sample N or --from FILE (one of them)")
     if sample is not None and sample < 1:
         raise UsageError(f"--sample must be a positive number, not {sample}")
-    t = target or settings.target()
     if path is not None:
         total = validate_file(path)
         digest = file_sha256(path)
@@ -115,13 +114,16 @@ def seed(
         total, digest, source, seed_value = sample, None, "sample", random_seed
         key = f"sample:{sample}:{random_seed}"
         rows = sample_rows(sample, random_seed)
+    if target is None:  # the seed set's lock and the run's are session locks: direct
+        settings = require_session(settings, "seed")
+    t = target or settings.target()
     _check_head(settings, t)
     method = force_method or ("copy" if total > COPY_THRESHOLD else "orm")
     if method == "copy":
         rows = sample_lines(total, random_seed) if path is None else map(copy_line, rows)
     file_name = str(path) if path else None
     # The holder session keeps the seed set's lock and the run's lock for the whole run.
-    with connect(t, connect_timeout=settings.connect_timeout) as holder:
+    with connect(t, connect_timeout=settings.connect_timeout, session="seed") as holder:
         ledger.hold_seed_set(holder, key, SEED_SET_WAIT)
         bound_locks(holder, settings)  # the ledger's own table, behind someone's lock
         try:
