@@ -25,7 +25,6 @@ from moviectl.core.servers.compose import compose_path, db_service
 from moviectl.core.servers.docker_engine import (
     OWNER_LABEL,
     ImageUnavailable,
-    binds_path,
     client,
     compose_env,
     container_drift,
@@ -33,7 +32,7 @@ from moviectl.core.servers.docker_engine import (
     labels,
     owner_of,
     published_port,
-    read_binds,
+    recorded_binds,
     refuse_foreign,
     refuse_recreate,
     secrets_as_files,
@@ -54,12 +53,9 @@ class DockerBackend:
         self.settings = settings
         self.progress = progress
         self.owner = owner_of(settings)
-        self.svc = db_service(
-            compose_path(Path(settings.compose_file)),
-            compose_env(settings),
-            settings.compose_project,
-        )
-        self.svc.binds = read_binds(binds_path(settings, self.svc.project))
+        compose = compose_path(Path(settings.compose_file))
+        self.svc = db_service(compose, compose_env(settings), settings.compose_project)
+        self.svc.binds = recorded_binds(settings, self.svc.project)  # `pitr enable`'s
         self._docker: Any = None
 
     @property

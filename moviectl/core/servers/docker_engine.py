@@ -204,6 +204,10 @@ def binds_path(settings: Settings, project: str) -> Path:
     return Path(settings.data_dir).resolve() / f".docker-{project}.binds.json"
 
 
+def recorded_binds(settings: Settings, project: str) -> dict[str, str]:
+    return read_binds(binds_path(settings, project))
+
+
 def published_port(attrs: dict[str, Any], container_port: int) -> int | None:
     bindings = ((attrs.get("HostConfig") or {}).get("PortBindings") or {}).get(
         f"{container_port}/tcp"
