@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from moviectl.core.inspect.model import InspectResult, Options, by_major, cols
-from moviectl.core.inspect.session import Inspector, safe_size
+from moviectl.core.inspect.session import LOCKED, Inspector, safe_size
 
 USER_RELS = """
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -35,6 +38,31 @@ LOCK_NOTE = (
     "a relation under an ACCESS EXCLUSIVE lock is not opened: its size is the catalog's "
     "(as of its last VACUUM or ANALYZE)"
 )
+
+
+# one table's live size, as total-sizes reads it (never waiting for a lock on it)
+RELATION_SIZE = f"""
+SELECT c.reltuples::bigint, {safe_size("c.oid", "pg_total_relation_size")},
+       c.oid IN {LOCKED}, coalesce(pg_stat_get_dead_tuples(c.oid), 0)
+  FROM pg_class c WHERE c.oid = to_regclass(%(t)s)
+"""
+
+
+@dataclass(frozen=True)
+class LiveSize:
+    est_rows: int  # pg_class.reltuples: -1 when never vacuumed or analysed
+    bytes: int  # table, TOAST and indexes (from the catalog while it is locked)
+    locked: bool  # someone holds or awaits ACCESS EXCLUSIVE on it now
+    dead_rows: int
+
+
+def live_size(conn: Any, table: str) -> LiveSize | None:
+    """The live size of ``table`` (a quoted name) on a psycopg connection, or None when no
+    such table exists: what ``migrate lint`` weighs a lock hazard by."""
+    row = conn.execute(RELATION_SIZE, {"t": table}).fetchone()
+    if row is None:
+        return None
+    return LiveSize(int(row[0]), int(row[1] or 0), bool(row[2]), int(row[3]))
 
 
 def table_sizes(i: Inspector, o: Options) -> InspectResult:
