@@ -27,11 +27,15 @@ SELECT n.nspname AS schema, x.indrelid::regclass::text AS table, c.relname AS in
  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%'
  ORDER BY 4 DESC, 1, 3 LIMIT %(limit)s
 """
+# the total as table + indexes: each file is statted once (pg_total_relation_size and
+# pg_table_size side by side stat the heap and TOAST twice); OFFSET 0 keeps the planner
+# from inlining the sizes into both output columns
 TOTAL_SIZES = f"""
-SELECT n.nspname AS schema, c.relname AS table,
-       {safe_size("c.oid", "pg_total_relation_size")} AS size,
-       {safe_size("c.oid", "pg_table_size")} AS table_size, c.reltuples::bigint AS est_rows
-{USER_RELS} AND c.relkind IN ('r', 'm')
+SELECT schema, "table", table_size + index_size AS size, table_size, est_rows FROM (
+SELECT n.nspname AS schema, c.relname AS table, c.reltuples::bigint AS est_rows,
+       {safe_size("c.oid", "pg_table_size")} AS table_size,
+       {safe_size("c.oid", "pg_indexes_size")} AS index_size
+{USER_RELS} AND c.relkind IN ('r', 'm') OFFSET 0) s
  ORDER BY 3 DESC, 1, 2 LIMIT %(limit)s
 """
 LOCK_NOTE = (
