@@ -3,6 +3,7 @@
     uv run python benchmarks/run.py                          # the whole table (~40 min)
     uv run python benchmarks/run.py --only backup --backup-rows 1000000
     uv run python benchmarks/run.py --only live,health,help
+    uv run python benchmarks/run.py --only inspect --rounds 5
 
 Starts its own embedded PostgreSQL in a temp directory (test-cluster settings: fsync,
 synchronous_commit and full_page_writes off, the same server for moviectl and its peers)
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import common
 from benchmarks.common import HEADER
 from benchmarks.data import bench_backup, bench_seed
+from benchmarks.inspecting import bench_inspect
 from benchmarks.serve import bench_serve
 from benchmarks.startup import bench_health, bench_help, bench_live, bench_status
 from benchmarks.testdb import bench_testdb, bench_tiers
@@ -39,7 +41,9 @@ from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
 from moviectl.infra.ports import free_port
 from moviectl.infra.settings import load_settings
 
-NAMES = ("live", "health", "help", "status", "serve", "testdb", "tiers", "seed", "backup")
+NAMES = (
+    "live", "health", "help", "status", "inspect", "serve", "testdb", "tiers", "seed", "backup"
+)  # fmt: skip
 
 
 def main() -> None:
@@ -81,6 +85,8 @@ def main() -> None:
                 bench_help(env, args.rounds)
             elif name == "status":
                 bench_status(env, url, args.rounds)
+            elif name == "inspect":
+                bench_inspect(env, tmp, args.rounds)
             elif name == "serve":
                 bench_serve(env, url, args.serve_clients, args.serve_requests)
             elif name == "testdb":

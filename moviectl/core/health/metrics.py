@@ -176,6 +176,18 @@ def metrics_body(
             "Age of the oldest open transaction in the database (idle in transaction included)",
             ("datname",),
         ).labels(db).set(data.get("longest_transaction_seconds", 0))
+        gauge(
+            "moviectl_blocked_sessions",
+            "Sessions of the database waiting for a lock another session holds",
+            ("datname",),
+        ).labels(db).set(data.get("blocked_sessions", 0))
+        dead = gauge(  # the app's tables only (gauges.py); every table: postgres_exporter
+            "moviectl_table_dead_tuples",
+            "Dead rows of the app's tables (pg_stat_user_tables.n_dead_tup)",
+            ("datname", "schemaname", "relname"),
+        )
+        for schema, table, n in data.get("dead_rows", []):
+            dead.labels(db, schema, table).set(n)
     migrations = by_name.get("migrations")
     if migrations is not None and migrations.data:
         gauge("moviectl_migrations_pending", "Migrations the database lacks", ("datname",)).labels(
