@@ -92,21 +92,32 @@ def parse_ttl(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-MODEL_SOURCES = ("moviectl.infra.models", "moviectl.infra.movie_fields")  # read, not imported
+# moviectl's own models: the module and the constants its CHECKs use (read, not imported)
+MODEL_SOURCES = ("moviectl.infra.models", "moviectl.infra.movie_fields")
 SCHEMA_TOOLS = ("sqlalchemy", "alembic")  # their versions: the DDL the migrations emit
 
 
 def template_hash() -> str:
-    """12 hex digits over the migration scripts, the models' source and the schema tools'
-    versions: any change to them names a new template. Imports neither SQLAlchemy nor
-    Alembic (``testdb create`` starts fast)."""
+    """12 hex digits over the configured migration scripts (the service's or moviectl's),
+    the source of the models' module and the schema tools' versions: any change to them
+    names a new template. Imports neither SQLAlchemy nor Alembic (``testdb create``
+    starts fast)."""
     from importlib import metadata
     from importlib.util import find_spec
 
+    from moviectl.core.migrations.project import (
+        DEFAULT_METADATA,
+        metadata_source_file,
+        schema_source,
+    )
     from moviectl.core.migrations.scripts import scripts_fingerprint
 
+    source = schema_source()
     digest = hashlib.sha256(scripts_fingerprint().encode())
-    for module in MODEL_SOURCES:
+    digest.update(source.metadata.encode())
+    if source.metadata != DEFAULT_METADATA:
+        digest.update(metadata_source_file(source))
+    for module in MODEL_SOURCES if source.metadata == DEFAULT_METADATA else ():
         spec = find_spec(module)
         origin = spec.origin if spec else None
         digest.update(module.encode())
