@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from moviectl.cli.context import YesOpt, confirm, new_typer, out, settings_of
+from moviectl.cli.protection import OverrideOpt
 from moviectl.cli.render import (
     Backups,
     render_backup,
@@ -141,6 +142,7 @@ def restore_cmd(
     ] = False,
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1)] = None,
     yes: YesOpt = False,
+    override: OverrideOpt = False,
 ) -> None:
     """Restore a backup into a new database (or, with --force, over an existing one).
 
@@ -155,7 +157,14 @@ def restore_cmd(
     from moviectl.core.backups.restore import restore
 
     settings = settings_of(ctx)
-    if force:
+    if force and into is not None:  # a protected database is refused before the prompt
+        from moviectl.cli.protection import touching
+        from moviectl.infra.protect import guard
+
+        target = settings.session_target(into)
+        guard(settings, f"restore {file.name} over it", target=target, override=override)
+        confirm(ctx, f"Replace {touching(settings, target)} with {file.name}?", yes)
+    elif force:
         confirm(ctx, f"Replace database {into or '(new)'} with {file.name}?", yes)
     o = out(ctx)
     try:

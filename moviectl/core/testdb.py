@@ -40,6 +40,7 @@ from moviectl.infra.admin import (
 from moviectl.infra.engine import connect, db_errors
 from moviectl.infra.errors import LockBusy, Refused, UsageError
 from moviectl.infra.processes import pid_alive
+from moviectl.infra.protect import marks, overridden, refusal
 from moviectl.infra.settings import DbTarget, Settings
 
 _TEST_NAME = re.compile(r"^movies_test_[0-9a-f]{8,32}$")
@@ -316,8 +317,11 @@ def drop(settings: Settings, names: list[str], *, target: DbTarget | None = None
     admin = target or admin_target(settings)
     app_db = settings.target().database
     with _admin(settings, admin) as conn:
+        protected = marks(conn)  # never a protected database, whatever its name or mark
         for name in names:
             check_droppable(conn, name, app_db)
+            if name in protected and not overridden(settings, name, False):
+                raise refusal(name, protected[name], "drop it", f"{admin.host}:{admin.port}")
         for name in names:
             # the driver's errors only: anything else is a bug, not the user's (exit 10)
             with db_errors(admin.with_database(name), settings.connect_timeout):
