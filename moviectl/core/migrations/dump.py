@@ -76,7 +76,6 @@ def schema_sql(settings: Settings) -> str:
         [tool.path, *DUMP_OPTIONS, "-d", target.child_conninfo()],
         env=child_env(target),
         text=True,
-        timeout=600,
     )
     if done.returncode != 0:
         raise MoviectlError(
