@@ -23,10 +23,14 @@ OverrideOpt = Annotated[
 
 
 def touching(settings: Settings, target: DbTarget | None = None) -> str:
-    """``movies at host:port (PRODUCTION, protected)`` / ``(not protected)``: for prompts."""
-    from moviectl.infra.protect import environment_of
+    """``database movies at host:port (environment PRODUCTION, protected)`` / ``(not
+    protected)`` / ``(its protection unknown…)``: the words of destructive prompts."""
+    from moviectl.infra.protect import UNKNOWN, environment_of
 
     t = target or settings.target()
     env = environment_of(settings, target)
-    mark = f"environment {env.upper()}, protected" if env else "not protected"
+    if env == UNKNOWN:
+        mark = "its protection unknown: the server did not answer"
+    else:
+        mark = f"environment {env.upper()}, protected" if env else "not protected"
     return f"database {t.database} at {t.host}:{t.port} ({mark})"

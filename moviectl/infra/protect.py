@@ -94,21 +94,28 @@ def guard(
     server_wide: bool = False,
 ) -> None:
     """Refuse ``what`` when the database (or, ``server_wide``, any database on the server)
-    is protected and not overridden. A server that cannot be reached has nothing to guard
-    from this side (the command's own connection fails next, or it needs none)."""
+    is protected and not overridden.
+
+    A database the guard cannot read fails here, with the connection's own error (exit 3 or
+    4), before any prompt: the command needs that connection next anyway, and a prompt
+    must not call a database it could not read "not protected". Only ``server_wide``
+    (``db down --volumes``: the server may be stopped, its files are what goes) passes a
+    server that cannot be reached."""
     t = target or settings.session_target()
     try:
         conn = connect(
             t.with_database("postgres") if server_wide else t,
             connect_timeout=settings.connect_timeout,
         )
-    except MoviectlError:
-        if server_wide or t.database == "postgres":
+    except MoviectlError as first:
+        if server_wide:
             return
+        if t.database == "postgres":
+            raise
         try:  # the database may be gone (db reset): its server answers for it
             conn = connect(t.with_database("postgres"), connect_timeout=settings.connect_timeout)
         except MoviectlError:
-            return
+            raise first from None
     with conn:
         found = marks(conn, None if server_wide else t.database)
     for database, environment in sorted(found.items()):
@@ -116,12 +123,17 @@ def guard(
             raise refusal(database, environment, what, f"{t.host}:{t.port}")
 
 
+UNKNOWN = "?"  # environment_of: the mark could not be read
+
+
 def environment_of(settings: Settings, target: DbTarget | None = None) -> str | None:
-    """The database's protection mark, None when unprotected or unreachable (for prompts
-    and ``config show``)."""
+    """The database's protection mark, None when unprotected, ``UNKNOWN`` when neither
+    it nor its server's maintenance database answers (for prompts and ``config show``)."""
     t = target or settings.session_target()
-    try:
-        with connect(t, connect_timeout=settings.connect_timeout) as conn:
-            return marks(conn, t.database).get(t.database)
-    except MoviectlError:
-        return None
+    for where in (t, t.with_database("postgres")):  # a dropped database: ask its server
+        try:
+            with connect(where, connect_timeout=settings.connect_timeout) as conn:
+                return marks(conn, t.database).get(t.database)
+        except MoviectlError:
+            continue
+    return UNKNOWN

@@ -78,9 +78,14 @@ def schema_sql(settings: Settings) -> str:
         text=True,
     )
     if done.returncode != 0:
-        raise MoviectlError(
-            f"pg_dump --schema-only of {target.database} failed: {first_error(done.stderr)}"
-        )
+        from moviectl.infra.engine import translate_error
+
+        # the exit code follows the condition (permission denied: 4, the server gone: 3)
+        err = translate_error(RuntimeError(done.stderr), target)
+        if type(err) is MoviectlError:  # no known condition: pg_dump's own first complaint
+            err.message = first_error(done.stderr).removeprefix("pg_dump: error: ")
+        err.message = f"pg_dump --schema-only of {target.database} failed: {err.message}"
+        raise err
     return normalise(done.stdout)
 
 
