@@ -203,8 +203,8 @@ def db_protect(
     """Mark the app database as a protected environment, stored in the database itself.
 
     Destructive commands (migrate down/redo, seed --reset, db reset, db down --volumes,
-    restore --force, testdb drop) refuse it with exit 5 unless given
-    --i-know-this-is-production or MOVIE_ALLOW_PROTECTED=<database>.
+    restore --force) refuse it with exit 5 unless given --i-know-this-is-production or
+    MOVIE_ALLOW_PROTECTED=<database>. A backup restored elsewhere is not protected.
 
     Example: `moviectl db protect` or `moviectl db protect --unprotect --yes`
     """
@@ -221,6 +221,8 @@ def render_reset(c: Console, r: ResetResult) -> None:
     from moviectl.cli.render import render_migrate
 
     c.print(f"[green]✓[/] {'dropped and re' if r.existed else ''}created {r.database}")
+    if r.environment:
+        c.print(f"[yellow]![/] still protected as {r.environment!r} (the mark was kept)")
     render_migrate(c, r.migrated)
     if r.seeded is not None:
         c.print(f"[green]✓[/] seeded {r.seeded.inserted} movie(s)")

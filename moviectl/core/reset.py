@@ -1,11 +1,14 @@
 """`db reset`: drop the app database, create it again, migrate it to head, seed it.
 
-Invariant: touches the app database alone (never another database on the server), and
+Invariants: touches the app database alone (never another database on the server), and
 never a protected one (``infra/protect.py``: refused before anything is dropped unless
-overridden). The drop terminates the database's sessions (``WITH (FORCE)``). A reset
-killed half-way leaves at worst a missing or empty database, which the next ``db reset``
-(or ``moviectl up``) completes; two resets at once: the second's CREATE fails or its
-drop ends the first's migration, and running it again converges.
+overridden). An overridden reset keeps the mark: ``DROP DATABASE`` takes the database's
+settings along, so the recreated one is marked as the dropped one was, right after its
+CREATE (a kill between the two leaves an empty, unmarked database). The drop terminates
+the database's sessions (``WITH (FORCE)``). A reset killed half-way leaves at worst a
+missing or empty database, which the next ``db reset`` (or ``moviectl up``) completes; two
+resets at once: the second's CREATE fails or its drop ends the first's migration, and
+running it again converges.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from moviectl.core.seed.load import SeedResult, seed
 from moviectl.infra.admin import SYSTEM_DATABASES, create_database, drop_database_force
 from moviectl.infra.engine import connect
 from moviectl.infra.errors import Refused
-from moviectl.infra.protect import guard
+from moviectl.infra.protect import guard, marks, set_mark
 from moviectl.infra.settings import Settings
 
 SAMPLE_DEFAULT = 3  # as `moviectl up` seeds an empty database
@@ -29,6 +32,7 @@ class ResetResult:
     database: str
     url: str
     existed: bool
+    environment: str | None  # the protection mark it had, and has again
     migrated: MigrateResult
     seeded: SeedResult | None
     seed_skipped: str | None  # why no seed ran
@@ -52,8 +56,11 @@ def reset(
             ).fetchone()
             is not None
         )
+        environment = marks(conn, target.database).get(target.database)
         drop_database_force(conn, target.database)
         create_database(conn, admin, target.database)
+        if environment is not None:
+            set_mark(conn, target.database, environment)
     migrated = upgrade(settings)
     seeded, skipped = None, None
     if sample is None:
@@ -66,6 +73,7 @@ def reset(
         database=target.database,
         url=settings.target().url(),
         existed=existed,
+        environment=environment,
         migrated=migrated,
         seeded=seeded,
         seed_skipped=skipped,
