@@ -159,6 +159,32 @@ def test_a_service_s_own_schema_from_an_installed_wheel(venv, service, service_d
         assert conn.execute("SELECT to_regclass('seed_runs')").fetchone()[0] is None
     r = run("migrate", "check")
     assert r.returncode == 0, r.stdout + r.stderr
+    # status and history read the service's versions/ (moviectl's own has 0002)
+    r = run("migrate", "status")
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["current"] == doc["head"] == "0001" and doc["pending"] == []
+    r = run("migrate", "history")
+    assert [x["revision"] for x in json.loads(r.stdout)["revisions"]] == ["0001"]
+    r = run("config", "show")
+    schema = json.loads(r.stdout)["schema"]
+    assert schema["metadata"] == "movie_service.app.models:metadata"
+    assert "[tool.moviectl]" in schema["origin"]
+    assert schema["migrations"] == str(service / "alembic" / "versions")
+    # the first failure: an empty migration from an installed wheel
+    r = run("migrate", "new", "backfill directors", "--empty")
+    assert r.returncode == 0, r.stderr
+    empty = Path(json.loads(r.stdout)["path"])
+    assert empty.parent == service / "alembic" / "versions" and empty.name.startswith("0002")
+    r = run("migrate", "status")
+    assert r.returncode == 6 and json.loads(r.stdout)["head"] == "0002"
+    r = run("migrate")
+    assert r.returncode == 0 and json.loads(r.stdout)["to_revision"] == "0002", r.stderr
+    r = run("migrate", "redo", "--yes")
+    assert r.returncode == 0, r.stderr
+    r = run("migrate", "down", "--steps", "1", "--yes")
+    assert r.returncode == 0 and json.loads(r.stdout)["to_revision"] == "0001", r.stderr
+    empty.unlink()  # the rest runs on the one migration
     # migrate dump, and --check against the checked-in file
     r = run("migrate", "dump")
     assert r.returncode == 0, r.stderr
