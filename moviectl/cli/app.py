@@ -23,6 +23,7 @@ from moviectl.cli import (
     commands_db,
     commands_doctor,
     commands_health,
+    commands_init,
     commands_inspect,
     commands_migrate,
     commands_seed,
@@ -54,6 +55,7 @@ COMMANDS: list[tuple[str, Any, str | None]] = [
     ("restore", commands_backup.restore_cmd, None),
     ("testdb", commands_testdb.testdb_app, None),
     ("config", commands_config.config_app, None),
+    ("init", commands_init.init_app, None),
 ]
 HELP_ORDER = tuple(name for name, _, _ in COMMANDS)
 
