@@ -185,6 +185,13 @@ def test_a_service_s_own_schema_from_an_installed_wheel(venv, service, service_d
     r = run("migrate", "down", "--steps", "1", "--yes")
     assert r.returncode == 0 and json.loads(r.stdout)["to_revision"] == "0001", r.stderr
     empty.unlink()  # the rest runs on the one migration
+    # lint (what `init ci` runs) and health's migration check follow the service's scripts
+    r = run("migrate", "lint", "--range", "base:head")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run("health")
+    checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+    assert checks["migrations"]["status"] == "pass", checks["migrations"]
+    assert checks["migrations"]["detail"] == "at head 0001"  # the service's head, not 0002
     # migrate dump, and --check against the checked-in file
     r = run("migrate", "dump")
     assert r.returncode == 0, r.stderr
