@@ -25,7 +25,8 @@ def config_show(ctx: typer.Context) -> None:
     state = state_of(ctx)
     settings = state.settings()
     source = schema_source()
-    env = environment_of(settings)
+    # config show is where people look when the server is in trouble: ask briefly
+    env = environment_of(settings, connect_timeout=min(settings.connect_timeout, 2))
     result: SettingsShown = {
         "env_file": str(state.env_file or ".env"),
         "database_url": settings.masked_url,

@@ -27,7 +27,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from moviectl.infra.engine import connect
-from moviectl.infra.errors import MoviectlError, Refused, UsageError
+from moviectl.infra.errors import MoviectlError, Refused, Unreachable, UsageError
 
 if TYPE_CHECKING:
     from moviectl.infra.conninfo import DbTarget
@@ -126,14 +126,19 @@ def guard(
 UNKNOWN = "?"  # environment_of: the mark could not be read
 
 
-def environment_of(settings: Settings, target: DbTarget | None = None) -> str | None:
+def environment_of(
+    settings: Settings, target: DbTarget | None = None, *, connect_timeout: int | None = None
+) -> str | None:
     """The database's protection mark, None when unprotected, ``UNKNOWN`` when neither
     it nor its server's maintenance database answers (for prompts and ``config show``)."""
     t = target or settings.session_target()
+    wait = connect_timeout or settings.connect_timeout
     for where in (t, t.with_database("postgres")):  # a dropped database: ask its server
         try:
-            with connect(where, connect_timeout=settings.connect_timeout) as conn:
+            with connect(where, connect_timeout=wait) as conn:
                 return marks(conn, t.database).get(t.database)
+        except Unreachable:
+            break  # the server itself does not answer: asking it again only waits longer
         except MoviectlError:
             continue
     return UNKNOWN
