@@ -234,9 +234,10 @@ class DockerBackend:
         return f"{self.svc.container_name}-replaced"
 
     def _put_back_replaced(self) -> Any | None:
-        """The db container; one a killed recreate left renamed aside goes back in place
-        (or, when its replacement exists, away): never a database left stopped aside."""
-        from docker.errors import NotFound
+        """The db container; one a killed recreate left renamed aside goes back in place and
+        runs again (or, when its replacement has run, goes away): never a database left
+        stopped aside, nor deleted for a replacement that never started."""
+        from docker.errors import APIError, NotFound
 
         c = self.container()
         try:
@@ -246,9 +247,13 @@ class DockerBackend:
         if (aside.labels or {}).get(OWNER_LABEL) != self.owner:
             return c
         if c is not None and c.id != aside.id:
-            aside.remove(force=True)
-            return c
+            if c.status != "created":  # the replacement ran: the recreate was done
+                aside.remove(force=True)
+                return c
+            c.remove(force=True)  # killed between create and start: undo it
         aside.rename(self.svc.container_name)
+        with contextlib.suppress(APIError):  # as before the recreate; up() goes on from there
+            aside.start()
         aside.reload()
         return aside
 
