@@ -203,8 +203,9 @@ def db_protect(
     """Mark the app database as a protected environment, stored in the database itself.
 
     Destructive commands (migrate down/redo, seed --reset, db reset, db down --volumes,
-    restore --force) refuse it with exit 5 unless given --i-know-this-is-production or
-    MOVIE_ALLOW_PROTECTED=<database>. A backup restored elsewhere is not protected.
+    restore --force, testdb drop) refuse it with exit 5 unless given
+    --i-know-this-is-production or MOVIE_ALLOW_PROTECTED=<database>. A backup restored
+    elsewhere is not protected.
 
     Example: `moviectl db protect` or `moviectl db protect --unprotect --yes`
     """

@@ -101,9 +101,8 @@ SCHEMA_TOOLS = ("sqlalchemy", "alembic")  # their versions: the DDL the migratio
 
 def template_hash() -> str:
     """12 hex digits over the configured migration scripts (the service's or moviectl's),
-    the source of the models' module and the schema tools' versions: any change to them
-    names a new template. Imports neither SQLAlchemy nor Alembic (``testdb create``
-    starts fast)."""
+    the models' module's source and the schema tools' versions: any change names a new
+    template. Imports neither SQLAlchemy nor Alembic (``testdb create`` starts fast)."""
     from importlib import metadata
     from importlib.util import find_spec
 

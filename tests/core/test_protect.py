@@ -184,3 +184,20 @@ def test_the_server_wide_guard_sees_any_protected_database(
     guard(moviectl_settings, "delete the server's data", target=gone, server_wide=True)
     with pytest.raises(Unreachable):
         guard(moviectl_settings, "drop it", target=gone)
+
+
+def test_testdb_drop_never_drops_a_protected_test_database(
+    moviectl_settings, moviectl_admin_target
+):
+    from moviectl.core import testdb
+    from moviectl.infra.protect import set_mark
+
+    db = testdb.create(moviectl_settings, target=moviectl_admin_target)
+    with psycopg.connect(moviectl_admin_target.url(masked=False), autocommit=True) as conn:
+        set_mark(conn, db.name, "production")
+    cli = Cli({"MOVIE_DATABASE_URL_TEST": moviectl_admin_target.url(masked=False)})
+    r = cli("--json", "testdb", "drop", db.name)
+    assert r.exit_code == 5 and MARK in json.loads(r.stdout)["message"], r.output
+    assert _mark_of(moviectl_admin_target, db.name) == "production"
+    r = cli("--json", "testdb", "drop", db.name, MOVIE_ALLOW_PROTECTED=db.name)
+    assert r.exit_code == 0, r.output
