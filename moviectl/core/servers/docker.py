@@ -32,6 +32,7 @@ from moviectl.core.servers.docker_engine import (
     labels,
     owner_of,
     published_port,
+    recorded_binds,
     refuse_foreign,
     refuse_recreate,
     secrets_as_files,
@@ -52,11 +53,9 @@ class DockerBackend:
         self.settings = settings
         self.progress = progress
         self.owner = owner_of(settings)
-        self.svc = db_service(
-            compose_path(Path(settings.compose_file)),
-            compose_env(settings),
-            settings.compose_project,
-        )
+        compose = compose_path(Path(settings.compose_file))
+        self.svc = db_service(compose, compose_env(settings), settings.compose_project)
+        self.svc.binds = recorded_binds(settings, self.svc.project)  # `pitr enable`'s
         self._docker: Any = None
 
     @property
