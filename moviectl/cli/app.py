@@ -23,6 +23,7 @@ from moviectl.cli import (
     commands_db,
     commands_doctor,
     commands_health,
+    commands_init,
     commands_inspect,
     commands_migrate,
     commands_pitr,
@@ -56,6 +57,7 @@ COMMANDS: list[tuple[str, Any, str | None]] = [
     ("pitr", commands_pitr.pitr_app, None),
     ("testdb", commands_testdb.testdb_app, None),
     ("config", commands_config.config_app, None),
+    ("init", commands_init.init_app, None),
 ]
 HELP_ORDER = tuple(name for name, _, _ in COMMANDS)
 

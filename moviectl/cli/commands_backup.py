@@ -9,6 +9,7 @@ import typer
 
 from moviectl.cli import commands_pitr as pitr
 from moviectl.cli.context import YesOpt, confirm, new_typer, out, settings_of
+from moviectl.cli.protection import OverrideOpt
 from moviectl.cli.render import (
     Backups,
     render_backup,
@@ -157,6 +158,7 @@ def restore_cmd(
     ] = False,
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1)] = None,
     yes: YesOpt = False,
+    override: OverrideOpt = False,
     physical: pitr.PhysicalOpt = False,
     to_time: pitr.ToTimeOpt = None,
     to_lsn: pitr.ToLsnOpt = None,
@@ -201,7 +203,14 @@ def restore_cmd(
         )
 
     settings = settings_of(ctx)
-    if force:
+    if force and into is not None:  # a protected database is refused before the prompt
+        from moviectl.cli.protection import touching
+        from moviectl.infra.protect import guard
+
+        target = settings.session_target(into)
+        guard(settings, f"restore {file.name} over it", target=target, override=override)
+        confirm(ctx, f"Replace {touching(settings, target)} with {file.name}?", yes)
+    elif force:
         confirm(ctx, f"Replace database {into or '(new)'} with {file.name}?", yes)
     o = out(ctx)
     try:

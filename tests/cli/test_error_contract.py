@@ -49,6 +49,9 @@ def _args(cmd: tuple[str, ...], backup: str, out: str) -> list[str]:
         ("up",): ["--timeout", "1"],
         ("db", "up"): ["--timeout", "1"],
         ("migrate", "down"): ["--to", "base", "--yes"],
+        ("migrate", "redo"): ["--yes"],
+        ("migrate", "stamp"): ["head"],
+        ("db", "reset"): ["--yes"],
         ("migrate", "new"): ["add director"],
         ("seed",): ["--sample", "3"],
         ("backup",): ["--output", out],
@@ -72,7 +75,8 @@ NO_SERVER = {
     ("db", "logs"): 5,
     ("backup", "list"): 0,
     ("backup", "prune"): 0,
-    ("config", "show"): 0,
+    ("config", "show"): 0,  # the protection mark reads as "unknown"
+    ("init", "ci"): 0,  # writes a workflow file, nothing else
     ("doctor",): 1,  # it reports the problem as a finding
     ("pitr", "script"): 0,  # prints the archive script
     ("pitr", "promote"): 2,  # no such restored cluster (and not a managed server)

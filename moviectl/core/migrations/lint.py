@@ -149,7 +149,7 @@ def render(settings: Settings, start: str | None, end: str) -> list[Emitted]:
     """The offline SQL of the migrations after ``start`` up to ``end``, write by write."""
     from alembic import command
 
-    capture = StatementCapture(scripts.script_location() / "versions")
+    capture = StatementCapture(scripts.versions_location())
     cfg = scripts.alembic_config(settings)
     cfg.output_buffer = capture
     command.upgrade(cfg, f"{start or 'base'}:{end}", sql=True)
