@@ -194,6 +194,7 @@ def restore_cmd(
             name=into,
             timeout=timeout,
             yes=yes,
+            override=override,
         )
     if file is None:
         from moviectl.infra.errors import UsageError

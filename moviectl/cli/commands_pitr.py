@@ -9,6 +9,7 @@ import typer
 
 from moviectl.cli import render_pitr as rp
 from moviectl.cli.context import YesOpt, confirm, new_typer, out, settings_of
+from moviectl.cli.protection import OverrideOpt, guard_promotion
 
 pitr_app = new_typer(
     "Point-in-time recovery: WAL archiving, restore points, restored clusters.\n\n"
@@ -80,6 +81,7 @@ def promote_cmd(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The restored cluster.")],
     yes: YesOpt = False,
+    override: OverrideOpt = False,
 ) -> None:
     """Swap a restored cluster in for the embedded or Docker server (the old one kept).
 
@@ -88,6 +90,7 @@ def promote_cmd(
     from moviectl.core.pitr.promote import promote
 
     settings = settings_of(ctx)
+    guard_promotion(settings, override)
     confirm(ctx, f"Replace the server's cluster with {name}?", yes)
     out(ctx).emit(promote(settings, name), rp.render_promote)
 
@@ -168,6 +171,7 @@ def physical_restore(
     name: str | None,
     timeout: float,
     yes: bool,
+    override: bool = False,
 ) -> None:
     from moviectl.core.pitr import targets
     from moviectl.core.pitr.restore import restore
@@ -175,6 +179,7 @@ def physical_restore(
     settings = settings_of(ctx)
     target = targets.parse(to_time=to_time, to_lsn=to_lsn, to_name=to_name, latest=latest)
     if promote:
+        guard_promotion(settings, override)
         confirm(ctx, "Restore, then replace the server's cluster with it?", yes)
     o = out(ctx)
     with o.status(f"restoring to {target.describe()}"):

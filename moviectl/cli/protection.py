@@ -34,3 +34,18 @@ def touching(settings: Settings, target: DbTarget | None = None) -> str:
     else:
         mark = f"environment {env.upper()}, protected" if env else "not protected"
     return f"database {t.database} at {t.host}:{t.port} ({mark})"
+
+
+def guard_promotion(settings: Settings, override: bool) -> None:
+    """A promotion rolls every database on the server back to the restored moment: refused
+    when any of them is protected (as `restore --force` over one), before the prompt and
+    before the restore runs. A server that does not answer is not read (its old cluster is
+    kept whole, ``pgdata.before-<time>``), as for ``db down --volumes``."""
+    from moviectl.infra.protect import guard
+
+    guard(
+        settings,
+        "replace its server's cluster with a restored one (every database rolls back)",
+        override=override,
+        server_wide=True,
+    )

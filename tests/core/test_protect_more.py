@@ -1,0 +1,47 @@
+"""The protection mark where the first round left it unread: `restore --physical
+--promote` / `pitr promote`, `testdb prune`, `migrate stamp` — against a real server.
+
+Each refuses a protected database (exit 5, naming the mark) before anything is prompted,
+restored, dropped or written, and lets the separately named override through.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import Cli
+from tests.core.test_protect import MARK, _mark_of, _state, app_db  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_promotion_over_a_protected_database_is_refused(app_db, tmp_path):  # noqa: F811
+    """A promotion rolls back every database on the server: one protected database on it
+    refuses `restore --physical --promote` and `pitr promote` before the restore runs."""
+    name, url = app_db
+    env = {"MOVIE_DATABASE_URL": url, "MOVIE_BACKUP_DIR": str(tmp_path / "b")}
+    cli = Cli(env)
+    assert cli("--json", "db", "protect").exit_code == 0
+    before = _state(url)
+    promotions = [
+        ["restore", "--physical", "--latest", "--promote", "--yes"],
+        ["pitr", "promote", "restore-20261202T140700Z", "--yes"],
+    ]
+    for args in promotions:
+        r = cli("--json", *args)
+        assert r.exit_code == 5, (args, r.output)
+        err = json.loads(r.stdout)
+        assert err["error"] == "Refused" and MARK in err["message"], (args, err)
+        assert name in err["message"] and "--i-know-this-is-production" in err["hint"]
+        r = cli("--json", *args, MOVIE_ALLOW_PROTECTED="some_other_db")
+        assert r.exit_code == 5 and MARK in json.loads(r.stdout)["message"], (args, r.output)
+        # the override passes the guard: what stops it now is PITR itself (nothing to restore)
+        for override in ({"MOVIE_ALLOW_PROTECTED": name}, {}):
+            flag = [] if override else ["--i-know-this-is-production"]
+            r = cli("--json", *args, *flag, **override)
+            assert r.exit_code not in (0, 5), (args, r.output)
+            assert MARK not in r.stdout, (args, r.output)
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").rglob("restore.json"))
+    assert _state(url) == before
