@@ -83,9 +83,9 @@ def testdb_drop(
         dropped = testdb.drop_all(settings)
     else:
         dropped = testdb.drop(settings, list(names or []))
-    out(ctx).emit(
-        {"dropped": dropped, "kept": []}, lambda c, r: render_prune(c, testdb.PruneResult(**r))
-    )
+    from moviectl.core.testdb_prune import PruneResult
+
+    out(ctx).emit({"dropped": dropped, "kept": []}, lambda c, r: render_prune(c, PruneResult(**r)))
 
 
 @testdb_app.command("list")
@@ -109,12 +109,15 @@ def testdb_prune(
 ) -> None:
     """Drop expired test databases (and, with --older-than, old ones) and stale templates.
 
+    A database marked protected (`moviectl db protect`) is kept and listed as such.
+
     Example: `moviectl testdb prune --older-than 1d` (a nightly cron job)
     """
     from moviectl.core import testdb
+    from moviectl.core.testdb_prune import prune
 
     age = testdb.parse_ttl(older_than) if older_than else None
-    out(ctx).emit(testdb.prune(settings_of(ctx), older_than=age), render_prune)
+    out(ctx).emit(prune(settings_of(ctx), older_than=age), render_prune)
 
 
 @testdb_app.command("template")

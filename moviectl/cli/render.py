@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from moviectl.core.migrations.status import MigrationStatus
     from moviectl.core.seed.load import SeedResult
     from moviectl.core.servers.base import DownResult, ServerStatus, UpResult
-    from moviectl.core.testdb import PruneResult, TestDatabase
+    from moviectl.core.testdb import TestDatabase
+    from moviectl.core.testdb_prune import PruneResult
     from moviectl.core.up import UpSummary
     from moviectl.infra.settings_report import SettingRow
 
@@ -151,6 +152,8 @@ def render_testdbs(c: Console, r: TestDatabases) -> None:
 def render_prune(c: Console, r: PruneResult) -> None:
     for name in r.dropped:
         c.print(f"  dropped {name}")
+    for name in r.protected:
+        c.print(f"  [yellow]kept {name}: it is marked protected[/] (moviectl db protect)")
     c.print(f"[green]✓[/] dropped {len(r.dropped)}, kept {len(r.kept)}")
 
 

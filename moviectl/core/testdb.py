@@ -5,7 +5,7 @@ models' source and the SQLAlchemy/Alembic versions (read without importing them)
 built once, under an advisory lock, by running the real migrations; every test database
 is a ``CREATE DATABASE ... TEMPLATE`` clone of it (tens of milliseconds). Each database
 moviectl makes carries an ownership mark (``COMMENT ON DATABASE``); ``drop`` and
-``prune`` touch nothing without it.
+``prune`` (``testdb_prune.py``) touch nothing without it.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ from moviectl.infra.processes import pid_alive
 from moviectl.infra.protect import marks, overridden, refusal
 from moviectl.infra.settings import DbTarget, Settings
 
-_TEST_NAME = re.compile(r"^movies_test_[0-9a-f]{8,32}$")
-_TEMPLATE_NAME = re.compile(r"^movies_tpl_[0-9a-f]{12}$")
+TEST_NAME = re.compile(r"^movies_test_[0-9a-f]{8,32}$")
+TEMPLATE_NAME = re.compile(r"^movies_tpl_[0-9a-f]{12}$")
 TEMPLATE_LOCK_KEY = 0x6D6F7674  # "movt"
 
 
@@ -69,12 +69,6 @@ class TestDatabase:
         if self.created_at is None:
             return None
         return (datetime.now(UTC) - self.created_at).total_seconds()
-
-
-@dataclass
-class PruneResult:
-    dropped: list[str]
-    kept: list[str]
 
 
 MAX_TTL_DAYS = 36500  # a century: longer is a typo
@@ -128,7 +122,7 @@ def template_hash() -> str:
     return digest.hexdigest()[:12]
 
 
-def _admin(settings: Settings, target: DbTarget | None = None) -> Any:
+def admin_session(settings: Settings, target: DbTarget | None = None) -> Any:
     """An admin connection that is a session of its own: the template lock is a session
     lock, and a pooler would keep idle connections to a template nobody could clone."""
     return connect(
@@ -146,7 +140,7 @@ def ensure_template(
     """Name of a ready template for the current migrations, building it if needed."""
     admin = target or admin_target(settings)
     name = TEMPLATE_PREFIX + template_hash()
-    with _admin(settings, admin) as conn:
+    with admin_session(settings, admin) as conn:
         if _template_ready(conn, name):
             return name
         deadline = time.monotonic() + timeout
@@ -230,7 +224,9 @@ def create(
         template=tpl,
         **({"state": "seeding"} if seeding else {}),
     )
-    with contextlib.nullcontext(conn) if conn is not None else _admin(settings, admin) as conn:
+    with (
+        contextlib.nullcontext(conn) if conn is not None else admin_session(settings, admin) as conn
+    ):
         clone_template(conn, admin, name, tpl, strategy, mark=mark)
     db_target = admin.with_database(name)
     return TestDatabase(
@@ -252,21 +248,12 @@ def seeding_done(
         expires=expires.isoformat() if expires else None,
         template=db.template,
     )
-    with _admin(settings, admin) as conn:
+    with admin_session(settings, admin) as conn:
         comment_database(conn, db.name, mark)
     return replace(db, expires_at=expires)
 
 
-def _abandoned(mark: dict[str, Any]) -> bool:
-    """Was this database being seeded by a process on this host that is gone?"""
-    owner = str(mark.get("owner") or "")
-    host, _, pid = owner.rpartition("@")[2].partition(" pid ")
-    if mark.get("state") != "seeding" or host != socket.gethostname() or not pid.isdigit():
-        return False
-    return not pid_alive(int(pid))
-
-
-def _as_test_db(admin: DbTarget, row: dict[str, Any]) -> TestDatabase:
+def as_test_db(admin: DbTarget, row: dict[str, Any]) -> TestDatabase:
     mark = row["mark"] or {}
 
     def ts(key: str) -> datetime | None:
@@ -287,14 +274,14 @@ def _as_test_db(admin: DbTarget, row: dict[str, Any]) -> TestDatabase:
 def list_databases(settings: Settings, target: DbTarget | None = None) -> list[TestDatabase]:
     """moviectl's test databases on the server (unmarked look-alikes are not listed)."""
     admin = target or admin_target(settings)
-    with _admin(settings, admin) as conn:
+    with admin_session(settings, admin) as conn:
         rows = databases_named_like(conn, TEST_PREFIX, sizes=True)
-    return [_as_test_db(admin, r) for r in rows if (r["mark"] or {}).get("kind") == "test"]
+    return [as_test_db(admin, r) for r in rows if (r["mark"] or {}).get("kind") == "test"]
 
 
 def check_droppable(conn: Any, name: str, app_database: str | None = None) -> None:
     """The safety rail: only marked ``movies_test_<hex>`` databases may be dropped."""
-    if name == app_database or not _TEST_NAME.fullmatch(name):
+    if name == app_database or not TEST_NAME.fullmatch(name):
         raise Refused(
             f"refusing to drop {name!r}: not a moviectl test database name ({TEST_PREFIX}<hex>)",
             hint="`moviectl testdb list` shows the databases this command may drop",
@@ -316,7 +303,7 @@ def drop(settings: Settings, names: list[str], *, target: DbTarget | None = None
     """Drop the named test databases (after the safety rail checked every one)."""
     admin = target or admin_target(settings)
     app_db = settings.target().database
-    with _admin(settings, admin) as conn:
+    with admin_session(settings, admin) as conn:
         protected = marks(conn)  # never a protected database, whatever its name or mark
         for name in names:
             check_droppable(conn, name, app_db)
@@ -354,47 +341,3 @@ def drop_all(settings: Settings, *, target: DbTarget | None = None) -> list[str]
     """Every marked test database, but those a running test session holds right now."""
     names = [d.name for d in list_databases(settings, target) if not in_use_by_a_live_run(d)]
     return drop(settings, names, target=target) if names else []
-
-
-def prune(
-    settings: Settings,
-    *,
-    older_than: timedelta | None = None,
-    target: DbTarget | None = None,
-    now: datetime | None = None,
-) -> PruneResult:
-    """Drop expired (or older than ``older_than``) test databases and stale templates.
-
-    ``now``: the moment expiry is judged at (default: the current time).
-    """
-    admin = target or admin_target(settings)
-    now = now or datetime.now(UTC)
-    current_tpl = TEMPLATE_PREFIX + template_hash()
-    dropped, kept = [], []
-    with _admin(settings, admin) as conn:
-        for row in databases_named_like(conn, TEST_PREFIX):
-            db = _as_test_db(admin, row)
-            if (row["mark"] or {}).get("kind") != "test" or not _TEST_NAME.fullmatch(db.name):
-                continue
-            expired = db.expires_at is not None and db.expires_at <= now
-            expired = expired or _abandoned(row["mark"] or {})
-            old = (
-                older_than is not None
-                and db.created_at is not None
-                and (now - db.created_at >= older_than)
-            )
-            if expired or old:
-                drop_database_force(conn, db.name)
-                dropped.append(db.name)
-            else:
-                kept.append(db.name)
-        for row in databases_named_like(conn, TEMPLATE_PREFIX):
-            mark = row["mark"] or {}
-            if mark.get("kind") != "template" or not _TEMPLATE_NAME.fullmatch(row["name"]):
-                continue
-            if row["name"] == current_tpl:
-                kept.append(row["name"])
-                continue
-            drop_database_force(conn, row["name"])
-            dropped.append(row["name"])
-    return PruneResult(dropped, kept)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import psycopg
 import pytest
 
 from tests.conftest import Cli
@@ -45,3 +46,33 @@ def test_promotion_over_a_protected_database_is_refused(app_db, tmp_path):  # no
             assert MARK not in r.stdout, (args, r.output)
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").rglob("restore.json"))
     assert _state(url) == before
+
+
+def test_testdb_prune_keeps_a_protected_test_database(moviectl_settings, moviectl_admin_target):
+    """A due (expired) test database carrying the mark is kept and named, not dropped; the
+    sweep goes on (exit 0) and drops its unmarked neighbour; the override lets it go."""
+    import time
+
+    from moviectl.core import testdb
+    from moviectl.infra.protect import set_mark
+
+    life = testdb.parse_ttl("1s")
+    marked = testdb.create(moviectl_settings, target=moviectl_admin_target, ttl=life)
+    plain = testdb.create(moviectl_settings, target=moviectl_admin_target, ttl=life)
+    with psycopg.connect(moviectl_admin_target.url(masked=False), autocommit=True) as conn:
+        set_mark(conn, marked.name, "production")
+    time.sleep(1.2)  # both expired
+    cli = Cli({"MOVIE_DATABASE_URL_TEST": moviectl_admin_target.url(masked=False)})
+    r = cli("--json", "testdb", "prune")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert plain.name in doc["dropped"] and marked.name not in doc["dropped"], doc
+    assert marked.name in doc["protected"] and marked.name in doc["kept"], doc
+    assert _mark_of(moviectl_admin_target, marked.name) == "production"
+    r = cli("testdb", "prune")
+    assert r.exit_code == 0 and f"kept {marked.name}: it is marked protected" in r.output
+    r = cli("--json", "testdb", "prune", MOVIE_ALLOW_PROTECTED="some_other_db")
+    assert marked.name in json.loads(r.stdout)["protected"], r.output
+    r = cli("--json", "testdb", "prune", MOVIE_ALLOW_PROTECTED=marked.name)
+    assert r.exit_code == 0 and marked.name in json.loads(r.stdout)["dropped"], r.output
+    assert _mark_of(moviectl_admin_target, marked.name) is None

@@ -150,7 +150,9 @@ def test_ttl_and_prune(moviectl_settings, moviectl_admin_target):
         moviectl_settings, target=moviectl_admin_target, ttl=testdb.parse_ttl("1s")
     )
     later = datetime.now(UTC) + timedelta(seconds=2)  # the 1s one has expired by then
-    result = testdb.prune(moviectl_settings, target=moviectl_admin_target, now=later)
+    from moviectl.core.testdb_prune import prune
+
+    result = prune(moviectl_settings, target=moviectl_admin_target, now=later)
     assert short.name in result.dropped and keep.name not in result.dropped
     testdb.drop(moviectl_settings, [keep.name], target=moviectl_admin_target)
     with pytest.raises(Exception, match="bad duration"):
@@ -213,7 +215,9 @@ def test_stale_templates_are_pruned(moviectl_settings, moviectl_admin_target):
         conn.execute(
             sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true").format(sql.Identifier(stale))
         )
-    result = testdb.prune(moviectl_settings, target=moviectl_admin_target)
+    from moviectl.core.testdb_prune import prune
+
+    result = prune(moviectl_settings, target=moviectl_admin_target)
     assert stale in result.dropped
     current = testdb.TEMPLATE_PREFIX + testdb.template_hash()
     assert current not in result.dropped
