@@ -1,30 +1,55 @@
 """`db reset`: drop the app database, create it again, migrate it to head, seed it.
 
-Invariants: touches the app database alone (never another database on the server), and
-never a protected one (``infra/protect.py``: refused before anything is dropped unless
-overridden). An overridden reset keeps the mark: ``DROP DATABASE`` takes the database's
-settings along, so the recreated one is marked as the dropped one was, right after its
-CREATE (a kill between the two leaves an empty, unmarked database). The drop terminates
-the database's sessions (``WITH (FORCE)``). A reset killed half-way leaves at worst a
-missing or empty database, which the next ``db reset`` (or ``moviectl up``) completes; two
-resets at once: the second's CREATE fails or its drop ends the first's migration, and
-running it again converges.
+Invariants: touches the app database alone (and its staging twin, below; never another
+database on the server), and never a protected one (``infra/protect.py``: refused before
+anything is dropped unless overridden). The drop terminates the database's sessions
+(``WITH (FORCE)``).
+
+The new database is made first, as ``moviectl_reset_<hash of the name>`` (moviectl's
+``reset`` mark in its comment), and given the old one's protection mark *before* the old
+one is dropped; then DROP and ``ALTER DATABASE … RENAME`` (a rename keeps the database's
+settings, so the mark). So a kill -9 at any moment leaves either the old database, or no
+app database and the marked staging one (the two statements apart), or the new database
+marked, unmigrated or half seeded: never an unmarked copy of a protected database. The next
+``db reset`` reads the staging database's mark as the app database's (the guard refuses it
+without the override), drops it and starts again. Resets of one database are serialised
+by a session advisory lock on the maintenance connection (gone with its process), held to
+the end of the seed: two at once both succeed, one after the other.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from moviectl.core.migrations.runner import MigrateResult, upgrade
 from moviectl.core.seed.load import SeedResult, seed
-from moviectl.infra.admin import SYSTEM_DATABASES, create_database, drop_database_force
+from moviectl.infra.admin import (
+    SYSTEM_DATABASES,
+    create_database,
+    database_comment,
+    drop_database_force,
+    ident,
+    make_mark,
+    read_mark,
+)
 from moviectl.infra.engine import connect
-from moviectl.infra.errors import Refused
-from moviectl.infra.protect import guard, marks, set_mark
+from moviectl.infra.errors import LockBusy, Refused
+from moviectl.infra.held_signals import held
+from moviectl.infra.protect import guard, marks, overridden, refusal, set_mark
 from moviectl.infra.settings import Settings
 
 SAMPLE_DEFAULT = 3  # as `moviectl up` seeds an empty database
+RESET_LOCK_KEY = 0x6D6F7672  # "movr", with the name's hash: one reset of a database at a time
+RESET_LOCK_WAIT = 300.0  # seconds a reset waits for another one of the same database
+STAGING_PREFIX = "moviectl_reset_"
+
+
+def staging_name(database: str) -> str:
+    """The new database's name until it replaces ``database`` (fits in 63 bytes)."""
+    return STAGING_PREFIX + hashlib.sha256(database.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -49,18 +74,73 @@ def reset(
         raise Refused(f"{target.database} is a system database: refusing to reset it")
     guard(settings, "reset (drop and recreate) it", target=target, override=override)
     admin = target.with_database("postgres")
-    with connect(admin, connect_timeout=settings.connect_timeout) as conn:
-        existed = (
-            conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (target.database,)
-            ).fetchone()
-            is not None
-        )
-        environment = marks(conn, target.database).get(target.database)
-        drop_database_force(conn, target.database)
-        create_database(conn, admin, target.database)
-        if environment is not None:
-            set_mark(conn, target.database, environment)
+    with connect(admin, connect_timeout=settings.connect_timeout, session="the reset lock") as conn:
+        _lock(conn, target.database)
+        existed, environment = _swap(settings, conn, target.database, override)
+        return _finish(settings, existed, environment, sample, started)
+
+
+def _lock(conn: Any, database: str) -> None:
+    """Wait (bounded) for any other reset of ``database``: a session lock, gone with us."""
+    from psycopg import errors
+
+    conn.execute(f"SET lock_timeout = '{int(RESET_LOCK_WAIT * 1000)}ms'")
+    try:
+        conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (RESET_LOCK_KEY, database))
+    except errors.LockNotAvailable:
+        raise LockBusy(
+            f"another db reset of {database} has run for over {RESET_LOCK_WAIT:.0f} s",
+            hint="wait for it, or end it (moviectl inspect)",
+        ) from None
+    conn.execute("RESET lock_timeout")
+
+
+def _swap(settings: Settings, conn: Any, database: str, override: bool) -> tuple[bool, str | None]:
+    """Replace ``database`` by a new empty one carrying its mark; (existed, mark)."""
+    from psycopg import sql
+
+    staging = staging_name(database)
+    existed = database_comment(conn, database)[0]
+    environment = marks(conn, database).get(database)
+    left, comment = database_comment(conn, staging)
+    if left:  # an interrupted reset's: ours only if it carries our mark for this database
+        mark = read_mark(comment) or {}
+        if mark.get("kind") != "reset" or mark.get("of") != database:
+            raise Refused(
+                f"database {staging} exists but carries no moviectl reset mark for {database}",
+                hint="moviectl did not make it: rename or drop it by hand",
+            )
+        # killed between DROP and RENAME, the staging database holds the app database's
+        # mark (and an unmarked one may have been made since, by `db up`): the mark wins
+        staged = marks(conn, staging).get(staging)
+        if environment is None and staged is not None:
+            environment = staged
+            if not overridden(settings, database, override):
+                t = settings.session_target()
+                raise refusal(
+                    database, staged, "reset (drop and recreate) it", f"{t.host}:{t.port}"
+                )
+        drop_database_force(conn, staging)
+    new_mark = make_mark("reset", of=database)
+    create_database(conn, settings.session_target(), staging, mark=new_mark)
+    if environment is not None:
+        set_mark(conn, staging, environment)
+    with held():  # Ctrl-C / SIGTERM cannot come between the two (only kill -9 can)
+        drop_database_force(conn, database)
+        rename = sql.SQL("ALTER DATABASE {} RENAME TO {}")
+        conn.execute(rename.format(ident(staging), ident(database)))
+    conn.execute(sql.SQL("COMMENT ON DATABASE {} IS NULL").format(ident(database)))
+    return existed, environment
+
+
+def _finish(
+    settings: Settings,
+    existed: bool,
+    environment: str | None,
+    sample: int | None,
+    started: float,
+) -> ResetResult:
+    target = settings.session_target()
     migrated = upgrade(settings)
     seeded, skipped = None, None
     if sample is None:

@@ -80,7 +80,9 @@ class AuthFailed(MoviectlError):
 
 
 class DatabaseMissing(AuthFailed):
-    default_hint = "create it with `moviectl db up`, or check MOVIE_DB_NAME"
+    default_hint = (
+        "create it with `moviectl db up` (or `moviectl db reset`), or check MOVIE_DB_NAME"
+    )
 
 
 class PermissionDenied(AuthFailed):

@@ -1,0 +1,156 @@
+"""`db reset` killed half-way (kill -9) and run twice at once, against a real server.
+
+Whatever moment the kill lands on, a protected database's mark is never lost: the app
+database exists and carries it, or (killed between DROP and RENAME) it is gone and the
+staging database ``moviectl_reset_<hash>`` carries it, which the next reset reads as the
+app database's (refused without the override) and completes. Two resets at once are
+serialised by a session advisory lock: both exit 0 and the database ends up reset once.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from moviectl.core.reset import staging_name
+from moviectl.infra.admin import make_mark
+from moviectl.infra.conninfo import DbTarget
+from moviectl.infra.protect import marks, set_mark
+from tests.conftest import Cli, run_at_once, start_moviectl, subprocess_env, wait_for
+from tests.core.test_protect import MARK, _state, app_db  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _admin(target: DbTarget) -> psycopg.Connection:
+    return psycopg.connect(target.url(masked=False), autocommit=True)
+
+
+def _where_the_mark_is(admin: DbTarget, name: str) -> dict[str, str | None]:
+    """{database: its mark} for the app database and its staging twin, those that exist."""
+    staging = staging_name(name)
+    with _admin(admin) as c:
+        rows = c.execute(
+            "SELECT datname FROM pg_database WHERE datname IN (%s, %s)", (name, staging)
+        ).fetchall()
+        found = marks(c)
+    return {r[0]: found.get(r[0]) for r in rows}
+
+
+def _drop_staging(admin: DbTarget, name: str) -> None:
+    with _admin(admin) as c:
+        c.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(staging_name(name))
+            )
+        )
+
+
+@pytest.mark.parametrize("moment", ["staging made", "renamed", "0.9s", "1.6s"])
+def test_kill_9_mid_reset_never_loses_the_mark(app_db, moviectl_admin_target, moment):  # noqa: F811
+    name, url = app_db
+    env = {"MOVIE_DATABASE_URL": url, "MOVIE_ALLOW_PROTECTED": name}
+    assert Cli(env)("--json", "db", "protect").exit_code == 0
+    staging = staging_name(name)
+    proc = start_moviectl(subprocess_env(**env), "--json", "db", "reset", "--yes")
+    try:
+        if moment == "staging made":
+            ok = wait_for(lambda: staging in _where_the_mark_is(moviectl_admin_target, name), 60)
+        elif moment == "renamed":  # the new database in place, before the migration ends
+            seen: list[bool] = []
+
+            def renamed() -> bool:
+                now = _where_the_mark_is(moviectl_admin_target, name)
+                seen.append(staging in now)
+                return any(seen) and staging not in now
+
+            ok = wait_for(renamed, 60)
+        else:
+            ok = wait_for(lambda: proc.poll() is not None, float(moment[:-1])) or True
+        assert ok, moment
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        left = _where_the_mark_is(moviectl_admin_target, name)
+        # the invariant: the app database, marked; or it is gone and the staging one is marked
+        if name in left:
+            assert left[name] == "production", (moment, left)
+        else:
+            assert left.get(staging) == "production", (moment, left)
+        # the next reset (overridden) completes it: marked, migrated, seeded, nothing left over
+        r = Cli(env)("--json", "db", "reset", "--yes")
+        assert r.exit_code == 0, (moment, r.output)
+        assert json.loads(r.stdout)["environment"] == "production"
+        assert _where_the_mark_is(moviectl_admin_target, name) == {name: "production"}
+        assert _state(url)[1] == 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+        _drop_staging(moviectl_admin_target, name)
+
+
+def test_a_reset_killed_between_drop_and_rename_is_still_protected(app_db, moviectl_admin_target):  # noqa: F811
+    """The two statements apart (no kill lands there reliably, so the state is made by
+    hand, as the kill leaves it): the app database gone, the staging one marked. A `db up`
+    may have made an empty unmarked one meanwhile: the staging mark still wins."""
+    name, url = app_db
+    staging = staging_name(name)
+    try:
+        for made_again in (False, True):
+            with _admin(moviectl_admin_target) as c:
+                c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(staging)))
+                c.execute(
+                    sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                        sql.Identifier(staging), sql.Literal(make_mark("reset", of=name))
+                    )
+                )
+                set_mark(c, staging, "production")
+                c.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+                if made_again:
+                    c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            cli = Cli({"MOVIE_DATABASE_URL": url})
+            r = cli("--json", "migrate")  # the way out is named
+            if not made_again:
+                assert r.exit_code == 4 and "db reset" in json.loads(r.stdout)["hint"], r.output
+            r = cli("--json", "db", "reset", "--yes")
+            assert r.exit_code == 5 and MARK in json.loads(r.stdout)["message"], r.output
+            assert staging in _where_the_mark_is(moviectl_admin_target, name)
+            r = cli("--json", "db", "reset", "--yes", "--i-know-this-is-production")
+            assert r.exit_code == 0, r.output
+            assert json.loads(r.stdout)["environment"] == "production"
+            assert _where_the_mark_is(moviectl_admin_target, name) == {name: "production"}
+            assert _state(url)[1] == 3
+    finally:
+        _drop_staging(moviectl_admin_target, name)
+
+
+def test_a_staging_name_moviectl_did_not_mark_is_refused(app_db, moviectl_admin_target):  # noqa: F811
+    name, url = app_db
+    staging = staging_name(name)
+    try:
+        with _admin(moviectl_admin_target) as c:
+            c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(staging)))
+        r = Cli({"MOVIE_DATABASE_URL": url})("--json", "db", "reset", "--yes")
+        assert r.exit_code == 5 and "no moviectl reset mark" in r.output, r.output
+        assert set(_where_the_mark_is(moviectl_admin_target, name)) == {name, staging}
+        assert _state(url)[1] == 3  # the app database as it was
+    finally:
+        _drop_staging(moviectl_admin_target, name)
+
+
+def test_two_resets_at_once_both_succeed_one_after_the_other(app_db, moviectl_admin_target):  # noqa: F811
+    name, url = app_db
+    env = {"MOVIE_DATABASE_URL": url, "MOVIE_ALLOW_PROTECTED": name}
+    assert Cli(env)("--json", "db", "protect").exit_code == 0
+    try:
+        docs = run_at_once(env, "db", "reset", "--yes", timeout=120)
+        assert [d["environment"] for d in docs] == ["production", "production"]
+        assert _where_the_mark_is(moviectl_admin_target, name) == {name: "production"}
+        rev, movies = _state(url)
+        assert rev is not None and movies == 3  # reset once after the other, not mixed
+    finally:
+        _drop_staging(moviectl_admin_target, name)
