@@ -151,17 +151,19 @@ def migrate_redo(ctx: typer.Context, yes: YesOpt = False, override: OverrideOpt 
 def migrate_stamp(
     ctx: typer.Context,
     rev: Annotated[str, typer.Argument(help="The revision to record (head, base, an id).")],
+    override: OverrideOpt = False,
 ) -> None:
     """Record REV as the database's revision without running migrations.
 
     For a database whose schema was made outside migrations (restored, or by hand).
+    Refuses a protected database (`moviectl db protect`, exit 5) without the override.
 
     Example: `moviectl migrate stamp head`
     """
     from moviectl.core.migrations import verbs
 
     o = out(ctx)
-    result = verbs.stamp(settings_of(ctx), rev)
+    result = verbs.stamp(settings_of(ctx), rev, override=override)
     o.emit(result, render_stamp)
 
 

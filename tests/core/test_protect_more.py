@@ -76,3 +76,37 @@ def test_testdb_prune_keeps_a_protected_test_database(moviectl_settings, moviect
     r = cli("--json", "testdb", "prune", MOVIE_ALLOW_PROTECTED=marked.name)
     assert r.exit_code == 0 and marked.name in json.loads(r.stdout)["dropped"], r.output
     assert _mark_of(moviectl_admin_target, marked.name) is None
+
+
+def test_migrate_stamp_on_a_protected_database_is_refused(app_db):  # noqa: F811
+    """A stamp changes no table but tells every later `migrate` what the schema is: on a
+    protected database it is refused like the downgrades, the recorded revision kept."""
+    name, url = app_db
+    cli = Cli({"MOVIE_DATABASE_URL": url})
+    assert cli("--json", "db", "protect").exit_code == 0
+    before = _state(url)
+    for rev in ("base", "head", before[0] or "head"):
+        r = cli("--json", "migrate", "stamp", rev)
+        assert r.exit_code == 5, (rev, r.output)
+        err = json.loads(r.stdout)
+        assert err["error"] == "Refused" and MARK in err["message"] and name in err["message"]
+        assert "--i-know-this-is-production" in err["hint"]
+        r = cli("--json", "migrate", "stamp", rev, MOVIE_ALLOW_PROTECTED="some_other_db")
+        assert r.exit_code == 5, (rev, r.output)
+    assert _state(url) == before
+    r = cli("--json", "migrate", "stamp", "nosuchrev")  # a typo is still the typo's error
+    assert r.exit_code == 2, r.output
+    # the override: the flag, or the variable naming this very database
+    r = cli("--json", "migrate", "stamp", "base", MOVIE_ALLOW_PROTECTED=name)
+    assert r.exit_code == 0 and json.loads(r.stdout)["to_revision"] is None, r.output
+    r = cli("--json", "migrate", "stamp", "head", "--i-know-this-is-production")
+    assert r.exit_code == 0, r.output
+    assert _state(url) == before and _mark_of_app(url) == "production"
+
+
+def _mark_of_app(url: str) -> str | None:
+    from moviectl.infra.protect import marks
+
+    with psycopg.connect(url) as conn:
+        name = conn.info.dbname
+        return marks(conn, name).get(name)

@@ -88,13 +88,18 @@ def redo(settings: Settings, *, override: bool = False) -> RedoResult:
     return RedoResult(settings.target().database, current, down, up)
 
 
-def stamp(settings: Settings, rev: str) -> StampResult:
-    """Record ``rev`` as the database's revision without running migrations."""
+def stamp(settings: Settings, rev: str, *, override: bool = False) -> StampResult:
+    """Record ``rev`` as the database's revision without running migrations.
+
+    A protected database is refused (unless overridden) like the other schema-changing
+    verbs: a stamp changes no table, but it tells every later `migrate` what the schema
+    is, so a wrong one makes the next upgrade skip or re-run DDL on production."""
     from alembic import command
     from alembic.util import CommandError
 
     scripts = script_directory()
     wanted = resolve_revision(scripts, rev)
+    guard(settings, f"stamp it at {rev} (record a revision no migration ran)", override=override)
     settings = require_session(settings, "migrate stamp")
     target = settings.target()
     before = current_revision(settings)
