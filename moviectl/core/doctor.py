@@ -114,7 +114,44 @@ def _compose(settings: Settings) -> list[Finding]:
     found = [_compose_secret(settings, svc.secrets.get("postgres-password"), own)]
     if engine_answers():
         found.append(_container(settings))
+        found.append(_volume(settings, svc.volume_target))
     return found
+
+
+def _volume(settings: Settings, by_hand_mount: str) -> Finding:
+    """Which layout (and major) the data volume has, against the image and the mount."""
+    from moviectl.core.servers.docker import DockerBackend
+    from moviectl.core.servers.volume_layout import (
+        MOUNT_VARIABLE,
+        data_mount,
+        image_major,
+        read_layout,
+    )
+
+    try:
+        backend = DockerBackend(settings)
+        name, image = backend.svc.volume_name, backend.svc.image
+        if not name or backend.data_resource() is None or not backend.image_present():
+            return Finding("volume", OK, "no data volume yet (or its image is not here)")
+        found = read_layout(backend.client, name, image)
+    except Exception as exc:  # the engine or the image let us down: a warning, not a crash
+        return Finding("volume", WARN, f"cannot read the data volume's layout: {exc}")
+    if not found.fits(image):
+        return Finding(
+            "volume",
+            FAIL,
+            f"{found.describe()}; the image {image} is PostgreSQL {image_major(image)}",
+            f"moviectl db upgrade --to {image_major(image)} --dry-run (then without --dry-run),"
+            f" or MOVIE_DB_IMAGE back to a PostgreSQL {found.major} image",
+        )
+    if by_hand_mount != data_mount(image):
+        return Finding(
+            "volume",
+            WARN,
+            f"{found.describe()}; by hand, Compose mounts it at {by_hand_mount}",
+            f"export {MOUNT_VARIABLE}={data_mount(image)} before `docker compose up`",
+        )
+    return Finding("volume", OK, found.describe())
 
 
 def _compose_secret(settings: Settings, secret: Path | None, own: Path) -> Finding:
