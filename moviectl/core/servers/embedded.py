@@ -56,6 +56,7 @@ class EmbeddedBackend:
     def up(self, *, wait: bool = True, timeout: float = 60) -> UpResult:
         started_at = time.monotonic()
         target = self.settings.target()
+        upgrade_state.refuse_if_running(self.server.data_dir)  # not a wait of minutes
         with self.server.lock():  # a second `db up` waits here, then finds it running
             undone = upgrade_state.recover_interrupted(self.server.data_dir)  # kill -9'd upgrade
             started = self.server.start(timeout=timeout)
@@ -76,6 +77,7 @@ class EmbeddedBackend:
         )
 
     def down(self, *, volumes: bool = False) -> DownResult:
+        upgrade_state.refuse_if_running(self.server.data_dir)
         with self.server.lock():
             pgdata = self.server.pgdata
             if volumes and (pgdata.exists() or pgdata.is_symlink()):

@@ -89,6 +89,19 @@ def stop_stray(pgdata: Path, timeout: float = 60) -> None:
             os.kill(pid, signal.SIGQUIT)
 
 
+def refuse_if_running(data_dir: Path) -> None:
+    """Exit 7 while another process upgrades this cluster (it holds the cluster's lock for
+    minutes: a second `db upgrade`, `db up` or `db down` is told so instead of waiting)."""
+    state = read_state(data_dir)
+    pid = int(state.get("pid") or 0) if state and state.get("phase") != "done" else 0
+    if pid and pid != os.getpid() and pid_alive(pid):
+        raise LockBusy(
+            f"an upgrade of the cluster in {data_dir} is running (pid {pid}, phase "
+            f"{state.get('phase') if state else '?'})",
+            hint="wait for `moviectl db upgrade` to finish",
+        )
+
+
 def recover_interrupted(data_dir: Path) -> str | None:
     """Undo an upgrade that was killed before it was done; what was done, or None.
 
@@ -99,12 +112,7 @@ def recover_interrupted(data_dir: Path) -> str | None:
     state = read_state(data_dir)
     if state is None or state.get("phase") == "done":
         return None
-    pid = int(state.get("pid") or 0)
-    if pid and pid != os.getpid() and pid_alive(pid):
-        raise LockBusy(
-            f"an upgrade of the cluster in {data_dir} is running (pid {pid})",
-            hint="wait for `moviectl db upgrade` to finish",
-        )
+    refuse_if_running(data_dir)
     pgdata, old = data_dir / "pgdata", old_dir(data_dir, int(state["from"]))
     work = data_dir / WORK_DIR
     for d in (pgdata, old, work / "pgdata"):

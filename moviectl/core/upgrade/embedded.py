@@ -22,6 +22,7 @@ from moviectl.core.servers.upgrade_state import (
     old_dir,
     read_state,
     recover_interrupted,
+    refuse_if_running,
     write_state,
 )
 from moviectl.core.upgrade.binaries import server_bin_dir
@@ -64,6 +65,7 @@ def upgrade(
         raise UsageError(f"unknown --method {method!r}", hint=", ".join(METHODS))
     server = embedded_server(settings)
     timer = Timer(progress)
+    refuse_if_running(server.data_dir)  # a second copy: exit 7 now, not a wait on the lock
     with server.lock():
         if not dry_run:
             undone = recover_interrupted(server.data_dir)
@@ -72,9 +74,12 @@ def upgrade(
         state = read_state(server.data_dir)
         if state is not None:
             raise Refused(
-                f"an upgrade to PostgreSQL {state.get('to')} is done but not finished: "
-                f"the old cluster is kept in {old_dir(server.data_dir, int(state['from']))}",
-                hint="moviectl db upgrade --finish --yes (keep the new one) or --rollback --yes",
+                f"an upgrade to PostgreSQL {state.get('to')} is "
+                + ("done but not finished" if state.get("phase") == "done" else "interrupted")
+                + f": the old cluster is kept in {old_dir(server.data_dir, int(state['from']))}",
+                hint="moviectl db upgrade --finish --yes (keep the new one) or --rollback --yes"
+                if state.get("phase") == "done"
+                else "moviectl db up undoes it",
             )
         from_major = server.data_major()
         if from_major is None:
@@ -90,11 +95,12 @@ def upgrade(
         old_bin = server_bin_dir(settings, from_major, "old")
         new_bin = server_bin_dir(settings, to, "new")
         timer.progress(f"--method {method}: --rollback is {ROLLBACK[method]}")
-        if dry_run:
-            from moviectl.core.upgrade.dryrun import dry_run as run_dry
+        if not dry_run:
+            return _upgrade(settings, server, old_bin, new_bin, from_major, to, method, timer)
+    # the dry run only reads the live cluster: `db up` and `db down` need not wait for it
+    from moviectl.core.upgrade.dryrun import dry_run as run_dry
 
-            return run_dry(settings, server, old_bin, new_bin, from_major, to, method, timer)
-        return _upgrade(settings, server, old_bin, new_bin, from_major, to, method, timer)
+    return run_dry(settings, server, old_bin, new_bin, from_major, to, method, timer)
 
 
 def _upgrade(
@@ -112,36 +118,38 @@ def _upgrade(
 
     data_dir = server.data_dir
     old = server_like(server, data_dir, old_bin)
-    with timer.phase("start_old", f"starting the PostgreSQL {from_major} cluster"):
-        old.start()
-    with timer.phase("backup", "the safety backup, then its restore drill"):
-        made = backup(settings)
-        drill = verify(settings, Path(made.path))
-    if not drill.ok:
-        raise CheckFailed(
-            f"the safety backup {made.path} failed its restore drill: "
-            + "; ".join(drill.differences[:3]),
-            hint="nothing was changed; see `moviectl backup verify` of that file",
-        )
-    timer.progress(f"safety backup {made.path}: verified by the restore drill")
-    facts, traps = preflight(settings, new_bin, to, timer)
-    state = {
+    state: dict[str, Any] = {
         "pid": os.getpid(),
         "from": from_major,
         "to": to,
         "method": method,
-        "phase": "prepare",
-        "backup": made.path,
+        "phase": "prepare",  # from here a second copy is refused (exit 7)
+        "backup": None,
         "old_bin": str(old_bin),
         "new_bin": str(new_bin),
         "started_at": time.time(),
     }
     write_state(data_dir, state)
     work = data_dir / WORK_DIR
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(mode=0o700)
     new = server_like(server, work, new_bin, port=free_port())
     try:
+        with timer.phase("start_old", f"starting the PostgreSQL {from_major} cluster"):
+            old.start()
+        with timer.phase("backup", "the safety backup, then its restore drill"):
+            made = backup(settings)
+            state["backup"] = made.path
+            write_state(data_dir, state)
+            drill = verify(settings, Path(made.path))
+        if not drill.ok:
+            raise CheckFailed(
+                f"the safety backup {made.path} failed its restore drill: "
+                + "; ".join(drill.differences[:3]),
+                hint="nothing was changed; see `moviectl backup verify` of that file",
+            )
+        timer.progress(f"safety backup {made.path}: verified by the restore drill")
+        facts, traps = preflight(settings, new_bin, to, timer)
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(mode=0o700)
         state["phase"] = "upgrading"
         write_state(data_dir, state)
         transfer(old, new, method, facts, to, timer)
