@@ -4,7 +4,9 @@ docs/safety.md (kill -9 mid-upgrade, a full disk, a second copy running)."""
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import signal
 import subprocess
 from pathlib import Path
@@ -12,8 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import read_until
-from tests.core.upgrade_support import ROWS, Site, copy_site, seed_cluster
+from tests.conftest import ROOT, read_until
+from tests.core.upgrade_support import ROWS, Site, copy_site, pg16_bin, seed_cluster
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -47,39 +49,65 @@ def test_dry_run_upgrades_a_throwaway_copy_and_changes_nothing(site: Site) -> No
     assert not list(site.data.glob(".upgrade*"))  # the throwaway clusters are gone
 
 
-def test_upgrade_keeps_the_old_cluster_until_finish_and_rollback_brings_it_back(
+def _readme_block() -> list[str]:
+    """The command lines of the README's "Upgrading PostgreSQL" block, comments cut."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Upgrading PostgreSQL") :]
+    start = section.index("```sh\n") + 6
+    block = section[start : section.index("\n```", start)]
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_the_readme_sequence_keeps_the_old_cluster_until_finish_and_rolls_back(
     site: Site,
 ) -> None:
+    """The README's block, line by line (MOVIE_PG_BIN_DIR at the wheel's 16), each step
+    checked: rows, revision and files as promised."""
     assert site.run("db", "up").returncode == 0
     before = site.fingerprint()
-    doc = site.json("db", "upgrade", "--to", "18", "--yes")
-    assert doc["ok"] is True, doc["failures"]
-    assert doc["backup"] and Path(doc["backup"]).exists()  # the safety backup, named
-    assert site.fingerprint() == ("18", *before[1:])  # every row, same revision
-    assert (site.data / "pgdata.old-16" / "PG_VERSION").read_text().strip() == "16"
-    assert site.run("db", "upgrade", "--to", "18", "--yes").returncode == 5  # finish first
-
-    with psycopg.connect(f"postgresql://movie:movie@127.0.0.1:{site.port}/movies") as c:
-        c.execute(
-            "DELETE FROM movies WHERE id IN (SELECT id FROM movies LIMIT 100)"
-        )  # a write the rollback discards
-    done = site.json("db", "upgrade", "--rollback", "--yes")
-    assert done["action"] == "rollback" and done["from_major"] == 16
-    assert site.fingerprint() == before  # 16 again, with the data it had
-    left = _tree(site.data)
-    assert "upgrade.json" not in left and "pgdata.old-16" not in left, left
-
-    doc = site.json("db", "upgrade", "--to", "18", "--method", "link", "--yes")
-    assert doc["ok"] is True and "impossible" in doc["rollback"]
-    r = site.run("db", "upgrade", "--rollback", "--yes")
-    assert r.returncode == 5 and "--method link" in r.stderr  # said so, nothing touched
-    assert site.fingerprint() == ("18", *before[1:])
-    done = site.json("db", "upgrade", "--finish", "--yes")
-    assert done["action"] == "finish" and not (site.data / "pgdata.old-16").exists()
-    assert not (site.data / "upgrade.json").exists()
-    assert site.run("db", "down").returncode == 0
-    no16 = Site(site.root, site.port, None)  # the wheel's own 18 from here on
-    assert no16.run("db", "up").returncode == 0 and no16.fingerprint()[0] == "18"
+    as_upgraded = ("18", *before[1:])
+    url = f"postgresql://movie:movie@127.0.0.1:{site.port}/movies"
+    steps = _readme_block()
+    assert steps[0].startswith("export MOVIE_PG_BIN_DIR=") and steps[-1] == "moviectl db up"
+    for line in steps:
+        argv = shlex.split(line)
+        if argv[0] == "export":
+            site.bin_dir = pg16_bin()  # the README names Debian's path; the wheel's 16 here
+            continue
+        if argv[0] == "unset":
+            site.bin_dir = None
+            continue
+        assert argv[0] == "moviectl", line
+        r = site.run("--json", *argv[1:])
+        assert r.returncode == 0, (line, r.stdout, r.stderr)
+        doc = json.loads(r.stdout)
+        if "--dry-run" in argv:
+            assert doc["ok"] and doc["dry_run"] and site.fingerprint() == before
+            assert any("row counts" in v for v in doc["verification"])
+        elif "--to" in argv:
+            assert doc["ok"] is True, doc["failures"]
+            assert doc["backup"] and Path(doc["backup"]).exists()  # the safety backup, named
+            assert site.fingerprint() == as_upgraded  # every row, the same revision
+            assert (site.data / "pgdata.old-16" / "PG_VERSION").read_text().strip() == "16"
+            again = site.run("db", "upgrade", "--to", "18", "--yes")
+            assert again.returncode == 5 and "not finished" in again.stderr
+            if "link" in argv:
+                assert "impossible" in doc["rollback"]
+                r = site.run("db", "upgrade", "--rollback", "--yes")
+                assert r.returncode == 5 and "--method link" in r.stderr  # nothing touched
+                assert site.fingerprint() == as_upgraded
+            else:
+                with psycopg.connect(url) as c:  # a write the rollback discards
+                    c.execute("DELETE FROM movies WHERE id IN (SELECT id FROM movies LIMIT 9)")
+        elif "--rollback" in argv:
+            assert doc["action"] == "rollback" and doc["from_major"] == 16
+            assert site.fingerprint() == before  # 16 again, with the data it had
+            assert not {"upgrade.json", "pgdata.old-16"} & set(_tree(site.data))
+        elif "--finish" in argv:
+            assert doc["action"] == "finish" and not (site.data / "pgdata.old-16").exists()
+            assert not (site.data / "upgrade.json").exists()
+            assert site.run("db", "down").returncode == 0
+    assert site.fingerprint() == as_upgraded  # `db up` on the wheel's own 18
 
 
 def test_kill_9_mid_copy_leaves_the_old_cluster_startable(site: Site) -> None:
