@@ -165,8 +165,8 @@ def test_a_full_disk_during_the_copy_fails_and_the_old_cluster_runs(
         assert full.run("db", "up").returncode == 0
         before = full.fingerprint()
         proc = full.start("db", "upgrade", "--to", "18", "--yes")
-        seen = read_until(proc.stderr, "pg_upgrade --check", timeout=600)
-        assert "pg_upgrade --check" in seen, seen
+        seen = read_until(proc.stderr, "pg_upgrade --copy", timeout=600)
+        assert "pg_upgrade --copy" in seen, seen
         # the new cluster is made: fill the disk so that the copy of the movies cannot fit
         free = os.statvfs(small).f_bavail * os.statvfs(small).f_frsize
         subprocess.run(["fallocate", "-l", str(free - 8 * 2**20), str(small / "ballast")])

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from moviectl.core.servers.cluster import TEST_OPTIONS
 from moviectl.core.servers.upgrade_state import stop_stray
 from moviectl.core.upgrade.model import ROLLBACK, Timer, UpgradeResult
-from moviectl.core.upgrade.pgupgrade import analyze
+from moviectl.core.upgrade.pgupgrade import analyzing
 from moviectl.core.upgrade.steps import at_port, preflight, server_like, transfer
 from moviectl.core.upgrade.verify import verify_after
 from moviectl.infra.errors import MoviectlError
@@ -87,10 +87,10 @@ def dry_run(
         transfer(old, new, method, facts, to, timer)
         with timer.phase("start_new", f"starting the throwaway PostgreSQL {to}"):
             new.start()
-        with timer.phase("analyze", "statistics the new major did not carry over"):
-            result.verification.append(analyze(new, to))
-        with timer.phase("verify", "verifying against the backup's manifest"):
+        says = "verifying against the backup's manifest; statistics meanwhile"
+        with timer.phase("verify", says), analyzing(new, to) as analyzed:
             held, failed = verify_after(at_port(settings, new.port), man)
+        result.verification += analyzed
         result.verification += held
         result.failures += failed
     except MoviectlError as exc:

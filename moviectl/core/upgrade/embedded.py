@@ -34,7 +34,7 @@ from moviectl.core.upgrade.model import (
     Timer,
     UpgradeResult,
 )
-from moviectl.core.upgrade.pgupgrade import analyze
+from moviectl.core.upgrade.pgupgrade import analyzing
 from moviectl.core.upgrade.steps import (
     check_direction,
     preflight,
@@ -152,7 +152,9 @@ def _upgrade(
         work.mkdir(mode=0o700)
         state["phase"] = "upgrading"
         write_state(data_dir, state)
-        transfer(old, new, method, facts, to, timer)
+        # pg_upgrade's own checks run first, before it touches the old cluster: the
+        # separate --check is the dry run's (it would start both servers once more)
+        transfer(old, new, method, facts, to, timer, check_first=False)
         with timer.phase("swap", f"the new cluster into {server.pgdata}"):
             os.rename(server.pgdata, old_dir(data_dir, from_major))
             os.rename(new.pgdata, server.pgdata)
@@ -169,10 +171,10 @@ def _upgrade(
     with timer.phase("start_new", f"starting PostgreSQL {to}"):
         live.start()
     result = UpgradeResult(from_major, to, method, False, made.path, traps=traps)
-    with timer.phase("analyze", "statistics the new major did not carry over"):
-        result.verification.append(analyze(live, to))
-    with timer.phase("verify", "verifying against the safety backup's manifest"):
+    says = "verifying against the safety backup's manifest; statistics meanwhile"
+    with timer.phase("verify", says), analyzing(live, to) as analyzed:
         held, failed = verify_after(settings, made.manifest)
+    result.verification += analyzed
     result.verification += held
     result.failures += failed
     state["phase"] = "done"

@@ -9,6 +9,8 @@ import pwd
 import re
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,23 +115,35 @@ def _reason(lines: list[str]) -> str:
     return lines[-1].strip() if lines else "no output"
 
 
-def analyze(new: EmbeddedServer, new_major: int, database: str | None = None) -> str:
-    """Statistics the new major did not carry over: 18+ keeps the planner's (only what is
-    missing is made); older ones carry none (ANALYZE in stages, the cheap ones first)."""
+@contextmanager
+def analyzing(new: EmbeddedServer, new_major: int) -> Iterator[list[str]]:
+    """Statistics the new major did not carry over, made while the block runs (the
+    verification's reads overlap it; the server has the second core): 18+ keeps the
+    planner's (only what is missing is made); older ones carry none (ANALYZE in stages,
+    the cheap ones first). The list gets the command's line once it has finished."""
     args = ["--all", "--analyze-in-stages"]
     if new_major >= 18:
         args.append("--missing-stats-only")
     conn = ["-h", new.host, "-p", str(new.port), "-U", new.superuser]
-    res = subprocess.run(
+    proc = popen_child(
         [str(new.bin_dir / "vacuumdb"), *conn, *args],
-        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
         env=_env(new.password),
-        timeout=3600,
     )
-    if res.returncode != 0:
-        raise CheckFailed(f"vacuumdb failed: {first_error(res.stderr)}")
-    return " ".join(["vacuumdb", *args])
+    done: list[str] = []
+    try:
+        yield done
+        _, err = proc.communicate(timeout=3600)
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    if proc.returncode != 0:
+        raise CheckFailed(f"vacuumdb failed: {first_error(err)}")
+    done.append(" ".join(["vacuumdb", *args]))
 
 
 def dump_restore(old: EmbeddedServer, new: EmbeddedServer, progress: Progress) -> None:

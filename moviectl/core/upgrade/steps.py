@@ -66,9 +66,11 @@ def transfer(
     facts: ClusterFacts,
     to: int,
     timer: Timer,
+    *,
+    check_first: bool = True,
 ) -> None:
     """The new cluster made (matching the old) and filled. The old one is stopped on
-    return; pg_upgrade's own ``--check`` runs first and stops it on any complaint."""
+    return; ``check_first``: pg_upgrade's ``--check`` runs first as a phase of its own."""
     new.initdb_options = initdb_options(facts, to)
     with timer.phase("stop_old", "stopping the old cluster"):
         old.stop("fast")
@@ -84,8 +86,9 @@ def transfer(
                 new.stop("fast")
                 old.stop("fast")
         return
-    with timer.phase("pg_upgrade_check", "pg_upgrade --check"):
-        pg_upgrade(old, new, method, check=True, progress=timer.progress)
+    if check_first:
+        with timer.phase("pg_upgrade_check", "pg_upgrade --check"):
+            pg_upgrade(old, new, method, check=True, progress=timer.progress)
     with timer.phase("pg_upgrade", f"pg_upgrade --{method}"):
         pg_upgrade(old, new, method, check=False, progress=timer.progress)
 
