@@ -192,3 +192,18 @@ def test_refusals_go_back_and_missing_majors(site: Site) -> None:
     assert "apt-get install postgresql-17" in r.stderr
     r = Site(site.root, site.port, None).run("db", "up")  # 16 data, the wheel's 18
     assert r.returncode == 5 and "moviectl db upgrade --to 18 --dry-run" in r.stderr
+
+
+def test_dump_and_clone_in_dry_runs(site: Site) -> None:
+    """--method dump (pg_dumpall | psql) verifies like the others; clone needs a filesystem
+    that clones (reflink): where it cannot, pg_upgrade's own reason, nothing changed."""
+    assert site.run("db", "up").returncode == 0
+    before = site.fingerprint()
+    doc = site.json("db", "upgrade", "--to", "18", "--method", "dump", "--dry-run")
+    assert doc["ok"] is True and "dump" in {p["name"] for p in doc["phases"]}, doc["failures"]
+    assert any("row counts" in v for v in doc["verification"])
+    r = site.run("--json", "db", "upgrade", "--to", "18", "--method", "clone", "--dry-run")
+    doc = json.loads(r.stdout)
+    if not doc["ok"]:
+        assert r.returncode == 1 and "could not clone file" in doc["failures"][0], doc
+    assert site.fingerprint() == before

@@ -107,11 +107,15 @@ def pg_upgrade(
 
 
 def _reason(lines: list[str]) -> str:
-    """pg_upgrade's own complaint: the lines after the failed step, or its last one."""
+    """pg_upgrade's own complaint: a failed check's line and the explanation after it;
+    else the line before its "Failure, exiting" (e.g. "could not clone file ...")."""
     for i, line in enumerate(lines):
-        if re.search(r"\bfatal\b|failure|\*failure\*", line, re.IGNORECASE):
+        if re.search(r"\bfatal\b", line, re.IGNORECASE):
             tail = [ln.strip() for ln in lines[i + 1 : i + 4] if ln.strip()]
             return " ".join([line.strip(), *tail])[:500]
+    for i, line in enumerate(lines):
+        if line.strip().startswith("Failure, exiting") and i > 0:
+            return lines[i - 1].strip()[:500]
     return lines[-1].strip() if lines else "no output"
 
 
