@@ -47,6 +47,8 @@ def run(settings: Settings, env_file: str | Path | None = None) -> DoctorReport:
         _env_keys(env_file),
         _pgcli(settings),
     ]
+    if (upgrade := _upgrade(settings)) is not None:
+        findings.append(upgrade)
     server_major, server = _server(settings)
     findings.append(server)
     if server.status != OK:
@@ -215,6 +217,14 @@ def _embedded(settings: Settings) -> Finding:
     except (MoviectlError, OSError) as exc:
         return Finding("embedded", FAIL, str(exc), "reinstall moviectl (uv sync)")
     return Finding("embedded", OK, f"PostgreSQL {major} binaries in {bin_dir} run")
+
+
+def _upgrade(settings: Settings) -> Finding | None:
+    """A major upgrade of the embedded cluster, unfinished or interrupted (`db upgrade`)."""
+    from moviectl.core.servers.upgrade_state import pending
+
+    found = pending(settings.data_dir)
+    return Finding("upgrade", WARN, *found) if found else None
 
 
 def _env_keys(env_file: str | Path | None) -> Finding:

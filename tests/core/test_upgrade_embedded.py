@@ -97,6 +97,9 @@ def test_the_readme_sequence_keeps_the_old_cluster_until_finish_and_rolls_back(
                 assert r.returncode == 5 and "--method link" in r.stderr  # nothing touched
                 assert site.fingerprint() == as_upgraded
             else:
+                found = json.loads(site.run("--json", "doctor").stdout)["findings"]
+                upgrade = next(f for f in found if f["name"] == "upgrade")
+                assert "awaits --finish" in upgrade["detail"] and "--finish" in upgrade["fix"]
                 with psycopg.connect(url) as c:  # a write the rollback discards
                     c.execute("DELETE FROM movies WHERE id IN (SELECT id FROM movies LIMIT 9)")
         elif "--rollback" in argv:

@@ -89,6 +89,26 @@ def stop_stray(pgdata: Path, timeout: float = 60) -> None:
             os.kill(pid, signal.SIGQUIT)
 
 
+def pending(data_dir: Path) -> tuple[str, str] | None:
+    """For `doctor`: (what, the way on) while an upgrade is recorded here, else None."""
+    state = read_state(data_dir)
+    if state is None:
+        return None
+    to, phase, pid = state.get("to"), state.get("phase"), int(state.get("pid") or 0)
+    if phase == "done":
+        kept = old_dir(data_dir, int(state["from"]))
+        return (
+            f"the upgrade to PostgreSQL {to} awaits --finish: the old cluster is kept in {kept}",
+            "moviectl db upgrade --finish --yes (keep it) or --rollback --yes",
+        )
+    if pid and pid_alive(pid):
+        return f"an upgrade to PostgreSQL {to} is running (pid {pid}, phase {phase})", ""
+    return (
+        f"an upgrade to PostgreSQL {to} was interrupted (phase {phase})",
+        "moviectl db up puts the old cluster back",
+    )
+
+
 def refuse_if_running(data_dir: Path) -> None:
     """Exit 7 while another process upgrades this cluster (it holds the cluster's lock for
     minutes: a second `db upgrade`, `db up` or `db down` is told so instead of waiting)."""
