@@ -64,7 +64,8 @@ def dry_run(
         from moviectl.core.backups.dump import backup
 
         with timer.phase("backup", "no backup of this major yet: taking one"):
-            server_like(server, server.data_dir, old_bin).start()
+            with server.lock():  # as `db up` starts it (this process holds no lock now)
+                server_like(server, server.data_dir, old_bin).start()
             made = backup(settings)
         found = Path(made.path), made.manifest
     path, man = found
