@@ -25,6 +25,7 @@ from moviectl.cli import (
     commands_health,
     commands_inspect,
     commands_migrate,
+    commands_pitr,
     commands_seed,
     commands_testdb,
     commands_top,
@@ -54,6 +55,7 @@ COMMANDS: list[tuple[str, Any, str | None]] = [
     ("inspect", commands_inspect.inspect_app, None),
     ("backup", commands_backup.backup_app, None),
     ("restore", commands_backup.restore_cmd, None),
+    ("pitr", commands_pitr.pitr_app, None),
     ("testdb", commands_testdb.testdb_app, None),
     ("config", commands_config.config_app, None),
 ]

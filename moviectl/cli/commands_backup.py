@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from moviectl.cli import commands_pitr as pitr
 from moviectl.cli.context import YesOpt, confirm, new_typer, out, settings_of
 from moviectl.cli.render import (
     Backups,
@@ -45,6 +46,7 @@ def backup_cmd(
             "Default: zstd:1 where pg_dump has zstd (16+), else gzip:1.",
         ),
     ] = None,
+    physical: pitr.PhysicalOpt = False,
 ) -> None:
     """Back up the app database: pg_dump to a temp name, read back, checksummed, renamed.
 
@@ -54,6 +56,8 @@ def backup_cmd(
     """
     if ctx.invoked_subcommand is not None:
         return
+    if physical:
+        return pitr.physical_backup(ctx, compress)
     from moviectl.cli.output import ByteProgress
     from moviectl.core.backups import dump as core
 
@@ -89,6 +93,7 @@ def backup_list(
 def backup_verify(
     ctx: typer.Context,
     file: Annotated[Path | None, typer.Argument(help="Backup file (default: the newest).")] = None,
+    physical: pitr.PhysicalOpt = False,
 ) -> None:
     """Check the sha256, restore into a throwaway database and compare with the manifest.
 
@@ -100,6 +105,8 @@ def backup_verify(
     from moviectl.core.backups.verify import verify
     from moviectl.infra.errors import InputFileError
 
+    if physical:
+        return pitr.physical_verify(ctx)
     settings = settings_of(ctx)
     if file is None:
         entries = [e for e in list_backups(settings) if e.manifest]
@@ -139,9 +146,9 @@ def backup_prune(
 def restore_cmd(
     ctx: typer.Context,
     file: Annotated[
-        Path,
+        Path | None,
         typer.Argument(help="Backup file: moviectl's (manifest beside it) or any pg_dump output."),
-    ],
+    ] = None,
     into: Annotated[
         str | None, typer.Option("--into", help="Target database (default: a new one).")
     ] = None,
@@ -150,6 +157,13 @@ def restore_cmd(
     ] = False,
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1)] = None,
     yes: YesOpt = False,
+    physical: pitr.PhysicalOpt = False,
+    to_time: pitr.ToTimeOpt = None,
+    to_lsn: pitr.ToLsnOpt = None,
+    to_name: pitr.ToNameOpt = None,
+    latest: pitr.LatestOpt = False,
+    promote: pitr.PromoteOpt = False,
+    timeout: pitr.TimeoutOpt = 600,
 ) -> None:
     """Restore a backup into a new database (or, with --force, over an existing one).
 
@@ -158,10 +172,33 @@ def restore_cmd(
     it can be (pg_restore reads all of it; plain SQL through the meta-command guard), then
     restored and reported unverified ("verified": false, "manifest": null).
 
+    `--physical`: a new cluster from a base backup and the WAL archive, at --to-time,
+    --to-lsn, --to-name or --latest, on a free port (`--into` names it; `--promote`
+    swaps it in for the embedded server).
+
     Example: `moviectl restore backups/movies-20261124T101500Z.dump --into movies_copy`
-    or `moviectl restore last-year.pgdump`
+    or `moviectl restore --physical --to-time "2026-12-02 14:04:59+00"`
     """
     from moviectl.core.backups.restore import restore
+
+    if physical:
+        return pitr.physical_restore(
+            ctx,
+            to_time=to_time,
+            to_lsn=to_lsn,
+            to_name=to_name,
+            latest=latest,
+            promote=promote,
+            name=into,
+            timeout=timeout,
+            yes=yes,
+        )
+    if file is None:
+        from moviectl.infra.errors import UsageError
+
+        raise UsageError(
+            "give a backup file to restore, or --physical", hint="moviectl restore --help"
+        )
 
     settings = settings_of(ctx)
     if force:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from moviectl.core.pitr import status as pitr_status
 from moviectl.infra.errors import MoviectlError
 from moviectl.infra.settings import Settings
 from moviectl.infra.settings_report import unknown_env_keys
@@ -58,6 +59,7 @@ def run(settings: Settings, env_file: str | Path | None = None) -> DoctorReport:
     if server_major is not None:
         findings.append(_createdb(settings))
         findings.append(_leftovers(settings))
+        findings.append(Finding(*pitr_status.doctor_finding(settings)))  # WAL archive
     return DoctorReport(findings)
 
 

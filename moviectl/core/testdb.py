@@ -28,6 +28,7 @@ from moviectl.infra.admin import (
     TEST_PREFIX,
     admin_source,
     admin_target,
+    clone_template,
     comment_database,
     create_database,
     database_comment,
@@ -219,7 +220,7 @@ def create(
         **({"state": "seeding"} if seeding else {}),
     )
     with contextlib.nullcontext(conn) if conn is not None else _admin(settings, admin) as conn:
-        create_database(conn, admin, name, tpl, strategy, mark=mark)
+        clone_template(conn, admin, name, tpl, strategy, mark=mark)
     db_target = admin.with_database(name)
     return TestDatabase(
         name, db_target.url(), tpl, created, expires, who, full_url=db_target.url(masked=False)

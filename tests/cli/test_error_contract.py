@@ -57,6 +57,10 @@ def _args(cmd: tuple[str, ...], backup: str, out: str) -> list[str]:
         ("restore",): [backup],
         ("testdb", "drop"): ["movies_test_0123456789abcdef"],
         ("inspect", "kill"): ["1", "--yes"],
+        ("pitr", "mark"): ["before-contract"],
+        ("pitr", "promote"): ["no-such-restore", "--yes"],
+        ("pitr", "discard"): ["no-such-restore", "--yes"],
+        ("pitr", "prune"): ["--keep", "1", "--yes"],
     }
     return [*cmd, *extra.get(cmd, [])]
 
@@ -70,6 +74,10 @@ NO_SERVER = {
     ("backup", "prune"): 0,
     ("config", "show"): 0,
     ("doctor",): 1,  # it reports the problem as a finding
+    ("pitr", "script"): 0,  # prints the archive script
+    ("pitr", "promote"): 2,  # no such restored cluster (and not a managed server)
+    ("pitr", "discard"): 2,  # no such restored cluster
+    ("pitr", "prune"): 0,  # the repository only
 }
 EXPECTED = {
     "unreachable": {"*": 3, ("migrate", "lint"): 0},  # lint falls back to offline
@@ -91,6 +99,8 @@ EXPECTED = {
         ("inspect", "diagnose"): 1,  # a warning: the role does not see all sessions
         ("inspect", "kill"): 2,  # pid 1 is no session
         ("db", "top"): 0,
+        ("pitr", "enable"): 0,  # only the setup to apply: the role may read pg_stat_archiver
+        ("pitr", "status"): 1,  # a warning: archiving is off on that server
     },
 }
 
