@@ -37,13 +37,24 @@ from benchmarks.inspecting import bench_inspect
 from benchmarks.serve import bench_serve
 from benchmarks.startup import bench_health, bench_help, bench_live, bench_status
 from benchmarks.testdb import bench_testdb, bench_tiers
+from benchmarks.upgrade import bench_upgrade
 from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
 from moviectl.infra.ports import free_port
 from moviectl.infra.settings import load_settings
 
 NAMES = (
-    "live", "health", "help", "status", "inspect", "serve", "testdb", "tiers", "seed", "backup"
-)  # fmt: skip
+    "live",
+    "health",
+    "help",
+    "status",
+    "inspect",
+    "serve",
+    "testdb",
+    "tiers",
+    "seed",
+    "backup",
+    "upgrade",
+)
 
 
 def main() -> None:
@@ -53,6 +64,8 @@ def main() -> None:
     ap.add_argument("--seed-pairs", type=int, default=3)
     ap.add_argument("--backup-rows", type=int, default=5_000_000)
     ap.add_argument("--backup-pairs", type=int, default=5)
+    ap.add_argument("--upgrade-rows", type=int, default=1_000_000)
+    ap.add_argument("--upgrade-pairs", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=11, help="start-up rounds (--live: 4x)")
     ap.add_argument("--serve-clients", type=int, default=20)
     ap.add_argument("--serve-requests", type=int, default=2000, help="per client")
@@ -97,6 +110,8 @@ def main() -> None:
                 bench_seed(url, env, args.rows, args.seed_pairs, tmp)
             elif name == "backup":
                 bench_backup(settings, env, args.backup_rows, args.backup_pairs, tmp)
+            elif name == "upgrade":
+                bench_upgrade(env, args.upgrade_rows, args.upgrade_pairs, tmp)
     finally:
         server.stop("immediate")
         shutil.rmtree(tmp, ignore_errors=True)
