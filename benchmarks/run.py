@@ -34,7 +34,7 @@ from benchmarks import common
 from benchmarks.common import HEADER
 from benchmarks.data import bench_backup, bench_seed
 from benchmarks.inspecting import bench_inspect
-from benchmarks.serve import bench_serve
+from benchmarks.serve import bench_livez_hung, bench_serve
 from benchmarks.startup import bench_health, bench_help, bench_live, bench_status
 from benchmarks.testdb import bench_testdb, bench_tiers
 from benchmarks.upgrade import bench_upgrade
@@ -102,6 +102,7 @@ def main() -> None:
                 bench_inspect(env, tmp, args.rounds)
             elif name == "serve":
                 bench_serve(env, url, args.serve_clients, args.serve_requests)
+                bench_livez_hung(env, args.serve_clients, 1000)
             elif name == "testdb":
                 bench_testdb(settings, admin_url, env)
             elif name == "tiers":
