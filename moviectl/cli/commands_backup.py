@@ -51,7 +51,14 @@ def backup_cmd(
         typer.Option("--jobs", "-j", min=1, help="Parallel jobs (directory format)."),
     ] = None,
     compress: Annotated[
-        str | None, typer.Option("--compress", "-Z", help="pg_dump compression, e.g. 6, gzip:9.")
+        str | None,
+        typer.Option(
+            "--compress",
+            "-Z",
+            metavar="ALGO[:LEVEL]",
+            help="gzip, lz4, zstd or none, e.g. zstd:3, gzip:6 (pg_dump's own default). "
+            "Default: zstd:1 where pg_dump has zstd (16+), else gzip:1.",
+        ),
     ] = None,
     to: ToOpt = None,
 ) -> None:
@@ -59,8 +66,9 @@ def backup_cmd(
 
     With --to s3://bucket/prefix (or MOVIE_BACKUP_REPO) pg_dump's output streams into the
     bucket, hashed as it goes, visible only once complete, its manifest written last.
+    Prints the file's size beside pg_dump's time, to choose a --compress by.
 
-    Example: `moviectl backup` or `moviectl backup --format directory --jobs 2 -o /srv/backups`
+    Example: `moviectl backup` or `moviectl backup --compress gzip:6 -o /srv/backups`
     or `moviectl backup --to s3://backups/movies`
     """
     if ctx.invoked_subcommand is not None:

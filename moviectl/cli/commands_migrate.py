@@ -64,9 +64,9 @@ def migrate_status(ctx: typer.Context) -> None:
 
     Example: `moviectl migrate status || moviectl migrate`
     """
-    from moviectl.core.migrations import runner as migrations
+    from moviectl.core.migrations.status import status  # not runner: no Alembic import
 
-    result = migrations.status(settings_of(ctx))
+    result = status(settings_of(ctx))
     o = out(ctx)
     o.emit(result, render_status)
     if not result.up_to_date:

@@ -18,8 +18,9 @@ if TYPE_CHECKING:
     from moviectl.core.health.checks import HealthReport
     from moviectl.core.migrations.authoring import NewMigration
     from moviectl.core.migrations.drift import DriftReport
-    from moviectl.core.migrations.runner import MigrateResult, MigrationStatus
+    from moviectl.core.migrations.runner import MigrateResult
     from moviectl.core.migrations.scripts import Revision
+    from moviectl.core.migrations.status import MigrationStatus
     from moviectl.core.seed.load import SeedResult
     from moviectl.core.servers.base import DownResult, ServerStatus, UpResult
     from moviectl.core.testdb import PruneResult, TestDatabase
@@ -245,10 +246,14 @@ def render_doctor(c: Console, r: DoctorReport) -> None:
 def render_backup(c: Console, r: BackupResult) -> None:
     m = r.manifest
     c.print(f"[green]✓[/] backup of {m.database} written and read back: [bold]{r.path}[/]")
+    dumped = f"dumped in {fmt_duration(m.dump_seconds)}, " if m.dump_seconds is not None else ""
     c.print(
-        f"  size {fmt_bytes(m.size_bytes)}, sha256 {m.sha256[:16]}…, revision "
-        f"{m.alembic_revision}, {sum(m.row_counts.values()):,} rows in "
-        f"{len(m.row_counts)} tables, {fmt_duration(m.seconds)}"
+        f"  {fmt_bytes(m.size_bytes)} ({m.compression or 'pg_dump default'}), {dumped}"
+        f"{fmt_duration(m.seconds)} in all"
+    )
+    c.print(
+        f"  sha256 {m.sha256[:16]}…, revision {m.alembic_revision}, "
+        f"{sum(m.row_counts.values()):,} rows in {len(m.row_counts)} tables"
     )
     c.print(f"  pg_dump {m.pg_dump_version} ({r.via}), server {m.server_version}")
     if m.note:

@@ -121,6 +121,50 @@ def tool_version(path: str) -> Tool | None:
     return Tool(path, int(m.group(1)), m.group(0)) if m else None
 
 
+_COMPRESSION: dict[str, frozenset[str]] = {}
+# a server that cannot exist: pg_dump checks -Z before it connects, then fails at once
+_NOWHERE = "host=/nonexistent/moviectl-probe port=1 connect_timeout=1"
+
+
+def compression_probe(version: str) -> list[list[str]]:
+    """The pg_dump argv tails that ask a build whether it compresses with lz4 and zstd
+    (only PostgreSQL 16+ can: older ones know ``-Z N`` alone)."""
+    major = int(version.split(".")[0]) if version[:1].isdigit() else 0
+    if major < 16:
+        return []
+    return [["-Z", f"{m}:1", "-f", os.devnull, "-d", _NOWHERE] for m in ("lz4", "zstd")]
+
+
+def compressions_from(answers: dict[str, str]) -> frozenset[str]:
+    """What a pg_dump compresses with, from its stderr per probed method: a build without
+    one says so ("invalid compression specification ..."); with it, it fails to connect."""
+    return frozenset({"gzip"} | {m for m, err in answers.items() if "compression" not in err})
+
+
+def compressions(tool: Tool) -> frozenset[str]:
+    """The methods this pg_dump compresses with: gzip always; lz4, zstd as it was built
+    (the embedded wheel's 18 has neither; Debian's 16+ and the postgres images have both)."""
+    if tool.path not in _COMPRESSION:
+        answers, running = {}, []
+        env = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "")}  # its words in English
+        try:
+            for tail in compression_probe(tool.version):  # both at once: a backup waits
+                argv = [tool.path, *tail]
+                proc = popen_child(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                running.append((tail[1].split(":")[0], proc))
+            for method, proc in running:
+                answers[method] = proc.communicate(timeout=10)[1].decode(errors="replace")
+        except (OSError, subprocess.SubprocessError):
+            answers = {method: "compression unknown" for method, _ in running}
+        finally:
+            for _, proc in running:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        _COMPRESSION[tool.path] = compressions_from(answers)
+    return _COMPRESSION[tool.path]
+
+
 def candidates(name: str, settings: Settings) -> list[str]:
     found: list[str] = []
     wheel = wheel_bin_dir()

@@ -440,9 +440,11 @@ def test_an_unknown_revision_in_the_database_is_a_clear_error(cli):
         r = cli(*args)
         assert r.exit_code == 2, (args, r.output)
         assert "9999" in r.output and "does not know" in r.output and "Traceback" not in r.output
+    # health reads an unknown revision as a newer release's (a rolling deploy): degraded, served
     r = cli("health", "--json")
     checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
-    assert "does not know" in checks["migrations"]["detail"]
+    assert "ahead of this code's head" in checks["migrations"]["detail"]
+    assert checks["migrations"]["data"]["ahead"] is True
     assert "moviectl migrate`" not in checks["migrations"]["detail"]
 
 

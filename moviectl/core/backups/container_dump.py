@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from moviectl.core.backups import compression
+from moviectl.core.backups.compression import Compression
 from moviectl.core.backups.fileio import Progress
 from moviectl.infra.errors import MoviectlError, ToolMissing
+from moviectl.infra.pgtools import compression_probe, compressions_from
 from moviectl.infra.settings import DbTarget, Settings
 
 
@@ -16,8 +20,10 @@ def dump_in_container(
     fmt: str,
     progress: Progress | None,
     snapshot: str | None = None,
-) -> tuple[str, str]:
-    """Stream ``pg_dump`` from the running db container into ``tmp``; (via, version)."""
+    compress: str | None = None,
+) -> tuple[str, str, Compression]:
+    """Stream ``pg_dump`` from the running db container into ``tmp``; (via, version, the
+    compression chosen for the image's pg_dump as for a host one)."""
     from moviectl.core.servers.docker import DockerBackend
     from moviectl.core.servers.docker_engine import engine_answers
 
@@ -31,6 +37,10 @@ def dump_in_container(
     if fmt == "directory":
         raise ToolMissing("--format directory needs a host pg_dump", hint=hint)
     api = backend.client.api
+    version = c.exec_run(["pg_dump", "--version"]).output.decode().strip().split()[-1]
+    comp = compression.choose(
+        compress, fmt, f"in container {c.name}", version, _compressions(c, version)
+    )
     user = target.user
     cmd = [
         "pg_dump",
@@ -44,6 +54,7 @@ def dump_in_container(
     ]
     if snapshot:
         cmd.append(f"--snapshot={snapshot}")
+    cmd += compression.z_argv(comp, version)
     exec_id = api.exec_create(c.id, cmd, environment={"PGPASSWORD": target.password or ""})
     written, errors = 0, b""
     try:
@@ -64,5 +75,13 @@ def dump_in_container(
         tmp.unlink(missing_ok=True)
         last = (errors.decode(errors="replace").strip().splitlines() or ["?"])[-1]
         raise MoviectlError(f"pg_dump in container {c.name} failed: {last}")
-    version = c.exec_run(["pg_dump", "--version"]).output.decode().strip().split()[-1]
-    return f"docker exec {c.name}", version
+    return f"docker exec {c.name}", version, comp
+
+
+def _compressions(container: Any, version: str) -> frozenset[str]:
+    """What the image's pg_dump compresses with (asked as a host one is: ``pgtools``)."""
+    answers = {}
+    for tail in compression_probe(version):
+        res = container.exec_run(["pg_dump", *tail], environment={"LC_ALL": "C"}, demux=True)
+        answers[tail[1].split(":")[0]] = (res.output[1] or b"").decode(errors="replace")
+    return compressions_from(answers)

@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from moviectl.core.backups import compression
+from moviectl.core.backups.compression import Compression
 from moviectl.core.backups.dump_process import DumpProcess, dump_error, lock_wait_failed
 from moviectl.core.backups.fileio import (
     Progress,
@@ -41,11 +43,10 @@ from moviectl.infra.errors import (
     LockBusy,
     MoviectlError,
     ToolMissing,
-    UsageError,
 )
 from moviectl.infra.held_signals import held
 from moviectl.infra.pgerrors import is_lock_timeout
-from moviectl.infra.pgtools import child_env, find_tool, kill_group
+from moviectl.infra.pgtools import child_env, compressions, find_tool, kill_group
 from moviectl.infra.server_facts import DatabaseFacts, database_facts, server_major
 from moviectl.infra.watchdog import StallWatch
 
@@ -60,6 +61,39 @@ class BackupResult:
     manifest: Manifest
     via: str  # host pg_dump path, or "docker exec <container>"
     copies: list[str] = field(default_factory=list)  # the second repository's copy
+
+    # size and time side by side, to choose a --compress by (the manifest has them too)
+    __json_extra__ = ("compression", "size_bytes", "dump_seconds", "seconds")
+
+    @property
+    def compression(self) -> str | None:
+        return self.manifest.compression
+
+    @property
+    def size_bytes(self) -> int:
+        return self.manifest.size_bytes
+
+    @property
+    def dump_seconds(self) -> float | None:
+        return self.manifest.dump_seconds
+
+    @property
+    def seconds(self) -> float:
+        return self.manifest.seconds
+
+
+@dataclass
+class Dumped:
+    """What ``_dump`` learnt: who dumped, with what, how long; the snapshot's facts."""
+
+    via: str
+    dump_version: str
+    server_version: str
+    server_major: int
+    revision: str | None
+    counts: dict[str, int]
+    compression: Compression
+    seconds: float  # pg_dump's own run, without the read-back and the checksum
 
 
 def snapshot(settings: Settings, target: DbTarget) -> DatabaseFacts:
@@ -143,13 +177,8 @@ def backup(
 ) -> BackupResult:
     if fmt not in FORMATS:
         raise InputFileError(f"unknown format {fmt!r}", hint="custom, directory or plain")
-    if compress is not None and not re.fullmatch(
-        r"(\d|gzip|lz4|zstd|none)(:(\d+|level=\d+|long(=\w+)?))?", compress
-    ):
-        raise UsageError(
-            f"bad --compress value {compress!r}",
-            hint="a level 0-9, or METHOD[:LEVEL] with gzip, lz4, zstd or none (as pg_dump -Z)",
-        )
+    if compress is not None:  # a typo fails before anything connects or is written
+        compression.choose(compress, fmt, "", "", frozenset(compression.METHODS))
     out = _out_dir(settings, output)
     settings = require_session(settings, "backup", database)  # pg_dump's snapshot: direct
     target = settings.target(database)
@@ -160,9 +189,7 @@ def backup(
     name, tmp = claim_name(out, target.database, started, suffix, directory=fmt == "directory")
     try:
         final = out / name
-        via, dump_version, version, major, rev, counts = _dump(
-            settings, target, tmp, fmt, letter, jobs, compress, progress
-        )
+        d = _dump(settings, target, tmp, fmt, letter, jobs, compress, progress)
     except BaseException:
         remove_path(tmp)  # whatever stopped the dump, no temp file stays
         raise
@@ -170,7 +197,7 @@ def backup(
         if tmp.is_dir():  # pg_dump -Fd writes its files with the umask's mode
             for f in tmp.rglob("*"):
                 f.chmod(0o600 if f.is_file() else 0o700)
-        digest = read_back_and_hash(settings, tmp, fmt, via)
+        digest = read_back_and_hash(settings, tmp, fmt, d.via)
         finished = datetime.now(UTC)
         man = Manifest(
             file=name,
@@ -178,15 +205,17 @@ def backup(
             sha256=digest,
             size_bytes=size_of(tmp),
             database=target.database,
-            server_version=version,
-            server_major=major,
-            pg_dump_version=dump_version,
-            alembic_revision=rev,
-            row_counts=counts,
+            server_version=d.server_version,
+            server_major=d.server_major,
+            pg_dump_version=d.dump_version,
+            alembic_revision=d.revision,
+            row_counts=d.counts,
             started_at=started.isoformat(),
             finished_at=finished.isoformat(),
             seconds=round(time.monotonic() - t0, 3),
-            **readability(fmt, dump_version, major),
+            compression=d.compression.spec,
+            dump_seconds=round(d.seconds, 3),
+            **readability(fmt, d.dump_version, d.server_major),
         )
         mpath = manifest_path(final)
         fsync_path(tmp)  # the dump is on disk before its name says it is complete
@@ -196,7 +225,7 @@ def backup(
     except BaseException:
         remove_path(tmp)
         raise
-    return BackupResult(str(final), str(mpath), man, via)
+    return BackupResult(str(final), str(mpath), man, d.via)
 
 
 def _out_path(settings: Settings, output: Path | None) -> Path:
@@ -212,8 +241,8 @@ def _dump(
     jobs: int | None,
     compress: str | None,
     progress: Progress | None,
-) -> tuple[str, str, str, int, str | None, dict[str, int]]:
-    """Run pg_dump into ``tmp`` on an exported snapshot; (via, pg_dump version, facts...)."""
+) -> Dumped:
+    """Run pg_dump into ``tmp`` on an exported snapshot."""
     from moviectl.core.migrations.timeouts import to_ms
 
     lock_ms = to_ms(settings.stall_timeout)  # a lock held elsewhere: give up, never wait on
@@ -239,12 +268,16 @@ def _dump(
             from moviectl.core.backups.container_dump import dump_in_container
 
             version, major, rev, counts = database_facts(snap)
+            started = time.monotonic()
             try:
-                via, dump_version = dump_in_container(settings, target, tmp, fmt, progress, snap_id)
+                via, dump_version, comp = dump_in_container(
+                    settings, target, tmp, fmt, progress, snap_id, compress
+                )
             except ToolMissing:
                 assert missing is not None
                 raise missing from None  # what to install, TLS included
         else:
+            comp = compression.choose(compress, fmt, tool.path, tool.version, compressions(tool))
             argv = [
                 tool.path,
                 f"-F{letter}",
@@ -258,8 +291,8 @@ def _dump(
             ]
             if jobs and fmt == "directory":
                 argv += ["-j", str(min(jobs, free_job_slots(snap)))]
-            if compress:
-                argv += ["-Z", compress]
+            argv += compression.z_argv(comp, tool.version)
+            started = time.monotonic()
             dump = DumpProcess(argv, child_env(target), tmp, progress)
             try:  # whatever stops this, pg_dump is dead before its file is removed
                 watch = StallWatch.for_settings(settings, target, "the backup")
@@ -284,11 +317,12 @@ def _dump(
                     raise lock_busy(snap, target, settings)
                 raise dump_error(stderr, code, target)
             via, dump_version = tool.path, tool.version
+        seconds = time.monotonic() - started
         snap.rollback()
         snap.autocommit = True
         with contextlib.suppress(MoviectlError):  # one login: killed runs' databases too
             clean_databases(snap)
-    return via, dump_version, version, major, rev, counts
+    return Dumped(via, dump_version, version, major, rev, counts, comp, seconds)
 
 
 def lock_busy(snap: Any, target: DbTarget, settings: Settings) -> LockBusy:

@@ -1,7 +1,7 @@
 """The manifest beside each backup, and the backup directory's listing and pruning.
 
-``<file>.manifest.json`` records the backup's sha256, size, versions, database,
-Alembic revision, row counts per table, timings and the last restore drill.
+``<file>.manifest.json`` records the backup's sha256, size, compression, versions,
+database, Alembic revision, row counts per table, timings and the last restore drill.
 """
 
 from __future__ import annotations
@@ -43,6 +43,10 @@ class Manifest:
     # had to be made by a newer pg_dump than the server's own
     pg_restore_min_major: int | None = None
     note: str | None = None
+    # how pg_dump compressed it, as PostgreSQL 16+ spells -Z ("zstd:1", "gzip:6", "none");
+    # None: a backup made before moviectl chose (pg_dump's default, or what -Z said)
+    compression: str | None = None
+    dump_seconds: float | None = None  # pg_dump's own time (seconds adds the read-back)
 
 
 @dataclass
@@ -96,6 +100,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "verify_result": (str, type(None)),
     "pg_restore_min_major": (int, type(None)),
     "note": (str, type(None)),
+    "compression": (str, type(None)),
+    "dump_seconds": (int, float, type(None)),
 }
 
 

@@ -34,6 +34,8 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from moviectl.core.backups import compression
+from moviectl.core.backups.compression import Compression
 from moviectl.core.backups.dump import BackupResult, lock_busy
 from moviectl.core.backups.dump_process import dump_error, lock_wait_failed
 from moviectl.core.backups.fileio import Progress
@@ -44,7 +46,7 @@ from moviectl.core.backups.readback import readability
 from moviectl.infra.engine import connect, require_session
 from moviectl.infra.errors import InputFileError, MoviectlError, UsageError
 from moviectl.infra.pgerrors import is_lock_timeout
-from moviectl.infra.pgtools import child_env, find_tool, kill_group, popen_child
+from moviectl.infra.pgtools import child_env, compressions, find_tool, kill_group, popen_child
 from moviectl.infra.processes import pid_alive
 from moviectl.infra.server_facts import DatabaseFacts, database_facts, server_major
 from moviectl.infra.watchdog import StallWatch
@@ -100,6 +102,8 @@ def backup_to(
         )
     from moviectl.core.backups.crypt import encrypting, recipients_of
 
+    if compress is not None:  # a typo fails before anything connects or is written
+        compression.choose(compress, fmt, "", "", frozenset(compression.METHODS))
     recipients = recipients_of(settings)  # a bad recipient is refused before anything runs
     repo.check()  # unreachable, wrong keys, no bucket: before pg_dump starts
     settings = require_session(settings, "backup", database)
@@ -114,7 +118,7 @@ def backup_to(
     repo.write_bytes(name + INPROGRESS, json.dumps(owner).encode())
     try:
         dumped = _stream(settings, target, repo, name, letter, compress, progress, recipients)
-        via, dump_version, facts, digest, size, stored = dumped
+        via, dump_version, facts, digest, size, stored, comp, dump_s = dumped
         man = Manifest(
             file=name,
             format=fmt,
@@ -129,6 +133,8 @@ def backup_to(
             started_at=started.isoformat(),
             finished_at=datetime.now(UTC).isoformat(),
             seconds=round(time.monotonic() - t0, 3),
+            compression=comp.spec,
+            dump_seconds=round(dump_s, 3),
             **readability(fmt, dump_version, facts.server_major),
         )
         doc = asdict(man)
@@ -176,9 +182,10 @@ def _stream(
     compress: str | None,
     progress: Progress | None,
     recipients: list[Any],
-) -> tuple[str, str, DatabaseFacts, str, int, str | None]:
+) -> tuple[str, str, DatabaseFacts, str, int, str | None, Compression, float]:
     """pg_dump on an exported snapshot, into ``repo`` as ``name``; (via, version, facts,
-    sha256 and size of the dump, sha256 of the stored object when it differs)."""
+    sha256 and size of the dump, sha256 of the stored object when it differs, the
+    compression, pg_dump's seconds)."""
     from psycopg import IsolationLevel
 
     from moviectl.core.backups.crypt import encrypt_blocks
@@ -203,8 +210,10 @@ def _stream(
             "-d",
             target.child_conninfo(require_tls=tls),
         ]
-        if compress:
-            argv += ["-Z", compress]
+        fmt = "plain" if letter == "p" else "custom"
+        comp = compression.choose(compress, fmt, tool.path, tool.version, compressions(tool))
+        argv += compression.z_argv(comp, tool.version)
+        started = time.monotonic()
         with tempfile.TemporaryFile() as err:
             proc = popen_child(
                 argv,
@@ -242,11 +251,13 @@ def _stream(
                     proc.stdout.close()
             if watch.stalled:
                 raise watch.error()
+            seconds = time.monotonic() - started
         snap.rollback()
         snap.autocommit = True
         with contextlib.suppress(MoviectlError):
             clean_databases(snap)
-    return tool.path, tool.version, facts, pipe.sha.hexdigest(), pipe.n, stored.get("sha256")
+    sha = pipe.sha.hexdigest()
+    return tool.path, tool.version, facts, sha, pipe.n, stored.get("sha256"), comp, seconds
 
 
 def _dump_failed(err: Any, code: int, snap: Any, target: DbTarget, settings: Settings) -> Any:

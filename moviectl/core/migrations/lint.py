@@ -254,10 +254,10 @@ def lint(settings: Settings, range_: str | None = None) -> LintReport:
         start, end = parse_range(range_)
         report = LintReport(f"{start or 'base'}:{end}", "offline", None, None)
         return _lint(settings, report, start, end, None)
-    from moviectl.core.migrations import runner
+    from moviectl.core.migrations.status import status as migration_status
 
     try:
-        status = runner.status(settings)
+        status = migration_status(settings)
     except Unreachable as exc:  # a wrong password or missing database stays an error
         head = scripts.script_directory().get_current_head() or "head"
         note = (

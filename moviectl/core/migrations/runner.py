@@ -6,7 +6,7 @@ Online runs hold the migration lock (``lock.py``, taken in ``alembic/env.py``).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from moviectl.core.migrations.scripts import (
@@ -22,19 +22,6 @@ from moviectl.infra.settings import Settings
 
 if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
-
-
-@dataclass
-class MigrationStatus:
-    database: str
-    url: str
-    current: str | None
-    head: str | None
-    pending: list[Revision] = field(default_factory=list)
-
-    @property
-    def up_to_date(self) -> bool:
-        return self.current == self.head
 
 
 @dataclass
@@ -87,17 +74,6 @@ def known(scripts: ScriptDirectory, rev: str | None) -> bool:
         return scripts.get_revision(rev) is not None
     except CommandError:
         return False
-
-
-def status(settings: Settings, database: str | None = None) -> MigrationStatus:
-    scripts = script_directory()
-    head = scripts.get_current_head()
-    current = current_revision(settings, database)
-    target = settings.target(database)
-    if not known(scripts, current):
-        raise unknown_revision(target.database, str(current))
-    pending = _between(scripts, head, current) if current != head else []
-    return MigrationStatus(target.database, target.url(), current, head, pending)
 
 
 def history(settings: Settings, *, with_current: bool = True) -> list[Revision]:

@@ -1,0 +1,1 @@
+"""Every performance goal against its peer (`python benchmarks/run.py`)."""
