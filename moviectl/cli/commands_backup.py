@@ -146,10 +146,10 @@ def backup_verify(
 @backup_app.command("prune")
 def backup_prune(
     ctx: typer.Context,
-    keep: Annotated[int, typer.Option("--keep", min=1, help="Keep the last N.")] = 0,
-    daily: Annotated[int, typer.Option("--keep-daily", min=1, help="Newest of N days.")] = 0,
-    weekly: Annotated[int, typer.Option("--keep-weekly", min=1, help="Newest of N weeks.")] = 0,
-    monthly: Annotated[int, typer.Option("--keep-monthly", min=1, help="Newest of N months.")] = 0,
+    keep: Annotated[int, typer.Option("--keep", min=0, help="Keep the last N.")] = 0,
+    daily: Annotated[int, typer.Option("--keep-daily", min=0, help="Newest of N days.")] = 0,
+    weekly: Annotated[int, typer.Option("--keep-weekly", min=0, help="Newest of N weeks.")] = 0,
+    monthly: Annotated[int, typer.Option("--keep-monthly", min=0, help="Newest of N months.")] = 0,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would go and why; delete nothing.")
     ] = False,

@@ -1,0 +1,132 @@
+"""Faults on the way to a bucket: wrong keys, no bucket, no server, a server stalled or
+killed mid-upload, moviectl killed mid-upload, two backups at once."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from tests.conftest import run_at_once, run_moviectl, start_moviectl, subprocess_env, wait_for
+from tests.core.s3server import SECRET_KEY, SeaweedS3
+
+
+@pytest.fixture
+def s3(tmp_path) -> Iterator[SeaweedS3]:
+    server = SeaweedS3(tmp_path / "seaweed")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def big_db(movie_db_url):
+    """A database whose dump takes a while to upload (tens of MB, uncompressed)."""
+    with psycopg.connect(movie_db_url, autocommit=True) as c:
+        c.execute(
+            "CREATE TABLE filler AS SELECT g, md5(g::text) || md5((g + 1)::text) AS t "
+            "FROM generate_series(1, 1500000) g"
+        )
+    return movie_db_url
+
+
+def env_for(s3: SeaweedS3, url: str, tmp_path, **extra: str) -> dict[str, str]:
+    return subprocess_env(
+        MOVIE_DATABASE_URL=url,
+        MOVIE_BACKUP_DIR=str(tmp_path / "staging"),
+        MOVIE_STALL_TIMEOUT="5",
+        **s3.env(**extra),
+    )
+
+
+def listed(env: dict[str, str], repo: str) -> list[dict]:
+    r = run_moviectl(env, "--json", "backup", "list", "--repo", repo)
+    assert r.returncode == 0, r.stderr
+    return list(json.loads(r.stdout)["backups"])
+
+
+def test_wrong_credentials_exit_4_naming_the_endpoint_not_the_secret(s3, movie_db_url, tmp_path):
+    env = env_for(s3, movie_db_url, tmp_path, AWS_SECRET_ACCESS_KEY="wrong-" + SECRET_KEY)
+    r = run_moviectl(env, "--json", "backup", "--to", "s3://backups/x")
+    assert r.returncode == 4, r.stderr
+    doc = json.loads(r.stdout)
+    assert s3.endpoint in doc["message"] and "credentials" in doc["message"]
+    assert SECRET_KEY not in r.stdout + r.stderr
+    assert s3.keys("x") == []
+
+
+def test_missing_bucket_exit_2_with_the_fix(s3, movie_db_url, tmp_path):
+    r = run_moviectl(env_for(s3, movie_db_url, tmp_path), "backup", "--to", "s3://nobucket/x")
+    assert r.returncode == 2, r.stderr
+    assert "'nobucket' does not exist" in r.stderr and "mb s3://nobucket" in r.stderr
+
+
+def test_endpoint_down_exit_3_quickly(movie_db_url, tmp_path):
+    down = SeaweedS3(tmp_path / "never")  # never started: nothing listens there
+    env = env_for(down, movie_db_url, tmp_path)
+    t0 = time.monotonic()
+    r = run_moviectl(env, "backup", "--to", "s3://backups/x", timeout=90)
+    assert r.returncode == 3, r.stderr
+    assert down.endpoint in r.stderr and time.monotonic() - t0 < 80
+
+
+def _start_upload(env: dict[str, str], s3: SeaweedS3, prefix: str):
+    proc = start_moviectl(env, "--json", "backup", "--to", f"s3://backups/{prefix}", "-Z", "0")
+    assert wait_for(lambda: any(k.endswith(".inprogress") for k in s3.keys(prefix)), 60)
+    time.sleep(0.5)  # the upload is under way
+    return proc
+
+
+@pytest.mark.timeout(240)
+def test_endpoint_stalled_mid_upload_bounded_exit_3_nothing_listed(s3, big_db, tmp_path):
+    env = env_for(s3, big_db, tmp_path)
+    proc = _start_upload(env, s3, "stall")
+    s3.pause()
+    try:
+        _out, err = proc.communicate(timeout=150)  # bounded by MOVIE_STALL_TIMEOUT=5
+    finally:
+        s3.resume()
+    assert proc.returncode == 3, err
+    assert "did not answer" in err
+    assert listed(env, "s3://backups/stall") == []
+
+
+@pytest.mark.timeout(240)
+def test_server_killed_mid_upload_then_restarted(s3, big_db, tmp_path):
+    env = env_for(s3, big_db, tmp_path)
+    proc = _start_upload(env, s3, "killed")
+    s3.stop()
+    _out, err = proc.communicate(timeout=150)
+    assert proc.returncode == 3, err
+    s3.start()
+    assert listed(env, "s3://backups/killed") == []
+
+
+@pytest.mark.timeout(240)
+def test_moviectl_killed_mid_upload_leaves_no_listed_backup(s3, big_db, tmp_path):
+    env = env_for(s3, big_db, tmp_path)
+    proc = _start_upload(env, s3, "kill9")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert listed(env, "s3://backups/kill9") == []
+    # the next backup from this host removes what the dead one left
+    r = run_moviectl(env, "--json", "backup", "--to", "s3://backups/kill9", timeout=180)
+    assert r.returncode == 0, r.stderr
+    name = json.loads(r.stdout)["path"].rsplit("/", 1)[1]
+    assert s3.keys("kill9") == [f"kill9/{name}", f"kill9/{name}.manifest.json"]
+
+
+@pytest.mark.timeout(240)
+def test_two_backups_at_once_both_complete_and_verify(s3, cli, movie_db_url, tmp_path):
+    assert cli("seed", "--sample", "300").exit_code == 0
+    env = env_for(s3, movie_db_url, tmp_path)
+    docs = run_at_once(env, "backup", "--to", "s3://backups/twice")
+    assert len({d["path"] for d in docs}) == 2
+    for d in docs:
+        r = run_moviectl(env, "--json", "backup", "verify", d["path"], timeout=120)
+        assert r.returncode == 0, r.stderr
+    assert len(listed(env, "s3://backups/twice")) == 2
