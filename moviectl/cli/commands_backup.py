@@ -146,7 +146,7 @@ def backup_verify(
 @backup_app.command("prune")
 def backup_prune(
     ctx: typer.Context,
-    keep: Annotated[int, typer.Option("--keep", min=0, help="Keep the last N.")] = 0,
+    keep: Annotated[int, typer.Option("--keep", "--keep-last", min=0, help="Keep the last N.")] = 0,
     daily: Annotated[int, typer.Option("--keep-daily", min=0, help="Newest of N days.")] = 0,
     weekly: Annotated[int, typer.Option("--keep-weekly", min=0, help="Newest of N weeks.")] = 0,
     monthly: Annotated[int, typer.Option("--keep-monthly", min=0, help="Newest of N months.")] = 0,
@@ -156,7 +156,7 @@ def backup_prune(
     repo: RepoOpt = None,
     yes: YesOpt = False,
 ) -> None:
-    """Delete the backups outside the policy: --keep N and/or --keep-daily/weekly/monthly N.
+    """Delete the backups outside the policy: --keep-last N and/or --keep-daily/weekly/monthly N.
 
     Never the newest verified backup, a pinned one (`backup pin`), or a file without a
     manifest.

@@ -114,3 +114,73 @@ def test_tampered_object_is_refused_before_anything_is_restored(seeded, s3, tmp_
     assert r.exit_code == 1 and "checksum mismatch" in r.stdout
     man = json.loads(s3.read(f"{key}.manifest.json"))
     assert man["verify_result"] == "mismatch"
+
+
+def shape(doc):
+    """A JSON document's keys, nested (lists by their first element): its shape."""
+    if isinstance(doc, dict):
+        return {k: shape(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [shape(doc[0])] if doc else []
+    return None
+
+
+def test_prune_in_the_bucket_as_in_a_directory(seeded, s3, tmp_path):
+    prefix = f"prune-{tmp_path.name}"
+    repo, local = f"s3://backups/{prefix}", str(tmp_path / "local")
+    docs = {where: [backup(seeded, "--to", where) for _ in range(4)] for where in (repo, local)}
+    assert shape(docs[repo][0]) == shape(docs[local][0])
+    paths = {where: [d["path"] for d in ds] for where, ds in docs.items()}
+    for where in (repo, local):
+        r = seeded("backup", "verify", paths[where][0], "--json")
+        assert r.exit_code == 0, r.output
+    r = seeded("backup", "pin", paths[repo][1], "--json")
+    assert r.exit_code == 0, r.output
+    before = s3.keys(prefix)
+    assert f"{prefix}/{name_of(paths[repo][1])}.pin" in before
+
+    listed = {}
+    for where in (repo, local):
+        r = seeded("backup", "list", "--repo", where, "--json")
+        listed[where] = json.loads(r.stdout)
+        assert [b["path"] for b in listed[where]["backups"]] == paths[where]
+    assert shape(listed[repo]) == shape(listed[local])
+
+    plans = {}
+    for where in (repo, local):
+        r = seeded("backup", "prune", "--keep-last", "1", "--dry-run", "--repo", where, "--json")
+        assert r.exit_code == 0, r.output
+        plans[where] = json.loads(r.stdout)
+    assert shape(plans[repo]) == shape(plans[local])
+    assert s3.keys(prefix) == before  # a dry run deletes nothing
+    p = paths[repo]
+    assert plans[repo]["dry_run"] and plans[repo]["deleted"] == [p[2]]
+    why = {d["path"]: d["reasons"] for d in plans[repo]["decisions"]}
+    assert why == {
+        p[3]: ["the newest"],
+        p[2]: ["outside the policy"],
+        p[1]: ["pinned"],
+        p[0]: ["the newest verified backup"],
+    }
+    assert plans[local]["deleted"] == [paths[local][2], paths[local][1]]
+
+    r = seeded("backup", "prune", "--keep-last", "1", "--repo", repo, "--yes", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["deleted"] == [p[2]], r.output
+    assert not any(k.startswith(f"{prefix}/{name_of(p[2])}") for k in s3.keys(prefix))
+
+    # GFS: one day, one week: the day's newest, the newest verified, the pinned one stay
+    r = seeded(
+        "backup",
+        "prune",
+        "--keep-daily",
+        "7",
+        "--keep-weekly",
+        "4",
+        "--repo",
+        repo,
+        "--yes",
+        "--json",
+    )
+    assert r.exit_code == 0 and json.loads(r.stdout)["deleted"] == [], r.output
+    r = seeded("backup", "list", "--repo", repo, "--json")
+    assert [b["path"] for b in json.loads(r.stdout)["backups"]] == [p[0], p[1], p[3]]

@@ -110,6 +110,8 @@ def test_server_killed_mid_upload_then_restarted(s3, big_db, tmp_path):
 def test_moviectl_killed_mid_upload_leaves_no_listed_backup(s3, big_db, tmp_path):
     env = env_for(s3, big_db, tmp_path)
     proc = _start_upload(env, s3, "kill9")
+    staging = tmp_path / "staging"  # streamed: no local copy of the dump, even mid-way
+    assert not staging.exists() or not any(staging.rglob("*"))
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
     assert listed(env, "s3://backups/kill9") == []

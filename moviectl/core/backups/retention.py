@@ -64,7 +64,7 @@ def plan(cands: list[Candidate], policy: Policy) -> list[Decision]:
     if policy.empty:
         raise UsageError(
             "no retention policy given",
-            hint="--keep N and/or --keep-daily/--keep-weekly/--keep-monthly N",
+            hint="--keep-last N and/or --keep-daily/--keep-weekly/--keep-monthly N",
         )
     newest = sorted(cands, key=lambda c: c.created, reverse=True)
     reasons: dict[str, list[str]] = {c.path: [] for c in newest}
