@@ -117,7 +117,7 @@ class SeaweedS3:
             region="us-east-1",
             access_key_id=ACCESS_KEY,
             secret_access_key=SECRET_KEY,
-            client_options={"allow_http": True, "timeout": "5s"},
+            client_options={"allow_http": True, "timeout": "60s"},  # a loaded machine
             retry_config={"max_retries": 0},
         )
 

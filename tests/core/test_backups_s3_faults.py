@@ -132,3 +132,49 @@ def test_two_backups_at_once_both_complete_and_verify(s3, cli, movie_db_url, tmp
         r = run_moviectl(env, "--json", "backup", "verify", d["path"], timeout=120)
         assert r.returncode == 0, r.stderr
     assert len(listed(env, "s3://backups/twice")) == 2
+
+
+def _slow_object(s3: SeaweedS3, key: str, mib: int = 24) -> bytes:
+    import os
+
+    data = os.urandom(mib << 20)
+    s3.write(key, data)
+    return data
+
+
+def _repo(s3: SeaweedS3, prefix: str, monkeypatch):
+    from moviectl.core.backups.s3 import S3Repository
+
+    for k, v in s3.env().items():  # the repository reads AWS_* as every AWS tool does
+        monkeypatch.setenv(k, v)
+    return S3Repository("backups", prefix, wait=5)
+
+
+def test_a_download_longer_than_the_wait_completes(s3, monkeypatch):
+    """The wait bounds silence, not the whole body: a big backup on a slow link arrives."""
+    data = _slow_object(s3, "slow/big.dump")
+    repo = _repo(s3, "slow", monkeypatch)
+    t0, got = time.monotonic(), bytearray()
+    for block in repo.stream("big.dump"):
+        got += block
+        time.sleep(0.3)  # a slow consumer: 24 blocks of 1 MiB take ~7 s > the 5 s wait
+    assert bytes(got) == data and time.monotonic() - t0 > 5
+
+
+@pytest.mark.timeout(120)
+def test_a_download_from_a_stalled_server_ends_within_the_wait(s3, monkeypatch):
+    from moviectl.infra.errors import Unreachable
+
+    _slow_object(s3, "stalled/big.dump", mib=32)
+    repo = _repo(s3, "stalled", monkeypatch)
+    blocks = repo.stream("big.dump")
+    next(blocks)
+    s3.pause()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(Unreachable, match="did not answer"):
+            for _ in blocks:
+                pass
+    finally:
+        s3.resume()
+    assert time.monotonic() - t0 < 60

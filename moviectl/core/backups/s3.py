@@ -32,6 +32,8 @@ from moviectl.infra.errors import (
 )
 
 if TYPE_CHECKING:
+    from obstore.store import ClientConfig
+
     from moviectl.infra.settings import Settings
 
 PART = 8 << 20  # multipart chunk: bounded memory (a few parts in flight), few requests
@@ -86,6 +88,7 @@ class S3Repository:
         )
         self.wait = wait
         self._store: Any = None
+        self._reader: Any = None
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None) -> S3Repository:
@@ -99,47 +102,60 @@ class S3Repository:
 
     @property
     def store(self) -> Any:
+        """For every request but a download: each one (a part of an upload included)
+        finishes within the wait, so a server that stops reading cannot hold a backup."""
         if self._store is None:
-            obstore = _obstore()
-            from obstore.store import S3Store
-
-            extra: dict[str, Any] = {}
-            creds = credentials_file()
-            if creds:
-                extra["access_key_id"] = creds["access_key_id"]
-                extra["secret_access_key"] = creds.get("secret_access_key", "")
-                if "token" in creds:
-                    extra["token"] = creds["token"]
-            if not (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")):
-                extra["region"] = "us-east-1"  # what S3-compatible servers accept
-            wait = timedelta(seconds=self.wait)
-            del obstore
-            try:
-                self._store = S3Store(
-                    self.bucket,
-                    endpoint=self.endpoint,
-                    client_options={
-                        "allow_http": self.endpoint.startswith("http://"),
-                        "connect_timeout": timedelta(seconds=min(10.0, self.wait)),
-                        "timeout": wait,  # one request, a part of an upload included
-                    },
-                    retry_config={
-                        "max_retries": 2,
-                        "retry_timeout": wait,
-                        "backoff": {
-                            "init_backoff": timedelta(milliseconds=200),
-                            "max_backoff": timedelta(seconds=2),
-                            "base": 2,
-                        },
-                    },
-                    **extra,
-                )
-            except Exception as exc:  # a malformed setting: never echo its value
-                raise UsageError(
-                    f"cannot configure the S3 client for {self.endpoint}: {type(exc).__name__}",
-                    hint="check AWS_ENDPOINT_URL and AWS_REGION",
-                ) from None
+            self._store = self._client({"timeout": timedelta(seconds=self.wait)})
         return self._store
+
+    @property
+    def reader(self) -> Any:
+        """For downloads: a large backup takes longer than the wait to arrive, so the
+        bound is on silence (no byte for the wait), not on the whole body."""
+        if self._reader is None:
+            self._reader = self._client({"read_timeout": timedelta(seconds=self.wait)})
+        return self._reader
+
+    def _client(self, bound: ClientConfig) -> Any:
+        _obstore()  # the extra's hint when it is missing
+        from obstore.store import S3Store
+
+        extra: dict[str, Any] = {}
+        creds = credentials_file()
+        if creds:
+            extra["access_key_id"] = creds["access_key_id"]
+            extra["secret_access_key"] = creds.get("secret_access_key", "")
+            if "token" in creds:
+                extra["token"] = creds["token"]
+        if not (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")):
+            extra["region"] = "us-east-1"  # what S3-compatible servers accept
+        wait = timedelta(seconds=self.wait)
+        options: ClientConfig = {
+            "allow_http": self.endpoint.startswith("http://"),
+            "connect_timeout": timedelta(seconds=min(10.0, self.wait)),
+        }
+        options.update(bound)
+        try:
+            return S3Store(
+                self.bucket,
+                endpoint=self.endpoint,
+                client_options=options,
+                retry_config={
+                    "max_retries": 2,
+                    "retry_timeout": wait,
+                    "backoff": {
+                        "init_backoff": timedelta(milliseconds=200),
+                        "max_backoff": timedelta(seconds=2),
+                        "base": 2,
+                    },
+                },
+                **extra,
+            )
+        except Exception as exc:  # a malformed setting: never echo its value
+            raise UsageError(
+                f"cannot configure the S3 client for {self.endpoint}: {type(exc).__name__}",
+                hint="check AWS_ENDPOINT_URL and AWS_REGION",
+            ) from None
 
     def key(self, name: str) -> str:
         if not name or name.startswith(("/", ".")) or ".." in name.split("/"):
@@ -153,11 +169,15 @@ class S3Repository:
         raise translate(exc, self, doing) from None
 
     def check(self) -> None:
-        """One listing request: the endpoint answers, the keys sign, the bucket exists."""
+        """One listing page: the endpoint answers, the keys sign, the bucket exists."""
         try:
-            self.list("")
+            base = f"{self.prefix}/" if self.prefix else None
+            for _ in _obstore().list(self.store, prefix=base, chunk_size=1):
+                break  # one page is the answer: no need to list a large bucket
         except MoviectlError:
             raise
+        except Exception as exc:
+            self.fail(exc, "reaching the repository")
 
     def put(self, name: str, source: Path | Iterable[bytes]) -> int:
         obstore = _obstore()
@@ -175,7 +195,7 @@ class S3Repository:
     def stream(self, name: str) -> Iterator[bytes]:
         obstore = _obstore()
         try:
-            result = obstore.get(self.store, self.key(name))
+            result = obstore.get(self.reader, self.key(name))
             for chunk in result.stream(min_chunk_size=BLOCK):
                 yield bytes(chunk)
         except Exception as exc:
@@ -277,6 +297,11 @@ def translate(exc: BaseException, repo: S3Repository, doing: str) -> MoviectlErr
     if isinstance(exc, FileNotFoundError):
         return InputFileError(f"{doing}: not found in {repo.url}")
     low = text.lower()
+    if "connectionrefused" in low or "connection refused" in low:
+        return Unreachable(
+            f"{doing}: nothing answers at {repo.endpoint} (connection refused) for {repo.url}",
+            hint="is the object store running? check AWS_ENDPOINT_URL",
+        )
     if any(w in low for w in ("connect", "timed out", "timeout", "dns", "reset", "broken pipe")):
         return Unreachable(
             f"{doing}: {at} did not answer within {repo.wait:g} s",
