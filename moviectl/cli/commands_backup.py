@@ -185,6 +185,9 @@ def render_prune_plan(c: Any, r: Any) -> None:
             c.print(f"  [red]{verb}[/] {d.path}  (outside the policy)")
     if not r.decisions:
         c.print(f"no backups in {r.repository}")
+    else:
+        kept = "would keep" if r.dry_run else "kept"
+        c.print(f"{verb} {len(r.deleted)}, {kept} {len(r.kept)} in {r.repository}")
 
 
 @backup_app.command("pin")
