@@ -184,3 +184,36 @@ def test_prune_in_the_bucket_as_in_a_directory(seeded, s3, tmp_path):
     assert r.exit_code == 0 and json.loads(r.stdout)["deleted"] == [], r.output
     r = seeded("backup", "list", "--repo", repo, "--json")
     assert [b["path"] for b in json.loads(r.stdout)["backups"]] == [p[0], p[1], p[3]]
+
+
+def test_encrypted_at_rest_with_age(seeded, s3, tmp_path, movie_db_url):
+    import pyrage
+
+    key, other = pyrage.x25519.Identity.generate(), pyrage.x25519.Identity.generate()
+    public = str(key.to_public())
+    prefix = f"age-{tmp_path.name}"
+    doc = backup(seeded, "--to", f"s3://backups/{prefix}", MOVIE_BACKUP_AGE_RECIPIENTS=public)
+    key_name = f"{prefix}/{name_of(doc['path'])}"
+    stored = s3.read(key_name)
+    assert stored.startswith(b"age-encryption.org/v1") and b"PGDMP" not in stored[:4096]
+    raw = s3.read(f"{key_name}.manifest.json").decode()
+    man = json.loads(raw)
+    assert man["encryption"] == "age" and len(man["recipients"]) == 1
+    assert public not in raw and str(key) not in raw  # fingerprints, never a key
+    ident, wrong = tmp_path / "key.txt", tmp_path / "other.txt"
+    ident.write_text(str(key) + "\n")
+    wrong.write_text(str(other) + "\n")
+
+    r = seeded("restore", doc["path"], "--into", "never_made_age")  # no identity
+    assert r.exit_code == 2 and "MOVIE_BACKUP_AGE_IDENTITY" in r.stderr
+    r = seeded(
+        "restore", doc["path"], "--into", "never_made_age", MOVIE_BACKUP_AGE_IDENTITY=str(wrong)
+    )
+    assert r.exit_code == 1 and "cannot decrypt" in r.stderr
+    with psycopg.connect(movie_db_url) as c:
+        assert not c.execute(
+            "SELECT 1 FROM pg_database WHERE datname = 'never_made_age'"
+        ).fetchone()
+    r = seeded("backup", "verify", doc["path"], "--json", MOVIE_BACKUP_AGE_IDENTITY=str(ident))
+    assert r.exit_code == 0 and json.loads(r.stdout)["ok"] is True, r.output
+    assert str(key) not in r.output
