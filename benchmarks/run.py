@@ -3,6 +3,7 @@
     uv run python benchmarks/run.py                          # the whole table (~40 min)
     uv run python benchmarks/run.py --only backup --backup-rows 1000000
     uv run python benchmarks/run.py --only live,health,help
+    uv run python benchmarks/run.py --only s3 --s3-rows 5000000   # backup --to s3:// (issue 27)
 
 Starts its own embedded PostgreSQL in a temp directory (test-cluster settings: fsync,
 synchronous_commit and full_page_writes off, the same server for moviectl and its peers)
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import common
 from benchmarks.common import HEADER
 from benchmarks.data import bench_backup, bench_seed
+from benchmarks.s3 import bench_s3
 from benchmarks.serve import bench_serve
 from benchmarks.startup import bench_health, bench_help, bench_live, bench_status
 from benchmarks.testdb import bench_testdb, bench_tiers
@@ -39,7 +41,7 @@ from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
 from moviectl.infra.ports import free_port
 from moviectl.infra.settings import load_settings
 
-NAMES = ("live", "health", "help", "status", "serve", "testdb", "tiers", "seed", "backup")
+NAMES = ("live", "health", "help", "status", "serve", "testdb", "tiers", "seed", "backup", "s3")
 
 
 def main() -> None:
@@ -49,6 +51,8 @@ def main() -> None:
     ap.add_argument("--seed-pairs", type=int, default=3)
     ap.add_argument("--backup-rows", type=int, default=5_000_000)
     ap.add_argument("--backup-pairs", type=int, default=5)
+    ap.add_argument("--s3-rows", type=int, default=1_000_000, help="backup --to s3's size")
+    ap.add_argument("--s3-pairs", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=11, help="start-up rounds (--live: 4x)")
     ap.add_argument("--serve-clients", type=int, default=20)
     ap.add_argument("--serve-requests", type=int, default=2000, help="per client")
@@ -91,6 +95,8 @@ def main() -> None:
                 bench_seed(url, env, args.rows, args.seed_pairs, tmp)
             elif name == "backup":
                 bench_backup(settings, env, args.backup_rows, args.backup_pairs, tmp)
+            elif name == "s3":
+                bench_s3(settings, env, args.s3_rows, args.s3_pairs, tmp)
     finally:
         server.stop("immediate")
         shutil.rmtree(tmp, ignore_errors=True)
