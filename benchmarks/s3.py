@@ -136,9 +136,9 @@ def _measure(
         db = f"bench_restore_{i}"
         rtimes["ours"].append(run([MOVIECTL, "restore", name, "--into", db, "--yes"], e)[0])
         admin.execute(f'DROP DATABASE "{db}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{db}"')
         peer = (
             f"{py} -c '{DOWNLOAD}' {obj} {local} && "
+            f"{PG / 'createdb'} {db} && "  # moviectl's run creates its database too
             f"{PG / 'pg_restore'} --no-owner -d {db} {local} && rm {local}"
         )
         rtimes["peer"].append(run(["bash", "-c", peer], {**s3env, **pg})[0])
