@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -40,8 +41,9 @@ def _port_pair() -> int:
 
 
 class SeaweedS3:
-    def __init__(self, root: Path, bucket: str = "backups") -> None:
+    def __init__(self, root: Path, bucket: str = "backups", env_keys: bool = False) -> None:
         self.root, self.bucket = root, bucket
+        self.env_keys = env_keys  # the README's way: the keys in AWS_*, no -s3.config
         self.data = root / "data"
         self.data.mkdir(parents=True, exist_ok=True)
         self.config = root / "s3.json"
@@ -97,8 +99,16 @@ class SeaweedS3:
             "-webdav=false",
             "-master.telemetry=false",
         ]
+        env = None
+        if self.env_keys:
+            argv.remove(f"-s3.config={self.config}")
+            env = {
+                **os.environ,
+                "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            }
         log = open(self.root / "weed.log", "ab")  # noqa: SIM115 (the child holds it)
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True, env=env)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -178,3 +178,21 @@ def test_a_download_from_a_stalled_server_ends_within_the_wait(s3, monkeypatch):
     finally:
         s3.resume()
     assert time.monotonic() - t0 < 60
+
+
+@pytest.mark.timeout(180)
+def test_the_readme_seaweedfs_takes_its_keys_from_the_environment(movie_db_url, tmp_path):
+    """README: `AWS_ACCESS_KEY_ID=… AWS_SECRET_ACCESS_KEY=… weed mini … -bucket=backups`
+    is all a new user starts; those keys work and others are refused."""
+    server = SeaweedS3(tmp_path / "readme", env_keys=True)
+    server.start()
+    try:
+        env = env_for(server, movie_db_url, tmp_path)
+        r = run_moviectl(env, "--json", "backup", "--to", "s3://backups/readme", timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert len(listed(env, "s3://backups/readme")) == 1
+        wrong = env_for(server, movie_db_url, tmp_path, AWS_SECRET_ACCESS_KEY="not-the-key")
+        r = run_moviectl(wrong, "backup", "list", "--repo", "s3://backups/readme")
+        assert r.returncode == 4, r.stderr
+    finally:
+        server.stop()
