@@ -217,3 +217,25 @@ def test_encrypted_at_rest_with_age(seeded, s3, tmp_path, movie_db_url):
     r = seeded("backup", "verify", doc["path"], "--json", MOVIE_BACKUP_AGE_IDENTITY=str(ident))
     assert r.exit_code == 0 and json.loads(r.stdout)["ok"] is True, r.output
     assert str(key) not in r.output
+
+
+def test_disk_full_while_staging_a_restore_creates_nothing(seeded, s3, tmp_path, movie_db_url):
+    import subprocess
+
+    from tests.core.test_backups import _mount_tmpfs
+
+    doc = backup(seeded, "--to", f"s3://backups/full-{tmp_path.name}")
+    small = tmp_path / "small"
+    if not _mount_tmpfs(small, "size=16k"):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        r = seeded("restore", doc["path"], "--into", "never_made_full", MOVIE_BACKUP_DIR=str(small))
+        assert r.exit_code == 1, r.output
+        assert "disk full" in r.stderr and "Traceback" not in r.output
+        assert list(small.iterdir()) == []  # the staging directory is gone
+    finally:
+        subprocess.run(["umount", str(small)])
+    with psycopg.connect(movie_db_url) as c:
+        assert not c.execute(
+            "SELECT 1 FROM pg_database WHERE datname = 'never_made_full'"
+        ).fetchone()
