@@ -1,5 +1,8 @@
 """Alembic environment: the connection comes from moviectl's settings, never from a file.
 
+It also runs a service's migrations (a migrations directory with versions/ and no env.py
+of its own): the target metadata is the configured one (``core/migrations/project.py``).
+
 - A connection handed in as ``config.attributes["connection"]`` (Alembic's "sharing a
   connection" recipe, pytest-alembic) is used as it is, and settings are not read at all:
   the migration runs where the caller says, never on the app database. It may be
@@ -28,15 +31,20 @@ from alembic.runtime.migration import MigrationContext
 
 from moviectl.core.migrations.drift import compare_defaults_safely
 from moviectl.core.migrations.lock import migration_lock
+from moviectl.core.migrations.project import target_metadata
 from moviectl.core.migrations.timeouts import apply_timeouts, run_with_lock_retries
 from moviectl.infra.engine import dialect_url, make_engine
 from moviectl.infra.errors import MoviectlError
-from moviectl.infra.models import metadata
 from moviectl.infra.settings import load_settings
 
 config = context.config
 if config.config_file_name is not None and not config.attributes.get("settings"):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+
+# The models autogenerate compares: the caller's, else the service's configured ones
+# ([tool.moviectl] metadata / MOVIE_METADATA), else moviectl's own (``project.py``).
+metadata = config.attributes.get("target_metadata") or target_metadata()
 
 
 def _settings():  # type: ignore[no-untyped-def]

@@ -4,6 +4,7 @@
     uv run python benchmarks/run.py --only backup --backup-rows 1000000
     uv run python benchmarks/run.py --only live,health,help
     uv run python benchmarks/run.py --only s3 --s3-rows 5000000   # backup --to s3:// (issue 27)
+    uv run python benchmarks/run.py --only inspect --rounds 5
 
 Starts its own embedded PostgreSQL in a temp directory (test-cluster settings: fsync,
 synchronous_commit and full_page_writes off, the same server for moviectl and its peers)
@@ -33,15 +34,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import common
 from benchmarks.common import HEADER
 from benchmarks.data import bench_backup, bench_seed
+from benchmarks.inspecting import bench_inspect
 from benchmarks.s3 import bench_s3
 from benchmarks.serve import bench_serve
 from benchmarks.startup import bench_health, bench_help, bench_live, bench_status
 from benchmarks.testdb import bench_testdb, bench_tiers
+from benchmarks.upgrade import bench_upgrade
 from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
 from moviectl.infra.ports import free_port
 from moviectl.infra.settings import load_settings
 
-NAMES = ("live", "health", "help", "status", "serve", "testdb", "tiers", "seed", "backup", "s3")
+NAMES = (
+    "live",
+    "health",
+    "help",
+    "status",
+    "inspect",
+    "serve",
+    "testdb",
+    "tiers",
+    "seed",
+    "backup",
+    "upgrade",
+    "s3",
+)
 
 
 def main() -> None:
@@ -53,6 +69,8 @@ def main() -> None:
     ap.add_argument("--backup-pairs", type=int, default=5)
     ap.add_argument("--s3-rows", type=int, default=1_000_000, help="backup --to s3's size")
     ap.add_argument("--s3-pairs", type=int, default=3)
+    ap.add_argument("--upgrade-rows", type=int, default=1_000_000)
+    ap.add_argument("--upgrade-pairs", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=11, help="start-up rounds (--live: 4x)")
     ap.add_argument("--serve-clients", type=int, default=20)
     ap.add_argument("--serve-requests", type=int, default=2000, help="per client")
@@ -85,6 +103,8 @@ def main() -> None:
                 bench_help(env, args.rounds)
             elif name == "status":
                 bench_status(env, url, args.rounds)
+            elif name == "inspect":
+                bench_inspect(env, tmp, args.rounds)
             elif name == "serve":
                 bench_serve(env, url, args.serve_clients, args.serve_requests)
             elif name == "testdb":
@@ -97,6 +117,8 @@ def main() -> None:
                 bench_backup(settings, env, args.backup_rows, args.backup_pairs, tmp)
             elif name == "s3":
                 bench_s3(settings, env, args.s3_rows, args.s3_pairs, tmp)
+            elif name == "upgrade":
+                bench_upgrade(env, args.upgrade_rows, args.upgrade_pairs, tmp)
     finally:
         server.stop("immediate")
         shutil.rmtree(tmp, ignore_errors=True)

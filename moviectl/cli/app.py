@@ -23,12 +23,15 @@ from moviectl.cli import (
     commands_db,
     commands_doctor,
     commands_health,
+    commands_init,
     commands_inspect,
     commands_migrate,
+    commands_pitr,
     commands_seed,
     commands_testdb,
     commands_top,
     commands_up,
+    commands_upgrade,
 )
 from moviectl.cli.context import MoviectlGroup, State, new_typer, state_of
 from moviectl.cli.output import write_stdout
@@ -39,6 +42,7 @@ Example: `moviectl down` or `moviectl down --volumes --yes` (deletes all data)
 """
 
 commands_db.db_app.command("top")(commands_top.top_cmd)  # db top: inspect's live view
+commands_db.db_app.command("upgrade")(commands_upgrade.upgrade_cmd)  # major upgrades
 
 # (name, a Typer sub-app or a command function, help override)
 COMMANDS: list[tuple[str, Any, str | None]] = [
@@ -52,8 +56,10 @@ COMMANDS: list[tuple[str, Any, str | None]] = [
     ("inspect", commands_inspect.inspect_app, None),
     ("backup", commands_backup.backup_app, None),
     ("restore", commands_backup.restore_cmd, None),
+    ("pitr", commands_pitr.pitr_app, None),
     ("testdb", commands_testdb.testdb_app, None),
     ("config", commands_config.config_app, None),
+    ("init", commands_init.init_app, None),
 ]
 HELP_ORDER = tuple(name for name, _, _ in COMMANDS)
 

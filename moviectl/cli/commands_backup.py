@@ -7,7 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
+from moviectl.cli import commands_pitr as pitr
 from moviectl.cli.context import YesOpt, confirm, new_typer, out, settings_of
+from moviectl.cli.protection import OverrideOpt
 from moviectl.cli.render import (
     Backups,
     render_backup,
@@ -61,6 +63,7 @@ def backup_cmd(
         ),
     ] = None,
     to: ToOpt = None,
+    physical: pitr.PhysicalOpt = False,
 ) -> None:
     """Back up the app database: pg_dump to a temp name, read back, checksummed, renamed.
 
@@ -73,6 +76,8 @@ def backup_cmd(
     """
     if ctx.invoked_subcommand is not None:
         return
+    if physical:
+        return pitr.physical_backup(ctx, compress)
     from moviectl.cli.output import ByteProgress
     from moviectl.core.backups.catalog import backup_everywhere
 
@@ -117,6 +122,7 @@ def backup_verify(
         typer.Argument(help="Backup file, name in --repo, or s3:// URL (default: the newest)."),
     ] = None,
     repo: RepoOpt = None,
+    physical: pitr.PhysicalOpt = False,
 ) -> None:
     """Check the sha256, restore into a throwaway database and compare with the manifest.
 
@@ -129,6 +135,8 @@ def backup_verify(
     from moviectl.core.backups.repository import primary
     from moviectl.infra.errors import InputFileError
 
+    if physical:
+        return pitr.physical_verify(ctx)
     settings = settings_of(ctx)
     if file is None:
         found = [e for e in entries(settings, primary(settings, repo)) if e.manifest]
@@ -235,12 +243,12 @@ def backup_copy(
 def restore_cmd(
     ctx: typer.Context,
     file: Annotated[
-        str,
+        str | None,
         typer.Argument(
             help="Backup file: moviectl's (manifest beside it) or any pg_dump output; a "
             "name in --from, or an s3:// URL."
         ),
-    ],
+    ] = None,
     into: Annotated[
         str | None, typer.Option("--into", help="Target database (default: a new one).")
     ] = None,
@@ -253,6 +261,14 @@ def restore_cmd(
         typer.Option("--from", help="Repository to restore from (default MOVIE_BACKUP_REPO)."),
     ] = None,
     yes: YesOpt = False,
+    override: OverrideOpt = False,
+    physical: pitr.PhysicalOpt = False,
+    to_time: pitr.ToTimeOpt = None,
+    to_lsn: pitr.ToLsnOpt = None,
+    to_name: pitr.ToNameOpt = None,
+    latest: pitr.LatestOpt = False,
+    promote: pitr.PromoteOpt = False,
+    timeout: pitr.TimeoutOpt = 600,
 ) -> None:
     """Restore a backup into a new database (or, with --force, over an existing one).
 
@@ -261,14 +277,45 @@ def restore_cmd(
     it can be (pg_restore reads all of it; plain SQL through the meta-command guard), then
     restored and reported unverified ("verified": false, "manifest": null).
 
+    `--physical`: a new cluster from a base backup and the WAL archive, at --to-time,
+    --to-lsn, --to-name or --latest, on a free port (`--into` names it; `--promote`
+    swaps it in for the embedded server).
+
     Example: `moviectl restore backups/movies-20261124T101500Z.dump --into movies_copy`
     or `moviectl restore last-year.pgdump` or `moviectl restore s3://backups/movies/NAME`
+    or `moviectl restore --physical --to-time "2026-12-02 14:04:59+00"`
     """
     from moviectl.core.backups.catalog import resolve, restore_from
 
+    if physical:
+        return pitr.physical_restore(
+            ctx,
+            to_time=to_time,
+            to_lsn=to_lsn,
+            to_name=to_name,
+            latest=latest,
+            promote=promote,
+            name=into,
+            timeout=timeout,
+            yes=yes,
+        )
+    if file is None:
+        from moviectl.infra.errors import UsageError
+
+        raise UsageError(
+            "give a backup file to restore, or --physical", hint="moviectl restore --help"
+        )
+
     settings = settings_of(ctx)
     where, name = resolve(settings, file, source)
-    if force:
+    if force and into is not None:  # a protected database is refused before the prompt
+        from moviectl.cli.protection import touching
+        from moviectl.infra.protect import guard
+
+        target = settings.session_target(into)
+        guard(settings, f"restore {name} over it", target=target, override=override)
+        confirm(ctx, f"Replace {touching(settings, target)} with {name}?", yes)
+    elif force:
         confirm(ctx, f"Replace database {into or '(new)'} with {name}?", yes)
     o = out(ctx)
     try:

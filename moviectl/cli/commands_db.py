@@ -1,4 +1,4 @@
-"""`moviectl db up | down | status | logs | shell`."""
+"""`moviectl db up | down | status | logs | shell | reset | protect`."""
 
 from __future__ import annotations
 
@@ -9,10 +9,15 @@ import typer
 
 from moviectl.cli.context import YesOpt, confirm, finite, new_typer, out, settings_of
 from moviectl.cli.output import write_stdout
+from moviectl.cli.protection import OverrideOpt, touching
 from moviectl.cli.render import render_down, render_server_status, render_up
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from moviectl.cli.output import Output
+    from moviectl.core.protect import Protection
+    from moviectl.core.reset import ResetResult
     from moviectl.core.servers.base import Backend
 
 db_app = new_typer(
@@ -65,14 +70,26 @@ def db_down(
         bool, typer.Option("--volumes", help="Also delete the data (asks first).")
     ] = False,
     yes: YesOpt = False,
+    override: OverrideOpt = False,
 ) -> None:
-    """Stop the server; data stays unless --volumes.
+    """Stop the server; data stays unless --volumes (refused when a database on the
+    server is protected: `moviectl db protect`).
 
     Example: `moviectl db down` or `moviectl db down --volumes --yes` (deletes all data)
     """
     backend, o = _backend(ctx)
     if volumes:
-        confirm(ctx, f"Delete all data of the {backend.name} database server?", yes)
+        from moviectl.infra.protect import guard
+
+        settings = settings_of(ctx)
+        guard(settings, "delete the server's data", override=override, server_wide=True)
+        t = settings.target()
+        confirm(
+            ctx,
+            f"Delete all data of the {backend.name} database server at {t.host}:{t.port} "
+            f"(every database on it, {touching(settings)} among them)?",
+            yes,
+        )
     o.emit(backend.down(volumes=volumes), render_down)
 
 
@@ -129,12 +146,92 @@ def db_logs(
 def db_shell(
     ctx: typer.Context,
     psql: Annotated[bool, typer.Option("--psql", help="Use psql instead of pgcli.")] = False,
+    command: Annotated[
+        str | None,
+        typer.Option("--command", "-c", help="Run one statement and exit (pgcli and psql -c)."),
+    ] = None,
 ) -> None:
     """Open pgcli (or psql) on the app database; the password is passed in the environment.
 
-    Example: `moviectl db shell` or `echo 'select count(*) from movies' | moviectl db shell --psql`
+    Example: `moviectl db shell` or `moviectl db shell --psql -c 'select count(*) from movies'`
     """
     from moviectl.core.shell import shell_command
 
-    argv, env = shell_command(settings_of(ctx), psql=psql)
+    argv, env = shell_command(settings_of(ctx), psql=psql, command=command)
     raise typer.Exit(subprocess.call(argv, env=env))
+
+
+@db_app.command("reset")
+def db_reset(
+    ctx: typer.Context,
+    sample: Annotated[
+        int, typer.Option("--sample", min=1, max=1_000_000, help="Sample movies to seed.")
+    ] = 3,
+    no_seed: Annotated[bool, typer.Option("--no-seed", help="Migrate, but seed nothing.")] = False,
+    yes: YesOpt = False,
+    override: OverrideOpt = False,
+) -> None:
+    """Drop the app database, create it again, migrate it to head and seed it (asks first).
+
+    Refuses a protected database (`moviectl db protect`, exit 5) without the override.
+
+    Example: `moviectl db reset --yes` or `moviectl db reset --no-seed --yes`
+    """
+    from moviectl.core.reset import reset
+    from moviectl.infra.protect import guard
+
+    settings = settings_of(ctx)
+    guard(settings, "reset (drop and recreate) it", override=override)
+    confirm(ctx, f"Drop and recreate {touching(settings)}? All its data is lost.", yes)
+    o = out(ctx)
+    with o.status(f"resetting {settings.masked_url}"):
+        result = reset(settings, sample=None if no_seed else sample, override=override)
+    o.emit(result, render_reset)
+
+
+@db_app.command("protect")
+def db_protect(
+    ctx: typer.Context,
+    unprotect: Annotated[
+        bool, typer.Option("--unprotect", help="Lift the mark (asks first).")
+    ] = False,
+    environment: Annotated[
+        str, typer.Option("--environment", "-e", help="The environment's name, stored.")
+    ] = "production",
+    yes: YesOpt = False,
+) -> None:
+    """Mark the app database as a protected environment, stored in the database itself.
+
+    Destructive commands (migrate down/redo, seed --reset, db reset, db down --volumes,
+    restore --force, testdb drop) refuse it with exit 5 unless given
+    --i-know-this-is-production or MOVIE_ALLOW_PROTECTED=<database>. A backup restored
+    elsewhere is not protected.
+
+    Example: `moviectl db protect` or `moviectl db protect --unprotect --yes`
+    """
+    from moviectl.core.protect import protect
+
+    settings = settings_of(ctx)
+    if unprotect:
+        confirm(ctx, f"Lift the protection of {touching(settings)}?", yes)
+    result = protect(settings, None if unprotect else environment)
+    out(ctx).emit(result, render_protection)
+
+
+def render_reset(c: Console, r: ResetResult) -> None:
+    from moviectl.cli.render import render_migrate
+
+    c.print(f"[green]✓[/] {'dropped and re' if r.existed else ''}created {r.database}")
+    if r.environment:
+        c.print(f"[yellow]![/] still protected as {r.environment!r} (the mark was kept)")
+    render_migrate(c, r.migrated)
+    if r.seeded is not None:
+        c.print(f"[green]✓[/] seeded {r.seeded.inserted} movie(s)")
+    else:
+        c.print(f"[dim]no seed: {r.seed_skipped}[/]")
+
+
+def render_protection(c: Console, r: Protection) -> None:
+    state = f"protected as {r.environment!r}" if r.environment else "not protected"
+    change = "now" if r.changed else "already"
+    c.print(f"[green]✓[/] {r.database} is {change} {state} ({r.setting}, in the database)")

@@ -1,12 +1,14 @@
-"""`moviectl migrate [status | history | down | new | check | lint]`."""
+"""`moviectl migrate [status | history | down | redo | stamp | dump | new | check | lint]`."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from moviectl.cli.context import YesOpt, confirm, new_typer, out, settings_of
+from moviectl.cli.protection import OverrideOpt, touching
 from moviectl.cli.render import (
     Revisions,
     render_drift,
@@ -16,6 +18,12 @@ from moviectl.cli.render import (
     render_status,
 )
 from moviectl.infra.errors import MigrationsBehind
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from moviectl.core.migrations.dump import DumpResult
+    from moviectl.core.migrations.verbs import RedoResult, StampResult
 
 migrate_app = new_typer(
     "Run and inspect schema migrations (Alembic, driven from settings); without a "
@@ -88,23 +96,99 @@ def migrate_history(ctx: typer.Context) -> None:
 @migrate_app.command("down")
 def migrate_down(
     ctx: typer.Context,
-    to: Annotated[str, typer.Option("--to", help="Revision to go down to (`base`: drop all).")],
+    to: Annotated[
+        str | None, typer.Option("--to", help="Revision to go down to (`base`: drop all).")
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option("--steps", min=1, max=10_000, help="Go down N revisions.")
+    ] = None,
     yes: YesOpt = False,
+    override: OverrideOpt = False,
 ) -> None:
-    """Downgrade to an older revision (asks first: this can drop data).
+    """Downgrade to an older revision, or N steps (asks first: this can drop data).
 
-    Example: `moviectl migrate down --to base --yes`
+    Refuses a protected database (`moviectl db protect`, exit 5) without the override.
+
+    Example: `moviectl migrate down --steps 1` or `moviectl migrate down --to base --yes`
     """
-    from moviectl.core.migrations import runner as migrations
-    from moviectl.core.migrations import scripts
+    from moviectl.core.migrations import scripts, verbs
+    from moviectl.infra.errors import UsageError
+    from moviectl.infra.protect import guard
 
+    if (to is None) == (steps is None):
+        raise UsageError("give --to REV or --steps N (one of them)", hint="e.g. --steps 1")
     settings = settings_of(ctx)
-    scripts.resolve_revision(scripts.script_directory(), to)  # fail fast on a typo
-    confirm(ctx, f"Downgrade {settings.masked_url} to {to}? Data in dropped tables is lost.", yes)
+    if to is not None:
+        scripts.resolve_revision(scripts.script_directory(), to)  # fail fast on a typo
+    guard(settings, f"migrate down {'to ' + to if to else f'{steps} step(s)'}", override=override)
+    to = to if to is not None else verbs.steps_below(settings, steps or 1)
+    confirm(ctx, f"Downgrade {touching(settings)} to {to}? Data in dropped tables is lost.", yes)
     o = out(ctx)
     with o.status(f"downgrading {settings.masked_url} to {to}"):
-        result = migrations.downgrade(settings, to)
+        result = verbs.guarded_downgrade(settings, to, override=override)
     o.emit(result, render_migrate)
+
+
+@migrate_app.command("redo")
+def migrate_redo(ctx: typer.Context, yes: YesOpt = False, override: OverrideOpt = False) -> None:
+    """Run the newest applied migration's downgrade, then its upgrade again (asks first).
+
+    Example: `moviectl migrate redo --yes` (after editing the migration you just wrote)
+    """
+    from moviectl.core.migrations import verbs
+    from moviectl.infra.protect import guard
+
+    settings = settings_of(ctx)
+    guard(settings, "migrate redo (a downgrade)", override=override)
+    confirm(ctx, f"Redo the newest migration of {touching(settings)}? Its downgrade runs.", yes)
+    o = out(ctx)
+    with o.status(f"redoing the newest migration of {settings.masked_url}"):
+        result = verbs.redo(settings, override=override)
+    o.emit(result, render_redo)
+
+
+@migrate_app.command("stamp")
+def migrate_stamp(
+    ctx: typer.Context,
+    rev: Annotated[str, typer.Argument(help="The revision to record (head, base, an id).")],
+) -> None:
+    """Record REV as the database's revision without running migrations.
+
+    For a database whose schema was made outside migrations (restored, or by hand).
+
+    Example: `moviectl migrate stamp head`
+    """
+    from moviectl.core.migrations import verbs
+
+    o = out(ctx)
+    result = verbs.stamp(settings_of(ctx), rev)
+    o.emit(result, render_stamp)
+
+
+@migrate_app.command("dump")
+def migrate_dump(
+    ctx: typer.Context,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The file to write.")] = Path(
+        "schema.sql"
+    ),
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Write nothing; exit 1 if the file differs (CI)."),
+    ] = False,
+) -> None:
+    """Write the migrated schema as a deterministic schema.sql (pg_dump --schema-only).
+
+    The same bytes on every run and on PostgreSQL 15-18: check it in, and let CI run
+    `moviectl migrate dump --check` after `moviectl migrate`.
+
+    Example: `moviectl migrate dump` or `moviectl migrate dump --check -o db/schema.sql`
+    """
+    from moviectl.core.migrations import dump
+
+    result = dump.dump(settings_of(ctx), output, check=check)
+    out(ctx).emit(result, render_dump)
+    if check and result.changed:
+        raise typer.Exit(1)
 
 
 @migrate_app.command("new")
@@ -180,3 +264,26 @@ def migrate_lint(
     out(ctx).emit(report, render_lint)
     if not report.ok:
         raise typer.Exit(1)
+
+
+def render_redo(c: Console, r: RedoResult) -> None:
+    render_migrate(c, r.down)
+    render_migrate(c, r.up)
+
+
+def render_stamp(c: Console, r: StampResult) -> None:
+    c.print(
+        f"[green]✓[/] stamped {r.database} at {r.to_revision or 'base'} "
+        f"(was {r.from_revision or 'base'}); no migration ran"
+    )
+
+
+def render_dump(c: Console, r: DumpResult) -> None:
+    if r.checked:
+        verdict = "[red]✗ differs from[/]" if r.changed else "[green]✓ matches[/]"
+        c.print(f"{verdict} {r.path} (the schema of {r.database})")
+        if r.changed:
+            c.print("run [bold]moviectl migrate dump[/] and commit the file")
+        return
+    what = "wrote" if r.changed else "unchanged:"
+    c.print(f"[green]✓[/] {what} {r.path} ({r.bytes} bytes, sha256 {r.sha256[:12]})")

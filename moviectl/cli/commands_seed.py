@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from moviectl.cli.context import YesOpt, confirm, out, settings_of
+from moviectl.cli.protection import OverrideOpt
 from moviectl.cli.render import render_seed
 
 
@@ -33,6 +34,7 @@ def seed_cmd(
         bool, typer.Option("--reset", help="Empty the movie tables first (asks first).")
     ] = False,
     yes: YesOpt = False,
+    override: OverrideOpt = False,
 ) -> None:
     """Insert sample movies or a file's rows; recorded in the seed ledger, never twice.
 
@@ -50,7 +52,11 @@ def seed_cmd(
     settings = settings_of(ctx)
     o = out(ctx)
     if reset:
-        confirm(ctx, f"Empty the movies and seed_runs tables of {settings.masked_url}?", yes)
+        from moviectl.cli.protection import touching
+        from moviectl.infra.protect import guard
+
+        guard(settings, "empty its movie tables (seed --reset)", override=override)
+        confirm(ctx, f"Empty the movies and seed_runs tables of {touching(settings)}?", yes)
         core.reset(settings)
     with RowProgress(o, "seeding") as progress:
         result = core.seed(

@@ -160,7 +160,7 @@ def _in_migration_script(exc: BaseException) -> tuple[str, int] | None:
     from pathlib import Path
 
     try:
-        versions = Path(scripts.script_location(), "versions").resolve()
+        versions = Path(scripts.versions_location()).resolve()
     except MoviectlError:
         return None
 

@@ -33,6 +33,10 @@ class SettingsShown(TypedDict):
     env_file: str
     database_url: str
     settings: list[SettingRow]
+    # `db protect`'s mark: "protected" (environment names it), "not protected", "unknown"
+    protection: str
+    environment: str | None
+    schema: dict[str, str]  # whose migrations and models: migrations, metadata, origin
 
 
 class Revisions(TypedDict):
@@ -49,6 +53,10 @@ class Backups(TypedDict):
 
 def render_settings(c: Console, r: SettingsShown) -> None:
     c.print(f"database: [bold]{r['database_url']}[/]   (env file: {r['env_file']})")
+    env = r["environment"]
+    c.print(f"environment: {env.upper() + ', protected' if env else r['protection']}")
+    sch = r["schema"]
+    c.print(f"schema: {sch['migrations']}, models {sch['metadata']}   ({sch['origin']})")
     rows = [(s.key, s.value, s.source) for s in r["settings"]]
     c.print(table(None, ["setting", "value", "source"], rows))
 

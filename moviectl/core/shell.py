@@ -21,12 +21,17 @@ def find_client(settings: Settings, psql: bool, *, tls: bool = False) -> str:
     raise ToolMissing("pgcli is not installed", hint="reinstall moviectl (uv sync)")
 
 
-def shell_command(settings: Settings, psql: bool = False) -> tuple[list[str], dict[str, str]]:
+def shell_command(
+    settings: Settings, psql: bool = False, command: str | None = None
+) -> tuple[list[str], dict[str, str]]:
     """argv and environment for the interactive client: the whole connection (TLS settings
-    included) as one conninfo argument, the password only in the environment."""
+    included) as one conninfo argument, the password only in the environment; ``command``:
+    one statement to run and exit (``-c``, which pgcli and psql both take)."""
     t = settings.session_target()  # a shell is a session (SET, BEGIN, temp tables): direct
     conninfo = t.child_conninfo()
     client = find_client(settings, psql, tls=t.wants_tls)
     # one token that starts with a keyword: a database named `--version` stays a name
     argv = [client, f"--dbname={conninfo}"] if psql else [client, conninfo]
+    if command is not None:
+        argv += [f"--command={command}"]  # one token: a statement starting with - stays SQL
     return argv, child_env(t)

@@ -28,6 +28,7 @@ from moviectl.infra.admin import (
     TEST_PREFIX,
     admin_source,
     admin_target,
+    clone_template,
     comment_database,
     create_database,
     database_comment,
@@ -40,6 +41,7 @@ from moviectl.infra.admin import (
 from moviectl.infra.engine import connect, db_errors
 from moviectl.infra.errors import LockBusy, Refused, UsageError
 from moviectl.infra.processes import pid_alive
+from moviectl.infra.protect import marks, overridden, refusal
 from moviectl.infra.settings import DbTarget, Settings
 
 _TEST_NAME = re.compile(r"^movies_test_[0-9a-f]{8,32}$")
@@ -92,21 +94,31 @@ def parse_ttl(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-MODEL_SOURCES = ("moviectl.infra.models", "moviectl.infra.movie_fields")  # read, not imported
+# moviectl's own models: the module and the constants its CHECKs use (read, not imported)
+MODEL_SOURCES = ("moviectl.infra.models", "moviectl.infra.movie_fields")
 SCHEMA_TOOLS = ("sqlalchemy", "alembic")  # their versions: the DDL the migrations emit
 
 
 def template_hash() -> str:
-    """12 hex digits over the migration scripts, the models' source and the schema tools'
-    versions: any change to them names a new template. Imports neither SQLAlchemy nor
-    Alembic (``testdb create`` starts fast)."""
+    """12 hex digits over the configured migration scripts (the service's or moviectl's),
+    the models' module's source and the schema tools' versions: any change names a new
+    template. Imports neither SQLAlchemy nor Alembic (``testdb create`` starts fast)."""
     from importlib import metadata
     from importlib.util import find_spec
 
+    from moviectl.core.migrations.project import (
+        DEFAULT_METADATA,
+        metadata_source_file,
+        schema_source,
+    )
     from moviectl.core.migrations.scripts import scripts_fingerprint
 
+    source = schema_source()
     digest = hashlib.sha256(scripts_fingerprint().encode())
-    for module in MODEL_SOURCES:
+    digest.update(source.metadata.encode())
+    if source.metadata != DEFAULT_METADATA:
+        digest.update(metadata_source_file(source))
+    for module in MODEL_SOURCES if source.metadata == DEFAULT_METADATA else ():
         spec = find_spec(module)
         origin = spec.origin if spec else None
         digest.update(module.encode())
@@ -219,7 +231,7 @@ def create(
         **({"state": "seeding"} if seeding else {}),
     )
     with contextlib.nullcontext(conn) if conn is not None else _admin(settings, admin) as conn:
-        create_database(conn, admin, name, tpl, strategy, mark=mark)
+        clone_template(conn, admin, name, tpl, strategy, mark=mark)
     db_target = admin.with_database(name)
     return TestDatabase(
         name, db_target.url(), tpl, created, expires, who, full_url=db_target.url(masked=False)
@@ -305,8 +317,11 @@ def drop(settings: Settings, names: list[str], *, target: DbTarget | None = None
     admin = target or admin_target(settings)
     app_db = settings.target().database
     with _admin(settings, admin) as conn:
+        protected = marks(conn)  # never a protected database, whatever its name or mark
         for name in names:
             check_droppable(conn, name, app_db)
+            if name in protected and not overridden(settings, name, False):
+                raise refusal(name, protected[name], "drop it", f"{admin.host}:{admin.port}")
         for name in names:
             # the driver's errors only: anything else is a bug, not the user's (exit 10)
             with db_errors(admin.with_database(name), settings.connect_timeout):

@@ -7,11 +7,13 @@ functions take an open autocommit psycopg connection to a maintenance database.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 from moviectl.infra.conninfo import DbTarget
-from moviectl.infra.errors import PermissionDenied
+from moviectl.infra.errors import LockBusy, PermissionDenied
 from moviectl.infra.held_signals import held
 
 if TYPE_CHECKING:
@@ -133,6 +135,73 @@ def create_database(
             ) from None
         if mark:
             comment_database(conn, name, mark)
+
+
+def clone_template(
+    conn: Any,
+    target: DbTarget,
+    name: str,
+    template: str,
+    strategy: str | None = None,
+    *,
+    mark: str | None = None,
+) -> None:
+    """``create_database`` cloning moviectl's ready ``template``, ending stale sessions on it.
+
+    A ready template allows no connection, so a session still on it predates that: most
+    often a pooler's idle server connection (PgBouncer keeps one for server_idle_timeout,
+    600 s, after a client reached the template through it; older moviectl built templates
+    through the pooler), and every clone fails with ObjectInUse, direct ones included.
+    Only a template carrying moviectl's ready mark and ``datallowconn = false`` is freed."""
+    from psycopg import errors
+
+    try:
+        create_database(conn, target, name, template, strategy, mark=mark)
+        return
+    except errors.ObjectInUse:
+        if not _ready_template(conn, template):
+            raise
+    _end_sessions_on(conn, template)
+    try:
+        create_database(conn, target, name, template, strategy, mark=mark)
+    except errors.ObjectInUse:
+        raise LockBusy(
+            f"template {template} at {target.host}:{target.port} still has sessions on it "
+            "that this role may not end (a pooler's idle connections?)",
+            hint=f"in PgBouncer's console: KILL {template}; or, as a superuser: SELECT "
+            f"pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{template}'",
+        ) from None
+
+
+def _ready_template(conn: Any, name: str) -> bool:
+    row = conn.execute(
+        "SELECT datallowconn, shobj_description(oid, 'pg_database') FROM pg_database "
+        "WHERE datname = %s",
+        (name,),
+    ).fetchone()
+    mark = read_mark(row[1]) if row else None
+    return bool(row and not row[0] and mark and mark.get("kind") == "template")
+
+
+def _end_sessions_on(conn: Any, database: str, wait: float = 5.0) -> None:
+    """Terminate every session on ``database`` this role may end, and wait (bounded) for them."""
+    from psycopg import errors
+
+    pids = conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+        (database,),
+    ).fetchall()
+    for (pid,) in pids:
+        with contextlib.suppress(errors.InsufficientPrivilege):  # another role's: stays
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,)
+        ).fetchone()
+        if not row or row[0] == 0:
+            return
+        time.sleep(0.05)
 
 
 def may_drop(conn: Any, name: str) -> bool:

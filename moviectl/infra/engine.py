@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, Any
 from moviectl.infra.conninfo import APP_NAME, DbTarget
 from moviectl.infra.errors import MoviectlError
 from moviectl.infra.pgerrors import classify, translate
-from moviectl.infra.pooler import session_refused, through_pooler
+from moviectl.infra.pooler import (
+    database_identity,
+    direct_elsewhere,
+    session_refused,
+    through_pooler,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -141,9 +146,27 @@ def require_session(settings: Settings, what: str, database: str | None = None) 
     direct = settings.session_settings()
     source = "MOVIE_DATABASE_DIRECT_URL" if settings.database_direct_url else "MOVIE_DATABASE_URL"
     target = direct.target(database)
-    with connect(target, connect_timeout=settings.connect_timeout, session=what, source=source):
-        pass
+    timeout = settings.connect_timeout
+    with connect(target, connect_timeout=timeout, session=what, source=source) as conn:
+        if settings.database_direct_url is not None and database is None:
+            with db_errors(target, timeout):
+                mine = database_identity(conn)
+            _same_database(mine, settings.target(), min(timeout, 3))
     return direct
+
+
+def _same_database(mine: tuple[str, int | None], pooled: DbTarget, timeout: int) -> None:
+    """A direct URL that leads elsewhere than MOVIE_DATABASE_URL (a typo, staging's URL)
+    would migrate or seed the wrong database: refuse it. Names alone cannot tell (a pooler
+    may alias a database), so ask both sides; a pooler that does not answer does not stop
+    a command that needs only the direct session."""
+    try:
+        with connect(pooled, connect_timeout=timeout) as conn, db_errors(pooled, timeout):
+            seen = database_identity(conn)
+    except MoviectlError:
+        return
+    if seen != mine:
+        raise direct_elsewhere(pooled, mine[0], seen[0])
 
 
 @contextmanager

@@ -18,7 +18,8 @@ anything else. The rule, per SQLSTATE class:
   psycopg's client-side errors without a SQLSTATE (InterfaceError, a misused API). A
   migration script's failure is the project's code: the one handler names the script.
 
-Text is read in one place, ``LIBPQ_TEXT``, and only for errors without a SQLSTATE: libpq
+Text is read in one place, ``LIBPQ_TEXT``, for errors without a SQLSTATE (and PgBouncer's
+08P01, whose words say which of its complaints it is): libpq
 reports every connection-time failure as text (refused, timeout, DNS, TLS, no password,
 and the server's own FATALs at login: psycopg has no SQLSTATE for those), and a child
 tool's stderr (pg_dump) carries none either. Each text maps to the SQLSTATE the server
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 
 LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout expired
 QUERY_CANCELED = "57014"  # statement_timeout, or a cancel request
+PROTOCOL_VIOLATION = "08P01"  # also what PgBouncer sends with each of its own complaints
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,13 @@ KINDS: dict[str, Kind] = {
         "check sslrootcert / sslcert / sslkey (or PGSSLROOTCERT) in MOVIE_DATABASE_URL",
     ),
     "conninfo": Kind(ConfigError, "libpq refused the connection settings for {where}: {detail}"),
+    "statement-pooling": Kind(
+        ConfigError,
+        "{server} is a connection pooler in statement mode, and moviectl needs transactions "
+        "(database {db}): {detail}",
+        "give this database pool_mode=transaction (or session) in the pooler's config, "
+        "or point MOVIE_DATABASE_URL at such a pool or at the server itself",
+    ),
     # -- authorization (28), databases, privileges
     "28P01": Kind(AuthFailed, "password authentication failed for user {user} at {where}"),
     "28000": Kind(
@@ -198,6 +207,7 @@ LIBPQ_TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("does not exist & certificate", "does not exist & private key", "does not exist & crl"),
     ),
     ("no-tls", ("server does not support ssl",)),
+    ("statement-pooling", ("not allowed in statement pooling mode",)),  # PgBouncer, 08P01
     ("lost", ("server closed the connection", "connection reset by peer", "eof detected")),
     ("lost", ("the connection is closed", "consuming input failed")),
     ("tls", ("certificate", "ssl error", "ssl syscall", "tlsv1 alert", "ssl handshake")),
@@ -261,7 +271,7 @@ def _reading(exc: BaseException) -> tuple[str, str] | None:
     cause = driver_cause(exc) or exc
     lines = [ln.strip() for ln in str(cause).strip().splitlines() if ln.strip()]
     code = sqlstate(exc)
-    if code is not None:
+    if code is not None and code != PROTOCOL_VIOLATION:
         key = code if code in KINDS else code[:2]
         diag = getattr(cause, "diag", None)
         primary = getattr(diag, "message_primary", None)
@@ -270,6 +280,8 @@ def _reading(exc: BaseException) -> tuple[str, str] | None:
         for line in lines:
             if _matches(line, needles):
                 return key, _bare(line)
+    if code is not None:  # an 08P01 no text names: a lost connection, as its class says
+        return "08", lines[0] if lines else code
     psycopg = sys.modules.get("psycopg")
     if psycopg is not None and isinstance(cause, psycopg.OperationalError):
         return "connection", _bare(lines[0] if lines else type(cause).__name__)

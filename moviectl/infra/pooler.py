@@ -44,3 +44,28 @@ def session_refused(target: DbTarget, what: str, source: str) -> ConfigError:
         hint="see the README, 'Behind a pooler'",
         pooler=target.where,
     )
+
+
+def database_identity(conn: Any) -> tuple[str, int | None]:
+    """The database a connection reached, and its cluster's system identifier (None where
+    the role may not read it): equal on both sides when they lead to the same database."""
+    import psycopg
+
+    name = conn.execute("SELECT current_database()").fetchone()[0]
+    try:
+        row = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()
+    except psycopg.errors.InsufficientPrivilege:  # the name still counts
+        if not conn.autocommit:
+            conn.rollback()
+        return str(name), None
+    return str(name), int(row[0])
+
+
+def direct_elsewhere(pooled: DbTarget, direct_db: str, pooled_db: str) -> ConfigError:
+    """MOVIE_DATABASE_DIRECT_URL leads to another database than MOVIE_DATABASE_URL."""
+    where = f"database {direct_db}" if direct_db != pooled_db else "another server"
+    return ConfigError(
+        f"MOVIE_DATABASE_DIRECT_URL leads to {where}, but MOVIE_DATABASE_URL "
+        f"({pooled.where}) to database {pooled_db}: refusing to work on the wrong one",
+        hint="point MOVIE_DATABASE_DIRECT_URL at the server behind the pooler, same database",
+    )

@@ -291,9 +291,9 @@ def _attempt(
             direct = opts["sslnegotiation"] == "direct"
             if not direct:
                 sock.sendall(SSL_REQUEST)
-                answer = exactly(sock, 1)
+                answer = exactly(sock, 1, deadline)
                 if answer == b"E":  # a server from before SSLRequest: what libpq does
-                    _raise_error(message(sock, answer)[1])
+                    _raise_error(message(sock, answer, deadline)[1])
                 if answer != b"S":
                     if required:
                         raise _Final(NO_RESPONSE, f"{where}: the server does not offer TLS")
@@ -301,10 +301,11 @@ def _attempt(
                 elif pending(sock):
                     raise _Final(NO_RESPONSE, f"{where}: unencrypted data after the TLS answer")
             if encrypt:
+                sock.settimeout(max(0.001, deadline - time.monotonic()))  # the rest of it
                 sock = _handshake(sock, name, direct, required, opts, where)
         sock.sendall(_startup_packet(user, database))
         try:
-            return _answer(sock, where)
+            return _answer(sock, where, deadline)
         except _ServerError:
             if encrypt and not required:  # prefer: libpq retries without TLS
                 raise _Fallback from None
@@ -329,8 +330,9 @@ def _handshake(
 def _raise_error(payload: bytes, first: bool = False) -> None:
     fields = {}
     for part in payload.split(b"\0"):
-        if part:
-            fields[chr(part[0])] = part[1:].decode(errors="replace")
+        if part:  # whatever answered wrote it: no control character, no second line
+            text = part[1:201].decode(errors="replace")
+            fields[chr(part[0])] = "".join(c if c.isprintable() else "?" for c in text)
     if fields.get("C") == "57P03":  # libpq tries the next host
         raise _NextHost(REJECTING, fields.get("M") or "the server rejects connections")
     # an error about this login still means the server accepts connections
@@ -338,10 +340,10 @@ def _raise_error(payload: bytes, first: bool = False) -> None:
     raise (_ServerError if first else _Final)(ACCEPTING, detail)
 
 
-def _answer(sock: Any, where: str) -> dict[str, str]:
+def _answer(sock: Any, where: str, deadline: float) -> dict[str, str]:
     """The server's first answer to the startup message: a request for a password ends the
     probe (accepting), an error raises its verdict; a login's parameters are returned."""
-    tag, payload = message(sock)
+    tag, payload = message(sock, deadline=deadline)
     if tag == b"E":
         _raise_error(payload, first=True)
     if tag != b"R":
@@ -352,7 +354,7 @@ def _answer(sock: Any, where: str) -> dict[str, str]:
         raise _Final(ACCEPTING, "")
     params: dict[str, str] = {}
     while True:  # let in (trust): read up to ReadyForQuery, then say goodbye
-        tag, payload = message(sock)
+        tag, payload = message(sock, deadline=deadline)
         if tag == b"E":
             _raise_error(payload)
         if tag == b"S":

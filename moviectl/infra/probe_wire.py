@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +70,11 @@ def context(opts: dict[str, str]) -> ssl.SSLContext:
         ctx.verify_mode = ssl.CERT_REQUIRED
         if root == "system":
             ctx.load_default_certs()
+        elif not os.path.exists(root):  # name it, as libpq does (ssl's error does not)
+            raise ValueError(
+                f'root certificate file "{root}" does not exist: give sslrootcert=FILE, '
+                "sslrootcert=system, or a weaker sslmode"
+            )
         else:
             ctx.load_verify_locations(cafile=root)
     cert = opts["sslcert"] or str(home / "postgresql.crt")
@@ -95,9 +101,16 @@ def startup_packet(user: str, database: str) -> bytes:
     return (len(body) + 4).to_bytes(4, "big") + body
 
 
-def exactly(sock: Any, n: int) -> bytes:
+def exactly(sock: Any, n: int, deadline: float | None = None) -> bytes:
+    """``n`` bytes, by ``deadline`` (``time.monotonic()``) if given: a socket's timeout is
+    per read, and a server that trickles bytes must not outlast connect_timeout."""
     data = b""
     while len(data) < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("timed out")
+            sock.settimeout(left)
         chunk = sock.recv(n - len(data))
         if not chunk:
             raise ConnectionResetError(0, "the server closed the connection")
@@ -105,13 +118,13 @@ def exactly(sock: Any, n: int) -> bytes:
     return data
 
 
-def message(sock: Any, tag: bytes = b"") -> tuple[bytes, bytes]:
+def message(sock: Any, tag: bytes = b"", deadline: float | None = None) -> tuple[bytes, bytes]:
     """One whole message (its tag, its payload); ``tag`` when already read."""
-    head = tag + exactly(sock, 5 - len(tag))
+    head = tag + exactly(sock, 5 - len(tag), deadline)
     length = int.from_bytes(head[1:5], "big")
     if not 4 <= length <= MAX_MESSAGE:
         raise ConnectionError("not a PostgreSQL server (bad message length)")
-    return head[:1], exactly(sock, length - 4)
+    return head[:1], exactly(sock, length - 4, deadline)
 
 
 def pending(sock: socket.socket) -> bool:

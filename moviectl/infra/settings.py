@@ -167,6 +167,9 @@ class Settings:
     migrate_lock_retries: int = _setting(
         3, "Retries, with backoff, after a lock timeout", "int", lo=0, hi=20
     )
+    allow_protected: str | None = _setting(
+        None, "A protected database destructive commands may touch anyway", "name"
+    )
 
     # ---- derived -------------------------------------------------------------------
     def target(self, database: str | None = None) -> DbTarget:

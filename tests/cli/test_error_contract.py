@@ -49,6 +49,9 @@ def _args(cmd: tuple[str, ...], backup: str, out: str) -> list[str]:
         ("up",): ["--timeout", "1"],
         ("db", "up"): ["--timeout", "1"],
         ("migrate", "down"): ["--to", "base", "--yes"],
+        ("migrate", "redo"): ["--yes"],
+        ("migrate", "stamp"): ["head"],
+        ("db", "reset"): ["--yes"],
         ("migrate", "new"): ["add director"],
         ("seed",): ["--sample", "3"],
         ("backup",): ["--output", out],
@@ -59,6 +62,10 @@ def _args(cmd: tuple[str, ...], backup: str, out: str) -> list[str]:
         ("restore",): [backup],
         ("testdb", "drop"): ["movies_test_0123456789abcdef"],
         ("inspect", "kill"): ["1", "--yes"],
+        ("pitr", "mark"): ["before-contract"],
+        ("pitr", "promote"): ["no-such-restore", "--yes"],
+        ("pitr", "discard"): ["no-such-restore", "--yes"],
+        ("pitr", "prune"): ["--keep", "1", "--yes"],
     }
     return [*cmd, *extra.get(cmd, [])]
 
@@ -72,8 +79,13 @@ NO_SERVER = {
     ("backup", "prune"): 0,
     ("backup", "pin"): 0,  # the manifest and the pin are files: no server
     ("backup", "copy"): 0,
-    ("config", "show"): 0,
+    ("config", "show"): 0,  # the protection mark reads as "unknown"
+    ("init", "ci"): 0,  # writes a workflow file, nothing else
     ("doctor",): 1,  # it reports the problem as a finding
+    ("pitr", "script"): 0,  # prints the archive script
+    ("pitr", "promote"): 2,  # no such restored cluster (and not a managed server)
+    ("pitr", "discard"): 2,  # no such restored cluster
+    ("pitr", "prune"): 0,  # the repository only
 }
 EXPECTED = {
     "unreachable": {"*": 3, ("migrate", "lint"): 0},  # lint falls back to offline
@@ -95,6 +107,8 @@ EXPECTED = {
         ("inspect", "diagnose"): 1,  # a warning: the role does not see all sessions
         ("inspect", "kill"): 2,  # pid 1 is no session
         ("db", "top"): 0,
+        ("pitr", "enable"): 0,  # only the setup to apply: the role may read pg_stat_archiver
+        ("pitr", "status"): 1,  # a warning: archiving is off on that server
     },
 }
 

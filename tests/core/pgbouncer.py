@@ -1,6 +1,7 @@
-"""A real PgBouncer (Debian's /usr/sbin/pgbouncer) in transaction mode, for the pooler tests.
+"""A real PgBouncer (Debian's /usr/sbin/pgbouncer), for the pooler tests.
 
-Started on a free 127.0.0.1 port in front of this worker's server with its own ini and
+``pgbouncer`` is one in transaction mode (what most platforms run); ``start_pgbouncer``
+starts one in any ``pool_mode`` (session, statement). Each is started on a free 127.0.0.1 port in front of this worker's server with its own ini and
 userlist in a temp directory, ``admin_users`` set (the ``pgbouncer`` console answers
 ``SHOW POOLS``), and killed at teardown. When the binary is missing the tests skip,
 unless MOVIECTL_REQUIRE_PGBOUNCER is set (CI sets it: there a skip would hide a break).
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,12 +61,18 @@ def _run_as() -> str | None:
 
 @pytest.fixture
 def pgbouncer(moviectl_admin_target: DbTarget, tmp_path: Path) -> Iterator[Bouncer]:
+    with start_pgbouncer(moviectl_admin_target, tmp_path, "transaction") as bouncer:
+        yield bouncer
+
+
+@contextmanager
+def start_pgbouncer(server: DbTarget, tmp_path: Path, mode: str) -> Iterator[Bouncer]:
+    """A PgBouncer in ``mode`` in front of ``server``, killed when the block ends."""
     if not Path(BINARY).is_file():
         if os.environ.get("MOVIECTL_REQUIRE_PGBOUNCER"):
             pytest.fail(f"MOVIECTL_REQUIRE_PGBOUNCER is set but {BINARY} is missing")
         pytest.skip(f"no PgBouncer at {BINARY} (Debian: apt-get install pgbouncer)")
-    server = moviectl_admin_target
-    home = tmp_path / "pgbouncer"
+    home = tmp_path / f"pgbouncer-{mode}"
     home.mkdir()
     port = free_port()
     user, password = server.user, server.password or ""
@@ -80,7 +88,7 @@ unix_socket_dir =
 auth_type = plain
 auth_file = {home / "userlist.txt"}
 admin_users = {user}
-pool_mode = transaction
+pool_mode = {mode}
 max_client_conn = 500
 default_pool_size = 8
 ignore_startup_parameters = extra_float_digits

@@ -156,9 +156,9 @@ def test_livez_is_fast_while_the_database_hangs_and_the_other_endpoints_are_load
         checks = {c["name"]: c for c in json.loads(body)["checks"]}
         stuck = "migrations" if hang == "locked-table" else "reachable"
         assert resp.status == 503 and checks[stuck]["status"] == "fail", body
+        # the refresh still running (0.8 s deadline), or the last one done: its own timeout
         assert (
-            "timeout" in checks[stuck]["detail"]
-            or "no answer within 0.8s" in (checks[stuck]["detail"])
+            "timeout" in checks[stuck]["detail"] or "no answer within" in checks[stuck]["detail"]
         ), checks[stuck]
     if hang == "locked-table":  # released: ready again
         with _server(movie_db_url, tmp_path / "log2") as (port, _):

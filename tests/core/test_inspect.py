@@ -100,6 +100,30 @@ def test_a_lock_and_its_waiter_blocking_locks_diagnose_and_kill(
         waiter.conn.close()
 
 
+def test_the_sizes_never_wait_for_a_locked_index(pg18: Server, db: tuple[str, Cli]) -> None:
+    """REINDEX holds ACCESS EXCLUSIVE on the index alone (the table is only SHARE locked):
+    total-sizes reads that index from the catalog instead of queueing behind it."""
+    name, cli = db
+    with pg18.connect(name) as setup:
+        setup.execute("CREATE TABLE shows (id int PRIMARY KEY, title text)")
+        setup.execute("INSERT INTO shows SELECT g, 's' || g FROM generate_series(1, 2000) g")
+        setup.execute("ANALYZE shows")
+    holder = pg18.connect(name)
+    holder.execute("BEGIN")
+    holder.execute("REINDEX INDEX shows_pkey")
+    try:
+        for sub in ("total-sizes", "index-sizes", "table-sizes"):
+            t = time.monotonic()
+            rows = doc(cli("inspect", sub, "--json"))["rows"]
+            assert time.monotonic() - t < 30, sub  # never the 5 s statement timeout per row
+            assert any(r["table"] == "shows" for r in rows), sub
+        totals = doc(cli("inspect", "total-sizes", "--json"))["rows"]
+        row = next(r for r in totals if r["table"] == "shows")
+        assert row["size"] > row["table_size"] > 0  # the index counted, from pg_class
+    finally:
+        holder.close()
+
+
 def test_an_idle_transaction_in_long_running_and_diagnose(
     pg18: Server, db: tuple[str, Cli]
 ) -> None:

@@ -398,3 +398,32 @@ def test_an_unknown_database_revision_is_a_clear_error(cli, movie_db_url):
         conn.execute("UPDATE alembic_version SET version_num = '9999'")
     r = cli("migrate", "lint")
     assert r.exit_code == 2 and "'9999'" in r.stderr and "Traceback" not in r.output
+
+
+def test_the_size_is_inspects_and_a_locked_table_is_weighed_without_waiting(
+    cli, movie_db_url, scripts
+):
+    """lint weighs by `inspect total-sizes`' live size; a table someone holds ACCESS
+    EXCLUSIVE on is weighed from the catalog (never queued behind) and the finding says so."""
+    write_migration(scripts, 'op.create_index("ix_movies_genre", "movies", ["genre"])')
+    with psycopg.connect(movie_db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO movies (title, year, genre) "
+            "SELECT 'm' || g, 2000, 'drama' FROM generate_series(1, 50) g"
+        )
+    _, doc = _lint_json(cli)
+    (f,) = doc["findings"]
+    totals = json.loads(cli("--json", "inspect", "total-sizes").stdout)["rows"]
+    assert f["bytes"] == next(r["size"] for r in totals if r["table"] == "movies")
+    assert (f["rows"], f["weight"]) == (50, "small table") and "locked" not in f["message"]
+
+    holder = psycopg.connect(movie_db_url)
+    try:
+        holder.execute("LOCK TABLE movies IN ACCESS EXCLUSIVE MODE")
+        _, doc = _lint_json(cli)  # pytest-timeout fails it if lint queued behind the lock
+    finally:
+        holder.close()
+    (f,) = doc["findings"]
+    assert f["bytes"] > 0 and "ACCESS EXCLUSIVE lock right now" in f["message"]
+    # never analysed, so its rows could only be counted, and counting would wait
+    assert (f["severity"], f["weight"]) == ("error", "row count unknown (the table is locked now)")

@@ -5,6 +5,7 @@ anything is written."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from moviectl.infra.admin import drop_database_force
 from moviectl.infra.pgtools import find_tool
 from moviectl.infra.settings import load_settings
-from tests.conftest import Cli
+from tests.conftest import Cli, start_moviectl, subprocess_env
 
 TABLES = ("movies", "alembic_version")
 
@@ -197,3 +198,54 @@ def test_over_a_database_it_needs_force_and_takes_a_safety_backup(cli, source, t
     doc = json.loads(r.stdout)
     assert doc["safety_backup"] and doc["verified"] is False
     assert Path(doc["safety_backup"] + ".manifest.json").exists()
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(source, tmp_path):
+    # open() of a FIFO blocks until someone writes: restore must not wait on it
+    fifo = tmp_path / "last.pgdump"
+    os.mkfifo(fifo)
+    before = _databases(source)
+    child = start_moviectl(
+        subprocess_env(MOVIE_DATABASE_URL=source), "restore", str(fifo), "--into", "never_made"
+    )
+    try:
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+        child.communicate()
+    assert child.returncode == 2 and "not a regular file" in err, err
+    assert "Traceback" not in err and _databases(source) == before
+
+
+def test_a_file_whose_name_starts_with_a_dash_is_a_file_not_an_option(
+    cli, source, tmp_path, monkeypatch
+):
+    # "./-v.pgdump" is "-v.pgdump" to pathlib: pg_restore must not read it as options
+    _pg_dump(source, tmp_path / "-v.pgdump", "-Fc")
+    monkeypatch.chdir(tmp_path)
+    r = cli("restore", "./-v.pgdump", "--json")
+    assert r.exit_code == 0, r.output
+    _drop(source, json.loads(r.stdout)["database"])
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_directory_dump_with_a_data_file_that_never_ends_is_refused(source, tmp_path, kind):
+    # pg_restore would wait on the FIFO, or read /dev/zero, for ever
+    d = _pg_dump(source, tmp_path / "last.d", "-Fd", "-Z0")
+    victim = max((f for f in d.iterdir() if f.name != "toc.dat"), key=lambda f: f.stat().st_size)
+    victim.unlink()
+    if kind == "fifo":
+        os.mkfifo(victim)
+    else:
+        victim.symlink_to("/dev/zero")
+    before = _databases(source)
+    child = start_moviectl(
+        subprocess_env(MOVIE_DATABASE_URL=source), "restore", str(d), "--into", "never_made"
+    )
+    try:
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+        child.communicate()
+    assert child.returncode == 2 and victim.name in err and "not a regular file" in err, err
+    assert "Traceback" not in err and _databases(source) == before

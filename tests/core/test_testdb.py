@@ -228,10 +228,22 @@ def test_template_hash_follows_the_migrations(monkeypatch, tmp_path):
     src = mig.script_location()
     for p in [*src.glob("versions/*.py"), src / "env.py"]:
         (fake / p.relative_to(src)).write_bytes(p.read_bytes())
-    monkeypatch.setattr(mig, "script_location", lambda: fake)
+    monkeypatch.setenv("MOVIE_MIGRATIONS_DIR", str(fake))
     assert testdb.template_hash() == before
     (fake / "versions" / "0002_more.py").write_text("# a new migration\n")
     assert testdb.template_hash() != before
+
+
+def test_template_hash_follows_a_service_s_models(monkeypatch, tmp_path):
+    """A service's configured metadata module names its templates, not moviectl's models."""
+    (tmp_path / "svc_models_for_hash.py").write_text("COLUMNS = ['title']\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = testdb.template_hash()
+    monkeypatch.setenv("MOVIE_METADATA", "svc_models_for_hash:metadata")
+    theirs = testdb.template_hash()
+    assert theirs != before
+    (tmp_path / "svc_models_for_hash.py").write_text("COLUMNS = ['title', 'director']\n")
+    assert testdb.template_hash() != theirs
 
 
 def test_create_with_seed_sample(admin_cli):

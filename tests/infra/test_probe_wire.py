@@ -11,6 +11,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pytest
 from moviectl.infra.probe import ACCEPTING, BAD_PARAMETERS, NO_RESPONSE, ping_target
 from moviectl.infra.probe_wire import SSL_REQUEST
 from moviectl.infra.settings import parse_db_url
+from tests.conftest import Cli
 from tests.infra.test_tls import PG15, _certificates
 
 USER = "probe-user-name"
@@ -142,6 +144,85 @@ def test_direct_tls_needs_alpn_postgresql(certs, alpn):
     imp.thread.join(30)
     assert outcome == (ACCEPTING if alpn else NO_RESPONSE)
     assert (USER.encode() in imp.received) == bool(alpn)
+
+
+def _trickle_message(imp: Impostor, conn: socket.socket) -> None:
+    """A message 1 MB long, one byte at a time: every read is quick, the whole never ends."""
+    imp.read(conn, 8)
+    conn.sendall(b"N")
+    length = int.from_bytes(imp.read(conn, 4), "big")
+    imp.read(conn, length - 4)
+    conn.sendall(b"R" + (1 << 20).to_bytes(4, "big"))
+    while True:
+        time.sleep(0.2)
+        conn.sendall(b"\0")
+
+
+def _endless_parameters(imp: Impostor, conn: socket.socket) -> None:
+    """A login (trust) followed by ParameterStatus messages, never ReadyForQuery."""
+    imp.read(conn, 8)
+    conn.sendall(b"N")
+    length = int.from_bytes(imp.read(conn, 4), "big")
+    imp.read(conn, length - 4)
+    conn.sendall(b"R\0\0\0\x08\0\0\0\0")
+    while True:
+        time.sleep(0.2)
+        conn.sendall(b"S\0\0\0\x08a\0b\0")
+
+
+@pytest.mark.parametrize("script", [_trickle_message, _endless_parameters])
+def test_a_server_that_trickles_cannot_hold_the_probe_past_connect_timeout(script):
+    # connect_timeout bounds the whole attempt, as in libpq, not each read: the watchdog
+    # and health --live must end against a server that answers just often enough.
+    imp = Impostor(script)
+    conninfo = f"host=127.0.0.1 port={imp.port} user={USER} dbname=movies sslmode=prefer"
+    started = time.monotonic()
+    answer = ping_target(parse_db_url(conninfo), timeout=1)
+    assert answer.outcome == NO_RESPONSE
+    assert time.monotonic() - started < 30  # it ends (unbounded before)
+    imp.thread.join(30)
+
+
+def test_what_an_impostor_says_reaches_no_terminal_raw():
+    # a 57P03 message is shown as the detail: whatever answers on the port must not forge
+    # an output line or send the operator's terminal an escape sequence
+    evil = b"starting up\x1b]0;owned\x07\x1b[2J\nforged: ok" + b"x" * 5000
+
+    def rejecting(imp: Impostor, conn: socket.socket) -> None:
+        imp.read(conn, 8)
+        conn.sendall(b"N")
+        length = int.from_bytes(imp.read(conn, 4), "big")
+        imp.read(conn, length - 4)
+        body = b"SFATAL\0C57P03\0M" + evil + b"\0\0"
+        conn.sendall(b"E" + (len(body) + 4).to_bytes(4, "big") + body)
+        imp.rest(conn)
+
+    imp = Impostor(rejecting)
+    url = f"postgresql://u:pw@127.0.0.1:{imp.port}/movies"
+    r = Cli({"MOVIE_DATABASE_URL": url})("health", "--live")
+    imp.thread.join(30)
+    assert r.exit_code == 1, r.output
+    assert "starting up" in r.output
+    assert "\x1b" not in r.output and "\x07" not in r.output
+    assert not any(line.startswith("forged") for line in r.output.splitlines())
+    assert len(r.output) < 2000
+
+
+@pytest.mark.parametrize("extra", ["", "sslrootcert=/nonexistent/ca.pem"])
+def test_verify_full_without_a_root_certificate_names_the_file(extra, tmp_path):
+    def says_yes(imp: Impostor, conn: socket.socket) -> None:
+        imp.read(conn, 8)
+        conn.sendall(b"S")
+        imp.rest(conn)
+
+    imp = Impostor(says_yes)
+    conninfo = f"host=localhost port={imp.port} user={USER} dbname=d sslmode=verify-full {extra}"
+    answer = ping_target(parse_db_url(conninfo), timeout=20)
+    imp.thread.join(30)
+    assert answer.outcome == NO_RESPONSE  # as libpq: the TLS stage fails
+    root = extra.partition("=")[2] or str(tmp_path / ".postgresql" / "root.crt")
+    assert root in answer.detail and "sslrootcert" in answer.detail, answer.detail
+    assert USER.encode() not in imp.received
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,11 @@ UNVERIFIED = "made elsewhere (no moviectl manifest): no checksum or row counts t
 def read_backup(settings: Settings, path: Path) -> tuple[Manifest, bool]:
     """The manifest (checksum checked), or one inferred from a foreign file; and whether
     the file has a manifest of its own."""
+    if path.exists() and not (path.is_file() or path.is_dir()):  # opening a FIFO would wait
+        raise InputFileError(
+            f"{path} is not a regular file (a FIFO, socket or device): nothing restored",
+            hint="restore the file itself: copy a streamed dump to a file first",
+        )
     if manifest_path(path).exists() or not path.exists():
         man = load_manifest(path)  # a missing file: its "backup not found"
         check_checksum(path, man)
@@ -48,6 +53,12 @@ def dump_format(path: Path) -> str:
                 f"{path} is a directory without toc.dat: not a pg_dump directory-format backup",
                 hint="name the directory pg_dump -Fd wrote (the one holding toc.dat)",
             )
+        for entry in path.iterdir():  # pg_restore would wait on a FIFO, read a device for ever
+            if not entry.is_file():
+                raise InputFileError(
+                    f"{entry} is not a regular file: not a pg_dump directory-format backup",
+                    hint="pg_dump -Fd writes only files: restore another copy",
+                )
         return "directory"
     with open(path, "rb") as fh:
         head = fh.read(4096)
@@ -105,7 +116,8 @@ def _archive_header(settings: Settings, path: Path) -> str:
     """``pg_restore --list`` (the header and TOC), then every data block read: all of it
     must be readable by the newest pg_restore here."""
     tool = newest_pg_restore(settings)
-    listed = run_child([tool.path, "--list", str(path)], text=True)
+    arg = str(path.absolute())  # "-v.dump" would be read as options
+    listed = run_child([tool.path, "--list", arg], text=True)
     if listed.returncode != 0:
         newer = _ARCHIVE_VERSION.search(listed.stderr)
         if newer:
@@ -119,7 +131,7 @@ def _archive_header(settings: Settings, path: Path) -> str:
             f"pg_restore cannot read {path.name}: {first_error(listed.stderr)}; nothing restored",
             hint="the file is damaged or not a pg_dump archive: restore another copy",
         )
-    full = run_child([tool.path, "-f", "/dev/null", str(path)], text=True)
+    full = run_child([tool.path, "-f", "/dev/null", arg], text=True)
     if full.returncode != 0:
         raise CheckFailed(
             f"{path.name} is damaged or truncated (pg_restore: {first_error(full.stderr)}); "

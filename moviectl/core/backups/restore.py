@@ -185,7 +185,7 @@ def load_into(
                 "--exit-on-error",
                 "-d",
                 conninfo,
-                str(path),
+                str(path.absolute()),  # "-v.dump" is a file, not options
             ]
             if jobs and man.format != "tar":  # pg_restore reads a tar archive serially
                 argv[1:1] = ["-j", str(jobs)]
@@ -221,7 +221,7 @@ def _restore_via_sql(
                 psql, _filtered(lines_of(fh), drop_timeout), path.name, env, watch=watch
             )
     with tempfile.TemporaryFile() as gen_err:
-        source = [pg_restore, "--no-owner", "--no-privileges", "-f", "-", str(path)]
+        source = [pg_restore, "--no-owner", "--no-privileges", "-f", "-", str(path.absolute())]
         gen = popen_child(source, stdout=subprocess.PIPE, stderr=gen_err, env=env)
         assert gen.stdout is not None
         try:

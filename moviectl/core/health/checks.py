@@ -202,7 +202,9 @@ class _Run:
     def capacity(self) -> tuple[str, str, int, dict[str, Any]]:
         # the longest open transaction in this database (idle in transaction included), not
         # this check's own: the forgotten BEGIN that blocks migrations and vacuum
-        totals, by_db = self.rows(
+        from moviectl.core.inspect.gauges import APP_DEAD_ROWS, BLOCKED_SESSIONS
+
+        totals, by_db, dead = self.rows(
             "SELECT (SELECT count(*) FROM pg_stat_activity"
             "        WHERE backend_type = 'client backend'), "
             "current_setting('max_connections')::int, "
@@ -210,11 +212,12 @@ class _Run:
             "(SELECT coalesce(max(extract(epoch FROM clock_timestamp() - xact_start)), 0)"
             "   FROM pg_stat_activity WHERE datname = current_database()"
             "   AND xact_start IS NOT NULL AND pid <> pg_backend_pid()"
-            "   AND backend_type = 'client backend')",
+            f"   AND backend_type = 'client backend'), {BLOCKED_SESSIONS}",
             "SELECT coalesce(datname, ''), coalesce(state, 'unknown'), count(*) "
             "FROM pg_stat_activity WHERE backend_type = 'client backend' GROUP BY 1, 2",
+            APP_DEAD_ROWS,
         )
-        used, limit, size, datname, longest = totals[0]
+        used, limit, size, datname, longest, blocked = totals[0]
         used, limit, size = int(used), int(limit), int(size)
         by_state: dict[str, int] = {}
         by_database: dict[str, dict[str, int]] = {}
@@ -228,6 +231,8 @@ class _Run:
             "database_bytes": size,
             "datname": str(datname),
             "longest_transaction_seconds": round(float(longest), 3),
+            "blocked_sessions": int(blocked),
+            "dead_rows": [[str(schema), str(table), int(n)] for schema, table, n in dead],
             "by_state": by_state,
             "by_database": by_database,
         }

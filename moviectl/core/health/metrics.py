@@ -42,6 +42,37 @@ class Backups:
     last: float
     last_verified: float
     unreadable: int
+    pitr: Pitr | None = None  # None: no PITR repository (the series are left out)
+
+
+@dataclass(frozen=True)
+class Pitr:
+    """From the PITR repository (file system only): the newest base backup's consistent
+    time, the newest recovery point a drill reached, the newest archived WAL file's write
+    time (its age is the archive lag, the recovery point objective met). Unix seconds."""
+
+    last_base: float
+    last_verified_point: float
+    last_archived: float
+
+
+def pitr_facts(settings: Settings) -> Pitr | None:
+    from moviectl.core.pitr.store import LocalStore, store_of
+
+    store = store_of(settings)
+    if not isinstance(store, LocalStore) or not store.root.is_dir():
+        return None
+    try:
+        bases = store.bases()
+        wal = [w for w in store.wal_files() if not w.name.endswith(".tmp")]
+    except (OSError, ValueError, TypeError):
+        return Pitr(0.0, 0.0, 0.0)
+    drilled = [b.drill.get("recovered_to") for b in bases if b.drill and b.drill.get("ok")]
+    return Pitr(
+        max((_timestamp(b.finished_at) or 0.0 for b in bases), default=0.0),
+        max((_timestamp(t) or 0.0 for t in drilled), default=0.0),
+        max((w.mtime for w in wal), default=0.0),
+    )
 
 
 def _timestamp(value: object) -> float | None:
@@ -65,7 +96,7 @@ def backup_facts(settings: Settings) -> Backups:
     try:
         entries = list_backups(settings, Path(settings.backup_dir))
     except (OSError, ValueError, TypeError, MoviectlError):  # unreadable directory or list
-        return Backups(0.0, 0.0, 1)
+        return Backups(0.0, 0.0, 1, pitr_facts(settings))
     last = verified = 0.0
     unreadable = 0
     for e in entries:
@@ -77,7 +108,7 @@ def backup_facts(settings: Settings) -> Backups:
             unreadable += 1
         last = max(last, made or 0.0)
         verified = max(verified, drilled or 0.0)
-    return Backups(last, verified, unreadable)
+    return Backups(last, verified, unreadable, pitr_facts(settings))
 
 
 def metrics_body(
@@ -145,6 +176,18 @@ def metrics_body(
             "Age of the oldest open transaction in the database (idle in transaction included)",
             ("datname",),
         ).labels(db).set(data.get("longest_transaction_seconds", 0))
+        gauge(
+            "moviectl_blocked_sessions",
+            "Sessions of the database waiting for a lock another session holds",
+            ("datname",),
+        ).labels(db).set(data.get("blocked_sessions", 0))
+        dead = gauge(  # the app's tables only (gauges.py); every table: postgres_exporter
+            "moviectl_table_dead_tuples",
+            "Dead rows of the app's tables (pg_stat_user_tables.n_dead_tup)",
+            ("datname", "schemaname", "relname"),
+        )
+        for schema, table, n in data.get("dead_rows", []):
+            dead.labels(db, schema, table).set(n)
     migrations = by_name.get("migrations")
     if migrations is not None and migrations.data:
         gauge("moviectl_migrations_pending", "Migrations the database lacks", ("datname",)).labels(
@@ -169,5 +212,18 @@ def metrics_body(
             "moviectl_backup_manifests_unreadable",
             "Backups whose manifest is missing or unreadable (left out of the timestamps)",
         ).set(backups.unreadable)
+    if backups is not None and backups.pitr is not None:
+        for key, value, doc in (
+            ("base_backup", backups.pitr.last_base, "When the newest base backup is consistent"),
+            (
+                "verified_recovery_point",
+                backups.pitr.last_verified_point,
+                "The newest moment a PITR drill recovered to",
+            ),
+            ("archived_wal", backups.pitr.last_archived, "When the newest WAL file was archived"),
+        ):
+            gauge(f"moviectl_pitr_last_{key}_timestamp_seconds", f"{doc} (Unix time; 0: none)").set(
+                value
+            )
     add_pooler_metrics(registry, pooler)  # moviectl_pgbouncer_*, when configured
     return bytes(generate_latest(registry))

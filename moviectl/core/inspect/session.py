@@ -92,14 +92,16 @@ LOCKED = (
 
 def safe_size(oid: str, fn: str = "pg_relation_size") -> str:
     """SQL for the size of relation ``oid`` by ``fn`` that never waits for a lock: with
-    ``pg_total_relation_size`` (which opens the indexes too) a locked index counts too."""
+    ``pg_total_relation_size`` or ``pg_indexes_size`` (which open the indexes too) a locked
+    index counts too."""
     pages = f"(SELECT relpages::bigint FROM pg_class WHERE oid = {oid})"
     locked = f"{oid} IN {LOCKED}"
+    indexes = f"oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = {oid})"
     if fn == "pg_total_relation_size":
-        pages = (
-            f"(SELECT sum(relpages)::bigint FROM pg_class WHERE oid = {oid} "
-            f"OR oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = {oid}))"
-        )
+        pages = f"(SELECT sum(relpages)::bigint FROM pg_class WHERE oid = {oid} OR {indexes})"
+    elif fn == "pg_indexes_size":  # opens the table to list its indexes, then each index
+        pages = f"(SELECT coalesce(sum(relpages), 0)::bigint FROM pg_class WHERE {indexes})"
+    if fn in ("pg_total_relation_size", "pg_indexes_size"):
         locked += (
             f" OR EXISTS (SELECT 1 FROM pg_index WHERE indrelid = {oid} AND indexrelid IN {LOCKED})"
         )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from moviectl.core.inspect.model import InspectResult, Options, by_major, cols
-from moviectl.core.inspect.session import Inspector, safe_size
+from moviectl.core.inspect.session import LOCKED, Inspector, safe_size
 
 USER_RELS = """
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -24,17 +27,46 @@ SELECT n.nspname AS schema, x.indrelid::regclass::text AS table, c.relname AS in
  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%'
  ORDER BY 4 DESC, 1, 3 LIMIT %(limit)s
 """
+# the total as table + indexes: each file is statted once (pg_total_relation_size and
+# pg_table_size side by side stat the heap and TOAST twice); OFFSET 0 keeps the planner
+# from inlining the sizes into both output columns
 TOTAL_SIZES = f"""
-SELECT n.nspname AS schema, c.relname AS table,
-       {safe_size("c.oid", "pg_total_relation_size")} AS size,
-       {safe_size("c.oid", "pg_table_size")} AS table_size, c.reltuples::bigint AS est_rows
-{USER_RELS} AND c.relkind IN ('r', 'm')
+SELECT schema, "table", table_size + index_size AS size, table_size, est_rows FROM (
+SELECT n.nspname AS schema, c.relname AS table, c.reltuples::bigint AS est_rows,
+       {safe_size("c.oid", "pg_table_size")} AS table_size,
+       {safe_size("c.oid", "pg_indexes_size")} AS index_size
+{USER_RELS} AND c.relkind IN ('r', 'm') OFFSET 0) s
  ORDER BY 3 DESC, 1, 2 LIMIT %(limit)s
 """
 LOCK_NOTE = (
     "a relation under an ACCESS EXCLUSIVE lock is not opened: its size is the catalog's "
     "(as of its last VACUUM or ANALYZE)"
 )
+
+
+# one table's live size, as total-sizes reads it (never waiting for a lock on it)
+RELATION_SIZE = f"""
+SELECT c.reltuples::bigint, {safe_size("c.oid", "pg_total_relation_size")},
+       c.oid IN {LOCKED}, coalesce(pg_stat_get_dead_tuples(c.oid), 0)
+  FROM pg_class c WHERE c.oid = to_regclass(%(t)s)
+"""
+
+
+@dataclass(frozen=True)
+class LiveSize:
+    est_rows: int  # pg_class.reltuples: -1 when never vacuumed or analysed
+    bytes: int  # table, TOAST and indexes (from the catalog while it is locked)
+    locked: bool  # someone holds or awaits ACCESS EXCLUSIVE on it now
+    dead_rows: int
+
+
+def live_size(conn: Any, table: str) -> LiveSize | None:
+    """The live size of ``table`` (a quoted name) on a psycopg connection, or None when no
+    such table exists: what ``migrate lint`` weighs a lock hazard by."""
+    row = conn.execute(RELATION_SIZE, {"t": table}).fetchone()
+    if row is None:
+        return None
+    return LiveSize(int(row[0]), int(row[1] or 0), bool(row[2]), int(row[3]))
 
 
 def table_sizes(i: Inspector, o: Options) -> InspectResult:

@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moviectl.core.migrations.project import PACKAGE_DIR, schema_source
 from moviectl.core.migrations.scripts import (
-    PACKAGE_DIR,
     alembic_config,
     script_directory,
-    script_location,
     script_revisions,
 )
 from moviectl.infra.engine import db_errors
@@ -79,13 +78,13 @@ def new_migration(settings: Settings, message: str, *, empty: bool = False) -> N
             f"the message {message!r} has no ASCII letters or digits to name the file with",
             hint='moviectl migrate new "add director to movies" (the file name keeps a-z, 0-9)',
         )
-    location = script_location()
-    if location.is_relative_to(PACKAGE_DIR):
+    versions = schema_source().versions
+    if versions.resolve().is_relative_to(PACKAGE_DIR.resolve()):
         raise UsageError(
-            f"the migration scripts in {location} belong to the installed package",
-            hint="run `moviectl migrate new` in a checkout of the project (alembic/versions)",
+            f"the migration scripts in {versions} belong to the installed package",
+            hint='point moviectl at your own: [tool.moviectl] migrations = "alembic" in your '
+            "pyproject.toml (see README: Your service's schema)",
         )
-    versions = location / "versions"
     with _turn(versions):
         rev = next_revision(versions)
         path = versions / f"{rev}_{name}.py"
@@ -103,7 +102,7 @@ def _turn(versions: Path) -> Iterator[None]:
     if not versions.is_dir():
         raise UsageError(
             f"{versions} is not a directory",
-            hint="MOVIE_MIGRATIONS_DIR must hold env.py and a versions/ directory",
+            hint="create it: the migrations directory holds versions/ (env.py is optional)",
         )
     fd = os.open(versions, os.O_RDONLY)
     try:

@@ -82,7 +82,9 @@ def _compare(conn: Any) -> tuple[list[Drift], str | None, list[str]]:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from moviectl.infra.models import metadata
+    from moviectl.core.migrations.project import target_metadata
+
+    metadata = target_metadata()
 
     def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
         return not (type_ == "table" and name == "alembic_version")

@@ -4,8 +4,10 @@ The range renders to SQL offline (Alembic's ``--sql`` mode, through ``alembic/en
 into a buffer that notes, for every statement written, the migration file and line that
 emitted it (the innermost stack frame in the versions directory). PostgreSQL's own parser
 (pglast) reads each statement; ``lint_rules.py`` finds the hazards. With a database, each
-finding is weighed by its table's size: on an empty table it is info, on a small one a
-warning; offline (sizes unknown) every finding is an error.
+finding is weighed by its table's live size as ``inspect total-sizes`` reads it
+(``core/inspect/sizes.py``: never waiting behind a lock on the table): on an empty table it
+is info, on a small one a warning, on a larger one an error; offline (sizes unknown) every
+finding is an error.
 
 A finding is acknowledged on purpose by a comment on its line or in the comment lines right
 above it: ``# moviectl-lint: allow <rule-id>[, <rule-id>] -- <reason>`` (a reason is required).
@@ -147,7 +149,7 @@ def render(settings: Settings, start: str | None, end: str) -> list[Emitted]:
     """The offline SQL of the migrations after ``start`` up to ``end``, write by write."""
     from alembic import command
 
-    capture = StatementCapture(scripts.script_location() / "versions")
+    capture = StatementCapture(scripts.versions_location())
     cfg = scripts.alembic_config(settings)
     cfg.output_buffer = capture
     command.upgrade(cfg, f"{start or 'base'}:{end}", sql=True)
@@ -160,6 +162,7 @@ class Database:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._volatile: dict[str, bool] = {}
+        self.locked: set[str] = set()  # tables someone holds ACCESS EXCLUSIVE on right now
 
     def _one(self, sql: str, **params: Any) -> Any:
         from sqlalchemy import text
@@ -187,20 +190,23 @@ class Database:
         return any(re.sub(r'[\s()"]', "", d).lower() == wanted for d in (rows[0] or []))
 
     def size(self, table: str) -> tuple[int | None, int | None]:
-        """(rows, bytes) of ``table``; rows counted exactly up to TINY_ROWS + 1."""
+        """(rows, bytes) of ``table`` as ``inspect total-sizes`` reads them, never waiting
+        behind a lock on it; rows counted exactly up to TINY_ROWS + 1."""
         from sqlalchemy import text
 
+        from moviectl.core.inspect.sizes import live_size
+
         name = quoted(table)
-        row = self._one(
-            "SELECT c.reltuples::bigint, pg_total_relation_size(c.oid) FROM pg_class c "
-            "WHERE c.oid = to_regclass(:t)",
-            t=name,
-        )
-        if row is None:
+        with self.conn.begin():  # bounded: lint never queues behind the locks it weighs
+            self.conn.execute(text("SET LOCAL lock_timeout = '1s'"))
+            self.conn.execute(text("SET LOCAL statement_timeout = '5s'"))
+            live = live_size(self.conn.connection.driver_connection, name)
+        if live is None:
             return None, None
-        estimate, size = int(row[0]), int(row[1])
-        if estimate > TINY_ROWS:
-            return estimate, size
+        if live.locked:
+            self.locked.add(table)
+        if live.est_rows > TINY_ROWS:
+            return live.est_rows, live.bytes
         try:  # never analysed (-1) or small: count, but never wait behind a lock
             with self.conn.begin():
                 self.conn.execute(text("SET LOCAL lock_timeout = '1s'"))
@@ -209,8 +215,8 @@ class Database:
                     text(f"SELECT count(*) FROM (SELECT 1 FROM {name} LIMIT {TINY_ROWS + 1}) s")
                 ).scalar_one()
         except Exception:
-            return (estimate if estimate >= 0 else None), size
-        return int(counted), size
+            return (live.est_rows if live.est_rows >= 0 else None), live.bytes
+        return int(counted), live.bytes
 
 
 def quoted(table: str) -> str:
@@ -239,6 +245,8 @@ def _weigh(rule_weighed: bool, rows: int | None, size: int | None, online: bool)
         return "error", "not weighed"
     if not online:
         return "error", "size unknown (offline)"
+    if rows is None and size is not None:  # never analysed, and locked: not counted
+        return "error", "row count unknown (the table is locked now)"
     if rows is None:
         return "error", "size unknown (not in the database)"
     if rows == 0:
@@ -325,6 +333,11 @@ def _finding(hit: Hit, sql: str, emitted: Emitted, rule: Any, db: Database | Non
     assert emitted.path is not None and emitted.line is not None
     lines = emitted.path.read_text().splitlines()
     acknowledged, reason, note = acknowledgement(lines, emitted.line, hit.rule)
+    if db is not None and hit.table in db.locked:
+        note += (
+            f" ({hit.table} is under an ACCESS EXCLUSIVE lock right now: this statement would"
+            " queue behind it, and every query on the table behind this statement)"
+        )
     statement = " ".join(sql.split()).rstrip(";")
     return LintFinding(
         rule=hit.rule,

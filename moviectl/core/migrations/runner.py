@@ -16,6 +16,7 @@ from moviectl.core.migrations.scripts import (
     revision_of,
     script_directory,
 )
+from moviectl.core.pitr.marks import mark_before_migration
 from moviectl.infra.engine import db_errors, make_engine, require_session
 from moviectl.infra.errors import MoviectlError, UnknownRevision, UsageError
 from moviectl.infra.settings import Settings
@@ -103,6 +104,8 @@ def _run(settings: Settings, direction: str, to: str, database: str | None) -> M
                 "`migrate --to` only upgrades",
                 hint=f"to go back: moviectl migrate down --to {wanted}",
             )
+    if wanted != current:  # a named restore point first, when WAL archiving is on
+        mark_before_migration(settings)
     started = time.monotonic()
     cfg = alembic_config(run_settings)
     try:

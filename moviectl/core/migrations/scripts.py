@@ -1,20 +1,20 @@
 """The migration scripts: where they are, their revisions, their head (cheaply).
 
-The scripts ship inside the package (``moviectl/_alembic`` in a wheel, ``alembic/``
-in a checkout), so migrations work from any directory. ``head_revision`` reads the
+Whose scripts: the service's when configured, else the ones moviectl ships
+(``project.py``). ``head_revision`` reads the
 scripts without importing Alembic, for hot paths (health, seed).
 """
 
 from __future__ import annotations
 
 import ast
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from moviectl.infra.errors import ToolMissing, UnknownRevision, UsageError
+from moviectl.core.migrations.project import schema_source
+from moviectl.infra.errors import UnknownRevision
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -22,27 +22,15 @@ if TYPE_CHECKING:
 
     from moviectl.infra.settings import Settings
 
-PACKAGE_DIR = Path(__file__).resolve().parents[2]  # moviectl/
-
 
 def script_location() -> Path:
-    """The directory holding env.py and versions/ (shipped in the wheel or the checkout's).
+    """The directory holding env.py (the service's, else moviectl's: ``project.py``)."""
+    return schema_source().scripts
 
-    ``MOVIE_MIGRATIONS_DIR`` (environment only) points at another copy: tests and forks.
-    """
-    override = os.environ.get("MOVIE_MIGRATIONS_DIR")
-    if override:
-        path = Path(override).expanduser()
-        if not (path / "env.py").is_file():
-            raise UsageError(
-                f"MOVIE_MIGRATIONS_DIR={override} holds no env.py",
-                hint="point it at a directory like the project's alembic/ (env.py, versions/)",
-            )
-        return path
-    for candidate in (PACKAGE_DIR / "_alembic", PACKAGE_DIR.parent / "alembic"):
-        if (candidate / "env.py").is_file():
-            return candidate
-    raise ToolMissing("moviectl's migration scripts are missing from this installation")
+
+def versions_location() -> Path:
+    """The directory holding the migration scripts (the service's when configured)."""
+    return schema_source().versions
 
 
 def alembic_config(settings: Settings) -> Config:
@@ -50,9 +38,15 @@ def alembic_config(settings: Settings) -> Config:
 
     from alembic.config import Config
 
+    source = schema_source()
     # quiet: Alembic's own "Generating …" lines would corrupt --json's stdout
     cfg = Config(cmd_opts=Namespace(quiet=True))
-    cfg.set_main_option("script_location", str(script_location()).replace("%", "%%"))
+    cfg.set_main_option("script_location", str(source.scripts).replace("%", "%%"))
+    if source.versions != source.scripts / "versions":
+        # os.pathsep-separated (a path may hold spaces); both names: Alembic 1.14 and 1.16+
+        cfg.set_main_option("path_separator", "os")
+        cfg.set_main_option("version_path_separator", "os")
+        cfg.set_main_option("version_locations", str(source.versions).replace("%", "%%"))
     cfg.attributes["settings"] = settings
     return cfg
 
@@ -60,7 +54,8 @@ def alembic_config(settings: Settings) -> Config:
 def script_directory() -> ScriptDirectory:
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory(str(script_location()))
+    source = schema_source()
+    return ScriptDirectory(str(source.scripts), version_locations=[str(source.versions)])
 
 
 _REV_LINE = re.compile(r"^(down_revision|revision)\b[^=]*=\s*(.+)$", re.MULTILINE)
@@ -73,7 +68,7 @@ def script_revisions(versions: Path | None = None) -> dict[str, Any] | None:
     None when a script does not spell its revision as a plain literal: ask Alembic then.
     """
     found: dict[str, Any] = {}
-    for path in (versions or script_location() / "versions").glob("*.py"):
+    for path in (versions or versions_location()).glob("*.py"):
         fields = dict(_REV_LINE.findall(path.read_text()))
         try:
             rev = ast.literal_eval(fields["revision"].strip())
@@ -103,8 +98,8 @@ def scripts_fingerprint() -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    root = script_location()
-    for path in [*sorted((root / "versions").glob("*.py")), root / "env.py"]:
+    source = schema_source()
+    for path in [*sorted(source.versions.glob("*.py")), source.scripts / "env.py"]:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from moviectl.core.migrations.chain import ScriptInfo, linear_chain
-from moviectl.core.migrations.scripts import Revision, script_location
+from moviectl.core.migrations.scripts import Revision, versions_location
 from moviectl.infra.engine import connect, db_errors
 from moviectl.infra.errors import MoviectlError
 
@@ -77,7 +77,7 @@ def _pending(chain: list[ScriptInfo], current: str | None, head: str) -> list[Re
 
 def status(settings: Settings, database: str | None = None) -> MigrationStatus:
     target = settings.target(database)
-    chain = linear_chain(script_location() / "versions")
+    chain = linear_chain(versions_location())
     if chain is None:
         return _status_by_alembic(settings, target, database)
     head = chain[-1].revision if chain else None

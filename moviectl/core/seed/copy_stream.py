@@ -52,6 +52,10 @@ def copy_rows(
     ending = threading.Event()
 
     def put(item: str | None) -> None:
+        # the sender drains after a failure, so the queue never fills: check before each put,
+        # or a cut connection would only be noticed once every row had been generated
+        if failures and item is not None:
+            raise failures[0] from None
         while True:
             try:
                 pipe.put(item, timeout=0.2)

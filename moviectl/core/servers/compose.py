@@ -71,6 +71,8 @@ class DbService:
     config_file: Path = Path()
     working_dir: Path = Path()
     secrets: dict[str, Path] = field(default_factory=dict)  # target name → host file
+    # host directory → the same path in the container (`pitr enable`: the WAL archive)
+    binds: dict[str, str] = field(default_factory=dict)
 
     @property
     def container_name(self) -> str:

@@ -32,11 +32,13 @@ from moviectl.core.servers.docker_engine import (
     labels,
     owner_of,
     published_port,
+    recorded_binds,
     refuse_foreign,
     refuse_recreate,
     secrets_as_files,
     split_lines,
 )
+from moviectl.core.servers.volume_layout import refuse_other_major
 from moviectl.infra.errors import PortInUse, ServerError
 from moviectl.infra.ports import describe_port_owner, port_is_free
 from moviectl.infra.settings import Settings
@@ -52,11 +54,9 @@ class DockerBackend:
         self.settings = settings
         self.progress = progress
         self.owner = owner_of(settings)
-        self.svc = db_service(
-            compose_path(Path(settings.compose_file)),
-            compose_env(settings),
-            settings.compose_project,
-        )
+        compose = compose_path(Path(settings.compose_file))
+        self.svc = db_service(compose, compose_env(settings), settings.compose_project)
+        self.svc.binds = recorded_binds(settings, self.svc.project)  # `pitr enable`'s
         self._docker: Any = None
 
     @property
@@ -215,7 +215,8 @@ class DockerBackend:
         )
 
     def _prepare(self) -> None:
-        self._ensure_image()
+        self._ensure_image()  # then: never a container of another major on the volume's data
+        refuse_other_major(self.client, self.svc.volume_name, self.svc.image)
         self._ensure_network()
         self._ensure_volume()
 
@@ -234,9 +235,10 @@ class DockerBackend:
         return f"{self.svc.container_name}-replaced"
 
     def _put_back_replaced(self) -> Any | None:
-        """The db container; one a killed recreate left renamed aside goes back in place
-        (or, when its replacement exists, away): never a database left stopped aside."""
-        from docker.errors import NotFound
+        """The db container; one a killed recreate left renamed aside goes back in place and
+        runs again (or, when its replacement has run, goes away): never a database left
+        stopped aside, nor deleted for a replacement that never started."""
+        from docker.errors import APIError, NotFound
 
         c = self.container()
         try:
@@ -246,9 +248,13 @@ class DockerBackend:
         if (aside.labels or {}).get(OWNER_LABEL) != self.owner:
             return c
         if c is not None and c.id != aside.id:
-            aside.remove(force=True)
-            return c
+            if c.status != "created":  # the replacement ran: the recreate was done
+                aside.remove(force=True)
+                return c
+            c.remove(force=True)  # killed between create and start: undo it
         aside.rename(self.svc.container_name)
+        with contextlib.suppress(APIError):  # as before the recreate; up() goes on from there
+            aside.start()
         aside.reload()
         return aside
 

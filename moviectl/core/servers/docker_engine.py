@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from moviectl.core.servers.compose import DbService, duration_ns
+from moviectl.core.servers.volume_layout import MOUNT_VARIABLE, data_mount
 from moviectl.infra.errors import Refused, ServerError
 from moviectl.infra.settings import Settings
 
@@ -69,6 +70,7 @@ def compose_env(settings: Settings) -> dict[str, str]:
         MOVIE_DB_PORT=str(t.port),
         MOVIE_DB_IMAGE=settings.db_image,
     )
+    env.setdefault(MOUNT_VARIABLE, data_mount(settings.db_image))  # unless set by hand
     if settings.compose_project:
         env["MOVIE_COMPOSE_PROJECT"] = settings.compose_project
     return env
@@ -181,7 +183,31 @@ def container_drift(attrs: dict[str, Any], svc: DbService) -> dict[str, tuple[st
         "user": (env.get("POSTGRES_USER", ""), svc.environment.get("POSTGRES_USER", "")),
         "database": (env.get("POSTGRES_DB", ""), svc.environment.get("POSTGRES_DB", "")),
     }
+    binds = [b.split(":") for b in (attrs.get("HostConfig") or {}).get("Binds") or []]
+    mounted = {b[0]: b[1] for b in binds if len(b) >= 2}
+    missing = sorted(f"{s}:{d}" for s, d in svc.binds.items() if mounted.get(s) != d)
+    if missing:  # `pitr enable` added the WAL archive: recreated with it (data volume kept)
+        wanted["mounts"] = ("without " + ", ".join(missing), "with them")
     return {k: v for k, v in wanted.items() if v[0] != v[1]}
+
+
+def read_binds(path: Path) -> dict[str, str]:
+    """The extra bind mounts `pitr enable` recorded for a project's db container."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def binds_path(settings: Settings, project: str) -> Path:
+    return Path(settings.data_dir).resolve() / f".docker-{project}.binds.json"
+
+
+def recorded_binds(settings: Settings, project: str) -> dict[str, str]:
+    return read_binds(binds_path(settings, project))
 
 
 def published_port(attrs: dict[str, Any], container_port: int) -> int | None:
@@ -240,6 +266,7 @@ def create_kwargs(
     volumes = {
         **({svc.volume_name: {"bind": svc.volume_target, "mode": "rw"}} if svc.volume_name else {}),
         **secret_mounts,
+        **{src: {"bind": dst, "mode": "rw"} for src, dst in svc.binds.items()},
     }
     return {
         "image": svc.image,

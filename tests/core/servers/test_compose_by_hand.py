@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import psycopg
 import pytest
 
 from moviectl.infra.ports import free_port
-from tests.conftest import Cli, subprocess_env
+from tests.conftest import Cli, run_moviectl, subprocess_env, wait_for
 
 pytestmark = pytest.mark.docker
 REPO = Path(__file__).resolve().parents[3]
@@ -208,6 +209,24 @@ def mine(image, tmp_path):
     hand.remove_all()
 
 
+def _kept(hand: ByHand) -> str | None:
+    """The row in ``kept``, once the put-back server accepts logins: it was started again
+    on the way out of a failed `db up`, which did not wait for it (bounded: 60 s)."""
+    seen: list[str] = []
+
+    def read() -> bool:
+        try:
+            with psycopg.connect(hand.url("mine-secret"), connect_timeout=5) as c:
+                row = c.execute("SELECT v FROM kept").fetchone()
+        except psycopg.OperationalError:  # still starting
+            return False
+        seen.append(row[0] if row else "")
+        return True
+
+    assert wait_for(read, 60), "the put-back server never accepted a login"
+    return seen[0]
+
+
 def test_moviectls_own_recreate_that_cannot_happen_leaves_the_database_running(mine):
     """An image that cannot be had: refused before the old container is touched (it used to
     be stopped and removed first, leaving no database)."""
@@ -260,5 +279,40 @@ def test_a_recreate_whose_new_container_fails_to_start_puts_the_old_one_back(min
     assert r.exit_code == 8 and "injected" in r.stderr, r.output
     monkeypatch.undo()
     assert mine.containers() == [(f"{mine.project}-db-1", "running")]
-    with psycopg.connect(mine.url("mine-secret")) as c:  # the old port, the old data
-        assert c.execute("SELECT v FROM kept").fetchone()[0] == "put back"
+    assert _kept(mine) == "put back"  # the old port, the old data
+
+
+_KILLED_BEFORE_START = """
+import os, signal
+from moviectl.core.servers import docker as d
+start = d.DockerBackend._start
+def _start(self, c):  # kill -9 with the old container aside and the new one made
+    if self.client.containers.list(all=True, filters={"name": self._aside}):
+        os.kill(os.getpid(), signal.SIGKILL)
+    start(self, c)
+d.DockerBackend._start = _start
+from moviectl.cli.entry import main
+main()
+"""
+
+
+def test_a_recreate_killed_before_the_new_container_started_puts_the_old_one_back(mine):
+    """kill -9 between the new container's create and its start; the next `db up` cannot
+    start the new one (its port was taken meanwhile): the old one, data and all, runs again
+    instead of being deleted for a container that never ran."""
+    assert mine.cli("db", "up").exit_code == 0
+    with psycopg.connect(mine.url("mine-secret"), autocommit=True) as c:
+        c.execute("CREATE TABLE kept (v text)")
+        c.execute("INSERT INTO kept VALUES ('never lost')")
+    new_port = free_port()
+    env = subprocess_env(**{**mine.env, "MOVIE_DB_PORT": str(new_port)})
+    killed = run_moviectl(env, "db", "up", "--timeout", "60", python=_KILLED_BEFORE_START)
+    assert killed.returncode == -9, killed.stderr
+    assert sorted(s for _, s in mine.containers()) == ["created", "exited"]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", new_port))
+        taken.listen()
+        r = mine.cli("db", "up", "--timeout", "60", MOVIE_DB_PORT=str(new_port))
+    assert r.exit_code == 8 and "already in use" in r.stderr, r.output
+    assert mine.containers() == [(f"{mine.project}-db-1", "running")]
+    assert _kept(mine) == "never lost"  # the old port, the old data

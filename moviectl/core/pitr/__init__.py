@@ -1,0 +1,1 @@
+"""Point-in-time recovery: WAL archive, base backups, restore to a moment, drills."""

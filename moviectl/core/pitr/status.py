@@ -1,0 +1,94 @@
+"""`moviectl pitr status` and its `doctor` finding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from moviectl.core.pitr.server import Archiver, archiver, connect_admin
+from moviectl.core.pitr.store import (
+    ArchiveFacts,
+    BaseBackup,
+    archive_facts,
+    recoverable_range,
+    store_of,
+)
+from moviectl.infra.errors import MoviectlError
+from moviectl.infra.settings import Settings
+
+
+@dataclass
+class PitrStatus:
+    repository: str
+    archiver: Archiver | None  # None: the server did not answer
+    server_error: str | None
+    archive: ArchiveFacts
+    base_backups: list[BaseBackup]
+    recoverable_from: str | None
+    recoverable_to: str | None
+    restores: list[dict[str, object]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    server_exit_code: int | None = None  # the server error's exit code (3 unreachable, ...)
+
+    @property
+    def ok(self) -> bool:
+        return not self.warnings
+
+    __json_extra__ = ("ok",)
+
+
+def status(settings: Settings) -> PitrStatus:
+    from moviectl.core.pitr.restore import list_restores
+
+    store = store_of(settings)
+    live, error, code = None, None, None
+    try:
+        with connect_admin(settings) as conn:
+            live = archiver(conn)
+    except MoviectlError as exc:  # the repository's facts are still shown
+        error, code = exc.message, int(exc.exit_code)
+    facts = archive_facts(store)
+    bases = store.bases()
+    low, high = recoverable_range(bases, facts)
+    st = PitrStatus(store.describe(), live, error, facts, bases, low, high)
+    st.server_exit_code = code
+    st.restores = list_restores(settings)
+    st.warnings = warnings(st)
+    return st
+
+
+def warnings(st: PitrStatus) -> list[str]:
+    out = []
+    live = st.archiver
+    if live is not None and not live.on:
+        out.append("WAL archiving is off: run `moviectl pitr enable`")
+    if live is not None and live.on and live.failing:
+        out.append(
+            f"archiving is failing ({live.failed_count} failures, last {live.last_failed_wal} "
+            f"at {live.last_failed_time}): PostgreSQL keeps the WAL until the repository "
+            "is back; see the server log"
+        )
+    if st.archive.gaps:
+        out.append(
+            f"the archive is missing {len(st.archive.gaps)} segment(s), first "
+            f"{st.archive.gaps[0]}: restores past it fail; take a base backup now"
+        )
+    if live is not None and live.on and not st.base_backups:
+        out.append("no base backup yet: run `moviectl backup --physical`")
+    return out
+
+
+def doctor_finding(settings: Settings) -> tuple[str, str, str, str]:
+    """(name, ok|warn, detail, fix) for `doctor`: archiving off is fine, failing is not."""
+    try:
+        st = status(settings)
+    except MoviectlError as exc:
+        return ("WAL archive", "warn", exc.message, exc.hint or "")
+    live = st.archiver
+    if live is None or not live.on:
+        return ("WAL archive", "ok", "archiving off (point-in-time recovery not set up)", "")
+    if st.warnings:
+        return ("WAL archive", "warn", st.warnings[0], "moviectl pitr status")
+    age = live.last_archived_age_seconds
+    detail = f"archived {live.archived_count}, last {live.last_archived_wal}"
+    detail += f" {age:.0f}s ago" if age is not None else ""
+    return ("WAL archive", "ok", f"{detail}; {len(st.base_backups)} base backup(s)", "")

@@ -1,0 +1,69 @@
+"""Shared by the PITR tests: an embedded server of a module's own, and table facts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from moviectl.infra.ports import free_port
+from tests.conftest import Cli
+
+PASSWORD = "pitr-secret-pw"
+
+
+def pitr_env(root: Path) -> dict[str, str]:
+    return {
+        "MOVIE_DB_BACKEND": "embedded",
+        "MOVIE_DB_PORT": str(free_port()),
+        "MOVIE_DATA_DIR": str(root / "data"),
+        "MOVIE_BACKUP_DIR": str(root / "backups"),
+        "MOVIE_DB_PASSWORD": PASSWORD,
+    }
+
+
+def started(root: Path) -> Iterator[Cli]:
+    """`db up` + `pitr enable --yes` on a fresh embedded server; everything stopped after."""
+    cli = Cli(pitr_env(root))
+    r = cli("db", "up")
+    assert r.exit_code == 0, r.output
+    r = cli("pitr", "enable", "--yes", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["restarted"] is True
+    try:
+        yield cli
+    finally:
+        for x in status(cli)["restores"]:
+            cli("pitr", "discard", x["name"], "--yes")
+        cli("db", "down")
+
+
+def status(cli: Cli) -> dict[str, Any]:
+    r = cli("pitr", "status", "--json")
+    assert r.exit_code in (0, 1), r.output
+    return dict(json.loads(r.stdout))
+
+
+def conn(cli: Cli, port: int | None = None) -> psycopg.Connection[Any]:
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=port or int(cli.env["MOVIE_DB_PORT"]),
+        user="movie",
+        password=PASSWORD,
+        dbname="movies",
+        autocommit=True,
+    )
+
+
+def facts(port_or_cli: Cli | int, cli: Cli | None = None) -> tuple[int, str]:
+    """(rows, md5 of every row in order) of table ``t``."""
+    c = conn(cli, port_or_cli) if isinstance(port_or_cli, int) else conn(port_or_cli)  # type: ignore[arg-type]
+    with c:
+        row = c.execute(
+            "SELECT count(*), md5(coalesce(string_agg(t::text, ',' ORDER BY i), '')) FROM t"
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), str(row[1])

@@ -1,0 +1,120 @@
+"""The README's disaster-recovery sequence on the Docker backend (PostgreSQL 15 image):
+enable → base backup → a mistaken delete → restore to the moment before → promote."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from moviectl.infra.ports import free_port
+from tests.conftest import Cli, wait_for
+from tests.core.pitr_support import PASSWORD, conn, facts, status
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
+
+
+def _require(reason: str) -> None:
+    if os.environ.get("MOVIECTL_REQUIRE_DOCKER") == "1":
+        pytest.fail(f"MOVIECTL_REQUIRE_DOCKER=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    """Module scope: read before the per-test isolation clears MOVIE_* variables."""
+    from moviectl.core.servers.docker_engine import engine_answers
+
+    if not engine_answers():
+        _require("no Docker engine answers")
+    found = os.environ.get("MOVIE_DB_IMAGE")
+    if not found:
+        _require("MOVIE_DB_IMAGE is not set")
+    return str(found)
+
+
+@pytest.fixture
+def dk(image: str, tmp_path: Path) -> Iterator[Cli]:
+    cli = Cli(
+        {
+            "MOVIE_DB_BACKEND": "docker",
+            "MOVIE_DB_IMAGE": image,
+            "MOVIE_DB_PORT": str(free_port()),
+            "MOVIE_DB_PASSWORD": PASSWORD,
+            "MOVIE_COMPOSE_PROJECT": f"mpitr{secrets.token_hex(4)}",
+            "MOVIE_DATA_DIR": str(tmp_path / "data"),
+            "MOVIE_BACKUP_DIR": str(tmp_path / "backups"),
+        }
+    )
+    try:
+        yield cli
+    finally:
+        for x in status(cli)["restores"] if cli("db", "status").exit_code == 0 else []:
+            cli("pitr", "discard", x["name"], "--yes")
+        cli("db", "down", "--volumes", "--yes")
+        _remove_snapshots(cli.env["MOVIE_COMPOSE_PROJECT"])
+
+
+def _remove_snapshots(project: str) -> None:
+    import docker
+
+    client = docker.from_env()
+    try:
+        for v in client.volumes.list(filters={"name": f"{project}_pgdata-before-"}):
+            v.remove(force=True)
+    finally:
+        client.close()
+
+
+def test_readme_sequence_on_the_docker_backend(dk: Cli) -> None:
+    r = dk("db", "up")
+    assert r.exit_code == 0, r.output
+    r = dk("pitr", "enable", "--json")  # a restart: refused without --yes, nothing changed
+    assert r.exit_code == 5, r.output
+    r = dk("pitr", "enable", "--yes", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["restarted"] is True
+    with conn(dk) as c:
+        c.execute("CREATE TABLE t (i int PRIMARY KEY, payload text)")
+        c.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g")
+    r = dk("backup", "--physical", "--json")
+    assert r.exit_code == 0, r.output
+    base = json.loads(r.stdout)["base"]
+    assert base["verified"] is True and base["server_major"] == 15
+    with conn(dk) as c:
+        c.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1001, 2000) g")
+        time.sleep(1.1)
+        noted = c.execute("SELECT now()").fetchone()[0].isoformat()  # type: ignore[index]
+        time.sleep(1.1)
+        before = facts(dk)
+        c.execute("DELETE FROM t WHERE i > 500")  # the mistake, and life going on after it
+        c.execute("INSERT INTO t SELECT g, 'later' FROM generate_series(5000, 5100) g")
+    after = facts(dk)
+
+    r = dk("restore", "--physical", "--to-time", noted, "--into", "before-delete", "--json")
+    assert r.exit_code == 0, r.output
+    restored = json.loads(r.stdout)
+    assert restored["base_backup"] == base["id"] and restored["timeline"] == 2
+    assert facts(restored["port"], dk) == before
+    assert facts(dk) == after  # the container untouched
+
+    r = dk("pitr", "promote", "before-delete", "--yes", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["snapshot"].startswith("volume ")
+    assert facts(dk) == before  # the container serves the restored rows
+    with conn(dk) as c:  # and archives on, on the new timeline
+        c.execute("INSERT INTO t VALUES (9999, 'after promote')")
+        c.execute("SELECT pg_switch_wal()")
+    assert wait_for(
+        lambda: str((status(dk)["archive"] or {}).get("newest") or "").startswith("00000002"),
+        60,
+    )
+    assert status(dk)["archiver"]["failing"] is False
+    r = dk("backup", "--physical", "--json")  # the README's last step: the new timeline's
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["base"]["timeline"] == 2

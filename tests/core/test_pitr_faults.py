@@ -1,0 +1,125 @@
+"""PITR under faults: the archive script's refusals, an unreachable repository, and
+kill -9 of a base backup and of a restore (nothing half-listed, the server untouched)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from moviectl.core.pitr.archive_wal import SCRIPT
+from tests.conftest import Cli, start_moviectl, subprocess_env, wait_for
+from tests.core.pitr_support import conn, started, status
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def pitr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
+    yield from started(tmp_path_factory.mktemp("pitr-faults"))
+
+
+def _archive(tmp_path: Path, archive: Path, src: Path) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "archive-wal.sh"
+    script.write_text(SCRIPT)
+    return subprocess.run(
+        ["sh", str(script), str(archive), str(src), src.name],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_archive_script_never_overwrites_and_fails_when_unreachable(tmp_path: Path) -> None:
+    seg = tmp_path / "000000010000000000000001"
+    seg.write_bytes(b"a" * 4096)
+    archive = tmp_path / "wal"
+    r = _archive(tmp_path, archive, seg)  # the repository is gone: loud failure
+    assert r.returncode != 0 and "unreachable" in r.stderr
+    assert not archive.exists()  # never created by the script
+    archive.mkdir()
+    assert _archive(tmp_path, archive, seg).returncode == 0
+    assert (archive / seg.name).read_bytes() == seg.read_bytes()
+    assert _archive(tmp_path, archive, seg).returncode == 0  # a retry of the same bytes
+    seg.write_bytes(b"b" * 4096)
+    r = _archive(tmp_path, archive, seg)
+    assert r.returncode != 0 and "different contents" in r.stderr
+    assert (archive / seg.name).read_bytes() == b"a" * 4096
+    assert sorted(p.name for p in archive.iterdir()) == [seg.name]  # no temp file left
+
+
+def test_unreachable_repository_fails_archiving_and_loses_nothing(pitr: Cli) -> None:
+    wal = Path(pitr.env["MOVIE_BACKUP_DIR"]) / "pitr" / "wal"
+    assert pitr("backup", "--physical").exit_code == 0
+    aside = wal.with_name("wal-unmounted")
+    os.rename(wal, aside)
+    try:
+        with conn(pitr) as c:
+            c.execute("CREATE TABLE IF NOT EXISTS u (i int)")
+            c.execute("INSERT INTO u SELECT generate_series(1, 1000)")
+            c.execute("SELECT pg_switch_wal()")
+        assert wait_for(lambda: status(pitr)["archiver"]["failing"], 60)
+        r = pitr("pitr", "status", "--json")
+        assert r.exit_code == 1
+        assert any("archiving is failing" in w for w in json.loads(r.stdout)["warnings"])
+        r = pitr("doctor", "--json")
+        found = {f["name"]: f for f in json.loads(r.stdout)["findings"]}
+        assert found["WAL archive"]["status"] == "warn"
+    finally:
+        os.rename(aside, wal)
+    with conn(pitr) as c:
+        c.execute("SELECT pg_switch_wal()")
+    assert wait_for(lambda: not status(pitr)["archiver"]["failing"], 120)
+    st = status(pitr)
+    assert st["archive"]["gaps"] == [] and st["warnings"] == []
+    with conn(pitr) as c:
+        row = c.execute("SELECT count(*) FROM u").fetchone()
+    r = pitr("restore", "--physical", "--latest", "--into", "after-outage", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["row_counts"]["public.u"] == row[0]  # type: ignore[index]
+    assert pitr("pitr", "discard", "after-outage", "--yes").exit_code == 0
+
+
+def _kill_when(env: dict[str, str], args: list[str], ready: object) -> None:
+    proc = start_moviectl(subprocess_env(**env), *args, cwd=None)
+    try:
+        assert wait_for(ready, 120), "never got there"  # type: ignore[arg-type]
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
+
+
+def test_kill_9_of_a_base_backup_lists_nothing(pitr: Cli) -> None:
+    base = Path(pitr.env["MOVIE_BACKUP_DIR"]) / "pitr" / "base"
+    listed = [b["id"] for b in status(pitr)["base_backups"]]
+    _kill_when(pitr.env, ["backup", "--physical"], lambda: any(base.glob(".partial-*")))
+    assert [b["id"] for b in status(pitr)["base_backups"]] == listed
+    with conn(pitr) as c:  # the server answers, untouched
+        assert c.execute("SELECT 1").fetchone() == (1,)
+    r = pitr("backup", "--physical", "--json")  # the next run clears the leftovers
+    assert r.exit_code == 0, r.output
+    assert not list(base.glob(".partial-*"))
+
+
+def test_kill_9_of_a_restore_lists_nothing_and_is_cleared(pitr: Cli) -> None:
+    restores = Path(pitr.env["MOVIE_DATA_DIR"]).resolve() / "restores"
+    if not status(pitr)["base_backups"]:
+        assert pitr("backup", "--physical").exit_code == 0
+    target = restores / "killed"
+    _kill_when(
+        pitr.env,
+        ["restore", "--physical", "--latest", "--into", "killed"],
+        lambda: (target / "pgdata" / "postmaster.pid").exists(),
+    )
+    assert "killed" not in [x["name"] for x in status(pitr)["restores"]]
+    with conn(pitr) as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)
+    r = pitr("restore", "--physical", "--latest", "--into", "killed", "--json")
+    assert r.exit_code == 0, r.output  # the leftover was stopped and removed first
+    assert [x["name"] for x in status(pitr)["restores"]] == ["killed"]
