@@ -57,6 +57,8 @@ def _args(cmd: tuple[str, ...], backup: str, out: str) -> list[str]:
         ("backup",): ["--output", out],
         ("backup", "verify"): [backup],
         ("backup", "prune"): ["--keep", "1", "--yes"],
+        ("backup", "pin"): [backup, "--unpin"],  # leaves the shared backup as it was
+        ("backup", "copy"): [backup, "--to", f"{out}/copy"],
         ("restore",): [backup],
         ("testdb", "drop"): ["movies_test_0123456789abcdef"],
         ("inspect", "kill"): ["1", "--yes"],
@@ -75,6 +77,8 @@ NO_SERVER = {
     ("db", "logs"): 5,
     ("backup", "list"): 0,
     ("backup", "prune"): 0,
+    ("backup", "pin"): 0,  # the manifest and the pin are files: no server
+    ("backup", "copy"): 0,
     ("config", "show"): 0,  # the protection mark reads as "unknown"
     ("init", "ci"): 0,  # writes a workflow file, nothing else
     ("doctor",): 1,  # it reports the problem as a finding
