@@ -66,6 +66,7 @@ def _args(cmd: tuple[str, ...], backup: str, out: str) -> list[str]:
         ("pitr", "promote"): ["no-such-restore", "--yes"],
         ("pitr", "discard"): ["no-such-restore", "--yes"],
         ("pitr", "prune"): ["--keep", "1", "--yes"],
+        ("db", "upgrade"): ["--to", "18", "--dry-run"],
     }
     return [*cmd, *extra.get(cmd, [])]
 
@@ -86,6 +87,7 @@ NO_SERVER = {
     ("pitr", "promote"): 2,  # no such restored cluster (and not a managed server)
     ("pitr", "discard"): 2,  # no such restored cluster
     ("pitr", "prune"): 0,  # the repository only
+    ("db", "upgrade"): 2,  # the embedded backend only: refused for an external server
 }
 EXPECTED = {
     "unreachable": {"*": 3, ("migrate", "lint"): 0},  # lint falls back to offline
