@@ -41,6 +41,21 @@ def _where_the_mark_is(admin: DbTarget, name: str) -> dict[str, str | None]:
     return {r[0]: found.get(r[0]) for r in rows}
 
 
+def _progress(admin: DbTarget, url: str, name: str) -> str | None:
+    """Where a running reset is: "staging" (the new database made, the old one still
+    there), "replaced" (the app database is the new one: no movies yet), or None."""
+    if staging_name(name) in _where_the_mark_is(admin, name):
+        return "staging"
+    try:
+        with psycopg.connect(url, connect_timeout=2) as c:
+            if c.execute("SELECT to_regclass('movies')").fetchone()[0] is None:  # type: ignore[index]
+                return "replaced"
+            movies = c.execute("SELECT count(*) FROM movies").fetchone()
+            return "replaced" if movies and movies[0] == 0 else None
+    except psycopg.Error:
+        return None  # dropped, being renamed, or its session ended by the reset
+
+
 def _drop_staging(admin: DbTarget, name: str) -> None:
     with _admin(admin) as c:
         c.execute(
@@ -50,7 +65,7 @@ def _drop_staging(admin: DbTarget, name: str) -> None:
         )
 
 
-@pytest.mark.parametrize("moment", ["staging made", "renamed", "0.9s", "1.6s"])
+@pytest.mark.parametrize("moment", ["staging made", "replaced", "0.9s", "1.6s"])
 def test_kill_9_mid_reset_never_loses_the_mark(app_db, moviectl_admin_target, moment):  # noqa: F811
     name, url = app_db
     env = {"MOVIE_DATABASE_URL": url, "MOVIE_ALLOW_PROTECTED": name}
@@ -58,17 +73,17 @@ def test_kill_9_mid_reset_never_loses_the_mark(app_db, moviectl_admin_target, mo
     staging = staging_name(name)
     proc = start_moviectl(subprocess_env(**env), "--json", "db", "reset", "--yes")
     try:
-        if moment == "staging made":
-            ok = wait_for(lambda: staging in _where_the_mark_is(moviectl_admin_target, name), 60)
-        elif moment == "renamed":  # the new database in place, before the migration ends
-            seen: list[bool] = []
-
-            def renamed() -> bool:
-                now = _where_the_mark_is(moviectl_admin_target, name)
-                seen.append(staging in now)
-                return any(seen) and staging not in now
-
-            ok = wait_for(renamed, 60)
+        if moment == "staging made":  # a window of milliseconds: the kill lands near it
+            ok = wait_for(
+                lambda: (
+                    proc.poll() is not None
+                    or _progress(moviectl_admin_target, url, name) is not None
+                ),
+                60,
+            )
+        elif moment == "replaced":  # the new database in place, being migrated or seeded
+            ok = wait_for(lambda: _progress(moviectl_admin_target, url, name) == "replaced", 60)
+            assert proc.poll() is None, "the reset ended before the kill"
         else:
             ok = wait_for(lambda: proc.poll() is not None, float(moment[:-1])) or True
         assert ok, moment
