@@ -177,11 +177,10 @@ def db_reset(
 
     Example: `moviectl db reset --yes` or `moviectl db reset --no-seed --yes`
     """
-    from moviectl.core.reset import reset
-    from moviectl.infra.protect import guard
+    from moviectl.core.reset import preflight, reset
 
     settings = settings_of(ctx)
-    guard(settings, "reset (drop and recreate) it", override=override)
+    preflight(settings, override=override)
     confirm(ctx, f"Drop and recreate {touching(settings)}? All its data is lost.", yes)
     o = out(ctx)
     with o.status(f"resetting {settings.masked_url}"):

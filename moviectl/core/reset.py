@@ -72,12 +72,31 @@ def reset(
     target = settings.session_target()
     if target.database in SYSTEM_DATABASES:
         raise Refused(f"{target.database} is a system database: refusing to reset it")
-    guard(settings, "reset (drop and recreate) it", target=target, override=override)
+    preflight(settings, override=override)
     admin = target.with_database("postgres")
     with connect(admin, connect_timeout=settings.connect_timeout, session="the reset lock") as conn:
         _lock(conn, target.database)
         existed, environment = _swap(settings, conn, target.database, override)
         return _finish(settings, existed, environment, sample, started)
+
+
+def preflight(settings: Settings, *, override: bool = False) -> None:
+    """Refuse a protected app database before any prompt: its own mark, or (the app
+    database gone or remade unmarked since a reset was killed between DROP and RENAME) the
+    mark its staging database holds. Read-only; ``_swap`` checks again under the lock."""
+    what = "reset (drop and recreate) it"
+    target = settings.session_target()
+    guard(settings, what, target=target, override=override)
+    if overridden(settings, target.database, override):
+        return
+    staging = staging_name(target.database)
+    admin = target.with_database("postgres")
+    with connect(admin, connect_timeout=settings.connect_timeout) as conn:
+        found = marks(conn)
+        mark = read_mark(database_comment(conn, staging)[1]) or {}
+    if found.get(staging) and not found.get(target.database) and mark.get("of") == target.database:
+        where = f"{target.host}:{target.port}"
+        raise refusal(target.database, found[staging], f"{what} ({staging} holds its mark)", where)
 
 
 def _lock(conn: Any, database: str) -> None:

@@ -131,8 +131,9 @@ def test_a_reset_killed_between_drop_and_rename_is_still_protected(app_db, movie
             r = cli("--json", "migrate")  # the way out is named
             if not made_again:
                 assert r.exit_code == 4 and "db reset" in json.loads(r.stdout)["hint"], r.output
-            r = cli("--json", "db", "reset", "--yes")
-            assert r.exit_code == 5 and MARK in json.loads(r.stdout)["message"], r.output
+            for yes in (["--yes"], []):  # refused before the prompt, not after it
+                r = cli("--json", "db", "reset", *yes)
+                assert r.exit_code == 5 and MARK in json.loads(r.stdout)["message"], r.output
             assert staging in _where_the_mark_is(moviectl_admin_target, name)
             r = cli("--json", "db", "reset", "--yes", "--i-know-this-is-production")
             assert r.exit_code == 0, r.output
