@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from moviectl.core.servers import cluster_marker
+from moviectl.core.servers import cluster_marker, swap_journal
 from moviectl.core.servers.base import DownResult, ServerStatus, UpResult, probe_status, wait_ready
 from moviectl.core.servers.cluster import EmbeddedServer
 from moviectl.infra.errors import ConfigError
@@ -57,6 +57,7 @@ class EmbeddedBackend:
         started_at = time.monotonic()
         target = self.settings.target()
         with self.server.lock():  # a second `db up` waits here, then finds it running
+            swap_journal.refuse_if_interrupted(self.server.data_dir)  # never initdb a gap
             started = self.server.start(timeout=timeout)
             created = ensure_database(self.settings)
         version = wait_ready(target, timeout, self.settings.connect_timeout) if wait else None
