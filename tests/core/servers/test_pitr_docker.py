@@ -1,5 +1,6 @@
 """The README's disaster-recovery sequence on the Docker backend (PostgreSQL 15 image):
-enable → base backup → a mistaken delete → restore to the moment before → promote."""
+enable → base backup → a mistaken delete → restore to the moment before → promote; then
+the restore drill of the new timeline's base backup."""
 
 from __future__ import annotations
 
@@ -118,3 +119,15 @@ def test_readme_sequence_on_the_docker_backend(dk: Cli) -> None:
     r = dk("backup", "--physical", "--json")  # the README's last step: the new timeline's
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["base"]["timeline"] == 2
+
+    # the drill (`backup verify --physical`) of that new timeline's base backup: a throwaway
+    # PostgreSQL 15 cluster replays it and the archive on this host, then goes
+    r = dk("backup", "verify", "--physical", "--json")
+    assert r.exit_code == 0, r.output
+    drill = json.loads(r.stdout)
+    assert drill["ok"] is True and drill["problems"] == [], drill
+    assert drill["row_counts"]["public.t"] == facts(dk)[0]
+    st = status(dk)
+    assert st["restores"] == []  # nothing of the drill left listed
+    assert st["base_backups"][-1]["drill"]["ok"] is True  # recorded in its meta.json
+    assert facts(dk)[0] == before[0] + 1  # the container untouched by it
