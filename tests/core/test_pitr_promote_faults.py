@@ -78,6 +78,13 @@ def test_kill_9_mid_swap_is_refused_by_db_up_and_finished_by_promote(pitr: Cli) 
     elif not restored.exists():
         pytest.fail("the kill came after the swap: the gap was not exercised")
     assert not (data / "pgdata").exists()
+    r = pitr("pitr", "status", "--json")  # the server is gone: status says why, what next
+    assert r.exit_code == 3, r.output
+    warned = json.loads(r.stdout)["warnings"]
+    assert any("moviectl pitr promote k9 --yes" in w for w in warned), warned
+    r = pitr("doctor", "--json")
+    found = {f["name"]: f for f in json.loads(r.stdout)["findings"]}
+    assert found["pitr promote"]["status"] == "warn" and "k9" in found["pitr promote"]["detail"]
     r = pitr("db", "up")
     assert r.exit_code == 5, r.output  # never an empty initdb where the cluster goes
     assert "pitr promote k9" in r.output
