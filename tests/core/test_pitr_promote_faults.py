@@ -85,6 +85,8 @@ def test_kill_9_mid_swap_is_refused_by_db_up_and_finished_by_promote(pitr: Cli) 
     r = pitr("doctor", "--json")
     found = {f["name"]: f for f in json.loads(r.stdout)["findings"]}
     assert found["pitr promote"]["status"] == "warn" and "k9" in found["pitr promote"]["detail"]
+    r = pitr("pitr", "discard", "k9", "--yes")  # it may be all there is of the server
+    assert r.exit_code == 5 and "pitr promote k9" in r.output, r.output
     r = pitr("db", "up")
     assert r.exit_code == 5, r.output  # never an empty initdb where the cluster goes
     assert "pitr promote k9" in r.output
