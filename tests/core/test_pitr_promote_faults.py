@@ -62,22 +62,31 @@ def _signal_when_journaled(cli: Cli, name: str, sig: int) -> tuple[int, str]:
         proc.kill()
 
 
-def test_kill_9_mid_swap_is_refused_by_db_up_and_finished_by_promote(pitr: Cli) -> None:
+_KILLED_BETWEEN_RENAMES = """
+import os, signal
+rename = os.rename
+def _rename(src, dst, *a, **kw):  # kill -9 the moment the old pgdata went aside
+    rename(src, dst, *a, **kw)
+    if os.path.basename(str(dst)).startswith("pgdata.before-"):
+        os.kill(os.getpid(), signal.SIGKILL)
+os.rename = _rename
+from moviectl.cli.entry import main
+main()
+"""
+
+
+def test_kill_9_between_the_renames_is_refused_by_db_up_and_finished_by_promote(
+    pitr: Cli,
+) -> None:
     data = Path(pitr.env["MOVIE_DATA_DIR"])
     want = _restored(pitr, "k9")
-    code, _ = _signal_when_journaled(pitr, "k9", signal.SIGKILL)
-    assert code == -signal.SIGKILL
+    env = subprocess_env(**pitr.env)
+    proc = start_moviectl(env, "pitr", "promote", "k9", "--yes", python=_KILLED_BETWEEN_RENAMES)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == -signal.SIGKILL, err
     journal = json.loads((data / "promoting.json").read_text())
-    restored = Path(journal["restored"])
-    if restored.exists() and (data / "pgdata").exists():
-        # the kill landed before the renames: cut where a kill between them would, the
-        # old cluster aside and nothing in its place (the window is too short to hit); the
-        # renames come after the old server stopped, so it is stopped first
-        assert pitr("db", "down").exit_code == 0
-        os.rename(data / "pgdata", journal["aside"])
-    elif not restored.exists():
-        pytest.fail("the kill came after the swap: the gap was not exercised")
-    assert not (data / "pgdata").exists()
+    assert Path(journal["aside"]).is_dir() and Path(journal["restored"]).is_dir()
+    assert not (data / "pgdata").exists()  # the gap: no cluster where the server's goes
     r = pitr("pitr", "status", "--json")  # the server is gone: status says why, what next
     assert r.exit_code == 3, r.output
     warned = json.loads(r.stdout)["warnings"]
@@ -97,6 +106,20 @@ def test_kill_9_mid_swap_is_refused_by_db_up_and_finished_by_promote(pitr: Cli) 
     assert Path(journal["aside"]).is_dir() and not (data / "promoting.json").exists()
     assert "k9" not in [x["name"] for x in status(pitr)["restores"]]
     assert pitr("db", "up").exit_code == 0
+
+
+def test_kill_9_once_journaled_is_finished_by_promote(pitr: Cli) -> None:
+    """Killed before the renames (stopping one of the two servers): the old cluster is
+    in place, maybe stopped; running the promote again swaps."""
+    data = Path(pitr.env["MOVIE_DATA_DIR"])
+    want = _restored(pitr, "k9b")
+    code, _ = _signal_when_journaled(pitr, "k9b", signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    assert (data / "promoting.json").exists()
+    assert pitr("db", "up").exit_code == 5
+    r = pitr("pitr", "promote", "k9b", "--yes")
+    assert r.exit_code == 0, r.output
+    assert facts(pitr) == want and not (data / "promoting.json").exists()
 
 
 def test_sigterm_mid_promote_says_how_to_finish_it(pitr: Cli) -> None:

@@ -110,6 +110,7 @@ def _embedded(settings: Settings, name: str, path: Path, store: Any) -> PromoteR
     main = embedded_server(settings)
     with main.lock():
         j = swap_journal.read(main.data_dir)
+        fresh = False
         if j is not None and j["name"] != name:
             raise Refused(
                 f"an interrupted promote of {j['name']} must be finished first",
@@ -129,8 +130,10 @@ def _embedded(settings: Settings, name: str, path: Path, store: Any) -> PromoteR
                 "timeline": int(record["timeline"]),
                 "wal_moved": moved,
             }
-            swap_journal.write(main.data_dir, j)
+            fresh = True
         try:
+            if fresh:
+                swap_journal.write(main.data_dir, j)
             doomed = _swap(main, j, path)
         except BaseException as exc:
             if swap_journal.read(main.data_dir) is not None:
