@@ -3,6 +3,7 @@
     uv run python benchmarks/run.py                          # the whole table (~40 min)
     uv run python benchmarks/run.py --only backup --backup-rows 1000000
     uv run python benchmarks/run.py --only live,health,help
+    uv run python benchmarks/run.py --only s3 --s3-rows 5000000   # backup --to s3:// (issue 27)
     uv run python benchmarks/run.py --only inspect --rounds 5
 
 Starts its own embedded PostgreSQL in a temp directory (test-cluster settings: fsync,
@@ -34,16 +35,29 @@ from benchmarks import common
 from benchmarks.common import HEADER
 from benchmarks.data import bench_backup, bench_seed
 from benchmarks.inspecting import bench_inspect
-from benchmarks.serve import bench_serve
+from benchmarks.s3 import bench_s3
+from benchmarks.serve import bench_livez_hung, bench_serve
 from benchmarks.startup import bench_health, bench_help, bench_live, bench_status
 from benchmarks.testdb import bench_testdb, bench_tiers
+from benchmarks.upgrade import bench_upgrade
 from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
 from moviectl.infra.ports import free_port
 from moviectl.infra.settings import load_settings
 
 NAMES = (
-    "live", "health", "help", "status", "inspect", "serve", "testdb", "tiers", "seed", "backup"
-)  # fmt: skip
+    "live",
+    "health",
+    "help",
+    "status",
+    "inspect",
+    "serve",
+    "testdb",
+    "tiers",
+    "seed",
+    "backup",
+    "upgrade",
+    "s3",
+)
 
 
 def main() -> None:
@@ -53,6 +67,10 @@ def main() -> None:
     ap.add_argument("--seed-pairs", type=int, default=3)
     ap.add_argument("--backup-rows", type=int, default=5_000_000)
     ap.add_argument("--backup-pairs", type=int, default=5)
+    ap.add_argument("--s3-rows", type=int, default=1_000_000, help="backup --to s3's size")
+    ap.add_argument("--s3-pairs", type=int, default=3)
+    ap.add_argument("--upgrade-rows", type=int, default=1_000_000)
+    ap.add_argument("--upgrade-pairs", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=11, help="start-up rounds (--live: 4x)")
     ap.add_argument("--serve-clients", type=int, default=20)
     ap.add_argument("--serve-requests", type=int, default=2000, help="per client")
@@ -89,6 +107,7 @@ def main() -> None:
                 bench_inspect(env, tmp, args.rounds)
             elif name == "serve":
                 bench_serve(env, url, args.serve_clients, args.serve_requests)
+                bench_livez_hung(env, args.serve_clients, 1000)
             elif name == "testdb":
                 bench_testdb(settings, admin_url, env)
             elif name == "tiers":
@@ -97,6 +116,10 @@ def main() -> None:
                 bench_seed(url, env, args.rows, args.seed_pairs, tmp)
             elif name == "backup":
                 bench_backup(settings, env, args.backup_rows, args.backup_pairs, tmp)
+            elif name == "s3":
+                bench_s3(settings, env, args.s3_rows, args.s3_pairs, tmp)
+            elif name == "upgrade":
+                bench_upgrade(env, args.upgrade_rows, args.upgrade_pairs, tmp)
     finally:
         server.stop("immediate")
         shutil.rmtree(tmp, ignore_errors=True)

@@ -121,3 +121,73 @@ def bench_serve(env: dict[str, str], url: str, clients: int, each: int) -> None:
         for proc in procs:
             proc.terminate()
             proc.wait(timeout=15)
+
+
+def bench_livez_hung(env: dict[str, str], clients: int, each: int) -> None:
+    """`/livez` at CLIENTS x EACH while the database hangs (a listener that completes the TCP
+    handshake and never answers, the probe's worst case) and `/readyz` is polled beside it:
+    p99 against Kubernetes' default 1 s probe timeout and the issue's 50 ms, and against
+    bare uvicorn under the same load."""
+    import threading
+
+    since = load1()
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(512)  # never accepted: connects succeed, reads wait
+    port = hung.getsockname()[1]
+    ours, bare = free_port(), free_port()
+    url = f"postgresql://movie:secret@127.0.0.1:{port}/movies"
+    procs = [
+        subprocess.Popen(
+            [MOVIECTL, "health", "--serve", str(ours)],
+            env={**env, "MOVIE_DATABASE_URL": url},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+        subprocess.Popen(
+            [sys.executable, "-c", BARE_UVICORN, str(bare)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+    ]
+    done = threading.Event()
+
+    def scrape() -> None:  # an orchestrator's readiness probe, once a second
+        import http.client
+
+        while not done.wait(1):
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", ours, timeout=5)
+                conn.request("GET", "/readyz")
+                conn.getresponse().read()
+                conn.close()
+            except OSError:
+                pass
+
+    try:
+        for p in (ours, bare):
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", p), timeout=1).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+        poller = threading.Thread(target=scrape, daemon=True)
+        poller.start()
+        p99s: dict[int, list[float]] = {ours: [], bare: []}
+        errs = 0
+        for _ in range(3):
+            for p in (ours, bare):
+                _, p99, e = _serve_load(p, "/livez", clients, each)
+                p99s[p].append(p99)
+                errs += e if p == ours else 0
+        mine, theirs = statistics.median(p99s[ours]) * 1000, statistics.median(p99s[bare]) * 1000
+        row(f"--serve /livez p99, db hung, {clients}x{each}, vs bare uvicorn", mine, theirs,
+            "ms", "<= 50 ms", mine <= 50 and errs == 0, since)  # fmt: skip
+    finally:
+        done.set()
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=15)
+        hung.close()

@@ -31,6 +31,7 @@ from moviectl.cli import (
     commands_testdb,
     commands_top,
     commands_up,
+    commands_upgrade,
 )
 from moviectl.cli.context import MoviectlGroup, State, new_typer, state_of
 from moviectl.cli.output import write_stdout
@@ -41,6 +42,7 @@ Example: `moviectl down` or `moviectl down --volumes --yes` (deletes all data)
 """
 
 commands_db.db_app.command("top")(commands_top.top_cmd)  # db top: inspect's live view
+commands_db.db_app.command("upgrade")(commands_upgrade.upgrade_cmd)  # major upgrades
 
 # (name, a Typer sub-app or a command function, help override)
 COMMANDS: list[tuple[str, Any, str | None]] = [

@@ -1,9 +1,9 @@
-"""`moviectl backup [list | verify | prune]` and `moviectl restore`."""
+"""`moviectl backup [list | verify | prune | pin | copy]` and `moviectl restore`."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -17,6 +17,21 @@ from moviectl.cli.render import (
     render_restore,
     render_verify,
 )
+
+ToOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--to",
+        help="Repository: a directory or s3://bucket/prefix; two separated by a comma "
+        "(default MOVIE_BACKUP_REPO, else MOVIE_BACKUP_DIR).",
+    ),
+]
+RepoOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--repo", help="Repository: a directory or s3://bucket/prefix (default MOVIE_BACKUP_REPO)."
+    ),
+]
 
 backup_app = new_typer(
     "Checksummed pg_dump backups and restore drills; without a subcommand, back up the "
@@ -47,25 +62,30 @@ def backup_cmd(
             "Default: zstd:1 where pg_dump has zstd (16+), else gzip:1.",
         ),
     ] = None,
+    to: ToOpt = None,
     physical: pitr.PhysicalOpt = False,
 ) -> None:
     """Back up the app database: pg_dump to a temp name, read back, checksummed, renamed.
 
+    With --to s3://bucket/prefix (or MOVIE_BACKUP_REPO) pg_dump's output streams into the
+    bucket, hashed as it goes, visible only once complete, its manifest written last.
     Prints the file's size beside pg_dump's time, to choose a --compress by.
 
     Example: `moviectl backup` or `moviectl backup --compress gzip:6 -o /srv/backups`
+    or `moviectl backup --to s3://backups/movies`
     """
     if ctx.invoked_subcommand is not None:
         return
     if physical:
         return pitr.physical_backup(ctx, compress)
     from moviectl.cli.output import ByteProgress
-    from moviectl.core.backups import dump as core
+    from moviectl.core.backups.catalog import backup_everywhere
 
     o = out(ctx)
     with ByteProgress(o, "dumping") as progress:
-        result = core.backup(
+        result = backup_everywhere(
             settings_of(ctx),
+            to,
             output=output,
             fmt=fmt,
             jobs=jobs,
@@ -79,44 +99,54 @@ def backup_cmd(
 def backup_list(
     ctx: typer.Context,
     directory: Annotated[Path | None, typer.Option("--dir", help="Where to look.")] = None,
+    repo: RepoOpt = None,
 ) -> None:
     """List backups: file, created, size, revision, verified.
 
-    Example: `moviectl backup list --json`
+    Example: `moviectl backup list --json` or `moviectl backup list --repo s3://backups/movies`
     """
-    from moviectl.core.backups.manifest import list_backups
+    from moviectl.core.backups.catalog import entries
+    from moviectl.core.backups.repository import LocalRepository, primary
 
-    listed: Backups = {"backups": list_backups(settings_of(ctx), directory)}
+    settings = settings_of(ctx)
+    where = LocalRepository(directory) if directory is not None else primary(settings, repo)
+    listed: Backups = {"backups": entries(settings, where)}
     out(ctx).emit(listed, render_backups)
 
 
 @backup_app.command("verify")
 def backup_verify(
     ctx: typer.Context,
-    file: Annotated[Path | None, typer.Argument(help="Backup file (default: the newest).")] = None,
+    file: Annotated[
+        str | None,
+        typer.Argument(help="Backup file, name in --repo, or s3:// URL (default: the newest)."),
+    ] = None,
+    repo: RepoOpt = None,
     physical: pitr.PhysicalOpt = False,
 ) -> None:
     """Check the sha256, restore into a throwaway database and compare with the manifest.
 
-    Exits 1 on any mismatch; records "verified at" in the manifest when it passes.
+    Exits 1 on any mismatch; records "verified at" in the manifest when it passes. A
+    backup in a bucket is downloaded (and decrypted) first, then checked.
 
     Example: `moviectl backup verify backups/movies-20261124T101500Z.dump`
     """
-    from moviectl.core.backups.manifest import list_backups
-    from moviectl.core.backups.verify import verify
+    from moviectl.core.backups.catalog import entries, resolve, verify_in
+    from moviectl.core.backups.repository import primary
     from moviectl.infra.errors import InputFileError
 
     if physical:
         return pitr.physical_verify(ctx)
     settings = settings_of(ctx)
     if file is None:
-        entries = [e for e in list_backups(settings) if e.manifest]
-        if not entries:
+        found = [e for e in entries(settings, primary(settings, repo)) if e.manifest]
+        if not found:
             raise InputFileError("no backups to verify", hint="run `moviectl backup` first")
-        file = Path(entries[-1].path)
+        file = found[-1].path
+    where, name = resolve(settings, file, repo)
     o = out(ctx)
-    with o.status(f"restore drill for {file.name}"):
-        result = verify(settings, file)
+    with o.status(f"restore drill for {name}"):
+        result = verify_in(settings, where, name)
     o.emit(result, render_verify)
     raise typer.Exit(0 if result.ok else 1)
 
@@ -124,31 +154,100 @@ def backup_verify(
 @backup_app.command("prune")
 def backup_prune(
     ctx: typer.Context,
-    keep: Annotated[int, typer.Option("--keep", min=1, help="How many to keep.")],
+    keep: Annotated[int, typer.Option("--keep", "--keep-last", min=0, help="Keep the last N.")] = 0,
+    daily: Annotated[int, typer.Option("--keep-daily", min=0, help="Newest of N days.")] = 0,
+    weekly: Annotated[int, typer.Option("--keep-weekly", min=0, help="Newest of N weeks.")] = 0,
+    monthly: Annotated[int, typer.Option("--keep-monthly", min=0, help="Newest of N months.")] = 0,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would go and why; delete nothing.")
+    ] = False,
+    repo: RepoOpt = None,
     yes: YesOpt = False,
 ) -> None:
-    """Delete the oldest backups beyond --keep N (never the newest verified one).
+    """Delete the backups outside the policy: --keep-last N and/or --keep-daily/weekly/monthly N.
 
-    Example: `moviectl backup prune --keep 7 --yes`
+    Never the newest verified backup, a pinned one (`backup pin`), or a file without a
+    manifest.
+
+    Example: `moviectl backup prune --keep-daily 7 --keep-weekly 4 --dry-run`
     """
-    from moviectl.core.backups.manifest import prune
+    from moviectl.core.backups.repository import primary
+    from moviectl.core.backups.retention import Policy, plan, prune_repository
 
     settings = settings_of(ctx)
-    confirm(ctx, f"Delete all but the newest {keep} backups?", yes)
-    deleted = prune(settings, keep)
+    policy = Policy(keep, daily, weekly, monthly)
+    plan([], policy)  # no policy: refused before asking
+    where = primary(settings, repo)
+    if not dry_run:
+        confirm(ctx, f"Delete the backups in {where.url} outside the policy?", yes)
+    result = prune_repository(settings, where, policy, dry_run=dry_run)
+    out(ctx).emit(result, render_prune_plan)
+
+
+def render_prune_plan(c: Any, r: Any) -> None:
+    verb = "would delete" if r.dry_run else "deleted"
+    for d in r.decisions:
+        if d.keep:
+            c.print(f"  keep   {d.path}  ({'; '.join(d.reasons)})")
+        else:
+            c.print(f"  [red]{verb}[/] {d.path}  (outside the policy)")
+    if not r.decisions:
+        c.print(f"no backups in {r.repository}")
+    else:
+        kept = "would keep" if r.dry_run else "kept"
+        c.print(f"{verb} {len(r.deleted)}, {kept} {len(r.kept)} in {r.repository}")
+
+
+@backup_app.command("pin")
+def backup_pin(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Backup name, file, or s3:// URL.")],
+    unpin: Annotated[bool, typer.Option("--unpin", help="Remove the pin.")] = False,
+    repo: RepoOpt = None,
+) -> None:
+    """Pin a backup: `backup prune` never deletes it (--unpin to release it).
+
+    Example: `moviectl backup pin movies-20261124T101500Z-a1b2c3.dump`
+    """
+    from moviectl.core.backups.catalog import pin, resolve
+
+    settings = settings_of(ctx)
+    where, key = resolve(settings, name, repo)
+    result = pin(settings, where, key, not unpin)
     out(ctx).emit(
-        {"deleted": deleted},
-        lambda c, r: c.print(
-            "\n".join(f"  deleted {p}" for p in r["deleted"]) or "nothing to delete"
-        ),
+        result,
+        lambda c, r: c.print(f"{'pinned' if r['pinned'] else 'unpinned'} {r['path']}"),
     )
+
+
+@backup_app.command("copy")
+def backup_copy(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Backup name, file, or s3:// URL.")],
+    to: Annotated[str, typer.Option("--to", help="Destination repository.")],
+    repo: RepoOpt = None,
+) -> None:
+    """Copy a backup to another repository (checked on the way, manifest written last).
+
+    Example: `moviectl backup copy movies-20261124T101500Z-a1b2c3.dump --to s3://offsite/movies`
+    """
+    from moviectl.core.backups.catalog import copy, resolve
+    from moviectl.core.backups.repository import open_repository
+
+    settings = settings_of(ctx)
+    src, key = resolve(settings, name, repo)
+    result = copy(settings, src, key, open_repository(to, settings))
+    out(ctx).emit(result, lambda c, r: c.print(f"copied {r['source']} to {r['path']}"))
 
 
 def restore_cmd(
     ctx: typer.Context,
     file: Annotated[
-        Path | None,
-        typer.Argument(help="Backup file: moviectl's (manifest beside it) or any pg_dump output."),
+        str | None,
+        typer.Argument(
+            help="Backup file: moviectl's (manifest beside it) or any pg_dump output; a "
+            "name in --from, or an s3:// URL."
+        ),
     ] = None,
     into: Annotated[
         str | None, typer.Option("--into", help="Target database (default: a new one).")
@@ -157,6 +256,10 @@ def restore_cmd(
         bool, typer.Option("--force", help="Replace a non-empty database (after a safety backup).")
     ] = False,
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1)] = None,
+    source: Annotated[
+        str | None,
+        typer.Option("--from", help="Repository to restore from (default MOVIE_BACKUP_REPO)."),
+    ] = None,
     yes: YesOpt = False,
     override: OverrideOpt = False,
     physical: pitr.PhysicalOpt = False,
@@ -179,9 +282,10 @@ def restore_cmd(
     swaps it in for the embedded server).
 
     Example: `moviectl restore backups/movies-20261124T101500Z.dump --into movies_copy`
+    or `moviectl restore last-year.pgdump` or `moviectl restore s3://backups/movies/NAME`
     or `moviectl restore --physical --to-time "2026-12-02 14:04:59+00"`
     """
-    from moviectl.core.backups.restore import restore
+    from moviectl.core.backups.catalog import resolve, restore_from
 
     if physical:
         return pitr.physical_restore(
@@ -203,19 +307,20 @@ def restore_cmd(
         )
 
     settings = settings_of(ctx)
+    where, name = resolve(settings, file, source)
     if force and into is not None:  # a protected database is refused before the prompt
         from moviectl.cli.protection import touching
         from moviectl.infra.protect import guard
 
         target = settings.session_target(into)
-        guard(settings, f"restore {file.name} over it", target=target, override=override)
-        confirm(ctx, f"Replace {touching(settings, target)} with {file.name}?", yes)
+        guard(settings, f"restore {name} over it", target=target, override=override)
+        confirm(ctx, f"Replace {touching(settings, target)} with {name}?", yes)
     elif force:
-        confirm(ctx, f"Replace database {into or '(new)'} with {file.name}?", yes)
+        confirm(ctx, f"Replace database {into or '(new)'} with {name}?", yes)
     o = out(ctx)
     try:
-        with o.status(f"restoring {file.name}"):
-            result = restore(settings, file, into=into, force=force, jobs=jobs)
+        with o.status(f"restoring {name}"):
+            result = restore_from(settings, where, name, into=into, force=force, jobs=jobs)
     except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C, SIGTERM: what was left, the undo
         for note in getattr(exc, "__notes__", ()):
             o.err.print(note, markup=False, highlight=False, soft_wrap=True)

@@ -253,7 +253,9 @@ def render_doctor(c: Console, r: DoctorReport) -> None:
 
 def render_backup(c: Console, r: BackupResult) -> None:
     m = r.manifest
-    c.print(f"[green]✓[/] backup of {m.database} written and read back: [bold]{r.path}[/]")
+    # a stream into a bucket is hashed on the way; a local file is read back by pg_restore
+    how = "streamed and hashed" if "://" in r.path else "written and read back"
+    c.print(f"[green]✓[/] backup of {m.database} {how}: [bold]{r.path}[/]")
     dumped = f"dumped in {fmt_duration(m.dump_seconds)}, " if m.dump_seconds is not None else ""
     c.print(
         f"  {fmt_bytes(m.size_bytes)} ({m.compression or 'pg_dump default'}), {dumped}"

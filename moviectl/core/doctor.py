@@ -48,6 +48,8 @@ def run(settings: Settings, env_file: str | Path | None = None) -> DoctorReport:
         _env_keys(env_file),
         _pgcli(settings),
     ]
+    if (upgrade := _upgrade(settings)) is not None:
+        findings.append(upgrade)
     server_major, server = _server(settings)
     findings.append(server)
     if server.status != OK:
@@ -119,7 +121,44 @@ def _compose(settings: Settings) -> list[Finding]:
     found = [_compose_secret(settings, svc.secrets.get("postgres-password"), own)]
     if engine_answers():
         found.append(_container(settings))
+        found.append(_volume(settings, svc.volume_target))
     return found
+
+
+def _volume(settings: Settings, by_hand_mount: str) -> Finding:
+    """Which layout (and major) the data volume has, against the image and the mount."""
+    from moviectl.core.servers.docker import DockerBackend
+    from moviectl.core.servers.volume_layout import (
+        MOUNT_VARIABLE,
+        data_mount,
+        image_major,
+        read_layout,
+    )
+
+    try:
+        backend = DockerBackend(settings)
+        name, image = backend.svc.volume_name, backend.svc.image
+        if not name or backend.data_resource() is None or not backend.image_present():
+            return Finding("volume", OK, "no data volume yet (or its image is not here)")
+        found = read_layout(backend.client, name, image)
+    except Exception as exc:  # the engine or the image let us down: a warning, not a crash
+        return Finding("volume", WARN, f"cannot read the data volume's layout: {exc}")
+    if not found.fits(image):
+        return Finding(
+            "volume",
+            FAIL,
+            f"{found.describe()}; the image {image} is PostgreSQL {image_major(image)}",
+            f"moviectl db upgrade --to {image_major(image)} --dry-run (then without --dry-run),"
+            f" or MOVIE_DB_IMAGE back to a PostgreSQL {found.major} image",
+        )
+    if by_hand_mount != data_mount(image):
+        return Finding(
+            "volume",
+            WARN,
+            f"{found.describe()}; by hand, Compose mounts it at {by_hand_mount}",
+            f"export {MOUNT_VARIABLE}={data_mount(image)} before `docker compose up`",
+        )
+    return Finding("volume", OK, found.describe())
 
 
 def _compose_secret(settings: Settings, secret: Path | None, own: Path) -> Finding:
@@ -183,6 +222,14 @@ def _embedded(settings: Settings) -> Finding:
     except (MoviectlError, OSError) as exc:
         return Finding("embedded", FAIL, str(exc), "reinstall moviectl (uv sync)")
     return Finding("embedded", OK, f"PostgreSQL {major} binaries in {bin_dir} run")
+
+
+def _upgrade(settings: Settings) -> Finding | None:
+    """A major upgrade of the embedded cluster, unfinished or interrupted (`db upgrade`)."""
+    from moviectl.core.servers.upgrade_state import pending
+
+    found = pending(settings.data_dir)
+    return Finding("upgrade", WARN, *found) if found else None
 
 
 def _env_keys(env_file: str | Path | None) -> Finding:

@@ -144,6 +144,9 @@ class Settings:
     )
     data_dir: Path = _setting(Path(".moviectl"), "Embedded server data and logs", "path")
     backup_dir: Path = _setting(Path("backups"), "Where backups are written", "path")
+    backup_repo: str | None = _setting(None, "Backups: a directory or s3://bucket/prefix", "text")
+    backup_age_recipients: str | None = _setting(None, "age keys backups are sealed for", "text")
+    backup_age_identity: Path | None = _setting(None, "age identity file to open them", "path")
     migrate_lock_timeout: float = _setting(
         10.0, "Seconds a migration waits for another one to finish", "float", lo=0, hi=DAY
     )

@@ -57,6 +57,8 @@ def _args(cmd: tuple[str, ...], backup: str, out: str) -> list[str]:
         ("backup",): ["--output", out],
         ("backup", "verify"): [backup],
         ("backup", "prune"): ["--keep", "1", "--yes"],
+        ("backup", "pin"): [backup, "--unpin"],  # leaves the shared backup as it was
+        ("backup", "copy"): [backup, "--to", f"{out}/copy"],
         ("restore",): [backup],
         ("testdb", "drop"): ["movies_test_0123456789abcdef"],
         ("inspect", "kill"): ["1", "--yes"],
@@ -64,6 +66,7 @@ def _args(cmd: tuple[str, ...], backup: str, out: str) -> list[str]:
         ("pitr", "promote"): ["no-such-restore", "--yes"],
         ("pitr", "discard"): ["no-such-restore", "--yes"],
         ("pitr", "prune"): ["--keep", "1", "--yes"],
+        ("db", "upgrade"): ["--to", "18", "--dry-run"],
     }
     return [*cmd, *extra.get(cmd, [])]
 
@@ -75,6 +78,8 @@ NO_SERVER = {
     ("db", "logs"): 5,
     ("backup", "list"): 0,
     ("backup", "prune"): 0,
+    ("backup", "pin"): 0,  # the manifest and the pin are files: no server
+    ("backup", "copy"): 0,
     ("config", "show"): 0,  # the protection mark reads as "unknown"
     ("init", "ci"): 0,  # writes a workflow file, nothing else
     ("doctor",): 1,  # it reports the problem as a finding
@@ -82,6 +87,7 @@ NO_SERVER = {
     ("pitr", "promote"): 2,  # no such restored cluster (and not a managed server)
     ("pitr", "discard"): 2,  # no such restored cluster
     ("pitr", "prune"): 0,  # the repository only
+    ("db", "upgrade"): 2,  # the embedded backend only: refused for an external server
 }
 EXPECTED = {
     "unreachable": {"*": 3, ("migrate", "lint"): 0},  # lint falls back to offline

@@ -16,7 +16,7 @@ import re
 import secrets
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,6 +60,7 @@ class BackupResult:
     manifest_path: str
     manifest: Manifest
     via: str  # host pg_dump path, or "docker exec <container>"
+    copies: list[str] = field(default_factory=list)  # the second repository's copy
 
     # size and time side by side, to choose a --compress by (the manifest has them too)
     __json_extra__ = ("compression", "size_bytes", "dump_seconds", "seconds")

@@ -135,6 +135,9 @@ def _checked(data: object, mpath: Path) -> dict[str, object]:
     return out
 
 
+checked_fields = _checked  # for manifests read from a repository (catalog.py)
+
+
 def load_manifest(path: Path) -> Manifest:
     mpath = manifest_path(path)
     if not path.exists():

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from moviectl.core.servers import cluster_marker
+from moviectl.core.servers import cluster_marker, upgrade_state
 from moviectl.infra.errors import PortInUse, ServerError
 from moviectl.infra.pgtools import binary_major, find_bin_dir
 from moviectl.infra.ports import describe_port_owner, port_is_free
@@ -53,6 +53,7 @@ class EmbeddedServer:
     bin_dir: Path = field(default_factory=find_bin_dir)
     options: dict[str, str] = field(default_factory=dict)
     host: str = "127.0.0.1"
+    initdb_options: list[str] = field(default_factory=list)  # e.g. an upgrade's checksums
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
@@ -181,6 +182,7 @@ class EmbeddedServer:
                     "--encoding=UTF8",
                     "--locale=C",
                     "--no-instructions",
+                    *self.initdb_options,
                 ],
                 stdin=read_end,
             )
@@ -253,15 +255,9 @@ class EmbeddedServer:
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
     def check_version(self) -> None:
-        data = self.data_major()
-        binary = binary_major(self.bin_dir)
+        data, binary = self.data_major(), binary_major(self.bin_dir)
         if data is not None and data != binary:
-            raise ServerError(
-                f"the data directory {self.pgdata} was made by PostgreSQL {data}, "
-                f"but the server binaries are PostgreSQL {binary}",
-                hint=f"use PostgreSQL {data} binaries (MOVIE_PG_BIN_DIR), or back up with a "
-                f"matching pg_dump, move {self.pgdata} away and restore into a new cluster",
-            )
+            raise upgrade_state.other_major(self.pgdata, data, binary)
 
     def start(self, timeout: float = 60) -> bool:
         """Start the cluster (initdb first if needed). False if it was already running."""

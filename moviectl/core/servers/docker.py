@@ -37,6 +37,7 @@ from moviectl.core.servers.docker_engine import (
     split_lines,
     wait_for_logins,
 )
+from moviectl.core.servers.volume_layout import refuse_other_major
 from moviectl.infra.errors import PortInUse, ServerError
 from moviectl.infra.ports import describe_port_owner, port_is_free
 from moviectl.infra.settings import Settings
@@ -212,7 +213,8 @@ class DockerBackend:
         )
 
     def _prepare(self) -> None:
-        self._ensure_image()
+        self._ensure_image()  # then: never a container of another major on the volume's data
+        refuse_other_major(self.client, self.svc.volume_name, self.svc.image)
         self._ensure_network()
         self._ensure_volume()
 

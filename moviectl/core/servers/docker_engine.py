@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from moviectl.core.servers.compose import DbService, duration_ns
+from moviectl.core.servers.volume_layout import MOUNT_VARIABLE, data_mount
 from moviectl.infra.errors import Refused, ServerError
 from moviectl.infra.settings import Settings
 
@@ -69,6 +70,7 @@ def compose_env(settings: Settings) -> dict[str, str]:
         MOVIE_DB_PORT=str(t.port),
         MOVIE_DB_IMAGE=settings.db_image,
     )
+    env.setdefault(MOUNT_VARIABLE, data_mount(settings.db_image))  # unless set by hand
     if settings.compose_project:
         env["MOVIE_COMPOSE_PROJECT"] = settings.compose_project
     return env

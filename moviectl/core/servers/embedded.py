@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from moviectl.core.servers import cluster_marker, swap_journal
+from moviectl.core.servers import cluster_marker, swap_journal, upgrade_state
 from moviectl.core.servers.base import DownResult, ServerStatus, UpResult, probe_status, wait_ready
 from moviectl.core.servers.cluster import EmbeddedServer
 from moviectl.infra.errors import ConfigError
@@ -56,14 +56,18 @@ class EmbeddedBackend:
     def up(self, *, wait: bool = True, timeout: float = 60) -> UpResult:
         started_at = time.monotonic()
         target = self.settings.target()
+        upgrade_state.refuse_if_running(self.server.data_dir)  # not a wait of minutes
         with self.server.lock():  # a second `db up` waits here, then finds it running
             swap_journal.refuse_if_interrupted(self.server.data_dir)  # never initdb a gap
+            undone = upgrade_state.recover_interrupted(self.server.data_dir)  # kill -9'd upgrade
             started = self.server.start(timeout=timeout)
             created = ensure_database(self.settings)
         version = wait_ready(target, timeout, self.settings.connect_timeout) if wait else None
         detail = f"data in {self.server.pgdata}"
         if created:
             detail += f"; created database {target.database}"
+        if undone:
+            detail += f"; {undone}"
         return UpResult.of(
             self.name,
             target,
@@ -74,6 +78,7 @@ class EmbeddedBackend:
         )
 
     def down(self, *, volumes: bool = False) -> DownResult:
+        upgrade_state.refuse_if_running(self.server.data_dir)
         with self.server.lock():
             pgdata = self.server.pgdata
             if volumes and (pgdata.exists() or pgdata.is_symlink()):

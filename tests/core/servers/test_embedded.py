@@ -104,8 +104,9 @@ def test_refuses_a_data_dir_from_another_major(emb, tmp_path):
     assert emb("db", "down").exit_code == 0
     (tmp_path / "data" / "pgdata" / "PG_VERSION").write_text("12\n")
     r = emb("db", "up")
-    assert r.exit_code == 8
+    assert r.exit_code == 5  # refused, with the way on: issue 30's offer
     assert "PostgreSQL 12" in r.stderr and "PostgreSQL 18" in r.stderr
+    assert "moviectl db upgrade --to 18 --dry-run" in r.stderr
 
 
 def test_two_concurrent_ups_start_one_server(emb):

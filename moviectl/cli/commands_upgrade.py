@@ -1,0 +1,129 @@
+"""`moviectl db upgrade`: a PostgreSQL major upgrade, its dry run, --finish and --rollback."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from moviectl.cli.context import YesOpt, confirm, out, settings_of
+from moviectl.cli.output import fmt_duration
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from moviectl.core.upgrade.model import FinishResult, UpgradeResult
+    from moviectl.infra.settings import Settings
+
+
+def upgrade_cmd(
+    ctx: typer.Context,
+    to: Annotated[
+        int | None, typer.Option("--to", min=10, max=99, help="The new major, e.g. 18.")
+    ] = None,
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="link (fast; no rollback once started), clone, copy (default) or dump.",
+        ),
+    ] = "copy",
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Upgrade a throwaway copy of the latest backup only."),
+    ] = False,
+    finish: Annotated[
+        bool, typer.Option("--finish", help="Keep the new cluster: delete the old one.")
+    ] = False,
+    rollback: Annotated[
+        bool, typer.Option("--rollback", help="Bring the old cluster back (not after link).")
+    ] = False,
+    yes: YesOpt = False,
+) -> None:
+    """Upgrade the embedded cluster to a new PostgreSQL major with pg_upgrade: a verified
+    safety backup first, the known traps checked, verification after; the old cluster is
+    kept until --finish, and --rollback brings it back (not after --method link).
+
+    Example: `moviectl db upgrade --to 18 --dry-run`, then `moviectl db upgrade --to 18 --yes`,
+    then `moviectl db upgrade --finish --yes`
+    """
+    from moviectl.core.upgrade import embedded as up
+    from moviectl.infra.errors import UsageError
+
+    o = out(ctx)
+    settings = settings_of(ctx)
+    if sum([to is not None, finish, rollback]) != 1:
+        raise UsageError(
+            "give exactly one of --to MAJOR, --finish, --rollback",
+            hint="moviectl db upgrade --to 18 --dry-run",
+        )
+    _embedded_only(settings)
+    if finish or rollback:
+        what = "delete the old cluster" if finish else "discard the new cluster (and its writes)"
+        confirm(ctx, f"{what} in {settings.data_dir}?", yes)
+        done = up.finish(settings) if finish else up.rollback(settings)
+        o.emit(done, render_finish)
+        return
+    assert to is not None
+    if not dry_run:
+        confirm(ctx, f"stop the server and upgrade it to PostgreSQL {to} ({method})?", yes)
+    t0 = time.monotonic()
+    result = up.upgrade(
+        settings,
+        to,
+        method,
+        dry_run=dry_run,
+        progress=lambda msg: o.info(f"[dim]{time.monotonic() - t0:7.1f}s[/] {msg}"),
+    )
+    o.emit(result, render_upgrade)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _embedded_only(settings: Settings) -> None:
+    from moviectl.core.servers import resolve_auto
+    from moviectl.infra.errors import UsageError
+
+    backend: str = settings.db_backend
+    if backend == "auto":
+        backend = resolve_auto(settings)
+    if backend != "embedded":
+        raise UsageError(
+            f"db upgrade runs on the embedded server only (this project's is {backend})",
+            hint="for Docker: moviectl backup, a new volume with the new image "
+            "(MOVIE_DB_IMAGE, MOVIE_COMPOSE_PROJECT), moviectl restore into it",
+        )
+
+
+def render_upgrade(c: Console, r: UpgradeResult) -> None:
+    kind = "dry run" if r.dry_run else "upgrade"
+    mark = "[green]✓[/]" if r.ok else "[red]✗[/]"
+    c.print(
+        f"{mark} {kind} PostgreSQL {r.from_major} → {r.to_major} (--method {r.method}) "
+        f"in {fmt_duration(r.seconds)}"
+    )
+    if r.backup:
+        c.print(f"  {'backup:' if r.dry_run else 'safety backup:'} {r.backup}")
+    for t in r.traps:
+        c.print(f"  {'✓' if t.ok else '✗'} {t.name}: {t.detail}" + (f" — {t.fix}" if t.fix else ""))
+    for p in r.phases:
+        c.print(f"  {p.name:<18} {fmt_duration(p.seconds)}")
+    for v in r.verification:
+        c.print(f"  [green]✓[/] {v}")
+    for f in r.failures:
+        c.print(f"  [red]✗[/] {f}")
+    if r.old_cluster:
+        c.print(f"  old cluster kept in {r.old_cluster}")
+    if r.rollback:
+        c.print(f"  rollback: {r.rollback}")
+    for step in r.next_steps:
+        c.print(f"  next: {step}")
+
+
+def render_finish(c: Console, r: FinishResult) -> None:
+    if r.action == "finish":
+        c.print(f"[green]✓[/] upgrade to PostgreSQL {r.to_major} finished: deleted {r.removed}")
+    else:
+        c.print(f"[green]✓[/] rolled back to PostgreSQL {r.from_major}: discarded {r.removed}")
+    c.print(f"  {r.detail}")

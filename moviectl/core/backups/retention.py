@@ -1,0 +1,121 @@
+"""`moviectl backup prune`: retention as operators write it (keep-last N, and/or
+grandfather-father-son: the newest backup of each of the last N days, ISO weeks, months,
+as pgBackRest, Barman and restic count them).
+
+Never deleted, whatever the policy: the newest verified backup, a pinned one
+(`backup pin NAME`), and anything without a manifest (not moviectl's to judge). Every
+decision carries its reasons, so `prune --dry-run` says what would go and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from moviectl.infra.errors import UsageError
+
+if TYPE_CHECKING:
+    from moviectl.core.backups.repository import Repository
+    from moviectl.infra.settings import Settings
+
+
+@dataclass
+class Policy:
+    last: int = 0
+    daily: int = 0
+    weekly: int = 0
+    monthly: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not (self.last or self.daily or self.weekly or self.monthly)
+
+
+@dataclass
+class Decision:
+    path: str
+    created: str
+    keep: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PruneResult:
+    repository: str
+    dry_run: bool
+    deleted: list[str]  # the paths deleted (with --dry-run: that would be)
+    kept: list[Decision]
+    decisions: list[Decision]
+
+
+@dataclass
+class Candidate:
+    path: str
+    name: str
+    created: datetime
+    verified: bool
+    pinned: bool
+
+
+def plan(cands: list[Candidate], policy: Policy) -> list[Decision]:
+    """Which to keep and why, newest first."""
+    if policy.empty:
+        raise UsageError(
+            "no retention policy given",
+            hint="--keep-last N and/or --keep-daily/--keep-weekly/--keep-monthly N",
+        )
+    newest = sorted(cands, key=lambda c: c.created, reverse=True)
+    reasons: dict[str, list[str]] = {c.path: [] for c in newest}
+    for i, c in enumerate(newest[: policy.last]):
+        reasons[c.path].append(f"one of the last {policy.last}" if i else "the newest")
+    buckets: list[tuple[str, int, Callable[[datetime], str]]] = [
+        ("daily", policy.daily, lambda d: d.strftime("%Y-%m-%d")),
+        ("weekly", policy.weekly, lambda d: f"{d.isocalendar()[0]}-W{d.isocalendar()[1]:02d}"),
+        ("monthly", policy.monthly, lambda d: d.strftime("%Y-%m")),
+    ]
+    for label, n, key in buckets:
+        seen: list[str] = []
+        for c in newest:
+            k = key(c.created)
+            if k in seen or len(seen) >= n:
+                continue
+            seen.append(k)
+            reasons[c.path].append(f"{label}: newest of {k}")
+    verified = next((c for c in newest if c.verified), None)
+    if verified is not None:
+        reasons[verified.path].append("the newest verified backup")
+    for c in newest:
+        if c.pinned:
+            reasons[c.path].append("pinned")
+    return [
+        Decision(c.path, c.created.isoformat(), bool(reasons[c.path]), reasons[c.path])
+        for c in newest
+    ]
+
+
+def prune_repository(
+    settings: Settings, repo: Repository, policy: Policy, *, dry_run: bool
+) -> PruneResult:
+    from moviectl.core.backups.catalog import delete_backup, entries, pinned
+
+    pins = pinned(repo)
+    cands = []
+    for e in entries(settings, repo):
+        if not e.manifest or not e.created:
+            continue
+        name = e.path.rstrip("/").rsplit("/", 1)[-1]
+        created = datetime.fromisoformat(e.created)
+        cands.append(Candidate(e.path, name, created, bool(e.verified_at), name in pins))
+    decisions = plan(cands, policy)
+    by_path = {c.path: c for c in cands}
+    doomed = [d for d in decisions if not d.keep]
+    for d in doomed:
+        d.reasons = ["outside the policy"]
+    if not dry_run:
+        for d in reversed(doomed):  # the oldest first: a stop leaves the newer ones
+            delete_backup(repo, by_path[d.path].name)
+    return PruneResult(
+        repo.url, dry_run, [d.path for d in doomed], [d for d in decisions if d.keep], decisions
+    )

@@ -1,0 +1,155 @@
+"""A major upgrade of the embedded cluster as the server layer sees it: where its pieces
+lie under MOVIE_DATA_DIR, and how a killed one goes back to the old cluster.
+
+``db upgrade`` (``core/upgrade/``) writes ``upgrade.json`` before it stops the old
+cluster and keeps it up to date; ``db up`` and the next ``db upgrade`` read it. Until
+the new cluster has started on files it shares with the old one (``--method link``),
+an interrupted upgrade is undone here: the old ``pgdata`` back in place, its
+``pg_control`` back from ``pg_control.old``, the half-made new cluster removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from moviectl.infra.errors import LockBusy, Refused
+from moviectl.infra.processes import pid_alive
+
+STATE_FILE = "upgrade.json"
+WORK_DIR = ".upgrade"  # the new cluster while pg_upgrade makes it; what a rollback discards
+# phases: upgrading (old stopped) → swapped (new in pgdata) → started → done (verified)
+UNDOABLE = ("prepare", "upgrading", "swapped")
+
+
+def old_dir(data_dir: Path, major: int) -> Path:
+    return data_dir / f"pgdata.old-{major}"
+
+
+def read_state(data_dir: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads((data_dir / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def write_state(data_dir: Path, state: dict[str, Any]) -> None:
+    tmp = data_dir / f".{STATE_FILE}.{os.getpid()}"
+    with open(tmp, "w") as fh:
+        json.dump(state, fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, data_dir / STATE_FILE)
+
+
+def clear_state(data_dir: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (data_dir / STATE_FILE).unlink()
+
+
+def other_major(pgdata: Path, data: int, binary: int) -> Refused:
+    """``db up`` on data of another major: the upgrade that moves it, or the binaries."""
+    how = (
+        f"moviectl db upgrade --to {binary} --dry-run, then without --dry-run (with "
+        f"MOVIE_PG_BIN_DIR at PostgreSQL {data} binaries)"
+        if data < binary
+        else f"point MOVIE_PG_BIN_DIR at PostgreSQL {data} binaries (a major never goes back)"
+    )
+    return Refused(
+        f"the data directory {pgdata} was made by PostgreSQL {data}, "
+        f"but the server binaries are PostgreSQL {binary}",
+        hint=how,
+        data_major=data,
+        binary_major=binary,
+    )
+
+
+def stop_stray(pgdata: Path, timeout: float = 60) -> None:
+    """A postmaster a killed pg_upgrade left running on ``pgdata``: fast shutdown."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    if not pid_alive(pid, "postgres"):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid, "postgres") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid_alive(pid, "postgres"):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGQUIT)
+
+
+def pending(data_dir: Path) -> tuple[str, str] | None:
+    """For `doctor`: (what, the way on) while an upgrade is recorded here, else None."""
+    state = read_state(data_dir)
+    if state is None:
+        return None
+    to, phase, pid = state.get("to"), state.get("phase"), int(state.get("pid") or 0)
+    if phase == "done":
+        kept = old_dir(data_dir, int(state["from"]))
+        return (
+            f"the upgrade to PostgreSQL {to} awaits --finish: the old cluster is kept in {kept}",
+            "moviectl db upgrade --finish --yes (keep it) or --rollback --yes",
+        )
+    if pid and pid_alive(pid):
+        return f"an upgrade to PostgreSQL {to} is running (pid {pid}, phase {phase})", ""
+    return (
+        f"an upgrade to PostgreSQL {to} was interrupted (phase {phase})",
+        "moviectl db up puts the old cluster back",
+    )
+
+
+def refuse_if_running(data_dir: Path) -> None:
+    """Exit 7 while another process upgrades this cluster (it holds the cluster's lock for
+    minutes: a second `db upgrade`, `db up` or `db down` is told so instead of waiting)."""
+    state = read_state(data_dir)
+    pid = int(state.get("pid") or 0) if state and state.get("phase") != "done" else 0
+    if pid and pid != os.getpid() and pid_alive(pid):
+        raise LockBusy(
+            f"an upgrade of the cluster in {data_dir} is running (pid {pid}, phase "
+            f"{state.get('phase') if state else '?'})",
+            hint="wait for `moviectl db upgrade` to finish",
+        )
+
+
+def recover_interrupted(data_dir: Path) -> str | None:
+    """Undo an upgrade that was killed before it was done; what was done, or None.
+
+    Refused while the upgrade's process lives (exit 7); after a link upgrade whose new
+    server has started, the old cluster cannot come back: the new one stays (exit 5
+    only from ``--rollback``).
+    """
+    state = read_state(data_dir)
+    if state is None or state.get("phase") == "done":
+        return None
+    refuse_if_running(data_dir)
+    pgdata, old = data_dir / "pgdata", old_dir(data_dir, int(state["from"]))
+    work = data_dir / WORK_DIR
+    for d in (pgdata, old, work / "pgdata"):
+        stop_stray(d)
+    if state.get("phase") not in UNDOABLE and state.get("method") == "link":
+        state["phase"] = "done"
+        state["note"] = "interrupted after the new server started: not verified"
+        write_state(data_dir, state)
+        return "an interrupted link upgrade had started the new server: it stays"
+    work.mkdir(exist_ok=True)
+    if old.exists():
+        if pgdata.exists():  # the new cluster was swapped in: out again
+            os.rename(pgdata, work / f"discarded-{os.getpid()}")
+        os.rename(old, pgdata)
+    control = pgdata / "global" / "pg_control"
+    if not control.exists() and control.with_name("pg_control.old").exists():
+        os.rename(control.with_name("pg_control.old"), control)  # link mode, never started
+    shutil.rmtree(work, ignore_errors=True)
+    clear_state(data_dir)
+    return f"an interrupted upgrade to PostgreSQL {state.get('to')} was undone: {pgdata} is back"

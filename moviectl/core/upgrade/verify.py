@@ -1,0 +1,65 @@
+"""After the upgrade: the new cluster holds what the safety backup's manifest says."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from moviectl.infra.errors import MoviectlError
+
+if TYPE_CHECKING:
+    from moviectl.core.backups.manifest import Manifest
+    from moviectl.infra.settings import Settings
+
+
+def verify_after(settings: Settings, man: Manifest) -> tuple[list[str], list[str]]:
+    """(what held, what failed): Alembic revision and row counts per table against the
+    manifest, `migrate check` (models against the live schema), the health checks."""
+    from moviectl.core.backups.dump import snapshot
+    from moviectl.core.backups.restore import compare
+    from moviectl.core.health.checks import run_health
+    from moviectl.core.migrations.drift import check
+
+    held: list[str] = []
+    failed: list[str] = []
+    _, _, rev, counts = snapshot(settings, settings.target())
+    if rev == man.alembic_revision:
+        held.append(f"Alembic revision {rev}, as before")
+    else:
+        failed.append(f"Alembic revision {rev}, the safety backup has {man.alembic_revision}")
+    diffs = [d for d in compare(man, rev, counts) if "rows" in d]
+    if diffs:
+        failed += diffs
+    else:
+        rows = sum(man.row_counts.values())
+        held.append(f"row counts of {len(man.row_counts)} tables ({rows} rows) as in the manifest")
+    try:
+        drift = [d for d in check(settings).differences if not _same_but_casts(d)]
+        if not drift:
+            held.append("migrate check: the schema matches the models")
+        else:
+            failed.append("migrate check: " + "; ".join(drift[:3]))
+    except MoviectlError as exc:
+        failed.append(f"migrate check: {exc.message}")
+    report = run_health(settings)
+    if report.ok:
+        held.append("health: every check passed")
+    else:
+        failed.append(f"health: {report.failing}")
+    return held, failed
+
+
+_CHECK = re.compile(r"CHECK constraint \S+ differs: the database has (.*), the models (.*)$")
+
+
+def _same_but_casts(difference: str) -> bool:
+    """A CHECK an older major made deparses with its casts elsewhere in the new one (16's
+    ``IN`` over varchar reads ``= ANY ((ARRAY[...])::text[])`` in 18, the models'
+    ``= ANY (ARRAY[(...)::text])``): the same constraint, not drift."""
+    m = _CHECK.match(difference)
+    if m is None:
+        return False
+    db, models = (
+        re.sub(r"[()\s]|::(character varying|[a-z_]+)(\[\])?", "", s.lower()) for s in m.groups()
+    )
+    return db == models
