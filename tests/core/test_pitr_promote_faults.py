@@ -99,6 +99,8 @@ def test_kill_9_between_the_renames_is_refused_by_db_up_and_finished_by_promote(
     r = pitr("db", "up")
     assert r.exit_code == 5, r.output  # never an empty initdb where the cluster goes
     assert "pitr promote k9" in r.output
+    r = pitr("db", "upgrade", "--to", "18", "--yes")  # nor an upgrade of whatever is there
+    assert r.exit_code == 5 and "pitr promote k9" in r.output, r.output
     assert not (data / "pgdata").exists()
     r = pitr("pitr", "promote", "k9", "--yes", "--json")
     assert r.exit_code == 0, r.output

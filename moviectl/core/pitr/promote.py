@@ -25,7 +25,7 @@ from typing import Any
 from moviectl.core.pitr.restore import RECORD, restores_dir, server_of
 from moviectl.core.pitr.server import PITR_CONF, backend_name, give_to_server
 from moviectl.core.pitr.store import fsync_dir, store_of
-from moviectl.core.servers import swap_journal
+from moviectl.core.servers import swap_journal, upgrade_state
 from moviectl.infra.errors import Refused, ServerError, UsageError
 from moviectl.infra.held_signals import held
 from moviectl.infra.settings import Settings
@@ -117,6 +117,11 @@ def _embedded(settings: Settings, name: str, path: Path, store: Any) -> PromoteR
                 hint=f"moviectl pitr promote {j['name']} --yes",
             )
         if j is None:
+            if upgrade_state.read_state(main.data_dir) is not None:  # pgdata is its to move
+                raise Refused(
+                    "a `db upgrade` of this cluster is unfinished; nothing was swapped",
+                    hint="moviectl db upgrade --finish --yes (or --rollback --yes) first",
+                )
             record = _record(path, name)
             server_of(settings, path, int(record["port"])).stop("fast")  # WAL to its archive
             moved = _merge_archive(path / "archive", store.wal_dir())
