@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import contextlib
+from collections.abc import Iterator
+from typing import Annotated, Any
 
 import typer
 
@@ -92,7 +94,21 @@ def promote_cmd(
     settings = settings_of(ctx)
     guard_promotion(settings, override)
     confirm(ctx, f"Replace the server's cluster with {name}?", yes)
-    out(ctx).emit(promote(settings, name), rp.render_promote)
+    o = out(ctx)
+    with _next_step(o):
+        result = promote(settings, name)
+    o.emit(result, rp.render_promote)
+
+
+@contextlib.contextmanager
+def _next_step(o: Any) -> Iterator[None]:
+    """Ctrl-C, SIGTERM: the one line the failure handler prints, plus how to finish."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit) as exc:
+        for note in getattr(exc, "__notes__", ()):
+            o.err.print(note, markup=False, highlight=False, soft_wrap=True)
+        raise
 
 
 @pitr_app.command("discard")
@@ -178,15 +194,20 @@ def physical_restore(
 
     settings = settings_of(ctx)
     target = targets.parse(to_time=to_time, to_lsn=to_lsn, to_name=to_name, latest=latest)
-    if promote:
-        guard_promotion(settings, override)
-        confirm(ctx, "Restore, then replace the server's cluster with it?", yes)
-    o = out(ctx)
-    with o.status(f"restoring to {target.describe()}"):
-        result = restore(settings, target, name=name, timeout=timeout)
     if not promote:
+        o = out(ctx)
+        with o.status(f"restoring to {target.describe()}"):
+            result = restore(settings, target, name=name, timeout=timeout)
         o.emit(result, rp.render_restore)
         return
     from moviectl.core.pitr.promote import promote as swap
+    from moviectl.core.pitr.promote import promote_lock
 
-    o.emit(rp.RestoredAndPromoted(result, swap(settings, result.name)), rp.render_both)
+    guard_promotion(settings, override)
+    confirm(ctx, "Restore, then replace the server's cluster with it?", yes)
+    o = out(ctx)
+    with promote_lock(settings), _next_step(o):  # a second one is refused before restoring
+        with o.status(f"restoring to {target.describe()}"):
+            result = restore(settings, target, name=name, timeout=timeout)
+        swapped = swap(settings, result.name, locked=True)
+    o.emit(rp.RestoredAndPromoted(result, swapped), rp.render_both)

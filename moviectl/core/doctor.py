@@ -60,6 +60,9 @@ def run(settings: Settings, env_file: str | Path | None = None) -> DoctorReport:
         findings.append(_createdb(settings))
         findings.append(_leftovers(settings))
         findings.append(Finding(*pitr_status.doctor_finding(settings)))  # WAL archive
+    else:  # a killed `pitr promote` is why the server is down: the step that finishes it
+        for w in pitr_status.interrupted_promote(settings):
+            findings.append(Finding("pitr promote", WARN, w, "moviectl pitr status"))
     return DoctorReport(findings)
 
 

@@ -196,6 +196,10 @@ def promote(settings: Settings, path: Path, store: LocalStore) -> tuple[str, str
     c = _running(backend)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dt%H%M%Sz")
     before = f"{volume}-before-{stamp}"
+    names = {v.name for v in backend.client.volumes.list(filters={"name": before})}
+    # creating an existing name returns that volume: a re-run within the same second
+    # would copy over the first run's snapshot
+    before += f"-{len(names) + 1}" if before in names else ""
     backend.client.volumes.create(before, labels=labels(svc, backend.owner))
     c.stop(timeout=30)
     # never an empty volume left behind: the image's entrypoint would initdb a fresh, empty

@@ -1,7 +1,9 @@
 """`moviectl pitr promote NAME`: swap a restored cluster in for the managed server.
 
 Nothing is deleted: the old ``pgdata`` is renamed to ``pgdata.before-<time>`` (the safety
-snapshot: move it back to undo), the restored one takes its place, and the WAL the
+snapshot: move it back to undo), the restored one takes its place (journaled in
+``promoting.json``: a killed promote is finished by running it again; ``db up`` refuses
+meanwhile), and the WAL the
 restored cluster archived into its own archive joins the real one (the new timeline's
 history file first), so the archive covers the new timeline from its first segment.
 Docker: the data volume's old contents are copied into a new volume first (``docker.py``).
@@ -9,17 +11,23 @@ Docker: the data volume's old contents are copied into a new volume first (``doc
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from moviectl.core.pitr.restore import RECORD, restores_dir, server_of
 from moviectl.core.pitr.server import PITR_CONF, backend_name, give_to_server
 from moviectl.core.pitr.store import fsync_dir, store_of
-from moviectl.infra.errors import Refused, UsageError
+from moviectl.core.servers import swap_journal, upgrade_state
+from moviectl.infra.errors import Refused, ServerError, UsageError
+from moviectl.infra.held_signals import held
 from moviectl.infra.settings import Settings
 
 
@@ -33,7 +41,35 @@ class PromoteResult:
     next_step: str = "take a base backup of the new timeline: moviectl backup --physical"
 
 
-def promote(settings: Settings, name: str) -> PromoteResult:
+@contextlib.contextmanager
+def promote_lock(settings: Settings) -> Iterator[None]:
+    """One promote at a time (``MOVIE_DATA_DIR/.promote.lock``, flock): a second is refused
+    at once rather than swapping the cluster the first one just swapped in."""
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / ".promote.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            raise Refused(
+                f"another promote is running (pid {fh.read().strip() or '?'}); nothing done",
+                hint="wait for it, then see `moviectl pitr status`",
+            ) from None
+        fh.truncate(0)
+        fh.write(str(os.getpid()))
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def promote(settings: Settings, name: str, *, locked: bool = False) -> PromoteResult:
+    """``locked``: the caller holds ``promote_lock`` (``restore --physical --promote``)."""
+    if not locked:
+        with promote_lock(settings):
+            return promote(settings, name, locked=True)
     backend = backend_name(settings)
     if backend not in ("embedded", "docker"):
         raise UsageError(
@@ -41,45 +77,108 @@ def promote(settings: Settings, name: str) -> PromoteResult:
             hint="for another server, point the app at the restored cluster's port",
         )
     path = restores_dir(settings) / name
+    store = store_of(settings)
+    if backend == "embedded":
+        return _embedded(settings, name, path, store)
+    record = _record(path, name)
+    restored = server_of(settings, path, int(record["port"]))
+    from moviectl.core.pitr import docker
+
+    restored.stop("fast")  # its last segments reach its own archive first
+    moved = _merge_archive(path / "archive", store.wal_dir())
+    volume, before = docker.promote(settings, path, store)  # type: ignore[arg-type]
+    return PromoteResult(
+        name, f"volume {volume}", f"volume {before}", int(record["timeline"]), moved
+    )
+
+
+def _record(path: Path, name: str) -> dict[str, Any]:
     try:
-        record = json.loads((path / RECORD).read_text())
+        return dict(json.loads((path / RECORD).read_text()))
     except OSError:
         raise UsageError(
             f"no restored cluster named {name!r} in {path.parent}",
             hint="list them with `moviectl pitr status`",
         ) from None
-    restored = server_of(settings, path, int(record["port"]))
-    store = store_of(settings)
-    if backend == "docker":
-        from moviectl.core.pitr import docker
 
-        restored.stop("fast")  # its last segments reach its own archive first
-        moved = _merge_archive(path / "archive", store.wal_dir())
-        volume, before = docker.promote(settings, path, store)  # type: ignore[arg-type]
-        return PromoteResult(
-            name, f"volume {volume}", f"volume {before}", int(record["timeline"]), moved
-        )
+
+def _embedded(settings: Settings, name: str, path: Path, store: Any) -> PromoteResult:
+    """The swap, journaled (``swap_journal``): every step below can be cut by kill -9 and
+    re-run by ``pitr promote NAME``, which reads the journal and finishes what is left."""
     from moviectl.core.servers.embedded import embedded_server
 
     main = embedded_server(settings)
     with main.lock():
-        restored.stop("fast")  # its last segments reach its own archive first
-        moved = _merge_archive(path / "archive", store.wal_dir())
-        main.stop("fast")
-        snapshot = None
-        if main.pgdata.exists():
+        j = swap_journal.read(main.data_dir)
+        fresh = False
+        if j is not None and j["name"] != name:
+            raise Refused(
+                f"an interrupted promote of {j['name']} must be finished first",
+                hint=f"moviectl pitr promote {j['name']} --yes",
+            )
+        if j is None:
+            if upgrade_state.read_state(main.data_dir) is not None:  # pgdata is its to move
+                raise Refused(
+                    "a `db upgrade` of this cluster is unfinished; nothing was swapped",
+                    hint="moviectl db upgrade --finish --yes (or --rollback --yes) first",
+                )
+            record = _record(path, name)
+            server_of(settings, path, int(record["port"])).stop("fast")  # WAL to its archive
+            moved = _merge_archive(path / "archive", store.wal_dir())
             stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
             aside = main.pgdata.with_name(f"pgdata.before-{stamp}")
-            os.rename(main.pgdata, aside)
-            snapshot = str(aside)
-        os.rename(path / "pgdata", main.pgdata)
-        fsync_dir(main.pgdata.parent)
-        if snapshot and (Path(snapshot) / PITR_CONF).exists():  # archiving, as before
-            shutil.copy2(Path(snapshot) / PITR_CONF, main.pgdata / PITR_CONF)
-            give_to_server(main.pgdata / PITR_CONF)
-        main.start()
-    shutil.rmtree(path, ignore_errors=True)
-    return PromoteResult(name, str(main.pgdata), snapshot, int(record["timeline"]), moved)
+            j = {
+                "name": name,
+                "pid": os.getpid(),
+                "restored": str(path / "pgdata"),
+                "aside": str(aside) if main.pgdata.exists() else None,
+                "timeline": int(record["timeline"]),
+                "wal_moved": moved,
+            }
+            fresh = True
+        try:
+            if fresh:
+                swap_journal.write(main.data_dir, j)
+            doomed = _swap(main, j, path)
+        except BaseException as exc:
+            if swap_journal.read(main.data_dir) is not None:
+                exc.add_note(f"promote cut short; finish it: moviectl pitr promote {name} --yes")
+            raise
+    shutil.rmtree(doomed, ignore_errors=True)
+    aside = j["aside"]
+    return PromoteResult(name, str(main.pgdata), aside, j["timeline"], j["wal_moved"])
+
+
+def _swap(main: Any, j: dict[str, Any], path: Path) -> Path:
+    """From wherever a killed run stopped: old aside, restored in, archiving, start."""
+    restored = Path(j["restored"])
+    aside = Path(j["aside"]) if j["aside"] else None
+    if restored.exists():
+        main.stop("fast")
+        with held():  # SIGTERM / Ctrl-C never land between the two renames
+            if main.pgdata.exists():
+                if aside is None or aside.exists():
+                    raise Refused(
+                        f"{main.pgdata} appeared while a promote was unfinished; nothing moved",
+                        hint=f"move it away, then re-run `moviectl pitr promote {j['name']}`",
+                    )
+                os.rename(main.pgdata, aside)
+            os.rename(restored, main.pgdata)
+            fsync_dir(main.pgdata.parent)
+    elif not main.pgdata.exists():
+        raise ServerError(f"neither {restored} nor {main.pgdata} exists; nothing to promote")
+    conf = main.pgdata / PITR_CONF
+    if aside is not None and (aside / PITR_CONF).exists() and not conf.exists():
+        tmp = conf.with_name(f".{PITR_CONF}.tmp")  # archiving, as before (whole or absent)
+        shutil.copy2(aside / PITR_CONF, tmp)
+        give_to_server(tmp)
+        os.rename(tmp, conf)
+    main.start()
+    doomed = path.with_name(f".promoted-{path.name}-{os.getpid()}")
+    if path.exists():  # no longer listed; the next restore removes it if cut short
+        os.rename(path, doomed)
+    swap_journal.remove(main.data_dir)
+    return doomed
 
 
 def _merge_archive(own: Path, archive: Path) -> int:

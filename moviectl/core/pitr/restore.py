@@ -37,9 +37,16 @@ from moviectl.core.pitr.store import (
     write_json_atomic,
 )
 from moviectl.core.pitr.targets import Target, choose, quote
+from moviectl.core.servers import swap_journal
 from moviectl.core.servers.cluster import INCLUDE_LINE, EmbeddedServer
 from moviectl.infra.conninfo import DbTarget
-from moviectl.infra.errors import MoviectlError, ServerError, ToolMissing, UsageError
+from moviectl.infra.errors import (
+    MoviectlError,
+    Refused,
+    ServerError,
+    ToolMissing,
+    UsageError,
+)
 from moviectl.infra.pgtools import binary_major, find_bin_dir, find_tool
 from moviectl.infra.ports import free_port
 from moviectl.infra.processes import pid_alive
@@ -153,6 +160,12 @@ def discard(settings: Settings, name: str) -> str:
         raise UsageError(
             f"no restored cluster named {name!r} in {path.parent}",
             hint="list them with `moviectl pitr status`",
+        )
+    j = swap_journal.read(Path(settings.data_dir))
+    if j is not None and j["name"] == name:  # half swapped in: it may be all there is
+        raise Refused(
+            f"{name} is being promoted (an unfinished `pitr promote`); nothing deleted",
+            hint=f"finish it first: moviectl pitr promote {name} --yes",
         )
     discard_dir(settings, path)
     return str(path)

@@ -52,8 +52,24 @@ def status(settings: Settings) -> PitrStatus:
     st = PitrStatus(store.describe(), live, error, facts, bases, low, high)
     st.server_exit_code = code
     st.restores = list_restores(settings)
-    st.warnings = warnings(st)
+    st.warnings = interrupted_promote(settings) + warnings(st)
     return st
+
+
+def interrupted_promote(settings: Settings) -> list[str]:
+    """A killed `pitr promote` (embedded) leaves its journal: the one step that finishes it."""
+    from pathlib import Path
+
+    from moviectl.core.servers import swap_journal
+    from moviectl.infra.processes import pid_alive
+
+    j = swap_journal.read(Path(settings.data_dir))
+    if j is None or pid_alive(int(j.get("pid") or 0)):
+        return []
+    return [
+        f"a `pitr promote {j['name']}` was interrupted: finish it with "
+        f"`moviectl pitr promote {j['name']} --yes` (`db up` refuses until then)"
+    ]
 
 
 def warnings(st: PitrStatus) -> list[str]:
@@ -84,6 +100,8 @@ def doctor_finding(settings: Settings) -> tuple[str, str, str, str]:
     except MoviectlError as exc:
         return ("WAL archive", "warn", exc.message, exc.hint or "")
     live = st.archiver
+    if st.warnings and st.warnings[0].startswith("a `pitr promote"):
+        return ("WAL archive", "warn", st.warnings[0], "moviectl pitr status")
     if live is None or not live.on:
         return ("WAL archive", "ok", "archiving off (point-in-time recovery not set up)", "")
     if st.warnings:

@@ -17,9 +17,7 @@ from moviectl.core.servers.base import (
     DownResult,
     ServerStatus,
     UpResult,
-    not_ready_yet,
     probe_status,
-    ready_version,
 )
 from moviectl.core.servers.compose import compose_path, db_service
 from moviectl.core.servers.docker_engine import (
@@ -37,12 +35,12 @@ from moviectl.core.servers.docker_engine import (
     refuse_recreate,
     secrets_as_files,
     split_lines,
+    wait_for_logins,
 )
 from moviectl.core.servers.volume_layout import refuse_other_major
 from moviectl.infra.errors import PortInUse, ServerError
 from moviectl.infra.ports import describe_port_owner, port_is_free
 from moviectl.infra.settings import Settings
-from moviectl.infra.waiting import poll_until
 
 PullCallback = Callable[[dict[str, Any]], None]
 
@@ -193,7 +191,7 @@ class DockerBackend:
             already = c is not None and not drift and c.status == "running"
             if drift:
                 assert c is not None
-                c = self._replace(c, drift)
+                c = self._replace(c, drift, timeout)
                 recreated = "; recreated ({}; data volume kept)".format(
                     "; ".join(f"{k} {was} → {want}" for k, (was, want) in drift.items())
                 )
@@ -258,13 +256,14 @@ class DockerBackend:
         aside.reload()
         return aside
 
-    def _replace(self, old: Any, drift: dict[str, tuple[str, str]]) -> Any:
+    def _replace(self, old: Any, drift: dict[str, tuple[str, str]], timeout: float) -> Any:
         """The container made anew with the settings, the old one put back if that fails.
 
         Everything that can fail without touching the old one comes first (image, network,
         volume, the new port); the old one is only renamed aside while the new one starts,
-        then removed. A failed start removes the new one and starts the old one again: a
-        failed recreate never leaves the database stopped (Compose v1's does).
+        then removed. A failed start removes the new one and starts the old one again, and
+        waits (bounded) until it accepts logins on its old port: a failed recreate never
+        leaves the database stopped (Compose v1's does), nor still starting.
         """
         was_running = old.status == "running"
         old_port = published_port(old.attrs, self.svc.container_port)
@@ -278,13 +277,20 @@ class DockerBackend:
         try:
             new = self._create()
             self._start(new)
-        except BaseException:
+        except BaseException as exc:
             if new is not None:
                 with contextlib.suppress(Exception):
                     new.remove(force=True)
             old.rename(self.svc.container_name)
             if was_running:
                 old.start()
+                if isinstance(exc, Exception):  # Ctrl-C / SIGTERM: out at once
+                    back = self.settings.target()
+                    back = dataclasses.replace(back, port=old_port or back.port, port_spec=None)
+                    try:
+                        self._wait(old, back, timeout)
+                    except Exception as why:
+                        exc.add_note(f"the old container was started again but: {why}")
             raise
         old.remove(force=True)
         return new
@@ -298,29 +304,7 @@ class DockerBackend:
         )
 
     def _wait(self, c: Any, target: Any, timeout: float) -> str:
-        """Wait for authenticated connections, failing fast if the container exits."""
-
-        def attempt() -> str:
-            c.reload()
-            state = c.attrs.get("State", {})
-            crashed = state.get("RestartCount", 0) > 0 or c.attrs.get("RestartCount", 0) > 0
-            if c.status in ("exited", "dead", "restarting") or crashed:
-                tail = c.logs(tail=15).decode(errors="replace").strip()
-                raise ServerError(
-                    f"the db container exited during start (status {c.status}); last log lines:\n"
-                    f"{tail}",
-                    hint=f"docker logs {self.svc.container_name}",
-                    log_tail=tail,
-                )
-            return ready_version(target, 1)
-
-        # a crash is final, even when its log tail says "starting up"
-        return poll_until(
-            attempt,
-            timeout,
-            0.2,
-            retry=lambda exc: not isinstance(exc, ServerError) and not_ready_yet(exc),
-        )
+        return wait_for_logins(c, target, timeout, self.svc.container_name)
 
     def _refuse_foreign(
         self, kind: str, name: str, found_labels: dict[str, str] | None, *, use: bool = False

@@ -316,3 +316,31 @@ def refuse_recreate(c: Any, drift: dict[str, tuple[str, str]], owner: str, svc: 
             hint=f"recreate it with the settings: docker compose -p {svc.project} -f "
             f"{svc.config_file} up -d db (with MOVIE_* exported), or stop it",
         )
+
+
+def wait_for_logins(c: Any, target: Any, timeout: float, name: str) -> str:
+    """Wait for authenticated connections to container ``c``, failing fast if it exits."""
+    from moviectl.core.servers.base import not_ready_yet, ready_version
+    from moviectl.infra.waiting import poll_until
+
+    def attempt() -> str:
+        c.reload()
+        state = c.attrs.get("State", {})
+        crashed = state.get("RestartCount", 0) > 0 or c.attrs.get("RestartCount", 0) > 0
+        if c.status in ("exited", "dead", "restarting") or crashed:
+            tail = c.logs(tail=15).decode(errors="replace").strip()
+            raise ServerError(
+                f"the db container exited during start (status {c.status}); last log lines:\n"
+                f"{tail}",
+                hint=f"docker logs {name}",
+                log_tail=tail,
+            )
+        return ready_version(target, 1)
+
+    # a crash is final, even when its log tail says "starting up"
+    return poll_until(
+        attempt,
+        timeout,
+        0.2,
+        retry=lambda exc: not isinstance(exc, ServerError) and not_ready_yet(exc),
+    )

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from moviectl.core.servers import cluster_marker, upgrade_state
+from moviectl.core.servers import cluster_marker, swap_journal, upgrade_state
 from moviectl.core.servers.base import DownResult, ServerStatus, UpResult, probe_status, wait_ready
 from moviectl.core.servers.cluster import EmbeddedServer
 from moviectl.infra.errors import ConfigError
@@ -58,6 +58,7 @@ class EmbeddedBackend:
         target = self.settings.target()
         upgrade_state.refuse_if_running(self.server.data_dir)  # not a wait of minutes
         with self.server.lock():  # a second `db up` waits here, then finds it running
+            swap_journal.refuse_if_interrupted(self.server.data_dir)  # never initdb a gap
             undone = upgrade_state.recover_interrupted(self.server.data_dir)  # kill -9'd upgrade
             started = self.server.start(timeout=timeout)
             created = ensure_database(self.settings)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from moviectl.core.servers import swap_journal
 from moviectl.core.servers.embedded import embedded_server
 from moviectl.core.servers.upgrade_state import (
     WORK_DIR,
@@ -67,6 +68,7 @@ def upgrade(
     timer = Timer(progress)
     refuse_if_running(server.data_dir)  # a second copy: exit 7 now, not a wait on the lock
     with server.lock():
+        swap_journal.refuse_if_interrupted(server.data_dir)  # a killed `pitr promote` first
         if not dry_run:
             undone = recover_interrupted(server.data_dir)
             if undone:

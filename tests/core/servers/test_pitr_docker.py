@@ -1,11 +1,13 @@
 """The README's disaster-recovery sequence on the Docker backend (PostgreSQL 15 image):
-enable → base backup → a mistaken delete → restore to the moment before → promote."""
+enable → base backup → a mistaken delete → restore to the moment before → promote; then
+the restore drill of the new timeline's base backup."""
 
 from __future__ import annotations
 
 import json
 import os
 import secrets
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,3 +120,61 @@ def test_readme_sequence_on_the_docker_backend(dk: Cli) -> None:
     r = dk("backup", "--physical", "--json")  # the README's last step: the new timeline's
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["base"]["timeline"] == 2
+
+    # the drill (`backup verify --physical`) of that new timeline's base backup: a throwaway
+    # PostgreSQL 15 cluster replays it and the archive on this host, then goes
+    r = dk("backup", "verify", "--physical", "--json")
+    assert r.exit_code == 0, r.output
+    drill = json.loads(r.stdout)
+    assert drill["ok"] is True and drill["problems"] == [], drill
+    assert drill["row_counts"]["public.t"] == facts(dk)[0]
+    st = status(dk)
+    assert st["restores"] == []  # nothing of the drill left listed
+    assert st["base_backups"][-1]["drill"]["ok"] is True  # recorded in its meta.json
+    assert facts(dk)[0] == before[0] + 1  # the container untouched by it
+
+
+def _before_volumes(project: str) -> list[str]:
+    import docker
+
+    client = docker.from_env()
+    try:
+        return [v.name for v in client.volumes.list(filters={"name": f"{project}_pgdata-before-"})]
+    finally:
+        client.close()
+
+
+def test_kill_9_of_promote_is_finished_by_running_it_again(dk: Cli) -> None:
+    """kill -9 once the snapshot volume exists (the container stopping or the copy under
+    way: the helper container finishes its copy without moviectl): `db up` serves old or
+    restored rows, never an empty cluster, and the promote run again swaps."""
+    from tests.conftest import start_moviectl, subprocess_env
+
+    assert dk("db", "up").exit_code == 0
+    assert dk("pitr", "enable", "--yes").exit_code == 0
+    with conn(dk) as c:
+        c.execute("CREATE TABLE t (i int PRIMARY KEY, payload text)")
+        c.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g")
+    assert dk("backup", "--physical").exit_code == 0
+    r = dk("restore", "--physical", "--latest", "--into", "k9", "--json")
+    assert r.exit_code == 0, r.output
+    want = facts(json.loads(r.stdout)["port"], dk)
+    with conn(dk) as c:
+        c.execute("INSERT INTO t VALUES (5000, 'after the restore')")
+    old = facts(dk)
+    project = dk.env["MOVIE_COMPOSE_PROJECT"]
+    proc = start_moviectl(subprocess_env(**dk.env), "pitr", "promote", "k9", "--yes", cwd=None)
+    try:
+        assert wait_for(lambda: bool(_before_volumes(project)), 120)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    time.sleep(5)  # a helper container still copying finishes (it is not moviectl's child)
+    r = dk("db", "up", "--timeout", "90")
+    assert r.exit_code == 0, r.output
+    assert facts(dk) in (old, want)  # never an empty cluster
+    r = dk("pitr", "promote", "k9", "--yes")
+    assert r.exit_code == 0, r.output
+    assert facts(dk) == want
+    assert len(_before_volumes(project)) == 2  # both snapshots kept
