@@ -9,6 +9,7 @@ import typer
 
 from moviectl.cli.context import YesOpt, confirm, out, settings_of
 from moviectl.cli.output import fmt_duration
+from moviectl.cli.protection import OverrideOpt
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -40,6 +41,7 @@ def upgrade_cmd(
         bool, typer.Option("--rollback", help="Bring the old cluster back (not after link).")
     ] = False,
     yes: YesOpt = False,
+    override: OverrideOpt = False,
 ) -> None:
     """Upgrade the embedded cluster to a new PostgreSQL major with pg_upgrade: a verified
     safety backup first, the known traps checked, verification after; the old cluster is
@@ -59,6 +61,8 @@ def upgrade_cmd(
             hint="moviectl db upgrade --to 18 --dry-run",
         )
     _embedded_only(settings)
+    if rollback or (method == "link" and not dry_run):
+        _guard(settings, override, rollback)
     if finish or rollback:
         what = "delete the old cluster" if finish else "discard the new cluster (and its writes)"
         confirm(ctx, f"{what} in {settings.data_dir}?", yes)
@@ -79,6 +83,15 @@ def upgrade_cmd(
     o.emit(result, render_upgrade)
     if not result.ok:
         raise typer.Exit(1)
+
+
+def _guard(settings: Settings, override: bool, rollback: bool) -> None:
+    """What cannot be undone on a protected server needs the override: --rollback discards
+    every write made since the upgrade, --method link leaves no way back."""
+    from moviectl.infra.protect import guard
+
+    what = "discard every write since its upgrade" if rollback else "upgrade it with no way back"
+    guard(settings, what, override=override, server_wide=True)
 
 
 def _embedded_only(settings: Settings) -> None:

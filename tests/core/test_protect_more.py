@@ -110,3 +110,20 @@ def _mark_of_app(url: str) -> str | None:
     with psycopg.connect(url) as conn:
         name = conn.info.dbname
         return marks(conn, name).get(name)
+
+
+def test_irreversible_upgrade_steps_on_a_protected_server_are_refused(app_db):  # noqa: F811
+    """`db upgrade --rollback` (drops the writes made since) and `--method link` (no way
+    back) on a server holding a protected database: exit 5 before anything else runs; the
+    override lets them through to the upgrade's own checks."""
+    name, url = app_db
+    cli = Cli({"MOVIE_DATABASE_URL": url, "MOVIE_DB_BACKEND": "embedded"})
+    assert cli("--json", "db", "protect").exit_code == 0
+    before = _state(url)
+    for args in (["--rollback"], ["--to", "18", "--method", "link"]):
+        r = cli("--json", "db", "upgrade", *args, "--yes")
+        assert r.exit_code == 5, (args, r.output)
+        assert MARK in json.loads(r.stdout)["message"], (args, r.output)
+    r = cli("--json", "db", "upgrade", "--rollback", "--yes", MOVIE_ALLOW_PROTECTED=name)
+    assert r.exit_code not in (0, 5) and MARK not in r.stdout, r.output  # nothing to roll back
+    assert _state(url) == before
