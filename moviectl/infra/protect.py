@@ -116,11 +116,26 @@ def guard(
             conn = connect(t.with_database("postgres"), connect_timeout=settings.connect_timeout)
         except MoviectlError:
             raise first from None
-    with conn:
-        found = marks(conn, None if server_wide else t.database)
+    found = _read_marks(settings, conn, t, server_wide)
     for database, environment in sorted(found.items()):
         if not overridden(settings, database, override):
             raise refusal(database, environment, what, f"{t.host}:{t.port}")
+
+
+def _read_marks(settings: Settings, conn: Any, t: DbTarget, server_wide: bool) -> dict[str, str]:
+    """The marks, read on ``conn``; a session the server ended meanwhile (another `db reset`
+    dropping this database WITH (FORCE), the race of two resets at once) asks the server's
+    maintenance database instead: the marks are server-wide catalogs, the same there."""
+    import psycopg
+
+    with conn:
+        try:
+            return marks(conn, None if server_wide else t.database)
+        except psycopg.OperationalError:
+            if t.database == "postgres":
+                raise
+    with connect(t.with_database("postgres"), connect_timeout=settings.connect_timeout) as again:
+        return marks(again, None if server_wide else t.database)
 
 
 UNKNOWN = "?"  # environment_of: the mark could not be read
@@ -131,6 +146,8 @@ def environment_of(
 ) -> str | None:
     """The database's protection mark, None when unprotected, ``UNKNOWN`` when neither
     it nor its server's maintenance database answers (for prompts and ``config show``)."""
+    import psycopg
+
     t = target or settings.session_target()
     wait = connect_timeout or settings.connect_timeout
     for where in (t, t.with_database("postgres")):  # a dropped database: ask its server
@@ -140,5 +157,7 @@ def environment_of(
         except Unreachable:
             break  # the server itself does not answer: asking it again only waits longer
         except MoviectlError:
+            continue
+        except psycopg.OperationalError:  # its session ended (the database dropped): ask again
             continue
     return UNKNOWN

@@ -170,3 +170,31 @@ def test_two_resets_at_once_both_succeed_one_after_the_other(app_db, moviectl_ad
         assert rev is not None and movies == 3  # reset once after the other, not mixed
     finally:
         _drop_staging(moviectl_admin_target, name)
+
+
+def test_the_guard_outlives_another_reset_dropping_the_database(app_db, monkeypatch):  # noqa: F811
+    """The race of two resets at once: the second one's guard (before the reset lock) reads
+    the mark on the app database while the first drops it WITH (FORCE), which ends that
+    session. The server's maintenance database answers instead (was: exit 3, Unreachable)."""
+    from moviectl.infra import protect
+    from moviectl.infra.settings import load_settings
+
+    name, url = app_db
+    monkeypatch.setenv("MOVIE_DATABASE_URL", url)
+    settings = load_settings(use_dotenv=False)
+    assert Cli({"MOVIE_DATABASE_URL": url})("--json", "db", "protect").exit_code == 0
+    real, calls = protect.marks, []
+
+    def ended_once(conn, database=None):  # type: ignore[no-untyped-def]
+        calls.append(conn.info.dbname)
+        if conn.info.dbname == name:
+            raise psycopg.errors.AdminShutdown(
+                "terminating connection due to administrator command"
+            )
+        return real(conn, database)
+
+    monkeypatch.setattr(protect, "marks", ended_once)
+    with pytest.raises(protect.Refused, match="protected"):
+        protect.guard(settings, "reset it")
+    assert protect.environment_of(settings) == "production"
+    assert calls.count("postgres") == 2, calls
