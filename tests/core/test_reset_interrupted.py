@@ -31,9 +31,21 @@ def _admin(target: DbTarget) -> psycopg.Connection:
 
 
 def _where_the_mark_is(admin: DbTarget, name: str) -> dict[str, str | None]:
-    """{database: its mark} for the app database and its staging twin, those that exist."""
+    """{database: its mark} for the app database and its staging twin, those that exist.
+
+    Read once the server is quiet: a killed client's DROP DATABASE goes on in its backend
+    (it removes the settings before the row), so a read beside it sees a half-dropped one."""
     staging = staging_name(name)
     with _admin(admin) as c:
+        assert wait_for(
+            lambda: (
+                not c.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE state = 'active' "
+                    "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+                ).fetchone()
+            ),
+            30,
+        ), "a statement of the killed reset never ended"
         rows = c.execute(
             "SELECT datname FROM pg_database WHERE datname IN (%s, %s)", (name, staging)
         ).fetchall()
