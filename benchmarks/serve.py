@@ -30,6 +30,36 @@ uvicorn.Server(uvicorn.Config(app, http="h11", log_config=None, access_log=False
 """
 
 
+def _start_pair(
+    env: dict[str, str], url: str, ours: int, bare: int
+) -> list[subprocess.Popen[bytes]]:
+    """`health --serve` on OURS (its database URL), bare uvicorn on BARE."""
+    return [
+        subprocess.Popen(
+            [MOVIECTL, "health", "--serve", str(ours)],
+            env={**env, "MOVIE_DATABASE_URL": url},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+        subprocess.Popen(
+            [sys.executable, "-c", BARE_UVICORN, str(bare)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+    ]
+
+
+def _wait_listening(*ports: int) -> None:
+    for port in ports:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
 def _serve_load(port: int, path: str, clients: int, each: int) -> tuple[float, float, int]:
     """CLIENTS keep-alive clients x EACH GETs of PATH: (requests/s, p99 seconds, errors)."""
     import http.client
@@ -75,28 +105,9 @@ def bench_serve(env: dict[str, str], url: str, clients: int, each: int) -> None:
     Python threads in this process: both sides pay the same client cost."""
     since = load1()
     ours, bare = free_port(), free_port()
-    procs = [
-        subprocess.Popen(
-            [MOVIECTL, "health", "--serve", str(ours)],
-            env={**env, "MOVIE_DATABASE_URL": url},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ),
-        subprocess.Popen(
-            [sys.executable, "-c", BARE_UVICORN, str(bare)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ),
-    ]
+    procs = _start_pair(env, url, ours, bare)
     try:
-        for port in (ours, bare):
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    time.sleep(0.1)
+        _wait_listening(ours, bare)
         _serve_load(ours, "/readyz", 2, 50)  # the first round of checks, out of the figures
         for n in (clients, 5 * clients):
             per = max(1, each * clients // n)
@@ -137,19 +148,7 @@ def bench_livez_hung(env: dict[str, str], clients: int, each: int) -> None:
     port = hung.getsockname()[1]
     ours, bare = free_port(), free_port()
     url = f"postgresql://movie:secret@127.0.0.1:{port}/movies"
-    procs = [
-        subprocess.Popen(
-            [MOVIECTL, "health", "--serve", str(ours)],
-            env={**env, "MOVIE_DATABASE_URL": url},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ),
-        subprocess.Popen(
-            [sys.executable, "-c", BARE_UVICORN, str(bare)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ),
-    ]
+    procs = _start_pair(env, url, ours, bare)
     done = threading.Event()
 
     def scrape() -> None:  # an orchestrator's readiness probe, once a second
@@ -165,14 +164,7 @@ def bench_livez_hung(env: dict[str, str], clients: int, each: int) -> None:
                 pass
 
     try:
-        for p in (ours, bare):
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    socket.create_connection(("127.0.0.1", p), timeout=1).close()
-                    break
-                except OSError:
-                    time.sleep(0.1)
+        _wait_listening(ours, bare)
         poller = threading.Thread(target=scrape, daemon=True)
         poller.start()
         p99s: dict[int, list[float]] = {ours: [], bare: []}
