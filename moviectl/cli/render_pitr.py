@@ -49,11 +49,13 @@ def render_status(c: Console, r: PitrStatus) -> None:
             fmt_bytes(b.size_bytes),
             b.end_lsn,
             ("ok" if b.drill["ok"] else "FAILED") if b.drill else "-",
+            f"incremental to {b.parent}" if b.parent else "full",
         )
         for b in r.base_backups
     ]
+    heads = ["id", "consistent at", "size", "end LSN", "drill", "kind"]
     if rows:
-        c.print(table("base backups", ["id", "consistent at", "size", "end LSN", "drill"], rows))
+        c.print(table("base backups", heads, rows))
     for x in r.restores:
         state = "running" if x["running"] else "stopped"
         c.print(f"restored: {x['name']} on port {x['port']} ({state}), {x['target']}")
@@ -63,7 +65,8 @@ def render_status(c: Console, r: PitrStatus) -> None:
 
 def render_physical(c: Console, r: PhysicalBackupResult) -> None:
     b = r.base
-    c.print(f"[green]✓[/] base backup {b.id} taken and verified (pg_verifybackup)")
+    kind = f"incremental to {b.parent}" if b.parent else "full"
+    c.print(f"[green]✓[/] base backup {b.id} ({kind}) taken and verified (pg_verifybackup)")
     c.print(
         f"  {fmt_bytes(b.size_bytes)}, WAL {b.start_lsn} .. {b.end_lsn}, timeline "
         f"{b.timeline}, {fmt_duration(r.seconds)}; {b.path}"

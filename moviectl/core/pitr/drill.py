@@ -11,6 +11,7 @@ import datetime as dt
 import time
 from dataclasses import dataclass, field
 
+from moviectl.core.pitr.chain import needed
 from moviectl.core.pitr.restore import discard, restore
 from moviectl.core.pitr.store import archive_facts, parse_lsn, segment_name, store_of
 from moviectl.core.pitr.targets import Target
@@ -70,12 +71,15 @@ class PruneResult:
 
 
 def prune(settings: Settings, keep: int) -> PruneResult:
-    """Keep the newest ``keep`` base backups and every WAL file any of them needs (from
-    the oldest kept one's start segment on, every timeline); delete the rest."""
+    """Keep the newest ``keep`` base backups, the ones their incremental chains need, and
+    every WAL file any of them needs (from the oldest kept one's start segment on, every
+    timeline); delete the rest."""
     store = store_of(settings)
     bases = store.bases()
-    doomed, kept = bases[: max(0, len(bases) - keep)], bases[-keep:] if keep else []
-    for b in doomed:
+    # an incremental backup kept keeps its whole chain down to a full one
+    kept = needed(bases[-keep:] if keep else [], bases)
+    doomed = [b for b in bases if b not in kept]
+    for b in reversed(doomed):  # children first: a killed prune leaves no orphaned increment
         store.remove_base(b.id)
     oldest = kept[0] if kept else None
     cut = None

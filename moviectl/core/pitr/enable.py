@@ -26,6 +26,7 @@ from moviectl.infra.errors import ConfirmationRequired, UsageError
 from moviectl.infra.settings import Settings
 
 ARCHIVE_TIMEOUT = 60  # seconds: the most WAL (time) an idle-ish server leaves unarchived
+SUMMARIZE_FROM = 17  # summarize_wal (incremental base backups) exists from 17 on
 
 
 @dataclass
@@ -39,14 +40,24 @@ class EnableResult:
     instructions: list[str] = field(default_factory=list)  # for a server we do not manage
 
 
-def conf_text(command: str) -> str:
-    return (
+def conf_text(command: str, major: int = 0) -> str:
+    text = (
         "# written by `moviectl pitr enable`: continuous WAL archiving\n"
         "wal_level = replica\n"
         "archive_mode = on\n"
         f"archive_command = '{command}'\n"
         f"archive_timeout = {ARCHIVE_TIMEOUT}\n"
     )
+    if major >= SUMMARIZE_FROM:  # what `backup --physical --incremental` needs
+        text += "summarize_wal = on\n"
+    return text
+
+
+def _major(pgdata: Path) -> int:
+    try:
+        return int((pgdata / "PG_VERSION").read_text().strip())
+    except (OSError, ValueError):
+        return 0
 
 
 def prepare_archive(store: LocalStore) -> str:
@@ -107,7 +118,7 @@ def enable(settings: Settings, *, restart: bool = False) -> EnableResult:
         )
     command = prepare_archive(store)
     result = EnableResult(name, store.describe(), command)
-    result.changed = _write_conf(server.pgdata, conf_text(command))
+    result.changed = _write_conf(server.pgdata, conf_text(command, _major(server.pgdata)))
     running = server.state().running
     if restart_needed:
         with server.lock():
@@ -153,7 +164,8 @@ def _instructions(settings: Settings, name: str, store: LocalStore) -> EnableRes
         "server's user",
         "in postgresql.conf: wal_level = replica, archive_mode = on, "
         f"archive_command = '{archive_wal.command(script, wal)}', archive_timeout = "
-        f"{ARCHIVE_TIMEOUT}; then restart the server",
+        f"{ARCHIVE_TIMEOUT} (17+: summarize_wal = on, for incremental base backups); "
+        "then restart the server",
         "or, without access to the server's host: `pg_receivewal -D "
         f"{wal} --slot moviectl_pitr --create-slot --if-not-exists -d 'host={target.host} "
         f"port={target.port} user={target.user}'` then the same without --create-slot, "

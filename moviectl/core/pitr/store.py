@@ -64,6 +64,7 @@ class BaseBackup:
     compression: str
     verified: bool = False  # pg_verifybackup passed
     drill: dict[str, Any] | None = None  # the last `backup verify --physical`
+    parent: str | None = None  # incremental to this base backup (``pitr/chain.py``)
 
     @property
     def start_segment(self) -> str:
