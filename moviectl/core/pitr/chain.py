@@ -80,14 +80,14 @@ def needed(kept: list[BaseBackup], bases: list[BaseBackup]) -> list[BaseBackup]:
     return [b for b in bases if b.id in ids]
 
 
-def check(settings: Settings, chain: list[BaseBackup]) -> None:
+def check(settings: Settings, chain: list[BaseBackup], always: bool = False) -> None:
     """Every member of one cluster, and verified again now (a tampered file, a changed
-    manifest): before anything is written. One member alone (a full backup) is not
-    checked here: the restore's server reads it as it always did."""
-    if len(chain) < 2:
+    manifest): before anything is written. One member alone (a full backup) is checked
+    only ``always`` (downloaded from object storage)."""
+    if len(chain) < 2 and not always:
         return
     ids = {system_id(b) for b in chain}
-    if len(ids) != 1 or None in ids:
+    if len(chain) > 1 and (len(ids) != 1 or None in ids):
         raise CheckFailed(
             f"cannot restore {chain[-1].id}: its chain ({', '.join(b.id for b in chain)}) "
             "mixes clusters or lost a manifest; nothing was written",

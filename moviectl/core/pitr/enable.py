@@ -92,8 +92,14 @@ def needs_restart(settings: Settings) -> bool:
 def enable(settings: Settings, *, restart: bool = False) -> EnableResult:
     store = store_of(settings)
     name = backend_name(settings)
-    if not isinstance(store, LocalStore):  # pragma: no cover - one store so far
-        raise UsageError("WAL archiving needs a local repository for now")
+    if not isinstance(store, LocalStore):  # pragma: no cover - both stores are local-based
+        raise UsageError("WAL archiving needs a local or s3:// repository")
+    remote = hasattr(store, "archive_command")
+    if remote and name != "embedded":
+        raise UsageError(
+            f"WAL archiving into {store.describe()} is set up for the embedded server only",
+            hint="unset MOVIE_BACKUP_REPO for a local archive (Docker, external servers)",
+        )
     if name == "docker":
         from moviectl.core.pitr import docker
 
@@ -116,7 +122,11 @@ def enable(settings: Settings, *, restart: bool = False) -> EnableResult:
             "turning archive_mode on restarts the embedded server (a few seconds offline)",
             hint="re-run with --yes to restart it now",
         )
-    command = prepare_archive(store)
+    if remote:  # reachable before anything changes; its script and env file
+        store.wal_repo.check()  # type: ignore[attr-defined]
+        command = store.archive_command(store.root / "s3-wal")  # type: ignore[attr-defined]
+    else:
+        command = prepare_archive(store)
     result = EnableResult(name, store.describe(), command)
     result.changed = _write_conf(server.pgdata, conf_text(command, _major(server.pgdata)))
     running = server.state().running

@@ -78,6 +78,13 @@ def promote(settings: Settings, name: str, *, locked: bool = False) -> PromoteRe
         )
     path = restores_dir(settings) / name
     store = store_of(settings)
+    if hasattr(store, "fetch"):  # its new timeline's WAL would go to a local directory
+        raise UsageError(
+            f"`pitr promote` with an object-storage repository ({store.describe()}) is not "
+            "supported yet; nothing was swapped",
+            hint="point the app at the restored cluster's port, or restore with a local "
+            "repository (MOVIE_BACKUP_REPO unset)",
+        )
     if backend == "embedded":
         return _embedded(settings, name, path, store)
     record = _record(path, name)

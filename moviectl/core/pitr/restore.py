@@ -182,7 +182,11 @@ def restore(
     bases = store.bases()
     base = choose(target, bases, archive_facts(store), store.marks())
     members = chain.chain_of(base, bases)
-    chain.check(settings, members)  # a missing or tampered member: before anything is written
+    remote = hasattr(store, "fetch")
+    for m in members if remote else []:
+        store.fetch(m)  # type: ignore[attr-defined]  # object storage: downloaded, then verified like any hostile input
+    # a missing or tampered member: refused before anything is written
+    chain.check(settings, members, always=remote)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     name = name or f"restore-{stamp}"
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", name):
@@ -243,7 +247,7 @@ def _prepare(
     own.mkdir(mode=0o700)
     script = archive_wal.install(path / archive_wal.SCRIPT_NAME)
     options = {
-        "restore_command": quote(f'cp "{store.wal_dir()}/%f" "%p"'),
+        "restore_command": quote(_restore_command(store, path)),
         "archive_mode": "on",
         "archive_command": quote(archive_wal.command(script, own)),
         **target.settings(),
@@ -253,6 +257,12 @@ def _prepare(
     chown_tree(pgdata)
     os.chmod(pgdata, 0o700)
     return server_of(settings, path, free_port(), **options)
+
+
+def _restore_command(store: Any, path: Path) -> str:
+    if hasattr(store, "restore_command"):  # object storage: its script, its env file
+        return str(store.restore_command(path / "s3"))
+    return f'cp "{store.wal_dir()}/%f" "%p"'
 
 
 def _own_settings(pgdata: Path) -> None:

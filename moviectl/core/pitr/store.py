@@ -229,7 +229,15 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def store_of(settings: Settings) -> PitrStore:
-    return LocalStore(Path(settings.backup_dir) / "pitr")
+    """``MOVIE_BACKUP_DIR/pitr``; with an ``s3://`` MOVIE_BACKUP_REPO (the first, when
+    two), that repository's ``pitr/`` with this directory as its local side."""
+    root = Path(settings.backup_dir) / "pitr"
+    first = (settings.backup_repo or "").split(",")[0].strip()
+    if first.startswith("s3://"):
+        from moviectl.core.pitr.s3store import open_s3_store
+
+        return open_s3_store(root, first, settings)
+    return LocalStore(root)
 
 
 def archive_facts(store: PitrStore, seg_size: int = DEFAULT_SEGMENT_SIZE) -> ArchiveFacts:
