@@ -80,7 +80,7 @@ def mark_cmd(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Its n
 
     Example: `moviectl pitr mark "before-0003"`
     """
-    from moviectl.core.pitr.marks import mark
+    from moviectl.core.restore_points import mark
 
     out(ctx).emit(mark(settings_of(ctx), name), rp.render_mark)
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from moviectl.core.pitr.promote import PromoteResult
     from moviectl.core.pitr.restore import RestoreResult
     from moviectl.core.pitr.status import PitrStatus
-    from moviectl.core.pitr.store import Mark
+    from moviectl.core.restore_points import Mark
 
 
 def render_enable(c: Console, r: EnableResult) -> None:

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from moviectl.core.pitr import chain
+from moviectl.core.pitr.repo import store_of
 from moviectl.core.pitr.server import connect_admin
-from moviectl.core.pitr.store import BaseBackup, store_of
+from moviectl.core.pitr.store import BaseBackup
 from moviectl.infra.errors import CheckFailed, MoviectlError, Refused
 from moviectl.infra.pgtools import child_env, find_tool, first_error, run_child
 from moviectl.infra.settings import Settings

@@ -12,8 +12,9 @@ import time
 from dataclasses import dataclass, field
 
 from moviectl.core.pitr.chain import needed
+from moviectl.core.pitr.repo import store_of
 from moviectl.core.pitr.restore import discard, restore
-from moviectl.core.pitr.store import archive_facts, parse_lsn, segment_name, store_of
+from moviectl.core.pitr.store import archive_facts, parse_lsn, segment_name
 from moviectl.core.pitr.targets import Target
 from moviectl.infra.errors import MoviectlError, UsageError
 from moviectl.infra.settings import Settings

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from moviectl.core.pitr import archive_wal
+from moviectl.core.pitr.repo import store_of
 from moviectl.core.pitr.server import (
     PITR_CONF,
     PITR_INCLUDE,
@@ -21,7 +22,7 @@ from moviectl.core.pitr.server import (
     connect_admin,
     give_to_server,
 )
-from moviectl.core.pitr.store import LocalStore, make_private_dir, store_of
+from moviectl.core.pitr.store import LocalStore, make_private_dir
 from moviectl.infra.errors import ConfirmationRequired, UsageError
 from moviectl.infra.settings import Settings
 

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from moviectl.core.pitr.repo import store_of
 from moviectl.core.pitr.restore import RECORD, restores_dir, server_of
 from moviectl.core.pitr.server import PITR_CONF, backend_name, give_to_server
-from moviectl.core.pitr.store import fsync_dir, store_of
+from moviectl.core.pitr.store import fsync_dir
 from moviectl.core.servers import swap_journal, upgrade_state
 from moviectl.infra.errors import Refused, ServerError, UsageError
 from moviectl.infra.held_signals import held

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from moviectl.core.pitr import archive_wal, chain
+from moviectl.core.pitr.repo import store_of
 from moviectl.core.pitr.server import (
     PITR_CONF,
     chown_tree,
@@ -33,7 +34,6 @@ from moviectl.core.pitr.store import (
     BaseBackup,
     archive_facts,
     make_private_dir,
-    store_of,
     write_json_atomic,
 )
 from moviectl.core.pitr.targets import Target, choose, quote

@@ -2,9 +2,11 @@
 
 Base backups, WAL and restore points live under ``<repo>/pitr/``: ``base/<id>.<file>``
 (the tars, ``backup_manifest``, and ``<id>.meta.json`` uploaded LAST: a backup is listed
-only once all of it is there), ``wal/<segment>``, ``marks.json``. ``MOVIE_BACKUP_DIR/pitr``
-stays the local side: a base backup is made and verified there before its upload, and
-a restore downloads the members it needs there (verified again before use).
+only once all of it is there), ``wal/<segment>``; restore points stay in the local
+``marks.json`` (``core/restore_points.py``: `migrate` imports it, nothing of the bucket).
+``MOVIE_BACKUP_DIR/pitr`` stays the local side: a base backup is made and verified there
+before its upload, and a restore downloads the members it needs there (verified again
+before use).
 
 The server's ``archive_command`` and a restore's ``restore_command`` run as the server's
 user, which may not run moviectl's Python: they are shell scripts around ``rclone`` (the
@@ -25,11 +27,10 @@ import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 
 from moviectl.core.backups.objects import Repository
-from moviectl.core.pitr.store import BaseBackup, LocalStore, Mark, WalFile, fsync_dir
+from moviectl.core.pitr.store import BaseBackup, LocalStore, WalFile, fsync_dir
 from moviectl.infra.errors import ToolMissing, UsageError
 from moviectl.infra.settings import Settings
 
@@ -159,16 +160,6 @@ class S3Store(LocalStore):
         for name in names:
             self.wal_repo.delete(name)
 
-    def marks(self) -> list[Mark]:
-        try:
-            return [Mark(**m) for m in json.loads(self.top.read_bytes("marks.json"))]
-        except (UsageError, ValueError, TypeError):
-            return []
-
-    def add_mark(self, mark: Mark) -> None:
-        marks = [asdict(m) for m in self.marks() if m.name != mark.name] + [asdict(mark)]
-        self.top.write_bytes("marks.json", (json.dumps(marks, indent=2) + "\n").encode())
-
     def env_text(self) -> str:
         """The scripts' env file: rclone's remote named ``moviectl`` (keys included)."""
         from moviectl.core.backups.s3 import credentials_file
@@ -228,10 +219,8 @@ def _sh(value: str) -> str:
 
 
 def _command(script: Path, env: Path, what: str) -> str:
-    from moviectl.core.pitr.archive_wal import _UNSAFE
-
     for p in (script, env):
-        if _UNSAFE & set(str(p)):
+        if set("'\"$`\\\n") & set(str(p)):  # as archive_wal.command refuses
             raise UsageError(
                 f"the path {p} has a quote, $, ` or \\ in it: it cannot go in a WAL command",
                 hint="choose a MOVIE_BACKUP_DIR / MOVIE_DATA_DIR without those characters",

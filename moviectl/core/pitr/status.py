@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from moviectl.core.pitr.repo import store_of
 from moviectl.core.pitr.server import Archiver, archiver, connect_admin
 from moviectl.core.pitr.store import (
     ArchiveFacts,
     BaseBackup,
     archive_facts,
     recoverable_range,
-    store_of,
 )
 from moviectl.infra.errors import MoviectlError
 from moviectl.infra.settings import Settings
