@@ -152,3 +152,33 @@ def test_kill_9_mid_combine_lists_nothing(pitr: Cli, chain: dict[str, Any]) -> N
     assert r.exit_code == 0, r.output  # the leftover was removed first
     assert facts(json.loads(r.stdout)["port"], pitr) == chain["before"]
     assert pitr("pitr", "discard", "killed", "--yes").exit_code == 0
+
+
+def test_incremental_without_wal_summaries_is_refused(pitr: Cli, chain: dict[str, Any]) -> None:
+    listed = [b["id"] for b in status(pitr)["base_backups"]]
+
+    def summarize(value: str) -> None:
+        with conn(pitr) as c:
+            c.execute(f"ALTER SYSTEM SET summarize_wal = {value}")
+            c.execute("SELECT pg_reload_conf()")
+        assert wait_for(lambda: _setting(pitr) == value, 30)
+
+    summarize("off")
+    try:
+        r = pitr("backup", "--physical", "--incremental", "--json")
+        assert r.exit_code == 5, r.output
+        doc = json.loads(r.stdout)
+        assert "summarize_wal" in doc["message"] and "pitr enable" in doc["hint"]
+        assert [b["id"] for b in status(pitr)["base_backups"]] == listed
+    finally:
+        with conn(pitr) as c:
+            c.execute("ALTER SYSTEM RESET summarize_wal")
+            c.execute("SELECT pg_reload_conf()")
+        assert wait_for(lambda: _setting(pitr) == "on", 30)
+
+
+def _setting(pitr: Cli) -> str:
+    with conn(pitr) as c:
+        row = c.execute("SHOW summarize_wal").fetchone()
+    assert row is not None
+    return str(row[0])
