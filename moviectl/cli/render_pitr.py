@@ -110,6 +110,8 @@ def render_prune(c: Console, r: PruneResult) -> None:
         c.print(f"  deleted base backup {b}")
     c.print(f"  deleted {r.deleted_wal} WAL files older than {r.oldest_needed_segment or '-'}")
     c.print(f"  kept: {', '.join(r.kept) or 'nothing'}")
+    for u in r.deleted_unfinished:
+        c.print(f"  deleted the objects of {u}, an upload never finished")
 
 
 @dataclass

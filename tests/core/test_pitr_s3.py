@@ -146,3 +146,20 @@ def test_archive_script_never_overwrites_and_fails_when_unreachable(
     r = _script(pitr, closed, "push", str(seg), "0000000900000000000000AC")
     assert r.returncode != 0 and "unreachable" in r.stderr
     assert time.monotonic() - started < 100  # bounded: PostgreSQL retries, not rclone forever
+
+
+def test_prune_removes_uploads_that_never_finished(pitr: Cli, s3: SeaweedS3) -> None:
+    import datetime as dt
+
+    listed = [b["id"] for b in status(pitr)["base_backups"]]
+    now = dt.datetime.now(dt.UTC)
+    recent = f"base-{now:%Y%m%dT%H%M%S}.000Z"  # as a running upload: never touched
+    for base_id in ("base-20000101T000000.000Z", recent):
+        obstore.put(s3.store(), f"movies/pitr/base/{base_id}.base.tar", b"half")
+    r = pitr("pitr", "prune", "--keep", "5", "--yes", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["deleted_unfinished"] == ["base-20000101T000000.000Z"]
+    keys = _keys(s3, "movies/pitr/base/")
+    assert f"movies/pitr/base/{recent}.base.tar" in keys
+    assert not any("base-2000" in k for k in keys)
+    assert [b["id"] for b in status(pitr)["base_backups"]] == listed

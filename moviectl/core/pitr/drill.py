@@ -69,6 +69,7 @@ class PruneResult:
     deleted_base_backups: list[str]
     deleted_wal: int
     oldest_needed_segment: str | None
+    deleted_unfinished: list[str] = field(default_factory=list)  # s3: uploads never listed
 
 
 def prune(settings: Settings, keep: int) -> PruneResult:
@@ -93,4 +94,7 @@ def prune(settings: Settings, keep: int) -> PruneResult:
             if len(w.name) >= 24 and w.name[8:24] < cut[8:24]:
                 removed.append(w.name)
         store.remove_wal(removed)
-    return PruneResult([b.id for b in kept], [b.id for b in doomed], len(removed), cut)
+    result = PruneResult([b.id for b in kept], [b.id for b in doomed], len(removed), cut)
+    if hasattr(store, "remove_unfinished"):
+        result.deleted_unfinished = store.remove_unfinished()
+    return result

@@ -153,6 +153,27 @@ class S3Store(LocalStore):
         if (self._base_dir() / base_id).exists():
             super().remove_base(base_id)
 
+    def remove_unfinished(self, older_than: float = 3600) -> list[str]:
+        """Objects of uploads that never got their meta.json (a killed `backup --physical`)
+        and began more than ``older_than`` seconds ago (the id is its start time: a
+        running upload is younger); deleted, their ids returned."""
+        objs = self.base_repo.list()
+        listed = {o.name[: -len(META)] for o in objs if o.name.endswith(META)}
+        now = dt.datetime.now(dt.UTC)
+        gone: dict[str, None] = {}
+        for o in objs:
+            base_id = o.name.split("Z.", 1)[0] + "Z"
+            if base_id in listed or not base_id.startswith("base-"):
+                continue
+            try:
+                began = dt.datetime.strptime(base_id, "base-%Y%m%dT%H%M%S.%fZ")
+            except ValueError:
+                continue  # not a name moviectl makes: never touched
+            if (now - began.replace(tzinfo=dt.UTC)).total_seconds() > older_than:
+                self.base_repo.delete(o.name)
+                gone[base_id] = None
+        return list(gone)
+
     def wal_files(self) -> list[WalFile]:
         return [WalFile(o.name, o.size, o.modified.timestamp()) for o in self.wal_repo.list()]
 
