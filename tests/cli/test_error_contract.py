@@ -67,7 +67,7 @@ def _args(cmd: tuple[str, ...], backup: str, out: str) -> list[str]:
         ("pitr", "discard"): ["no-such-restore", "--yes"],
         ("pitr", "prune"): ["--keep", "1", "--yes"],
         ("db", "upgrade"): ["--to", "18", "--dry-run"],
-        ("db", "admin"): ["--stop"],  # a start is tests/core/test_admin.py's (a minute each)
+        ("db", "admin"): ["--stop"],  # a start is tests/core/test_pgadmin.py's (a minute each)
     }
     return [*cmd, *extra.get(cmd, [])]
 
