@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from moviectl.infra.conninfo import parse_db_url
-from tests.conftest import run_moviectl, subprocess_env, wait_for
+from tests.conftest import run_at_once, run_moviectl, subprocess_env, wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = [
@@ -148,9 +148,13 @@ def test_db_admin_shows_the_movies_table_and_survives_kill_9(movie_db_url, tmp_p
     # kill -9: the record is stale; the next run replaces it with a new pgAdmin
     os.killpg(os.getpgid(first["pid"]), signal.SIGKILL)
     assert wait_for(lambda: not psutil.pid_exists(first["pid"]) or _zombie(first["pid"]), 30)
-    third = _admin(env)
-    assert third["state"] == "started" and third["replaced_stale"], third
-    assert third["pid"] != first["pid"]
+    # ... and two at once: one starts pgAdmin, the other waits its turn and reports it
+    docs = run_at_once(env, "db", "admin", "--timeout", "300", timeout=START)
+    assert sorted(d["state"] for d in docs) == ["running", "started"], docs
+    third = next(d for d in docs if d["state"] == "started")
+    assert third["replaced_stale"] and third["pid"] != first["pid"], third
+    assert {d["pid"] for d in docs} == {third["pid"]}
+    assert target.password not in json.dumps(docs)
 
     stopped = _admin(env, "--stop")
     assert stopped["state"] == "stopped" and stopped["pid"] == third["pid"]
