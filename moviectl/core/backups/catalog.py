@@ -292,6 +292,8 @@ def backup_everywhere(
     else:
         repos = configured(settings, to)
     first = repos[0]
+    for other in repos[1:]:  # an unreachable second repository fails (exit 3) before pg_dump
+        other.check()
     if isinstance(first, LocalRepository):
         chosen = output is not None or bool(to or settings.backup_repo)
         if chosen and output is None:
