@@ -288,7 +288,7 @@ def run_health(
     if engine is None and settings.backup_repo and list(names or CHECKS) == list(CHECKS):
         from moviectl.core.health.repositories import repository_check
 
-        report.checks.append(repository_check(settings))  # `health`, all checks: a warning
+        report.checks.append(_one("backups", lambda: repository_check(settings)))
     return report
 
 

@@ -22,11 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from moviectl.infra.errors import InputFileError, MoviectlError
+from moviectl.infra.errors import ExitCode, InputFileError, MoviectlError
 
 if TYPE_CHECKING:
     from moviectl.core.backups.objects import Repository
-    from moviectl.core.health.checks import CheckResult
     from moviectl.infra.settings import Settings
 
 MANIFEST = ".manifest.json"
@@ -152,15 +151,12 @@ def _age(ts: float, now: float) -> str:
     return f"{s:.0f} s ago"
 
 
-def repository_check(settings: Settings) -> CheckResult:
-    """``health``'s ``backups`` check: a warning when a repository does not answer."""
-    from moviectl.core.health.checks import PASS, WARN, CheckResult
-    from moviectl.infra.errors import ExitCode
-
-    started = time.perf_counter()
+def repository_check(settings: Settings) -> tuple[str, str, int, dict[str, Any]]:
+    """``health``'s ``backups`` check (status, detail, exit code, data): a repository
+    that does not answer is a warning (``checks.WARN``), never a failure."""
     facts = read_repositories(settings)
     now = time.time()
-    parts, down = [], []
+    parts, down_ = [], []
     for f in facts:
         if f.up:
             parts.append(
@@ -168,7 +164,7 @@ def repository_check(settings: Settings) -> CheckResult:
                 f"verified {_age(f.last_verified, now)}"
             )
         else:
-            down.append(f"{f.repository}: {f.error}")
+            down_.append(f"{f.repository}: {f.error}")
     data = {
         "repositories": [
             {
@@ -181,11 +177,10 @@ def repository_check(settings: Settings) -> CheckResult:
             for f in facts
         ]
     }
-    latency = round((time.perf_counter() - started) * 1000, 2)
-    if down:
-        detail = "unreachable: " + "; ".join(down) + (f" ({'; '.join(parts)})" if parts else "")
-        return CheckResult("backups", WARN, latency, detail, int(ExitCode.FAILED), data)
-    return CheckResult("backups", PASS, latency, "; ".join(parts), 0, data)
+    if down_:
+        detail = "unreachable: " + "; ".join(down_) + (f" ({'; '.join(parts)})" if parts else "")
+        return "warn", detail, int(ExitCode.FAILED), data
+    return "pass", "; ".join(parts), 0, data
 
 
 def add_repository_metrics(registry: Any, facts: list[RepoFacts] | None) -> None:
