@@ -206,6 +206,12 @@ def test_signed_backup_in_a_bucket(seeded, s3, tmp_path, movie_db_url):
     assert r.exit_code == 0, r.output
     assert json.loads(s3.read(mkey))["signature"] == man["signature"]
 
+    # a copy keeps the signature: the directory lists it as signed by the same key
+    r = seeded("backup", "copy", name, "--repo", repo, "--to", str(tmp_path / "c2"), **verify_only)
+    assert r.exit_code == 0, r.output
+    r = seeded("backup", "list", "--dir", str(tmp_path / "c2"), "--json", **verify_only)
+    assert [b["signature"] for b in json.loads(r.stdout)["backups"]] == ["ok"]
+
     forged = dict(json.loads(s3.read(mkey)))
     forged["row_counts"] = {**forged["row_counts"], "movies": 1}
     s3.write(mkey, json.dumps(forged).encode())

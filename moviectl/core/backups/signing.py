@@ -69,10 +69,11 @@ def key_id(public: Any) -> str:
 def _private_file(path: Path, what: str) -> bytes:
     try:
         st = path.stat()
-        data = path.read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read the {what} {path}: {exc.strerror}") from None
-    if st.st_mode & 0o077 or not stat.S_ISREG(st.st_mode):
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read
+        raise UsageError(f"the {what} {path} is not a regular file")
+    if st.st_mode & 0o077:
         raise UsageError(
             f"the {what} {path} is readable by others (mode {stat.S_IMODE(st.st_mode):04o})",
             hint=f"chmod 600 {path}",
@@ -81,7 +82,10 @@ def _private_file(path: Path, what: str) -> bytes:
         raise UsageError(
             f"the {what} {path} belongs to another user", hint="keep it owned by this user"
         )
-    return data
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read the {what} {path}: {exc.strerror}") from None
 
 
 def signing_key(settings: Settings) -> Any | None:
@@ -246,11 +250,14 @@ def keygen(path: Path) -> dict[str, str]:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
         raise UsageError(f"cannot create {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(private)
-    try:
-        pub_path.write_bytes(public)
+    try:  # both files whole, or neither (a full disk leaves no half key)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(private)
+            fh.flush()
+            os.fsync(fh.fileno())
+        with open(pub_path, "xb") as pub:
+            pub.write(public)
     except OSError as exc:
         path.unlink(missing_ok=True)
-        raise UsageError(f"cannot create {pub_path}: {exc.strerror}") from None
+        raise UsageError(f"cannot write the key pair {path}: {exc.strerror}") from None
     return {"signing_key": str(path), "verify_key": str(pub_path), "key": key_id(key.public_key())}
