@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -71,6 +72,16 @@ def test_a_key_others_can_read_is_refused_before_anything_is_written(seeded, tmp
     r = seeded("backup", "--output", str(out), MOVIE_BACKUP_SIGNING_KEY=str(key))
     assert r.exit_code == 2 and "not an unencrypted Ed25519 private key" in r.stderr
     assert list(out.iterdir()) == []
+    locked = tmp_path / "locked"  # a passphrase moviectl cannot ask for
+    argv = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "a passphrase", "-f", str(locked)]
+    subprocess.run(argv, check=True)
+    r = seeded("backup", "--output", str(out), MOVIE_BACKUP_SIGNING_KEY=str(locked))
+    assert r.exit_code == 2 and "not an unencrypted Ed25519 private key" in r.stderr
+    assert list(out.iterdir()) == []
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)
+    r = seeded("backup", "--output", str(out), MOVIE_BACKUP_SIGNING_KEY=str(fifo))
+    assert r.exit_code == 2 and "not a regular file" in r.stderr
 
 
 def test_signed_local_backup_forged_resigned_unsigned(seeded, tmp_path, movie_db_url):
