@@ -59,6 +59,7 @@ def _args(cmd: tuple[str, ...], backup: str, out: str) -> list[str]:
         ("backup", "prune"): ["--keep", "1", "--yes"],
         ("backup", "pin"): [backup, "--unpin"],  # leaves the shared backup as it was
         ("backup", "copy"): [backup, "--to", f"{out}/copy"],
+        ("backup", "keygen"): [f"{out}/signing.key"],
         ("restore",): [backup],
         ("testdb", "drop"): ["movies_test_0123456789abcdef"],
         ("inspect", "kill"): ["1", "--yes"],
@@ -67,6 +68,7 @@ def _args(cmd: tuple[str, ...], backup: str, out: str) -> list[str]:
         ("pitr", "discard"): ["no-such-restore", "--yes"],
         ("pitr", "prune"): ["--keep", "1", "--yes"],
         ("db", "upgrade"): ["--to", "18", "--dry-run"],
+        ("db", "admin"): ["--stop"],  # a start is tests/core/test_pgadmin.py's (a minute each)
     }
     return [*cmd, *extra.get(cmd, [])]
 
@@ -80,6 +82,7 @@ NO_SERVER = {
     ("backup", "prune"): 0,
     ("backup", "pin"): 0,  # the manifest and the pin are files: no server
     ("backup", "copy"): 0,
+    ("backup", "keygen"): 0,  # writes a key pair, nothing else
     ("config", "show"): 0,  # the protection mark reads as "unknown"
     ("init", "ci"): 0,  # writes a workflow file, nothing else
     ("doctor",): 1,  # it reports the problem as a finding
@@ -88,6 +91,7 @@ NO_SERVER = {
     ("pitr", "discard"): 2,  # no such restored cluster
     ("pitr", "prune"): 0,  # the repository only
     ("db", "upgrade"): 2,  # the embedded backend only: refused for an external server
+    ("db", "admin"): 0,  # --stop: no pgAdmin runs, nothing to stop
 }
 EXPECTED = {
     "unreachable": {"*": 3, ("migrate", "lint"): 0},  # lint falls back to offline

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from moviectl.core.health.archiving import check as archiving_check
 from moviectl.infra import probe
 from moviectl.infra.conninfo import DbTarget
 from moviectl.infra.errors import ExitCode, MoviectlError, UsageError
@@ -242,13 +243,10 @@ class _Run:
         return PASS, detail, 0, data
 
     def archiving(self) -> tuple[str, str, int, dict[str, Any]]:
-        from moviectl.core.health.archiving import check
-
-        return check(self.on_conn)
+        return archiving_check(self.on_conn)
 
 
-_DEPENDS = {"auth": "reachable", "query": "auth", "migrations": "query", "capacity": "query"}
-_DEPENDS["archiving"] = "query"
+_DEPENDS = {"auth": "reachable", "query": "auth"} | dict.fromkeys(CHECKS[3:], "query")
 
 
 # the one-shot run's "pool": its one connection, in use (no pool, no overflow)
@@ -291,6 +289,10 @@ def run_health(
         from moviectl.core.health.pooler import read_pooler
 
         report.pooler = read_pooler(settings)
+    if engine is None and settings.backup_repo and list(names or CHECKS) == list(CHECKS):
+        from moviectl.core.health.repositories import repository_check
+
+        report.checks.append(_one("backups", lambda: repository_check(settings)))
     return report
 
 
