@@ -17,7 +17,6 @@ import os
 import re
 import secrets
 import socket
-import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,6 +42,7 @@ from moviectl.infra.errors import LockBusy, Refused, UsageError
 from moviectl.infra.processes import pid_alive
 from moviectl.infra.protect import marks, overridden, refusal
 from moviectl.infra.settings import DbTarget, Settings
+from moviectl.infra.waiting import poll_until
 
 TEST_NAME = re.compile(r"^movies_test_[0-9a-f]{8,32}$")
 TEMPLATE_NAME = re.compile(r"^movies_tpl_[0-9a-f]{12}$")
@@ -143,13 +143,11 @@ def ensure_template(
     with admin_session(settings, admin) as conn:
         if _template_ready(conn, name):
             return name
-        deadline = time.monotonic() + timeout
-        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (TEMPLATE_LOCK_KEY,)).fetchone()[
-            0
-        ]:
-            if time.monotonic() > deadline:
-                raise LockBusy(f"timed out waiting for another process to build template {name}")
-            time.sleep(0.05)
+        lock = "SELECT pg_try_advisory_lock(%s)"
+        if not poll_until(
+            lambda: conn.execute(lock, (TEMPLATE_LOCK_KEY,)).fetchone()[0], timeout, 0.05
+        ):
+            raise LockBusy(f"timed out waiting for another process to build template {name}")
         try:
             if _template_ready(conn, name):  # built by whoever held the lock
                 return name

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from typing import TYPE_CHECKING, Any
 
 from moviectl.infra.conninfo import DbTarget
 from moviectl.infra.errors import LockBusy, PermissionDenied
 from moviectl.infra.held_signals import held
+from moviectl.infra.waiting import poll_until
 
 if TYPE_CHECKING:
     from moviectl.infra.settings import Settings
@@ -194,14 +194,8 @@ def _end_sessions_on(conn: Any, database: str, wait: float = 5.0) -> None:
     for (pid,) in pids:
         with contextlib.suppress(errors.InsufficientPrivilege):  # another role's: stays
             conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,)
-        ).fetchone()
-        if not row or row[0] == 0:
-            return
-        time.sleep(0.05)
+    count = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+    poll_until(lambda: conn.execute(count, (database,)).fetchone()[0] == 0, wait, 0.05)
 
 
 def may_drop(conn: Any, name: str) -> bool:

@@ -15,12 +15,12 @@ import json
 import os
 import shutil
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 from moviectl.infra.errors import LockBusy, Refused
 from moviectl.infra.processes import pid_alive
+from moviectl.infra.waiting import poll_until
 
 STATE_FILE = "upgrade.json"
 WORK_DIR = ".upgrade"  # the new cluster while pg_upgrade makes it; what a rollback discards
@@ -81,10 +81,7 @@ def stop_stray(pgdata: Path, timeout: float = 60) -> None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGINT)
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid, "postgres") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if pid_alive(pid, "postgres"):
+    if not poll_until(lambda: not pid_alive(pid, "postgres"), timeout):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGQUIT)
 
