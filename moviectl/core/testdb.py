@@ -27,6 +27,7 @@ from moviectl.infra.admin import (
     TEST_PREFIX,
     admin_source,
     admin_target,
+    advisory_lock,
     clone_template,
     comment_database,
     create_database,
@@ -42,7 +43,6 @@ from moviectl.infra.errors import LockBusy, Refused, UsageError
 from moviectl.infra.processes import pid_alive
 from moviectl.infra.protect import marks, overridden, refusal
 from moviectl.infra.settings import DbTarget, Settings
-from moviectl.infra.waiting import poll_until
 
 TEST_NAME = re.compile(r"^movies_test_[0-9a-f]{8,32}$")
 TEMPLATE_NAME = re.compile(r"^movies_tpl_[0-9a-f]{12}$")
@@ -143,10 +143,7 @@ def ensure_template(
     with admin_session(settings, admin) as conn:
         if _template_ready(conn, name):
             return name
-        lock = "SELECT pg_try_advisory_lock(%s)"
-        if not poll_until(
-            lambda: conn.execute(lock, (TEMPLATE_LOCK_KEY,)).fetchone()[0], timeout, 0.05
-        ):
+        if not advisory_lock(conn, TEMPLATE_LOCK_KEY, None, timeout):
             raise LockBusy(f"timed out waiting for another process to build template {name}")
         try:
             if _template_ready(conn, name):  # built by whoever held the lock

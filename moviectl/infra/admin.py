@@ -198,6 +198,28 @@ def _end_sessions_on(conn: Any, database: str, wait: float = 5.0) -> None:
     poll_until(lambda: conn.execute(count, (database,)).fetchone()[0] == 0, wait, 0.05)
 
 
+def advisory_lock(conn: Any, key: int, name: str | None, wait: float) -> bool:
+    """Take the session advisory lock ``key`` (with ``hashtext(name)`` when given) on
+    ``conn``; False when another session still holds it after ``wait`` seconds.
+
+    The server does the waiting (a blocking lock under ``lock_timeout``), not a poll;
+    ``lock_timeout = 0`` would mean forever, so no wait asks once.
+    """
+    from psycopg import errors
+
+    args, params = ("%s", (key,)) if name is None else ("%s, hashtext(%s)", (key, name))
+    if wait <= 0:
+        return bool(conn.execute(f"SELECT pg_try_advisory_lock({args})", params).fetchone()[0])
+    conn.execute(f"SET lock_timeout = {max(1, int(wait * 1000))}")  # an int
+    try:
+        conn.execute(f"SELECT pg_advisory_lock({args})", params)
+        return True
+    except errors.LockNotAvailable:
+        return False
+    finally:
+        conn.execute("RESET lock_timeout")
+
+
 def may_drop(conn: Any, name: str) -> bool:
     """May ``conn``'s role drop database ``name``? (a superuser, or it has its owner's
     privileges: what DROP DATABASE checks). False for a database that is gone."""
