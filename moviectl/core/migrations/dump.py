@@ -24,6 +24,7 @@ from moviectl.infra.engine import connect
 from moviectl.infra.errors import MoviectlError, UsageError
 from moviectl.infra.files import write_user_file
 from moviectl.infra.pgtools import child_env, find_tool, first_error, run_child
+from moviectl.infra.server_facts import server_major
 from moviectl.infra.settings import Settings
 
 DUMP_OPTIONS = (
@@ -69,7 +70,7 @@ def schema_sql(settings: Settings) -> str:
     """The normalised schema of the app database."""
     target = settings.session_target()
     with connect(target, connect_timeout=settings.connect_timeout) as conn:
-        major = conn.info.server_version // 10000
+        major = server_major(conn)
     tool = find_tool("pg_dump", settings, min_major=major, prefer_major=major)
     done = run_child(
         [tool.path, *DUMP_OPTIONS, "-d", target.child_conninfo()],
