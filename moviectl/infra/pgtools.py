@@ -88,16 +88,8 @@ def supports_tls(tool_path: str) -> bool:
         ok = True
         if probe.exists():
             try:
-                res = subprocess.run(
-                    [
-                        str(probe),
-                        "-q",
-                        "-d",
-                        "sslmode=require host=127.0.0.1 port=1 connect_timeout=1",
-                    ],
-                    capture_output=True,
-                    timeout=10,
-                )
+                argv = [str(probe), "-q", "-d", _TLS_PROBE]
+                res = subprocess.run(argv, capture_output=True, timeout=10)
                 ok = res.returncode != 3
             except (OSError, subprocess.SubprocessError):
                 ok = True
