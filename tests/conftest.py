@@ -251,6 +251,31 @@ def copy_migrations(into: Path) -> Path:
     return copy
 
 
+def install_wheel(tmp: Path, extras: str = "") -> tuple[Path, Path]:
+    """moviectl as users get it: its wheel built into ``tmp``/dist and installed (with
+    ``extras``, e.g. ``"[test]"``) in a fresh virtualenv; (the wheel, the venv)."""
+    import shutil
+    import subprocess
+
+    uv = shutil.which("uv")
+    if uv is None:
+        pytest.skip("uv is not installed")
+    build = [uv, "build", "--wheel", "-o", str(tmp / "dist"), str(ROOT)]
+    res = subprocess.run(build, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    wheel = next((tmp / "dist").glob("moviectl-*.whl"))
+    venv = tmp / "venv"
+    subprocess.run([uv, "venv", "-q", "-p", "3.11", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    res = subprocess.run(
+        [uv, "pip", "install", "-q", "--python", python, f"{wheel}{extras}"],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    return wheel, venv
+
+
 def start_moviectl(
     env: dict[str, str], *args: str, python: str | None = None, cwd: Path | None = ROOT
 ) -> Any:
