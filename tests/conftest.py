@@ -342,14 +342,9 @@ def read_until(stream: Any, needle: str, timeout: float) -> str:
 
 def wait_for(condition: Any, timeout: float = 60) -> bool:
     """Poll ``condition`` until true or ``timeout`` (bounded; the answer is the result)."""
-    import time
+    from moviectl.infra.waiting import poll_until
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
+    return bool(poll_until(condition, timeout, 0.02))
 
 
 def backup_json(cli: Cli, out: Path, *args: str) -> dict[str, Any]:
