@@ -295,6 +295,43 @@ def start_moviectl(
     )
 
 
+def stop(proc: Any, timeout: float = 15) -> None:
+    """SIGTERM a child and reap it; killed if it has not ended within ``timeout`` (then the
+    test fails: a child that ignores SIGTERM is a bug)."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+@contextmanager
+def health_serving(url: str, log: Path, *extra: str, **env: str) -> Iterator[tuple[int, Any]]:
+    """The real `moviectl health --serve` on a free port, for the database ``url``, its
+    log (stderr) in ``log`` (never a pipe nobody reads); (port, process) once it serves."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moviectl", "health", "--serve", str(port), *extra],
+            env=subprocess_env(MOVIE_DATABASE_URL=url, **env),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        assert wait_for(lambda: "serving" in log.read_text() or proc.poll() is not None, 30)
+        assert proc.poll() is None, log.read_text()
+        yield port, proc
+    finally:
+        stop(proc)
+
+
 def run_moviectl(
     env: dict[str, str], *args: str, python: str | None = None, timeout: float = 60
 ) -> Any:
