@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from moviectl.infra.errors import LockBusy, Refused
+from moviectl.infra.files import write_json_atomic
 from moviectl.infra.processes import pid_alive
 from moviectl.infra.waiting import poll_until
 
@@ -41,12 +42,7 @@ def read_state(data_dir: Path) -> dict[str, Any] | None:
 
 
 def write_state(data_dir: Path, state: dict[str, Any]) -> None:
-    tmp = data_dir / f".{STATE_FILE}.{os.getpid()}"
-    with open(tmp, "w") as fh:
-        json.dump(state, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, data_dir / STATE_FILE)
+    write_json_atomic(data_dir / STATE_FILE, state)
 
 
 def clear_state(data_dir: Path) -> None:
