@@ -22,6 +22,7 @@ from typing import Any
 
 from moviectl.core.servers import cluster_marker, upgrade_state
 from moviectl.infra.errors import PortInUse, ServerError
+from moviectl.infra.files import write_atomically
 from moviectl.infra.pgtools import binary_major, find_bin_dir
 from moviectl.infra.ports import describe_port_owner, port_is_free
 from moviectl.infra.processes import pid_alive
@@ -228,7 +229,9 @@ class EmbeddedServer:
         if sysid is None:
             raise ServerError(f"pg_controldata cannot read the new cluster in {pgdata}")
         path = pgdata / cluster_marker.MARKER
-        path.write_text(cluster_marker.marker_text(sysid, self.data_major()))
+        # atomic: `db up` and an upgrade write it into a live pgdata, and a torn
+        # marker would make moviectl disown its own cluster
+        write_atomically(path, cluster_marker.marker_text(sysid, self.data_major()).encode(), 0o644)
         if self._as_root:
             entry = pwd.getpwnam(SYSTEM_USER)
             os.chown(path, entry.pw_uid, entry.pw_gid)
