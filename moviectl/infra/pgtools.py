@@ -54,13 +54,10 @@ def find_bin_dir(configured: Path | None = None) -> Path:
 
 
 def binary_major(bin_dir: Path) -> int:
-    out = subprocess.run(
-        [str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, check=True
-    ).stdout
-    m = re.search(r"(\d+)(?:\.\d+)?", out)
-    if not m:
-        raise ToolMissing(f"cannot read the version of {bin_dir / 'postgres'}: {out!r}")
-    return int(m.group(1))
+    tool = tool_version(str(bin_dir / "postgres"))
+    if tool is None:
+        raise ToolMissing(f"cannot read the version of {bin_dir / 'postgres'}")
+    return tool.major
 
 
 def child_env(target: DbTarget) -> dict[str, str]:
