@@ -27,9 +27,9 @@ from typing import Any, Protocol
 
 from moviectl.core.restore_points import Mark as Mark  # re-exported: pitr's names
 from moviectl.core.restore_points import add_mark, read_marks
-from moviectl.core.restore_points import fsync_dir as fsync_dir
 from moviectl.core.restore_points import make_private_dir as make_private_dir
-from moviectl.core.restore_points import write_json_atomic as write_json_atomic
+from moviectl.infra.files import fsync_dir as fsync_dir
+from moviectl.infra.files import write_json_atomic as write_json_atomic
 from moviectl.infra.processes import pid_alive
 
 SEGMENT = re.compile(r"^[0-9A-F]{24}$")
