@@ -115,7 +115,9 @@ class Project:
             _docker("rm", "-f", name)
         for v in self.volumes():
             _docker("volume", "rm", "-f", v)
-        for net in _docker("network", "ls", "-q", "--filter", f"name={self.project}").stdout.split():
+        for net in _docker(
+            "network", "ls", "-q", "--filter", f"name={self.project}"
+        ).stdout.split():
             _docker("network", "rm", net)
 
 
@@ -131,47 +133,65 @@ def site(images, tmp_path):
         p.cleanup()
 
 
-def test_dry_run_upgrade_rollback_upgrade_finish(site: Project, images) -> None:
+def readme_block() -> list[str]:
+    """The command lines of the README's Docker upgrade block, comments cut."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### With the Docker backend") :]
+    start = section.index("```sh\n") + 6
+    block = section[start : section.index("\n```", start)]
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_the_readme_block_dry_run_upgrade_rollback_upgrade_finish(site: Project, images) -> None:
+    """The README's block line by line (its postgres:16/17 are the offline 15/17 here)."""
     old, new = images
     before = site.facts()
     assert before[0] == image_major(old) and before[1]["movies"] >= 40
-
-    dry = site.json("db", "upgrade", "--to", "17", "--image", new, "--dry-run")
-    assert dry["ok"] and dry["dry_run"] and dry["method"] == "dump", dry
-    assert any("row counts" in v for v in dry["verification"]), dry
-    assert any("analyze-in-stages" in v for v in dry["verification"]), dry
-    assert {p["name"] for p in dry["phases"]} >= {"initdb", "restore", "verify"}
-    assert site.facts() == before  # the live one only read; the throwaway gone
-    assert not [n for n in site.containers() + site.volumes() if "upgdry" in n]
-
-    up = site.json("db", "upgrade", "--to", "17", "--image", new, "--yes")
-    assert up["ok"] and up["from_major"] == image_major(old) and up["to_major"] == 17, up
-    assert Path(up["backup"]).is_file()  # the safety backup, named
-    assert {p["name"] for p in up["phases"]} >= {"backup", "copy_old", "restore", "verify"}
-    after = site.facts()
-    assert after[0] == 17 and after[1:] == before[1:]  # every table's rows, the same rows
     kept = f"{site.project}_pgdata-old-{before[0]}"
-    assert kept in site.volumes() and f"MOVIE_DB_IMAGE={new}" in up["next_steps"][0]
-    # MOVIE_DB_IMAGE still names the old major: `db up` says what to set, changes nothing
-    r = site.run("db", "up")
-    assert r.returncode == 5 and "set MOVIE_DB_IMAGE to a PostgreSQL 17 image" in r.stderr
-    r = site.run("db", "upgrade", "--to", "17", "--image", new, "--yes")
-    assert r.returncode == 5 and "done but not finished" in r.stderr, r.stderr
-
-    back = site.json("db", "upgrade", "--rollback", "--yes")
-    assert back["action"] == "rollback" and f"MOVIE_DB_IMAGE={old}" in back["detail"]
-    assert site.facts() == before and kept not in site.volumes()
-
-    # the README's way: MOVIE_DB_IMAGE names the new image first; `db up` offers the upgrade
-    site.env["MOVIE_DB_IMAGE"] = new
-    r = site.run("db", "up")
-    assert r.returncode == 5 and "moviectl db upgrade --to 17 --dry-run" in r.stderr, r.stderr
-    again = site.json("db", "upgrade", "--to", "17", "--yes")
-    assert again["ok"] and "(it is set)" in again["next_steps"][0], again
-    assert site.run("db", "up").returncode == 0
-    done = site.json("db", "upgrade", "--finish", "--yes")
-    assert done["action"] == "finish" and kept not in site.volumes()
-    assert site.facts()[1:] == before[1:]
+    upgrades = 0
+    lines = [ln for ln in readme_block() if ln.startswith(("moviectl", "export"))]
+    assert lines[0] == "export MOVIE_DB_IMAGE=postgres:17" and len(lines) == 7, lines
+    for line in lines:
+        if line.startswith("export"):
+            site.env["MOVIE_DB_IMAGE"] = new
+            continue
+        args = line.split()[1:]
+        if args == ["db", "up"]:  # the offer: exactly which upgrade to run
+            r = site.run(*args)
+            assert r.returncode == 5, r.stderr
+            assert "moviectl db upgrade --to 17 --dry-run" in r.stderr, r.stderr
+            assert site.facts() == before
+            continue
+        doc = site.json(*args)
+        if "--dry-run" in args:
+            assert doc["ok"] and doc["dry_run"] and doc["method"] == "dump", doc
+            assert any("row counts" in v for v in doc["verification"]), doc
+            assert any("analyze-in-stages" in v for v in doc["verification"]), doc
+            assert {p["name"] for p in doc["phases"]} >= {"initdb", "restore", "verify"}
+            assert site.facts() == before  # the live one only read; the throwaway gone
+            assert not [n for n in site.containers() + site.volumes() if "upgdry" in n]
+        elif "--to" in args:
+            upgrades += 1
+            assert doc["ok"] and doc["from_major"] == before[0] and doc["to_major"] == 17, doc
+            assert Path(doc["backup"]).is_file()  # the safety backup, named
+            assert {p["name"] for p in doc["phases"]} >= {"backup", "copy_old", "restore"}
+            after = site.facts()
+            assert after[0] == 17 and after[1:] == before[1:]  # every table, the same rows
+            assert kept in site.volumes() and "(it is set)" in doc["next_steps"][0], doc
+            if upgrades == 1:  # the old image still set: `db up` says what to set instead
+                r = site.run("db", "up", MOVIE_DB_IMAGE=old)
+                assert r.returncode == 5, r.stderr
+                assert "set MOVIE_DB_IMAGE to a PostgreSQL 17 image" in r.stderr
+                r = site.run("db", "upgrade", "--to", "17", "--yes")
+                assert r.returncode == 5 and "done but not finished" in r.stderr, r.stderr
+        elif "--rollback" in args:
+            assert doc["action"] == "rollback" and f"MOVIE_DB_IMAGE={old}" in doc["detail"]
+            assert site.facts() == before and kept not in site.volumes()
+        else:
+            assert doc["action"] == "finish" and kept not in site.volumes(), doc
+            assert site.run("db", "up").returncode == 0
+            assert site.facts()[0] == 17 and site.facts()[1:] == before[1:]
+    assert upgrades == 2
     assert not (site.data / f"docker-upgrade-{site.project}.json").exists()
 
 
@@ -192,7 +212,7 @@ def test_refusals_change_nothing(site: Project, images) -> None:
 
 @pytest.mark.parametrize("phase", ["copied to", "restoring the safety backup"])
 def test_kill_9_leaves_the_old_volume_startable(site: Project, images, phase: str) -> None:
-    old, new = images
+    new = images[1]
     before = site.facts()
     proc = site.start("db", "upgrade", "--to", "17", "--image", new, "--yes")
     try:
