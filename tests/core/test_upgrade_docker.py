@@ -220,8 +220,9 @@ def test_kill_9_leaves_the_old_volume_startable(site: Project, images, phase: st
         assert "the safety backup, then" in seen, seen
         second = site.run("db", "upgrade", "--to", "17", "--image", new, "--yes", timeout=60)
         assert second.returncode == 7 and "is running (pid" in second.stderr, second.stderr
-        r = site.run("db", "up", timeout=60)  # nor does `db up` meddle
-        assert r.returncode == 7, r.stderr
+        for args in (["db", "up"], ["db", "down", "--volumes", "--yes"]):  # nor these
+            r = site.run(*args, timeout=60)
+            assert r.returncode == 7 and "is running (pid" in r.stderr, (args, r.stderr)
         seen += read_until(proc.stderr, phase, timeout=300)
         assert phase in seen, seen
         os.kill(proc.pid, signal.SIGKILL)

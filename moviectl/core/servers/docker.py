@@ -319,7 +319,8 @@ class DockerBackend:
         data volume). Anything it did not create is refused before anything changes."""
         from docker.errors import NotFound
 
-        with self._lock():
+        with self._lock():  # never while `db upgrade` runs; a killed one undone first
+            recover_interrupted(self.client, self.settings.data_dir, self.svc.project)
             c = self.container()
             if c is not None:
                 self._refuse_foreign("container", c.name, c.labels)
