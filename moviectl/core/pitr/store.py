@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from moviectl.infra.files import fsync_dir as fsync_dir
+from moviectl.infra.files import write_json_atomic as write_json_atomic
 from moviectl.infra.processes import pid_alive
 from moviectl.infra.settings import Settings
 
@@ -206,25 +208,6 @@ def make_private_dir(path: Path) -> None:
     """``path`` and its missing parents, each 0700."""
     for d in reversed([p for p in [path, *path.parents] if not p.exists()]):
         d.mkdir(mode=0o700, exist_ok=True)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Temp name, fsync, rename: a reader sees the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
-        fh.write(json.dumps(data, indent=2) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def store_of(settings: Settings) -> PitrStore:
