@@ -24,12 +24,21 @@ def upgrade_cmd(
         int | None, typer.Option("--to", min=10, max=99, help="The new major, e.g. 18.")
     ] = None,
     method: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--method",
-            help="link (fast; no rollback once started), clone, copy (default) or dump.",
+            help="link (fast; no rollback once started), clone, copy (the embedded default) "
+            "or dump (Docker's only one).",
         ),
-    ] = "copy",
+    ] = None,
+    image: Annotated[
+        str | None,
+        typer.Option(
+            "--image",
+            help="Docker: the new major's image (default: MOVIE_DB_IMAGE when it is that "
+            "major, else the current tag with the major replaced).",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool,
         typer.Option("--dry-run", help="Upgrade a throwaway copy of the latest backup only."),
@@ -43,14 +52,14 @@ def upgrade_cmd(
     yes: YesOpt = False,
     override: OverrideOpt = False,
 ) -> None:
-    """Upgrade the embedded cluster to a new PostgreSQL major with pg_upgrade: a verified
-    safety backup first, the known traps checked, verification after; the old cluster is
-    kept until --finish, and --rollback brings it back (not after --method link).
+    """Upgrade the server to a new PostgreSQL major: the embedded cluster with pg_upgrade,
+    the Docker volume by dump and restore into the new image. A verified safety backup
+    first, the known traps checked, verification after; the old cluster (volume) is kept
+    until --finish, and --rollback brings it back (not after --method link).
 
     Example: `moviectl db upgrade --to 18 --dry-run`, then `moviectl db upgrade --to 18 --yes`,
     then `moviectl db upgrade --finish --yes`
     """
-    from moviectl.core.upgrade import embedded as up
     from moviectl.infra.errors import UsageError
 
     o = out(ctx)
@@ -60,26 +69,37 @@ def upgrade_cmd(
             "give exactly one of --to MAJOR, --finish, --rollback",
             hint="moviectl db upgrade --to 18 --dry-run",
         )
-    _embedded_only(settings)
+    from moviectl.core.upgrade import docker as dk
+    from moviectl.core.upgrade import embedded as em
+
+    docker = _backend(settings) == "docker"
+    if docker or image is not None:  # before any confirmation: nothing asked in vain
+        _docker_only(docker, method, image)
+    method = method or ("dump" if docker else "copy")
     if rollback or (method == "link" and not dry_run):
         _guard(settings, override, rollback)
     if finish or rollback:
         what = "delete the old cluster" if finish else "discard the new cluster (and its writes)"
-        confirm(ctx, f"{what} in {settings.data_dir}?", yes)
-        done = up.finish(settings) if finish else up.rollback(settings)
+        where = "the Docker project's volumes" if docker else str(settings.data_dir)
+        confirm(ctx, f"{what} in {where}?", yes)
+        if docker:
+            done = dk.finish(settings) if finish else dk.rollback(settings)
+        else:
+            done = em.finish(settings) if finish else em.rollback(settings)
         o.emit(done, render_finish)
         return
     assert to is not None
     if not dry_run:
         confirm(ctx, f"stop the server and upgrade it to PostgreSQL {to} ({method})?", yes)
     t0 = time.monotonic()
-    result = up.upgrade(
-        settings,
-        to,
-        method,
-        dry_run=dry_run,
-        progress=lambda msg: o.info(f"[dim]{time.monotonic() - t0:7.1f}s[/] {msg}"),
-    )
+
+    def progress(msg: str) -> None:
+        o.info(f"[dim]{time.monotonic() - t0:7.1f}s[/] {msg}")
+
+    if docker:
+        result = dk.upgrade(settings, to, method, image=image, dry_run=dry_run, progress=progress)
+    else:
+        result = em.upgrade(settings, to, method, dry_run=dry_run, progress=progress)
     o.emit(result, render_upgrade)
     if not result.ok:
         raise typer.Exit(1)
@@ -94,19 +114,33 @@ def _guard(settings: Settings, override: bool, rollback: bool) -> None:
     guard(settings, what, override=override, server_wide=True)
 
 
-def _embedded_only(settings: Settings) -> None:
+def _backend(settings: Settings) -> str:
     from moviectl.core.servers import resolve_auto
     from moviectl.infra.errors import UsageError
 
     backend: str = settings.db_backend
     if backend == "auto":
         backend = resolve_auto(settings)
-    if backend != "embedded":
+    if backend not in ("embedded", "docker"):
         raise UsageError(
-            f"db upgrade runs on the embedded server only (this project's is {backend})",
-            hint="for Docker: moviectl backup, a new volume with the new image "
-            "(MOVIE_DB_IMAGE, MOVIE_COMPOSE_PROJECT), moviectl restore into it",
+            f"db upgrade runs on the embedded or Docker server only (this project's is "
+            f"{backend}: a server moviectl does not run)",
+            hint="moviectl backup, then moviectl restore into a server of the new major",
         )
+    return backend
+
+
+def _docker_only(docker: bool, method: str | None, image: str | None) -> None:
+    from moviectl.core.upgrade.docker import check_method
+    from moviectl.infra.errors import UsageError
+
+    if not docker:
+        raise UsageError(
+            "--image is for the Docker backend; the embedded one upgrades with binaries",
+            hint="MOVIE_PG_BIN_DIR names the old binaries (README: Upgrading PostgreSQL)",
+        )
+    if method is not None:
+        check_method(method)
 
 
 def render_upgrade(c: Console, r: UpgradeResult) -> None:

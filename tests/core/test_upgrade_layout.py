@@ -142,7 +142,7 @@ def test_an_old_volume_keeps_working_and_a_new_major_is_refused_with_the_upgrade
     r = dk("db", "up", "--json", MOVIE_DB_IMAGE=new)
     assert r.exit_code == 5, r.output
     err = json.loads(r.stdout)
-    assert "moviectl backup" in err["hint"] and "moviectl restore" in err["hint"], err
+    assert "moviectl db upgrade --to 18 --dry-run" in err["hint"], err
     assert f"PostgreSQL {image_major(old)} data at the volume's root" in err["message"]
     assert _volume_finding(dk, MOVIE_DB_IMAGE=new)["status"] == "fail"
 

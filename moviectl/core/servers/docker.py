@@ -37,6 +37,7 @@ from moviectl.core.servers.docker_engine import (
     split_lines,
     wait_for_logins,
 )
+from moviectl.core.servers.docker_upgrade import recover_interrupted
 from moviectl.core.servers.volume_layout import refuse_other_major
 from moviectl.infra.errors import PortInUse, ServerError
 from moviectl.infra.ports import describe_port_owner, port_is_free
@@ -180,7 +181,9 @@ class DockerBackend:
         started_at = time.monotonic()
         target = self.settings.target()
         recreated = ""
-        with self._lock():
+        with self._lock():  # a killed `db upgrade` first: the old volume back
+            undone = recover_interrupted(self.client, self.settings.data_dir, self.svc.project)
+            recreated = f"; {undone}" if undone else ""
             c = self._put_back_replaced()
             drift: dict[str, tuple[str, str]] = {}
             if c is not None:  # another checkout's database is not this one's
@@ -192,7 +195,7 @@ class DockerBackend:
             if drift:
                 assert c is not None
                 c = self._replace(c, drift, timeout)
-                recreated = "; recreated ({}; data volume kept)".format(
+                recreated += "; recreated ({}; data volume kept)".format(
                     "; ".join(f"{k} {was} → {want}" for k, (was, want) in drift.items())
                 )
             elif not already:
@@ -316,7 +319,8 @@ class DockerBackend:
         data volume). Anything it did not create is refused before anything changes."""
         from docker.errors import NotFound
 
-        with self._lock():
+        with self._lock():  # never while `db upgrade` runs; a killed one undone first
+            recover_interrupted(self.client, self.settings.data_dir, self.svc.project)
             c = self.container()
             if c is not None:
                 self._refuse_foreign("container", c.name, c.labels)

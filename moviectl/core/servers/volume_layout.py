@@ -103,12 +103,10 @@ def refuse_other_major(client: Any, volume: str | None, image: str) -> None:
         return
     major = image_major(image)
     if found.major is not None and major is not None and found.major < major:
-        # `db upgrade` is the embedded backend's only, for now: the dump-and-restore way
         hint = (
-            f"keep MOVIE_DB_IMAGE at a PostgreSQL {found.major} image; to move the data: "
-            f"moviectl backup, then with MOVIE_DB_IMAGE={image} and another "
-            "MOVIE_COMPOSE_PROJECT, moviectl db up and moviectl restore (README: Upgrading "
-            "PostgreSQL)"
+            f"moviectl db upgrade --to {major} --dry-run, then moviectl db upgrade --to "
+            f"{major} --yes (the new image: MOVIE_DB_IMAGE={image}); or keep MOVIE_DB_IMAGE "
+            f"at a PostgreSQL {found.major} image"
         )
     else:
         hint = f"set MOVIE_DB_IMAGE to a PostgreSQL {found.major} image (a major never goes back)"
