@@ -237,3 +237,12 @@ class DeadlineLoop(asyncio.SelectorEventLoop):
             return HeadDeadline(inner, self)
 
         return await super().create_server(guarded, *args, **kwargs)
+
+
+class OneLineFormatter(logging.Formatter):
+    """Every log line of ``--serve`` as one line: control characters in anything logged
+    (a request's path, an error's text, a traceback's newlines) become escapes."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
