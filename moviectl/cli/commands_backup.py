@@ -240,6 +240,30 @@ def backup_copy(
     out(ctx).emit(result, lambda c, r: c.print(f"copied {r['source']} to {r['path']}"))
 
 
+@backup_app.command("keygen")
+def backup_keygen(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="Private key file to create (0600); FILE.pub too.")],
+) -> None:
+    """Make an Ed25519 key pair for signed backup manifests (never overwrites a file).
+
+    Set MOVIE_BACKUP_SIGNING_KEY=FILE where backups are made, MOVIE_BACKUP_VERIFY_KEY=FILE.pub
+    where they are restored: a forged or unsigned manifest is then refused.
+
+    Example: `moviectl backup keygen /etc/moviectl/backup-signing.key`
+    """
+    from moviectl.core.backups.signing import keygen
+
+    result = keygen(file)
+    out(ctx).emit(
+        result,
+        lambda c, r: c.print(
+            f"wrote {r['signing_key']} (secret, 0600) and {r['verify_key']} (public), "
+            f"key {r['key']}"
+        ),
+    )
+
+
 def restore_cmd(
     ctx: typer.Context,
     file: Annotated[

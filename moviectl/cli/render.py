@@ -287,13 +287,15 @@ def render_backups(c: Console, r: Backups) -> None:
                 if e.verify_result == "mismatch"
                 else e.verified_at or ("no" if e.manifest else "no manifest")
             ),
+            e.signature or "-",
         )
         for e in r["backups"]
     ]
     if not rows:
         c.print("no backups")
         return
-    c.print(table(None, ["file", "created", "size", "revision", "verified"], rows))
+    head = ["file", "created", "size", "revision", "verified", "signature"]
+    c.print(table(None, head, rows))
 
 
 def render_verify(c: Console, r: VerifyResult) -> None:

@@ -147,6 +147,10 @@ class Settings:
     backup_repo: str | None = _setting(None, "Backups: a directory or s3://bucket/prefix", "text")
     backup_age_recipients: str | None = _setting(None, "age keys backups are sealed for", "text")
     backup_age_identity: Path | None = _setting(None, "age identity file to open them", "path")
+    backup_signing_key: Path | None = _setting(None, "Key backup manifests are signed with", "path")
+    backup_verify_key: Path | None = _setting(
+        None, "Keys backup manifests must be signed by", "path"
+    )
     migrate_lock_timeout: float = _setting(
         10.0, "Seconds a migration waits for another one to finish", "float", lo=0, hi=DAY
     )

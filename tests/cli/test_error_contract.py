@@ -59,6 +59,7 @@ def _args(cmd: tuple[str, ...], backup: str, out: str) -> list[str]:
         ("backup", "prune"): ["--keep", "1", "--yes"],
         ("backup", "pin"): [backup, "--unpin"],  # leaves the shared backup as it was
         ("backup", "copy"): [backup, "--to", f"{out}/copy"],
+        ("backup", "keygen"): [f"{out}/signing.key"],
         ("restore",): [backup],
         ("testdb", "drop"): ["movies_test_0123456789abcdef"],
         ("inspect", "kill"): ["1", "--yes"],
@@ -80,6 +81,7 @@ NO_SERVER = {
     ("backup", "prune"): 0,
     ("backup", "pin"): 0,  # the manifest and the pin are files: no server
     ("backup", "copy"): 0,
+    ("backup", "keygen"): 0,  # writes a key pair, nothing else
     ("config", "show"): 0,  # the protection mark reads as "unknown"
     ("init", "ci"): 0,  # writes a workflow file, nothing else
     ("doctor",): 1,  # it reports the problem as a finding

@@ -156,3 +156,25 @@ def test_a_second_promote_at_once_is_refused(pitr: Cli) -> None:
         assert not (restores / "x").exists()  # refused before restoring anything
     assert facts(pitr) == before
     assert pitr("pitr", "promote", "second", "--yes").exit_code == 0
+
+
+def test_a_promote_refuses_while_a_db_upgrade_awaits_finish(pitr: Cli) -> None:
+    """`db upgrade` done but not finished owns `pgdata` (its old cluster is kept beside it
+    for --rollback): a promote moving `pgdata` aside would break that, so it refuses."""
+    from moviectl.core.servers.upgrade_state import clear_state, write_state
+
+    data = Path(pitr.env["MOVIE_DATA_DIR"]).resolve()
+    _restored(pitr, "upgrading")
+    before, aside = facts(pitr), set(data.glob("pgdata.before-*"))
+    write_state(data, {"phase": "done", "from": 17, "to": 18, "method": "copy", "pid": 1})
+    try:
+        r = pitr("--json", "pitr", "promote", "upgrading", "--yes")
+        assert r.exit_code == 5, r.output
+        doc = json.loads(r.stdout)
+        assert "db upgrade" in doc["message"] and "--finish" in doc["hint"], doc
+        assert not (data / "promoting.json").exists()
+        assert set(data.glob("pgdata.before-*")) == aside
+    finally:
+        clear_state(data)
+    assert facts(pitr) == before
+    assert pitr("pitr", "promote", "upgrading", "--yes").exit_code == 0

@@ -73,8 +73,17 @@ def read_manifest(repo: Repository, name: str) -> tuple[Manifest, dict[str, Any]
 
 def entries(settings: Settings, repo: Repository) -> list[BackupEntry]:
     """The backups in ``repo``, oldest first (the same shape as a directory's)."""
+    from moviectl.core.backups.signing import state, verify_keys
+
+    keys = verify_keys(settings)
     if isinstance(repo, LocalRepository):
-        return list_backups(settings, repo.root)
+        listed = list_backups(settings, repo.root)
+        for e in listed:
+            if e.manifest:
+                with contextlib.suppress(OSError, ValueError, UnicodeDecodeError):
+                    doc = json.loads(manifest_path(Path(e.path)).read_text(encoding="utf-8"))
+                    e.signature = state(keys, doc, Path(e.path).name)
+        return listed
     objs = {o.name: o for o in repo.list()}
     found = []
     for name, obj in objs.items():
@@ -85,7 +94,7 @@ def entries(settings: Settings, repo: Repository) -> list[BackupEntry]:
                 found.append(BackupEntry(repo.where(name), None, obj.size, None, None, False))
             continue
         try:
-            m, _ = read_manifest(repo, name)
+            m, raw = read_manifest(repo, name)
         except InputFileError:
             found.append(BackupEntry(repo.where(name), None, obj.size, None, None, False))
             continue
@@ -98,6 +107,7 @@ def entries(settings: Settings, repo: Repository) -> list[BackupEntry]:
                 m.verified_at,
                 True,
                 m.verify_result,
+                state(keys, raw, name),
             )
         )
     found.sort(key=lambda e: e.created or "")
@@ -176,8 +186,10 @@ def _download(repo: Repository, name: str, dest: Path, sha256: str | None) -> No
 
 def verify_in(settings: Settings, repo: Repository, name: str) -> VerifyResult:
     """The restore drill on a repository's backup; the outcome goes into its manifest."""
+    from moviectl.core.backups.signing import check_backup
     from moviectl.core.backups.verify import verify
 
+    check_backup(settings, repo, name)  # a forged manifest: refused, nothing recorded
     if isinstance(repo, LocalRepository):
         return verify(settings, repo.root / name)
     try:
@@ -205,7 +217,9 @@ def restore_from(
     jobs: int | None,
 ) -> RestoreResult:
     from moviectl.core.backups.restore import restore
+    from moviectl.core.backups.signing import check_backup
 
+    check_backup(settings, repo, name)  # before anything is downloaded, created or dropped
     if isinstance(repo, LocalRepository):
         return restore(settings, repo.root / name, into=into, force=force, jobs=jobs)
     with staged(settings, repo, name) as local:
@@ -217,6 +231,9 @@ def restore_from(
 
 def copy(settings: Settings, src: Repository, name: str, dest: Repository) -> dict[str, Any]:
     """Copy a backup to another repository, checked on the way, manifest last."""
+    from moviectl.core.backups.signing import check_backup
+
+    check_backup(settings, src, name)
     man, raw = read_manifest(src, name)
     if isinstance(src, LocalRepository) and (src.root / name).is_dir():
         raise UsageError(
@@ -275,6 +292,8 @@ def backup_everywhere(
     else:
         repos = configured(settings, to)
     first = repos[0]
+    for other in repos[1:]:  # an unreachable second repository fails (exit 3) before pg_dump
+        other.check()
     if isinstance(first, LocalRepository):
         chosen = output is not None or bool(to or settings.backup_repo)
         if chosen and output is None:

@@ -36,6 +36,7 @@ from moviectl.core.backups.fileio import (
 from moviectl.core.backups.leftovers import clean_databases, clean_partials, partial_name
 from moviectl.core.backups.manifest import FORMATS, Manifest, manifest_path
 from moviectl.core.backups.readback import read_back_and_hash, readability
+from moviectl.core.backups.signing import sign, signing_key
 from moviectl.infra.conninfo import DbTarget
 from moviectl.infra.engine import connect, require_session
 from moviectl.infra.errors import (
@@ -179,6 +180,7 @@ def backup(
         raise InputFileError(f"unknown format {fmt!r}", hint="custom, directory or plain")
     if compress is not None:  # a typo fails before anything connects or is written
         compression.choose(compress, fmt, "", "", frozenset(compression.METHODS))
+    key = signing_key(settings)  # a bad key is refused before anything is written
     out = _out_dir(settings, output)
     settings = require_session(settings, "backup", database)  # pg_dump's snapshot: direct
     target = settings.target(database)
@@ -219,7 +221,7 @@ def backup(
         )
         mpath = manifest_path(final)
         fsync_path(tmp)  # the dump is on disk before its name says it is complete
-        write_json_atomic(mpath, asdict(man))
+        write_json_atomic(mpath, sign(key, asdict(man)))
         os.replace(tmp, final)
         fsync_dir(out)
     except BaseException:

@@ -58,6 +58,7 @@ class BackupEntry:
     verified_at: str | None
     manifest: bool
     verify_result: str | None = None  # ok | mismatch (the last drill's)
+    signature: str | None = None  # signing.state(): ok, unsigned, bad, unknown key, signed
 
 
 @dataclass
@@ -208,4 +209,11 @@ def record_verification(path: Path, man: Manifest, ok: bool) -> None:
     """Write the outcome of a restore drill into the backup's manifest."""
     man.verified_at = datetime.now(UTC).isoformat() if ok else man.verified_at
     man.verify_result = "ok" if ok else "mismatch"
-    write_json_atomic(manifest_path(path), asdict(man))
+    doc: dict[str, object] = {}
+    try:  # keep the fields Manifest does not model (signature, encryption)
+        raw = json.loads(manifest_path(path).read_text(encoding="utf-8"))
+        doc = raw if isinstance(raw, dict) else {}
+    except (OSError, ValueError):
+        pass
+    doc.update(asdict(man))
+    write_json_atomic(manifest_path(path), doc)

@@ -43,6 +43,7 @@ from moviectl.core.backups.leftovers import clean_databases, this_host
 from moviectl.core.backups.manifest import FORMATS, Manifest
 from moviectl.core.backups.objects import BLOCK, Repository
 from moviectl.core.backups.readback import readability
+from moviectl.core.backups.signing import sign, signing_key
 from moviectl.infra.engine import connect, require_session
 from moviectl.infra.errors import InputFileError, MoviectlError, UsageError
 from moviectl.infra.pgerrors import is_lock_timeout
@@ -105,6 +106,7 @@ def backup_to(
     if compress is not None:  # a typo fails before anything connects or is written
         compression.choose(compress, fmt, "", "", frozenset(compression.METHODS))
     recipients = recipients_of(settings)  # a bad recipient is refused before anything runs
+    key = signing_key(settings)  # so is a bad signing key
     repo.check()  # unreachable, wrong keys, no bucket: before pg_dump starts
     settings = require_session(settings, "backup", database)
     target = settings.target(database)
@@ -140,6 +142,7 @@ def backup_to(
         doc = asdict(man)
         if recipients:
             doc.update(encrypting(recipients, stored))
+        sign(key, doc)  # last: the signature covers the encryption fields too
         repo.write_bytes(name + MANIFEST, (json.dumps(doc, indent=2) + "\n").encode())
     except BaseException:
         with contextlib.suppress(Exception):  # best effort: the next run cleans the rest

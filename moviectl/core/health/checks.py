@@ -285,6 +285,10 @@ def run_health(
         from moviectl.core.health.pooler import read_pooler
 
         report.pooler = read_pooler(settings)
+    if engine is None and settings.backup_repo and list(names or CHECKS) == list(CHECKS):
+        from moviectl.core.health.repositories import repository_check
+
+        report.checks.append(_one("backups", lambda: repository_check(settings)))
     return report
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from moviectl.core.health.checks import FAIL, PASS, SKIP, WARN, HealthReport
 from moviectl.core.health.pooler import PoolerReport, add_pooler_metrics
+from moviectl.core.health.repositories import RepoFacts, add_repository_metrics, read_repositories
 from moviectl.infra.errors import MoviectlError
 from moviectl.infra.settings import Settings
 
@@ -43,6 +44,8 @@ class Backups:
     last_verified: float
     unreadable: int
     pitr: Pitr | None = None  # None: no PITR repository (the series are left out)
+    # MOVIE_BACKUP_REPO's repositories (repositories.py); None: not set (left out)
+    repositories: tuple[RepoFacts, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -93,10 +96,11 @@ def backup_facts(settings: Settings) -> Backups:
     """Read the manifests (file system only: never the database)."""
     from moviectl.core.backups.manifest import list_backups
 
+    repos = tuple(read_repositories(settings)) if settings.backup_repo else None
     try:
         entries = list_backups(settings, Path(settings.backup_dir))
     except (OSError, ValueError, TypeError, MoviectlError):  # unreadable directory or list
-        return Backups(0.0, 0.0, 1, pitr_facts(settings))
+        return Backups(0.0, 0.0, 1, pitr_facts(settings), repos)
     last = verified = 0.0
     unreadable = 0
     for e in entries:
@@ -108,7 +112,7 @@ def backup_facts(settings: Settings) -> Backups:
             unreadable += 1
         last = max(last, made or 0.0)
         verified = max(verified, drilled or 0.0)
-    return Backups(last, verified, unreadable, pitr_facts(settings))
+    return Backups(last, verified, unreadable, pitr_facts(settings), repos)
 
 
 def metrics_body(
@@ -226,4 +230,6 @@ def metrics_body(
                 value
             )
     add_pooler_metrics(registry, pooler)  # moviectl_pgbouncer_*, when configured
+    if backups is not None:  # moviectl_backup_repository_*, when MOVIE_BACKUP_REPO is set
+        add_repository_metrics(registry, list(backups.repositories or []) or None)
     return bytes(generate_latest(registry))

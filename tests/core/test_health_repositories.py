@@ -1,0 +1,160 @@
+"""Health and metrics know the backup repositories (issue 27): per repository the newest
+backup and the newest verified one; a repository that is down or stalled is a warning in
+`health` within a bound, a 0 in /metrics (promtool accepts the body), and exit 3 for
+`backup`, before anything is written. A real SeaweedFS, stopped (SIGSTOP) to stall it."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from moviectl.infra.ports import free_port
+from tests.conftest import read_until, subprocess_env
+from tests.core.s3server import SECRET_KEY, SeaweedS3
+from tests.core.test_health_probes import _promtool
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweed"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def seeded(cli, s3, tmp_path):
+    r = cli("seed", "--sample", "100")
+    assert r.exit_code == 0, r.output
+    cli.env.update(s3.env(MOVIE_BACKUP_DIR=str(tmp_path / "staging"), MOVIE_CONNECT_TIMEOUT="2"))
+    return cli
+
+
+def backups_check(r) -> dict:  # type: ignore[no-untyped-def]
+    doc = json.loads(r.stdout)
+    return next(c for c in doc["checks"] if c["name"] == "backups")
+
+
+def test_health_reports_each_repository(seeded, tmp_path):
+    local = tmp_path / "local"
+    repos = f"{local},s3://backups/h-{tmp_path.name}"
+    r = seeded("health", "--json", MOVIE_BACKUP_REPO=repos)
+    assert r.exit_code == 1, r.output  # the directory does not exist yet: a warning
+    check = backups_check(r)
+    assert check["status"] == "warn" and "does not exist" in check["detail"]
+    assert json.loads(r.stdout)["status"] == "degraded"
+
+    r = seeded("backup", "--json", MOVIE_BACKUP_REPO=repos)
+    assert r.exit_code == 0, r.output
+    name = Path(json.loads(r.stdout)["path"]).name
+    r = seeded("health", "--json", MOVIE_BACKUP_REPO=repos)
+    assert r.exit_code == 0, r.output
+    check = backups_check(r)
+    assert check["status"] == "pass"
+    found = check["data"]["repositories"]
+    assert [f["repository"] for f in found] == repos.split(",")
+    assert all(f["up"] and f["backups"] == 1 and f["last"] > 0 for f in found)
+    assert all(f["last_verified"] == 0 and f["last_verified_age_seconds"] is None for f in found)
+    assert all(0 <= f["last_backup_age_seconds"] < 600 for f in found)
+
+    r = seeded("backup", "verify", name, "--repo", repos.split(",")[1])
+    assert r.exit_code == 0, r.output
+    r = seeded("health", "--json", MOVIE_BACKUP_REPO=repos)
+    local_f, s3_f = backups_check(r)["data"]["repositories"]
+    assert s3_f["last_verified"] > 0 and local_f["last_verified"] == 0
+    r = seeded("health", MOVIE_BACKUP_REPO=repos)  # the text form names both
+    assert "backups" in r.stdout and "1 backups" in r.stdout
+    # a selection of checks leaves the repositories out
+    r = seeded("health", "--ready", "--json", MOVIE_BACKUP_REPO=repos)
+    assert "backups" not in [c["name"] for c in json.loads(r.stdout)["checks"]]
+
+
+def test_a_stalled_or_dead_repository_is_a_bounded_warning(seeded, s3, tmp_path):
+    repos = f"{tmp_path},s3://backups/stall-{tmp_path.name}"
+    s3.pause()
+    try:
+        t0 = time.monotonic()
+        r = seeded("health", "--json", MOVIE_BACKUP_REPO=repos)
+        took = time.monotonic() - t0
+    finally:
+        s3.resume()
+    assert r.exit_code == 1, r.output
+    check = backups_check(r)
+    assert check["status"] == "warn" and "unreachable" in check["detail"], check
+    assert took < 20, took  # the bound: twice MOVIE_CONNECT_TIMEOUT, plus the checks
+    assert [f["up"] for f in check["data"]["repositories"]] == [True, False]
+    assert SECRET_KEY not in r.output
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    r = seeded("health", "--json", MOVIE_BACKUP_REPO=repos, AWS_ENDPOINT_URL=dead)
+    check = backups_check(r)
+    assert check["status"] == "warn" and dead in check["detail"]
+
+    # `backup` to both: exit 3 before pg_dump, nothing written to the first
+    out = tmp_path / "first"
+    before = set(tmp_path.iterdir())
+    r = seeded("backup", MOVIE_BACKUP_REPO=f"{out},s3://backups/x", AWS_ENDPOINT_URL=dead)
+    assert r.exit_code == 3 and dead in r.stderr and len(r.stderr.splitlines()) <= 2
+    assert set(tmp_path.iterdir()) - before <= {out} and not (out.exists() and list(out.iterdir()))
+
+
+def _serve(env: dict[str, str]) -> Iterator[int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moviectl", "health", "--serve", str(port)],
+        env=subprocess_env(MOVIE_PROBE_DEADLINE="5", **env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        said = read_until(proc.stderr, "serving", timeout=30)
+        assert "serving" in said, said
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _metrics(port: int) -> bytes:
+    deadline = time.monotonic() + 30
+    while True:  # the first scrape may come before the repositories' first read
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/metrics")
+        body = conn.getresponse().read()
+        conn.close()
+        if b"moviectl_backup_repository_up" in body or time.monotonic() > deadline:
+            return body
+        time.sleep(0.5)
+
+
+def test_metrics_per_repository(seeded, s3, tmp_path):
+    promtool = _promtool()
+    repo = f"s3://backups/m-{tmp_path.name}"
+    r = seeded("backup", "--to", repo)
+    assert r.exit_code == 0, r.output
+    env = dict(seeded.env, MOVIE_BACKUP_REPO=f"{repo},{tmp_path / 'nowhere'}")
+    for port in _serve(env):
+        body = _metrics(port)
+    text = body.decode()
+    assert f'moviectl_backup_repository_up{{repository="{repo}"}} 1.0' in text, text
+    assert f'moviectl_backup_repository_backups{{repository="{repo}"}} 1.0' in text
+    assert f'moviectl_backup_repository_up{{repository="{tmp_path / "nowhere"}"}} 0.0' in text
+    line = next(
+        ln for ln in text.splitlines() if ln.startswith("moviectl_backup_repository_last_backup")
+    )
+    assert float(line.split()[-1]) > time.time() - 600
+    assert SECRET_KEY not in text
+    checked = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True)
+    assert checked.returncode == 0, (checked.stdout + checked.stderr).decode()
+    assert checked.stdout.strip() == b"" and checked.stderr.strip() == b"", checked
