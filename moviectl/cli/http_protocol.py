@@ -1,4 +1,5 @@
-"""The connection layer of ``health --serve``, around uvicorn's protocol: deadlines, limits.
+"""The connection layer of ``health --serve``, around uvicorn's protocol: deadlines, limits
+(and its one-line log formatter).
 
 What uvicorn alone does not do, and a hostile client exploits:
 
