@@ -251,6 +251,31 @@ def copy_migrations(into: Path) -> Path:
     return copy
 
 
+def install_wheel(tmp: Path, extras: str = "") -> tuple[Path, Path]:
+    """moviectl as users get it: its wheel built into ``tmp``/dist and installed (with
+    ``extras``, e.g. ``"[test]"``) in a fresh virtualenv; (the wheel, the venv)."""
+    import shutil
+    import subprocess
+
+    uv = shutil.which("uv")
+    if uv is None:
+        pytest.skip("uv is not installed")
+    build = [uv, "build", "--wheel", "-o", str(tmp / "dist"), str(ROOT)]
+    res = subprocess.run(build, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    wheel = next((tmp / "dist").glob("moviectl-*.whl"))
+    venv = tmp / "venv"
+    subprocess.run([uv, "venv", "-q", "-p", "3.11", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    res = subprocess.run(
+        [uv, "pip", "install", "-q", "--python", python, f"{wheel}{extras}"],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    return wheel, venv
+
+
 def start_moviectl(
     env: dict[str, str], *args: str, python: str | None = None, cwd: Path | None = ROOT
 ) -> Any:
@@ -268,6 +293,43 @@ def start_moviectl(
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def stop(proc: Any, timeout: float = 15) -> None:
+    """SIGTERM a child and reap it; killed if it has not ended within ``timeout`` (then the
+    test fails: a child that ignores SIGTERM is a bug)."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+@contextmanager
+def health_serving(url: str, log: Path, *extra: str, **env: str) -> Iterator[tuple[int, Any]]:
+    """The real `moviectl health --serve` on a free port, for the database ``url``, its
+    log (stderr) in ``log`` (never a pipe nobody reads); (port, process) once it serves."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moviectl", "health", "--serve", str(port), *extra],
+            env=subprocess_env(MOVIE_DATABASE_URL=url, **env),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        assert wait_for(lambda: "serving" in log.read_text() or proc.poll() is not None, 30)
+        assert proc.poll() is None, log.read_text()
+        yield port, proc
+    finally:
+        stop(proc)
 
 
 def run_moviectl(
@@ -317,14 +379,9 @@ def read_until(stream: Any, needle: str, timeout: float) -> str:
 
 def wait_for(condition: Any, timeout: float = 60) -> bool:
     """Poll ``condition`` until true or ``timeout`` (bounded; the answer is the result)."""
-    import time
+    from moviectl.infra.waiting import poll_until
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
+    return bool(poll_until(condition, timeout, 0.02))
 
 
 def backup_json(cli: Cli, out: Path, *args: str) -> dict[str, Any]:

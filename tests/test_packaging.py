@@ -3,37 +3,19 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import zipfile
 
 import pytest
 
-from tests.conftest import ROOT, subprocess_env
+from tests.conftest import install_wheel, subprocess_env
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    uv = shutil.which("uv")
-    if uv is None:
-        pytest.skip("uv is not installed")
-    tmp = tmp_path_factory.mktemp("wheel")
-    res = subprocess.run(
-        [uv, "build", "--wheel", "-o", str(tmp / "dist"), str(ROOT)], capture_output=True, text=True
-    )
-    assert res.returncode == 0, res.stderr
-    wheel = next((tmp / "dist").glob("moviectl-*.whl"))
-    venv = tmp / "venv"
-    subprocess.run([uv, "venv", "-q", "-p", "3.11", str(venv)], check=True)
-    res = subprocess.run(
-        [uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"), str(wheel)],
-        capture_output=True,
-        text=True,
-    )
-    assert res.returncode == 0, res.stderr
-    return wheel, venv
+    return install_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 def test_wheel_ships_migrations_compose_file_and_types(installed):

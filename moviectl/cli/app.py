@@ -18,6 +18,7 @@ import typer
 
 from moviectl import __version__
 from moviectl.cli import (
+    commands_admin,
     commands_backup,
     commands_config,
     commands_db,
@@ -43,6 +44,7 @@ Example: `moviectl down` or `moviectl down --volumes --yes` (deletes all data)
 
 commands_db.db_app.command("top")(commands_top.top_cmd)  # db top: inspect's live view
 commands_db.db_app.command("upgrade")(commands_upgrade.upgrade_cmd)  # major upgrades
+commands_db.db_app.command("admin")(commands_admin.admin_cmd)  # pgAdmin, server registered
 
 # (name, a Typer sub-app or a command function, help override)
 COMMANDS: list[tuple[str, Any, str | None]] = [

@@ -64,6 +64,7 @@ def backup_cmd(
     ] = None,
     to: ToOpt = None,
     physical: pitr.PhysicalOpt = False,
+    incremental: pitr.IncrementalOpt = False,
 ) -> None:
     """Back up the app database: pg_dump to a temp name, read back, checksummed, renamed.
 
@@ -73,11 +74,12 @@ def backup_cmd(
 
     Example: `moviectl backup` or `moviectl backup --compress gzip:6 -o /srv/backups`
     or `moviectl backup --to s3://backups/movies`
+    or `moviectl backup --physical --incremental` (PostgreSQL 17+)
     """
     if ctx.invoked_subcommand is not None:
         return
     if physical:
-        return pitr.physical_backup(ctx, compress)
+        return pitr.physical_backup(ctx, compress, incremental)
     from moviectl.cli.output import ByteProgress
     from moviectl.core.backups.catalog import backup_everywhere
 

@@ -22,6 +22,13 @@ pitr_app = new_typer(
 PhysicalOpt = Annotated[
     bool, typer.Option("--physical", help="PITR: a base backup / restore to a moment.")
 ]
+IncrementalOpt = Annotated[
+    bool,
+    typer.Option(
+        "--incremental",
+        help="With --physical: only what changed since the newest base backup (17+).",
+    ),
+]
 ToTimeOpt = Annotated[str | None, typer.Option("--to-time", help="With --physical: a time.")]
 ToLsnOpt = Annotated[str | None, typer.Option("--to-lsn", help="With --physical: an LSN.")]
 ToNameOpt = Annotated[
@@ -73,7 +80,7 @@ def mark_cmd(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Its n
 
     Example: `moviectl pitr mark "before-0003"`
     """
-    from moviectl.core.pitr.marks import mark
+    from moviectl.core.restore_points import mark
 
     out(ctx).emit(mark(settings_of(ctx), name), rp.render_mark)
 
@@ -157,12 +164,12 @@ def script_cmd(ctx: typer.Context) -> None:
     out(ctx).emit({"script": SCRIPT}, lambda c, r: c.print(r["script"], end="", markup=False))
 
 
-def physical_backup(ctx: typer.Context, compress: str | None) -> None:
+def physical_backup(ctx: typer.Context, compress: str | None, incremental: bool = False) -> None:
     from moviectl.core.pitr.basebackup import base_backup
 
     o = out(ctx)
     with o.status("pg_basebackup"):
-        result = base_backup(settings_of(ctx), compress=compress)
+        result = base_backup(settings_of(ctx), compress=compress, incremental=incremental)
     o.emit(result, rp.render_physical)
 
 

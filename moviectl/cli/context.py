@@ -109,22 +109,20 @@ class MoviectlTyper(typer.Typer):
     callback, declared once in ``JsonOpt``)."""
 
     def command(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:
-        register = super().command(*args, **kwargs)
-
-        def decorator(f: F) -> F:
-            register(takes_json(f))
-            return f
-
-        return decorator
+        return _with_json(super().command(*args, **kwargs))
 
     def callback(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:
-        register = super().callback(*args, **kwargs)
+        return _with_json(super().callback(*args, **kwargs))
 
-        def decorator(f: F) -> F:
-            register(takes_json(f))
-            return f
 
-        return decorator
+def _with_json(register: Callable[[Any], Any]) -> Callable[[F], F]:
+    """Typer's decorator, registering the command with ``--json``; ``f`` itself unchanged."""
+
+    def decorator(f: F) -> F:
+        register(takes_json(f))
+        return f
+
+    return decorator
 
 
 class MoviectlGroup(TyperGroup):

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from moviectl.core.pitr.promote import PromoteResult
     from moviectl.core.pitr.restore import RestoreResult
     from moviectl.core.pitr.status import PitrStatus
-    from moviectl.core.pitr.store import Mark
+    from moviectl.core.restore_points import Mark
 
 
 def render_enable(c: Console, r: EnableResult) -> None:
@@ -49,11 +49,13 @@ def render_status(c: Console, r: PitrStatus) -> None:
             fmt_bytes(b.size_bytes),
             b.end_lsn,
             ("ok" if b.drill["ok"] else "FAILED") if b.drill else "-",
+            f"incremental to {b.parent}" if b.parent else "full",
         )
         for b in r.base_backups
     ]
+    heads = ["id", "consistent at", "size", "end LSN", "drill", "kind"]
     if rows:
-        c.print(table("base backups", ["id", "consistent at", "size", "end LSN", "drill"], rows))
+        c.print(table("base backups", heads, rows))
     for x in r.restores:
         state = "running" if x["running"] else "stopped"
         c.print(f"restored: {x['name']} on port {x['port']} ({state}), {x['target']}")
@@ -63,7 +65,8 @@ def render_status(c: Console, r: PitrStatus) -> None:
 
 def render_physical(c: Console, r: PhysicalBackupResult) -> None:
     b = r.base
-    c.print(f"[green]✓[/] base backup {b.id} taken and verified (pg_verifybackup)")
+    kind = f"incremental to {b.parent}" if b.parent else "full"
+    c.print(f"[green]✓[/] base backup {b.id} ({kind}) taken and verified (pg_verifybackup)")
     c.print(
         f"  {fmt_bytes(b.size_bytes)}, WAL {b.start_lsn} .. {b.end_lsn}, timeline "
         f"{b.timeline}, {fmt_duration(r.seconds)}; {b.path}"
@@ -107,6 +110,8 @@ def render_prune(c: Console, r: PruneResult) -> None:
         c.print(f"  deleted base backup {b}")
     c.print(f"  deleted {r.deleted_wal} WAL files older than {r.oldest_needed_segment or '-'}")
     c.print(f"  kept: {', '.join(r.kept) or 'nothing'}")
+    for u in r.deleted_unfinished:
+        c.print(f"  deleted the objects of {u}, an upload never finished")
 
 
 @dataclass

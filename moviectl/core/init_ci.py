@@ -13,12 +13,11 @@ Written to a temp file beside the target and renamed; an existing file is refuse
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from moviectl.infra.errors import MoviectlError, UsageError
+from moviectl.infra.errors import UsageError
+from moviectl.infra.files import write_user_file
 
 DEFAULT_PATH = Path(".github/workflows/moviectl.yml")
 PG_MAJORS = range(15, 19)  # what moviectl supports (docs: PostgreSQL 15-18)
@@ -105,19 +104,5 @@ def write_workflow(
         raise UsageError(
             f"{path} exists: refusing to overwrite it", hint="--force replaces it (review the diff)"
         )
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise MoviectlError(f"cannot write {path}: {exc.strerror}") from None
-        raise
+    write_user_file(path, text.encode(), 0o644)
     return CiWorkflow(str(path), f"postgres:{major}", existed)

@@ -28,6 +28,7 @@ from moviectl.core.migrations.runner import MigrateResult, upgrade
 from moviectl.core.seed.load import SeedResult, seed
 from moviectl.infra.admin import (
     SYSTEM_DATABASES,
+    advisory_lock,
     create_database,
     database_comment,
     drop_database_force,
@@ -101,17 +102,11 @@ def preflight(settings: Settings, *, override: bool = False) -> None:
 
 def _lock(conn: Any, database: str) -> None:
     """Wait (bounded) for any other reset of ``database``: a session lock, gone with us."""
-    from psycopg import errors
-
-    conn.execute(f"SET lock_timeout = '{int(RESET_LOCK_WAIT * 1000)}ms'")
-    try:
-        conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (RESET_LOCK_KEY, database))
-    except errors.LockNotAvailable:
+    if not advisory_lock(conn, RESET_LOCK_KEY, database, RESET_LOCK_WAIT):
         raise LockBusy(
             f"another db reset of {database} has run for over {RESET_LOCK_WAIT:.0f} s",
             hint="wait for it, or end it (moviectl inspect)",
-        ) from None
-    conn.execute("RESET lock_timeout")
+        )
 
 
 def _swap(settings: Settings, conn: Any, database: str, override: bool) -> tuple[bool, str | None]:

@@ -17,7 +17,6 @@ import os
 import re
 import secrets
 import socket
-import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +27,7 @@ from moviectl.infra.admin import (
     TEST_PREFIX,
     admin_source,
     admin_target,
+    advisory_lock,
     clone_template,
     comment_database,
     create_database,
@@ -143,13 +143,8 @@ def ensure_template(
     with admin_session(settings, admin) as conn:
         if _template_ready(conn, name):
             return name
-        deadline = time.monotonic() + timeout
-        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (TEMPLATE_LOCK_KEY,)).fetchone()[
-            0
-        ]:
-            if time.monotonic() > deadline:
-                raise LockBusy(f"timed out waiting for another process to build template {name}")
-            time.sleep(0.05)
+        if not advisory_lock(conn, TEMPLATE_LOCK_KEY, None, timeout):
+            raise LockBusy(f"timed out waiting for another process to build template {name}")
         try:
             if _template_ready(conn, name):  # built by whoever held the lock
                 return name

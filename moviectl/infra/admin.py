@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from typing import TYPE_CHECKING, Any
 
 from moviectl.infra.conninfo import DbTarget
 from moviectl.infra.errors import LockBusy, PermissionDenied
 from moviectl.infra.held_signals import held
+from moviectl.infra.waiting import poll_until
 
 if TYPE_CHECKING:
     from moviectl.infra.settings import Settings
@@ -194,14 +194,30 @@ def _end_sessions_on(conn: Any, database: str, wait: float = 5.0) -> None:
     for (pid,) in pids:
         with contextlib.suppress(errors.InsufficientPrivilege):  # another role's: stays
             conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,)
-        ).fetchone()
-        if not row or row[0] == 0:
-            return
-        time.sleep(0.05)
+    count = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+    poll_until(lambda: conn.execute(count, (database,)).fetchone()[0] == 0, wait, 0.05)
+
+
+def advisory_lock(conn: Any, key: int, name: str | None, wait: float) -> bool:
+    """Take the session advisory lock ``key`` (with ``hashtext(name)`` when given) on
+    ``conn``; False when another session still holds it after ``wait`` seconds.
+
+    The server does the waiting (a blocking lock under ``lock_timeout``), not a poll;
+    ``lock_timeout = 0`` would mean forever, so no wait asks once.
+    """
+    from psycopg import errors
+
+    args, params = ("%s", (key,)) if name is None else ("%s, hashtext(%s)", (key, name))
+    if wait <= 0:
+        return bool(conn.execute(f"SELECT pg_try_advisory_lock({args})", params).fetchone()[0])
+    conn.execute(f"SET lock_timeout = {max(1, int(wait * 1000))}")  # an int
+    try:
+        conn.execute(f"SELECT pg_advisory_lock({args})", params)
+        return True
+    except errors.LockNotAvailable:
+        return False
+    finally:
+        conn.execute("RESET lock_timeout")
 
 
 def may_drop(conn: Any, name: str) -> bool:

@@ -54,13 +54,10 @@ def find_bin_dir(configured: Path | None = None) -> Path:
 
 
 def binary_major(bin_dir: Path) -> int:
-    out = subprocess.run(
-        [str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, check=True
-    ).stdout
-    m = re.search(r"(\d+)(?:\.\d+)?", out)
-    if not m:
-        raise ToolMissing(f"cannot read the version of {bin_dir / 'postgres'}: {out!r}")
-    return int(m.group(1))
+    tool = tool_version(str(bin_dir / "postgres"))
+    if tool is None:
+        raise ToolMissing(f"cannot read the version of {bin_dir / 'postgres'}")
+    return tool.major
 
 
 def child_env(target: DbTarget) -> dict[str, str]:
@@ -88,16 +85,8 @@ def supports_tls(tool_path: str) -> bool:
         ok = True
         if probe.exists():
             try:
-                res = subprocess.run(
-                    [
-                        str(probe),
-                        "-q",
-                        "-d",
-                        "sslmode=require host=127.0.0.1 port=1 connect_timeout=1",
-                    ],
-                    capture_output=True,
-                    timeout=10,
-                )
+                argv = [str(probe), "-q", "-d", _TLS_PROBE]
+                res = subprocess.run(argv, capture_output=True, timeout=10)
                 ok = res.returncode != 3
             except (OSError, subprocess.SubprocessError):
                 ok = True

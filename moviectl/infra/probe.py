@@ -102,29 +102,14 @@ class _BadParameters(Exception):
     pass
 
 
-def reachable(
-    host: str,
-    port: int,
-    user: str,
-    database: str,
-    timeout: float,
-    *,
-    options: Mapping[str, str] | None = None,
-    port_spec: str | None = None,
-) -> tuple[str, str, int, dict[str, str]]:
-    """``health``'s reachable check: (``pass`` | ``fail``, detail, exit code, data)."""
-    p = ping(host, port, user, database, timeout, options=options, port_spec=port_spec)
+def reachable_target(t: DbTarget, timeout: float) -> tuple[str, str, int, dict[str, str]]:
+    """``health``'s reachable check for a ``DbTarget``, its libpq options (sslmode,
+    hostaddr, …) included: (``pass`` | ``fail``, detail, exit code, data)."""
+    p = ping_target(t, timeout)
     if p.outcome == ACCEPTING:
-        return "pass", f"{host}:{port} accepting connections", 0, {"pg_isready": p.outcome}
+        return "pass", f"{t.host}:{t.port} accepting connections", 0, {"pg_isready": p.outcome}
     code = int(ExitCode.FAILED if p.outcome == REJECTING else ExitCode.UNREACHABLE)
     return "fail", f"{p.detail} ({p.outcome})", code, {"pg_isready": p.outcome}
-
-
-def reachable_target(t: DbTarget, timeout: float) -> tuple[str, str, int, dict[str, str]]:
-    """``reachable`` for a ``DbTarget``, its libpq options (sslmode, hostaddr, …) included."""
-    return reachable(
-        t.host, t.port, t.user, t.database, timeout, options=dict(t.params), port_spec=t.port_spec
-    )
 
 
 def ping_target(t: DbTarget, timeout: float = 5.0) -> Ping:

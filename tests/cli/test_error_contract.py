@@ -68,6 +68,7 @@ def _args(cmd: tuple[str, ...], backup: str, out: str) -> list[str]:
         ("pitr", "discard"): ["no-such-restore", "--yes"],
         ("pitr", "prune"): ["--keep", "1", "--yes"],
         ("db", "upgrade"): ["--to", "18", "--dry-run"],
+        ("db", "admin"): ["--stop"],  # a start is tests/core/test_pgadmin.py's (a minute each)
     }
     return [*cmd, *extra.get(cmd, [])]
 
@@ -90,6 +91,7 @@ NO_SERVER = {
     ("pitr", "discard"): 2,  # no such restored cluster
     ("pitr", "prune"): 0,  # the repository only
     ("db", "upgrade"): 2,  # the embedded backend only: refused for an external server
+    ("db", "admin"): 0,  # --stop: no pgAdmin runs, nothing to stop
 }
 EXPECTED = {
     "unreachable": {"*": 3, ("migrate", "lint"): 0},  # lint falls back to offline

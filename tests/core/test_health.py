@@ -25,7 +25,7 @@ def test_all_checks_pass_on_a_migrated_database(cli):
     r = cli("health", "--json")
     assert r.exit_code == 0, r.output
     checks = _checks(r)
-    assert list(checks) == ["reachable", "auth", "query", "migrations", "capacity"]
+    assert list(checks) == ["reachable", "auth", "query", "migrations", "capacity", "archiving"]
     assert all(c["status"] == "pass" for c in checks.values())
     assert checks["query"]["data"]["in_recovery"] is False
     assert set(checks["query"]["data"]["pool"]) == {"size", "checked_out", "overflow"}

@@ -7,8 +7,6 @@ import contextlib
 import json
 import resource
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,40 +14,16 @@ from pathlib import Path
 import pytest
 
 from moviectl.cli.http_protocol import MAX_CONNECTIONS
-from moviectl.infra.ports import free_port
-from tests.conftest import Cli, subprocess_env
+from tests.conftest import Cli, health_serving
 from tests.core.test_health_http import _get, _raw
 
 
 @contextlib.contextmanager
 def _serving(url: str, log: Path, **env: str) -> Iterator[int]:
     """The real `health --serve` process; its log (stderr) goes to ``log``."""
-    port = free_port()
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moviectl", "health", "--serve", str(port)],
-            env=subprocess_env(
-                **{"MOVIE_DATABASE_URL": url, "MOVIE_CONNECT_TIMEOUT": "2"},
-                **{"MOVIE_PROBE_DEADLINE": "5", **env},  # a loaded CI machine meets it
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while "serving" not in log.read_text() and time.monotonic() < deadline:
-            assert proc.poll() is None, log.read_text()
-            time.sleep(0.1)
-        assert "serving" in log.read_text(), log.read_text()
+    env = {"MOVIE_CONNECT_TIMEOUT": "2", "MOVIE_PROBE_DEADLINE": "5", **env}  # CI meets it
+    with health_serving(url, log, **env) as (port, _):
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise
 
 
 @pytest.fixture

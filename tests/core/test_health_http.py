@@ -7,41 +7,26 @@ import contextlib
 import http.client
 import json
 import socket
-import subprocess
-import sys
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
 from moviectl.infra.ports import free_port
-from tests.conftest import read_until, subprocess_env, wait_for
+from tests.conftest import health_serving, wait_for
 
 
 def _serve(url: str, *extra: str) -> Iterator[int]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moviectl", "health", "--serve", str(port), *extra],
-        # a deadline that a loaded CI machine meets: the default's own test is test_health_probes
-        env=subprocess_env(
-            MOVIE_DATABASE_URL=url, MOVIE_CONNECT_TIMEOUT="2", MOVIE_PROBE_DEADLINE="5"
-        ),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        said = read_until(proc.stderr, "serving", timeout=30)
-        assert "serving" in said, said
+    # a deadline that a loaded CI machine meets: the default's own test is test_health_probes
+    env = {"MOVIE_CONNECT_TIMEOUT": "2", "MOVIE_PROBE_DEADLINE": "5"}
+    with (
+        tempfile.TemporaryDirectory() as d,
+        health_serving(url, Path(d) / "log", *extra, **env) as (port, _),
+    ):
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise
 
 
 @pytest.fixture

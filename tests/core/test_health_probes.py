@@ -11,7 +11,6 @@ import json
 import socket
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,36 +20,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from moviectl.infra.ports import free_port
-from tests.conftest import Cli, subprocess_env, wait_for
+from tests.conftest import Cli, health_serving, wait_for
 from tests.core.test_health_http import _get
 
 DEFAULT_DEADLINE = "0.8"  # MOVIE_PROBE_DEADLINE's default, spelled out
-
-
-@contextlib.contextmanager
-def _server(url: str, log: Path, **env: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """`moviectl health --serve` (its log in ``log``, never a pipe nobody reads)."""
-    port = free_port()
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moviectl", "health", "--serve", str(port)],
-            env=subprocess_env(MOVIE_DATABASE_URL=url, **env),
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    try:
-        assert wait_for(lambda: "serving" in log.read_text() or proc.poll() is not None, 30)
-        assert proc.poll() is None, log.read_text()
-        yield port, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise
 
 
 def _threads(pid: int) -> int:
@@ -133,7 +106,7 @@ def test_livez_is_fast_while_the_database_hangs_and_the_other_endpoints_are_load
     hung = _locked_table(movie_db_url) if hang == "locked-table" else _stalled_server()
     with (
         hung as url,
-        _server(
+        health_serving(
             url, tmp_path / "log", MOVIE_PROBE_DEADLINE=DEFAULT_DEADLINE, MOVIE_CONNECT_TIMEOUT="5"
         ) as (port, proc),
     ):
@@ -161,7 +134,7 @@ def test_livez_is_fast_while_the_database_hangs_and_the_other_endpoints_are_load
             "timeout" in checks[stuck]["detail"] or "no answer within" in checks[stuck]["detail"]
         ), checks[stuck]
     if hang == "locked-table":  # released: ready again
-        with _server(movie_db_url, tmp_path / "log2") as (port, _):
+        with health_serving(movie_db_url, tmp_path / "log2") as (port, _):
             assert wait_for(lambda: _get(port, "/readyz")[0].status == 200, 15)
 
 
@@ -183,7 +156,7 @@ def test_a_database_ahead_of_the_code_is_degraded_not_down(movie_db_url, tmp_pat
     """Release N+1's migration ran first: the old pods stay ready (200 degraded)."""
     with psycopg.connect(movie_db_url, autocommit=True) as c:
         c.execute("UPDATE alembic_version SET version_num = '0003_from_the_next_release'")
-    with _server(movie_db_url, tmp_path / "log", MOVIE_PROBE_DEADLINE="5") as (port, _):
+    with health_serving(movie_db_url, tmp_path / "log", MOVIE_PROBE_DEADLINE="5") as (port, _):
         for path in ("/readyz", "/healthz"):
             resp, body = _get(port, path)
             doc = json.loads(body)
@@ -209,7 +182,7 @@ def test_a_database_ahead_of_the_code_is_degraded_not_down(movie_db_url, tmp_pat
 
 def test_a_database_behind_the_code_is_not_ready(cli, movie_db_url, tmp_path):
     assert cli("migrate", "down", "--to", "0001", "--yes").exit_code == 0
-    with _server(movie_db_url, tmp_path / "log", MOVIE_PROBE_DEADLINE="5") as (port, _):
+    with health_serving(movie_db_url, tmp_path / "log", MOVIE_PROBE_DEADLINE="5") as (port, _):
         resp, body = _get(port, "/readyz")
         assert resp.status == 503 and json.loads(body)["status"] == "fail", body
         m = _metrics(port)
@@ -223,7 +196,7 @@ def test_metrics_follow_the_conventions(movie_db_url, tmp_path):
     env = {"MOVIE_PROBE_DEADLINE": "5", "MOVIE_BACKUP_DIR": str(tmp_path / "none")}
     with (
         psycopg.connect(movie_db_url) as forgotten,  # BEGIN; SELECT; then nothing
-        _server(movie_db_url, tmp_path / "log", **env) as (port, _),
+        health_serving(movie_db_url, tmp_path / "log", **env) as (port, _),
     ):
         forgotten.execute("SELECT 1")
         time.sleep(1.5)
@@ -311,7 +284,7 @@ def test_promtool_accepts_the_alert_rules_and_their_unit_tests():
 
 def test_promtool_accepts_a_real_metrics_body(movie_db_url, tmp_path):
     promtool = _promtool()
-    with _server(movie_db_url, tmp_path / "log", MOVIE_PROBE_DEADLINE="5") as (port, _):
+    with health_serving(movie_db_url, tmp_path / "log", MOVIE_PROBE_DEADLINE="5") as (port, _):
         resp, body = _get(port, "/metrics")
     assert resp.status == 200
     checked = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from moviectl.infra.ports import free_port
-from tests.conftest import Cli, read_until, subprocess_env, wait_for
+from tests.conftest import Cli, health_serving, stop, subprocess_env, wait_for
 from tests.core.inspect_support import (
     Server,
     Waiter,
@@ -109,28 +108,18 @@ def exporter(
         assert wait_for(up, 30), "the exporter never answered"
         yield port
     finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+        stop(proc)
 
 
 @pytest.fixture(scope="module")
-def metrics(pg18: Server, db: tuple[str, Cli]) -> Iterator[int]:
+def metrics(
+    pg18: Server, db: tuple[str, Cli], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[int]:
     """moviectl's /metrics (`health --serve`) on the same database."""
     name, _ = db
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moviectl", "health", "--serve", str(port)],
-        env=subprocess_env(MOVIE_DATABASE_URL=pg18.url(name), MOVIE_PROBE_DEADLINE="10"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        said = read_until(proc.stderr, "serving", timeout=30)
-        assert "serving" in said, said
+    log = tmp_path_factory.mktemp("metrics") / "serve.log"
+    with health_serving(pg18.url(name), log, MOVIE_PROBE_DEADLINE="10") as (port, _):
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
 
 
 def agree(read: Any, timeout: float = 30) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
 import subprocess
 import textwrap
 from pathlib import Path
@@ -15,7 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.conftest import ROOT, subprocess_env
+from tests.conftest import install_wheel, subprocess_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -61,24 +60,7 @@ def test_the_plugin_gives_the_service_s_schema(movie_connection):
 
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory):
-    uv = shutil.which("uv")
-    if uv is None:
-        pytest.skip("uv is not installed")
-    tmp = tmp_path_factory.mktemp("svc-wheel")
-    res = subprocess.run(
-        [uv, "build", "--wheel", "-o", str(tmp / "dist"), str(ROOT)], capture_output=True, text=True
-    )
-    assert res.returncode == 0, res.stderr
-    wheel = next((tmp / "dist").glob("moviectl-*.whl"))
-    venv = tmp / "venv"
-    subprocess.run([uv, "venv", "-q", "-p", "3.11", str(venv)], check=True)
-    res = subprocess.run(
-        [uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"), f"{wheel}[test]"],
-        capture_output=True,
-        text=True,
-    )
-    assert res.returncode == 0, res.stderr
-    return venv
+    return install_wheel(tmp_path_factory.mktemp("svc-wheel"), "[test]")[1]
 
 
 @pytest.fixture

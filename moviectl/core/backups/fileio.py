@@ -1,15 +1,15 @@
-"""Files of a backup: checksums, sizes, atomic JSON writes, removal, progress type."""
+"""Files of a backup: checksums, sizes, removal, progress type (atomic writes: infra/files)."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+
+from moviectl.infra.files import fsync_dir as fsync_dir
+from moviectl.infra.files import write_json_atomic as write_json_atomic
 
 Progress = Callable[[int], None]  # bytes written so far
 
@@ -39,27 +39,6 @@ def remove_path(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON beside ``path`` under a unique temp name (0600), fsync, then rename.
-
-    A reader sees the old file or the new one, never half of one; two writers never share
-    a temp file; a full disk leaves the old file and no temp file.
-    """
-    text = (json.dumps(data, indent=2) + "\n").encode()
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def fsync_path(path: Path) -> None:
     """Flush a file (or every file of a directory-format dump, and the directory) to disk.
 
@@ -75,15 +54,6 @@ def fsync_path(path: Path) -> None:
             os.close(fd)
     if path.is_dir():
         fsync_dir(path)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename (or a new entry) in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def make_private_dir(path: Path) -> None:

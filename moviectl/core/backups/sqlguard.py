@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from moviectl.infra.watchdog import StallWatch
 
 MAX_LINE = 16 * 1024 * 1024
-_CHUNK = 1024 * 1024
 
 _ALLOWED_META = re.compile(
     rb"\\(?:(?:connect|c)(?:[ \t]+-reuse-previous=on)?[ \t]+"

@@ -1,6 +1,6 @@
 """`moviectl health`: can the app work against this database right now?
 
-Five checks, each with a status, a latency and a detail line; later checks are
+Six checks, each with a status, a latency and a detail line; later checks are
 skipped when an earlier one they depend on failed. Every query runs in a transaction with
 ``statement_timeout`` and ``lock_timeout`` set (``SET LOCAL``: nothing outlives it, behind a
 pooler too). The core returns a ``HealthReport``; it never prints.
@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from moviectl.core.health.archiving import check as archiving_check
 from moviectl.infra import probe
 from moviectl.infra.conninfo import DbTarget
 from moviectl.infra.errors import ExitCode, MoviectlError, UsageError
@@ -26,7 +27,7 @@ from moviectl.infra.waiting import poll_until
 if TYPE_CHECKING:
     from moviectl.infra.settings import Settings
 
-CHECKS = ("reachable", "auth", "query", "migrations", "capacity")
+CHECKS = ("reachable", "auth", "query", "migrations", "capacity", "archiving")
 LIVE = ("reachable",)
 READY = ("reachable", "auth", "query", "migrations")
 CAPACITY_WARN = 0.8
@@ -241,8 +242,11 @@ class _Run:
             return WARN, detail + f" — above {CAPACITY_WARN:.0%}", 1, data
         return PASS, detail, 0, data
 
+    def archiving(self) -> tuple[str, str, int, dict[str, Any]]:
+        return archiving_check(self.on_conn)
 
-_DEPENDS = {"auth": "reachable", "query": "auth", "migrations": "query", "capacity": "query"}
+
+_DEPENDS = {"auth": "reachable", "query": "auth"} | dict.fromkeys(CHECKS[3:], "query")
 
 
 # the one-shot run's "pool": its one connection, in use (no pool, no overflow)

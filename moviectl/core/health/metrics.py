@@ -60,7 +60,8 @@ class Pitr:
 
 
 def pitr_facts(settings: Settings) -> Pitr | None:
-    from moviectl.core.pitr.store import LocalStore, store_of
+    from moviectl.core.pitr.repo import store_of
+    from moviectl.core.pitr.store import LocalStore
 
     store = store_of(settings)
     if not isinstance(store, LocalStore) or not store.root.is_dir():

@@ -46,11 +46,6 @@ class Inspector:
         row = self.conn.execute(sql, params).fetchone()
         return None if row is None else row[0]
 
-    def has_extension(self, name: str) -> bool:
-        return bool(
-            self.value("SELECT count(*) FROM pg_extension WHERE extname = %(n)s", {"n": name})
-        )
-
     @property
     def grant_hint(self) -> str:
         return f"GRANT pg_read_all_stats TO {self.role}"

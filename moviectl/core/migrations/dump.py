@@ -16,15 +16,15 @@ rename, so a killed dump never leaves half a file), or with ``check`` writes not
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from moviectl.infra.engine import connect
 from moviectl.infra.errors import MoviectlError, UsageError
+from moviectl.infra.files import write_user_file
 from moviectl.infra.pgtools import child_env, find_tool, first_error, run_child
+from moviectl.infra.server_facts import server_major
 from moviectl.infra.settings import Settings
 
 DUMP_OPTIONS = (
@@ -70,7 +70,7 @@ def schema_sql(settings: Settings) -> str:
     """The normalised schema of the app database."""
     target = settings.session_target()
     with connect(target, connect_timeout=settings.connect_timeout) as conn:
-        major = conn.info.server_version // 10000
+        major = server_major(conn)
     tool = find_tool("pg_dump", settings, min_major=major, prefer_major=major)
     done = run_child(
         [tool.path, *DUMP_OPTIONS, "-d", target.child_conninfo()],
@@ -100,7 +100,7 @@ def dump(settings: Settings, output: Path, *, check: bool = False) -> DumpResult
         raise UsageError(f"cannot read {output}: {exc.strerror}") from None
     changed = before != data
     if not check and changed:
-        _write_atomically(output, data)
+        write_user_file(output, data)  # 0600, as mkstemp made it
     return DumpResult(
         database=settings.target().database,
         path=str(output),
@@ -109,22 +109,3 @@ def dump(settings: Settings, output: Path, *, check: bool = False) -> DumpResult
         changed=changed,
         checked=check,
     )
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise MoviectlError(f"cannot write {path}: {exc.strerror}") from None
-        raise

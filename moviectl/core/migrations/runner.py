@@ -16,7 +16,7 @@ from moviectl.core.migrations.scripts import (
     revision_of,
     script_directory,
 )
-from moviectl.core.pitr.marks import mark_before_migration
+from moviectl.core.restore_points import mark_before_migration
 from moviectl.infra.engine import db_errors, make_engine, require_session
 from moviectl.infra.errors import MoviectlError, UnknownRevision, UsageError
 from moviectl.infra.settings import Settings

@@ -17,9 +17,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from moviectl.core.pitr import chain
+from moviectl.core.pitr.repo import store_of
 from moviectl.core.pitr.server import connect_admin
-from moviectl.core.pitr.store import BaseBackup, store_of
-from moviectl.infra.errors import CheckFailed, MoviectlError
+from moviectl.core.pitr.store import BaseBackup
+from moviectl.infra.errors import CheckFailed, MoviectlError, Refused
 from moviectl.infra.pgtools import child_env, find_tool, first_error, run_child
 from moviectl.infra.settings import Settings
 
@@ -33,14 +35,17 @@ class PhysicalBackupResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _server_facts(settings: Settings) -> tuple[int, int, str, bool]:
+def _server_facts(settings: Settings) -> tuple[int, int, str, bool, int, bool]:
     with connect_admin(settings) as conn:
         row = conn.execute(
             "SELECT current_setting('server_version_num')::int / 10000,"
             " (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'),"
-            " now(), current_setting('archive_mode') IN ('on', 'always')"
+            " now(), current_setting('archive_mode') IN ('on', 'always'),"
+            " (SELECT system_identifier FROM pg_control_system()),"
+            " coalesce(current_setting('summarize_wal', true) = 'on', false)"
         ).fetchone()
-    return int(row[0]), int(row[1]), row[2].astimezone(dt.UTC).isoformat(), bool(row[3])
+    when = row[2].astimezone(dt.UTC).isoformat()
+    return int(row[0]), int(row[1]), when, bool(row[3]), int(row[4]), bool(row[5])
 
 
 def _server_now(settings: Settings) -> str:
@@ -48,12 +53,15 @@ def _server_now(settings: Settings) -> str:
         return str(conn.execute("SELECT now()").fetchone()[0].astimezone(dt.UTC).isoformat())
 
 
-def base_backup(settings: Settings, *, compress: str | None = None) -> PhysicalBackupResult:
+def base_backup(
+    settings: Settings, *, compress: str | None = None, incremental: bool = False
+) -> PhysicalBackupResult:
     started = time.monotonic()
     store = store_of(settings)
     store.clean_partials()
     target = settings.target()
-    major, seg_size, started_at, archiving = _server_facts(settings)
+    major, seg_size, started_at, archiving, sysid, summarizing = _server_facts(settings)
+    parent, notes = _parent(store.bases(), sysid, major, summarizing) if incremental else (None, [])
     basebackup = find_tool("pg_basebackup", settings, min_major=major, prefer_major=major)
     verify = find_tool("pg_verifybackup", settings, min_major=major, prefer_major=major)
     tar = verify.major >= 18  # pg_verifybackup reads tar format from 18 on
@@ -61,7 +69,8 @@ def base_backup(settings: Settings, *, compress: str | None = None) -> PhysicalB
     base_id = f"base-{now:%Y%m%dT%H%M%S}.{now.microsecond // 1000:03d}Z"
     argv = [basebackup.path, "-d", target.child_conninfo(), "-c", "fast", "-X", "stream"]
     argv += ["-l", f"moviectl {base_id}", "--no-password"]
-    notes = []
+    if parent is not None:
+        argv.append(f"--incremental={chain.manifest_path(parent)}")
     with store.new_base(base_id) as work:
         if tar:
             argv += ["-D", str(work), "-F", "t"]
@@ -70,7 +79,7 @@ def base_backup(settings: Settings, *, compress: str | None = None) -> PhysicalB
         else:
             argv += ["-D", str(work / "data"), "-F", "p"]
             notes.append(f"plain format: {verify.path} cannot verify a tar before 18")
-        _run(argv, settings, "pg_basebackup")
+        _run(argv, settings, "pg_basebackup", incremental_to=parent)
         made = work if tar else work / "data"  # plain: the manifest is in the data directory
         _run([verify.path, *(["-n"] if tar else []), str(made)], settings, "pg_verifybackup")
         wal = json.loads((made / "backup_manifest").read_text())["WAL-Ranges"]
@@ -87,6 +96,7 @@ def base_backup(settings: Settings, *, compress: str | None = None) -> PhysicalB
             size_bytes=sum(p.stat().st_size for p in work.rglob("*") if p.is_file()),
             compression=(compress or "none") if tar else "none",
             verified=True,
+            parent=parent.id if parent is not None else None,
         )
         store.save_meta(base)
     base.path = str(Path(work).with_name(base_id))
@@ -100,12 +110,40 @@ def base_backup(settings: Settings, *, compress: str | None = None) -> PhysicalB
     )
 
 
-def _run(argv: list[str], settings: Settings, what: str) -> None:
+def _parent(
+    bases: list[BaseBackup], sysid: int, major: int, summarizing: bool
+) -> tuple[BaseBackup | None, list[str]]:
+    """The base backup an incremental one is taken against; none (a full one, said in a
+    note) when there is no earlier one of this cluster."""
+    if major < chain.MIN_MAJOR:
+        raise chain.not_supported(major)
+    if not summarizing:
+        raise Refused(
+            "incremental base backups need summarize_wal = on, and the server has it off",
+            hint="`moviectl pitr enable` turns it on (17+), or take a full one",
+        )
+    parent = chain.pick_parent(bases, sysid, major)
+    if parent is None:
+        return None, ["no earlier base backup of this cluster: this one is full"]
+    return parent, []
+
+
+def _run(
+    argv: list[str], settings: Settings, what: str, incremental_to: BaseBackup | None = None
+) -> None:
     env = child_env(settings.target())
     env["LC_ALL"] = "C"
     res = run_child(argv, env=env, stdin=subprocess.DEVNULL, text=True)
     if res.returncode != 0:
         message = first_error(res.stderr or "", f"{what} exited {res.returncode}")
+        if incremental_to is not None and "summar" in message:
+            raise Refused(
+                f"cannot take an incremental base backup against {incremental_to.id} on "
+                f"{settings.target().where}: {message}",
+                hint="the server has no WAL summaries back to it (summarize_wal turned on "
+                "later, or wal_summary_keep_time passed): take a full one, moviectl backup "
+                "--physical",
+            )
         cls = CheckFailed if what == "pg_verifybackup" else MoviectlError
         raise cls(
             f"{what} failed for {settings.target().where}: {message}",

@@ -110,6 +110,8 @@ def enable(
         "archive_timeout": str(archive_timeout),  # seconds
     }
     with connect_admin(settings) as conn:
+        if int(conn.execute("SHOW server_version_num").fetchone()[0]) >= 170000:
+            settings_now["summarize_wal"] = "on"  # incremental base backups (17+)
         for name, value in settings_now.items():
             row = conn.execute("SELECT setting FROM pg_settings WHERE name = %s", (name,))
             if row.fetchone()[0] != value:

@@ -11,8 +11,10 @@ import datetime as dt
 import time
 from dataclasses import dataclass, field
 
+from moviectl.core.pitr.chain import needed
+from moviectl.core.pitr.repo import store_of
 from moviectl.core.pitr.restore import discard, restore
-from moviectl.core.pitr.store import archive_facts, parse_lsn, segment_name, store_of
+from moviectl.core.pitr.store import archive_facts, parse_lsn, segment_name
 from moviectl.core.pitr.targets import Target
 from moviectl.infra.errors import MoviectlError, UsageError
 from moviectl.infra.settings import Settings
@@ -67,15 +69,19 @@ class PruneResult:
     deleted_base_backups: list[str]
     deleted_wal: int
     oldest_needed_segment: str | None
+    deleted_unfinished: list[str] = field(default_factory=list)  # s3: uploads never listed
 
 
 def prune(settings: Settings, keep: int) -> PruneResult:
-    """Keep the newest ``keep`` base backups and every WAL file any of them needs (from
-    the oldest kept one's start segment on, every timeline); delete the rest."""
+    """Keep the newest ``keep`` base backups, the ones their incremental chains need, and
+    every WAL file any of them needs (from the oldest kept one's start segment on, every
+    timeline); delete the rest."""
     store = store_of(settings)
     bases = store.bases()
-    doomed, kept = bases[: max(0, len(bases) - keep)], bases[-keep:] if keep else []
-    for b in doomed:
+    # an incremental backup kept keeps its whole chain down to a full one
+    kept = needed(bases[-keep:] if keep else [], bases)
+    doomed = [b for b in bases if b not in kept]
+    for b in reversed(doomed):  # children first: a killed prune leaves no orphaned increment
         store.remove_base(b.id)
     oldest = kept[0] if kept else None
     cut = None
@@ -88,4 +94,7 @@ def prune(settings: Settings, keep: int) -> PruneResult:
             if len(w.name) >= 24 and w.name[8:24] < cut[8:24]:
                 removed.append(w.name)
         store.remove_wal(removed)
-    return PruneResult([b.id for b in kept], [b.id for b in doomed], len(removed), cut)
+    result = PruneResult([b.id for b in kept], [b.id for b in doomed], len(removed), cut)
+    if hasattr(store, "remove_unfinished"):
+        result.deleted_unfinished = store.remove_unfinished()
+    return result

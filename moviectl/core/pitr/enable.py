@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from moviectl.core.pitr import archive_wal
+from moviectl.core.pitr.repo import store_of
 from moviectl.core.pitr.server import (
     PITR_CONF,
     PITR_INCLUDE,
@@ -21,11 +22,12 @@ from moviectl.core.pitr.server import (
     connect_admin,
     give_to_server,
 )
-from moviectl.core.pitr.store import LocalStore, make_private_dir, store_of
+from moviectl.core.pitr.store import LocalStore, make_private_dir
 from moviectl.infra.errors import ConfirmationRequired, UsageError
 from moviectl.infra.settings import Settings
 
 ARCHIVE_TIMEOUT = 60  # seconds: the most WAL (time) an idle-ish server leaves unarchived
+SUMMARIZE_FROM = 17  # summarize_wal (incremental base backups) exists from 17 on
 
 
 @dataclass
@@ -39,14 +41,24 @@ class EnableResult:
     instructions: list[str] = field(default_factory=list)  # for a server we do not manage
 
 
-def conf_text(command: str) -> str:
-    return (
+def conf_text(command: str, major: int = 0) -> str:
+    text = (
         "# written by `moviectl pitr enable`: continuous WAL archiving\n"
         "wal_level = replica\n"
         "archive_mode = on\n"
         f"archive_command = '{command}'\n"
         f"archive_timeout = {ARCHIVE_TIMEOUT}\n"
     )
+    if major >= SUMMARIZE_FROM:  # what `backup --physical --incremental` needs
+        text += "summarize_wal = on\n"
+    return text
+
+
+def _major(pgdata: Path) -> int:
+    try:
+        return int((pgdata / "PG_VERSION").read_text().strip())
+    except (OSError, ValueError):
+        return 0
 
 
 def prepare_archive(store: LocalStore) -> str:
@@ -81,8 +93,14 @@ def needs_restart(settings: Settings) -> bool:
 def enable(settings: Settings, *, restart: bool = False) -> EnableResult:
     store = store_of(settings)
     name = backend_name(settings)
-    if not isinstance(store, LocalStore):  # pragma: no cover - one store so far
-        raise UsageError("WAL archiving needs a local repository for now")
+    if not isinstance(store, LocalStore):  # pragma: no cover - both stores are local-based
+        raise UsageError("WAL archiving needs a local or s3:// repository")
+    remote = hasattr(store, "archive_command")
+    if remote and name != "embedded":
+        raise UsageError(
+            f"WAL archiving into {store.describe()} is set up for the embedded server only",
+            hint="unset MOVIE_BACKUP_REPO for a local archive (Docker, external servers)",
+        )
     if name == "docker":
         from moviectl.core.pitr import docker
 
@@ -105,9 +123,13 @@ def enable(settings: Settings, *, restart: bool = False) -> EnableResult:
             "turning archive_mode on restarts the embedded server (a few seconds offline)",
             hint="re-run with --yes to restart it now",
         )
-    command = prepare_archive(store)
+    if remote:  # reachable before anything changes; its script and env file
+        store.wal_repo.check()  # type: ignore[attr-defined]
+        command = store.archive_command(store.root / "s3-wal")  # type: ignore[attr-defined]
+    else:
+        command = prepare_archive(store)
     result = EnableResult(name, store.describe(), command)
-    result.changed = _write_conf(server.pgdata, conf_text(command))
+    result.changed = _write_conf(server.pgdata, conf_text(command, _major(server.pgdata)))
     running = server.state().running
     if restart_needed:
         with server.lock():
@@ -153,7 +175,8 @@ def _instructions(settings: Settings, name: str, store: LocalStore) -> EnableRes
         "server's user",
         "in postgresql.conf: wal_level = replica, archive_mode = on, "
         f"archive_command = '{archive_wal.command(script, wal)}', archive_timeout = "
-        f"{ARCHIVE_TIMEOUT}; then restart the server",
+        f"{ARCHIVE_TIMEOUT} (17+: summarize_wal = on, for incremental base backups); "
+        "then restart the server",
         "or, without access to the server's host: `pg_receivewal -D "
         f"{wal} --slot moviectl_pitr --create-slot --if-not-exists -d 'host={target.host} "
         f"port={target.port} user={target.user}'` then the same without --create-slot, "

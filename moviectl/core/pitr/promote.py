@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from moviectl.core.pitr.repo import store_of
 from moviectl.core.pitr.restore import RECORD, restores_dir, server_of
 from moviectl.core.pitr.server import PITR_CONF, backend_name, give_to_server
-from moviectl.core.pitr.store import fsync_dir, store_of
+from moviectl.core.pitr.store import fsync_dir
 from moviectl.core.servers import swap_journal, upgrade_state
 from moviectl.infra.errors import Refused, ServerError, UsageError
 from moviectl.infra.held_signals import held
@@ -78,6 +79,13 @@ def promote(settings: Settings, name: str, *, locked: bool = False) -> PromoteRe
         )
     path = restores_dir(settings) / name
     store = store_of(settings)
+    if hasattr(store, "fetch"):  # its new timeline's WAL would go to a local directory
+        raise UsageError(
+            f"`pitr promote` with an object-storage repository ({store.describe()}) is not "
+            "supported yet; nothing was swapped",
+            hint="point the app at the restored cluster's port, or restore with a local "
+            "repository (MOVIE_BACKUP_REPO unset)",
+        )
     if backend == "embedded":
         return _embedded(settings, name, path, store)
     record = _record(path, name)

@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from moviectl.core.pitr import archive_wal
+from moviectl.core.pitr import archive_wal, chain
+from moviectl.core.pitr.repo import store_of
 from moviectl.core.pitr.server import (
     PITR_CONF,
     chown_tree,
@@ -33,7 +34,6 @@ from moviectl.core.pitr.store import (
     BaseBackup,
     archive_facts,
     make_private_dir,
-    store_of,
     write_json_atomic,
 )
 from moviectl.core.pitr.targets import Target, choose, quote
@@ -179,7 +179,14 @@ def restore(
     store.clean_partials()
     clean_leftovers(settings)
     _push_current_wal(settings)
-    base = choose(target, store.bases(), archive_facts(store), store.marks())
+    bases = store.bases()
+    base = choose(target, bases, archive_facts(store), store.marks())
+    members = chain.chain_of(base, bases)
+    remote = hasattr(store, "fetch")
+    for m in members if remote else []:
+        store.fetch(m)  # type: ignore[attr-defined]  # object storage: downloaded, then verified like any hostile input
+    # a missing or tampered member: refused before anything is written
+    chain.check(settings, members, always=remote)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     name = name or f"restore-{stamp}"
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", name):
@@ -196,7 +203,7 @@ def restore(
     done = False
     try:
         (path / OWNER).write_text(str(os.getpid()))
-        server = _prepare(settings, store, base, target, path)
+        server = _prepare(settings, store, members, target, path)
         _start(settings, server, timeout)
         result = _finish(settings, server, base, target, name)
         result.seconds = round(time.monotonic() - started, 3)
@@ -219,14 +226,18 @@ def _push_current_wal(settings: Settings) -> None:
 
 
 def _prepare(
-    settings: Settings, store: Any, base: BaseBackup, target: Target, path: Path
+    settings: Settings, store: Any, members: list[BaseBackup], target: Target, path: Path
 ) -> EmbeddedServer:
     pgdata = path / "pgdata"
-    pgdata.mkdir(mode=0o700)
-    src = Path(base.path)
-    if (src / "data").is_dir():  # plain format
+    src = Path(members[-1].path)
+    if len(members) > 1:  # incremental: rebuilt from its chain
+        chain.combine(settings, members, pgdata, path / ".combine")
+        os.chmod(pgdata, 0o700)
+    elif (src / "data").is_dir():  # plain format
+        pgdata.mkdir(mode=0o700)
         shutil.copytree(src / "data", pgdata, dirs_exist_ok=True)
     else:
+        pgdata.mkdir(mode=0o700)
         _untar(next(src.glob("base.tar*")), pgdata)
         _untar(next(src.glob("pg_wal.tar*")), pgdata / "pg_wal")
     (pgdata / PITR_CONF).unlink(missing_ok=True)  # never archive into the real archive
@@ -236,7 +247,7 @@ def _prepare(
     own.mkdir(mode=0o700)
     script = archive_wal.install(path / archive_wal.SCRIPT_NAME)
     options = {
-        "restore_command": quote(f'cp "{store.wal_dir()}/%f" "%p"'),
+        "restore_command": quote(_restore_command(store, path)),
         "archive_mode": "on",
         "archive_command": quote(archive_wal.command(script, own)),
         **target.settings(),
@@ -246,6 +257,12 @@ def _prepare(
     chown_tree(pgdata)
     os.chmod(pgdata, 0o700)
     return server_of(settings, path, free_port(), **options)
+
+
+def _restore_command(store: Any, path: Path) -> str:
+    if hasattr(store, "restore_command"):  # object storage: its script, its env file
+        return str(store.restore_command(path / "s3"))
+    return f'cp "{store.wal_dir()}/%f" "%p"'
 
 
 def _own_settings(pgdata: Path) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from moviectl.core.pitr.repo import store_of
 from moviectl.core.pitr.server import Archiver, archiver, connect_admin
 from moviectl.core.pitr.store import (
     ArchiveFacts,
     BaseBackup,
     archive_facts,
     recoverable_range,
-    store_of,
 )
 from moviectl.infra.errors import MoviectlError
 from moviectl.infra.settings import Settings
@@ -52,8 +52,34 @@ def status(settings: Settings) -> PitrStatus:
     st = PitrStatus(store.describe(), live, error, facts, bases, low, high)
     st.server_exit_code = code
     st.restores = list_restores(settings)
-    st.warnings = interrupted_promote(settings) + warnings(st)
+    st.warnings = interrupted_promote(settings) + warnings(st) + _elsewhere(store, live, bases)
     return st
+
+
+def _elsewhere(store: object, live: Archiver | None, bases: list[BaseBackup]) -> list[str]:
+    """With an s3:// repository: what still goes to, or lies in, the local directory."""
+    if not hasattr(store, "wal_repo"):
+        return []
+    out = []
+    if live is not None and live.on and "s3-wal.sh" not in live.archive_command:
+        out.append(
+            "WAL is archived elsewhere, not into the s3:// repository: run `moviectl pitr "
+            "enable`, then take a base backup"
+        )
+    listed = {b.id for b in bases}
+    local = getattr(store, "root", None)
+    stray = (
+        sorted(p.parent.name for p in local.glob("base/[!.]*/meta.json"))
+        if local is not None
+        else []
+    )
+    stray = [x for x in stray if x not in listed]
+    if stray:
+        out.append(
+            f"{len(stray)} base backup(s) in {local}/base are not in the s3:// repository "
+            f"(e.g. {stray[0]}): restores there need MOVIE_BACKUP_REPO unset"
+        )
+    return out
 
 
 def interrupted_promote(settings: Settings) -> list[str]:

@@ -4,10 +4,12 @@
 directory (``MOVIE_BACKUP_DIR/pitr``). A repository layer shared with the off-site
 backups can stand in for it later: nothing outside this module knows the layout.
 
-Layout: ``base/<id>/`` (``base.tar.gz``, ``pg_wal.tar.gz``, ``backup_manifest``,
-``meta.json``), ``wal/`` (what ``archive_command`` writes), ``marks.json``. A base backup
-is made in ``base/.partial-<id>-<pid>`` and renamed when complete and verified: a killed
-one is never listed, and the next run removes it.
+Restore points (``marks.json``) and the file helpers are ``core/restore_points.py``'s
+(`migrate` marks one, and imports nothing of this package). Layout: ``base/<id>/``
+(``base.tar.gz``, ``pg_wal.tar.gz``, ``backup_manifest``, ``meta.json``), ``wal/`` (what
+``archive_command`` writes), ``marks.json``. A base backup is made in
+``base/.partial-<id>-<pid>`` and renamed when complete and verified: a killed one is never
+listed, and the next run removes it.
 """
 
 from __future__ import annotations
@@ -23,8 +25,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from moviectl.core.restore_points import Mark as Mark  # re-exported: pitr's names
+from moviectl.core.restore_points import add_mark, read_marks
+from moviectl.core.restore_points import make_private_dir as make_private_dir
+from moviectl.infra.files import fsync_dir as fsync_dir
+from moviectl.infra.files import write_json_atomic as write_json_atomic
 from moviectl.infra.processes import pid_alive
-from moviectl.infra.settings import Settings
 
 SEGMENT = re.compile(r"^[0-9A-F]{24}$")
 DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
@@ -64,6 +70,7 @@ class BaseBackup:
     compression: str
     verified: bool = False  # pg_verifybackup passed
     drill: dict[str, Any] | None = None  # the last `backup verify --physical`
+    parent: str | None = None  # incremental to this base backup (``pitr/chain.py``)
 
     @property
     def start_segment(self) -> str:
@@ -75,14 +82,6 @@ class WalFile:
     name: str
     size: int
     mtime: float
-
-
-@dataclass
-class Mark:
-    name: str
-    lsn: str
-    time: str
-    timeline: int = 1
 
 
 @dataclass
@@ -174,15 +173,10 @@ class LocalStore:
             (self.wal_dir() / name).unlink(missing_ok=True)
 
     def marks(self) -> list[Mark]:
-        try:
-            return [Mark(**m) for m in json.loads((self.root / "marks.json").read_text())]
-        except (OSError, ValueError, TypeError):
-            return []
+        return read_marks(self.root)
 
     def add_mark(self, mark: Mark) -> None:
-        make_private_dir(self.root)
-        marks = [asdict(m) for m in self.marks() if m.name != mark.name] + [asdict(mark)]
-        write_json_atomic(self.root / "marks.json", marks)
+        add_mark(self.root, mark)
 
     def clean_partials(self) -> list[str]:
         """Remove what killed runs left (``.partial-*-<pid>`` of a dead pid)."""
@@ -200,35 +194,6 @@ class LocalStore:
             if pid.isdigit() and not pid_alive(int(pid)):
                 tmp.unlink(missing_ok=True)
         return removed
-
-
-def make_private_dir(path: Path) -> None:
-    """``path`` and its missing parents, each 0700."""
-    for d in reversed([p for p in [path, *path.parents] if not p.exists()]):
-        d.mkdir(mode=0o700, exist_ok=True)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Temp name, fsync, rename: a reader sees the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
-        fh.write(json.dumps(data, indent=2) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def store_of(settings: Settings) -> PitrStore:
-    return LocalStore(Path(settings.backup_dir) / "pitr")
 
 
 def archive_facts(store: PitrStore, seg_size: int = DEFAULT_SEGMENT_SIZE) -> ArchiveFacts:

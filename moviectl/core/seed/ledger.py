@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from moviectl.infra.admin import advisory_lock
 from moviectl.infra.errors import LockBusy
 
 SEED_SET_LOCK = 0x6D6F7673  # "movs"
@@ -29,18 +30,11 @@ FINISH_RUN = (
 
 def hold_seed_set(conn: Any, key: str, wait_seconds: float) -> None:
     """Take the seed set's lock on ``conn`` (autocommit), waiting at most ``wait_seconds``."""
-    from psycopg import errors
-
-    conn.execute(f"SET lock_timeout = '{int(wait_seconds * 1000)}ms'")
-    try:
-        conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (SEED_SET_LOCK, key))
-    except errors.LockNotAvailable:
+    if not advisory_lock(conn, SEED_SET_LOCK, key, wait_seconds):
         raise LockBusy(
             f"another seed of the same set ({key}) is still running after {wait_seconds:g}s",
             hint="wait for it to finish; `SELECT * FROM seed_runs WHERE status = 'running'`",
-        ) from None
-    finally:
-        conn.execute("RESET lock_timeout")
+        )
 
 
 def abandon_dead_runs(conn: Any) -> int:

@@ -80,6 +80,12 @@ class ServerStatus:
     detail: str = ""
     exit_code: int = 0  # 0 when it answers and lets us in; else why not (3, 4, …)
 
+    @classmethod
+    def of(cls, backend: str, target: DbTarget, state: str, detail: str = "") -> ServerStatus:
+        """What the backend knows of ``target``; ``probe_status`` asks the live server."""
+        t = target
+        return cls(backend, state, t.host, t.port, t.database, t.url(), detail=detail)
+
 
 class Backend(Protocol):
     name: str

@@ -22,6 +22,7 @@ from typing import Any
 
 from moviectl.core.servers import cluster_marker, upgrade_state
 from moviectl.infra.errors import PortInUse, ServerError
+from moviectl.infra.files import write_atomically
 from moviectl.infra.pgtools import binary_major, find_bin_dir
 from moviectl.infra.ports import describe_port_owner, port_is_free
 from moviectl.infra.processes import pid_alive
@@ -197,7 +198,7 @@ class EmbeddedServer:
         try:
             with open(work / "postgresql.conf", "a") as fh:
                 fh.write(f"\n{INCLUDE_LINE}\n")
-            self._write_marker(work)  # inside, so the cluster never appears without it
+            self.write_marker(work)  # inside, so the cluster never appears without it
         except OSError as exc:  # a full disk: no half-made cluster either
             shutil.rmtree(work, ignore_errors=True)
             raise ServerError(f"cannot finish the cluster in {self.pgdata}: {exc}") from None
@@ -222,12 +223,15 @@ class EmbeddedServer:
         res = self._run([str(self.bin_dir / "pg_controldata"), "-D", str(pgdata)], timeout=60)
         return cluster_marker.parse_system_identifier(res.stdout) if res.returncode == 0 else None
 
-    def _write_marker(self, pgdata: Path) -> None:
+    def write_marker(self, pgdata: Path) -> None:
+        """``pgdata`` is moviectl's cluster: its marker (system identifier, major)."""
         sysid = self._system_identifier(pgdata)
         if sysid is None:
             raise ServerError(f"pg_controldata cannot read the new cluster in {pgdata}")
         path = pgdata / cluster_marker.MARKER
-        path.write_text(cluster_marker.marker_text(sysid, self.data_major()))
+        # atomic: `db up` and an upgrade write it into a live pgdata, and a torn
+        # marker would make moviectl disown its own cluster
+        write_atomically(path, cluster_marker.marker_text(sysid, self.data_major()).encode(), 0o644)
         if self._as_root:
             entry = pwd.getpwnam(SYSTEM_USER)
             os.chown(path, entry.pw_uid, entry.pw_gid)
@@ -274,7 +278,7 @@ class EmbeddedServer:
             self.check_version()
             self._check_complete()
             if not (self.pgdata / cluster_marker.MARKER).exists() and self.ownership().ours:
-                self._write_marker(self.pgdata)  # made before markers: from now on marked
+                self.write_marker(self.pgdata)  # made before markers: from now on marked
         else:
             self.init()
         self._prepare_dirs()

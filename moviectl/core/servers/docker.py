@@ -350,15 +350,9 @@ class DockerBackend:
     def status(self) -> ServerStatus:
         target = self.settings.target()
         c = self.container()
-        status = ServerStatus(
-            backend=self.name,
-            state="absent" if c is None else ("running" if c.status == "running" else "stopped"),
-            host=target.host,
-            port=target.port,
-            database=target.database,
-            url=target.url(),
-            detail=f"container {self.svc.container_name}, image {self.svc.image}",
-        )
+        state = "absent" if c is None else ("running" if c.status == "running" else "stopped")
+        detail = f"container {self.svc.container_name}, image {self.svc.image}"
+        status = ServerStatus.of(self.name, target, state, detail)
         if c is not None:  # facts from the container found, not from whatever holds the port
             port = published_port(c.attrs, self.svc.container_port)
             if port is not None and port != target.port:

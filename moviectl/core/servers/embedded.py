@@ -91,15 +91,8 @@ class EmbeddedBackend:
     def status(self) -> ServerStatus:
         target = self.settings.target()
         st = self.server.state()
-        status = ServerStatus(
-            backend=self.name,
-            state="running" if st.running else ("stopped" if st.initialized else "absent"),
-            host=target.host,
-            port=target.port,
-            database=target.database,
-            url=target.url(),
-            detail=f"data dir {self.server.pgdata}",
-        )
+        state = "running" if st.running else ("stopped" if st.initialized else "absent")
+        status = ServerStatus.of(self.name, target, state, f"data dir {self.server.pgdata}")
         if st.running:
             probe_status(status, target, self.settings.connect_timeout)
         return status

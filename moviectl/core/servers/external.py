@@ -41,9 +41,7 @@ class ExternalBackend:
 
     def status(self) -> ServerStatus:
         target = self.settings.target()
-        status = ServerStatus(
-            self.name, "running", target.host, target.port, target.database, target.url()
-        )
+        status = ServerStatus.of(self.name, target, "running")
         return probe_status(status, target, self.settings.connect_timeout)
 
     def logs(self, *, tail: int = 50, follow: bool = False) -> Iterator[str]:

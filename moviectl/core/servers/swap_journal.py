@@ -9,11 +9,11 @@ command that finishes the swap (``pitr promote NAME``, which reads this file and
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from moviectl.infra.errors import Refused
+from moviectl.infra.files import fsync_dir, write_json_atomic
 
 JOURNAL = "promoting.json"
 
@@ -32,27 +32,12 @@ def read(data_dir: Path) -> dict[str, Any] | None:
 
 
 def write(data_dir: Path, data: dict[str, Any]) -> None:
-    path = path_of(data_dir)
-    tmp = path.with_name(f".{JOURNAL}.{os.getpid()}.partial")
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
-        fh.write(json.dumps(data, indent=2) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    sync_dir(data_dir)
+    write_json_atomic(path_of(data_dir), data)
 
 
 def remove(data_dir: Path) -> None:
     path_of(data_dir).unlink(missing_ok=True)
-    sync_dir(data_dir)
-
-
-def sync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(data_dir)
 
 
 def refuse_if_interrupted(data_dir: Path) -> None:

@@ -15,12 +15,13 @@ import json
 import os
 import shutil
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 from moviectl.infra.errors import LockBusy, Refused
+from moviectl.infra.files import write_json_atomic
 from moviectl.infra.processes import pid_alive
+from moviectl.infra.waiting import poll_until
 
 STATE_FILE = "upgrade.json"
 WORK_DIR = ".upgrade"  # the new cluster while pg_upgrade makes it; what a rollback discards
@@ -41,12 +42,7 @@ def read_state(data_dir: Path) -> dict[str, Any] | None:
 
 
 def write_state(data_dir: Path, state: dict[str, Any]) -> None:
-    tmp = data_dir / f".{STATE_FILE}.{os.getpid()}"
-    with open(tmp, "w") as fh:
-        json.dump(state, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, data_dir / STATE_FILE)
+    write_json_atomic(data_dir / STATE_FILE, state)
 
 
 def clear_state(data_dir: Path) -> None:
@@ -81,10 +77,7 @@ def stop_stray(pgdata: Path, timeout: float = 60) -> None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGINT)
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid, "postgres") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if pid_alive(pid, "postgres"):
+    if not poll_until(lambda: not pid_alive(pid, "postgres"), timeout):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGQUIT)
 

@@ -42,7 +42,6 @@ from moviectl.core.upgrade.steps import (
     remove_tree,
     server_like,
     transfer,
-    write_marker,
 )
 from moviectl.core.upgrade.verify import verify_after
 from moviectl.infra.errors import CheckFailed, Refused, UsageError
@@ -167,7 +166,7 @@ def _upgrade(
         old.start()
         raise
     live = server_like(server, data_dir, new_bin)
-    write_marker(live)
+    live.write_marker(live.pgdata)
     state["phase"] = "started"  # link: from here on the old cluster cannot come back
     write_state(data_dir, state)
     with timer.phase("start_new", f"starting PostgreSQL {to}"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -96,7 +97,7 @@ def pg_upgrade(
         proc.wait()
         raise
     finally:
-        subprocess.run(["rm", "-rf", str(sockdir)], check=False)
+        shutil.rmtree(sockdir, ignore_errors=True)
     if proc.returncode != 0:
         raise CheckFailed(
             f"pg_upgrade{' --check' if check else ''} failed: {_reason(lines)}",

@@ -9,8 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from moviectl.core.servers import cluster_marker
-from moviectl.core.servers.cluster import SYSTEM_USER, EmbeddedServer
+from moviectl.core.servers.cluster import EmbeddedServer
 from moviectl.core.upgrade.model import Timer, Trap
 from moviectl.core.upgrade.pgupgrade import dump_restore, pg_upgrade
 from moviectl.core.upgrade.traps import ClusterFacts, check_traps, initdb_options, read_facts
@@ -91,28 +90,6 @@ def transfer(
             pg_upgrade(old, new, method, check=True, progress=timer.progress)
     with timer.phase("pg_upgrade", f"pg_upgrade --{method}"):
         pg_upgrade(old, new, method, check=False, progress=timer.progress)
-
-
-def write_marker(server: EmbeddedServer) -> None:
-    """The new cluster is moviectl's: its own marker (system identifier, major)."""
-    import pwd
-    import subprocess
-
-    res = subprocess.run(
-        [str(server.bin_dir / "pg_controldata"), "-D", str(server.pgdata)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "LC_ALL": "C"},
-    )
-    sysid = cluster_marker.parse_system_identifier(res.stdout)
-    if sysid is None:
-        raise CheckFailed(f"pg_controldata cannot read the new cluster in {server.pgdata}")
-    path = server.pgdata / cluster_marker.MARKER
-    path.write_text(cluster_marker.marker_text(sysid, server.data_major()))
-    if os.geteuid() == 0:
-        entry = pwd.getpwnam(SYSTEM_USER)
-        os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
 def check_direction(from_major: int, to: int) -> None:

@@ -1,15 +1,50 @@
-"""Named restore points: `moviectl pitr mark`, and the one `migrate` makes before a run.
+"""Named restore points: `moviectl pitr mark`, the one `migrate` makes before a run, and
+``marks.json`` (name → LSN, in ``MOVIE_BACKUP_DIR/pitr``) that `restore --to-name` reads.
 
-Only the infrastructure and the store below it: `migrate` imports this.
+Apart from ``core/pitr`` on purpose: `migrate` imports this, and ``pitr`` reaches the
+backups package (its object-storage repository) which builds on migrations; only the
+infrastructure is below this module (``make_private_dir`` too, which PITR uses).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
-from moviectl.core.pitr.store import Mark, store_of
 from moviectl.infra.errors import MoviectlError, UsageError
+from moviectl.infra.files import write_json_atomic
 from moviectl.infra.settings import Settings
+
+MARKS = "marks.json"
+
+
+@dataclass
+class Mark:
+    name: str
+    lsn: str
+    time: str
+    timeline: int = 1
+
+
+def read_marks(root: Path) -> list[Mark]:
+    try:
+        return [Mark(**m) for m in json.loads((root / MARKS).read_text())]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def add_mark(root: Path, mark: Mark) -> None:
+    make_private_dir(root)
+    marks = [asdict(m) for m in read_marks(root) if m.name != mark.name] + [asdict(mark)]
+    write_json_atomic(root / MARKS, marks)
+
+
+def make_private_dir(path: Path) -> None:
+    """``path`` and its missing parents, each 0700."""
+    for d in reversed([p for p in [path, *path.parents] if not p.exists()]):
+        d.mkdir(mode=0o700, exist_ok=True)
 
 
 def mark(settings: Settings, name: str) -> Mark:
@@ -28,7 +63,7 @@ def mark(settings: Settings, name: str) -> Mark:
         raise UsageError("pg_create_restore_point returned nothing")
     lsn, now, tli = row
     m = Mark(name, lsn, now.astimezone(dt.UTC).isoformat(), int(tli))
-    store_of(settings).add_mark(m)
+    add_mark(Path(settings.backup_dir) / "pitr", m)
     return m
 
 

@@ -1,0 +1,196 @@
+"""`db admin`: the real pgAdmin (pgadmin4 from PyPI, in its own environment) against a real
+server, looked at by a real headless Chromium (Debian's package, driven by Playwright).
+
+The first run on a machine installs pgAdmin (~25 s with uv); each start takes 30-90 s on
+two busy cores (pgAdmin's setup.py runs twice, then the server imports all of Flask).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import signal
+import stat
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from moviectl.infra.conninfo import parse_db_url
+from tests.conftest import run_at_once, run_moviectl, subprocess_env, wait_for
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+START = 600  # seconds one `db admin` may take here (an install, then a slow first start)
+
+
+def _need_chromium() -> str:
+    if CHROMIUM is None:
+        if os.environ.get("MOVIECTL_REQUIRE_CHROMIUM") == "1":
+            pytest.fail("chromium is not installed (MOVIECTL_REQUIRE_CHROMIUM=1)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return CHROMIUM
+
+
+def _admin(env: dict[str, str], *args: str) -> dict[str, Any]:
+    r = run_moviectl(env, "--json", "db", "admin", "--timeout", "300", *args, timeout=START)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    password = parse_db_url(env["MOVIE_DATABASE_URL"]).password
+    assert password and password not in r.stdout and password not in r.stderr
+    doc: dict[str, Any] = json.loads(r.stdout)
+    return doc
+
+
+def _tree_shows_the_table(url: str, database: str, server: str, shot: Path) -> None:
+    """Open the URL, expand the tree down to public.movies, assert it is there, screenshot."""
+    from playwright.sync_api import sync_playwright
+
+    path = [server, "Databases", database, "Schemas", "public", "Tables", "movies"]
+
+    def node(page: Any, depth: int, name: str) -> Any:
+        label = f"> .file-label > .file-name:text-is({json.dumps(name)})"
+        return page.locator(f".file-entry.depth-{depth}:has({label})").first
+
+    with tempfile.TemporaryDirectory() as profile, sync_playwright() as p:
+        browser = p.chromium.launch_persistent_context(
+            profile,  # a new, empty --user-data-dir
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1400, "height": 900},
+        )
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(90_000)
+            page.goto(url)
+            # the group, then each node down to the table (pgAdmin keeps the tree's state:
+            # a node already open is not clicked again, or it would close)
+            chain = [(1, "moviectl"), *((d + 2, n) for d, n in enumerate(path))]
+            for (depth, name), (child_depth, child) in itertools.pairwise(chain):
+                entry, below = node(page, depth, name), node(page, child_depth, child)
+                entry.wait_for()
+                for _ in range(8):
+                    try:
+                        if below.is_visible():
+                            break
+                        toggle = entry.locator("> .directory-toggle")
+                        if "open" not in (toggle.get_attribute("class", timeout=5000) or ""):
+                            toggle.click(timeout=5000)
+                        below.wait_for(timeout=10_000)
+                        break
+                    except Exception:  # a node re-rendered while loading: look again
+                        continue
+            table = node(page, 8, "movies")
+            table.click(timeout=30_000)
+            assert table.is_visible()
+            assert node(page, 2, server).is_visible()
+            page.wait_for_timeout(500)
+        finally:
+            page.screenshot(path=str(shot))
+            browser.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_db_admin_shows_the_movies_table_and_survives_kill_9(movie_db_url, tmp_path):
+    _need_chromium()
+    data = tmp_path / "data"
+    env = subprocess_env(
+        MOVIE_DATABASE_URL=movie_db_url, MOVIE_DB_BACKEND="external", MOVIE_DATA_DIR=str(data)
+    )
+    target = parse_db_url(movie_db_url)
+
+    first = _admin(env)
+    assert first["state"] == "started", first
+    assert first["url"].startswith("http://127.0.0.1:") and first["server"]
+    root = data / "pgadmin"
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    assert stat.S_IMODE((root / "pgpass").stat().st_mode) == 0o600
+    # the password rests in the pgpass file only: not argv, the environment, logs, config
+    proc = psutil.Process(first["pid"])
+    assert target.password not in " ".join(proc.cmdline())
+    assert all(target.password not in v for v in proc.environ().values())
+    holders = [
+        f.name
+        for f in root.rglob("*")
+        if f.is_file() and target.password.encode() in f.read_bytes()
+    ]
+    assert holders == ["pgpass"], holders
+
+    # without the run's key pgAdmin lets nobody in
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        opener.open(first["url"].split("?", 1)[0] + "misc/ping", timeout=30)
+    assert denied.value.code == 401
+
+    shot = Path(os.environ.get("MOVIECTL_ADMIN_SCREENSHOT") or tmp_path / "pgadmin.png")
+    _tree_shows_the_table(first["url"], target.database, first["server"], shot)
+    assert shot.stat().st_size > 10_000
+
+    # a second run reports the running one
+    again = _admin(env)
+    assert (again["state"], again["pid"], again["url"]) == ("running", first["pid"], first["url"])
+
+    # kill -9: the record is stale; the next run replaces it with a new pgAdmin
+    os.killpg(os.getpgid(first["pid"]), signal.SIGKILL)
+    assert wait_for(lambda: not psutil.pid_exists(first["pid"]) or _zombie(first["pid"]), 30)
+    # ... and two at once: one starts pgAdmin, the other waits its turn and reports it
+    docs = run_at_once(env, "db", "admin", "--timeout", "300", timeout=START)
+    assert sorted(d["state"] for d in docs) == ["running", "started"], docs
+    third = next(d for d in docs if d["state"] == "started")
+    assert third["replaced_stale"] and third["pid"] != first["pid"], third
+    assert {d["pid"] for d in docs} == {third["pid"]}
+    assert target.password not in json.dumps(docs)
+
+    stopped = _admin(env, "--stop")
+    assert stopped["state"] == "stopped" and stopped["pid"] == third["pid"]
+    assert not psutil.pid_exists(third["pid"]) or _zombie(third["pid"])
+    assert not (root / "pgpass").exists()
+    assert _admin(env, "--stop")["state"] == "not running"
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("postgresql://movie:Admin-Pw-1@127.0.0.1:1/movies", 3),
+        (None, 4),  # the test server, a wrong password
+    ],
+    ids=["unreachable", "wrong password"],
+)
+def test_db_admin_checks_the_login_first_and_starts_nothing(movie_db_url, tmp_path, url, code):
+    if url is None:
+        t = parse_db_url(movie_db_url)
+        url = f"postgresql://{t.user}:Wrong-Pw-9@{t.host}:{t.port}/{t.database}"
+    env = subprocess_env(
+        MOVIE_DATABASE_URL=url,
+        MOVIE_DB_BACKEND="external",
+        MOVIE_DATA_DIR=str(tmp_path / "data"),
+        MOVIE_CONNECT_TIMEOUT="2",
+    )
+    r = run_moviectl(env, "--json", "db", "admin")
+    assert r.returncode == code, (r.stdout, r.stderr)
+    assert json.loads(r.stdout)["exit_code"] == code
+    assert r.stderr.count("error:") == 1 and "Traceback" not in r.stderr
+    assert "Wrong-Pw-9" not in r.stdout + r.stderr and "Admin-Pw-1" not in r.stdout + r.stderr
+    assert not (tmp_path / "data" / "pgadmin").exists()
