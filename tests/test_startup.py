@@ -97,6 +97,26 @@ def test_the_orm_seed_still_works_and_loads_the_orm(movie_db_url, tmp_path):
     assert code == 0 and {"sqlalchemy", "sqlmodel"} <= mods
 
 
+# Structure that keeps start-up cheap (issues 24, 29, 32): the CLI's floor loads neither the
+# driver nor pydantic (Typer 0.29 builds every option through it); the commands that talk to
+# the server load psycopg and nothing of the ORM or pydantic; --json loads no Rich.
+FLOOR = ORM | {"psycopg", "pydantic", "pydantic_core", "docker", "uvicorn"}
+TALKING = ORM | {"pydantic", "pydantic_core", "docker", "uvicorn"}
+
+
+def test_the_floor_and_the_quick_commands_load_only_what_they_use(movie_db_url, tmp_path):
+    for args in (["--help"], ["--version"], ["migrate", "--help"]):
+        code, mods, _, _ = loaded(args, tmp_path)
+        assert code == 0 and "typer" in mods and mods & FLOOR == set(), (args, mods & FLOOR)
+    url = {"MOVIE_DATABASE_URL": movie_db_url}
+    for args in (["health"], ["migrate", "status"], ["inspect", "settings"], ["inspect", "locks"]):
+        code, mods, _, _ = loaded(args, tmp_path, **url)
+        assert code == 0 and "psycopg" in mods and "rich" in mods, (args, code)
+        assert mods & TALKING == set(), (args, mods & TALKING)
+        code, mods, _, _ = loaded([*args, "--json"], tmp_path, **url)
+        assert code == 0 and mods & (TALKING | {"rich"}) == set(), (args, mods & TALKING)
+
+
 def _same(text: str) -> str:
     """A report's text without what differs between two runs: latencies and totals."""
     return re.sub(r" +\d+\.\d ms| in \d+ ms|\"(latency|elapsed)_ms\": [\d.]+", " N", text)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -78,15 +77,6 @@ def health(
     raise typer.Exit(report.exit_code)
 
 
-class OneLineFormatter(logging.Formatter):
-    """Every log line of ``--serve`` as one line: control characters in anything logged
-    (a request's path, an error's text, a traceback's newlines) become escapes."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
-
-
 def _connection_cap() -> int:
     """How many connections ``--serve`` keeps open: MAX_CONNECTIONS, within the file limit
     (raised toward its hard limit first)."""
@@ -111,6 +101,7 @@ def _serve(settings: Settings, bind: str, port: int, details: bool | None, o: Ou
     exit code), on an event loop that bounds connections and request heads and closes idle
     and slow ones (``cli/http_protocol.py``); every log line is one escaped line."""
     import asyncio
+    import logging
     import socket
 
     # what the first round of checks imports: loaded before "serving", never during a probe
@@ -119,7 +110,7 @@ def _serve(settings: Settings, bind: str, port: int, details: bool | None, o: Ou
     import sqlalchemy.pool  # noqa: F401
     import uvicorn
 
-    from moviectl.cli.http_protocol import MAX_HEAD, DeadlineLoop
+    from moviectl.cli.http_protocol import MAX_HEAD, DeadlineLoop, OneLineFormatter
     from moviectl.core.health.http import create_app
 
     loopback = bind in ("127.0.0.1", "::1", "localhost")

@@ -1,4 +1,5 @@
-"""The connection layer of ``health --serve``, around uvicorn's protocol: deadlines, limits.
+"""The connection layer of ``health --serve``, around uvicorn's protocol: deadlines, limits
+(and its one-line log formatter).
 
 What uvicorn alone does not do, and a hostile client exploits:
 
@@ -237,3 +238,12 @@ class DeadlineLoop(asyncio.SelectorEventLoop):
             return HeadDeadline(inner, self)
 
         return await super().create_server(guarded, *args, **kwargs)
+
+
+class OneLineFormatter(logging.Formatter):
+    """Every log line of ``--serve`` as one line: control characters in anything logged
+    (a request's path, an error's text, a traceback's newlines) become escapes."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)

@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from moviectl.infra.errors import MoviectlError
-from moviectl.infra.jsonable import jsonable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -79,6 +78,8 @@ class Output:
         """Print a command's result: one JSON document, or the human rendering (given the
         result with its strings escaped for Rich's markup: ``markup_safe``)."""
         if self.json_mode:
+            from moviectl.infra.jsonable import jsonable  # decimal, uuid: only for --json
+
             write_stdout(json.dumps(jsonable(result), indent=2, sort_keys=False) + "\n")
         elif render is not None:
             render(self.console, markup_safe(result))
@@ -96,6 +97,8 @@ class Output:
 
     def error(self, exc: MoviectlError) -> None:
         if self.json_mode:
+            from moviectl.infra.jsonable import jsonable
+
             write_stdout(json.dumps({"ok": False, **jsonable(exc.to_dict())}, indent=2) + "\n")
         self.err.print(f"[bold red]error:[/] {_escape(exc.message)}")
         if exc.hint:

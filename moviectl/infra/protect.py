@@ -26,7 +26,6 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from moviectl.infra.engine import connect
 from moviectl.infra.errors import MoviectlError, Refused, Unreachable, UsageError
 
 if TYPE_CHECKING:
@@ -101,6 +100,8 @@ def guard(
     must not call a database it could not read "not protected". Only ``server_wide``
     (``db down --volumes``: the server may be stopped, its files are what goes) passes a
     server that cannot be reached."""
+    from moviectl.infra.engine import connect  # here: the CLI imports this module to start
+
     t = target or settings.session_target()
     try:
         conn = connect(
@@ -128,6 +129,8 @@ def _read_marks(settings: Settings, conn: Any, t: DbTarget, server_wide: bool) -
     maintenance database instead: the marks are server-wide catalogs, the same there."""
     import psycopg
 
+    from moviectl.infra.engine import connect
+
     with conn:
         try:
             return marks(conn, None if server_wide else t.database)
@@ -147,6 +150,8 @@ def environment_of(
     """The database's protection mark, None when unprotected, ``UNKNOWN`` when neither
     it nor its server's maintenance database answers (for prompts and ``config show``)."""
     import psycopg
+
+    from moviectl.infra.engine import connect
 
     t = target or settings.session_target()
     wait = connect_timeout or settings.connect_timeout
