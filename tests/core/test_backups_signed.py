@@ -236,3 +236,13 @@ def test_signed_backup_in_a_bucket(seeded, s3, tmp_path, movie_db_url):
     assert not staging.exists() or not list(staging.iterdir())  # nothing downloaded
     r = seeded("backup", "copy", name, "--repo", repo, "--to", str(tmp_path / "c"), **verify_only)
     assert r.exit_code == 1 and not (tmp_path / "c" / name).exists()
+
+
+def test_a_verify_key_that_is_no_regular_file_is_one_line(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero"), tmp_path):
+        r = Cli({"MOVIE_BACKUP_VERIFY_KEY": str(path)})("backup", "list", "--json")
+        assert r.exit_code == 2, r.output  # not a hang on the read
+        doc = json.loads(r.stdout)
+        assert doc["error"] == "UsageError" and str(path) in doc["message"]

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 MANIFEST = ".manifest.json"
 UNSIGNED_FIELDS = ("signature", "verified_at", "verify_result")
 ALGORITHM = "ed25519"
+_MAX_KEY_FILE = 1 << 20  # a file of public keys is a few KB; more is a wrong path
 _PEM_PUBLIC = re.compile(rb"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", re.S)
 
 
@@ -132,12 +133,16 @@ def _public_keys(path: Path) -> list[Any]:
     serialization = _crypto()
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    what = f"the verify key MOVIE_BACKUP_VERIFY_KEY {path}"
     try:
-        data = path.read_bytes()
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or /dev/zero would block the read
+            raise UsageError(f"{what} is not a regular file")
+        with path.open("rb") as fh:
+            data = fh.read(_MAX_KEY_FILE + 1)
     except OSError as exc:
-        raise UsageError(
-            f"cannot read the verify key MOVIE_BACKUP_VERIFY_KEY {path}: {exc.strerror}"
-        ) from None
+        raise UsageError(f"cannot read {what}: {exc.strerror}") from None
+    if len(data) > _MAX_KEY_FILE:
+        raise UsageError(f"{what} is larger than {_MAX_KEY_FILE} bytes: not a key file")
     found = []
     try:
         for block in _PEM_PUBLIC.findall(data):
