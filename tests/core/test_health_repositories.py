@@ -158,3 +158,17 @@ def test_metrics_per_repository(seeded, s3, tmp_path):
     checked = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True)
     assert checked.returncode == 0, (checked.stdout + checked.stderr).decode()
     assert checked.stdout.strip() == b"" and checked.stderr.strip() == b"", checked
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["s3://AKIA:hunter2secret@bucket/x", "s3://bucket/x?k=hunter2secret", "s3://[hunter2secret"],
+)
+def test_a_credential_in_the_repository_url_never_shows(spec):
+    from tests.conftest import Cli
+
+    for args in (("backup", "list", "--json"), ("health", "--json")):
+        r = Cli({"MOVIE_BACKUP_REPO": spec, "MOVIE_DB_PORT": str(free_port("127.0.0.1"))})(*args)
+        assert "hunter2secret" not in r.output, args
+        assert "bad repository URL" in r.output and "Traceback" not in r.output, r.output
+        json.loads(r.stdout)  # one document, the error included

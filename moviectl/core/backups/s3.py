@@ -92,10 +92,16 @@ class S3Repository:
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None) -> S3Repository:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # s3://[bucket: an unclosed IPv6 bracket
+            parts = urlsplit("s3://")
         if not parts.netloc or parts.query or parts.fragment or "@" in parts.netloc:
+            from moviectl.core.backups.repository import shown
+
             raise UsageError(
-                f"bad repository URL {url!r}", hint="s3://BUCKET/PREFIX (credentials go in AWS_*)"
+                f"bad repository URL {shown(url)!r}",
+                hint="s3://BUCKET/PREFIX (credentials go in AWS_*)",
             )
         wait = float(settings.stall_timeout) if settings is not None else 30.0
         return cls(parts.netloc, parts.path, max(5.0, wait))
