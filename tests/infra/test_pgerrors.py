@@ -401,3 +401,18 @@ def test_a_row_the_database_refuses_is_a_bad_input_file(
     assert "no_sequels" in doc["message"]
     with psycopg.connect(movie_db_url) as c:
         assert c.execute("SELECT count(*) FROM movies").fetchone() == (0,)
+
+
+def test_a_password_inside_the_database_name_leaves_the_name_whole() -> None:
+    """The defaults (.env.example): password ``movie``, database ``movies``."""
+    from moviectl.infra.ports import free_port
+
+    port = free_port("127.0.0.1")
+    t = DbTarget(host="127.0.0.1", port=port, user="movie", password="movie", database="movies")
+    with pytest.raises(MoviectlError) as caught, connect(t, connect_timeout=2):
+        pass
+    assert f"127.0.0.1:{port}/movies" in caught.value.message, caught.value.message
+    assert pgerrors._scrub("password=movie dbname=movies", "movie", ("movies",)) == (
+        "password=*** dbname=movies"
+    )
+    assert pgerrors._scrub("password=movies", "movies", ("movies",)) == "password=***"
