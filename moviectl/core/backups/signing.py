@@ -255,14 +255,18 @@ def keygen(path: Path) -> dict[str, str]:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
         raise UsageError(f"cannot create {path}: {exc.strerror}") from None
+    made_pub = False
     try:  # both files whole, or neither (a full disk leaves no half key)
         with os.fdopen(fd, "wb") as fh:
             fh.write(private)
             fh.flush()
             os.fsync(fh.fileno())
         with open(pub_path, "xb") as pub:
+            made_pub = True
             pub.write(public)
     except OSError as exc:
         path.unlink(missing_ok=True)
+        if made_pub:  # ours, half-written (a pre-existing one makes open fail first)
+            pub_path.unlink(missing_ok=True)
         raise UsageError(f"cannot write the key pair {path}: {exc.strerror}") from None
     return {"signing_key": str(path), "verify_key": str(pub_path), "key": key_id(key.public_key())}
