@@ -163,3 +163,37 @@ def test_prune_removes_uploads_that_never_finished(pitr: Cli, s3: SeaweedS3) -> 
     assert f"movies/pitr/base/{recent}.base.tar" in keys
     assert not any("base-2000" in k for k in keys)
     assert [b["id"] for b in status(pitr)["base_backups"]] == listed
+
+
+def test_a_hostile_meta_json_is_never_listed(s3: SeaweedS3, tmp_path: Path) -> None:
+    """Whoever can write the bucket picks the name and the id: ``..`` (the local side's
+    parent, which a restore's download would rmtree) or an id that differs from its
+    object's name is not a base backup moviectl made; the genuine one is listed."""
+    good = "base-20261202T100000.000Z"
+    doc = {
+        "id": good,
+        "path": "",
+        "started_at": "2026-12-02T10:00:00+00:00",
+        "finished_at": "2026-12-02T10:00:01+00:00",
+        "start_lsn": "0/2000028",
+        "end_lsn": "0/2000100",
+        "timeline": 1,
+        "segment_size": 16777216,
+        "server_major": 18,
+        "size_bytes": 1,
+        "compression": "none",
+    }
+    store = s3.store()
+    hostile = {
+        good: doc,
+        "..": {**doc, "id": ".."},
+        "base-20261202T100001.000Z": {**doc, "id": "../../../victim"},
+        "base-20261202T100002.000Z": {**doc, "id": "base-20261202T100002.000Z", "parent": "../x"},
+    }
+    for name, body in hostile.items():
+        obstore.put(store, f"hostile/pitr/base/{name}.meta.json", json.dumps(body).encode())
+    cli = Cli(s3.env(**pitr_env(tmp_path), MOVIE_BACKUP_REPO="s3://backups/hostile"))
+    r = cli("pitr", "status", "--json")
+    assert "Traceback" not in r.output, r.output
+    listed = json.loads(r.stdout)["base_backups"]
+    assert [b["id"] for b in listed] == [good], listed

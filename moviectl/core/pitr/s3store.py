@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import sys
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from moviectl.infra.errors import ToolMissing, UsageError
 from moviectl.infra.settings import Settings
 
 META = ".meta.json"
+_BASE_ID = re.compile(r"base-[0-9]{8}T[0-9]{6}\.[0-9]{3}Z")  # as basebackup.py names them
 SCRIPT = r"""#!/bin/sh
 # moviectl s3 WAL: archive:  '"SCRIPT" push "ENV" "%p" %f'
 #                  restore:  '"SCRIPT" fetch "ENV" "%p" %f'
@@ -93,12 +95,17 @@ class S3Store(LocalStore):
             if not obj.name.endswith(META):
                 continue
             base_id = obj.name[: -len(META)]
+            if not _BASE_ID.fullmatch(base_id):
+                continue  # not a name moviectl makes (``..``: a path out of base/)
             try:
                 data = json.loads(self.base_repo.read_bytes(obj.name))
                 data["path"] = str(self._base_dir() / base_id)
-                found.append(BaseBackup(**data))
-            except (ValueError, TypeError):
+                base = BaseBackup(**data)
+            except (ValueError, TypeError, RecursionError):
                 continue  # unreadable: not offered for a restore
+            if base.id != base_id or not _BASE_ID.fullmatch(str(base.parent or base_id)):
+                continue  # the bucket is hostile: an id other than its name is a path
+            found.append(base)
         return sorted(found, key=lambda b: dt.datetime.fromisoformat(b.finished_at))
 
     @contextmanager
