@@ -189,6 +189,10 @@ def test_a_hostile_meta_json_is_never_listed(s3: SeaweedS3, tmp_path: Path) -> N
         "..": {**doc, "id": ".."},
         "base-20261202T100001.000Z": {**doc, "id": "../../../victim"},
         "base-20261202T100002.000Z": {**doc, "id": "base-20261202T100002.000Z", "parent": "../x"},
+        "base-20261202T100003.000Z": {**doc, "id": "base-20261202T100003.000Z", "finished_at": "x"},
+        "base-20261202T100004.000Z": {**doc, "id": "base-20261202T100004.000Z", "end_lsn": None},
+        "base-20261202T100005.000Z": {**doc, "id": "base-20261202T100005.000Z", "timeline": "t"},
+        "base-20261202T100006.000Z": {**doc, "id": "base-20261202T100006.000Z", "segment_size": 0},
     }
     for name, body in hostile.items():
         obstore.put(store, f"hostile/pitr/base/{name}.meta.json", json.dumps(body).encode())

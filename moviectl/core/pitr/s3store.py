@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from moviectl.core.backups.objects import Repository
-from moviectl.core.pitr.store import BaseBackup, LocalStore, WalFile, fsync_dir
+from moviectl.core.pitr.store import BaseBackup, LocalStore, WalFile, fsync_dir, parse_lsn
 from moviectl.infra.errors import ToolMissing, UsageError
 from moviectl.infra.settings import Settings
 
@@ -101,7 +101,9 @@ class S3Store(LocalStore):
                 data = json.loads(self.base_repo.read_bytes(obj.name))
                 data["path"] = str(self._base_dir() / base_id)
                 base = BaseBackup(**data)
-            except (ValueError, TypeError, RecursionError):
+                dt.datetime.fromisoformat(base.finished_at)  # what the sort and a restore read
+                _ = base.start_segment, parse_lsn(base.end_lsn)
+            except (ValueError, TypeError, AttributeError, ZeroDivisionError, RecursionError):
                 continue  # unreadable: not offered for a restore
             if base.id != base_id or not _BASE_ID.fullmatch(str(base.parent or base_id)):
                 continue  # the bucket is hostile: an id other than its name is a path
