@@ -194,3 +194,24 @@ def test_db_admin_checks_the_login_first_and_starts_nothing(movie_db_url, tmp_pa
     assert r.stderr.count("error:") == 1 and "Traceback" not in r.stderr
     assert "Wrong-Pw-9" not in r.stdout + r.stderr and "Admin-Pw-1" not in r.stdout + r.stderr
     assert not (tmp_path / "data" / "pgadmin").exists()
+
+
+def test_the_installer_gets_no_password_and_is_killed_when_silent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pgAdmin's installer (uv/pip, which run build backends from the index) sees no
+    MOVIE_* or PG* variable, and one that stalls without a line is killed at the deadline."""
+    import time
+
+    from moviectl.core.admin import venv
+    from moviectl.infra.errors import ToolMissing
+
+    monkeypatch.setenv("MOVIE_DB_PASSWORD", "installer-must-not-see")
+    monkeypatch.setenv("PGPASSWORD", "installer-must-not-see")
+    lines: list[str] = []
+    venv._run(["sh", "-c", "env"], lines.append, time.monotonic() + 60)
+    assert lines and not any("installer-must-not-see" in x for x in lines)
+    began = time.monotonic()
+    with pytest.raises(ToolMissing, match="timed out"):
+        venv._run(["sleep", "60"], lines.append, time.monotonic() + 1)
+    assert time.monotonic() - began < 15

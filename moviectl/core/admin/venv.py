@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -119,10 +120,20 @@ def _install(root: Path, say: Progress) -> None:
 
 
 def _run(argv: list[str], say: Progress, deadline: float) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    # the installer runs code from the index (build backends): no MOVIE_* or PG* variable,
+    # which may hold the database password, reaches it (as for pgAdmin itself, run.py)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "VIRTUAL_ENV" and not k.upper().startswith(("MOVIE_", "PG"))
+    }
     proc = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
+    # a silent, stalled installer never reaches the per-line check below: killed on time
+    timer = threading.Timer(max(1.0, deadline - time.monotonic()), proc.kill)
+    timer.daemon = True
+    timer.start()
     last = ""
     try:
         assert proc.stdout is not None
@@ -138,6 +149,7 @@ def _run(argv: list[str], say: Progress, deadline: float) -> None:
     except subprocess.TimeoutExpired:
         code = None
     finally:
+        timer.cancel()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
