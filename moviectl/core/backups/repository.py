@@ -56,30 +56,6 @@ def is_remote(spec: str | Path) -> bool:
     return str(spec).startswith(REMOTE_SCHEMES)
 
 
-def shown(spec: str) -> str:
-    """``spec`` as it may be printed: a credential put in a URL (``s3://KEY:SECRET@b``,
-    ``?secret=``) by mistake is masked, each of two comma-separated parts alike."""
-    from urllib.parse import urlsplit
-
-    out = []
-    for part in spec.split(","):
-        if "://" not in part:
-            out.append(part)
-            continue
-        try:
-            u = urlsplit(part)
-        except ValueError:
-            out.append(part.split("://", 1)[0] + "://***")
-            continue
-        host = ("***@" if "@" in u.netloc else "") + u.netloc.rsplit("@", 1)[-1]
-        out.append(
-            f"{u.scheme}://{host}{u.path}"
-            + ("?***" if u.query else "")
-            + ("#***" if u.fragment else "")
-        )
-    return ",".join(out)
-
-
 def open_repository(spec: str | Path, settings: Settings | None = None) -> Repository:
     """The repository ``spec`` names: a directory path, or ``s3://bucket[/prefix]``."""
     text = str(spec).strip()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
-from moviectl.core.backups.objects import BLOCK, ObjectInfo
+from moviectl.core.backups.objects import BLOCK, ObjectInfo, shown
 from moviectl.infra.errors import (
     AuthFailed,
     InputFileError,
@@ -97,8 +97,6 @@ class S3Repository:
         except ValueError:  # s3://[bucket: an unclosed IPv6 bracket
             parts = urlsplit("s3://")
         if not parts.netloc or parts.query or parts.fragment or "@" in parts.netloc:
-            from moviectl.core.backups.repository import shown
-
             raise UsageError(
                 f"bad repository URL {shown(url)!r}",
                 hint="s3://BUCKET/PREFIX (credentials go in AWS_*)",

@@ -51,7 +51,8 @@ def bound_of(settings: Settings) -> float:
 
 def read_repositories(settings: Settings) -> list[RepoFacts]:
     """Every configured repository, each within the bound (read side by side)."""
-    from moviectl.core.backups.repository import configured, shown
+    from moviectl.core.backups.objects import shown
+    from moviectl.core.backups.repository import configured
 
     quick = replace(settings, stall_timeout=float(settings.connect_timeout))
     try:
