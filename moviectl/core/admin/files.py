@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from moviectl.infra.conninfo import DbTarget
+from moviectl.infra.files import write_atomically
 from moviectl.infra.settings import Settings
 
 SERVER_GROUP = "moviectl"
@@ -77,16 +78,7 @@ def admin_files(settings: Settings, *, create: bool = True) -> AdminFiles:
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` to a new 0600 file, then rename it over ``path`` (never a moment
     world-readable, never half-written)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+    write_atomically(path, text.encode(), 0o600)  # the one atomic writer
 
 
 def _pgpass_field(value: str) -> str:

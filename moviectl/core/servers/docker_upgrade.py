@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from moviectl.infra.errors import CheckFailed, LockBusy
+from moviectl.infra.files import write_json_atomic
 
 # phases: prepare (nothing changed) → copying (old container stopped, the copy being made)
 # → replacing (the copy is complete; the live volume is emptied and refilled by the new
@@ -53,13 +54,9 @@ def read_state(data_dir: Path, project: str) -> dict[str, Any] | None:
 
 
 def write_state(data_dir: Path, project: str, state: dict[str, Any]) -> None:
-    path = state_path(data_dir, project)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    with open(tmp, "w") as fh:
-        json.dump(state, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    # the one atomic writer: the rename made durable too (the phase says which volume
+    # holds the old data, so a crash must never bring back the previous phase)
+    write_json_atomic(state_path(data_dir, project), state)
 
 
 def clear_state(data_dir: Path, project: str) -> None:
