@@ -80,7 +80,13 @@ class EmbeddedServer:
             entry = pwd.getpwnam(SYSTEM_USER)
             kwargs.update(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
             kwargs["cwd"] = str(self.data_dir)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        # the server and its archive_command inherit this: no libpq variable, and none of
+        # moviectl's settings or S3 keys (a password; the WAL script has its own env file)
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.upper().startswith(("PG", "MOVIE_", "AWS_"))
+        }
         env["LC_ALL"] = "C"
         return subprocess.run(
             args, capture_output=True, text=True, timeout=timeout, env=env, **kwargs

@@ -236,3 +236,14 @@ def test_auto_keeps_to_the_backend_that_holds_the_data(tmp_path):
     assert json.loads(r.stdout)["backend"] == "embedded"
     assert (tmp_path / "data" / "backend").read_text().strip() == "embedded"
     assert auto("db", "down").exit_code == 0
+
+
+def test_the_server_environment_holds_no_secret(emb):
+    """The postmaster (and every archive_command it runs) never inherits moviectl's
+    settings or S3 keys: with moviectl as root it runs as another user."""
+    r = emb("db", "up", AWS_SECRET_ACCESS_KEY="aws-emb-secret")
+    assert r.exit_code == 0, r.output
+    pid_file = Path(emb.env["MOVIE_DATA_DIR"]).rglob("postmaster.pid")
+    pid = int(next(pid_file).read_text().splitlines()[0])
+    environ = Path(f"/proc/{pid}/environ").read_bytes()
+    assert b"emb-secret" not in environ and b"MOVIE_" not in environ
