@@ -170,6 +170,8 @@ def test_the_readme_block_dry_run_upgrade_rollback_upgrade_finish(site: Project,
             assert {p["name"] for p in doc["phases"]} >= {"initdb", "restore", "verify"}
             assert site.facts() == before  # the live one only read; the throwaway gone
             assert not [n for n in site.containers() + site.volumes() if "upgdry" in n]
+            secrets_dir = site.data / "secrets"  # its password copy went with it
+            assert not [p.name for p in secrets_dir.glob("*upgdry*")], list(secrets_dir.iterdir())
         elif "--to" in args:
             upgrades += 1
             assert doc["ok"] and doc["from_major"] == before[0] and doc["to_major"] == 17, doc

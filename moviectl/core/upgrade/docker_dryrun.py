@@ -72,7 +72,13 @@ def dry_run(
 
 
 def _destroy(settings: Settings, project: str) -> None:
-    """The throwaway container, network and volume removed (and the lock file beside)."""
-    DockerBackend(settings.but(compose_project=project)).down(volumes=True)
+    """The throwaway container, network and volume removed (and the lock file beside, and
+    the copy of the password its container read: never left behind per dry run)."""
+    from moviectl.core.servers.docker_engine import password_file
+
+    scratch = settings.but(compose_project=project)
+    DockerBackend(scratch).down(volumes=True)
     with contextlib.suppress(OSError):
         (Path(settings.data_dir) / f".docker-{project}.lock").unlink()
+    with contextlib.suppress(OSError):
+        password_file(scratch).unlink()
