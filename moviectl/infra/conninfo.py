@@ -153,3 +153,17 @@ class SecretUrl(str):
             return parse_db_url(str(self)).password or None
         except ConfigError:
             return None
+
+
+def scrub(text: str, password: str | None, keep: tuple[str, ...] = ()) -> str:
+    """``text`` with the password masked; ``keep``: names shown anyway (database, user,
+    host) that merely contain it (``movie`` in ``movies``) stay whole, not ``***s``."""
+    if not password or len(password) < 3:
+        return text
+    names = sorted({k for k in keep if k and k != password and password in k}, key=len)[::-1]
+    for i, name in enumerate(names):
+        text = text.replace(name, f"\0{i}\0")
+    text = text.replace(password, "***")
+    for i, name in enumerate(names):
+        text = text.replace(f"\0{i}\0", name)
+    return text

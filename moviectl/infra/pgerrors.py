@@ -324,9 +324,8 @@ def _known(
     key, detail = found
     kind, t = KINDS[key], target or _target_of(exc)
     fields = _fields(t, detail, connect_timeout)
-    password = t.password if t is not None else None
-    message = _scrub(kind.message.format(**fields), password, _names(t))
-    hint = _scrub(kind.hint.format(**fields), password, _names(t)) if kind.hint else None
+    message = _scrub(kind.message.format(**fields), t)
+    hint = _scrub(kind.hint.format(**fields), t) if kind.hint else None
     return kind.error(message, hint=hint, **_details(t))
 
 
@@ -341,9 +340,7 @@ def translate(
         return known
     cause = driver_cause(exc)
     lines = str(cause or exc).strip().splitlines()
-    detail = _scrub(
-        _bare(lines[0]) if lines else type(cause or exc).__name__, target.password, _names(target)
-    )
+    detail = _scrub(_bare(lines[0]) if lines else type(cause or exc).__name__, target)
     if cause is None:
         return MoviectlError(f"{detail} (at {target.where})", **_details(target))
     code = sqlstate(exc)
@@ -396,21 +393,8 @@ def _details(target: DbTarget | None) -> dict[str, Any]:
     return {"host": target.host, "port": target.port, "database": target.database}
 
 
-def _scrub(text: str, password: str | None, keep: tuple[str, ...] = ()) -> str:
-    """A message never holds the password, whatever libpq echoed (a bad conninfo string).
-    ``keep``: names shown anyway (database, user, host) that merely contain the password
-    (``movie`` in ``movies``) stay whole instead of reading ``***s``."""
-    if not password or len(password) < 3:
-        return text
-    names = sorted({k for k in keep if k and k != password and password in k}, key=len)
-    marks = {f"\0{i}\0": k for i, k in enumerate(reversed(names))}
-    for mark, name in marks.items():
-        text = text.replace(name, mark)
-    text = text.replace(password, "***")
-    for mark, name in marks.items():
-        text = text.replace(mark, name)
-    return text
+def _scrub(text: str, t: DbTarget | None) -> str:
+    """A message never holds the password, whatever libpq echoed (a bad conninfo string)."""
+    from moviectl.infra.conninfo import scrub
 
-
-def _names(t: DbTarget | None) -> tuple[str, ...]:
-    return (t.database or "", t.user or "", t.host or "") if t is not None else ()
+    return scrub(text, t.password, (t.database, t.user, t.host)) if t is not None else text

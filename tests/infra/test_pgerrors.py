@@ -405,6 +405,7 @@ def test_a_row_the_database_refuses_is_a_bad_input_file(
 
 def test_a_password_inside_the_database_name_leaves_the_name_whole() -> None:
     """The defaults (.env.example): password ``movie``, database ``movies``."""
+    from moviectl.infra.conninfo import scrub
     from moviectl.infra.ports import free_port
 
     port = free_port("127.0.0.1")
@@ -412,7 +413,7 @@ def test_a_password_inside_the_database_name_leaves_the_name_whole() -> None:
     with pytest.raises(MoviectlError) as caught, connect(t, connect_timeout=2):
         pass
     assert f"127.0.0.1:{port}/movies" in caught.value.message, caught.value.message
-    assert pgerrors._scrub("password=movie dbname=movies", "movie", ("movies",)) == (
+    assert scrub("password=movie dbname=movies", "movie", ("movies",)) == (
         "password=*** dbname=movies"
     )
-    assert pgerrors._scrub("password=movies", "movies", ("movies",)) == "password=***"
+    assert scrub("password=movies", "movies", ("movies",)) == "password=***"

@@ -33,6 +33,7 @@ CONF_NAME = "moviectl.conf"
 INCLUDE_LINE = f"include_if_exists = '{CONF_NAME}'"
 # Settings for throwaway test clusters: durability off, nothing else changes.
 TEST_OPTIONS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+_NOT_INHERITED = ("PG", "MOVIE_", "AWS_")  # a password or a key: never the server's
 
 
 @dataclass
@@ -80,13 +81,8 @@ class EmbeddedServer:
             entry = pwd.getpwnam(SYSTEM_USER)
             kwargs.update(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
             kwargs["cwd"] = str(self.data_dir)
-        # the server and its archive_command inherit this: no libpq variable, and none of
-        # moviectl's settings or S3 keys (a password; the WAL script has its own env file)
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.upper().startswith(("PG", "MOVIE_", "AWS_"))
-        }
+        # the server (its archive_command too) gets no libpq variable, setting or S3 key
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_NOT_INHERITED)}
         env["LC_ALL"] = "C"
         return subprocess.run(
             args, capture_output=True, text=True, timeout=timeout, env=env, **kwargs
