@@ -29,3 +29,19 @@ def pid_alive(pid: int, program: str | None = None) -> bool:
         return False
     except psutil.AccessDenied:
         return True
+
+
+# libpq's variables, moviectl's settings and the S3 keys: any may hold a secret
+SECRET_ENV_PREFIXES = ("PG", "MOVIE_", "AWS_")
+
+
+def env_without_secrets(*drop: str) -> dict[str, str]:
+    """This process's environment for a child that is not moviectl (a server and its
+    archive_command, pgAdmin, a package installer): without the variables above, nor ``drop``."""
+    import os
+
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.upper().startswith(SECRET_ENV_PREFIXES) and k not in drop
+    }

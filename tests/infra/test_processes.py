@@ -47,3 +47,16 @@ def test_a_zombie_is_dead():
 def test_this_process_is_alive_and_no_pid_is_not():
     assert pid_alive(os.getpid())
     assert not pid_alive(0) and not pid_alive(-1)
+
+
+def test_children_that_are_not_moviectl_get_no_secret(monkeypatch):
+    """The server, pgAdmin and its installer inherit this: no password, URL or S3 key."""
+    from moviectl.infra.processes import env_without_secrets
+
+    for name in ("MOVIE_DB_PASSWORD", "PGPASSWORD", "AWS_SECRET_ACCESS_KEY", "movie_database_url"):
+        monkeypatch.setenv(name, "s3cret")
+    monkeypatch.setenv("VIRTUAL_ENV", "/v")
+    monkeypatch.setenv("HOME_LIKE", "kept")
+    env = env_without_secrets("VIRTUAL_ENV")
+    assert "s3cret" not in env.values() and "VIRTUAL_ENV" not in env
+    assert env["HOME_LIKE"] == "kept"

@@ -44,6 +44,7 @@ from moviectl.core.admin.venv import PgAdminInstall, Progress, ensure_pgadmin
 from moviectl.infra.engine import connect
 from moviectl.infra.errors import LockBusy, ServerError
 from moviectl.infra.ports import free_port
+from moviectl.infra.processes import env_without_secrets
 from moviectl.infra.settings import Settings
 from moviectl.infra.waiting import poll_until
 
@@ -173,9 +174,8 @@ def start(
 def _child_env(files: AdminFiles, key: str | None = None) -> dict[str, str]:
     """The operator's environment without moviectl's settings or libpq's variables (the
     password must not reach pgAdmin's environment), plus pgAdmin's own."""
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("MOVIE_", "PG"))}
+    env = env_without_secrets("VIRTUAL_ENV")
     env.update(CONFIG_DISTRO_FILE_PATH=str(files.config), PGADMIN_SERVER_MODE="OFF")
-    env.pop("VIRTUAL_ENV", None)
     if key is not None:
         env["PGADMIN_INT_KEY"] = key
     return env

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from moviectl.infra.errors import ToolMissing
+from moviectl.infra.processes import env_without_secrets
 
 PGADMIN4_VERSION = "9.18"
 INSTALL_TIMEOUT = 1800.0  # seconds: a 126 MB wheel and ~90 dependencies on a slow link
@@ -120,13 +121,8 @@ def _install(root: Path, say: Progress) -> None:
 
 
 def _run(argv: list[str], say: Progress, deadline: float) -> None:
-    # the installer runs code from the index (build backends): no MOVIE_* or PG* variable,
-    # which may hold the database password, reaches it (as for pgAdmin itself, run.py)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k != "VIRTUAL_ENV" and not k.upper().startswith(("MOVIE_", "PG"))
-    }
+    # the installer runs code from the index (build backends): no password reaches it
+    env = env_without_secrets("VIRTUAL_ENV")
     proc = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )

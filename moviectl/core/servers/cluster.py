@@ -25,7 +25,7 @@ from moviectl.infra.errors import PortInUse, ServerError
 from moviectl.infra.files import write_atomically
 from moviectl.infra.pgtools import binary_major, find_bin_dir
 from moviectl.infra.ports import describe_port_owner, port_is_free
-from moviectl.infra.processes import pid_alive
+from moviectl.infra.processes import env_without_secrets, pid_alive
 from moviectl.infra.waiting import poll_until
 
 SYSTEM_USER = "embedded_postgres"
@@ -33,7 +33,6 @@ CONF_NAME = "moviectl.conf"
 INCLUDE_LINE = f"include_if_exists = '{CONF_NAME}'"
 # Settings for throwaway test clusters: durability off, nothing else changes.
 TEST_OPTIONS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
-_NOT_INHERITED = ("PG", "MOVIE_", "AWS_")  # a password or a key: never the server's
 
 
 @dataclass
@@ -82,7 +81,7 @@ class EmbeddedServer:
             kwargs.update(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
             kwargs["cwd"] = str(self.data_dir)
         # the server (its archive_command too) gets no libpq variable, setting or S3 key
-        env = {k: v for k, v in os.environ.items() if not k.startswith(_NOT_INHERITED)}
+        env = env_without_secrets()
         env["LC_ALL"] = "C"
         return subprocess.run(
             args, capture_output=True, text=True, timeout=timeout, env=env, **kwargs
