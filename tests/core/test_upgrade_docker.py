@@ -209,6 +209,12 @@ def test_refusals_change_nothing(site: Project, images) -> None:
     assert r.returncode == 2 and "upgrades by --method dump" in r.stderr, r.stderr
     r = site.run("db", "upgrade", "--finish", "--yes")
     assert r.returncode == 2 and "awaits --finish" in r.stderr
+    garbled = site.data / f"docker-upgrade-{site.project}.json"
+    garbled.write_text('{"phase": 3')  # not one moviectl wrote: which volume is whose?
+    for verb in (["db", "upgrade", "--finish", "--yes"], ["db", "up"]):
+        r = site.run(*verb)
+        assert r.returncode == 5 and "not an upgrade state" in r.stderr, (verb, r.stderr)
+    garbled.unlink()
     assert site.facts() == before and site.volumes() == [f"{site.project}_pgdata"]
 
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from moviectl.infra.errors import CheckFailed, LockBusy
+from moviectl.infra.errors import CheckFailed, LockBusy, Refused
 from moviectl.infra.files import write_json_atomic
 
 # phases: prepare (nothing changed) → copying (old container stopped, the copy being made)
@@ -46,11 +46,22 @@ def helper_name(project: str) -> str:
 
 
 def read_state(data_dir: Path, project: str) -> dict[str, Any] | None:
+    """The upgrade's state, None when there is none; a file that is not one moviectl
+    wrote (it is written atomically) is refused: it says which volume holds the old data."""
+    path = state_path(data_dir, project)
     try:
-        doc = json.loads(state_path(data_dir, project).read_text())
-    except (OSError, ValueError):
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
         return None
-    return doc if isinstance(doc, dict) else None
+    except (OSError, ValueError):
+        doc = None
+    if not isinstance(doc, dict) or not isinstance(doc.get("phase"), str):
+        raise Refused(
+            f"{path} is not an upgrade state moviectl wrote; it names the volume that holds "
+            "the old data, so nothing was done",
+            hint=f"check `docker volume ls --filter name={project}`, then move the file away",
+        )
+    return doc
 
 
 def write_state(data_dir: Path, project: str, state: dict[str, Any]) -> None:
