@@ -167,3 +167,28 @@ def scrub(text: str, password: str | None, keep: tuple[str, ...] = ()) -> str:
     for i, name in enumerate(names):
         text = text.replace(f"\0{i}\0", name)
     return text
+
+
+def mask_locations(spec: str) -> str:
+    """A repository setting (``MOVIE_BACKUP_REPO``: one or two comma-separated places) as it
+    may be printed: a credential put in a URL by mistake (``s3://KEY:SECRET@b``, ``?secret=``)
+    is masked; a directory is shown as it is."""
+    from urllib.parse import urlsplit
+
+    out = []
+    for part in spec.split(","):
+        if "://" not in part:
+            out.append(part)
+            continue
+        try:
+            u = urlsplit(part)
+        except ValueError:
+            out.append(part.split("://", 1)[0] + "://***")
+            continue
+        host = ("***@" if "@" in u.netloc else "") + u.netloc.rsplit("@", 1)[-1]
+        out.append(
+            f"{u.scheme}://{host}{u.path}"
+            + ("?***" if u.query else "")
+            + ("#***" if u.fragment else "")
+        )
+    return ",".join(out)

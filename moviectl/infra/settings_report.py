@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from moviectl.infra.conninfo import mask_locations
 from moviectl.infra.envfile import read_dotenv
 from moviectl.infra.project import project_root
 from moviectl.infra.settings import (
@@ -43,6 +44,8 @@ def describe_settings(settings: Settings, env_file: str | Path | None = None) ->
         if isinstance(value, Secret):
             text = value.get_secret_value()
             shown: Any = mask_url(text) if name.endswith(("_url", "_url_test")) else "***"
+        elif name == "backup_repo" and value:
+            shown = mask_locations(value)  # a key typed into the URL by mistake
         elif isinstance(value, Path):
             shown = str(value)
         else:

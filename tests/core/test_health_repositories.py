@@ -172,3 +172,5 @@ def test_a_credential_in_the_repository_url_never_shows(spec):
         assert "hunter2secret" not in r.output, args
         assert "bad repository URL" in r.output and "Traceback" not in r.output, r.output
         json.loads(r.stdout)  # one document, the error included
+    r = Cli({"MOVIE_BACKUP_REPO": spec})("config", "show", "--json")
+    assert r.exit_code == 0 and "hunter2secret" not in r.output, r.output

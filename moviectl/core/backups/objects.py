@@ -32,27 +32,3 @@ class Repository(Protocol):
     def stat(self, name: str) -> ObjectInfo | None: ...
     def delete(self, name: str) -> None: ...
     def where(self, name: str) -> str: ...
-
-
-def shown(spec: str) -> str:
-    """``spec`` as it may be printed: a credential put in a URL (``s3://KEY:SECRET@b``,
-    ``?secret=``) by mistake is masked, each of two comma-separated parts alike."""
-    from urllib.parse import urlsplit
-
-    out = []
-    for part in spec.split(","):
-        if "://" not in part:
-            out.append(part)
-            continue
-        try:
-            u = urlsplit(part)
-        except ValueError:
-            out.append(part.split("://", 1)[0] + "://***")
-            continue
-        host = ("***@" if "@" in u.netloc else "") + u.netloc.rsplit("@", 1)[-1]
-        out.append(
-            f"{u.scheme}://{host}{u.path}"
-            + ("?***" if u.query else "")
-            + ("#***" if u.fragment else "")
-        )
-    return ",".join(out)

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
-from moviectl.core.backups.objects import BLOCK, ObjectInfo, shown
+from moviectl.core.backups.objects import BLOCK, ObjectInfo
+from moviectl.infra.conninfo import mask_locations
 from moviectl.infra.errors import (
     AuthFailed,
     InputFileError,
@@ -98,7 +99,7 @@ class S3Repository:
             parts = urlsplit("s3://")
         if not parts.netloc or parts.query or parts.fragment or "@" in parts.netloc:
             raise UsageError(
-                f"bad repository URL {shown(url)!r}",
+                f"bad repository URL {mask_locations(url)!r}",
                 hint="s3://BUCKET/PREFIX (credentials go in AWS_*)",
             )
         wait = float(settings.stall_timeout) if settings is not None else 30.0

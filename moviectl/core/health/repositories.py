@@ -51,14 +51,14 @@ def bound_of(settings: Settings) -> float:
 
 def read_repositories(settings: Settings) -> list[RepoFacts]:
     """Every configured repository, each within the bound (read side by side)."""
-    from moviectl.core.backups.objects import shown
     from moviectl.core.backups.repository import configured
+    from moviectl.infra.conninfo import mask_locations
 
     quick = replace(settings, stall_timeout=float(settings.connect_timeout))
     try:
         repos = configured(quick)
     except MoviectlError as exc:  # a malformed MOVIE_BACKUP_REPO
-        spec = shown(settings.backup_repo or str(settings.backup_dir))
+        spec = mask_locations(settings.backup_repo or str(settings.backup_dir))
         return [RepoFacts(spec, False, error=exc.message, exit_code=int(exc.exit_code))]
     bound = bound_of(settings)
     found: list[RepoFacts | None] = [None] * len(repos)
