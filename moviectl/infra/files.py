@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,15 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
+def write_atomically(
+    path: Path, data: bytes, mode: int = 0o600, before_rename: Callable[[Path], None] | None = None
+) -> None:
     """Write ``data`` beside ``path`` under a unique temp name, fsync, rename, fsync the dir.
 
     A reader sees the old file or the new one, never half of one; two writers never share
     a temp file; a failure (a full disk, a signal) leaves the old file and no temp file.
-    ``mode`` is the file's, whatever the umask.
+    ``mode`` is the file's, whatever the umask; ``before_rename`` gets the finished temp
+    file (to hand it to another owner before it is visible under its name).
     """
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
@@ -36,6 +40,8 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        if before_rename is not None:
+            before_rename(tmp)
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except BaseException:

@@ -222,16 +222,12 @@ class S3Store(LocalStore):
         """The script and its env file (0600) in ``into``; both the server's to read."""
         from moviectl.core.pitr.server import give_to_server
         from moviectl.core.pitr.store import make_private_dir
+        from moviectl.infra.files import write_atomically
 
         make_private_dir(into)
         script, env = into / "s3-wal.sh", into / "s3-wal.env"
         for path, text, mode in ((script, SCRIPT, 0o755), (env, self.env_text(), 0o600)):
-            tmp = path.with_name(f".{path.name}.{os.getpid()}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-            give_to_server(tmp)
-            os.replace(tmp, path)
+            write_atomically(path, text.encode(), mode, before_rename=give_to_server)
         give_to_server(into)
         return script, env
 
