@@ -119,6 +119,10 @@ def _swap(settings: Settings, conn: Any, database: str, override: bool) -> tuple
     left, comment = database_comment(conn, staging)
     if left:  # an interrupted reset's: ours only if it carries our mark for this database
         mark = read_mark(comment) or {}
+        if comment is None and existed and _holds_nothing(settings, staging):
+            # kill -9 while its CREATE DATABASE ran (the backend finishes it, the COMMENT
+            # never comes): the app database is untouched, this empty twin is ours to drop
+            mark = {"kind": "reset", "of": database}
         if mark.get("kind") != "reset" or mark.get("of") != database:
             raise Refused(
                 f"database {staging} exists but carries no moviectl reset mark for {database}",
@@ -145,6 +149,18 @@ def _swap(settings: Settings, conn: Any, database: str, override: bool) -> tuple
         conn.execute(rename.format(ident(staging), ident(database)))
     conn.execute(sql.SQL("COMMENT ON DATABASE {} IS NULL").format(ident(database)))
     return existed, environment
+
+
+def _holds_nothing(settings: Settings, name: str) -> bool:
+    """Has database ``name`` no table, view, sequence or function of anyone's?"""
+    with connect(settings.session_target().with_database(name)) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            "        WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema')"
+            "     + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+            "        WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema')"
+        ).fetchone()
+    return row is not None and row[0] == 0
 
 
 def _finish(

@@ -173,15 +173,26 @@ def test_a_reset_killed_between_drop_and_rename_is_still_protected(app_db, movie
 
 
 def test_a_staging_name_moviectl_did_not_mark_is_refused(app_db, moviectl_admin_target):  # noqa: F811
+    """Unmarked and holding something: not ours, refused. Unmarked and empty beside the app
+    database: what kill -9 during the staging CREATE DATABASE leaves (the backend finishes
+    it, the COMMENT never comes): dropped by the next reset, which completes."""
     name, url = app_db
     staging = staging_name(name)
     try:
         with _admin(moviectl_admin_target) as c:
             c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(staging)))
+        twin = moviectl_admin_target.with_database(staging).url(masked=False)
+        with psycopg.connect(twin, autocommit=True) as c:
+            c.execute("CREATE TABLE someones (i int)")
         r = Cli({"MOVIE_DATABASE_URL": url})("--json", "db", "reset", "--yes")
         assert r.exit_code == 5 and "no moviectl reset mark" in r.output, r.output
         assert set(_where_the_mark_is(moviectl_admin_target, name)) == {name, staging}
         assert _state(url)[1] == 3  # the app database as it was
+        with psycopg.connect(twin, autocommit=True) as c:
+            c.execute("DROP TABLE someones")
+        r = Cli({"MOVIE_DATABASE_URL": url})("--json", "db", "reset", "--yes")
+        assert r.exit_code == 0, r.output
+        assert set(_where_the_mark_is(moviectl_admin_target, name)) == {name}
     finally:
         _drop_staging(moviectl_admin_target, name)
 
