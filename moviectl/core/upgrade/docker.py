@@ -40,8 +40,8 @@ from moviectl.core.upgrade.docker_steps import (
 )
 from moviectl.core.upgrade.model import FinishResult, Progress, Timer, UpgradeResult
 from moviectl.core.upgrade.steps import check_direction
-from moviectl.core.upgrade.verify import verify_after
-from moviectl.infra.errors import CheckFailed, Refused, ToolMissing, UsageError
+from moviectl.core.upgrade.verify import safety_backup, verify_after
+from moviectl.infra.errors import Refused, ToolMissing, UsageError
 
 if TYPE_CHECKING:
     from moviectl.infra.settings import Settings
@@ -175,9 +175,6 @@ def _upgrade(
     to: int,
     timer: Timer,
 ) -> UpgradeResult:
-    from moviectl.core.backups.dump import backup
-    from moviectl.core.backups.verify import verify
-
     client, project = backend.client, backend.svc.project
     volume = str(backend.svc.volume_name)
     kept = old_volume(volume, from_major)
@@ -197,21 +194,15 @@ def _upgrade(
         "started_at": time.time(),
     }
     write_state(data_dir, project, state)
+
+    def record(path: str) -> None:  # the safety backup, named in the state as soon as made
+        state["backup"] = path
+        write_state(data_dir, project, state)
+
     try:
         with timer.phase("start_old", f"the PostgreSQL {from_major} container ({old_image})"):
             DockerBackend(old_settings).up(timeout=120)
-        with timer.phase("backup", "the safety backup, then its restore drill"):
-            made = backup(settings)
-            state["backup"] = made.path
-            write_state(data_dir, project, state)
-            drill = verify(settings, Path(made.path))
-        if not drill.ok:
-            raise CheckFailed(
-                f"the safety backup {made.path} failed its restore drill: "
-                + "; ".join(drill.differences[:3]),
-                hint="nothing was changed; see `moviectl backup verify` of that file",
-            )
-        timer.progress(f"safety backup {made.path}: verified by the restore drill")
+        made = safety_backup(settings, timer, record)
         with timer.phase("checks", "no writes since the backup; the roles and the mark"):
             refuse_writers(settings, made.manifest)
             mark = database_mark(settings)

@@ -43,8 +43,8 @@ from moviectl.core.upgrade.steps import (
     server_like,
     transfer,
 )
-from moviectl.core.upgrade.verify import verify_after
-from moviectl.infra.errors import CheckFailed, Refused, UsageError
+from moviectl.core.upgrade.verify import safety_backup, verify_after
+from moviectl.infra.errors import Refused, UsageError
 from moviectl.infra.pgtools import wheel_bin_dir
 from moviectl.infra.ports import free_port
 
@@ -114,9 +114,6 @@ def _upgrade(
     method: str,
     timer: Timer,
 ) -> UpgradeResult:
-    from moviectl.core.backups.dump import backup
-    from moviectl.core.backups.verify import verify
-
     data_dir = server.data_dir
     old = server_like(server, data_dir, old_bin)
     state: dict[str, Any] = {
@@ -131,23 +128,17 @@ def _upgrade(
         "started_at": time.time(),
     }
     write_state(data_dir, state)
+
+    def record(path: str) -> None:  # the safety backup, named in the state as soon as made
+        state["backup"] = path
+        write_state(data_dir, state)
+
     work = data_dir / WORK_DIR
     new = server_like(server, work, new_bin, port=free_port())
     try:
         with timer.phase("start_old", f"starting the PostgreSQL {from_major} cluster"):
             old.start()
-        with timer.phase("backup", "the safety backup, then its restore drill"):
-            made = backup(settings)
-            state["backup"] = made.path
-            write_state(data_dir, state)
-            drill = verify(settings, Path(made.path))
-        if not drill.ok:
-            raise CheckFailed(
-                f"the safety backup {made.path} failed its restore drill: "
-                + "; ".join(drill.differences[:3]),
-                hint="nothing was changed; see `moviectl backup verify` of that file",
-            )
-        timer.progress(f"safety backup {made.path}: verified by the restore drill")
+        made = safety_backup(settings, timer, record)
         facts, traps = preflight(settings, new_bin, to, timer)
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(mode=0o700)

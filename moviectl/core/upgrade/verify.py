@@ -3,13 +3,36 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from moviectl.infra.errors import MoviectlError
+from moviectl.infra.errors import CheckFailed, MoviectlError
 
 if TYPE_CHECKING:
     from moviectl.core.backups.manifest import Manifest
+    from moviectl.core.upgrade.model import Timer
     from moviectl.infra.settings import Settings
+
+
+def safety_backup(settings: Settings, timer: Timer, record: Callable[[str], None]) -> Any:
+    """The upgrade's safety backup, verified by its restore drill before anything changes;
+    ``record`` gets its path the moment it exists (the upgrade's state names it)."""
+    from moviectl.core.backups.dump import backup
+    from moviectl.core.backups.verify import verify
+
+    with timer.phase("backup", "the safety backup, then its restore drill"):
+        made = backup(settings)
+        record(made.path)
+        drill = verify(settings, Path(made.path))
+    if not drill.ok:
+        raise CheckFailed(
+            f"the safety backup {made.path} failed its restore drill: "
+            + "; ".join(drill.differences[:3]),
+            hint="nothing was changed; see `moviectl backup verify` of that file",
+        )
+    timer.progress(f"safety backup {made.path}: verified by the restore drill")
+    return made
 
 
 def verify_after(settings: Settings, man: Manifest) -> tuple[list[str], list[str]]:
