@@ -85,6 +85,9 @@ def test_a_killed_upload_is_listed_and_prune_aborts_it(s3, big_db, tmp_path):
     assert datetime.fromisoformat(left["started"]) and left["size_bytes"] is None
     r = run_moviectl(env, "backup", "list", "--repo", repo)
     assert r.returncode == 0 and f"leftover upload {repo}/{name}" in r.stdout, r.stdout
+    r = run_moviectl({**env, "MOVIE_BACKUP_REPO": repo}, "--json", "doctor", timeout=180)
+    found = {f["name"]: f for f in json.loads(r.stdout)["findings"]}["leftover uploads"]
+    assert found["status"] == "warn" and "1 for `backup prune` to abort" in found["detail"]
 
     doc = moviectl_json(env, "backup", "prune", "--keep-last", "1", "--repo", repo, "--dry-run")
     assert [u["action"] for u in doc["leftover_uploads"]] == ["would abort"]
