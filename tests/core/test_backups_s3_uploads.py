@@ -161,3 +161,66 @@ def test_without_rclone_one_line_and_the_lifecycle_advice(s3, movie_db_url, tmp_
     r = run_moviectl(env, "backup", "list", "--repo", repo, python=NO_RCLONE)
     assert r.returncode == 0 and "Traceback" not in r.stdout + r.stderr
     assert [ln for ln in r.stdout.splitlines() if "moviectl[s3-wal]" in ln] != []
+
+
+ORPHAN = """
+import os, sys, time
+import obstore
+from obstore.store import S3Store
+
+store = S3Store(
+    "backups", endpoint=sys.argv[1], region="us-east-1", access_key_id=sys.argv[2],
+    secret_access_key=os.environ["ORPHAN_SECRET"], client_options={"allow_http": True},
+)
+
+def blocks():
+    yield os.urandom(9 << 20)  # one part over the chunk size: a multipart upload
+    print("started", flush=True)
+    time.sleep(600)
+
+obstore.put(store, sys.argv[3], blocks(), chunk_size=8 << 20)
+"""
+
+
+def orphan_upload(s3: SeaweedS3, key: str) -> None:
+    """An upload another client began and was killed in: no marker, seconds old."""
+    import subprocess
+    import sys
+
+    from tests.core.s3server import ACCESS_KEY
+
+    env = subprocess_env(ORPHAN_SECRET=SECRET_KEY)
+    argv = [sys.executable, "-c", ORPHAN, s3.endpoint, ACCESS_KEY, key]
+    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "started"
+        deadline = time.monotonic() + 60
+        while not s3.multipart_uploads(key):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        proc.kill()
+
+
+def test_a_young_upload_nobody_owns_is_reported_not_aborted(s3, movie_db_url, tmp_path):
+    """Also: rclone finds the keys in the credentials file, as moviectl does."""
+    name = "movies-20261202T000000Z-abcdef.dump"
+    orphan_upload(s3, f"young/{name}")
+    orphan_upload(s3, "young/pitr/base/base-x.tar")  # not a backup's: never judged
+    creds = tmp_path / "credentials"
+    creds.write_text(
+        f"[default]\naws_access_key_id = {s3.env()['AWS_ACCESS_KEY_ID']}\n"
+        f"aws_secret_access_key = {SECRET_KEY}\n"
+    )
+    env = env_for(s3, movie_db_url, tmp_path, AWS_SHARED_CREDENTIALS_FILE=str(creds))
+    del env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+    repo = "s3://backups/young"
+    doc = moviectl_json(env, "backup", "prune", "--keep-last", "1", "--repo", repo, "--yes")
+    acts = {u["key"]: (u["action"], u["abortable"], u["reason"]) for u in doc["leftover_uploads"]}
+    assert acts == {
+        name: ("kept", False, "no backup owns it; aborted once it is 1 h old"),
+        "pitr/base/base-x.tar": (
+            "kept",
+            False,
+            "under pitr/: not a backup's (PITR's own or another tool's)",
+        ),
+    }
+    assert len(s3.multipart_uploads("young/")) == 2
