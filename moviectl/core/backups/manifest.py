@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from moviectl.core.backups.fileio import remove_path, sha256_of, size_of, write_json_atomic
+from moviectl.core.backups.objects import DOCUMENT_LIMIT
 from moviectl.infra.errors import CheckFailed, InputFileError
+from moviectl.infra.files import read_small
 
 if TYPE_CHECKING:
     from moviectl.infra.settings import Settings
@@ -157,7 +159,7 @@ def load_manifest(path: Path) -> Manifest:
     if not path.exists():
         raise InputFileError(f"backup not found: {path}", hint="`moviectl backup list` shows them")
     try:
-        data = json.loads(mpath.read_text(encoding="utf-8"))
+        data = json.loads(read_small(mpath, DOCUMENT_LIMIT).decode())
     except FileNotFoundError:
         raise InputFileError(
             f"no manifest beside {path} ({mpath.name})",
@@ -165,6 +167,8 @@ def load_manifest(path: Path) -> Manifest:
         ) from None
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InputFileError(f"the manifest {mpath} is unreadable: {exc}") from None
+    except OSError as exc:  # a FIFO, a directory or a huge file under the manifest's name
+        raise InputFileError(f"the manifest {mpath} is unreadable: {exc.strerror}") from None
     return Manifest(**_checked(data, mpath))  # type: ignore[arg-type]
 
 
