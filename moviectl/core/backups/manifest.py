@@ -62,6 +62,19 @@ class BackupEntry:
     verify_result: str | None = None  # ok | mismatch (the last drill's)
     signature: str | None = None  # signing.state(): ok, unsigned, bad, unknown key, signed
 
+    @classmethod
+    def of(cls, where: str, m: Manifest, signature: str | None = None) -> BackupEntry:
+        return cls(
+            where,
+            m.finished_at,
+            m.size_bytes,
+            m.alembic_revision,
+            m.verified_at,
+            True,
+            m.verify_result,
+            signature,
+        )
+
 
 @dataclass
 class VerifyResult:
@@ -180,18 +193,7 @@ def list_backups(settings: Settings, directory: Path | None = None) -> list[Back
         if not p.name.endswith(tuple(s for _, s in FORMATS.values())):
             continue
         try:
-            m = load_manifest(p)
-            entries.append(
-                BackupEntry(
-                    str(p),
-                    m.finished_at,
-                    m.size_bytes,
-                    m.alembic_revision,
-                    m.verified_at,
-                    True,
-                    m.verify_result,
-                )
-            )
+            entries.append(BackupEntry.of(str(p), load_manifest(p)))
         except InputFileError:
             entries.append(BackupEntry(str(p), None, size_of(p), None, None, False))
     entries.sort(key=lambda e: e.created or "")
