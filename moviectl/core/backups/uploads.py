@@ -147,11 +147,15 @@ def _pending(repo: S3Repository) -> list[tuple[str, str, str]]:
     base = f"{repo.prefix}/" if repo.prefix else ""
     out = _run(repo, "list-multipart-uploads", f"moviectl:{repo.bucket}/{base}")
     found = []
-    for uploads in (json.loads(out or "{}") or {}).values():
-        for u in uploads or []:
-            key = str(u.get("Key") or "")
-            if key.startswith(base) and key != base:
-                found.append((key[len(base) :], str(u.get("Initiated") or ""), str(u["UploadId"])))
+    try:
+        for uploads in (json.loads(out or "{}") or {}).values():
+            for u in uploads or []:
+                key = str(u.get("Key") or "")
+                if key.startswith(base) and key != base:
+                    when, upload_id = str(u.get("Initiated") or ""), str(u["UploadId"])
+                    found.append((key[len(base) :], when, upload_id))
+    except (ValueError, AttributeError, KeyError, TypeError):
+        raise MoviectlError("rclone's list of uploads was unreadable") from None
     return sorted(found)
 
 
