@@ -308,7 +308,7 @@ def render_leftover_uploads(c: Console, ups: list[LeftoverUpload], unchecked: st
         c.print(f"[yellow]![/] leftover multipart uploads {unchecked}")
     for u in ups:
         mark = {"aborted": "[green]aborted[/]", "failed": "[red]failed[/]"}.get(u.action)
-        what = mark or ("prune aborts it" if u.abortable else "kept")
+        what = mark or ("prune aborts it" if u.abortable else "prune leaves it")
         if u.action == "would abort":
             what = "[red]would abort[/]"
         c.print(f"  leftover upload {u.url}  (started {u.started}; {what}: {u.reason})")
