@@ -205,6 +205,9 @@ def test_a_young_upload_nobody_owns_is_reported_not_aborted(s3, movie_db_url, tm
     name = "movies-20261202T000000Z-abcdef.dump"
     orphan_upload(s3, f"young/{name}")
     orphan_upload(s3, "young/pitr/base/base-x.tar")  # not a backup's: never judged
+    other = "movies-20261202T000001Z-fedcba.dump"  # a backup another host runs
+    orphan_upload(s3, f"young/{other}")
+    s3.write(f"young/{other}.inprogress", json.dumps({"pid": 1, "host": "elsewhere"}).encode())
     creds = tmp_path / "credentials"
     creds.write_text(
         f"[default]\naws_access_key_id = {s3.env()['AWS_ACCESS_KEY_ID']}\n"
@@ -217,10 +220,11 @@ def test_a_young_upload_nobody_owns_is_reported_not_aborted(s3, movie_db_url, tm
     acts = {u["key"]: (u["action"], u["abortable"], u["reason"]) for u in doc["leftover_uploads"]}
     assert acts == {
         name: ("kept", False, "no backup owns it; aborted once it is 1 h old"),
+        other: ("kept", False, "its backup runs on elsewhere (not judged from here)"),
         "pitr/base/base-x.tar": (
             "kept",
             False,
             "under pitr/: not a backup's (PITR's own or another tool's)",
         ),
     }
-    assert len(s3.multipart_uploads("young/")) == 2
+    assert len(s3.multipart_uploads("young/")) == 3
