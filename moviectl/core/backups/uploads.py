@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 from moviectl.core.backups.leftovers import this_host
 from moviectl.core.backups.manifest import FORMATS
 from moviectl.infra.errors import MoviectlError, ToolMissing
+from moviectl.infra.pgtools import popen_child
 from moviectl.infra.processes import pid_alive
 
 if TYPE_CHECKING:
@@ -116,15 +117,19 @@ def _run(repo: S3Repository, *args: str) -> str:
         "backend",
         *args,
     ]
-    try:
-        done = subprocess.run(
-            argv, env=_env(repo), capture_output=True, text=True, timeout=4 * repo.wait + 10
-        )
-    except subprocess.TimeoutExpired:
-        raise MoviectlError(f"rclone did not answer within {4 * repo.wait + 10:g} s") from None
-    if done.returncode != 0:
-        raise MoviectlError(f"rclone failed: {_why(done.stderr)}")
-    return done.stdout
+    limit = 4 * repo.wait + 10  # its own timeouts end it sooner; this bounds the rest
+    pipe = subprocess.PIPE
+    # a child that dies with moviectl: a killed prune leaves no rclone behind
+    with popen_child(argv, env=_env(repo), stdout=pipe, stderr=pipe, text=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise MoviectlError(f"rclone did not answer within {limit:g} s") from None
+    if proc.returncode != 0:
+        raise MoviectlError(f"rclone failed: {_why(err)}")
+    return str(out)
 
 
 def _why(stderr: str) -> str:
