@@ -67,7 +67,7 @@ def read_manifest(repo: Repository, name: str) -> tuple[Manifest, dict[str, Any]
             f"backup not found: {repo.where(name)} (no manifest)",
             hint="`moviectl backup list` shows them",
         ) from None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InputFileError(f"the manifest {where} is unreadable") from None
     return Manifest(**checked_fields(raw, where)), raw  # type: ignore[arg-type]
 
