@@ -24,7 +24,7 @@ from moviectl.infra.ports import free_port
 if TYPE_CHECKING:
     from moviectl.core.servers.cluster import EmbeddedServer
 
-FLAGS = {"link": "--link", "clone": "--clone", "copy": "--copy"}
+FLAGS = {"link": "--link", "clone": "--clone", "copy": "--copy", "swap": "--swap"}
 
 
 def _as_owner(kwargs: dict[str, Any], workdir: Path) -> None:
