@@ -25,6 +25,7 @@ from moviectl.core.servers.upgrade_state import (
     read_state,
     recover_interrupted,
     refuse_if_running,
+    stop_stray,
     swap_broken,
     write_state,
 )
@@ -47,7 +48,7 @@ from moviectl.core.upgrade.steps import (
     server_like,
     transfer,
 )
-from moviectl.core.upgrade.verify import safety_backup, verify_after
+from moviectl.core.upgrade.verify import load_in_background, safety_backup, verify_after
 from moviectl.infra.errors import MoviectlError, Refused, UsageError
 from moviectl.infra.pgtools import wheel_bin_dir
 from moviectl.infra.ports import free_port
@@ -154,6 +155,7 @@ def _upgrade(
         work.mkdir(mode=0o700)
         state["phase"] = "upgrading"
         write_state(data_dir, state)
+        loading = load_in_background()  # the verification's imports beside pg_upgrade
         # pg_upgrade's own checks run first, before it touches the old cluster: the
         # separate --check is the dry run's (it would start both servers once more)
         transfer(old, new, method, facts, to, timer, check_first=False)
@@ -174,6 +176,8 @@ def _upgrade(
             raise
         state["phase"] = "broken"  # pg_upgrade --swap failed mid-way: neither may start
         write_state(data_dir, state)
+        for d in (server.pgdata, new.pgdata):
+            stop_stray(d)  # whatever pg_upgrade left running
         refused = swap_broken(data_dir, state)
         if not isinstance(exc, MoviectlError):  # Ctrl-C, SIGTERM: their exit, the way back
             exc.add_note(f"{refused.message}: {refused.hint}")
@@ -189,6 +193,7 @@ def _upgrade(
     result = UpgradeResult(from_major, to, method, False, made.path, traps=traps)
     says = "verifying against the safety backup's manifest; statistics meanwhile"
     with timer.phase("verify", says), analyzing(live, to) as analyzed:
+        loading.join()
         held, failed = verify_after(settings, made.manifest)
     result.verification += analyzed
     result.verification += held
