@@ -225,10 +225,15 @@ def _embedded(settings: Settings) -> Finding:
 
 
 def _upgrade(settings: Settings) -> Finding | None:
-    """A major upgrade of the embedded cluster, unfinished or interrupted (`db upgrade`)."""
-    from moviectl.core.servers.upgrade_state import pending
+    """A major upgrade, unfinished or interrupted (`db upgrade`), of either backend."""
+    from moviectl.core.servers import docker_upgrade, upgrade_state
 
-    found = pending(settings.data_dir)
+    try:
+        found = upgrade_state.pending(settings.data_dir) or docker_upgrade.pending(
+            settings.data_dir
+        )
+    except MoviectlError as exc:  # a state file moviectl did not write: said, not skipped
+        return Finding("upgrade", FAIL, str(exc), exc.hint or "")
     return Finding("upgrade", WARN, *found) if found else None
 
 

@@ -98,18 +98,7 @@ def entries(settings: Settings, repo: Repository) -> list[BackupEntry]:
         except InputFileError:
             found.append(BackupEntry(repo.where(name), None, obj.size, None, None, False))
             continue
-        found.append(
-            BackupEntry(
-                repo.where(name),
-                m.finished_at,
-                m.size_bytes,
-                m.alembic_revision,
-                m.verified_at,
-                True,
-                m.verify_result,
-                state(keys, raw, name),
-            )
-        )
+        found.append(BackupEntry.of(repo.where(name), m, state(keys, raw, name)))
     found.sort(key=lambda e: e.created or "")
     return found
 
