@@ -23,9 +23,16 @@ REPO = "s3://backups/movies"
 WAL = "movies/pitr/wal/"
 
 
+RO_KEY, RO_SECRET = "moviectl-read-only", "read-only-secret-7"
+
+
 @pytest.fixture
 def s3(tmp_path: Path) -> Iterator[SeaweedS3]:
     server = SeaweedS3(tmp_path / "seaweed")
+    config = json.loads(server.config.read_text())  # and keys that may list and read only
+    creds = [{"accessKey": RO_KEY, "secretKey": RO_SECRET}]
+    config["identities"].append({"name": "ro", "credentials": creds, "actions": ["Read", "List"]})
+    server.config.write_text(json.dumps(config))
     server.start()
     yield server
     server.stop()
@@ -125,6 +132,7 @@ def test_drill_then_the_new_timeline_lives_in_the_bucket(pitr: Cli, s3: SeaweedS
     assert facts(int(str(again["port"])), pitr) == facts(pitr)
     st = status(pitr)
     assert st["archiver"]["failing"] is False and st["archive"]["gaps"] == [], st
+    assert st["warnings"] == [], st["warnings"]  # archiving goes to the bucket, nowhere else
 
 
 def test_bucket_down_at_promote_is_refused_and_nothing_moves(pitr: Cli, s3: SeaweedS3) -> None:
@@ -161,3 +169,29 @@ def test_docker_with_an_s3_repository_is_refused_naming_why(tmp_path: Path) -> N
     message = json.loads(r.stdout)["message"]
     assert "embedded backend only" in message and "rclone" in message
     assert "nothing was swapped" in message
+
+
+def test_an_upload_refused_mid_promote_swaps_nothing_and_a_rerun_finishes(
+    pitr: Cli, s3: SeaweedS3
+) -> None:
+    """The bucket answers the check but refuses the upload (keys that may only read): the
+    same one line saying nothing was swapped, the restored cluster stopped with its WAL;
+    the env file the server archives with keeps the real keys; a re-run goes through."""
+    restored = _restore(pitr, "--latest", "--into", "half")
+    want = facts(int(str(restored["port"])), pitr)
+    _insert(pitr, 3001, 10, "lost if promoted")
+    now = facts(pitr)
+    env_file = Path(pitr.env["MOVIE_BACKUP_DIR"]) / "pitr" / "s3-wal" / "s3-wal.env"
+    env_before = env_file.read_bytes()
+    ro = Cli({**pitr.env, "AWS_ACCESS_KEY_ID": RO_KEY, "AWS_SECRET_ACCESS_KEY": RO_SECRET})
+    r = ro("pitr", "promote", "half", "--yes", "--json")
+    assert r.exit_code == 4, r.output  # refused credentials: the upload, after the check
+    message = json.loads(r.stdout)["message"]
+    assert "nothing was swapped, half is stopped, its WAL kept" in message, message
+    assert RO_SECRET not in r.output
+    assert facts(pitr) == now and env_file.read_bytes() == env_before
+    assert f"{WAL}00000002.history" not in s3.keys(WAL)  # no timeline to follow yet
+    r = pitr("pitr", "promote", "half", "--yes", "--json")
+    assert r.exit_code == 0, r.output
+    assert facts(pitr) == want
+    assert f"{WAL}00000002.history" in s3.keys(WAL)

@@ -136,10 +136,12 @@ def _embedded(settings: Settings, name: str, path: Path, store: Any) -> PromoteR
                     hint="moviectl db upgrade --finish --yes (or --rollback --yes) first",
                 )
             record = _record(path, name)
+            restored = server_of(settings, path, int(record["port"]))
             if remote:  # before anything stops: an unreachable bucket changes nothing
-                with _nothing_swapped(name, "still runs"):
+                was = "still runs" if restored.state().running else "is stopped, its WAL kept"
+                with _nothing_swapped(name, was):
                     store.wal_repo.check()
-            server_of(settings, path, int(record["port"])).stop("fast")  # WAL to its archive
+            restored.stop("fast")  # its last WAL reaches its own archive
             if remote:
                 with _nothing_swapped(name, "is stopped, its WAL kept"):
                     moved = _merge_remote(path / "archive", store.wal_repo)
