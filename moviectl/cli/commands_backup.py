@@ -14,6 +14,7 @@ from moviectl.cli.render import (
     Backups,
     render_backup,
     render_backups,
+    render_leftover_uploads,
     render_restore,
     render_verify,
 )
@@ -107,12 +108,19 @@ def backup_list(
 
     Example: `moviectl backup list --json` or `moviectl backup list --repo s3://backups/movies`
     """
+    from moviectl.core.backups import uploads
     from moviectl.core.backups.catalog import entries
     from moviectl.core.backups.repository import LocalRepository, primary
 
     settings = settings_of(ctx)
     where = LocalRepository(directory) if directory is not None else primary(settings, repo)
-    listed: Backups = {"backups": entries(settings, where)}
+    found = entries(settings, where)
+    left = uploads.find(where)  # a bucket's unfinished multipart uploads (none in a directory)
+    listed: Backups = {
+        "backups": found,
+        "leftover_uploads": left.uploads,
+        "leftover_uploads_unchecked": left.unchecked,
+    }
     out(ctx).emit(listed, render_backups)
 
 
@@ -198,6 +206,7 @@ def render_prune_plan(c: Any, r: Any) -> None:
     else:
         kept = "would keep" if r.dry_run else "kept"
         c.print(f"{verb} {len(r.deleted)}, {kept} {len(r.kept)} in {r.repository}")
+    render_leftover_uploads(c, r.leftover_uploads, r.leftover_uploads_unchecked)
 
 
 @backup_app.command("pin")

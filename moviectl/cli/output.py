@@ -91,10 +91,6 @@ class Output:
         if not self.json_mode:
             self.err.print(message)
 
-    def warn(self, message: str) -> None:
-        if not self.json_mode:
-            self.err.print(f"[yellow]warning:[/] {message}")
-
     def error(self, exc: MoviectlError) -> None:
         if self.json_mode:
             from moviectl.infra.jsonable import jsonable

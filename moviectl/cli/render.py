@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from moviectl.core.backups.dump import BackupResult
     from moviectl.core.backups.manifest import BackupEntry, VerifyResult
     from moviectl.core.backups.restore import RestoreResult
+    from moviectl.core.backups.uploads import LeftoverUpload
     from moviectl.core.doctor import DoctorReport
     from moviectl.core.health.checks import HealthReport
     from moviectl.core.migrations.authoring import NewMigration
@@ -50,6 +51,8 @@ class TestDatabases(TypedDict):
 
 class Backups(TypedDict):
     backups: list[BackupEntry]
+    leftover_uploads: list[LeftoverUpload]  # a bucket's unfinished multipart uploads
+    leftover_uploads_unchecked: str | None
 
 
 def render_settings(c: Console, r: SettingsShown) -> None:
@@ -293,9 +296,22 @@ def render_backups(c: Console, r: Backups) -> None:
     ]
     if not rows:
         c.print("no backups")
-        return
-    head = ["file", "created", "size", "revision", "verified", "signature"]
-    c.print(table(None, head, rows))
+    else:
+        head = ["file", "created", "size", "revision", "verified", "signature"]
+        c.print(table(None, head, rows))
+    render_leftover_uploads(c, r["leftover_uploads"], r["leftover_uploads_unchecked"])
+
+
+def render_leftover_uploads(c: Console, ups: list[LeftoverUpload], unchecked: str | None) -> None:
+    """Unfinished multipart uploads (killed backups): what `backup prune` does with each."""
+    if unchecked:
+        c.print(f"[yellow]![/] leftover multipart uploads {unchecked}")
+    for u in ups:
+        mark = {"aborted": "[green]aborted[/]", "failed": "[red]failed[/]"}.get(u.action)
+        what = mark or ("prune aborts it" if u.abortable else "prune leaves it")
+        if u.action == "would abort":
+            what = "[red]would abort[/]"
+        c.print(f"  leftover upload {u.url}  (started {u.started}; {what}: {u.reason})")
 
 
 def render_verify(c: Console, r: VerifyResult) -> None:

@@ -63,7 +63,33 @@ def run(settings: Settings, env_file: str | Path | None = None) -> DoctorReport:
     else:  # a killed `pitr promote` is why the server is down: the step that finishes it
         for w in pitr_status.interrupted_promote(settings):
             findings.append(Finding("pitr promote", WARN, w, "moviectl pitr status"))
+    if settings.backup_repo and "://" in settings.backup_repo:
+        findings.append(_uploads(settings))
     return DoctorReport(findings)
+
+
+def _uploads(settings: Settings) -> Finding:
+    """Unfinished multipart uploads killed backups left in MOVIE_BACKUP_REPO's bucket."""
+    from moviectl.core.backups import uploads
+    from moviectl.core.backups.repository import primary
+
+    try:
+        repo = primary(settings)
+        report = uploads.find(repo)
+    except MoviectlError as exc:
+        return Finding("leftover uploads", WARN, f"could not look: {exc.message}")
+    if report.unchecked:
+        return Finding("leftover uploads", WARN, report.unchecked)
+    if not report.uploads:
+        return Finding("leftover uploads", OK, f"no unfinished multipart uploads in {repo.url}")
+    mine = sum(u.abortable for u in report.uploads)
+    return Finding(
+        "leftover uploads",
+        WARN,
+        f"{len(report.uploads)} unfinished multipart upload(s) in {repo.url} "
+        f"({mine} for `backup prune` to abort)",
+        fix=f"moviectl backup prune … (`backup list` says why each stays); {uploads.LIFECYCLE}",
+    )
 
 
 def _leftovers(settings: Settings) -> Finding:
@@ -225,10 +251,15 @@ def _embedded(settings: Settings) -> Finding:
 
 
 def _upgrade(settings: Settings) -> Finding | None:
-    """A major upgrade of the embedded cluster, unfinished or interrupted (`db upgrade`)."""
-    from moviectl.core.servers.upgrade_state import pending
+    """A major upgrade, unfinished or interrupted (`db upgrade`), of either backend."""
+    from moviectl.core.servers import docker_upgrade, upgrade_state
 
-    found = pending(settings.data_dir)
+    try:
+        found = upgrade_state.pending(settings.data_dir) or docker_upgrade.pending(
+            settings.data_dir
+        )
+    except MoviectlError as exc:  # a state file moviectl did not write: said, not skipped
+        return Finding("upgrade", FAIL, str(exc), exc.hint or "")
     return Finding("upgrade", WARN, *found) if found else None
 
 

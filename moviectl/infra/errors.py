@@ -50,7 +50,7 @@ class MoviectlError(Exception):
 
 
 class CheckFailed(MoviectlError):
-    exit_code = ExitCode.FAILED
+    pass
 
 
 class UsageError(MoviectlError):
@@ -117,19 +117,13 @@ class PortInUse(ServerError):
 class StatementCanceled(MoviectlError):
     """A statement the server cancelled: statement_timeout, or pg_cancel_backend."""
 
-    exit_code = ExitCode.FAILED
-
 
 class OutOfResources(MoviectlError):
     """The server ran out of disk, memory or a configured limit."""
 
-    exit_code = ExitCode.FAILED
-
 
 class ServerFailed(MoviectlError):
     """The server's own failure: an I/O error, corruption, an internal error (see its log)."""
-
-    exit_code = ExitCode.FAILED
 
 
 class ToolMissing(MoviectlError):

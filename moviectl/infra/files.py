@@ -6,11 +6,40 @@ import errno
 import json
 import os
 import secrets
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from moviectl.infra.errors import MoviectlError, UsageError
+
+
+def open_regular(path: Path) -> int:
+    """Open ``path`` for reading, refusing anything but a regular file.
+
+    Input moviectl did not make is hostile: a FIFO (or a device) under a backup's name
+    would block a plain ``open`` forever, so it is opened non-blocking and checked first.
+    Raises ``IsADirectoryError`` / ``OSError(EINVAL)`` for what is not a regular file.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_small(path: Path, limit: int) -> bytes:
+    """A regular file's bytes, refusing one larger than ``limit`` (a document, not data)."""
+    with os.fdopen(open_regular(path), "rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+    return data
 
 
 def fsync_dir(path: Path) -> None:

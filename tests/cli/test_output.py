@@ -150,13 +150,12 @@ def test_a_table_prints_its_values_as_themselves(capsys):
     assert "x[y]" in capsys.readouterr().out
 
 
-# prints a result, a warning and an error as a command does
+# prints a result and an error as a command does
 PRINTS = (
     "from moviectl.cli.output import Output\n"
     "from moviectl.infra.errors import MoviectlError\n"
     "o = Output()\n"
     "o.emit({'p': 'a[b]c'}, lambda c, r: c.print(f\"[green]ok[/] {r['p']}\"))\n"
-    "o.warn('careful')\n"
     "o.error(MoviectlError('bad [x] thing', hint='do [y]'))\n"
 )
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -175,7 +174,7 @@ def test_a_pipe_gets_plain_lines_and_a_terminal_the_same_in_colour():
         for extra in ({}, {"FORCE_COLOR": "1"})
     )
     assert plain.stdout == "ok a[b]c\n"
-    assert plain.stderr.splitlines() == ["warning: careful", "error: bad [x] thing", "hint: do [y]"]
+    assert plain.stderr.splitlines() == ["error: bad [x] thing", "hint: do [y]"]
     assert "\x1b[" in coloured.stdout + coloured.stderr
     assert ANSI.sub("", coloured.stdout) == plain.stdout
     assert ANSI.sub("", coloured.stderr) == plain.stderr

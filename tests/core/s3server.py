@@ -157,6 +157,26 @@ class SeaweedS3:
 
         obstore.put(self.store(), key, data)
 
+    def multipart_uploads(self, prefix: str = "") -> list[dict[str, Any]]:
+        """The bucket's unfinished multipart uploads under ``prefix``, as rclone (the tool
+        moviectl uses for them) lists them: S3's ListMultipartUploads."""
+        rclone = shutil.which("rclone") or str(Path(sys.executable).with_name("rclone"))
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("RCLONE_", "AWS_"))},
+            "RCLONE_CONFIG_T_TYPE": "s3",
+            "RCLONE_CONFIG_T_PROVIDER": "Other",
+            "RCLONE_CONFIG_T_ENV_AUTH": "true",
+            "RCLONE_CONFIG_T_ENDPOINT": self.endpoint,
+            "RCLONE_CONFIG_T_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        }
+        argv = [rclone, "--config=", "backend", "list-multipart-uploads", f"t:{self.bucket}"]
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        found = json.loads(done.stdout or "{}").get(self.bucket) or []
+        return [u for u in found if str(u["Key"]).startswith(prefix)]
+
     def pause(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)

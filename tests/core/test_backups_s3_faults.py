@@ -120,6 +120,7 @@ def test_moviectl_killed_mid_upload_leaves_no_listed_backup(s3, big_db, tmp_path
     assert r.returncode == 0, r.stderr
     name = json.loads(r.stdout)["path"].rsplit("/", 1)[1]
     assert s3.keys("kill9") == [f"kill9/{name}", f"kill9/{name}.manifest.json"]
+    assert s3.multipart_uploads("kill9/") == []  # the dead run's parts were aborted too
 
 
 @pytest.mark.timeout(240)

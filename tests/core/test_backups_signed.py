@@ -82,6 +82,23 @@ def test_a_key_others_can_read_is_refused_before_anything_is_written(seeded, tmp
     os.mkfifo(fifo, 0o600)
     r = seeded("backup", "--output", str(out), MOVIE_BACKUP_SIGNING_KEY=str(fifo))
     assert r.exit_code == 2 and "not a regular file" in r.stderr
+    rsa = tmp_path / "rsa"  # a valid private key, of the wrong kind
+    subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-N", "", "-f", str(rsa)], check=True)
+    r = seeded("backup", "--output", str(out), MOVIE_BACKUP_SIGNING_KEY=str(rsa))
+    assert r.exit_code == 2 and "is not an Ed25519 key" in r.stderr
+    assert rsa.read_text() not in r.output
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file away takes root")
+def test_a_key_owned_by_another_user_is_refused(seeded, tmp_path):
+    key, _ = keygen(tmp_path)
+    os.chown(key, 65534, 65534)  # nobody: 0600 and readable by root, but not this user's
+    out = tmp_path / "out"
+    out.mkdir()
+    r = seeded("backup", "--output", str(out), MOVIE_BACKUP_SIGNING_KEY=str(key))
+    assert r.exit_code == 2 and "belongs to another user" in r.stderr, r.output
+    assert list(out.iterdir()) == []
 
 
 def test_signed_local_backup_forged_resigned_unsigned(seeded, tmp_path, movie_db_url):

@@ -186,6 +186,10 @@ def test_the_readme_block_dry_run_upgrade_rollback_upgrade_finish(site: Project,
                 assert "set MOVIE_DB_IMAGE to a PostgreSQL 17 image" in r.stderr
                 r = site.run("db", "upgrade", "--to", "17", "--yes")
                 assert r.returncode == 5 and "done but not finished" in r.stderr, r.stderr
+                r = site.run("--json", "doctor")  # doctor says it too, with the way on
+                found = json.loads(r.stdout)["findings"]
+                upgrade = next(f for f in found if f["name"] == "upgrade")
+                assert kept in upgrade["detail"] and "--finish" in upgrade["fix"], upgrade
         elif "--rollback" in args:
             assert doc["action"] == "rollback" and f"MOVIE_DB_IMAGE={old}" in doc["detail"]
             assert site.facts() == before and kept not in site.volumes()

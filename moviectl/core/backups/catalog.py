@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from moviectl.core.backups.fileio import make_private_dir, remove_path
-from moviectl.core.backups.leftovers import clean_partials, partial_name
+from moviectl.core.backups.leftovers import clean_partials, partial_name, this_host
 from moviectl.core.backups.manifest import (
     FORMATS,
     BackupEntry,
@@ -98,18 +99,7 @@ def entries(settings: Settings, repo: Repository) -> list[BackupEntry]:
         except InputFileError:
             found.append(BackupEntry(repo.where(name), None, obj.size, None, None, False))
             continue
-        found.append(
-            BackupEntry(
-                repo.where(name),
-                m.finished_at,
-                m.size_bytes,
-                m.alembic_revision,
-                m.verified_at,
-                True,
-                m.verify_result,
-                state(keys, raw, name),
-            )
-        )
+        found.append(BackupEntry.of(repo.where(name), m, state(keys, raw, name)))
     found.sort(key=lambda e: e.created or "")
     return found
 
@@ -256,7 +246,9 @@ def copy(settings: Settings, src: Repository, name: str, dest: Repository) -> di
             )
 
     dest.check()
-    marker = json.dumps({"copy": src.url}).encode()
+    # whose upload this is: a killed copy's multipart upload is then judged as a backup's
+    owner = {"copy": src.url, "pid": os.getpid(), "host": this_host()}
+    marker = json.dumps(owner).encode()
     if dest.remote:
         dest.write_bytes(name + INPROGRESS, marker)
     try:

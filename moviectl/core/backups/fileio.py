@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from moviectl.infra.files import fsync_dir as fsync_dir
+from moviectl.infra.files import open_regular
 from moviectl.infra.files import write_json_atomic as write_json_atomic
 
 Progress = Callable[[int], None]  # bytes written so far
@@ -20,7 +21,7 @@ def sha256_of(path: Path) -> str:
     for f in files:
         if path.is_dir():
             digest.update(f.relative_to(path).as_posix().encode() + b"\0")
-        with open(f, "rb") as fh:
+        with os.fdopen(open_regular(f), "rb") as fh:  # a FIFO would block a plain open
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from moviectl.core.backups.fileio import remove_path, sha256_of, size_of, write_json_atomic
+from moviectl.core.backups.objects import DOCUMENT_LIMIT
 from moviectl.infra.errors import CheckFailed, InputFileError
+from moviectl.infra.files import read_small
 
 if TYPE_CHECKING:
     from moviectl.infra.settings import Settings
@@ -59,6 +61,19 @@ class BackupEntry:
     manifest: bool
     verify_result: str | None = None  # ok | mismatch (the last drill's)
     signature: str | None = None  # signing.state(): ok, unsigned, bad, unknown key, signed
+
+    @classmethod
+    def of(cls, where: str, m: Manifest, signature: str | None = None) -> BackupEntry:
+        return cls(
+            where,
+            m.finished_at,
+            m.size_bytes,
+            m.alembic_revision,
+            m.verified_at,
+            True,
+            m.verify_result,
+            signature,
+        )
 
 
 @dataclass
@@ -144,7 +159,7 @@ def load_manifest(path: Path) -> Manifest:
     if not path.exists():
         raise InputFileError(f"backup not found: {path}", hint="`moviectl backup list` shows them")
     try:
-        data = json.loads(mpath.read_text(encoding="utf-8"))
+        data = json.loads(read_small(mpath, DOCUMENT_LIMIT).decode())
     except FileNotFoundError:
         raise InputFileError(
             f"no manifest beside {path} ({mpath.name})",
@@ -152,6 +167,8 @@ def load_manifest(path: Path) -> Manifest:
         ) from None
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InputFileError(f"the manifest {mpath} is unreadable: {exc}") from None
+    except OSError as exc:  # a FIFO, a directory or a huge file under the manifest's name
+        raise InputFileError(f"the manifest {mpath} is unreadable: {exc.strerror}") from None
     return Manifest(**_checked(data, mpath))  # type: ignore[arg-type]
 
 
@@ -176,18 +193,7 @@ def list_backups(settings: Settings, directory: Path | None = None) -> list[Back
         if not p.name.endswith(tuple(s for _, s in FORMATS.values())):
             continue
         try:
-            m = load_manifest(p)
-            entries.append(
-                BackupEntry(
-                    str(p),
-                    m.finished_at,
-                    m.size_bytes,
-                    m.alembic_revision,
-                    m.verified_at,
-                    True,
-                    m.verify_result,
-                )
-            )
+            entries.append(BackupEntry.of(str(p), load_manifest(p)))
         except InputFileError:
             entries.append(BackupEntry(str(p), None, size_of(p), None, None, False))
     entries.sort(key=lambda e: e.created or "")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 BLOCK = 1 << 20
+DOCUMENT_LIMIT = 16 << 20  # a manifest or a small record; more is not one of ours
 
 
 @dataclass(frozen=True)

@@ -66,8 +66,10 @@ def new_name(database: str, started: datetime, suffix: str) -> str:
 
 
 def clean_dead_uploads(repo: Repository) -> list[str]:
-    """Remove what killed uploads from this host left (owner gone); the names removed."""
-    removed = []
+    """Remove what killed uploads from this host left (owner gone); the names removed.
+    Their unfinished multipart uploads are aborted first, while the marker still proves
+    the owner gone (``uploads.py``; skipped without rclone)."""
+    dead = []
     for obj in repo.list():
         if not obj.name.endswith(INPROGRESS):
             continue
@@ -79,11 +81,16 @@ def clean_dead_uploads(repo: Repository) -> list[str]:
             continue  # unreadable: another tool's, or being written
         if host != this_host() or pid_alive(pid):
             continue
+        dead.append(name)
+    if dead:
+        from moviectl.core.backups.uploads import abort_dead
+
+        abort_dead(repo, dead)
+    for name in dead:
         if repo.stat(name + MANIFEST) is None:
             repo.delete(name)
-        repo.delete(obj.name)
-        removed.append(name)
-    return removed
+        repo.delete(name + INPROGRESS)
+    return dead
 
 
 def backup_to(

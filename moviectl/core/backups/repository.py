@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from moviectl.core.backups.fileio import fsync_dir, make_private_dir, remove_path
-from moviectl.core.backups.objects import BLOCK, ObjectInfo, Repository
+from moviectl.core.backups.objects import BLOCK, DOCUMENT_LIMIT, ObjectInfo, Repository
 from moviectl.infra.errors import InputFileError, UsageError
+from moviectl.infra.files import open_regular, read_small
 
 if TYPE_CHECKING:
     from moviectl.infra.settings import Settings
@@ -140,9 +141,11 @@ class LocalRepository:
     def stream(self, name: str) -> Iterator[bytes]:
         path = self._path(name)
         try:
-            fh = open(path, "rb")  # noqa: SIM115 (closed below, also when abandoned)
+            fh = os.fdopen(open_regular(path), "rb")
         except FileNotFoundError:
             raise InputFileError(f"backup not found: {path}") from None
+        except OSError as exc:  # a FIFO or a directory under a backup's name
+            raise InputFileError(f"cannot read {path}: {exc.strerror}") from None
         with fh:
             yield from iter(lambda: fh.read(BLOCK), b"")
 
@@ -154,9 +157,11 @@ class LocalRepository:
 
     def read_bytes(self, name: str) -> bytes:
         try:
-            return self._path(name).read_bytes()
+            return read_small(self._path(name), DOCUMENT_LIMIT)
         except FileNotFoundError:
             raise InputFileError(f"not found: {self.where(name)}") from None
+        except OSError as exc:  # hostile: a FIFO, a directory, a huge file
+            raise InputFileError(f"cannot read {self.where(name)}: {exc.strerror}") from None
 
     def write_bytes(self, name: str, data: bytes) -> None:
         self.put(name, [data])

@@ -18,6 +18,7 @@ from moviectl.infra.errors import UsageError
 
 if TYPE_CHECKING:
     from moviectl.core.backups.repository import Repository
+    from moviectl.core.backups.uploads import LeftoverUpload
     from moviectl.infra.settings import Settings
 
 
@@ -48,6 +49,9 @@ class PruneResult:
     deleted: list[str]  # the paths deleted (with --dry-run: that would be)
     kept: list[Decision]
     decisions: list[Decision]
+    # unfinished multipart uploads under the prefix (uploads.py): aborted, or why not
+    leftover_uploads: list[LeftoverUpload] = field(default_factory=list)
+    leftover_uploads_unchecked: str | None = None
 
 
 @dataclass
@@ -116,6 +120,15 @@ def prune_repository(
     if not dry_run:
         for d in reversed(doomed):  # the oldest first: a stop leaves the newer ones
             delete_backup(repo, by_path[d.path].name)
+    from moviectl.core.backups import uploads
+
+    left = uploads.abort(repo, uploads.find(repo), dry_run=dry_run)
     return PruneResult(
-        repo.url, dry_run, [d.path for d in doomed], [d for d in decisions if d.keep], decisions
+        repo.url,
+        dry_run,
+        [d.path for d in doomed],
+        [d for d in decisions if d.keep],
+        decisions,
+        left.uploads,
+        left.unchecked,
     )

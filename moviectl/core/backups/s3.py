@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
-from moviectl.core.backups.objects import BLOCK, ObjectInfo
+from moviectl.core.backups.objects import BLOCK, DOCUMENT_LIMIT, ObjectInfo
 from moviectl.infra.conninfo import mask_locations
 from moviectl.infra.errors import (
     AuthFailed,
@@ -213,7 +213,13 @@ class S3Repository:
             return out.tell()
 
     def read_bytes(self, name: str) -> bytes:
-        return b"".join(self.stream(name))
+        parts, n = [], 0
+        for block in self.stream(name):  # a hostile huge object is refused, not held
+            parts.append(block)
+            n += len(block)
+            if n > DOCUMENT_LIMIT:
+                raise InputFileError(f"{self.where(name)} is larger than {DOCUMENT_LIMIT} bytes")
+        return b"".join(parts)
 
     def write_bytes(self, name: str, data: bytes) -> None:
         obstore = _obstore()

@@ -22,6 +22,7 @@ without ``signature`` and the two fields a restore drill records afterwards
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 import os
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from moviectl.infra.errors import CheckFailed, InputFileError, Refused, ToolMissing, UsageError
+from moviectl.infra.files import open_regular
 
 if TYPE_CHECKING:
     from moviectl.core.backups.objects import Repository
@@ -68,25 +70,28 @@ def key_id(public: Any) -> str:
 
 
 def _private_file(path: Path, what: str) -> bytes:
+    # opened first, then checked through the descriptor: no swap between check and read
     try:
-        st = path.stat()
+        fd = open_regular(path)
     except OSError as exc:
+        if exc.errno == errno.EINVAL:  # a FIFO is never waited on
+            raise UsageError(f"the {what} {path} is not a regular file") from None
         raise UsageError(f"cannot read the {what} {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read
-        raise UsageError(f"the {what} {path} is not a regular file")
-    if st.st_mode & 0o077:
-        raise UsageError(
-            f"the {what} {path} is readable by others (mode {stat.S_IMODE(st.st_mode):04o})",
-            hint=f"chmod 600 {path}",
-        )
-    if st.st_uid != os.geteuid():
-        raise UsageError(
-            f"the {what} {path} belongs to another user", hint="keep it owned by this user"
-        )
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read the {what} {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if st.st_mode & 0o077:
+            raise UsageError(
+                f"the {what} {path} is readable by others (mode {stat.S_IMODE(st.st_mode):04o})",
+                hint=f"chmod 600 {path}",
+            )
+        if st.st_uid != os.geteuid():
+            raise UsageError(
+                f"the {what} {path} belongs to another user", hint="keep it owned by this user"
+            )
+        try:
+            return fh.read(_MAX_KEY_FILE + 1)  # an oversized file is then no key (refused)
+        except OSError as exc:
+            raise UsageError(f"cannot read the {what} {path}: {exc.strerror}") from None
 
 
 def signing_key(settings: Settings) -> Any | None:

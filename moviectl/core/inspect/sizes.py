@@ -47,7 +47,7 @@ LOCK_NOTE = (
 # one table's live size, as total-sizes reads it (never waiting for a lock on it)
 RELATION_SIZE = f"""
 SELECT c.reltuples::bigint, {safe_size("c.oid", "pg_total_relation_size")},
-       c.oid IN {LOCKED}, coalesce(pg_stat_get_dead_tuples(c.oid), 0)
+       c.oid IN {LOCKED}
   FROM pg_class c WHERE c.oid = to_regclass(%(t)s)
 """
 
@@ -57,7 +57,6 @@ class LiveSize:
     est_rows: int  # pg_class.reltuples: -1 when never vacuumed or analysed
     bytes: int  # table, TOAST and indexes (from the catalog while it is locked)
     locked: bool  # someone holds or awaits ACCESS EXCLUSIVE on it now
-    dead_rows: int
 
 
 def live_size(conn: Any, table: str) -> LiveSize | None:
@@ -66,7 +65,7 @@ def live_size(conn: Any, table: str) -> LiveSize | None:
     row = conn.execute(RELATION_SIZE, {"t": table}).fetchone()
     if row is None:
         return None
-    return LiveSize(int(row[0]), int(row[1] or 0), bool(row[2]), int(row[3]))
+    return LiveSize(int(row[0]), int(row[1] or 0), bool(row[2]))
 
 
 def table_sizes(i: Inspector, o: Options) -> InspectResult:

@@ -187,6 +187,31 @@ def recover_interrupted(client: Any, data_dir: Path, project: str) -> str | None
         return done
 
 
+def pending(data_dir: Path) -> tuple[str, str] | None:
+    """For `doctor`: (what, the way on) while a Docker upgrade is recorded, else None."""
+    from moviectl.infra.processes import pid_alive
+
+    found = sorted(Path(data_dir).glob(state_path(data_dir, "*").name))
+    if not found:
+        return None
+    state = read_state(data_dir, found[0].name[len("docker-upgrade-") : -len(".json")])
+    if state is None:
+        return None
+    to, phase, pid = state.get("to"), state.get("phase"), int(state.get("pid") or 0)
+    if phase == "done":
+        kept = old_volume(str(state.get("volume")), int(state.get("from") or 0))
+        return (
+            f"the upgrade to PostgreSQL {to} awaits --finish: old data kept in volume {kept}",
+            "moviectl db upgrade --finish --yes (keep it) or --rollback --yes",
+        )
+    if pid and pid_alive(pid):
+        return f"an upgrade to PostgreSQL {to} is running (pid {pid}, phase {phase})", ""
+    return (
+        f"an upgrade to PostgreSQL {to} was interrupted (phase {phase})",
+        "moviectl db up puts the old data back",
+    )
+
+
 def leftover_dry_runs(client: Any, project: str) -> list[str]:
     """Projects of dry runs whose process is gone (a killed dry run's container/volume)."""
     from moviectl.infra.processes import pid_alive
