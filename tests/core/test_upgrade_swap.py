@@ -166,3 +166,34 @@ def test_pg_upgrade_killed_mid_swap_fails_naming_the_safety_backup(site: Site) -
     assert r.returncode == 5 and "--rollback --yes" in r.stderr, r.stderr
     assert site.json("db", "upgrade", "--rollback", "--yes")["action"] == "rollback"
     assert site.fingerprint() == before
+
+
+def test_swap_stops_before_moving_anything_while_something_writes(site: Site) -> None:
+    """The rollback of a swap is the safety backup: rows written after it would be lost,
+    so the upgrade stops (exit 5) with the old cluster running and nothing changed."""
+    import threading
+
+    assert site.run("db", "up").returncode == 0
+    url = f"postgresql://movie:movie@127.0.0.1:{site.port}/movies"
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("CREATE TABLE scratch (i int)")
+    stop = threading.Event()
+
+    def write() -> None:
+        try:
+            with psycopg.connect(url, autocommit=True) as c:
+                while not stop.wait(0.05):
+                    c.execute("INSERT INTO scratch VALUES (1)")
+        except psycopg.OperationalError:  # the refusal restarts the old server
+            return
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        r = site.run(*SWAP)
+    finally:
+        stop.set()
+        writer.join(timeout=30)
+    assert r.returncode == 5 and "changed during the safety backup" in r.stderr, r.stderr
+    assert site.fingerprint()[0] == "16"  # running, as it was
+    assert not _left(site.data)
