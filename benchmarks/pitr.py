@@ -8,6 +8,8 @@ restore to the end of the archive (unpacking, replay, promotion, its row counts)
 ``recovery.signal`` and the same ``restore_command``, starts the server with ``pg_ctl``
 and waits until it has promoted (``pg_is_in_recovery()`` false), then stops it. Both
 run as the server's own user. The figure printed names the WAL size used.
+
+`bench_physical`: `backup --physical` against bare ``pg_basebackup -Ft`` (issue 28: <= 1.1x).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import psycopg
 
-from benchmarks.common import MOVIECTL, PG, load1, row
+from benchmarks.common import MOVIECTL, PG, load1, row, run
 from moviectl.infra.ports import free_port
 
 PASSWORD = "bench-pitr-pw"
@@ -155,5 +157,50 @@ def bench_replay(env: dict[str, str], mb: int, pairs: int, tmp: Path) -> None:
             a <= 1.2 * b,
             since,
         )
+    finally:
+        _moviectl(e, "db", "down")
+
+
+def bench_physical(env: dict[str, str], rows: int, pairs: int, tmp: Path) -> None:
+    """`backup --physical` (issue 28: <= 1.1x) against bare ``pg_basebackup -Ft -X stream
+    -c fast`` of the same server into the same disk, alternating; each copy deleted after."""
+    root = tmp / "physical"
+    root.mkdir()
+    os.chmod(tmp, 0o755)
+    port = free_port()
+    e = {
+        **env,
+        "MOVIE_DB_BACKEND": "embedded",
+        "MOVIE_DB_PORT": str(port),
+        "MOVIE_DATA_DIR": str(root / "data"),
+        "MOVIE_BACKUP_DIR": str(root / "backups"),
+        "MOVIE_DB_PASSWORD": PASSWORD,
+    }
+    run([MOVIECTL, "up"], e)
+    try:
+        _moviectl(e, "pitr", "enable", "--yes")
+        took, _ = run([MOVIECTL, "seed", "--sample", str(rows)], e)
+        print(f"seeded {rows:,} movies in {took:.1f} s")
+        bare_env = {**env, "PGPASSWORD": PASSWORD}
+        conninfo = f"host=127.0.0.1 port={port} user=movie dbname=movies"
+        since = load1()
+        ours, bare = [], []
+        for _ in range(pairs):  # alternating: a busy spell hits both alike
+            t = time.perf_counter()
+            doc = _moviectl(e, "backup", "--physical")
+            ours.append(time.perf_counter() - t)
+            shutil.rmtree(str(doc["base"]["path"]))  # type: ignore[index]
+            out = root / "bare"
+            t = time.perf_counter()
+            argv = [f"{PG}/pg_basebackup", "-d", conninfo, "-D", str(out), "-Ft"]
+            subprocess.run([*argv, "-X", "stream", "-c", "fast"], env=bare_env, check=True)
+            bare.append(time.perf_counter() - t)
+            shutil.rmtree(out)
+        a, b = statistics.median(ours), statistics.median(bare)
+        print(
+            f"  backup --physical {[round(x, 2) for x in ours]} bare {[round(x, 2) for x in bare]}"
+        )
+        figure = f"backup --physical: {rows:,} movies (vs pg_basebackup -Ft)"
+        row(figure, a, b, "s", "<= 1.1x", a <= 1.1 * b, since)
     finally:
         _moviectl(e, "db", "down")

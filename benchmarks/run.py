@@ -6,6 +6,7 @@
     uv run python benchmarks/run.py --only s3 --s3-rows 5000000   # backup --to s3:// (issue 27)
     uv run python benchmarks/run.py --only inspect --rounds 5
     uv run python benchmarks/run.py --only replay --replay-mb 256   # PITR WAL replay (issue 28)
+    uv run python benchmarks/run.py --only physical   # backup --physical vs pg_basebackup (28)
 
 Starts its own embedded PostgreSQL in a temp directory (test-cluster settings: fsync,
 synchronous_commit and full_page_writes off, the same server for moviectl and its peers)
@@ -36,7 +37,7 @@ from benchmarks import common
 from benchmarks.common import HEADER
 from benchmarks.data import bench_backup, bench_seed
 from benchmarks.inspecting import bench_inspect
-from benchmarks.pitr import bench_replay
+from benchmarks.pitr import bench_physical, bench_replay
 from benchmarks.s3 import bench_s3
 from benchmarks.serve import bench_livez_hung, bench_serve
 from benchmarks.startup import bench_health, bench_help, bench_live, bench_status
@@ -60,6 +61,7 @@ NAMES = (
     "upgrade",
     "s3",
     "replay",
+    "physical",
 )
 
 
@@ -74,6 +76,8 @@ def main() -> None:
     ap.add_argument("--s3-pairs", type=int, default=3)
     ap.add_argument("--replay-mb", type=int, default=256, help="WAL the replay figure replays")
     ap.add_argument("--replay-pairs", type=int, default=3)
+    ap.add_argument("--physical-rows", type=int, default=1_000_000, help="backup --physical's")
+    ap.add_argument("--physical-pairs", type=int, default=5)
     ap.add_argument("--upgrade-rows", type=int, default=1_000_000)
     ap.add_argument("--upgrade-pairs", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=11, help="start-up rounds (--live: 4x)")
@@ -125,6 +129,8 @@ def main() -> None:
                 bench_s3(settings, env, args.s3_rows, args.s3_pairs, tmp)
             elif name == "replay":
                 bench_replay(env, args.replay_mb, args.replay_pairs, tmp)
+            elif name == "physical":
+                bench_physical(env, args.physical_rows, args.physical_pairs, tmp)
             elif name == "upgrade":
                 bench_upgrade(env, args.upgrade_rows, args.upgrade_pairs, tmp)
     finally:

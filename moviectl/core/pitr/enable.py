@@ -54,7 +54,7 @@ def conf_text(command: str, major: int = 0) -> str:
     return text
 
 
-def _major(pgdata: Path) -> int:
+def major_of(pgdata: Path) -> int:
     try:
         return int((pgdata / "PG_VERSION").read_text().strip())
     except (OSError, ValueError):
@@ -129,7 +129,7 @@ def enable(settings: Settings, *, restart: bool = False) -> EnableResult:
     else:
         command = prepare_archive(store)
     result = EnableResult(name, store.describe(), command)
-    result.changed = _write_conf(server.pgdata, conf_text(command, _major(server.pgdata)))
+    result.changed = write_conf(server.pgdata, conf_text(command, major_of(server.pgdata)))
     running = server.state().running
     if restart_needed:
         with server.lock():
@@ -143,7 +143,7 @@ def enable(settings: Settings, *, restart: bool = False) -> EnableResult:
     return result
 
 
-def _write_conf(pgdata: Path, text: str) -> bool:
+def write_conf(pgdata: Path, text: str) -> bool:
     """``moviectl-pitr.conf`` and its include line; whether anything changed."""
     changed = False
     conf = pgdata / "postgresql.conf"

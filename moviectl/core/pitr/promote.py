@@ -6,6 +6,8 @@ snapshot: move it back to undo), the restored one takes its place (journaled in
 meanwhile), and the WAL the
 restored cluster archived into its own archive joins the real one (the new timeline's
 history file first), so the archive covers the new timeline from its first segment.
+With an ``s3://`` repository (embedded only) those files are uploaded into its ``wal/``
+(history file last, nothing replaced) and the promoted server archives there too.
 Docker: the data volume's old contents are copied into a new volume first (``docker.py``).
 """
 
@@ -22,12 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from moviectl.core.pitr.enable import conf_text, major_of, write_conf
 from moviectl.core.pitr.repo import store_of
 from moviectl.core.pitr.restore import RECORD, restores_dir, server_of
 from moviectl.core.pitr.server import PITR_CONF, backend_name, give_to_server
 from moviectl.core.pitr.store import fsync_dir
 from moviectl.core.servers import swap_journal, upgrade_state
-from moviectl.infra.errors import Refused, ServerError, UsageError
+from moviectl.infra.errors import MoviectlError, Refused, ServerError, UsageError
 from moviectl.infra.held_signals import held
 from moviectl.infra.settings import Settings
 
@@ -79,12 +82,13 @@ def promote(settings: Settings, name: str, *, locked: bool = False) -> PromoteRe
         )
     path = restores_dir(settings) / name
     store = store_of(settings)
-    if hasattr(store, "fetch"):  # its new timeline's WAL would go to a local directory
+    if hasattr(store, "wal_repo") and backend != "embedded":
         raise UsageError(
-            f"`pitr promote` with an object-storage repository ({store.describe()}) is not "
-            "supported yet; nothing was swapped",
-            hint="point the app at the restored cluster's port, or restore with a local "
-            "repository (MOVIE_BACKUP_REPO unset)",
+            f"`pitr promote` with an object-storage repository ({store.describe()}) is for "
+            "the embedded backend only: a Docker server's archive_command runs in its "
+            "container, which has neither rclone nor the bucket's keys; nothing was swapped",
+            hint="point the app at the restored cluster's port, or use a local repository "
+            "(MOVIE_BACKUP_REPO unset) with the Docker backend",
         )
     if backend == "embedded":
         return _embedded(settings, name, path, store)
@@ -116,6 +120,7 @@ def _embedded(settings: Settings, name: str, path: Path, store: Any) -> PromoteR
     from moviectl.core.servers.embedded import embedded_server
 
     main = embedded_server(settings)
+    remote = hasattr(store, "wal_repo")
     with main.lock():
         j = swap_journal.read(main.data_dir)
         fresh = False
@@ -131,8 +136,17 @@ def _embedded(settings: Settings, name: str, path: Path, store: Any) -> PromoteR
                     hint="moviectl db upgrade --finish --yes (or --rollback --yes) first",
                 )
             record = _record(path, name)
-            server_of(settings, path, int(record["port"])).stop("fast")  # WAL to its archive
-            moved = _merge_archive(path / "archive", store.wal_dir())
+            restored = server_of(settings, path, int(record["port"]))
+            if remote:  # before anything stops: an unreachable bucket changes nothing
+                was = "still runs" if restored.state().running else "is stopped, its WAL kept"
+                with _nothing_swapped(name, was):
+                    store.wal_repo.check()
+            restored.stop("fast")  # its last WAL reaches its own archive
+            if remote:
+                with _nothing_swapped(name, "is stopped, its WAL kept"):
+                    moved = _merge_remote(path / "archive", store.wal_repo)
+            else:
+                moved = _merge_archive(path / "archive", store.wal_dir())
             stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
             aside = main.pgdata.with_name(f"pgdata.before-{stamp}")
             j = {
@@ -144,10 +158,13 @@ def _embedded(settings: Settings, name: str, path: Path, store: Any) -> PromoteR
                 "wal_moved": moved,
             }
             fresh = True
+        # s3: the promoted server archives into the bucket as `pitr enable` set it up (the
+        # same script and env file, written afresh once the bucket answered)
+        command = store.archive_command(store.root / "s3-wal") if remote else None
         try:
             if fresh:
                 swap_journal.write(main.data_dir, j)
-            doomed = _swap(main, j, path)
+            doomed = _swap(main, j, path, command)
         except BaseException as exc:
             if swap_journal.read(main.data_dir) is not None:
                 exc.add_note(f"promote cut short; finish it: moviectl pitr promote {name} --yes")
@@ -157,8 +174,9 @@ def _embedded(settings: Settings, name: str, path: Path, store: Any) -> PromoteR
     return PromoteResult(name, str(main.pgdata), aside, j["timeline"], j["wal_moved"])
 
 
-def _swap(main: Any, j: dict[str, Any], path: Path) -> Path:
-    """From wherever a killed run stopped: old aside, restored in, archiving, start."""
+def _swap(main: Any, j: dict[str, Any], path: Path, command: str | None) -> Path:
+    """From wherever a killed run stopped: old aside, restored in, archiving, start.
+    ``command``: the s3 archive_command (else the old cluster's archiving is kept)."""
     restored = Path(j["restored"])
     aside = Path(j["aside"]) if j["aside"] else None
     if restored.exists():
@@ -176,7 +194,9 @@ def _swap(main: Any, j: dict[str, Any], path: Path) -> Path:
     elif not main.pgdata.exists():
         raise ServerError(f"neither {restored} nor {main.pgdata} exists; nothing to promote")
     conf = main.pgdata / PITR_CONF
-    if aside is not None and (aside / PITR_CONF).exists() and not conf.exists():
+    if command is not None:
+        write_conf(main.pgdata, conf_text(command, major_of(main.pgdata)))
+    elif aside is not None and (aside / PITR_CONF).exists() and not conf.exists():
         tmp = conf.with_name(f".{PITR_CONF}.tmp")  # archiving, as before (whole or absent)
         shutil.copy2(aside / PITR_CONF, tmp)
         give_to_server(tmp)
@@ -189,11 +209,54 @@ def _swap(main: Any, j: dict[str, Any], path: Path) -> Path:
     return doomed
 
 
+@contextlib.contextmanager
+def _nothing_swapped(name: str, state: str) -> Iterator[None]:
+    """The bucket's error (unreachable, refused keys...) as it was, saying nothing moved."""
+    try:
+        yield
+    except Refused:
+        raise
+    except MoviectlError as exc:
+        raise type(exc)(
+            f"{exc.message}; nothing was swapped, {name} {state}",
+            hint=f"{exc.hint or 'fix the repository'}; then re-run "
+            f"`moviectl pitr promote {name} --yes`",
+        ) from None
+
+
+def _merge_remote(own: Path, repo: Any) -> int:
+    """The restored cluster's archived WAL uploaded into the bucket's ``wal/``.
+
+    An object of the same name must hold the same bytes (read back and compared, as the
+    archive script does): a different one is refused before anything is uploaded or
+    swapped. The history file goes LAST: until it is there, no restore follows the new
+    timeline, so a cut-short upload (re-run: the same bytes are skipped) misleads none."""
+    files = sorted(_own_files(own), key=lambda p: p.name.endswith(".history"))  # it last
+    todo = []
+    for f in files:
+        if repo.stat(f.name) is None:
+            todo.append(f)
+        elif repo.read_bytes(f.name) != f.read_bytes():
+            raise Refused(
+                f"{repo.where(f.name)} exists with different contents; nothing was swapped",
+                hint="another restore was promoted on this timeline: take a base backup "
+                "and restore again",
+            )
+    for f in todo:
+        repo.put(f.name, f)
+    return len(todo)
+
+
+def _own_files(own: Path) -> list[Path]:
+    """The restored cluster's own archive, its history file(s) first."""
+    files = sorted(own.iterdir(), key=lambda p: (not p.name.endswith(".history"), p.name))
+    return [f for f in files if not f.name.startswith(".")]
+
+
 def _merge_archive(own: Path, archive: Path) -> int:
     """Copy the restored cluster's archived WAL into the real archive (never overwriting
     different bytes: refused before anything is swapped)."""
-    files = sorted(own.iterdir(), key=lambda p: (not p.name.endswith(".history"), p.name))
-    files = [f for f in files if not f.name.startswith(".")]
+    files = _own_files(own)
     for f in files:
         dest = archive / f.name
         if dest.exists() and dest.read_bytes() != f.read_bytes():
