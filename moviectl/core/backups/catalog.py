@@ -29,10 +29,11 @@ from moviectl.core.backups.manifest import (
     list_backups,
     manifest_path,
 )
-from moviectl.core.backups.objects import Repository
+from moviectl.core.backups.objects import DOCUMENT_LIMIT, Repository
 from moviectl.core.backups.remote import INPROGRESS, MANIFEST
 from moviectl.core.backups.repository import LocalRepository, open_repository
 from moviectl.infra.errors import CheckFailed, InputFileError, UsageError
+from moviectl.infra.files import read_small
 
 if TYPE_CHECKING:
     from moviectl.core.backups.restore import RestoreResult
@@ -81,8 +82,8 @@ def entries(settings: Settings, repo: Repository) -> list[BackupEntry]:
         listed = list_backups(settings, repo.root)
         for e in listed:
             if e.manifest:
-                with contextlib.suppress(OSError, ValueError, UnicodeDecodeError):
-                    doc = json.loads(manifest_path(Path(e.path)).read_text(encoding="utf-8"))
+                with contextlib.suppress(OSError, ValueError, RecursionError):
+                    doc = json.loads(read_small(manifest_path(Path(e.path)), DOCUMENT_LIMIT))
                     e.signature = state(keys, doc, Path(e.path).name)
         return listed
     objs = {o.name: o for o in repo.list()}

@@ -139,12 +139,12 @@ def _public_keys(path: Path) -> list[Any]:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     what = f"the verify key MOVIE_BACKUP_VERIFY_KEY {path}"
-    try:
-        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or /dev/zero would block the read
-            raise UsageError(f"{what} is not a regular file")
-        with path.open("rb") as fh:
+    try:  # one descriptor, checked then read: a FIFO or /dev/zero is never waited on
+        with os.fdopen(open_regular(path), "rb") as fh:
             data = fh.read(_MAX_KEY_FILE + 1)
     except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            raise UsageError(f"{what} is not a regular file") from None
         raise UsageError(f"cannot read {what}: {exc.strerror}") from None
     if len(data) > _MAX_KEY_FILE:
         raise UsageError(f"{what} is larger than {_MAX_KEY_FILE} bytes: not a key file")
