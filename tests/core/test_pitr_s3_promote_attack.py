@@ -53,14 +53,17 @@ def pitr(s3: SeaweedS3, tmp_path: Path) -> Iterator[Cli]:
         cli("db", "down")
 
 
+_MORE = "INSERT INTO t SELECT m + g, %s FROM (SELECT max(i) m FROM t) x, generate_series(1, 100) g"
+
+
 def _restored(pitr: Cli, name: str) -> object:
     with conn(pitr) as c:
-        c.execute("INSERT INTO t SELECT g, 'kept' FROM generate_series(2001, 2100) g")
+        c.execute(_MORE, ("kept",))
     r = pitr("restore", "--physical", "--latest", "--into", name, "--json")
     assert r.exit_code == 0, r.output
     want = facts(int(json.loads(r.stdout)["port"]), pitr)
     with conn(pitr) as c:
-        c.execute("INSERT INTO t SELECT g, 'lost' FROM generate_series(3001, 3100) g")
+        c.execute(_MORE, ("lost",))
     return want
 
 
@@ -87,6 +90,8 @@ from moviectl.core.pitr import promote
 from moviectl.core.servers import swap_journal
 put = s3.S3Repository.put
 def _put(self, name, source):
+    if phase == "history" and name.endswith(".history"):
+        die()  # every WAL file in the bucket but the history file
     n = put(self, name, source)
     if phase == "upload" and "/wal" in self.url:
         die()  # one WAL file in the bucket, the rest (the history file) not
@@ -165,7 +170,16 @@ main()
 """
 
 
+def _stopped(s3: SeaweedS3) -> bool:
+    assert s3.proc is not None
+    with open(f"/proc/{s3.proc.pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
 def test_a_stalled_endpoint_mid_upload_is_a_bounded_wait(pitr: Cli, s3: SeaweedS3) -> None:
+    """The bucket stops answering mid-upload: the promote ends within the stall bound
+    (exit 3, nothing swapped), a second promote meanwhile is refused at once (exit 5),
+    and once the bucket answers the same command goes through."""
     want = _restored(pitr, "stall")
     now = facts(pitr)
     assert s3.proc is not None
@@ -173,6 +187,9 @@ def test_a_stalled_endpoint_mid_upload_is_a_bounded_wait(pitr: Cli, s3: SeaweedS
     started = time.monotonic()
     proc = start_moviectl(env, "pitr", "promote", "stall", "--yes", "--json", python=_STALL)
     try:
+        assert wait_for(lambda: _stopped(s3), 120), "the upload never began"
+        second = pitr("pitr", "promote", "stall", "--yes", "--json")  # meanwhile: refused
+        assert second.exit_code == 5 and "another promote" in second.output, second.output
         out, err = proc.communicate(timeout=180)
     finally:
         proc.kill()
@@ -211,3 +228,36 @@ def test_the_keys_are_only_in_the_private_env_file(pitr: Cli, s3: SeaweedS3) -> 
     assert env_file.parent.stat().st_mode & 0o066 == 0  # at most o+x: not listable
     conf = Path(pitr.env["MOVIE_DATA_DIR"]) / "pgdata" / "moviectl-pitr.conf"
     assert conf.stat().st_mode & 0o077 == 0 and "s3-wal.sh" in conf.read_text()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="left: the cut-short upload's timeline-2 objects (no history file) stay in the "
+    "bucket; the same restore again takes timeline 2 and its promote is refused for them",
+)
+def test_the_same_restore_again_after_a_promote_cut_mid_upload_can_be_promoted(
+    pitr: Cli, s3: SeaweedS3
+) -> None:
+    """The user gives up on a killed promote (discards it) and restores to the same
+    moment again: that restore's promote must not be refused for the first one's
+    leftovers (the documented re-run of the first promote works: the test above)."""
+    with conn(pitr) as c:
+        time.sleep(1.1)
+        row = c.execute("SELECT now()").fetchone()
+        assert row is not None
+        time.sleep(1.1)
+        c.execute(_MORE, ("lost",))
+    noted = row[0].isoformat()
+    r = pitr("restore", "--physical", "--to-time", noted, "--into", "first", "--json")
+    assert r.exit_code == 0, r.output
+    want = facts(int(json.loads(r.stdout)["port"]), pitr)
+    env = subprocess_env(**pitr.env, KILL_AT="history")
+    proc = start_moviectl(env, "pitr", "promote", "first", "--yes", python=_KILL_AT)
+    proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    assert pitr("pitr", "discard", "first", "--yes").exit_code == 0  # the user gave up on it
+    r = pitr("restore", "--physical", "--to-time", noted, "--into", "second", "--json")
+    assert r.exit_code == 0, r.output
+    r = pitr("pitr", "promote", "second", "--yes", "--json")
+    assert r.exit_code == 0, r.output
+    assert facts(pitr) == want
