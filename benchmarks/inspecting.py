@@ -149,8 +149,11 @@ def bench_inspect(env: dict[str, str], tmp: Path, rounds: int) -> None:
         make_tables(url, TABLES)
         print(f"  {TABLES:,} tables made in {time.perf_counter() - t:.0f} s", flush=True)
         peer = peer_python(tmp)
-        ours_env = {**env, "MOVIE_DATABASE_URL": url, "PYTHONPYCACHEPREFIX": pyc}
-        peer_env = {**env, **libpq_env(url), "PYTHONPYCACHEPREFIX": pyc}
+        # warm as the docstring says: with PYTHONDONTWRITEBYTECODE inherited (this machine
+        # sets it) the warm-up wrote nothing and every timed run compiled every module
+        base = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        ours_env = {**base, "MOVIE_DATABASE_URL": url, "PYTHONPYCACHEPREFIX": pyc}
+        peer_env = {**base, **libpq_env(url), "PYTHONPYCACHEPREFIX": pyc}
         argv = {n: [MOVIECTL, "inspect", n, "--json"] + ([] if n == "diagnose" else
                 ["--limit", "10000"]) for n in names}  # fmt: skip
         ok = {n: (0, 1) if n == "diagnose" else (0,) for n in names}
@@ -162,6 +165,7 @@ def bench_inspect(env: dict[str, str], tmp: Path, rounds: int) -> None:
             if n in peer_argv:
                 timed(peer_argv[n], peer_env)
         timed(floor_argv, ours_env)
+        assert any(Path(pyc).rglob("*.pyc")), "the warm-up wrote no bytecode cache"
         since = load1()
         ours: dict[str, list[Run]] = {n: [] for n in names}
         theirs: dict[str, list[Run]] = {n: [] for n in peer_argv}

@@ -40,7 +40,8 @@ try:
 except SystemExit as exc:
     code = exc.code
 sys.stdout.flush()
-roots = sorted({name.split(".")[0] for name in sys.modules})
+# top-level names, and moviectl's own modules by their full names
+roots = sorted({n.split(".")[0] for n in sys.modules} | {n for n in sys.modules if n.startswith("moviectl.")})
 sys.stderr.write("\\nLOADED " + json.dumps({"code": code, "modules": roots}) + "\\n")
 """
 
@@ -104,15 +105,23 @@ FLOOR = ORM | {"psycopg", "pydantic", "pydantic_core", "docker", "uvicorn"}
 TALKING = ORM | {"pydantic", "pydantic_core", "docker", "uvicorn"}
 
 
+def _command_modules(mods: set[str]) -> set[str]:
+    return {m.rsplit(".", 1)[1] for m in mods if m.startswith("moviectl.cli.commands_")}
+
+
 def test_the_floor_and_the_quick_commands_load_only_what_they_use(movie_db_url, tmp_path):
     for args in (["--help"], ["--version"], ["migrate", "--help"]):
         code, mods, _, _ = loaded(args, tmp_path)
         assert code == 0 and "typer" in mods and mods & FLOOR == set(), (args, mods & FLOOR)
+    # a command imports (and Typer builds) only the command the line names (issue 32)
+    assert _command_modules(loaded(["--version"], tmp_path)[1]) == set()
+    assert _command_modules(loaded(["migrate", "--help"], tmp_path)[1]) == {"commands_migrate"}
     url = {"MOVIE_DATABASE_URL": movie_db_url}
     for args in (["health"], ["migrate", "status"], ["inspect", "settings"], ["inspect", "locks"]):
         code, mods, _, _ = loaded(args, tmp_path, **url)
         assert code == 0 and "psycopg" in mods and "rich" in mods, (args, code)
         assert mods & TALKING == set(), (args, mods & TALKING)
+        assert _command_modules(mods) == {f"commands_{args[0]}"}, (args, _command_modules(mods))
         code, mods, _, _ = loaded([*args, "--json"], tmp_path, **url)
         assert code == 0 and mods & (TALKING | {"rich"}) == set(), (args, mods & TALKING)
 

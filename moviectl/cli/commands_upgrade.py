@@ -27,8 +27,9 @@ def upgrade_cmd(
         str | None,
         typer.Option(
             "--method",
-            help="link (fast; no rollback once started), clone, copy (the embedded default) "
-            "or dump (Docker's only one).",
+            help="link (fast; no rollback once started), swap (fastest, to 18+; the safety "
+            "backup is the only way back), clone, copy (the embedded default) or dump "
+            "(Docker's only one).",
         ),
     ] = None,
     image: Annotated[
@@ -76,10 +77,12 @@ def upgrade_cmd(
     if docker or image is not None:  # before any confirmation: nothing asked in vain
         _docker_only(docker, method, image)
     method = method or ("dump" if docker else "copy")
-    if rollback or (method == "link" and not dry_run):
+    if rollback or (method in ("link", "swap") and not dry_run):
         _guard(settings, override, rollback)
     if finish or rollback:
         what = "delete the old cluster" if finish else "discard the new cluster (and its writes)"
+        if rollback and not docker and em.rolls_back_by_backup(settings):
+            what = "discard the new cluster and restore the safety backup (every write since lost)"
         where = "the Docker project's volumes" if docker else str(settings.data_dir)
         confirm(ctx, f"{what} in {where}?", yes)
         if docker:
@@ -90,6 +93,12 @@ def upgrade_cmd(
         return
     assert to is not None
     if not dry_run:
+        from moviectl.core.upgrade.model import ROLLBACK
+        from moviectl.core.upgrade.steps import check_swap
+
+        if method == "swap":  # before the question: the old cluster is taken apart
+            check_swap(method, to)
+            o.info(f"[yellow]--method swap: --rollback is {ROLLBACK[method]}[/]")
         confirm(ctx, f"stop the server and upgrade it to PostgreSQL {to} ({method})?", yes)
     t0 = time.monotonic()
 
@@ -111,6 +120,7 @@ def _guard(settings: Settings, override: bool, rollback: bool) -> None:
     from moviectl.infra.protect import guard
 
     what = "discard every write since its upgrade" if rollback else "upgrade it with no way back"
+    # (--method swap too: once pg_upgrade moves files, only the safety backup is left)
     guard(settings, what, override=override, server_wide=True)
 
 

@@ -32,6 +32,7 @@ def _forge(doc: dict, text: str, *, append: bool = False) -> Path:
         path.write_text(text)
     man = json.loads(mpath.read_text())
     man["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    man["size_bytes"] = path.stat().st_size  # a forger fixes the size as well
     mpath.write_text(json.dumps(man))
     return path
 

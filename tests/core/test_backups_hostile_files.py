@@ -44,3 +44,23 @@ def test_a_fifo_in_place_of_a_backup_is_refused(cli, tmp_path):
         assert json.loads(r.stdout)["error"]
     r = cli("backup", "list", "--dir", str(tmp_path), "--json")
     assert r.exit_code == 0, r.output
+
+
+def test_a_huge_sparse_file_in_place_of_a_backup_fails_at_once(cli, tmp_path):
+    """Its manifest says how large it is: a file of another size is refused before
+    hours of reading zeros (verify, restore, copy)."""
+    (tmp_path / "b").mkdir()
+    doc = backup_json(cli, tmp_path / "b")
+    path = Path(doc["path"])
+    path.unlink()
+    with open(path, "wb") as fh:
+        fh.truncate(1 << 40)  # sparse: no disk, a terabyte of zeros to hash
+    for args in (
+        ("backup", "verify", str(path)),
+        ("restore", str(path), "--yes"),
+        ("backup", "copy", str(path), "--to", str(tmp_path / "c")),
+    ):
+        r = cli(*args, "--json")
+        assert r.exit_code == 1, (args, r.output)
+        assert "bytes, the manifest says" in r.output, (args, r.output)
+    assert not list((tmp_path / "c").glob("*.dump*"))

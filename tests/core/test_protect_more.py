@@ -113,14 +113,18 @@ def _mark_of_app(url: str) -> str | None:
 
 
 def test_irreversible_upgrade_steps_on_a_protected_server_are_refused(app_db):  # noqa: F811
-    """`db upgrade --rollback` (drops the writes made since) and `--method link` (no way
-    back) on a server holding a protected database: exit 5 before anything else runs; the
+    """`db upgrade --rollback` (drops the writes made since) and `--method link` or `swap`
+    (no way back) on a server holding a protected database: exit 5 before anything else runs; the
     override lets them through to the upgrade's own checks."""
     name, url = app_db
     cli = Cli({"MOVIE_DATABASE_URL": url, "MOVIE_DB_BACKEND": "embedded"})
     assert cli("--json", "db", "protect").exit_code == 0
     before = _state(url)
-    for args in (["--rollback"], ["--to", "18", "--method", "link"]):
+    for args in (
+        ["--rollback"],
+        ["--to", "18", "--method", "link"],
+        ["--to", "18", "--method", "swap"],
+    ):
         r = cli("--json", "db", "upgrade", *args, "--yes")
         assert r.exit_code == 5, (args, r.output)
         assert MARK in json.loads(r.stdout)["message"], (args, r.output)

@@ -67,7 +67,7 @@ def read_manifest(repo: Repository, name: str) -> tuple[Manifest, dict[str, Any]
             f"backup not found: {repo.where(name)} (no manifest)",
             hint="`moviectl backup list` shows them",
         ) from None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InputFileError(f"the manifest {where} is unreadable") from None
     return Manifest(**checked_fields(raw, where)), raw  # type: ignore[arg-type]
 
@@ -233,6 +233,13 @@ def copy(settings: Settings, src: Repository, name: str, dest: Repository) -> di
     if dest.stat(name + MANIFEST) is not None:
         raise UsageError(f"{dest.where(name)} already exists")
     want = raw.get("stored_sha256") or man.sha256
+    stored = src.stat(name)  # stored as dumped: its size is known, and a wrong one fails now
+    if not raw.get("stored_sha256") and man.size_bytes and stored and stored.size != man.size_bytes:
+        raise CheckFailed(
+            f"checksum mismatch for {src.where(name)}: not copied "
+            f"({stored.size} bytes, the manifest says {man.size_bytes})",
+            hint="the source is corrupted; copy another backup",
+        )
     digest = hashlib.sha256()
 
     def blocks() -> Iterator[bytes]:

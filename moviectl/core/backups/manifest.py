@@ -173,6 +173,14 @@ def load_manifest(path: Path) -> Manifest:
 
 
 def check_checksum(path: Path, man: Manifest) -> None:
+    # a file of another size fails now, not after hours of hashing (a FIFO: refused below)
+    size = size_of(path) if path.is_file() or path.is_dir() else man.size_bytes
+    if man.size_bytes and size != man.size_bytes:
+        raise CheckFailed(
+            f"checksum mismatch for {path.name}: the file is corrupted or truncated "
+            f"({size} bytes, the manifest says {man.size_bytes})",
+            hint="do not restore it; use another backup (`moviectl backup list`)",
+        )
     actual = sha256_of(path)
     if actual != man.sha256:
         raise CheckFailed(

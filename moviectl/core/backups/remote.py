@@ -44,6 +44,7 @@ from moviectl.core.backups.manifest import FORMATS, Manifest
 from moviectl.core.backups.objects import BLOCK, Repository
 from moviectl.core.backups.readback import readability
 from moviectl.core.backups.signing import sign, signing_key
+from moviectl.core.backups.uploads import read_owner
 from moviectl.infra.engine import connect, require_session
 from moviectl.infra.errors import InputFileError, MoviectlError, UsageError
 from moviectl.infra.pgerrors import is_lock_timeout
@@ -74,11 +75,10 @@ def clean_dead_uploads(repo: Repository) -> list[str]:
         if not obj.name.endswith(INPROGRESS):
             continue
         name = obj.name[: -len(INPROGRESS)]
-        try:
-            owner = json.loads(repo.read_bytes(obj.name))
-            pid, host = int(owner["pid"]), str(owner["host"])
-        except (MoviectlError, ValueError, KeyError, TypeError):
+        owner = read_owner(repo, obj.name)
+        if owner is None:
             continue  # unreadable: another tool's, or being written
+        pid, host = owner
         if host != this_host() or pid_alive(pid):
             continue
         dead.append(name)

@@ -172,16 +172,26 @@ def _started(text: str) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+def read_owner(repo: Repository, marker: str) -> tuple[int, str] | None:
+    """(pid, host) an ``.inprogress`` marker names; ``None`` for anything garbled (deep
+    JSON, an infinite or non-positive pid): a marker nobody can read proves nothing."""
+    try:
+        owner = json.loads(repo.read_bytes(marker))
+        pid, host = int(owner["pid"]), str(owner["host"])
+    except (MoviectlError, ValueError, KeyError, TypeError, RecursionError, OverflowError):
+        return None
+    return (pid, host) if pid > 0 else None
+
+
 def _judge(repo: Repository, key: str, started: datetime | None, markers: set[str]) -> str:
     """Why the upload of ``key`` may be aborted (``""``: it may not)."""
     if "/" in key or not key.endswith(SUFFIXES):
         return ""
     if key + INPROGRESS in markers:
-        try:
-            owner = json.loads(repo.read_bytes(key + INPROGRESS))
-            pid, host = int(owner["pid"]), str(owner["host"])
-        except (MoviectlError, ValueError, KeyError, TypeError):
+        owner = read_owner(repo, key + INPROGRESS)
+        if owner is None:
             return ""
+        pid, host = owner
         return GONE if host == this_host() and not pid_alive(pid) else ""
     if started is not None and datetime.now(UTC) - started > STALE:
         return f"no backup owns it and it began over {STALE.seconds // 3600} h ago"
@@ -194,12 +204,12 @@ def _kept_because(repo: Repository, key: str, markers: set[str]) -> str:
     if not key.endswith(SUFFIXES):
         return "not a name moviectl gives a backup"
     if key + INPROGRESS in markers:
-        with contextlib.suppress(MoviectlError, ValueError, KeyError, TypeError):
-            owner = json.loads(repo.read_bytes(key + INPROGRESS))
-            if str(owner["host"]) != this_host():
-                return f"its backup runs on {owner['host']} (not judged from here)"
-            return f"in progress: pid {int(owner['pid'])} on this host"
-        return "its marker names no process: left for the lifecycle rule"
+        owner = read_owner(repo, key + INPROGRESS)
+        if owner is None:
+            return "its marker names no process: left for the lifecycle rule"
+        if owner[1] != this_host():
+            return f"its backup runs on {owner[1][:100]} (not judged from here)"
+        return f"in progress: pid {owner[0]} on this host"
     return f"no backup owns it; aborted once it is {STALE.seconds // 3600} h old"
 
 
@@ -253,6 +263,9 @@ def abort(repo: Repository, report: UploadsReport, *, dry_run: bool) -> UploadsR
         age = 0 if u.owner_gone else int(STALE.total_seconds())
         target = f"moviectl:{repo.bucket}/{repo.key(u.key)}"
         try:
+            if others := _sharing(repo, target, repo.key(u.key)):
+                u.abortable, u.reason = False, f"{u.reason}; kept: {others}"
+                continue
             _run(repo, "cleanup", "-o", f"max-age={age}s", target)
             u.action = "aborted"
             if u.owner_gone:  # its marker has proved what it had to
@@ -260,6 +273,20 @@ def abort(repo: Repository, report: UploadsReport, *, dry_run: bool) -> UploadsR
         except MoviectlError as exc:
             u.action, u.reason = "failed", f"{u.reason}; not aborted: {exc.message}"
     return report
+
+
+def _sharing(repo: S3Repository, target: str, full_key: str) -> str:
+    """Why ``cleanup`` on ``target`` would reach further than ``full_key`` (``""``: it
+    would not). rclone aborts by key *prefix*: ``NAME.x`` or ``NAME/y`` would go too, so
+    the uploads under it are listed afresh just before and any other key keeps it."""
+    out = _run(repo, "list-multipart-uploads", target)
+    try:
+        keys = {str(u.get("Key") or "") for ups in json.loads(out or "{}").values() for u in ups}
+    except (ValueError, AttributeError, TypeError):
+        return "rclone's list of uploads was unreadable"
+    if keys - {full_key}:
+        return "another upload's key begins with its name, and rclone aborts by prefix"
+    return ""
 
 
 def abort_dead(repo: Repository, names: list[str]) -> None:

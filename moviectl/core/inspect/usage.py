@@ -116,12 +116,11 @@ def unused_indexes(i: Inspector, o: Options) -> InspectResult:
     )
 
 
+# grouped on the catalog's columns first; only the indexes in a group of two or more are
+# then statted and described (every index's size and definition was read before)
 DUPLICATES = f"""
 WITH groups AS (
-  SELECT x.indrelid,
-         array_agg(x.indexrelid::regclass::text ORDER BY c.relname) AS indexes,
-         sum({safe_size("x.indexrelid")})::bigint AS size,
-         min(pg_get_indexdef(x.indexrelid)) AS definition
+  SELECT x.indrelid, array_agg(x.indexrelid ORDER BY c.relname) AS members
     FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid
     JOIN pg_namespace n ON n.oid = c.relnamespace
    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -131,9 +130,12 @@ WITH groups AS (
             coalesce(pg_get_expr(x.indpred, x.indrelid), ''), c.relam
   HAVING count(*) > 1
 )
-SELECT indrelid::regclass::text AS table, array_to_string(indexes, ', ') AS indexes,
-       size, definition
-  FROM groups ORDER BY size DESC LIMIT %(limit)s
+SELECT g.indrelid::regclass::text AS table,
+       (SELECT string_agg(m::regclass::text, ', ' ORDER BY k)
+          FROM unnest(g.members) WITH ORDINALITY u(m, k)) AS indexes,
+       (SELECT sum({safe_size("m")})::bigint FROM unnest(g.members) u(m)) AS size,
+       (SELECT min(pg_get_indexdef(m)) FROM unnest(g.members) u(m)) AS definition
+  FROM groups g ORDER BY size DESC LIMIT %(limit)s
 """
 
 

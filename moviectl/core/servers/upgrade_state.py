@@ -25,8 +25,10 @@ from moviectl.infra.waiting import poll_until
 
 STATE_FILE = "upgrade.json"
 WORK_DIR = ".upgrade"  # the new cluster while pg_upgrade makes it; what a rollback discards
-# phases: upgrading (old stopped) → swapped (new in pgdata) → started → done (verified)
-UNDOABLE = ("prepare", "upgrading", "swapped")
+# phases: upgrading (old stopped) → transferred (pg_upgrade done) → swapped (new in pgdata)
+# → started → done (verified); a --method swap whose old cluster pg_upgrade took apart is
+# "broken" until --rollback, "restoring" while that puts the safety backup into a new one
+UNDOABLE = ("prepare", "upgrading", "transferred", "swapped")
 
 
 def old_dir(data_dir: Path, major: int) -> Path:
@@ -82,6 +84,33 @@ def stop_stray(pgdata: Path, timeout: float = 60) -> None:
             os.kill(pid, signal.SIGQUIT)
 
 
+def old_taken_apart(data_dir: Path, state: dict[str, Any]) -> bool:
+    """--method swap: pg_upgrade renames the old ``pg_control`` aside right before it moves
+    the old cluster's directories into the new one; from then on (and once it has done so)
+    the old cluster must never start again."""
+    if state.get("method") != "swap":
+        return False
+    if state.get("phase") not in ("prepare", "upgrading"):
+        return True
+    control = data_dir / "pgdata" / "global" / "pg_control"
+    return not control.exists() and control.with_name("pg_control.old").exists()
+
+
+def swap_broken(data_dir: Path, state: dict[str, Any]) -> Refused:
+    """A swap killed (or failed) while pg_upgrade moved files: neither cluster may start;
+    the verified safety backup is the way back, by one command."""
+    backup = state.get("backup")
+    return Refused(
+        f"the upgrade to PostgreSQL {state.get('to')} with --method swap stopped while "
+        f"pg_upgrade moved the old cluster's files into the new one: neither cluster in "
+        f"{data_dir} can start safely, and nothing was started",
+        hint=f"moviectl db upgrade --rollback --yes restores the safety backup {backup} "
+        f"into a new PostgreSQL {state.get('from')} cluster (every write since that "
+        "backup is lost)",
+        backup=backup,
+    )
+
+
 def pending(data_dir: Path) -> tuple[str, str] | None:
     """For `doctor`: (what, the way on) while an upgrade is recorded here, else None."""
     state = read_state(data_dir)
@@ -94,8 +123,13 @@ def pending(data_dir: Path) -> tuple[str, str] | None:
             f"the upgrade to PostgreSQL {to} awaits --finish: the old cluster is kept in {kept}",
             "moviectl db upgrade --finish --yes (keep it) or --rollback --yes",
         )
-    if pid and pid_alive(pid):
+    if pid and pid_alive(pid) and phase != "broken":
         return f"an upgrade to PostgreSQL {to} is running (pid {pid}, phase {phase})", ""
+    if phase in ("broken", "restoring") or (
+        phase in ("prepare", "upgrading") and old_taken_apart(data_dir, state)
+    ):
+        refused = swap_broken(data_dir, state)
+        return refused.message, refused.hint or ""
     return (
         f"an upgrade to PostgreSQL {to} was interrupted (phase {phase})",
         "moviectl db up puts the old cluster back",
@@ -106,7 +140,8 @@ def refuse_if_running(data_dir: Path) -> None:
     """Exit 7 while another process upgrades this cluster (it holds the cluster's lock for
     minutes: a second `db upgrade`, `db up` or `db down` is told so instead of waiting)."""
     state = read_state(data_dir)
-    pid = int(state.get("pid") or 0) if state and state.get("phase") != "done" else 0
+    busy = state and state.get("phase") not in ("done", "broken")
+    pid = int(state.get("pid") or 0) if state and busy else 0
     if pid and pid != os.getpid() and pid_alive(pid):
         raise LockBusy(
             f"an upgrade of the cluster in {data_dir} is running (pid {pid}, phase "
@@ -120,7 +155,8 @@ def recover_interrupted(data_dir: Path) -> str | None:
 
     Refused while the upgrade's process lives (exit 7); after a link upgrade whose new
     server has started, the old cluster cannot come back: the new one stays (exit 5
-    only from ``--rollback``).
+    only from ``--rollback``). A swap is rolled forward once pg_upgrade has finished and
+    refused (exit 5, naming the safety backup and ``--rollback``) while it was moving files.
     """
     state = read_state(data_dir)
     if state is None or state.get("phase") == "done":
@@ -130,6 +166,8 @@ def recover_interrupted(data_dir: Path) -> str | None:
     work = data_dir / WORK_DIR
     for d in (pgdata, old, work / "pgdata"):
         stop_stray(d)
+    if old_taken_apart(data_dir, state):
+        return _swap_forward(data_dir, state, old, work)
     if state.get("phase") not in UNDOABLE and state.get("method") == "link":
         state["phase"] = "done"
         state["note"] = "interrupted after the new server started: not verified"
@@ -146,3 +184,26 @@ def recover_interrupted(data_dir: Path) -> str | None:
     shutil.rmtree(work, ignore_errors=True)
     clear_state(data_dir)
     return f"an interrupted upgrade to PostgreSQL {state.get('to')} was undone: {pgdata} is back"
+
+
+def _swap_forward(data_dir: Path, state: dict[str, Any], old: Path, work: Path) -> str:
+    """The old cluster is gone: a complete new one (pg_upgrade exited 0) goes into place
+    unverified, as after a link upgrade; a half-moved one is refused with the way back."""
+    pgdata, phase = data_dir / "pgdata", state.get("phase")
+    if phase not in ("transferred", "swapped", "started"):
+        if phase != "restoring":
+            state["phase"] = "broken"
+            write_state(data_dir, state)
+        raise swap_broken(data_dir, state)
+    if phase == "transferred" and (work / "pgdata").exists():
+        if pgdata.exists() and not old.exists():
+            os.rename(pgdata, old)
+        os.rename(work / "pgdata", pgdata)
+    state["phase"] = "done"
+    state["note"] = "interrupted after pg_upgrade --swap completed: not verified"
+    write_state(data_dir, state)
+    return (
+        f"an interrupted swap upgrade to PostgreSQL {state.get('to')} had completed "
+        "pg_upgrade: the new cluster stays (not verified; --finish keeps it, --rollback "
+        "restores the safety backup)"
+    )

@@ -21,12 +21,16 @@ from moviectl.core.servers.upgrade_state import (
     WORK_DIR,
     clear_state,
     old_dir,
+    old_taken_apart,
     read_state,
     recover_interrupted,
     refuse_if_running,
+    stop_stray,
+    swap_broken,
     write_state,
 )
 from moviectl.core.upgrade.binaries import server_bin_dir
+from moviectl.core.upgrade.docker_steps import database_mark, refuse_writers
 from moviectl.core.upgrade.model import (
     METHODS,
     ROLLBACK,
@@ -38,13 +42,14 @@ from moviectl.core.upgrade.model import (
 from moviectl.core.upgrade.pgupgrade import analyzing
 from moviectl.core.upgrade.steps import (
     check_direction,
+    check_swap,
     preflight,
     remove_tree,
     server_like,
     transfer,
 )
-from moviectl.core.upgrade.verify import safety_backup, verify_after
-from moviectl.infra.errors import Refused, UsageError
+from moviectl.core.upgrade.verify import load_in_background, safety_backup, verify_after
+from moviectl.infra.errors import MoviectlError, Refused, UsageError
 from moviectl.infra.pgtools import wheel_bin_dir
 from moviectl.infra.ports import free_port
 
@@ -63,6 +68,7 @@ def upgrade(
 ) -> UpgradeResult:
     if method not in METHODS:
         raise UsageError(f"unknown --method {method!r}", hint=", ".join(METHODS))
+    check_swap(method, to)
     server = embedded_server(settings)
     timer = Timer(progress)
     refuse_if_running(server.data_dir)  # a second copy: exit 7 now, not a wait on the lock
@@ -73,6 +79,8 @@ def upgrade(
             if undone:
                 timer.progress(undone)
         state = read_state(server.data_dir)
+        if state and state.get("phase") != "done" and old_taken_apart(server.data_dir, state):
+            raise swap_broken(server.data_dir, state)  # the dry run's look at a killed swap
         if state is not None:
             raise Refused(
                 f"an upgrade to PostgreSQL {state.get('to')} is "
@@ -140,22 +148,42 @@ def _upgrade(
             old.start()
         made = safety_backup(settings, timer, record)
         facts, traps = preflight(settings, new_bin, to, timer)
+        if method == "swap":  # its only way back is the safety backup: nothing newer
+            refuse_writers(settings, made.manifest)
+            state["mark"] = database_mark(settings)
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(mode=0o700)
         state["phase"] = "upgrading"
         write_state(data_dir, state)
+        loading = load_in_background()  # the verification's imports beside pg_upgrade
         # pg_upgrade's own checks run first, before it touches the old cluster: the
         # separate --check is the dry run's (it would start both servers once more)
         transfer(old, new, method, facts, to, timer, check_first=False)
+        state["phase"] = "transferred"  # swap: from here on the new cluster is the one
+        write_state(data_dir, state)
         with timer.phase("swap", f"the new cluster into {server.pgdata}"):
             os.rename(server.pgdata, old_dir(data_dir, from_major))
             os.rename(new.pgdata, server.pgdata)
             state["phase"] = "swapped"
             write_state(data_dir, state)
-    except BaseException:
-        recover_interrupted(data_dir)  # the old cluster back, as a kill -9 would get it
-        old.start()
-        raise
+    except BaseException as exc:
+        if not old_taken_apart(data_dir, state):
+            recover_interrupted(data_dir)  # the old cluster back, as a kill -9 would get it
+            old.start()
+            raise
+        if state["phase"] not in ("prepare", "upgrading"):  # pg_upgrade --swap completed
+            recover_interrupted(data_dir)  # the new cluster into place, unverified
+            raise
+        state["phase"] = "broken"  # pg_upgrade --swap failed mid-way: neither may start
+        write_state(data_dir, state)
+        for d in (server.pgdata, new.pgdata):
+            stop_stray(d)  # whatever pg_upgrade left running
+        refused = swap_broken(data_dir, state)
+        if not isinstance(exc, MoviectlError):  # Ctrl-C, SIGTERM: their exit, the way back
+            exc.add_note(f"{refused.message}: {refused.hint}")
+            raise
+        refused.message = f"{exc.message}; {refused.message}"
+        raise refused from exc
     live = server_like(server, data_dir, new_bin)
     live.write_marker(live.pgdata)
     state["phase"] = "started"  # link: from here on the old cluster cannot come back
@@ -165,6 +193,7 @@ def _upgrade(
     result = UpgradeResult(from_major, to, method, False, made.path, traps=traps)
     says = "verifying against the safety backup's manifest; statistics meanwhile"
     with timer.phase("verify", says), analyzing(live, to) as analyzed:
+        loading.join()
         held, failed = verify_after(settings, made.manifest)
     result.verification += analyzed
     result.verification += held
@@ -187,7 +216,12 @@ def _next_steps(settings: Settings, new_bin: Path, method: str, kept: str) -> li
             else f"set MOVIE_PG_BIN_DIR={new_bin}"
         )
     steps.append(f"moviectl db upgrade --finish --yes deletes the old cluster in {kept}")
-    if method != "link":
+    if method == "swap":
+        steps.append(
+            "moviectl db upgrade --rollback --yes restores the safety backup into a new "
+            "cluster of the old major (the only way back: --swap took the old one apart)"
+        )
+    elif method != "link":
         steps.append("moviectl db upgrade --rollback --yes brings it back until then")
     return steps
 
@@ -198,6 +232,8 @@ def finish(settings: Settings) -> FinishResult:
     with server.lock():
         state = _state_or_refuse(server.data_dir, "--finish")
         if state.get("phase") != "done":
+            if old_taken_apart(server.data_dir, state):
+                raise swap_broken(server.data_dir, state)
             raise Refused(
                 f"the upgrade to PostgreSQL {state.get('to')} did not complete "
                 f"(stopped in phase {state.get('phase')})",
@@ -219,6 +255,10 @@ def rollback(settings: Settings) -> FinishResult:
     with server.lock():
         state = _state_or_refuse(server.data_dir, "--rollback")
         from_major, to = int(state["from"]), int(state["to"])
+        if old_taken_apart(server.data_dir, state):
+            from moviectl.core.upgrade.swap_rollback import restore_safety_backup
+
+            return restore_safety_backup(settings, server, state)
         if state.get("method") == "link" and state.get("phase") in ("started", "done"):
             raise Refused(
                 f"cannot roll back: --method link and PostgreSQL {to} has started on the "
@@ -241,6 +281,13 @@ def rollback(settings: Settings) -> FinishResult:
         f"PostgreSQL {from_major} is back in {server.pgdata} and running; `moviectl db up` "
         f"needs MOVIE_PG_BIN_DIR={state['old_bin']}",
     )
+
+
+def rolls_back_by_backup(settings: Settings) -> bool:
+    """Whether --rollback would restore the safety backup (a swap took the old apart)."""
+    data_dir = embedded_server(settings).data_dir
+    state = read_state(data_dir)
+    return state is not None and old_taken_apart(data_dir, state)
 
 
 def _state_or_refuse(data_dir: Path, flag: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 Progress = Callable[[str], None]
 
-METHODS = ("link", "clone", "copy", "dump")
+METHODS = ("link", "clone", "copy", "dump", "swap")
 # what each method leaves of the old cluster once the new server has started
 ROLLBACK = {
     "copy": "possible until --finish (the old cluster is untouched)",
@@ -17,6 +17,9 @@ ROLLBACK = {
     "dump": "possible until --finish (the old cluster is untouched)",
     "link": "impossible once the new server has started (both share the data files): "
     "the safety backup is the way back",
+    "swap": "impossible once pg_upgrade starts moving the old cluster's files into the new "
+    "one (the old cluster is taken apart): --rollback then restores the safety backup "
+    "into a new cluster of the old major",
 }
 
 

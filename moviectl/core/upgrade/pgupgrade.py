@@ -24,7 +24,7 @@ from moviectl.infra.ports import free_port
 if TYPE_CHECKING:
     from moviectl.core.servers.cluster import EmbeddedServer
 
-FLAGS = {"link": "--link", "clone": "--clone", "copy": "--copy"}
+FLAGS = {"link": "--link", "clone": "--clone", "copy": "--copy", "swap": "--swap"}
 
 
 def _as_owner(kwargs: dict[str, Any], workdir: Path) -> None:
@@ -124,11 +124,13 @@ def _reason(lines: list[str]) -> str:
 def analyzing(new: EmbeddedServer, new_major: int) -> Iterator[list[str]]:
     """Statistics the new major did not carry over, made while the block runs (the
     verification's reads overlap it; the server has the second core): 18+ keeps the
-    planner's (only what is missing is made); older ones carry none (ANALYZE in stages,
-    the cheap ones first). The list gets the command's line once it has finished."""
+    planner's, so only what the old cluster never had is made, in one pass (stages would
+    ANALYZE those tables three times for the same final statistics, and the command waits
+    for the last); older ones carry none (ANALYZE in stages, the cheap ones first, usable
+    early). The list gets the command's line once it has finished."""
     args = ["--all", "--analyze-in-stages"]
     if new_major >= 18:
-        args.append("--missing-stats-only")
+        args = ["--all", "--analyze-only", "--missing-stats-only"]
     conn = ["-h", new.host, "-p", str(new.port), "-U", new.superuser]
     proc = popen_child(
         [str(new.bin_dir / "vacuumdb"), *conn, *args],

@@ -92,6 +92,15 @@ def transfer(
         pg_upgrade(old, new, method, check=False, progress=timer.progress)
 
 
+def check_swap(method: str, to: int) -> None:
+    """``pg_upgrade --swap`` came with PostgreSQL 18: an older new major has none."""
+    if method == "swap" and to < 18:
+        raise UsageError(
+            f"--method swap needs pg_upgrade 18 or newer (PostgreSQL {to}'s has no --swap)",
+            hint=f"--method link (or copy, clone, dump) for PostgreSQL {to}; swap for 18+",
+        )
+
+
 def check_direction(from_major: int, to: int) -> None:
     if to < from_major:
         raise UsageError(
