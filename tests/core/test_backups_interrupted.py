@@ -55,6 +55,7 @@ def test_a_failed_restore_into_a_new_database_leaves_nothing(seeded, tmp_path, s
         fh.write("\nSELECT * FROM this_table_is_not_there;\n")
     man = json.loads(mpath.read_text())
     man["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    man["size_bytes"] = path.stat().st_size  # a809c51: the size is checked before the hash
     mpath.write_text(json.dumps(man))
     r = seeded("restore", str(path), "--into", "half_done")
     assert r.exit_code == 1, r.output
