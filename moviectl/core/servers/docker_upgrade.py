@@ -146,14 +146,14 @@ def remove_volume(client: Any, name: str) -> None:
         client.volumes.get(name).remove(force=True)
 
 
+def _db_containers(client: Any, project: str) -> list[Any]:
+    labels = [f"com.docker.compose.project={project}", "com.docker.compose.service=db"]
+    return list(client.containers.list(all=True, filters={"label": labels}))
+
+
 def remove_containers(client: Any, project: str) -> None:
     """The project's db container (whichever image it runs): the upgrade made it anew."""
-    for c in client.containers.list(
-        all=True,
-        filters={
-            "label": [f"com.docker.compose.project={project}", "com.docker.compose.service=db"]
-        },
-    ):
+    for c in _db_containers(client, project):
         c.remove(force=True)
 
 
@@ -166,6 +166,11 @@ def undo(client: Any, state: dict[str, Any]) -> str:
     if state.get("phase") in ("replacing", "rolling_back"):
         remove_containers(client, project)  # the new major's container, or a half-made one
         copy_volume(client, image, project, kept, volume)
+    elif state.get("phase") == "copying":
+        # the killed run's `docker stop` of the old container may still be under way in the
+        # engine: wait for it here, or it stops the container `db up` is about to start
+        for c in _db_containers(client, project):
+            c.stop(timeout=30)
     remove_volume(client, kept)
     return (
         f"an interrupted upgrade to PostgreSQL {state.get('to')} was undone: volume {volume} "
