@@ -83,12 +83,16 @@ def _tree_shows_the_table(url: str, database: str, server: str, shot: Path) -> N
             for (depth, name), (child_depth, child) in itertools.pairwise(chain):
                 entry, below = node(page, depth, name), node(page, child_depth, child)
                 entry.wait_for()
-                for _ in range(8):
+                for attempt in range(8):
                     try:
                         if below.is_visible():
                             break
                         toggle = entry.locator("> .directory-toggle")
-                        if "open" not in (toggle.get_attribute("class", timeout=5000) or ""):
+                        is_open = "open" in (toggle.get_attribute("class", timeout=5000) or "")
+                        if is_open and attempt:  # open but empty (seen under load): close first
+                            toggle.click(timeout=5000)
+                            is_open = False
+                        if not is_open:
                             toggle.click(timeout=5000)
                         below.wait_for(timeout=10_000)
                         break
