@@ -6,32 +6,11 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import Iterator
 
-import psycopg
 import pytest
 
 from tests.conftest import run_at_once, run_moviectl, start_moviectl, subprocess_env, wait_for
 from tests.core.s3server import SECRET_KEY, SeaweedS3
-
-
-@pytest.fixture
-def s3(tmp_path) -> Iterator[SeaweedS3]:
-    server = SeaweedS3(tmp_path / "seaweed")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def big_db(movie_db_url):
-    """A database whose dump takes a while to upload (tens of MB, uncompressed)."""
-    with psycopg.connect(movie_db_url, autocommit=True) as c:
-        c.execute(
-            "CREATE TABLE filler AS SELECT g, md5(g::text) || md5((g + 1)::text) AS t "
-            "FROM generate_series(1, 1500000) g"
-        )
-    return movie_db_url
 
 
 def env_for(s3: SeaweedS3, url: str, tmp_path, **extra: str) -> dict[str, str]:

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.core.test_backups_s3_uploads import env_for, moviectl_json, orphan_upload, s3  # noqa: F401
+from tests.core.test_backups_s3_uploads import env_for, moviectl_json, orphan_upload
 
 
 def dead_pid() -> int:
@@ -22,7 +22,7 @@ def dead_pid() -> int:
 
 
 @pytest.mark.timeout(300)
-def test_prune_aborts_only_the_dead_backups_key_not_keys_it_prefixes(s3, movie_db_url, tmp_path):  # noqa: F811
+def test_prune_aborts_only_the_dead_backups_key_not_keys_it_prefixes(s3, movie_db_url, tmp_path):
     name = "movies-20261202T000000Z-abcdef.dump"
     orphan_upload(s3, f"pfx/{name}")
     s3.write(
@@ -53,7 +53,7 @@ def test_prune_aborts_only_the_dead_backups_key_not_keys_it_prefixes(s3, movie_d
     # every program the test starts fail with E2BIG ("Argument list too long")
     ids=["nested", "infinity", "overflow"],
 )
-def test_a_garbled_marker_is_kept_not_a_traceback(s3, movie_db_url, tmp_path, marker):  # noqa: F811
+def test_a_garbled_marker_is_kept_not_a_traceback(s3, movie_db_url, tmp_path, marker):
     name = "movies-20261202T000000Z-abcdef.dump"
     orphan_upload(s3, f"garb/{name}")
     s3.write(f"garb/{name}.inprogress", marker.replace(b"HOST", socket.gethostname().encode()))
