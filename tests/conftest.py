@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 
 from moviectl.cli.app import app
 from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
-from moviectl.infra.ports import free_port
 from moviectl.infra.settings import DbTarget, Settings, load_settings, parse_db_url
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

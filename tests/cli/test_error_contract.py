@@ -24,8 +24,8 @@ import typer.main
 from moviectl.cli.app import app
 from moviectl.core.inspect.registry import QUERIES as INSPECT_QUERIES
 from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
-from moviectl.infra.ports import free_port
 from tests.conftest import Cli, copy_migrations
+from tests.ports import free_port
 
 
 def _leaf_commands() -> list[tuple[str, ...]]:

@@ -16,8 +16,8 @@ from typing import Any
 import psycopg
 
 from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer, find_bin_dir
-from moviectl.infra.ports import free_port
 from tests.conftest import Cli, wait_for
+from tests.ports import free_port
 
 PG15 = Path("/usr/lib/postgresql/15/bin")
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from moviectl.infra.ports import free_port
 from moviectl.infra.settings import DbTarget
+from tests.ports import free_port
 
 BINARY = os.environ.get("MOVIECTL_PGBOUNCER", "/usr/sbin/pgbouncer")
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import psycopg
 
-from moviectl.infra.ports import free_port
 from tests.conftest import Cli
+from tests.ports import free_port
 
 PASSWORD = "pitr-secret-pw"
 

@@ -136,7 +136,7 @@ def test_what_the_tool_cannot_do_is_one_line_exit_2_and_nothing_written(seeded, 
 def test_pg_dump_15_gets_its_own_spelling(tmp_path):
     """pg_dump 15 knows `-Z 9`, not `-Z gzip:9`: translated; zstd refused in one line."""
     from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
-    from moviectl.infra.ports import free_port
+    from tests.ports import free_port
 
     if not (PG15 / "postgres").exists():
         pytest.skip("needs Debian's postgresql-15 (.ci/run installs it)")

@@ -204,7 +204,7 @@ def test_a_failing_restore_through_sql_reports_psqls_first_error(tmp_path):
     """Into PostgreSQL < 17 a newer pg_restore goes through psql; its failure is one clear
     line, not a silent exit (a broken pipe used to swallow it), and nothing stays."""
     from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
-    from moviectl.infra.ports import free_port
+    from tests.ports import free_port
 
     pg15 = Path("/usr/lib/postgresql/15/bin")
     if not (pg15 / "postgres").exists():
@@ -275,7 +275,7 @@ def test_when_only_a_newer_pg_dump_exists_the_manifest_says_who_can_read_it(tmp_
     pg_restore 18 is needed, and its own drill picks one (plain dumps are filtered)."""
     import moviectl.infra.pgtools as pgtools
     from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
-    from moviectl.infra.ports import free_port
+    from tests.ports import free_port
 
     pg15 = Path("/usr/lib/postgresql/15/bin")
     if not (pg15 / "postgres").exists():

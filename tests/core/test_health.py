@@ -11,10 +11,10 @@ import time
 import pytest
 
 from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
-from moviectl.infra.ports import free_port
 from moviectl.infra.probe import ACCEPTING, BAD_PARAMETERS, NO_RESPONSE, ping
 from moviectl.infra.settings import parse_db_url
 from tests.conftest import Cli, subprocess_env
+from tests.ports import free_port
 
 
 def _checks(r) -> dict[str, dict]:

@@ -15,8 +15,8 @@ import psycopg
 import pytest
 
 from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
-from moviectl.infra.ports import free_port
 from tests.conftest import health_serving, wait_for
+from tests.ports import free_port
 
 
 def _serve(url: str, *extra: str) -> Iterator[int]:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from moviectl.infra.ports import free_port
 from tests.conftest import read_until, subprocess_env
 from tests.core.s3server import SECRET_KEY, SeaweedS3
 from tests.core.test_health_probes import _promtool
+from tests.ports import free_port
 
 
 @pytest.fixture(scope="module")

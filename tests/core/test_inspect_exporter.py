@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from moviectl.infra.ports import free_port
 from tests.conftest import Cli, health_serving, stop, subprocess_env, wait_for
 from tests.core.inspect_support import (
     Server,
@@ -31,6 +30,7 @@ from tests.core.inspect_support import (
     stats_server,
     wait_until_waiting,
 )
+from tests.ports import free_port
 
 EXPORTER = shutil.which("prometheus-postgres-exporter")
 QUERIES = Path("/usr/share/doc/prometheus-postgres-exporter/examples/queries.yaml")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
-from moviectl.infra.ports import free_port
 from tests.conftest import Cli
+from tests.ports import free_port
 
 PG15 = Path("/usr/lib/postgresql/15/bin")
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import obstore
 import pytest
 
-from moviectl.infra.ports import free_port
 from tests.conftest import Cli
 from tests.core.pitr_support import conn, facts, pitr_env, status
 from tests.core.s3server import SECRET_KEY, SeaweedS3
+from tests.ports import free_port
 
 pytestmark = pytest.mark.timeout(600)
 REPO = "s3://backups/movies"

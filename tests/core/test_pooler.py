@@ -23,9 +23,9 @@ import pytest
 
 from moviectl.infra.conninfo import DbTarget, parse_db_url
 from moviectl.infra.engine import connect, make_engine
-from moviectl.infra.ports import free_port
 from moviectl.infra.settings import Settings, load_settings
 from tests.conftest import Cli, run_at_once
+from tests.ports import free_port
 
 if TYPE_CHECKING:
     from tests.core.pgbouncer import Bouncer

@@ -22,9 +22,9 @@ import pytest
 
 from moviectl.core.migrations.lock import MIGRATION_LOCK_KEY
 from moviectl.infra.conninfo import DbTarget, parse_db_url
-from moviectl.infra.ports import free_port
 from tests.conftest import Cli, copy_migrations, start_moviectl, subprocess_env, wait_for
 from tests.core.pgbouncer import start_pgbouncer
+from tests.ports import free_port
 
 GATE = 4343
 GATED_0003 = f'''"""0003: waits at the gate."""

@@ -19,9 +19,9 @@ from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
 from moviectl.infra.admin import drop_database_force
 from moviectl.infra.conninfo import DbTarget
 from moviectl.infra.engine import connect
-from moviectl.infra.ports import free_port
 from moviectl.infra.settings import Settings, load_settings
 from tests.conftest import SEEDED_MOVIES, Cli, seeded_database, subprocess_env, wait_for
+from tests.ports import free_port
 
 
 @pytest.fixture(scope="module")

@@ -336,8 +336,8 @@ def test_testdb_create_list_drop_import_no_orm_and_no_alembic(
 def test_a_pool_whose_thread_failed_says_why_at_the_next_take(moviectl_settings):
     from moviectl.core.testdb_pool import ClonePool
     from moviectl.infra.errors import Unreachable
-    from moviectl.infra.ports import free_port
     from moviectl.infra.settings import DbTarget
+    from tests.ports import free_port
 
     nobody = DbTarget("127.0.0.1", free_port(), "postgres", "x", "postgres")
     pool = ClonePool(moviectl_settings, nobody, "movies_tpl_000000000000", size=2, expected=2)

@@ -21,7 +21,6 @@ from moviectl.core.backups.leftovers import this_host
 from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
 from moviectl.infra.admin import make_mark
 from moviectl.infra.conninfo import DbTarget
-from moviectl.infra.ports import free_port
 from moviectl.infra.settings import load_settings
 from tests.conftest import (
     Cli,
@@ -31,6 +30,7 @@ from tests.conftest import (
     subprocess_env,
     wait_for,
 )
+from tests.ports import free_port
 
 
 def _dead_pid() -> int:

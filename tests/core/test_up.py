@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from moviectl.infra.ports import free_port
 from tests.conftest import Cli, occupied
+from tests.ports import free_port
 
 
 @pytest.fixture

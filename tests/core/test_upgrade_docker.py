@@ -17,8 +17,8 @@ import psycopg
 import pytest
 
 from moviectl.core.servers.volume_layout import image_major
-from moviectl.infra.ports import free_port
 from tests.conftest import ROOT, read_until, run_moviectl, start_moviectl, subprocess_env
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1200)]
 

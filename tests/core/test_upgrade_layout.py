@@ -19,9 +19,9 @@ import pytest
 from moviectl.core.servers.compose import db_service
 from moviectl.core.servers.docker_engine import compose_env
 from moviectl.core.servers.volume_layout import LEGACY_MOUNT, MOUNT_18, data_mount, image_major
-from moviectl.infra.ports import free_port
 from moviectl.infra.settings import load_settings
 from tests.conftest import ROOT, Cli
+from tests.ports import free_port
 
 IMAGE_18 = "localhost/postgres:18-moviectl-test"
 

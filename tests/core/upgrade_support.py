@@ -16,8 +16,8 @@ from typing import Any
 import psycopg
 
 from moviectl.core.servers.upgrade_state import stop_stray
-from moviectl.infra.ports import free_port
 from tests.conftest import run_moviectl, start_moviectl, subprocess_env
+from tests.ports import free_port
 
 MOVIES = 100_000
 ROWS = MOVIES + 3  # `up` seeds its 3 sample movies first

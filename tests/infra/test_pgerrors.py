@@ -406,7 +406,7 @@ def test_a_row_the_database_refuses_is_a_bad_input_file(
 def test_a_password_inside_the_database_name_leaves_the_name_whole() -> None:
     """The defaults (.env.example): password ``movie``, database ``movies``."""
     from moviectl.infra.conninfo import scrub
-    from moviectl.infra.ports import free_port
+    from tests.ports import free_port
 
     port = free_port("127.0.0.1")
     t = DbTarget(host="127.0.0.1", port=port, user="movie", password="movie", database="movies")

@@ -20,7 +20,6 @@ import psycopg
 import pytest
 
 from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
-from moviectl.infra.ports import free_port
 from moviectl.infra.probe import (
     ACCEPTING,
     NO_RESPONSE,
@@ -37,6 +36,7 @@ from tests.infra.test_tls import (
     start_tls_server,
     write_server_file,
 )
+from tests.ports import free_port
 
 LOCAL = ("127.0.0.1/32", "::1/128")
 HBA = {

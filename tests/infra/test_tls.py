@@ -123,7 +123,7 @@ def start_tls_server(
 ) -> tuple[EmbeddedServer, TlsServer]:
     """A PostgreSQL 15 with ``ssl=on``, a CA and a certificate for ``names``, and ``hba``
     (``base/certs/hba.conf``); the caller stops it."""
-    from moviectl.infra.ports import free_port
+    from tests.ports import free_port
 
     ca, crt, key = _certificates(base / "certs", names)
     if os.geteuid() == 0:  # the server runs as the system user and must read its key

@@ -14,7 +14,13 @@ from moviectl.core.servers.cluster import TEST_OPTIONS
 from moviectl.core.servers.upgrade_state import stop_stray
 from moviectl.core.upgrade.model import ROLLBACK, Timer, UpgradeResult
 from moviectl.core.upgrade.pgupgrade import analyzing
-from moviectl.core.upgrade.steps import at_port, preflight, server_like, transfer
+from moviectl.core.upgrade.steps import (
+    at_port,
+    preflight,
+    server_like,
+    start_throwaway,
+    transfer,
+)
 from moviectl.core.upgrade.verify import verify_after
 from moviectl.infra.errors import MoviectlError
 from moviectl.infra.ports import free_port
@@ -79,7 +85,7 @@ def dry_run(
     new.options = dict(TEST_OPTIONS)
     try:
         with timer.phase("restore", f"restoring it into a throwaway PostgreSQL {from_major}"):
-            old.start()
+            start_throwaway(old)
             scratch = at_port(settings, old.port)
             create_database_for_restore(scratch, scratch.target().database)
             load_into(scratch, path, man, scratch.target(), None)
@@ -87,7 +93,7 @@ def dry_run(
         (work / "new").mkdir(mode=0o700)
         transfer(old, new, method, facts, to, timer)
         with timer.phase("start_new", f"starting the throwaway PostgreSQL {to}"):
-            new.start()
+            start_throwaway(new)
         says = "verifying against the backup's manifest; statistics meanwhile"
         with timer.phase("verify", says), analyzing(new, to) as analyzed:
             held, failed = verify_after(at_port(settings, new.port), man)

@@ -13,7 +13,8 @@ from moviectl.core.servers.cluster import EmbeddedServer
 from moviectl.core.upgrade.model import Timer, Trap
 from moviectl.core.upgrade.pgupgrade import dump_restore, pg_upgrade
 from moviectl.core.upgrade.traps import ClusterFacts, check_traps, initdb_options, read_facts
-from moviectl.infra.errors import CheckFailed, UsageError
+from moviectl.infra.errors import CheckFailed, PortInUse, UsageError
+from moviectl.infra.ports import free_port
 from moviectl.infra.settings import Secret
 
 if TYPE_CHECKING:
@@ -38,6 +39,19 @@ def server_like(
     model: EmbeddedServer, data_dir: Path, bin_dir: Path, *, port: int | None = None
 ) -> EmbeddedServer:
     return replace(model, data_dir=data_dir, bin_dir=bin_dir, port=port or model.port)
+
+
+def start_throwaway(server: EmbeddedServer, tries: int = 3) -> None:
+    """Start a throwaway cluster on a port picked now, not when it was planned: seconds of
+    restore or pg_upgrade lie between, and another process may take a port meanwhile."""
+    for attempt in range(tries):
+        server.port = free_port()
+        try:
+            server.start()
+            return
+        except PortInUse:
+            if attempt == tries - 1:
+                raise
 
 
 def preflight(

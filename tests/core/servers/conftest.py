@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from moviectl.infra.ports import free_port
 from tests.conftest import Cli
+from tests.ports import free_port
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ import docker
 import psycopg
 import pytest
 
-from moviectl.infra.ports import free_port
 from tests.conftest import Cli, run_moviectl, subprocess_env, wait_for
+from tests.ports import free_port
 
 pytestmark = pytest.mark.docker
 REPO = Path(__file__).resolve().parents[3]

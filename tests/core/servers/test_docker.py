@@ -13,8 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from moviectl.infra.ports import free_port
 from tests.conftest import Cli, occupied, run_at_once, subprocess_env
+from tests.ports import free_port
 
 pytestmark = pytest.mark.docker
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import psycopg
 
-from moviectl.infra.ports import free_port
 from moviectl.infra.settings import load_settings
 from tests.conftest import Cli, occupied, read_until, run_at_once, subprocess_env
+from tests.ports import free_port
 
 
 def _url(cli: Cli) -> str:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from moviectl.infra.ports import free_port
 from tests.conftest import Cli, wait_for
 from tests.core.pitr_support import PASSWORD, conn, facts, status
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
 
