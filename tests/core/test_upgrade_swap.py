@@ -283,13 +283,13 @@ def test_a_rollback_after_a_swap_on_a_full_disk_moves_nothing_and_runs_again(
         assert full.run("db", "up").returncode == 0
         before = full.fingerprint()
         assert full.json(*SWAP)["ok"] is True
+        assert full.run("db", "down").returncode == 0  # its shutdown frees no space later
         ballast = fill(full.root, leave=0)
         r = full.run("db", "upgrade", "--rollback", "--yes")
         err = " ".join(r.stderr.split())
         assert r.returncode == 1 and "--rollback failed: disk full" in err, err
         assert "Traceback" not in err
         ballast.unlink()
-        assert full.run("db", "down").returncode == 0
         assert Site(full.root, full.port, None).run("db", "up").returncode == 0
         assert full.fingerprint() == ("18", *before[1:])  # nothing moved, nothing lost
         done = full.json("db", "upgrade", "--rollback", "--yes")
