@@ -192,6 +192,8 @@ def test_leftover_uploads_are_a_warning_until_prune_aborts_them(seeded, s3, tmp_
     prefix = f"lu-{tmp_path.name}"
     repo = f"s3://backups/{prefix}"
     env = {"MOVIE_BACKUP_REPO": repo}
+    r = seeded("backup", "--to", repo)  # one real backup, which --uploads-only must keep
+    assert r.exit_code == 0, r.output
     r = seeded("health", "--json", **env)
     (f,) = backups_check(r)["data"]["repositories"]
     assert r.exit_code == 0 and (f["incomplete_uploads"], f["leftover_uploads"]) == (0, 0), f
@@ -211,7 +213,7 @@ def test_leftover_uploads_are_a_warning_until_prune_aborts_them(seeded, s3, tmp_
     check = backups_check(r)
     assert check["status"] == "warn", check
     assert "1 incomplete multipart upload left behind" in check["detail"], check
-    assert f"`{fix}` aborts it" in check["detail"] and "0 backups" in check["detail"]
+    assert f"`{fix}` aborts it" in check["detail"] and "1 backups" in check["detail"]
     (f,) = check["data"]["repositories"]
     assert f["up"] and f["uploads_unchecked"] is None
     assert (f["incomplete_uploads"], f["leftover_uploads"], f["abortable_uploads"]) == (2, 1, 1)
@@ -255,7 +257,8 @@ def test_leftover_uploads_are_a_warning_until_prune_aborts_them(seeded, s3, tmp_
     check = backups_check(r)
     assert r.exit_code == 0 and check["status"] == "pass", check
     (f,) = check["data"]["repositories"]
-    assert (f["incomplete_uploads"], f["leftover_uploads"]) == (1, 0)
+    assert (f["incomplete_uploads"], f["leftover_uploads"], f["backups"]) == (1, 0, 1)
+    assert "1 unfinished upload running or too young to judge" in check["detail"]
     r = seeded("doctor", "--json", **env)
     found = {x["name"]: x for x in json.loads(r.stdout)["findings"]}["leftover uploads"]
     assert found["status"] == "ok", found
