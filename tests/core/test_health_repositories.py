@@ -227,6 +227,9 @@ def test_leftover_uploads_are_a_warning_until_prune_aborts_them(seeded, s3, tmp_
     found = {x["name"]: x for x in json.loads(r.stdout)["findings"]}["leftover uploads"]
     assert found["status"] == "warn" and "1 for `backup prune` to abort" in found["detail"]
     assert fix in found["fix"] and SECRET_KEY not in r.output
+    r = seeded("doctor", "--json", MOVIE_BACKUP_REPO=f"{tmp_path / 'first'},{repo}")
+    found = {x["name"]: x for x in json.loads(r.stdout)["findings"]}["leftover uploads"]
+    assert found["status"] == "warn" and repo in found["detail"], found  # the second one too
 
     port_env = dict(seeded.env, **env)
     for port in _serve(port_env):
