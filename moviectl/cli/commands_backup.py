@@ -173,28 +173,56 @@ def backup_prune(
     ] = False,
     repo: RepoOpt = None,
     yes: YesOpt = False,
+    uploads_only: Annotated[
+        bool,
+        typer.Option(
+            "--uploads-only",
+            help="Only abort leftover multipart uploads (a bucket's); delete no backup.",
+        ),
+    ] = False,
 ) -> None:
     """Delete the backups outside the policy: --keep-last N and/or --keep-daily/weekly/monthly N.
 
     Never the newest verified backup, a pinned one (`backup pin`), or a file without a
-    manifest.
+    manifest. Every prune also aborts a bucket's leftover multipart uploads (killed
+    backups'); --uploads-only does only that, with no policy.
 
     Example: `moviectl backup prune --keep-daily 7 --keep-weekly 4 --dry-run`
     """
     from moviectl.core.backups.repository import primary
-    from moviectl.core.backups.retention import Policy, plan, prune_repository
+    from moviectl.core.backups.retention import Policy, abort_uploads, plan, prune_repository
+    from moviectl.infra.errors import UsageError
 
     settings = settings_of(ctx)
     policy = Policy(keep, daily, weekly, monthly)
-    plan([], policy)  # no policy: refused before asking
+    if uploads_only and not policy.empty:
+        raise UsageError(
+            "--uploads-only deletes no backup: it takes no retention policy",
+            hint="run it alone, or prune by the policy without --uploads-only",
+        )
+    if not uploads_only:
+        plan([], policy)  # no policy: refused before asking
     where = primary(settings, repo)
     if not dry_run:
-        confirm(ctx, f"Delete the backups in {where.url} outside the policy?", yes)
-    result = prune_repository(settings, where, policy, dry_run=dry_run)
+        question = (
+            f"Abort the leftover multipart uploads in {where.url}?"
+            if uploads_only
+            else f"Delete the backups in {where.url} outside the policy?"
+        )
+        confirm(ctx, question, yes)
+    if uploads_only:
+        result = abort_uploads(where, dry_run=dry_run)
+    else:
+        result = prune_repository(settings, where, policy, dry_run=dry_run)
     out(ctx).emit(result, render_prune_plan)
 
 
 def render_prune_plan(c: Any, r: Any) -> None:
+    if r.uploads_only:
+        if not r.leftover_uploads and not r.leftover_uploads_unchecked:
+            c.print(f"no leftover multipart uploads in {r.repository}")
+        render_leftover_uploads(c, r.leftover_uploads, r.leftover_uploads_unchecked)
+        return
     verb = "would delete" if r.dry_run else "deleted"
     for d in r.decisions:
         if d.keep:

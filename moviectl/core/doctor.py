@@ -69,27 +69,42 @@ def run(settings: Settings, env_file: str | Path | None = None) -> DoctorReport:
 
 
 def _uploads(settings: Settings) -> Finding:
-    """Unfinished multipart uploads killed backups left in MOVIE_BACKUP_REPO's bucket."""
+    """Unfinished multipart uploads left behind in MOVIE_BACKUP_REPO's buckets (as
+    ``health`` counts them: a running backup's are not a warning)."""
+    from datetime import UTC, datetime
+
     from moviectl.core.backups import uploads
-    from moviectl.core.backups.repository import primary
+    from moviectl.core.backups.repository import configured
 
     try:
-        repo = primary(settings)
-        report = uploads.find(repo)
+        repos = [r for r in configured(settings) if r.remote]
+        found = [(r, uploads.find(r)) for r in repos]
     except MoviectlError as exc:
         return Finding("leftover uploads", WARN, f"could not look: {exc.message}")
-    if report.unchecked:
-        return Finding("leftover uploads", WARN, report.unchecked)
-    if not report.uploads:
-        return Finding("leftover uploads", OK, f"no unfinished multipart uploads in {repo.url}")
-    mine = sum(u.abortable for u in report.uploads)
-    return Finding(
-        "leftover uploads",
-        WARN,
-        f"{len(report.uploads)} unfinished multipart upload(s) in {repo.url} "
-        f"({mine} for `backup prune` to abort)",
-        fix=f"moviectl backup prune … (`backup list` says why each stays); {uploads.LIFECYCLE}",
-    )
+    if unchecked := [rep.unchecked for _, rep in found if rep.unchecked]:
+        return Finding("leftover uploads", WARN, unchecked[0])
+    now, left, fixes, flying = datetime.now(UTC), [], [], 0
+    for repo, report in found:
+        b = uploads.backlog(report, now)
+        flying += b.total - b.left
+        if not b.left:
+            continue
+        age = now.timestamp() - b.oldest_left if b.oldest_left else 0.0
+        ago = f"{age / 3600:.1f} h" if age >= 3600 else f"{age / 60:.0f} min"
+        left.append(
+            f"{b.left} unfinished multipart upload(s) left behind in {repo.url}, the oldest "
+            f"began {ago} ago ({b.abortable} for `backup prune` to abort)"
+        )
+        if b.abortable:
+            fixes.append(f"moviectl backup prune --uploads-only --repo {repo.url}")
+        if b.abortable < b.left:
+            fixes.append(f"`moviectl backup list --repo {repo.url}` says why the others stay")
+    if not left:
+        running = f" ({flying} of running backups or too young to judge)" if flying else ""
+        where = ", ".join(r.url for r in repos)
+        return Finding("leftover uploads", OK, f"none left behind in {where}{running}")
+    fix = "; ".join([*fixes, uploads.LIFECYCLE])
+    return Finding("leftover uploads", WARN, "; ".join(left), fix=fix)
 
 
 def _leftovers(settings: Settings) -> Finding:

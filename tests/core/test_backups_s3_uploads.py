@@ -140,6 +140,12 @@ def test_without_rclone_one_line_and_the_lifecycle_advice(s3, movie_db_url, tmp_
     r = run_moviectl(env, "backup", "list", "--repo", repo, python=NO_RCLONE)
     assert r.returncode == 0 and "Traceback" not in r.stdout + r.stderr
     assert [ln for ln in r.stdout.splitlines() if "moviectl[s3-wal]" in ln] != []
+    # health: the count is "not checked" (one note, what to install), not a warning
+    r = run_moviectl({**env, "MOVIE_BACKUP_REPO": repo}, "--json", "health", python=NO_RCLONE)
+    check = next(c for c in json.loads(r.stdout)["checks"] if c["name"] == "backups")
+    (f,) = check["data"]["repositories"]
+    assert check["status"] == "pass" and f["incomplete_uploads"] is None, check
+    assert "moviectl[s3-wal]" in f["uploads_unchecked"] and "not checked" in check["detail"]
 
 
 ORPHAN = """

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -90,6 +91,9 @@ def test_a_stalled_or_dead_repository_is_a_bounded_warning(seeded, s3, tmp_path)
     assert check["status"] == "warn" and "unreachable" in check["detail"], check
     assert took < 20, took  # the bound: twice MOVIE_CONNECT_TIMEOUT, plus the checks
     assert [f["up"] for f in check["data"]["repositories"]] == [True, False]
+    local_f, s3_f = check["data"]["repositories"]  # a stalled bucket's uploads: not counted
+    assert local_f["incomplete_uploads"] is None and local_f["uploads_unchecked"] is None
+    assert s3_f["incomplete_uploads"] is None and "not checked" in s3_f["uploads_unchecked"]
     assert SECRET_KEY not in r.output
 
     dead = f"http://127.0.0.1:{free_port()}"
@@ -174,3 +178,90 @@ def test_a_credential_in_the_repository_url_never_shows(spec):
         json.loads(r.stdout)  # one document, the error included
     r = Cli({"MOVIE_BACKUP_REPO": spec})("config", "show", "--json")
     assert r.exit_code == 0 and "hunter2secret" not in r.output, r.output
+
+
+@pytest.mark.timeout(300)
+def test_leftover_uploads_are_a_warning_until_prune_aborts_them(seeded, s3, tmp_path):
+    """A real unfinished multipart upload whose backup's process is gone (what kill -9 of
+    `backup --to s3://` leaves): `health` (text, --json, /metrics) and `doctor` report its
+    count and age with the command that aborts it; after that command, nothing is left.
+    A young upload nobody owns (another tool's, maybe in flight) is counted, not warned."""
+    from tests.core.test_backups_s3_uploads import orphan_upload
+    from tests.core.test_backups_s3_uploads_hostile import dead_pid
+
+    prefix = f"lu-{tmp_path.name}"
+    repo = f"s3://backups/{prefix}"
+    env = {"MOVIE_BACKUP_REPO": repo}
+    r = seeded("backup", "--to", repo)  # one real backup, which --uploads-only must keep
+    assert r.exit_code == 0, r.output
+    r = seeded("health", "--json", **env)
+    (f,) = backups_check(r)["data"]["repositories"]
+    assert r.exit_code == 0 and (f["incomplete_uploads"], f["leftover_uploads"]) == (0, 0), f
+
+    name = "movies-20261202T000000Z-abcdef.dump"
+    orphan_upload(s3, f"{prefix}/{name}")
+    s3.write(
+        f"{prefix}/{name}.inprogress",
+        json.dumps({"pid": dead_pid(), "host": socket.gethostname()}).encode(),
+    )
+    orphan_upload(s3, f"{prefix}/other-tool.bin")  # seconds old, no owner: not judged yet
+    fix = f"moviectl backup prune --uploads-only --repo {repo}"
+
+    r = seeded("health", "--json", **env)
+    assert r.exit_code == 1, r.output
+    assert json.loads(r.stdout)["status"] == "degraded"
+    check = backups_check(r)
+    assert check["status"] == "warn", check
+    assert "1 incomplete multipart upload left behind" in check["detail"], check
+    assert f"`{fix}` aborts it" in check["detail"] and "1 backups" in check["detail"]
+    (f,) = check["data"]["repositories"]
+    assert f["up"] and f["uploads_unchecked"] is None
+    assert (f["incomplete_uploads"], f["leftover_uploads"], f["abortable_uploads"]) == (2, 1, 1)
+    assert 0 <= f["oldest_leftover_upload_age_seconds"] < 600
+    assert f["oldest_upload"] <= f["oldest_leftover_upload"] <= time.time()
+    assert SECRET_KEY not in r.output
+    r = seeded("health", **env)  # the text form: one line, the count, the age, the fix
+    (line,) = [ln for ln in r.stdout.splitlines() if " backups " in ln]
+    assert "! backups" in line and "the oldest began" in line and fix in line, r.stdout
+    r = seeded("doctor", "--json", **env)
+    found = {x["name"]: x for x in json.loads(r.stdout)["findings"]}["leftover uploads"]
+    assert found["status"] == "warn" and "1 for `backup prune` to abort" in found["detail"]
+    assert fix in found["fix"] and SECRET_KEY not in r.output
+    r = seeded("doctor", "--json", MOVIE_BACKUP_REPO=f"{tmp_path / 'first'},{repo}")
+    found = {x["name"]: x for x in json.loads(r.stdout)["findings"]}["leftover uploads"]
+    assert found["status"] == "warn" and repo in found["detail"], found  # the second one too
+
+    port_env = dict(seeded.env, **env)
+    for port in _serve(port_env):
+        text = _metrics(port).decode()
+    for series, value in (
+        ("incomplete_uploads", 2.0),
+        ("leftover_uploads", 1.0),
+    ):
+        assert f'moviectl_backup_repository_{series}{{repository="{repo}"}} {value}' in text
+    oldest = next(
+        ln for ln in text.splitlines() if ln.startswith("moviectl_backup_repository_oldest")
+    )
+    assert time.time() - 600 < float(oldest.split()[-1]) <= time.time(), oldest
+
+    r = seeded("backup", "prune", "--uploads-only", "--keep-last", "1", "--repo", repo)
+    assert r.exit_code == 2 and "no retention policy" in r.output, r.output
+    r = seeded("backup", "prune", "--uploads-only", "--repo", repo, "--dry-run", "--json")
+    assert r.exit_code == 0 and len(s3.multipart_uploads(prefix + "/")) == 2, r.output
+    r = seeded(*fix.split()[1:], "--yes", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["uploads_only"] and doc["deleted"] == [] and doc["decisions"] == []
+    acts = {u["key"]: u["action"] for u in doc["leftover_uploads"]}
+    assert acts == {name: "aborted", "other-tool.bin": "kept"}, acts
+    assert [u["Key"] for u in s3.multipart_uploads(prefix + "/")] == [f"{prefix}/other-tool.bin"]
+
+    r = seeded("health", "--json", **env)
+    check = backups_check(r)
+    assert r.exit_code == 0 and check["status"] == "pass", check
+    (f,) = check["data"]["repositories"]
+    assert (f["incomplete_uploads"], f["leftover_uploads"], f["backups"]) == (1, 0, 1)
+    assert "1 unfinished upload running or too young to judge" in check["detail"]
+    r = seeded("doctor", "--json", **env)
+    found = {x["name"]: x for x in json.loads(r.stdout)["findings"]}["leftover uploads"]
+    assert found["status"] == "ok", found

@@ -52,6 +52,7 @@ class PruneResult:
     # unfinished multipart uploads under the prefix (uploads.py): aborted, or why not
     leftover_uploads: list[LeftoverUpload] = field(default_factory=list)
     leftover_uploads_unchecked: str | None = None
+    uploads_only: bool = False  # `--uploads-only`: no backup was looked at
 
 
 @dataclass
@@ -120,15 +121,16 @@ def prune_repository(
     if not dry_run:
         for d in reversed(doomed):  # the oldest first: a stop leaves the newer ones
             delete_backup(repo, by_path[d.path].name)
+    left = abort_uploads(repo, dry_run=dry_run)
+    left.deleted, left.decisions = [d.path for d in doomed], decisions
+    left.kept, left.uploads_only = [d for d in decisions if d.keep], False
+    return left
+
+
+def abort_uploads(repo: Repository, *, dry_run: bool) -> PruneResult:
+    """The leftover multipart uploads alone (`prune --uploads-only`, and every prune):
+    aborted as ``uploads.py`` judges them; no backup is looked at or deleted."""
     from moviectl.core.backups import uploads
 
     left = uploads.abort(repo, uploads.find(repo), dry_run=dry_run)
-    return PruneResult(
-        repo.url,
-        dry_run,
-        [d.path for d in doomed],
-        [d for d in decisions if d.keep],
-        decisions,
-        left.uploads,
-        left.unchecked,
-    )
+    return PruneResult(repo.url, dry_run, [], [], [], left.uploads, left.unchecked, True)

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from moviectl.core.backups.s3 import S3Repository
 
 STALE = timedelta(hours=1)
+LEFT_FOR = timedelta(days=1)  # a lifecycle rule (LIFECYCLE) would have reclaimed it by then
 GONE = "its backup's process is gone"
 INPROGRESS = ".inprogress"  # as remote.py names a running upload's marker
 SUFFIXES = tuple(s for _, s in FORMATS.values())
@@ -71,6 +72,17 @@ class LeftoverUpload:
 class UploadsReport:
     uploads: list[LeftoverUpload]
     unchecked: str | None = None  # why they could not be listed (what to install)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What ``health`` and ``/metrics`` say of a bucket's unfinished uploads (``backlog``)."""
+
+    total: int  # every one under the prefix, those in flight included
+    left: int  # left behind: `backup prune` aborts them, or they began over LEFT_FOR ago
+    abortable: int  # of those, the ones `backup prune` aborts
+    oldest: float  # when the oldest of all began (Unix seconds; 0: none or unknown)
+    oldest_left: float  # when the oldest left behind began (likewise)
 
 
 def rclone() -> str:
@@ -244,6 +256,32 @@ def find(repo: Repository) -> UploadsReport:
             )
         )
     return UploadsReport(found)
+
+
+def backlog(report: UploadsReport, now: datetime | None = None) -> Backlog:
+    """Count what ``find`` judged: an upload is left behind when `backup prune` would abort
+    it (its owner is gone, or none owns it for STALE) or when it began over LEFT_FOR ago
+    (another host's, PITR's or another tool's, which nothing here aborts). A running
+    backup's upload is neither until then."""
+    now = now or datetime.now(UTC)
+    starts = {id(u): _started(u.started) for u in report.uploads}
+    left = [
+        u
+        for u in report.uploads
+        if u.abortable or ((t := starts[id(u)]) is not None and now - t > LEFT_FOR)
+    ]
+
+    def oldest(ups: list[LeftoverUpload]) -> float:
+        times = [t.timestamp() for u in ups if (t := starts[id(u)]) is not None]
+        return min(times, default=0.0)
+
+    return Backlog(
+        len(report.uploads),
+        len(left),
+        sum(u.abortable for u in left),
+        oldest(report.uploads),
+        oldest(left),
+    )
 
 
 def abort(repo: Repository, report: UploadsReport, *, dry_run: bool) -> UploadsReport:

@@ -17,7 +17,12 @@ from typing import Any
 
 from moviectl.core.health.checks import FAIL, PASS, SKIP, WARN, HealthReport
 from moviectl.core.health.pooler import PoolerReport, add_pooler_metrics
-from moviectl.core.health.repositories import RepoFacts, add_repository_metrics, read_repositories
+from moviectl.core.health.repositories import (
+    UPLOADS_TTL,
+    RepoFacts,
+    add_repository_metrics,
+    read_repositories,
+)
 from moviectl.infra.errors import MoviectlError
 from moviectl.infra.settings import Settings
 
@@ -97,7 +102,7 @@ def backup_facts(settings: Settings) -> Backups:
     """Read the manifests (file system only: never the database)."""
     from moviectl.core.backups.manifest import list_backups
 
-    repos = tuple(read_repositories(settings)) if settings.backup_repo else None
+    repos = tuple(read_repositories(settings, UPLOADS_TTL)) if settings.backup_repo else None
     try:
         entries = list_backups(settings, Path(settings.backup_dir))
     except (OSError, ValueError, TypeError, MoviectlError):  # unreadable directory or list

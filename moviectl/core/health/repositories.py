@@ -43,14 +43,23 @@ class RepoFacts:
     last_verified: float = 0.0
     error: str | None = None
     exit_code: int = 0  # the error's (3 unreachable, 4 credentials, 2 no bucket)
+    # a bucket's unfinished multipart uploads (uploads.py); None: a directory, or not checked
+    incomplete_uploads: int | None = None
+    leftover_uploads: int | None = None  # left behind (uploads.backlog): a warning
+    abortable_uploads: int | None = None  # of those, what `backup prune` aborts
+    oldest_upload: float = 0.0  # when the oldest unfinished one began (Unix seconds; 0: none)
+    oldest_leftover_upload: float = 0.0
+    uploads_unchecked: str | None = None  # why they were not counted
 
 
 def bound_of(settings: Settings) -> float:
     return 2.0 * float(settings.connect_timeout)
 
 
-def read_repositories(settings: Settings) -> list[RepoFacts]:
-    """Every configured repository, each within the bound (read side by side)."""
+def read_repositories(settings: Settings, uploads_ttl: float = 0.0) -> list[RepoFacts]:
+    """Every configured repository, each within the bound (read side by side); a bucket's
+    unfinished uploads too, beside its listing (a count younger than ``uploads_ttl``
+    seconds is reused: ``/metrics`` passes UPLOADS_TTL)."""
     from moviectl.core.backups.repository import configured
     from moviectl.infra.conninfo import mask_locations
 
@@ -62,13 +71,18 @@ def read_repositories(settings: Settings) -> list[RepoFacts]:
         return [RepoFacts(spec, False, error=exc.message, exit_code=int(exc.exit_code))]
     bound = bound_of(settings)
     found: list[RepoFacts | None] = [None] * len(repos)
+    looked: list[dict[str, Any] | None] = [None] * len(repos)
 
     def read(i: int, repo: Repository) -> None:
         found[i] = _facts(repo)
 
+    def look(i: int, repo: Repository) -> None:
+        looked[i] = _uploads(repo, uploads_ttl)
+
     threads = [
-        threading.Thread(target=read, args=(i, r), name="moviectl-repo", daemon=True)
+        threading.Thread(target=fn, args=(i, r), name="moviectl-repo", daemon=True)
         for i, r in enumerate(repos)
+        for fn in ((read, look) if r.remote else (read,))
     ]
     deadline = time.monotonic() + bound
     for t in threads:
@@ -76,11 +90,63 @@ def read_repositories(settings: Settings) -> list[RepoFacts]:
     for t in threads:
         t.join(max(0.0, deadline - time.monotonic()))
     out = []
-    for repo, facts in zip(repos, found, strict=True):
+    for repo, facts, uploads in zip(repos, found, looked, strict=True):
         if facts is None:  # still waiting: abandoned (its requests end within their bound)
             facts = down(repo.url, f"did not answer within {bound:g} s", 3)
+        if repo.remote:
+            late = {"uploads_unchecked": f"not checked: no answer within {bound:g} s"}
+            facts = replace(facts, **{**_NO_UPLOADS, **(uploads or late)})
         out.append(facts)
     return out
+
+
+_NO_UPLOADS: dict[str, Any] = {
+    "incomplete_uploads": None,
+    "leftover_uploads": None,
+    "abortable_uploads": None,
+    "oldest_upload": 0.0,
+    "oldest_leftover_upload": 0.0,
+    "uploads_unchecked": None,
+}
+_UPLOADS_BUSY: set[str] = set()
+_UPLOADS_SEEN: dict[str, tuple[float, dict[str, Any]]] = {}
+UPLOADS_TTL = 60.0  # /metrics refreshes every few seconds; one rclone run a minute will do
+
+
+def _uploads(repo: Repository, ttl: float) -> dict[str, Any]:
+    """The bucket's unfinished multipart uploads, counted (``RepoFacts``' upload fields):
+    one look-up per repository at a time (a stalled one is not started again while it
+    runs; its rclone ends within its own bound), reused for ``ttl`` seconds."""
+    from moviectl.core.backups import uploads
+
+    now = time.monotonic()
+    with _CACHE_LOCK:
+        seen = _UPLOADS_SEEN.get(repo.url)
+        if seen is not None and now - seen[0] < ttl:
+            return seen[1]
+        if repo.url in _UPLOADS_BUSY:
+            return {"uploads_unchecked": "not checked: the previous look-up has not ended"}
+        _UPLOADS_BUSY.add(repo.url)
+    try:
+        report = uploads.find(repo)
+        if report.unchecked:
+            return {"uploads_unchecked": report.unchecked}
+        b = uploads.backlog(report)
+        fields: dict[str, Any] = {
+            "incomplete_uploads": b.total,
+            "leftover_uploads": b.left,
+            "abortable_uploads": b.abortable,
+            "oldest_upload": b.oldest,
+            "oldest_leftover_upload": b.oldest_left,
+        }
+        with _CACHE_LOCK:
+            _UPLOADS_SEEN[repo.url] = (now, fields)
+        return fields
+    except Exception as exc:  # never a traceback in a report or a scrape
+        return {"uploads_unchecked": f"not checked: {type(exc).__name__}"}
+    finally:
+        with _CACHE_LOCK:
+            _UPLOADS_BUSY.discard(repo.url)
 
 
 def _facts(repo: Repository) -> RepoFacts:
@@ -157,13 +223,17 @@ def repository_check(settings: Settings) -> tuple[str, str, int, dict[str, Any]]
     that does not answer is a warning (``checks.WARN``), never a failure."""
     facts = read_repositories(settings)
     now = time.time()
-    parts, down_ = [], []
+    parts, down_, left = [], [], []
     for f in facts:
         if f.up:
             parts.append(
                 f"{f.repository}: {f.backups} backups, newest {_age(f.last, now)}, "
                 f"verified {_age(f.last_verified, now)}"
+                + (f", uploads {f.uploads_unchecked}" if f.uploads_unchecked else "")
+                + _flying(f)
             )
+            if f.leftover_uploads:
+                left.append(_leftover_line(f, now))
         else:
             down_.append(f"{f.repository}: {f.error}")
     data = {
@@ -174,14 +244,45 @@ def repository_check(settings: Settings) -> tuple[str, str, int, dict[str, Any]]
                 "last_verified_age_seconds": (
                     round(now - f.last_verified, 1) if f.last_verified else None
                 ),
+                "oldest_leftover_upload_age_seconds": (
+                    round(now - f.oldest_leftover_upload, 1) if f.oldest_leftover_upload else None
+                ),
             }
             for f in facts
         ]
     }
     if down_:
         detail = "unreachable: " + "; ".join(down_) + (f" ({'; '.join(parts)})" if parts else "")
-        return "warn", detail, int(ExitCode.FAILED), data
+        return "warn", detail + "".join(f"; {x}" for x in left), int(ExitCode.FAILED), data
+    if left:
+        return "warn", "; ".join(left) + f" ({'; '.join(parts)})", int(ExitCode.FAILED), data
     return "pass", "; ".join(parts), 0, data
+
+
+def _flying(f: RepoFacts) -> str:
+    n = (f.incomplete_uploads or 0) - (f.leftover_uploads or 0)
+    if not n:
+        return ""
+    return f", {n} unfinished upload{'s' if n != 1 else ''} running or too young to judge"
+
+
+def _leftover_line(f: RepoFacts, now: float) -> str:
+    """A bucket's left-behind multipart uploads: how many, how old, what cleans them."""
+    from moviectl.core.backups.uploads import LIFECYCLE
+
+    n, mine = f.leftover_uploads or 0, f.abortable_uploads or 0
+    line = (
+        f"{f.repository}: {n} incomplete multipart upload{'s' if n != 1 else ''} left behind "
+        f"(stored and billed, never listed), the oldest began {_age(f.oldest_leftover_upload, now)}"
+    )
+    if mine:
+        line += (
+            f"; `moviectl backup prune --uploads-only --repo {f.repository}` aborts "
+            f"{'it' if n == 1 else 'them' if mine == n else f'{mine} of them'}"
+        )
+    if mine < n:
+        line += f"; {LIFECYCLE} (`moviectl backup list --repo {f.repository}` says why each stays)"
+    return line
 
 
 def add_repository_metrics(registry: Any, facts: list[RepoFacts] | None) -> None:
@@ -208,6 +309,29 @@ def add_repository_metrics(registry: Any, facts: list[RepoFacts] | None) -> None
         key: Gauge(f"moviectl_backup_repository_{key}", doc, label, registry=registry)
         for key, doc in series
     }
+    uploads = (
+        ("incomplete_uploads", "Unfinished multipart uploads under the repository's prefix"),
+        (
+            "leftover_uploads",
+            "Unfinished multipart uploads left behind (their backup's process is gone, or "
+            "they are over an hour old without an owner, or over a day old)",
+        ),
+        (
+            "oldest_incomplete_upload_timestamp_seconds",
+            "When the oldest unfinished multipart upload began (Unix time; 0: none)",
+        ),
+    )
+    checked = [f for f in facts if f.incomplete_uploads is not None]  # a bucket, counted
+    if checked:
+        gauges |= {
+            key: Gauge(f"moviectl_backup_repository_{key}", doc, label, registry=registry)
+            for key, doc in uploads
+        }
+    for f in checked:
+        gauges["incomplete_uploads"].labels(f.repository).set(f.incomplete_uploads or 0)
+        gauges["leftover_uploads"].labels(f.repository).set(f.leftover_uploads or 0)
+        key = "oldest_incomplete_upload_timestamp_seconds"
+        gauges[key].labels(f.repository).set(f.oldest_upload)
     for f in facts:
         gauges["up"].labels(f.repository).set(1 if f.up else 0)
         gauges["backups"].labels(f.repository).set(f.backups)
