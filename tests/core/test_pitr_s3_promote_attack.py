@@ -1,6 +1,6 @@
 """`pitr promote` into an ``s3://`` repository, attacked on real servers (embedded
 PostgreSQL 18, SeaweedFS): kill -9 at each phase (mid-upload, between the upload and the
-swap, once the conf is rewritten) is finished by running the promote again and the promoted
+swap, journaled with the history file not yet up, once the conf is rewritten) is finished by running the promote again and the promoted
 server archives into the bucket afterwards; a hostile object of a WAL file's name (larger
 than any document) is refused as different contents; a stalled endpoint mid-upload is a
 bounded wait; no key in the files, the argv or the server's log."""
@@ -69,7 +69,7 @@ from moviectl.core.servers import swap_journal
 put = s3.S3Repository.put
 def _put(self, name, source):
     if phase == "history" and name.endswith(".history"):
-        die()  # every WAL file in the bucket but the history file
+        die()  # journaled: every WAL file in the bucket but the history file
     n = put(self, name, source)
     if phase == "upload" and "/wal" in self.url:
         die()  # one WAL file in the bucket, the rest (the history file) not
@@ -78,7 +78,7 @@ s3.S3Repository.put = _put
 write = swap_journal.write
 def _write(*a, **kw):
     if phase == "journal":
-        die()  # uploaded, nothing journaled or swapped
+        die()  # uploaded but the history file (it goes once journaled), nothing swapped
     return write(*a, **kw)
 swap_journal.write = _write
 conf = promote.write_conf
@@ -93,7 +93,7 @@ main()
 """
 
 
-@pytest.mark.parametrize("phase", ["upload", "journal", "conf"])
+@pytest.mark.parametrize("phase", ["upload", "journal", "history", "conf"])
 def test_kill_9_at_each_phase_is_finished_by_running_promote_again(
     pitr: Cli, s3: SeaweedS3, phase: str
 ) -> None:
@@ -106,8 +106,8 @@ def test_kill_9_at_each_phase_is_finished_by_running_promote_again(
     data = Path(pitr.env["MOVIE_DATA_DIR"])
     if phase != "conf":  # nothing swapped: the server answers with its own rows
         assert facts(pitr) == now
-        assert not (data / "promoting.json").exists()
-    if phase == "upload":  # no timeline for a restore to follow yet
+        assert (data / "promoting.json").exists() == (phase == "history")
+    if phase != "conf":  # no timeline for a restore to follow yet
         assert f"{WAL}00000002.history" not in s3.keys(WAL)
     r = pitr("pitr", "promote", "k9", "--yes", "--json")
     assert r.exit_code == 0, r.output
@@ -211,7 +211,8 @@ def test_the_keys_are_only_in_the_private_env_file(pitr: Cli, s3: SeaweedS3) -> 
 def test_the_same_restore_again_after_a_promote_cut_mid_upload_can_be_promoted(
     pitr: Cli, s3: SeaweedS3
 ) -> None:
-    """The user gives up on a promote killed before the history file (discards it) and
+    """The user gives up on a promote killed before it was journaled, every WAL file but
+    the history file uploaded (discards it: once journaled it is refused) and
     restores to the same moment again: that restore takes timeline 3, past the first one's
     leftovers (timeline-2 segments without a history file, never replaced or deleted), its
     promote goes through, a tombstone history file fills the gap at 2, and a `--latest`
@@ -228,7 +229,7 @@ def test_the_same_restore_again_after_a_promote_cut_mid_upload_can_be_promoted(
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["timeline"] == 2
     want = facts(int(json.loads(r.stdout)["port"]), pitr)
-    env = subprocess_env(**pitr.env, KILL_AT="history")
+    env = subprocess_env(**pitr.env, KILL_AT="journal")
     proc = start_moviectl(env, "pitr", "promote", "first", "--yes", python=_KILL_AT)
     proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL

@@ -4,11 +4,15 @@ Nothing is deleted: the old ``pgdata`` is renamed to ``pgdata.before-<time>`` (t
 snapshot: move it back to undo), the restored one takes its place (journaled in
 ``promoting.json``: a killed promote is finished by running it again; ``db up`` refuses
 meanwhile), and the WAL the
-restored cluster archived into its own archive joins the real one (the new timeline's
-history file first), so the archive covers the new timeline from its first segment.
-With an ``s3://`` repository (embedded only) those files are uploaded into its ``wal/``
-(history file last, nothing replaced; then a tombstone history file for each lower
-timeline number without one: ``timelines.py``) and the promoted server archives there too.
+restored cluster archived into its own archive joins the real one, so the archive covers
+the new timeline from its first segment. The new timeline's history file goes in LAST and
+(embedded) only once the swap is journaled: a history file in the archive makes a later
+``restore --latest`` follow that timeline, so a promote killed before it and given up
+(``pitr discard``, refused once journaled) leaves none; a later restore takes a number past
+its leftovers, and the promote writes a tombstone history file for each lower timeline
+number without one (``timelines.py``). With an ``s3://`` repository (embedded only) the
+files are uploaded into its ``wal/`` (nothing replaced) and the promoted server archives
+there too.
 Docker: the data volume's old contents are copied into a new volume first (``docker.py``).
 """
 
@@ -147,8 +151,8 @@ def _embedded(settings: Settings, name: str, path: Path, store: Any) -> PromoteR
             if remote:
                 with _nothing_swapped(name, "is stopped, its WAL kept"):
                     moved = _merge_remote(path / "archive", store.wal_repo)
-            else:
-                moved = _merge_archive(path / "archive", store.wal_dir())
+            else:  # all but the history file: it goes in once journaled
+                moved = _merge_archive(path / "archive", store.wal_dir(), history=False)
             stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
             aside = main.pgdata.with_name(f"pgdata.before-{stamp}")
             j = {
@@ -166,6 +170,7 @@ def _embedded(settings: Settings, name: str, path: Path, store: Any) -> PromoteR
         try:
             if fresh:
                 swap_journal.write(main.data_dir, j)
+            _history_in(path / "archive", store)  # journaled: finished, never discarded
             doomed = _swap(main, j, path, command)
         except BaseException as exc:
             if swap_journal.read(main.data_dir) is not None:
@@ -226,17 +231,38 @@ def _nothing_swapped(name: str, state: str) -> Iterator[None]:
         ) from None
 
 
-def _merge_remote(own: Path, repo: Any) -> int:
-    """The restored cluster's archived WAL uploaded into the bucket's ``wal/``.
+def _is_history(f: Path) -> bool:
+    return f.name.endswith(".history")
+
+
+def _history_in(own: Path, store: Any) -> None:
+    """The new timeline's history file into the archive, then the tombstones below it.
+    Run only once the swap is journaled (and by every re-run: the same bytes are skipped),
+    so a promote killed before the journal and given up (``pitr discard``) leaves no
+    history file to lead a later ``--latest`` restore onto a timeline never swapped in.
+    The restore's directory is gone only once the promoted cluster runs: done before."""
+    if not own.is_dir():
+        return
+    if hasattr(store, "wal_repo"):
+        _merge_remote(own, store.wal_repo, history=True)
+    else:
+        _merge_archive(own, store.wal_dir(), history=True)
+
+
+def _merge_remote(own: Path, repo: Any, *, history: bool = False) -> int:
+    """The restored cluster's archived WAL uploaded into the bucket's ``wal/``: its
+    segments (``history`` False), or its history file then the tombstones (True).
 
     An object of the same name must hold the same bytes (read back and compared, as the
     archive script does): a different one is refused before anything is uploaded or
-    swapped. The history file goes LAST: until it is there, no restore follows the new
-    timeline, so a cut-short upload (re-run: the same bytes are skipped) misleads none;
-    a later restore takes a timeline number past its leftovers (``timelines.py``)."""
-    files = sorted(_own_files(own), key=lambda p: p.name.endswith(".history"))  # it last
+    swapped (every file is compared before the segments go up). The history file goes
+    LAST, once the swap is journaled (``_history_in``): until it is there, no restore
+    follows the new timeline, so a cut-short upload (re-run: the same bytes are skipped)
+    misleads none; a later restore takes a timeline number past its leftovers
+    (``timelines.py``)."""
+    files = _own_files(own)
     todo = []
-    for f in files:
+    for f in files if not history else [f for f in files if _is_history(f)]:
         there = repo.stat(f.name)
         if there is None:
             todo.append(f)
@@ -246,23 +272,30 @@ def _merge_remote(own: Path, repo: Any) -> int:
                 hint="another restore was promoted on this timeline: take a base backup "
                 "and restore again",
             )
+    todo = [f for f in todo if _is_history(f) == history]
     for f in todo:
         repo.put(f.name, f)
-    _fill_gaps(repo, files, own)
+    if history:
+
+        def put(name: str, source: Path) -> None:
+            if repo.stat(name) is None:
+                repo.put(name, source)
+
+        _fill_gaps((o.name for o in repo.list()), put, files, own)
     return len(todo)
 
 
-def _fill_gaps(repo: Any, files: list[Path], own: Path) -> None:
-    """Once the new timeline's history file is in the bucket: a tombstone history file for
-    each number below it without one (its restore skipped the leftovers of a cut-short
-    promote), so PostgreSQL's probe reaches the new timeline (``timelines.py``). Only
-    where no history file is: nothing replaced."""
-    ours = max((timeline_of(f.name) or 0 for f in files if f.name.endswith(".history")), default=0)
-    for tli in gaps((o.name for o in repo.list()), ours) if ours > 2 else []:
+def _fill_gaps(names: Iterator[str], put: Any, files: list[Path], own: Path) -> None:
+    """Once the new timeline's history file is in the archive: a tombstone history file for
+    each number below it without one among ``names`` (its restore skipped the leftovers of
+    a cut-short promote), so PostgreSQL's probe reaches the new timeline
+    (``timelines.py``). ``put`` writes one only where no history file is: nothing
+    replaced."""
+    ours = max((timeline_of(f.name) or 0 for f in files if _is_history(f)), default=0)
+    for tli in gaps(names, ours) if ours > 2 else []:
         tomb = own.parent / f".tombstone-{history_name(tli)}"
         tomb.write_text(tombstone(tli))
-        if repo.stat(history_name(tli)) is None:
-            repo.put(history_name(tli), tomb)
+        put(history_name(tli), tomb)
         tomb.unlink()
 
 
@@ -279,16 +312,18 @@ def _same(repo: Any, f: Path, size: int) -> bool:
 
 
 def _own_files(own: Path) -> list[Path]:
-    """The restored cluster's own archive, its history file(s) first."""
-    files = sorted(own.iterdir(), key=lambda p: (not p.name.endswith(".history"), p.name))
+    """The restored cluster's own archive, its history file(s) last."""
+    files = sorted(own.iterdir(), key=lambda p: (_is_history(p), p.name))
     return [f for f in files if not f.name.startswith(".")]
 
 
-def _merge_archive(own: Path, archive: Path) -> int:
+def _merge_archive(own: Path, archive: Path, *, history: bool | None = None) -> int:
     """Copy the restored cluster's archived WAL into the real archive (never overwriting
-    different bytes: refused before anything is swapped)."""
+    different bytes: refused before anything is swapped): its segments (``history``
+    False), its history file then the tombstones (True; embedded: once journaled), or
+    all of them, the history file last (None: Docker)."""
     files = _own_files(own)
-    for f in files:
+    for f in files if history is not True else [f for f in files if _is_history(f)]:
         dest = archive / f.name
         if dest.exists() and dest.read_bytes() != f.read_bytes():
             raise Refused(
@@ -296,19 +331,28 @@ def _merge_archive(own: Path, archive: Path) -> int:
                 hint="another restore was promoted on this timeline: take a base backup "
                 "and restore again",
             )
-    moved = 0
-    for f in files:
-        dest = archive / f.name
-        if dest.exists():
-            continue
-        tmp = archive / f".{f.name}.{os.getpid()}.tmp"
-        shutil.copyfile(f, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.link(tmp, dest)
-        tmp.unlink()
-        give_to_server(dest)
-        moved += 1
-    if moved:
-        fsync_dir(archive)
+    moved = sum(_copy_in(f, archive / f.name) for f in files if history in (None, _is_history(f)))
+    if history is not False:
+        _fill_gaps(
+            (p.name for p in archive.iterdir()), lambda n, f: _copy_in(f, archive / n), files, own
+        )
+    fsync_dir(archive)
     return moved
+
+
+def _copy_in(f: Path, dest: Path) -> bool:
+    """``f`` as ``dest`` (whole: written, fsynced, then linked in), unless ``dest`` exists."""
+    if dest.exists():
+        return False
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    shutil.copyfile(f, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    try:
+        os.link(tmp, dest)
+    except FileExistsError:  # another writer's, just now: never replaced
+        return False
+    finally:
+        tmp.unlink()
+    give_to_server(dest)
+    return True
