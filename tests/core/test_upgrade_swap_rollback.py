@@ -97,7 +97,11 @@ def _kept(site: Site) -> None:
 
 def _refused_then_rerun(site: Site, before: tuple[str, int, str, str]) -> None:
     r = site.run("db", "up")
-    assert r.returncode == 5 and "--rollback --yes" in r.stderr, r.stderr
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 5 and "--rollback --yes runs it again" in said, said
+    # what happened (not "pg_upgrade moved the old cluster's files"), and where the data is
+    assert "stopped while it restored the safety backup" in said, said
+    assert "replaced-*" in said and "neither cluster" not in said, said
     assert not _serves(site)  # nothing started, nothing left serving
     found = json.loads(site.run("--json", "doctor").stdout)["findings"]
     assert "--rollback --yes" in next(f for f in found if f["name"] == "upgrade")["fix"]
