@@ -181,3 +181,22 @@ def test_two_rollbacks_at_once_restore_once(
     assert "no upgrade awaits --rollback" in " ".join(errs.split()), errs
     assert site.fingerprint() == before
     assert not _left(site.data)
+
+
+def test_prune_keeps_the_safety_backup_of_an_unfinished_swap(
+    swapped: tuple[Site, tuple[str, int, str, str]],
+) -> None:
+    """After a swap, nightly backups of the new cluster and a `backup prune --keep-last 1`
+    (the newer one verified, so the safety backup is neither the newest nor the newest
+    verified): the safety backup stays, the one way back; --rollback then restores it."""
+    site, before = swapped
+    safety = Path(json.loads((site.data / "upgrade.json").read_text())["backup"])
+    newer = site.json("backup")["path"]
+    assert site.run("backup", "verify", newer).returncode == 0
+    doc = site.json("backup", "prune", "--keep-last", "1", "--yes")
+    assert safety.is_file(), doc
+    kept = {Path(d["path"]).name: d["reasons"] for d in doc["kept"]}
+    assert any("unfinished upgrade" in r for r in kept[safety.name]), kept
+    done = site.json(*ROLLBACK)
+    assert done["action"] == "rollback"
+    assert site.fingerprint() == before
