@@ -200,3 +200,28 @@ def test_prune_keeps_the_safety_backup_of_an_unfinished_swap(
     done = site.json(*ROLLBACK)
     assert done["action"] == "rollback"
     assert site.fingerprint() == before
+
+
+def test_a_rollback_killed_right_after_its_state_write_moved_nothing_and_runs_again(
+    swapped: tuple[Site, tuple[str, int, str, str]],
+) -> None:
+    """The state a kill -9 leaves right after --rollback recorded phase restoring, before it
+    moved anything (made by hand): `db up` refuses (exit 5), says that pgdata was not moved
+    (not that something is kept in .upgrade/) and starts nothing; the rerun restores."""
+    site, before = swapped
+    assert site.run("db", "down").returncode == 0
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    state = json.loads((site.data / "upgrade.json").read_text())
+    state.update(phase="restoring", pid=gone.pid)
+    (site.data / "upgrade.json").write_text(json.dumps(state))
+    r = site.run("db", "up")
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 5 and "--rollback --yes runs it again" in said, said
+    assert "had not moved" in said and "replaced-*" not in said, said
+    assert not _serves(site)
+    assert (site.data / "pgdata" / "PG_VERSION").read_text().strip() == "18"  # as it was
+    done = site.json(*ROLLBACK)
+    assert done["action"] == "rollback" and done["from_major"] == 16
+    assert site.fingerprint() == before
+    assert not _left(site.data)

@@ -101,10 +101,15 @@ def swap_broken(data_dir: Path, state: dict[str, Any]) -> Refused:
     the verified safety backup is the way back, by one command."""
     backup = state.get("backup")
     if state.get("phase") == "restoring":  # --rollback itself was stopped (killed, failed)
+        work = data_dir / WORK_DIR
+        where = (
+            f"what it replaced is kept in {work} (replaced-*)"
+            if (work / "replaced-pgdata").exists()
+            else f"it had not moved {data_dir / 'pgdata'} yet"
+        )
         return Refused(
             f"the --rollback of the upgrade to PostgreSQL {state.get('to')} stopped while "
-            f"it restored the safety backup {backup}: what it replaced is kept in "
-            f"{data_dir / WORK_DIR} (replaced-*), and nothing was started",
+            f"it restored the safety backup {backup}: {where}, and nothing was started",
             hint="moviectl db upgrade --rollback --yes runs it again (every write since "
             "that backup is lost)",
             backup=backup,
