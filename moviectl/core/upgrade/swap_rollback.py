@@ -4,7 +4,10 @@ anything changed), restored into a new cluster of the old major.
 
 What it replaces (the new cluster, or what a killed swap left) is moved into ``.upgrade/``
 first and deleted only once the restored cluster holds what the backup's manifest says;
-a rollback killed or failed half-way is in phase ``restoring`` and simply runs again.
+a rollback killed or failed half-way is in phase ``restoring`` and simply runs again. The
+restore and its check run on a port of its own: the project's port serves the cluster only
+once it is verified and the state cleared, so a killed rollback leaves nothing half-made
+serving there.
 """
 
 from __future__ import annotations
