@@ -3,7 +3,9 @@ grandfather-father-son: the newest backup of each of the last N days, ISO weeks,
 as pgBackRest, Barman and restic count them).
 
 Never deleted, whatever the policy: the newest verified backup, a pinned one
-(`backup pin NAME`), and anything without a manifest (not moviectl's to judge). Every
+(`backup pin NAME`), the safety backup of an embedded upgrade not yet finished (after
+`--method swap` its `--rollback` has no other way back), and anything without a manifest
+(not moviectl's to judge). Every
 decision carries its reasons, so `prune --dry-run` says what would go and why.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from moviectl.infra.errors import UsageError
@@ -62,6 +65,7 @@ class Candidate:
     created: datetime
     verified: bool
     pinned: bool
+    upgrade: bool = False  # the safety backup a pending upgrade's --rollback needs
 
 
 def plan(cands: list[Candidate], policy: Policy) -> list[Decision]:
@@ -94,6 +98,8 @@ def plan(cands: list[Candidate], policy: Policy) -> list[Decision]:
     for c in newest:
         if c.pinned:
             reasons[c.path].append("pinned")
+        if c.upgrade:
+            reasons[c.path].append("the safety backup of an unfinished upgrade (its --rollback)")
     return [
         Decision(c.path, c.created.isoformat(), bool(reasons[c.path]), reasons[c.path])
         for c in newest
@@ -106,13 +112,16 @@ def prune_repository(
     from moviectl.core.backups.catalog import delete_backup, entries, pinned
 
     pins = pinned(repo)
+    upgrade = _upgrade_backup(settings)
     cands = []
     for e in entries(settings, repo):
         if not e.manifest or not e.created:
             continue
         name = e.path.rstrip("/").rsplit("/", 1)[-1]
         created = datetime.fromisoformat(e.created)
-        cands.append(Candidate(e.path, name, created, bool(e.verified_at), name in pins))
+        cands.append(
+            Candidate(e.path, name, created, bool(e.verified_at), name in pins, name == upgrade)
+        )
     decisions = plan(cands, policy)
     by_path = {c.path: c for c in cands}
     doomed = [d for d in decisions if not d.keep]
@@ -125,6 +134,14 @@ def prune_repository(
     left.deleted, left.decisions = [d.path for d in doomed], decisions
     left.kept, left.uploads_only = [d for d in decisions if d.keep], False
     return left
+
+
+def _upgrade_backup(settings: Settings) -> str | None:
+    """The name of the safety backup an unfinished embedded upgrade records (upgrade.json)."""
+    from moviectl.core.servers.upgrade_state import read_state
+
+    state = read_state(Path(settings.data_dir)) or {}
+    return Path(str(state["backup"])).name if state.get("backup") else None
 
 
 def abort_uploads(repo: Repository, *, dry_run: bool) -> PruneResult:

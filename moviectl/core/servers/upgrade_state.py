@@ -100,6 +100,20 @@ def swap_broken(data_dir: Path, state: dict[str, Any]) -> Refused:
     """A swap killed (or failed) while pg_upgrade moved files: neither cluster may start;
     the verified safety backup is the way back, by one command."""
     backup = state.get("backup")
+    if state.get("phase") == "restoring":  # --rollback itself was stopped (killed, failed)
+        work = data_dir / WORK_DIR
+        where = (
+            f"what it replaced is kept in {work} (replaced-*)"
+            if (work / "replaced-pgdata").exists()
+            else f"it had not moved {data_dir / 'pgdata'} yet"
+        )
+        return Refused(
+            f"the --rollback of the upgrade to PostgreSQL {state.get('to')} stopped while "
+            f"it restored the safety backup {backup}: {where}, and nothing was started",
+            hint="moviectl db upgrade --rollback --yes runs it again (every write since "
+            "that backup is lost)",
+            backup=backup,
+        )
     return Refused(
         f"the upgrade to PostgreSQL {state.get('to')} with --method swap stopped while "
         f"pg_upgrade moved the old cluster's files into the new one: neither cluster in "

@@ -100,7 +100,7 @@ def pg_upgrade(
         shutil.rmtree(sockdir, ignore_errors=True)
     if proc.returncode != 0:
         raise CheckFailed(
-            f"pg_upgrade{' --check' if check else ''} failed: {_reason(lines)}",
+            f"pg_upgrade{' --check' if check else ''} failed: {_reason(lines, new.pgdata)}",
             hint="nothing changed in the old cluster; fix what pg_upgrade names, then again",
             output=lines[-15:],
         )
@@ -110,12 +110,12 @@ def pg_upgrade(
 _CONSULT = re.compile(r'Consult the last few lines of "([^"]+)"(?: or "([^"]+)")?')
 
 
-def _reason(lines: list[str]) -> str:
+def _reason(lines: list[str], new_pgdata: Path) -> str:
     """pg_upgrade's own complaint: a failed check's line and the explanation after it;
     the error in the log a failed step names (pg_restore's, e.g. a full disk: pg_upgrade
     itself says only "Consult the last few lines of ..."); else the line before its
     "Failure, exiting" (e.g. "could not clone file ...")."""
-    logged = _logged_error(lines)
+    logged = _logged_error(lines, new_pgdata)
     if logged:
         return logged
     for i, line in enumerate(lines):
@@ -128,16 +128,22 @@ def _reason(lines: list[str]) -> str:
     return lines[-1].strip() if lines else "no output"
 
 
-def _logged_error(lines: list[str]) -> str | None:
+def _logged_error(lines: list[str], new_pgdata: Path) -> str | None:
     """The first error line in the tails of the logs pg_upgrade names on a failed step
-    (read now: they lie in the new cluster, which the way back removes)."""
+    (read now: they lie in the new cluster, which the way back removes). Only a regular
+    file under the new cluster is read: its output also carries database names, which
+    must not make moviectl read another file (or block on a FIFO) into an error message."""
+    within = new_pgdata.resolve()
     for line in lines:
         for match in _CONSULT.finditer(line):
             for name in filter(None, match.groups()):
+                path = (new_pgdata.parent / name).resolve()  # relative: from pg_upgrade's cwd
+                if not path.is_relative_to(within) or not path.is_file():
+                    continue
                 try:
-                    with open(name, "rb") as f:
+                    with open(path, "rb") as f:
                         f.seek(max(0, os.fstat(f.fileno()).st_size - 8192))
-                        tail = f.read().decode(errors="replace").splitlines()[-30:]
+                        tail = f.read(8192).decode(errors="replace").splitlines()[-30:]
                 except OSError:
                     continue
                 found = [ln for ln in tail if re.search(r"\b(?:error|fatal|panic):", ln, re.I)]

@@ -4,7 +4,10 @@ anything changed), restored into a new cluster of the old major.
 
 What it replaces (the new cluster, or what a killed swap left) is moved into ``.upgrade/``
 first and deleted only once the restored cluster holds what the backup's manifest says;
-a rollback killed or failed half-way is in phase ``restoring`` and simply runs again.
+a rollback killed or failed half-way is in phase ``restoring`` and simply runs again. The
+restore and its check run on a port of its own: the project's port serves the cluster only
+once it is verified and the state cleared, so a killed rollback leaves nothing half-made
+serving there.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from moviectl.core.servers.upgrade_state import (
     write_state,
 )
 from moviectl.core.upgrade.model import FinishResult
-from moviectl.core.upgrade.steps import remove_tree, server_like
+from moviectl.core.upgrade.steps import at_port, remove_tree, server_like, start_throwaway
 from moviectl.infra.errors import CheckFailed, MoviectlError, Refused, from_os_error
 
 if TYPE_CHECKING:
@@ -70,16 +73,22 @@ def restore_safety_backup(
                 os.rename(d, kept)
         if pgdata.exists():  # replaced before: a killed or failed rollback's own cluster
             remove_tree(pgdata)
-        old.start()  # initdb of a new, empty PostgreSQL {from_major} cluster
-        restore_into(settings, backup, man, state.get("mark"))
-        _, _, rev, counts = snapshot(settings, settings.target())
+        # initdb of a new, empty PostgreSQL {from_major} cluster, on a port of its own
+        # until verified: a killed rollback never leaves a half-restored one serving
+        start_throwaway(old)
+        private = at_port(settings, old.port)
+        restore_into(private, backup, man, state.get("mark"))
+        _, _, rev, counts = snapshot(private, private.target())
         diffs = compare(man, rev, counts)
         if diffs:
             raise CheckFailed(
                 f"the restored cluster differs from the safety backup's manifest: {diffs[0]}"
             )
-    except (MoviectlError, OSError) as exc:
-        stop_stray(pgdata)  # a half-restored cluster serves nobody
+        old.stop("fast")
+    except BaseException as exc:
+        stop_stray(pgdata)  # a half-restored cluster serves nobody (Ctrl-C, SIGTERM too)
+        if not isinstance(exc, (MoviectlError, OSError)):
+            raise
         failed = exc if isinstance(exc, MoviectlError) else from_os_error(exc)
         failed.message = f"--rollback failed: {failed.message}"
         failed.hint = f"{failed.hint}; {again}" if failed.hint and failed is exc else again
@@ -88,6 +97,12 @@ def restore_safety_backup(
         raise failed from exc
     shutil.rmtree(work, ignore_errors=True)
     clear_state(data_dir)
+    old.port = server.port  # verified and on record: now the cluster `db up` would start
+    try:
+        old.start()
+    except MoviectlError as exc:
+        exc.message = f"the rollback is complete, but its cluster did not start: {exc.message}"
+        raise
     return FinishResult(
         "rollback",
         from_major,
