@@ -1,8 +1,8 @@
 """Leftover multipart uploads, reported and aborted, against a bucket that misbehaves: a
 stalled server (SIGSTOP), refused keys, a missing bucket. `backup prune --uploads-only`
 has one job: when it cannot do it, it says so with the exit code any prune has, and a
-stall mid-way does not cost one rclone timeout per upload. No rclone is left behind.
-A real SeaweedFS and rclone."""
+stall mid-way does not cost one rclone timeout per upload. `doctor` counts every bucket
+within the bound `health` has. No rclone is left behind. A real SeaweedFS and rclone."""
 
 from __future__ import annotations
 
@@ -107,6 +107,31 @@ def test_a_bucket_that_stalls_mid_prune_is_one_wait_and_exit_1(s3, tmp_path):
     assert acts.count("failed") >= 2 and "kept" not in acts, doc
     assert took < 45, took  # one rclone wait (about four times 5 s), not one per upload
     assert left == [] and SECRET_KEY not in out + err
+
+
+@pytest.mark.timeout(300)
+def test_doctor_counts_every_bucket_within_healths_bound(s3, tmp_path):
+    env = env_of(s3, tmp_path)
+    dead_run(s3, "doc", "movies-20261202T000000Z-abcdef.dump")
+    env["MOVIE_BACKUP_REPO"] = "s3://backups/doc,s3://backups/doc2"
+    r = run_moviectl(env, "--json", "doctor", timeout=120)
+    found = {f["name"]: f for f in one_json(r)["findings"]}["leftover uploads"]
+    assert found["status"] == "warn" and "s3://backups/doc," in found["detail"], found
+    assert "1 for `backup prune` to abort" in found["detail"]
+
+    s3.pause()
+    try:
+        t0 = time.monotonic()
+        r = run_moviectl(env, "--json", "doctor", timeout=300)
+        took = time.monotonic() - t0
+        left = rclones(s3)
+    finally:
+        s3.resume()
+    found = {f["name"]: f for f in one_json(r)["findings"]}["leftover uploads"]
+    assert found["status"] == "warn" and "not checked" in found["detail"], found
+    assert "s3://backups/doc" in found["detail"]  # which bucket was not counted
+    assert took < 25, took  # twice MOVIE_CONNECT_TIMEOUT for the buckets, side by side
+    assert left == []
 
 
 def test_no_rclone_and_uploads_only_is_exit_9(s3, tmp_path):
