@@ -141,3 +141,29 @@ def test_no_rclone_and_uploads_only_is_exit_9(s3, tmp_path):
     args = ("--json", "backup", "prune", "--uploads-only", "--yes", "--repo", "s3://backups/n")
     r = run_moviectl(env, *args, python=NO_RCLONE)
     assert r.returncode == 9 and "moviectl[s3-wal]" in one_json(r)["hint"], r.stdout
+
+
+@pytest.mark.timeout(300)
+def test_metrics_keep_the_last_count_while_the_bucket_stalls(s3, tmp_path):
+    """As `up` 0 keeps a stalled repository's other series: an alert on leftover uploads
+    must not resolve because the bucket stopped answering (nor while a count runs)."""
+    from moviectl.core.health.repositories import UPLOADS_TTL
+    from tests.core.test_health_repositories import _metrics, _serve
+
+    repo = "s3://backups/met"
+    dead_run(s3, "met", "movies-20261202T000000Z-abcdef.dump")
+    left = f'moviectl_backup_repository_leftover_uploads{{repository="{repo}"}} 1.0'
+    down = f'moviectl_backup_repository_up{{repository="{repo}"}} 0.0'
+    for port in _serve(env_of(s3, tmp_path, MOVIE_BACKUP_REPO=repo)):
+        assert left in _metrics(port).decode()
+        s3.pause()
+        try:
+            seen, deadline = [], time.monotonic() + UPLOADS_TTL + 20  # past a recount
+            while time.monotonic() < deadline:
+                text = _metrics(port).decode()
+                seen.append((down in text, left in text))
+                time.sleep(2)
+        finally:
+            s3.resume()
+    assert (True, True) in seen and all(kept for _, kept in seen), seen
+    assert rclones(s3) == []

@@ -100,7 +100,8 @@ def read_repositories(
         elif facts is None:  # still waiting: abandoned (its requests end within their bound)
             facts = down(repo.url, f"did not answer within {bound:g} s", 3)
         if repo.remote:
-            late = {"uploads_unchecked": f"not checked: no answer within {bound:g} s"}
+            why = f"not checked: no answer within {bound:g} s"
+            late = {**_last_count(repo.url), "uploads_unchecked": why}
             facts = replace(facts, **{**_NO_UPLOADS, **(uploads or late)})
         out.append(facts)
     return out
@@ -119,6 +120,14 @@ _UPLOADS_SEEN: dict[str, tuple[float, dict[str, Any]]] = {}
 UPLOADS_TTL = 60.0  # /metrics refreshes every few seconds; one rclone run a minute will do
 
 
+def _last_count(url: str) -> dict[str, Any]:
+    """The last count this process made of ``url`` (none: ``{}``), kept while a new one
+    fails or stalls, as ``down`` keeps the rest: a /metrics series does not vanish."""
+    with _CACHE_LOCK:
+        seen = _UPLOADS_SEEN.get(url)
+    return dict(seen[1]) if seen is not None else {}
+
+
 def _uploads(repo: Repository, ttl: float) -> dict[str, Any]:
     """The bucket's unfinished multipart uploads, counted (``RepoFacts``' upload fields):
     one look-up per repository at a time (a stalled one is not started again while it
@@ -126,17 +135,18 @@ def _uploads(repo: Repository, ttl: float) -> dict[str, Any]:
     from moviectl.core.backups import uploads
 
     now = time.monotonic()
+    last = _last_count(repo.url)
     with _CACHE_LOCK:
         seen = _UPLOADS_SEEN.get(repo.url)
         if seen is not None and now - seen[0] < ttl:
             return seen[1]
         if repo.url in _UPLOADS_BUSY:
-            return {"uploads_unchecked": "not checked: the previous look-up has not ended"}
+            return {**last, "uploads_unchecked": "not checked: the previous look-up has not ended"}
         _UPLOADS_BUSY.add(repo.url)
     try:
         report = uploads.find(repo)
         if report.unchecked:
-            return {"uploads_unchecked": report.unchecked}
+            return {**last, "uploads_unchecked": report.unchecked}
         b = uploads.backlog(report)
         fields: dict[str, Any] = {
             "incomplete_uploads": b.total,
@@ -149,7 +159,7 @@ def _uploads(repo: Repository, ttl: float) -> dict[str, Any]:
             _UPLOADS_SEEN[repo.url] = (now, fields)
         return fields
     except Exception as exc:  # never a traceback in a report or a scrape
-        return {"uploads_unchecked": f"not checked: {type(exc).__name__}"}
+        return {**last, "uploads_unchecked": f"not checked: {type(exc).__name__}"}
     finally:
         with _CACHE_LOCK:
             _UPLOADS_BUSY.discard(repo.url)
