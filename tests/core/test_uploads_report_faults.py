@@ -109,6 +109,32 @@ def test_a_bucket_that_stalls_mid_prune_is_one_wait_and_exit_1(s3, tmp_path):
     assert left == [] and SECRET_KEY not in out + err
 
 
+def test_sigterm_while_rclone_waits_on_a_stalled_bucket_exits_at_once(s3, tmp_path):
+    """SIGTERM unwinds moviectl at once (exit 143): the rclone it waits on is killed, not
+    waited for (its timeouts would hold the exit for minutes at the default stall bound)."""
+    env = {**env_of(s3, tmp_path), "MOVIE_STALL_TIMEOUT": "30"}
+    dead_run(s3, "term", "movies-20261202T000000Z-abcdef.dump")
+    proc = start_moviectl(
+        env, "backup", "prune", "--uploads-only", "--yes", "--repo", "s3://backups/term"
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not any(b"cleanup" in Path(f"/proc/{p}/cmdline").read_bytes() for p in rclones(s3)):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.01)
+        s3.pause()
+        time.sleep(1)  # rclone is waiting on the stalled server
+        t0 = time.monotonic()
+        proc.terminate()
+        proc.communicate(timeout=200)
+        took = time.monotonic() - t0
+        left = rclones(s3)
+    finally:
+        s3.resume()
+    assert proc.returncode == 143 and took < 10, (proc.returncode, took)
+    assert left == []
+
+
 @pytest.mark.timeout(300)
 def test_doctor_counts_every_bucket_within_healths_bound(s3, tmp_path):
     env = env_of(s3, tmp_path)

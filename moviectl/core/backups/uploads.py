@@ -139,6 +139,9 @@ def _run(repo: S3Repository, *args: str) -> str:
             proc.kill()
             proc.communicate()
             raise Unreachable(f"rclone did not answer within {limit:g} s") from None
+        except BaseException:  # SIGINT, SIGTERM: on the way out, never wait for it
+            proc.kill()
+            raise
     if proc.returncode != 0:
         why = _why(err)
         raise (Unreachable if why in _DOWN else MoviectlError)(f"rclone failed: {why}")
