@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 
 from tests.conftest import Cli
+from tests.core.s3server import SeaweedS3
 from tests.ports import free_port
 
 PASSWORD = "pitr-secret-pw"
@@ -33,6 +34,27 @@ def started(root: Path) -> Iterator[Cli]:
     r = cli("pitr", "enable", "--yes", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["restarted"] is True
+    try:
+        yield cli
+    finally:
+        for x in status(cli)["restores"]:
+            cli("pitr", "discard", x["name"], "--yes")
+        cli("db", "down")
+
+
+def s3_with_a_base_backup(s3: SeaweedS3, root: Path, repo: str) -> Iterator[Cli]:
+    """`db up` + `pitr enable --yes` with the repository in ``repo`` (an ``s3://`` URL in
+    ``s3``), table ``t`` of 1000 rows and a base backup of it; restores discarded and the
+    server stopped after (the s3 promote modules' ``pitr`` fixture)."""
+    cli = Cli(s3.env(**pitr_env(root), MOVIE_BACKUP_REPO=repo))
+    assert cli("db", "up").exit_code == 0
+    r = cli("pitr", "enable", "--yes", "--json")
+    assert r.exit_code == 0, r.output
+    with conn(cli) as c:
+        c.execute("CREATE TABLE t (i int PRIMARY KEY, payload text)")
+        c.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g")
+    r = cli("backup", "--physical", "--json")
+    assert r.exit_code == 0, r.output
     try:
         yield cli
     finally:

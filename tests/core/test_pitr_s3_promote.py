@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli, wait_for
-from tests.core.pitr_support import conn, facts, pitr_env, status
+from tests.core.pitr_support import conn, facts, pitr_env, s3_with_a_base_backup, status
 from tests.core.s3server import SECRET_KEY, SeaweedS3
 
 pytestmark = pytest.mark.timeout(900)
@@ -40,21 +40,7 @@ def s3(tmp_path: Path) -> Iterator[SeaweedS3]:
 
 @pytest.fixture
 def pitr(s3: SeaweedS3, tmp_path: Path) -> Iterator[Cli]:
-    cli = Cli(s3.env(**pitr_env(tmp_path / "pitr"), MOVIE_BACKUP_REPO=REPO))
-    assert cli("db", "up").exit_code == 0
-    r = cli("pitr", "enable", "--yes", "--json")
-    assert r.exit_code == 0, r.output
-    with conn(cli) as c:
-        c.execute("CREATE TABLE t (i int PRIMARY KEY, payload text)")
-        c.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g")
-    r = cli("backup", "--physical", "--json")
-    assert r.exit_code == 0, r.output
-    try:
-        yield cli
-    finally:
-        for x in status(cli)["restores"]:
-            cli("pitr", "discard", x["name"], "--yes")
-        cli("db", "down")
+    yield from s3_with_a_base_backup(s3, tmp_path / "pitr", REPO)
 
 
 def _noted(pitr: Cli) -> str:

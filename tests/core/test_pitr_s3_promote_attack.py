@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli, start_moviectl, subprocess_env, wait_for
-from tests.core.pitr_support import conn, facts, pitr_env
+from tests.core.pitr_support import conn, facts, s3_with_a_base_backup
 from tests.core.s3server import SECRET_KEY, SeaweedS3
 
 pytestmark = pytest.mark.timeout(900)
@@ -26,31 +27,8 @@ WAL = "movies/pitr/wal/"
 
 
 @pytest.fixture
-def s3(tmp_path: Path) -> Iterator[SeaweedS3]:
-    server = SeaweedS3(tmp_path / "seaweed")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def pitr(s3: SeaweedS3, tmp_path: Path) -> Iterator[Cli]:
-    cli = Cli(s3.env(**pitr_env(tmp_path / "pitr"), MOVIE_BACKUP_REPO=REPO))
-    assert cli("db", "up").exit_code == 0
-    r = cli("pitr", "enable", "--yes", "--json")
-    assert r.exit_code == 0, r.output
-    with conn(cli) as c:
-        c.execute("CREATE TABLE t (i int PRIMARY KEY, payload text)")
-        c.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g")
-    r = cli("backup", "--physical", "--json")
-    assert r.exit_code == 0, r.output
-    try:
-        yield cli
-    finally:
-        r = cli("pitr", "status", "--json")
-        for x in json.loads(r.stdout).get("restores", []) if r.stdout.strip() else []:
-            cli("pitr", "discard", x["name"], "--yes")
-        cli("db", "down")
+def pitr(s3: SeaweedS3, tmp_path: Path) -> Iterator[Cli]:  # s3: tests/core/conftest.py's
+    yield from s3_with_a_base_backup(s3, tmp_path / "pitr", REPO)
 
 
 _MORE = "INSERT INTO t SELECT m + g, %s FROM (SELECT max(i) m FROM t) x, generate_series(1, 100) g"
@@ -230,17 +208,15 @@ def test_the_keys_are_only_in_the_private_env_file(pitr: Cli, s3: SeaweedS3) -> 
     assert conf.stat().st_mode & 0o077 == 0 and "s3-wal.sh" in conf.read_text()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="left: the cut-short upload's timeline-2 objects (no history file) stay in the "
-    "bucket; the same restore again takes timeline 2 and its promote is refused for them",
-)
 def test_the_same_restore_again_after_a_promote_cut_mid_upload_can_be_promoted(
     pitr: Cli, s3: SeaweedS3
 ) -> None:
-    """The user gives up on a killed promote (discards it) and restores to the same
-    moment again: that restore's promote must not be refused for the first one's
-    leftovers (the documented re-run of the first promote works: the test above)."""
+    """The user gives up on a promote killed before the history file (discards it) and
+    restores to the same moment again: that restore takes timeline 3, past the first one's
+    leftovers (timeline-2 segments without a history file, never replaced or deleted), its
+    promote goes through, a tombstone history file fills the gap at 2, and a `--latest`
+    restore from the bucket alone follows timeline 3 (the documented re-run of the first
+    promote works too: the test above)."""
     with conn(pitr) as c:
         time.sleep(1.1)
         row = c.execute("SELECT now()").fetchone()
@@ -250,14 +226,32 @@ def test_the_same_restore_again_after_a_promote_cut_mid_upload_can_be_promoted(
     noted = row[0].isoformat()
     r = pitr("restore", "--physical", "--to-time", noted, "--into", "first", "--json")
     assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["timeline"] == 2
     want = facts(int(json.loads(r.stdout)["port"]), pitr)
     env = subprocess_env(**pitr.env, KILL_AT="history")
     proc = start_moviectl(env, "pitr", "promote", "first", "--yes", python=_KILL_AT)
     proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL
     assert pitr("pitr", "discard", "first", "--yes").exit_code == 0  # the user gave up on it
+    left = {k: s3.read(k) for k in s3.keys(WAL) if k.startswith(f"{WAL}00000002")}
+    assert left and f"{WAL}00000002.history" not in s3.keys(WAL), left.keys()
+
     r = pitr("restore", "--physical", "--to-time", noted, "--into", "second", "--json")
     assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["timeline"] == 3, r.stdout
+    assert facts(int(json.loads(r.stdout)["port"]), pitr) == want
     r = pitr("pitr", "promote", "second", "--yes", "--json")
     assert r.exit_code == 0, r.output
     assert facts(pitr) == want
+    assert {k: s3.read(k) for k in left} == left  # the leftovers, as they were
+    tomb = s3.read(f"{WAL}00000002.history").decode()
+    assert all(x.startswith("#") for x in tomb.splitlines()), tomb  # comments: never followed
+    assert "\n1\t" in "\n" + s3.read(f"{WAL}00000003.history").decode()  # forked from 1
+
+    _archives_into_the_bucket(pitr, s3)  # life on timeline 3
+    after = facts(pitr)
+    shutil.rmtree(Path(pitr.env["MOVIE_BACKUP_DIR"]) / "pitr" / "base")  # the bucket alone
+    r = pitr("restore", "--physical", "--latest", "--into", "follow", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["timeline"] == 4, r.stdout  # through 2's tombstone to 3
+    assert facts(int(json.loads(r.stdout)["port"]), pitr) == after

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from tests.conftest import read_until, run_moviectl, subprocess_env
-from tests.core.upgrade_support import ROWS, Site, copy_site, seed_cluster
+from tests.core.upgrade_support import ROWS, Site, copy_site, fill, seed_cluster, small_disk
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -197,3 +197,102 @@ def test_swap_stops_before_moving_anything_while_something_writes(site: Site) ->
     assert r.returncode == 5 and "changed during the safety backup" in r.stderr, r.stderr
     assert site.fingerprint()[0] == "16"  # running, as it was
     assert not _left(site.data)
+
+
+def test_a_full_disk_before_the_swap_moves_anything_fails_and_the_old_cluster_runs(
+    site: Site, tmp_path: Path
+) -> None:
+    """The disk fills once pg_upgrade --swap has begun: its schema restore (a new
+    database's files) cannot be written, pg_upgrade fails before it renames the old
+    pg_control, and the old cluster comes back running with every row, as with copy."""
+    with small_disk(site, tmp_path) as full:
+        assert full.run("db", "up").returncode == 0
+        before = full.fingerprint()
+        proc = full.start(*SWAP)
+        try:
+            seen = read_until(proc.stderr, "pg_upgrade --swap", timeout=600)
+            assert "pg_upgrade --swap" in seen, seen
+            ballast = fill(full.root, leave=2**20)
+            _, err = proc.communicate(timeout=600)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        err = " ".join((seen + err).split())
+        assert proc.returncode == 1 and "error: pg_upgrade failed: " in err, err
+        assert "No space left on device" in err.split("error: pg_upgrade failed: ")[1], err
+        assert TAKEN_APART not in err and "neither cluster" not in err, err
+        assert "Traceback" not in err
+        ballast.unlink()
+        assert full.fingerprint() == before  # the old cluster, running, as it was
+        assert not _left(full.data)
+
+
+def _broken_swap(full: Site) -> None:
+    """pg_upgrade --swap killed while it moves files (exit 5, neither cluster startable)."""
+    proc = full.start(*SWAP)
+    try:
+        seen = read_until(proc.stderr, TAKEN_APART, timeout=600)
+        assert TAKEN_APART in seen, seen
+        os.kill(_pg_upgrade_child(proc.pid), signal.SIGKILL)
+        proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 5
+
+
+def test_a_rollback_on_a_full_disk_fails_keeps_what_it_replaced_and_runs_again(
+    site: Site, tmp_path: Path
+) -> None:
+    """After a broken swap, --rollback on a disk too full for a new cluster (its initdb)
+    fails with the reason and the way on, keeps what it replaced in .upgrade/, starts
+    nothing (`db up` refuses); with space freed it runs again: every row is back."""
+    with small_disk(site, tmp_path) as full:
+        assert full.run("db", "up").returncode == 0
+        before = full.fingerprint()
+        _broken_swap(full)
+        ballast = fill(full.root, leave=2**20)
+        r = full.run("db", "upgrade", "--rollback", "--yes")
+        err = " ".join(r.stderr.split())
+        assert r.returncode == 8 and "--rollback failed: initdb failed" in err, err
+        assert "No space left on device" in err, err
+        assert "replaced-* knowingly" in err and "--rollback --yes runs it again" in err, err
+        assert "Traceback" not in err
+        assert json.loads((full.data / "upgrade.json").read_text())["phase"] == "restoring"
+        kept = {p.name for p in (full.data / ".upgrade").iterdir()}
+        assert "replaced-pgdata" in kept, kept  # the remains of the old cluster, kept
+        assert not (full.data / "pgdata" / "postmaster.pid").exists()  # nothing started
+        r = full.run("db", "up")
+        assert r.returncode == 5 and "--rollback --yes" in r.stderr, r.stderr
+        ballast.unlink()
+        done = full.json("db", "upgrade", "--rollback", "--yes")
+        assert done["action"] == "rollback" and done["from_major"] == 16
+        assert full.fingerprint() == before
+        assert not _left(full.data)
+
+
+def test_a_rollback_after_a_swap_on_a_full_disk_moves_nothing_and_runs_again(
+    site: Site, tmp_path: Path
+) -> None:
+    """After a completed swap, --rollback on a disk with no byte free fails (exit 1, disk
+    full) before it moves anything: `db up` serves the new cluster with every row, not an
+    empty one; with space freed the rollback runs again and restores the safety backup."""
+    with small_disk(site, tmp_path) as full:
+        assert full.run("db", "up").returncode == 0
+        before = full.fingerprint()
+        assert full.json(*SWAP)["ok"] is True
+        assert full.run("db", "down").returncode == 0  # its shutdown frees no space later
+        ballast = fill(full.root, leave=0)
+        r = full.run("db", "upgrade", "--rollback", "--yes")
+        err = " ".join(r.stderr.split())
+        assert r.returncode == 1 and "--rollback failed: disk full" in err, err
+        assert "Traceback" not in err
+        ballast.unlink()
+        assert Site(full.root, full.port, None).run("db", "up").returncode == 0
+        assert full.fingerprint() == ("18", *before[1:])  # nothing moved, nothing lost
+        done = full.json("db", "upgrade", "--rollback", "--yes")
+        assert done["action"] == "rollback" and done["from_major"] == 16
+        assert full.fingerprint() == before
+        assert not _left(full.data)

@@ -8,12 +8,16 @@ for each test: every upgrade runs on a fresh copy.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from moviectl.core.servers.upgrade_state import stop_stray
 from tests.conftest import run_moviectl, start_moviectl, subprocess_env
@@ -102,3 +106,35 @@ def copy_site(seeded: Site, root: Path) -> Site:
     root.mkdir(parents=True, exist_ok=True)
     subprocess.run(["cp", "-a", str(seeded.data), str(root / "data")], check=True, timeout=300)
     return Site(root, free_port(), seeded.bin_dir)
+
+
+@contextmanager
+def small_disk(site: Site, tmp_path: Path) -> Iterator[Site]:
+    """A copy of ``site`` on a tmpfs of about three times its size (its backups outside);
+    the test skips where no tmpfs can be mounted. Unmounted (lazily) at the end."""
+    small = tmp_path / "small"
+    small.mkdir()
+    used = int(subprocess.check_output(["du", "-sm", str(site.data)]).split()[0])
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={used * 3 + 200}m", "tmpfs", str(small)],
+        capture_output=True,
+        timeout=30,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr!r}")
+    full = Site(small, site.port, site.bin_dir, backups=tmp_path / "backups")
+    try:
+        subprocess.run(["cp", "-a", str(site.data), str(full.data)], check=True, timeout=300)
+        yield full
+    finally:
+        full.stop_everything()
+        subprocess.run(["umount", "-l", str(small)], check=False, timeout=60)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """A ballast file that leaves ``leave`` bytes free on ``disk``'s filesystem."""
+    st = os.statvfs(disk)
+    ballast = disk / "ballast"
+    size = st.f_bavail * st.f_frsize - leave
+    subprocess.run(["fallocate", "-l", str(size), str(ballast)], check=True, timeout=60)
+    return ballast

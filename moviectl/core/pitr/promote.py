@@ -7,7 +7,8 @@ meanwhile), and the WAL the
 restored cluster archived into its own archive joins the real one (the new timeline's
 history file first), so the archive covers the new timeline from its first segment.
 With an ``s3://`` repository (embedded only) those files are uploaded into its ``wal/``
-(history file last, nothing replaced) and the promoted server archives there too.
+(history file last, nothing replaced; then a tombstone history file for each lower
+timeline number without one: ``timelines.py``) and the promoted server archives there too.
 Docker: the data volume's old contents are copied into a new volume first (``docker.py``).
 """
 
@@ -29,6 +30,7 @@ from moviectl.core.pitr.repo import store_of
 from moviectl.core.pitr.restore import RECORD, restores_dir, server_of
 from moviectl.core.pitr.server import PITR_CONF, backend_name, give_to_server
 from moviectl.core.pitr.store import fsync_dir
+from moviectl.core.pitr.timelines import gaps, history_name, timeline_of, tombstone
 from moviectl.core.servers import swap_journal, upgrade_state
 from moviectl.infra.errors import MoviectlError, Refused, ServerError, UsageError
 from moviectl.infra.held_signals import held
@@ -230,7 +232,8 @@ def _merge_remote(own: Path, repo: Any) -> int:
     An object of the same name must hold the same bytes (read back and compared, as the
     archive script does): a different one is refused before anything is uploaded or
     swapped. The history file goes LAST: until it is there, no restore follows the new
-    timeline, so a cut-short upload (re-run: the same bytes are skipped) misleads none."""
+    timeline, so a cut-short upload (re-run: the same bytes are skipped) misleads none;
+    a later restore takes a timeline number past its leftovers (``timelines.py``)."""
     files = sorted(_own_files(own), key=lambda p: p.name.endswith(".history"))  # it last
     todo = []
     for f in files:
@@ -245,7 +248,22 @@ def _merge_remote(own: Path, repo: Any) -> int:
             )
     for f in todo:
         repo.put(f.name, f)
+    _fill_gaps(repo, files, own)
     return len(todo)
+
+
+def _fill_gaps(repo: Any, files: list[Path], own: Path) -> None:
+    """Once the new timeline's history file is in the bucket: a tombstone history file for
+    each number below it without one (its restore skipped the leftovers of a cut-short
+    promote), so PostgreSQL's probe reaches the new timeline (``timelines.py``). Only
+    where no history file is: nothing replaced."""
+    ours = max((timeline_of(f.name) or 0 for f in files if f.name.endswith(".history")), default=0)
+    for tli in gaps((o.name for o in repo.list()), ours) if ours > 2 else []:
+        tomb = own.parent / f".tombstone-{history_name(tli)}"
+        tomb.write_text(tombstone(tli))
+        if repo.stat(history_name(tli)) is None:
+            repo.put(history_name(tli), tomb)
+        tomb.unlink()
 
 
 def _same(repo: Any, f: Path, size: int) -> bool:

@@ -5,6 +5,7 @@ A restore lives in ``MOVIE_DATA_DIR/restores/<name>/`` (``pgdata``, ``log``, ``a
 its own WAL archive, so a restore that is never promoted never writes to the real one).
 It is listed once ``restore.json`` is written, after the cluster reached its target; a
 killed restore (``.owner`` names its dead pid) is stopped and removed by the next run.
+Its new timeline is numbered past every timeline the archive shows (``timelines.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from moviectl.core.pitr import archive_wal, chain
+from moviectl.core.pitr import archive_wal, chain, timelines
 from moviectl.core.pitr.repo import store_of
 from moviectl.core.pitr.server import (
     PITR_CONF,
@@ -182,6 +183,8 @@ def restore(
     bases = store.bases()
     base = choose(target, bases, archive_facts(store), store.marks())
     members = chain.chain_of(base, bases)
+    # a timeline beyond any in the archive, a cut-short promote's leftovers included
+    plan = timelines.plan([w.name for w in store.wal_files()], members[-1].timeline)
     remote = hasattr(store, "fetch")
     for m in members if remote else []:
         store.fetch(m)  # type: ignore[attr-defined]  # object storage: downloaded, then verified like any hostile input
@@ -203,7 +206,7 @@ def restore(
     done = False
     try:
         (path / OWNER).write_text(str(os.getpid()))
-        server = _prepare(settings, store, members, target, path)
+        server = _prepare(settings, store, members, target, path, plan)
         _start(settings, server, timeout)
         result = _finish(settings, server, base, target, name)
         result.seconds = round(time.monotonic() - started, 3)
@@ -226,7 +229,12 @@ def _push_current_wal(settings: Settings) -> None:
 
 
 def _prepare(
-    settings: Settings, store: Any, members: list[BaseBackup], target: Target, path: Path
+    settings: Settings,
+    store: Any,
+    members: list[BaseBackup],
+    target: Target,
+    path: Path,
+    plan: timelines.Plan,
 ) -> EmbeddedServer:
     pgdata = path / "pgdata"
     src = Path(members[-1].path)
@@ -246,11 +254,16 @@ def _prepare(
     own = path / "archive"
     own.mkdir(mode=0o700)
     script = archive_wal.install(path / archive_wal.SCRIPT_NAME)
+    command = _restore_command(store, path)
+    if plan.taken:
+        timelines.install_placeholders(path / timelines.DIR, plan.taken)
+        command = timelines.with_fallback(command, path / timelines.DIR)
     options = {
-        "restore_command": quote(_restore_command(store, path)),
+        "restore_command": quote(command),
         "archive_mode": "on",
         "archive_command": quote(archive_wal.command(script, own)),
         **target.settings(),
+        "recovery_target_timeline": plan.target_timeline(),
     }
     for p in (path, own, script):
         give_to_server(p)

@@ -23,7 +23,7 @@ from typing import Any
 from moviectl.core.servers import cluster_marker, upgrade_state
 from moviectl.infra.errors import PortInUse, ServerError
 from moviectl.infra.files import write_atomically
-from moviectl.infra.pgtools import binary_major, find_bin_dir
+from moviectl.infra.pgtools import binary_major, find_bin_dir, first_error
 from moviectl.infra.ports import describe_port_owner, port_is_free
 from moviectl.infra.processes import env_without_secrets, pid_alive
 from moviectl.infra.waiting import poll_until
@@ -193,7 +193,7 @@ class EmbeddedServer:
         if res.returncode != 0:
             shutil.rmtree(work, ignore_errors=True)
             raise ServerError(
-                f"initdb failed for {self.pgdata}: {_last_line(res.stderr)}",
+                f"initdb failed for {self.pgdata}: {first_error(res.stderr)}",
                 hint="check the disk and MOVIE_DATA_DIR; nothing was left behind",
             )
         try:

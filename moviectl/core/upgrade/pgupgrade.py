@@ -107,9 +107,17 @@ def pg_upgrade(
     return lines
 
 
+_CONSULT = re.compile(r'Consult the last few lines of "([^"]+)"(?: or "([^"]+)")?')
+
+
 def _reason(lines: list[str]) -> str:
     """pg_upgrade's own complaint: a failed check's line and the explanation after it;
-    else the line before its "Failure, exiting" (e.g. "could not clone file ...")."""
+    the error in the log a failed step names (pg_restore's, e.g. a full disk: pg_upgrade
+    itself says only "Consult the last few lines of ..."); else the line before its
+    "Failure, exiting" (e.g. "could not clone file ...")."""
+    logged = _logged_error(lines)
+    if logged:
+        return logged
     for i, line in enumerate(lines):
         if re.search(r"\bfatal\b", line, re.IGNORECASE):
             tail = [ln.strip() for ln in lines[i + 1 : i + 4] if ln.strip()]
@@ -118,6 +126,24 @@ def _reason(lines: list[str]) -> str:
         if line.strip().startswith("Failure, exiting") and i > 0:
             return lines[i - 1].strip()[:500]
     return lines[-1].strip() if lines else "no output"
+
+
+def _logged_error(lines: list[str]) -> str | None:
+    """The first error line in the tails of the logs pg_upgrade names on a failed step
+    (read now: they lie in the new cluster, which the way back removes)."""
+    for line in lines:
+        for match in _CONSULT.finditer(line):
+            for name in filter(None, match.groups()):
+                try:
+                    with open(name, "rb") as f:
+                        f.seek(max(0, os.fstat(f.fileno()).st_size - 8192))
+                        tail = f.read().decode(errors="replace").splitlines()[-30:]
+                except OSError:
+                    continue
+                found = [ln for ln in tail if re.search(r"\b(?:error|fatal|panic):", ln, re.I)]
+                if found:
+                    return " ".join(found[0].split())[:500]
+    return None
 
 
 @contextmanager

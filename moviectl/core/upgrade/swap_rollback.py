@@ -23,7 +23,7 @@ from moviectl.core.servers.upgrade_state import (
 )
 from moviectl.core.upgrade.model import FinishResult
 from moviectl.core.upgrade.steps import remove_tree, server_like
-from moviectl.infra.errors import CheckFailed, Refused
+from moviectl.infra.errors import CheckFailed, MoviectlError, Refused, from_os_error
 
 if TYPE_CHECKING:
     from moviectl.core.servers.cluster import EmbeddedServer
@@ -53,25 +53,39 @@ def restore_safety_backup(
     for d in (pgdata, old_dir(data_dir, from_major), work / "pgdata"):
         stop_stray(d)  # the new server, or what a killed run left
     work.mkdir(exist_ok=True)
-    if state.get("phase") == "restoring":
-        remove_tree(pgdata)  # a killed rollback's half-restored cluster
-    else:
-        for d in (pgdata, old_dir(data_dir, from_major)):
-            if d.exists():  # kept until the restore is verified
-                os.rename(d, work / f"replaced-{d.name}")
-    state.update(phase="restoring", pid=os.getpid())
-    write_state(data_dir, state)
+    again = (
+        f"what it replaces is kept in {work} (replaced-*); free space if the disk is full "
+        f"(or delete {work}/replaced-* knowingly), then moviectl db upgrade --rollback "
+        "--yes runs it again"
+    )
     old = server_like(server, data_dir, Path(state["old_bin"]))
-    old.start()  # initdb of a new, empty PostgreSQL {from_major} cluster
-    restore_into(settings, backup, man, state.get("mark"))
-    _, _, rev, counts = snapshot(settings, settings.target())
-    diffs = compare(man, rev, counts)
-    if diffs:
-        raise CheckFailed(
-            f"the restored cluster differs from the safety backup's manifest: {diffs[0]}",
-            hint=f"what was replaced is kept in {work}; moviectl db upgrade --rollback "
-            "--yes runs the restore again",
-        )
+    try:
+        # on record before anything moves (a full disk fails here, nothing moved): `db up`
+        # then refuses, and `db up` after a done swap never starts an empty cluster
+        state.update(phase="restoring", pid=os.getpid())
+        write_state(data_dir, state)
+        for d in (pgdata, old_dir(data_dir, from_major)):
+            kept = work / f"replaced-{d.name}"
+            if d.exists() and not kept.exists():  # kept until the restore is verified
+                os.rename(d, kept)
+        if pgdata.exists():  # replaced before: a killed or failed rollback's own cluster
+            remove_tree(pgdata)
+        old.start()  # initdb of a new, empty PostgreSQL {from_major} cluster
+        restore_into(settings, backup, man, state.get("mark"))
+        _, _, rev, counts = snapshot(settings, settings.target())
+        diffs = compare(man, rev, counts)
+        if diffs:
+            raise CheckFailed(
+                f"the restored cluster differs from the safety backup's manifest: {diffs[0]}"
+            )
+    except (MoviectlError, OSError) as exc:
+        stop_stray(pgdata)  # a half-restored cluster serves nobody
+        failed = exc if isinstance(exc, MoviectlError) else from_os_error(exc)
+        failed.message = f"--rollback failed: {failed.message}"
+        failed.hint = f"{failed.hint}; {again}" if failed.hint and failed is exc else again
+        if failed is exc:
+            raise
+        raise failed from exc
     shutil.rmtree(work, ignore_errors=True)
     clear_state(data_dir)
     return FinishResult(
