@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -14,7 +14,7 @@ from moviectl.cli.render import (
     Backups,
     render_backup,
     render_backups,
-    render_leftover_uploads,
+    render_prune_plan,
     render_restore,
     render_verify,
 )
@@ -215,26 +215,8 @@ def backup_prune(
     else:
         result = prune_repository(settings, where, policy, dry_run=dry_run)
     out(ctx).emit(result, render_prune_plan)
-
-
-def render_prune_plan(c: Any, r: Any) -> None:
-    if r.uploads_only:
-        if not r.leftover_uploads and not r.leftover_uploads_unchecked:
-            c.print(f"no leftover multipart uploads in {r.repository}")
-        render_leftover_uploads(c, r.leftover_uploads, r.leftover_uploads_unchecked)
-        return
-    verb = "would delete" if r.dry_run else "deleted"
-    for d in r.decisions:
-        if d.keep:
-            c.print(f"  keep   {d.path}  ({'; '.join(d.reasons)})")
-        else:
-            c.print(f"  [red]{verb}[/] {d.path}  (outside the policy)")
-    if not r.decisions:
-        c.print(f"no backups in {r.repository}")
-    else:
-        kept = "would keep" if r.dry_run else "kept"
-        c.print(f"{verb} {len(r.deleted)}, {kept} {len(r.kept)} in {r.repository}")
-    render_leftover_uploads(c, r.leftover_uploads, r.leftover_uploads_unchecked)
+    if uploads_only and any(u.action == "failed" for u in result.leftover_uploads):
+        raise typer.Exit(1)  # its one job is not done
 
 
 @backup_app.command("pin")

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from moviectl.core.backups.dump import BackupResult
     from moviectl.core.backups.manifest import BackupEntry, VerifyResult
     from moviectl.core.backups.restore import RestoreResult
+    from moviectl.core.backups.retention import PruneResult as RetentionResult
     from moviectl.core.backups.uploads import LeftoverUpload
     from moviectl.core.doctor import DoctorReport
     from moviectl.core.health.checks import HealthReport
@@ -312,6 +313,27 @@ def render_leftover_uploads(c: Console, ups: list[LeftoverUpload], unchecked: st
         if u.action == "would abort":
             what = "[red]would abort[/]"
         c.print(f"  leftover upload {u.url}  (started {u.started}; {what}: {u.reason})")
+
+
+def render_prune_plan(c: Console, r: RetentionResult) -> None:
+    """`backup prune`: each backup kept or deleted and why, then the leftover uploads."""
+    if r.uploads_only:
+        if not r.leftover_uploads and not r.leftover_uploads_unchecked:
+            c.print(f"no leftover multipart uploads in {r.repository}")
+        render_leftover_uploads(c, r.leftover_uploads, r.leftover_uploads_unchecked)
+        return
+    verb = "would delete" if r.dry_run else "deleted"
+    for d in r.decisions:
+        if d.keep:
+            c.print(f"  keep   {d.path}  ({'; '.join(d.reasons)})")
+        else:
+            c.print(f"  [red]{verb}[/] {d.path}  (outside the policy)")
+    if not r.decisions:
+        c.print(f"no backups in {r.repository}")
+    else:
+        kept = "would keep" if r.dry_run else "kept"
+        c.print(f"{verb} {len(r.deleted)}, {kept} {len(r.kept)} in {r.repository}")
+    render_leftover_uploads(c, r.leftover_uploads, r.leftover_uploads_unchecked)
 
 
 def render_verify(c: Console, r: VerifyResult) -> None:

@@ -69,42 +69,39 @@ def run(settings: Settings, env_file: str | Path | None = None) -> DoctorReport:
 
 
 def _uploads(settings: Settings) -> Finding:
-    """Unfinished multipart uploads left behind in MOVIE_BACKUP_REPO's buckets (as
-    ``health`` counts them: a running backup's are not a warning)."""
-    from datetime import UTC, datetime
+    """Unfinished multipart uploads left behind in MOVIE_BACKUP_REPO's buckets, counted as
+    ``health`` counts them (a running backup's are not a warning) and within its bound:
+    every bucket side by side, twice MOVIE_CONNECT_TIMEOUT, a stalled one "not checked"."""
+    import time
 
     from moviectl.core.backups import uploads
-    from moviectl.core.backups.repository import configured
+    from moviectl.core.health.repositories import ago, read_repositories
 
-    try:
-        repos = [r for r in configured(settings) if r.remote]
-        found = [(r, uploads.find(r)) for r in repos]
-    except MoviectlError as exc:
-        return Finding("leftover uploads", WARN, f"could not look: {exc.message}")
-    if unchecked := [rep.unchecked for _, rep in found if rep.unchecked]:
-        return Finding("leftover uploads", WARN, unchecked[0])
-    now, left, fixes, flying = datetime.now(UTC), [], [], 0
-    for repo, report in found:
-        b = uploads.backlog(report, now)
-        flying += b.total - b.left
-        if not b.left:
+    facts = read_repositories(settings, manifests=False)
+    if bad := [f for f in facts if f.error]:  # a malformed MOVIE_BACKUP_REPO
+        return Finding("leftover uploads", WARN, f"could not look: {bad[0].error}")
+    buckets = [f for f in facts if f.incomplete_uploads is not None or f.uploads_unchecked]
+    unchecked = [f"{f.repository}: {f.uploads_unchecked}" for f in buckets if f.uploads_unchecked]
+    now, left, fixes, flying = time.time(), [], [], 0
+    for f in buckets:
+        n, mine = f.leftover_uploads or 0, f.abortable_uploads or 0
+        flying += (f.incomplete_uploads or 0) - n
+        if not n:
             continue
-        age = now.timestamp() - b.oldest_left if b.oldest_left else 0.0
-        ago = f"{age / 3600:.1f} h" if age >= 3600 else f"{age / 60:.0f} min"
         left.append(
-            f"{b.left} unfinished multipart upload(s) left behind in {repo.url}, the oldest "
-            f"began {ago} ago ({b.abortable} for `backup prune` to abort)"
+            f"{n} unfinished multipart upload(s) left behind in {f.repository}, the oldest "
+            f"began {ago(f.oldest_leftover_upload, now)} ({mine} for `backup prune` to abort)"
         )
-        if b.abortable:
-            fixes.append(f"moviectl backup prune --uploads-only --repo {repo.url}")
-        if b.abortable < b.left:
-            fixes.append(f"`moviectl backup list --repo {repo.url}` says why the others stay")
-    if not left:
+        if mine:
+            fixes.append(f"moviectl backup prune --uploads-only --repo {f.repository}")
+        if mine < n:
+            fixes.append(f"`moviectl backup list --repo {f.repository}` says why the others stay")
+    if not left and not unchecked:
         running = f" ({flying} of running backups or too young to judge)" if flying else ""
-        where = ", ".join(r.url for r in repos)
+        where = ", ".join(f.repository for f in buckets)
         return Finding("leftover uploads", OK, f"none left behind in {where}{running}")
     fix = "; ".join([*fixes, uploads.LIFECYCLE])
-    return Finding("leftover uploads", WARN, "; ".join(left), fix=fix)
+    return Finding("leftover uploads", WARN, "; ".join(left + unchecked), fix=fix if left else "")
 
 
 def _leftovers(settings: Settings) -> Finding:

@@ -130,7 +130,7 @@ def prune_repository(
     if not dry_run:
         for d in reversed(doomed):  # the oldest first: a stop leaves the newer ones
             delete_backup(repo, by_path[d.path].name)
-    left = abort_uploads(repo, dry_run=dry_run)
+    left = abort_uploads(repo, dry_run=dry_run, alone=False)
     left.deleted, left.decisions = [d.path for d in doomed], decisions
     left.kept, left.uploads_only = [d for d in decisions if d.keep], False
     return left
@@ -144,10 +144,14 @@ def _upgrade_backup(settings: Settings) -> str | None:
     return Path(str(state["backup"])).name if state.get("backup") else None
 
 
-def abort_uploads(repo: Repository, *, dry_run: bool) -> PruneResult:
+def abort_uploads(repo: Repository, *, dry_run: bool, alone: bool = True) -> PruneResult:
     """The leftover multipart uploads alone (`prune --uploads-only`, and every prune):
-    aborted as ``uploads.py`` judges them; no backup is looked at or deleted."""
+    aborted as ``uploads.py`` judges them; no backup is looked at or deleted. ``alone``
+    (`--uploads-only`, its one job): a bucket that cannot be looked at is an error, as the
+    listing makes it for any prune (exit 3 stalled or down, 4 keys refused, 2 no bucket)."""
     from moviectl.core.backups import uploads
 
-    left = uploads.abort(repo, uploads.find(repo), dry_run=dry_run)
+    if alone and repo.remote:
+        repo.check()  # one bounded listing page: obstore's errors, each with its exit code
+    left = uploads.abort(repo, uploads.find(repo, strict=alone), dry_run=dry_run)
     return PruneResult(repo.url, dry_run, [], [], [], left.uploads, left.unchecked, True)

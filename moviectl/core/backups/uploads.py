@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from moviectl.core.backups.leftovers import this_host
 from moviectl.core.backups.manifest import FORMATS
-from moviectl.infra.errors import MoviectlError, ToolMissing
+from moviectl.infra.errors import MoviectlError, ToolMissing, Unreachable
 from moviectl.infra.pgtools import popen_child
 from moviectl.infra.processes import pid_alive
 
@@ -138,10 +138,17 @@ def _run(repo: S3Repository, *args: str) -> str:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
-            raise MoviectlError(f"rclone did not answer within {limit:g} s") from None
+            raise Unreachable(f"rclone did not answer within {limit:g} s") from None
+        except BaseException:  # SIGINT, SIGTERM: on the way out, never wait for it
+            proc.kill()
+            raise
     if proc.returncode != 0:
-        raise MoviectlError(f"rclone failed: {_why(err)}")
+        why = _why(err)
+        raise (Unreachable if why in _DOWN else MoviectlError)(f"rclone failed: {why}")
     return str(out)
+
+
+_DOWN = ("nothing answers at the endpoint", "the endpoint did not answer")
 
 
 def _why(stderr: str) -> str:
@@ -151,8 +158,8 @@ def _why(stderr: str) -> str:
         ("SignatureDoesNotMatch", "the credentials were refused"),
         ("InvalidAccessKeyId", "the credentials were refused"),
         ("AccessDenied", "access denied"),
-        ("connection refused", "nothing answers at the endpoint"),
-        ("timeout", "the endpoint did not answer"),
+        ("connection refused", _DOWN[0]),
+        ("timeout", _DOWN[1]),
     ):
         if word.lower() in stderr.lower():
             return cause
@@ -225,9 +232,10 @@ def _kept_because(repo: Repository, key: str, markers: set[str]) -> str:
     return f"no backup owns it; aborted once it is {STALE.seconds // 3600} h old"
 
 
-def find(repo: Repository) -> UploadsReport:
+def find(repo: Repository, *, strict: bool = False) -> UploadsReport:
     """The unfinished multipart uploads under ``repo``'s prefix, each judged (nothing is
-    changed). A directory has none; a missing rclone or a failed listing is a note."""
+    changed). A directory has none; a missing rclone or a failed listing is a note
+    (``strict``: raised, for `prune --uploads-only`, which has nothing else to do)."""
     from moviectl.core.backups.s3 import S3Repository
 
     if not isinstance(repo, S3Repository):
@@ -236,8 +244,12 @@ def find(repo: Repository) -> UploadsReport:
         pending = _pending(repo)  # before the markers: a new upload's marker came first
         markers = {o.name for o in repo.list() if o.name.endswith(INPROGRESS)} if pending else set()
     except ToolMissing:
+        if strict:
+            raise
         return UploadsReport([], f"not checked: rclone is not installed ({INSTALL}); {LIFECYCLE}")
     except MoviectlError as exc:
+        if strict:
+            raise
         return UploadsReport([], f"not checked: {exc.message}; {LIFECYCLE}")
     found = []
     for key, initiated, upload_id in pending:
@@ -287,13 +299,18 @@ def backlog(report: UploadsReport, now: datetime | None = None) -> Backlog:
 def abort(repo: Repository, report: UploadsReport, *, dry_run: bool) -> UploadsReport:
     """Abort the abortable uploads of ``report`` (``dry_run``: say so, change nothing).
     Scoped to the one key (its name is unique) and to its age: rclone aborts nothing
-    younger than the judgement allowed."""
+    younger than the judgement allowed. A bucket that stops answering ends the round: the
+    rest would each wait as long."""
     from moviectl.core.backups.s3 import S3Repository
 
     if not isinstance(repo, S3Repository):
         return report
+    down = ""
     for u in report.uploads:
         if not u.abortable:
+            continue
+        if down:
+            u.action, u.reason = "failed", f"{u.reason}; not tried: {down}"
             continue
         if dry_run:
             u.action = "would abort"
@@ -310,6 +327,7 @@ def abort(repo: Repository, report: UploadsReport, *, dry_run: bool) -> UploadsR
                 repo.delete(u.key + INPROGRESS)
         except MoviectlError as exc:
             u.action, u.reason = "failed", f"{u.reason}; not aborted: {exc.message}"
+            down = exc.message if isinstance(exc, Unreachable) else ""
     return report
 
 

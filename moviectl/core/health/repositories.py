@@ -56,10 +56,13 @@ def bound_of(settings: Settings) -> float:
     return 2.0 * float(settings.connect_timeout)
 
 
-def read_repositories(settings: Settings, uploads_ttl: float = 0.0) -> list[RepoFacts]:
+def read_repositories(
+    settings: Settings, uploads_ttl: float = 0.0, *, manifests: bool = True
+) -> list[RepoFacts]:
     """Every configured repository, each within the bound (read side by side); a bucket's
     unfinished uploads too, beside its listing (a count younger than ``uploads_ttl``
-    seconds is reused: ``/metrics`` passes UPLOADS_TTL)."""
+    seconds is reused: ``/metrics`` passes UPLOADS_TTL). ``manifests=False`` (``doctor``):
+    the uploads alone, the listing not read (``up`` then says nothing)."""
     from moviectl.core.backups.repository import configured
     from moviectl.infra.conninfo import mask_locations
 
@@ -79,10 +82,11 @@ def read_repositories(settings: Settings, uploads_ttl: float = 0.0) -> list[Repo
     def look(i: int, repo: Repository) -> None:
         looked[i] = _uploads(repo, uploads_ttl)
 
+    first = (read,) if manifests else ()
     threads = [
         threading.Thread(target=fn, args=(i, r), name="moviectl-repo", daemon=True)
         for i, r in enumerate(repos)
-        for fn in ((read, look) if r.remote else (read,))
+        for fn in ((*first, look) if r.remote else first)
     ]
     deadline = time.monotonic() + bound
     for t in threads:
@@ -91,10 +95,13 @@ def read_repositories(settings: Settings, uploads_ttl: float = 0.0) -> list[Repo
         t.join(max(0.0, deadline - time.monotonic()))
     out = []
     for repo, facts, uploads in zip(repos, found, looked, strict=True):
-        if facts is None:  # still waiting: abandoned (its requests end within their bound)
+        if not manifests:
+            facts = RepoFacts(repo.url, True)
+        elif facts is None:  # still waiting: abandoned (its requests end within their bound)
             facts = down(repo.url, f"did not answer within {bound:g} s", 3)
         if repo.remote:
-            late = {"uploads_unchecked": f"not checked: no answer within {bound:g} s"}
+            why = f"not checked: no answer within {bound:g} s"
+            late = {**_last_count(repo.url), "uploads_unchecked": why}
             facts = replace(facts, **{**_NO_UPLOADS, **(uploads or late)})
         out.append(facts)
     return out
@@ -113,6 +120,14 @@ _UPLOADS_SEEN: dict[str, tuple[float, dict[str, Any]]] = {}
 UPLOADS_TTL = 60.0  # /metrics refreshes every few seconds; one rclone run a minute will do
 
 
+def _last_count(url: str) -> dict[str, Any]:
+    """The last count this process made of ``url`` (none: ``{}``), kept while a new one
+    fails or stalls, as ``down`` keeps the rest: a /metrics series does not vanish."""
+    with _CACHE_LOCK:
+        seen = _UPLOADS_SEEN.get(url)
+    return dict(seen[1]) if seen is not None else {}
+
+
 def _uploads(repo: Repository, ttl: float) -> dict[str, Any]:
     """The bucket's unfinished multipart uploads, counted (``RepoFacts``' upload fields):
     one look-up per repository at a time (a stalled one is not started again while it
@@ -120,17 +135,18 @@ def _uploads(repo: Repository, ttl: float) -> dict[str, Any]:
     from moviectl.core.backups import uploads
 
     now = time.monotonic()
+    last = _last_count(repo.url)
     with _CACHE_LOCK:
         seen = _UPLOADS_SEEN.get(repo.url)
         if seen is not None and now - seen[0] < ttl:
             return seen[1]
         if repo.url in _UPLOADS_BUSY:
-            return {"uploads_unchecked": "not checked: the previous look-up has not ended"}
+            return {**last, "uploads_unchecked": "not checked: the previous look-up has not ended"}
         _UPLOADS_BUSY.add(repo.url)
     try:
         report = uploads.find(repo)
         if report.unchecked:
-            return {"uploads_unchecked": report.unchecked}
+            return {**last, "uploads_unchecked": report.unchecked}
         b = uploads.backlog(report)
         fields: dict[str, Any] = {
             "incomplete_uploads": b.total,
@@ -143,7 +159,7 @@ def _uploads(repo: Repository, ttl: float) -> dict[str, Any]:
             _UPLOADS_SEEN[repo.url] = (now, fields)
         return fields
     except Exception as exc:  # never a traceback in a report or a scrape
-        return {"uploads_unchecked": f"not checked: {type(exc).__name__}"}
+        return {**last, "uploads_unchecked": f"not checked: {type(exc).__name__}"}
     finally:
         with _CACHE_LOCK:
             _UPLOADS_BUSY.discard(repo.url)
@@ -208,7 +224,7 @@ def _ts(value: Any) -> float:
     return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
 
 
-def _age(ts: float, now: float) -> str:
+def ago(ts: float, now: float) -> str:
     if not ts:
         return "never"
     s = max(0.0, now - ts)
@@ -227,8 +243,8 @@ def repository_check(settings: Settings) -> tuple[str, str, int, dict[str, Any]]
     for f in facts:
         if f.up:
             parts.append(
-                f"{f.repository}: {f.backups} backups, newest {_age(f.last, now)}, "
-                f"verified {_age(f.last_verified, now)}"
+                f"{f.repository}: {f.backups} backups, newest {ago(f.last, now)}, "
+                f"verified {ago(f.last_verified, now)}"
                 + (f", uploads {f.uploads_unchecked}" if f.uploads_unchecked else "")
                 + _flying(f)
             )
@@ -273,7 +289,7 @@ def _leftover_line(f: RepoFacts, now: float) -> str:
     n, mine = f.leftover_uploads or 0, f.abortable_uploads or 0
     line = (
         f"{f.repository}: {n} incomplete multipart upload{'s' if n != 1 else ''} left behind "
-        f"(stored and billed, never listed), the oldest began {_age(f.oldest_leftover_upload, now)}"
+        f"(stored and billed, never listed), the oldest began {ago(f.oldest_leftover_upload, now)}"
     )
     if mine:
         line += (
