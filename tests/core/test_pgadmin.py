@@ -83,7 +83,7 @@ def _tree_shows_the_table(url: str, database: str, server: str, shot: Path) -> N
             for (depth, name), (child_depth, child) in itertools.pairwise(chain):
                 entry, below = node(page, depth, name), node(page, child_depth, child)
                 entry.wait_for()
-                for attempt in range(8):
+                for attempt in range(6):
                     try:
                         if below.is_visible():
                             break
@@ -94,7 +94,9 @@ def _tree_shows_the_table(url: str, database: str, server: str, shot: Path) -> N
                             is_open = False
                         if not is_open:
                             toggle.click(timeout=5000)
-                        below.wait_for(timeout=10_000)
+                        # a node's children load slowly under load (a schema's took over
+                        # 10 s in CI): closing it again too soon cancels the load each time
+                        below.wait_for(timeout=15_000 * (attempt + 1))
                         break
                     except Exception:  # a node re-rendered while loading: look again
                         continue
