@@ -8,14 +8,21 @@ import json
 import os
 import shlex
 import signal
-import subprocess
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from tests.conftest import ROOT, read_until
-from tests.core.upgrade_support import ROWS, Site, copy_site, pg16_bin, seed_cluster
+from tests.core.upgrade_support import (
+    ROWS,
+    Site,
+    copy_site,
+    fill,
+    pg16_bin,
+    seed_cluster,
+    small_disk,
+)
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -152,38 +159,22 @@ def test_a_second_copy_is_refused_while_one_upgrades(site: Site) -> None:
 def test_a_full_disk_during_the_copy_fails_and_the_old_cluster_runs(
     site: Site, tmp_path: Path
 ) -> None:
-    small = tmp_path / "small"
-    small.mkdir()
-    used = int(subprocess.check_output(["du", "-sm", str(site.data)]).split()[0])
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={used * 3 + 200}m", "tmpfs", str(small)],
-        capture_output=True,
-        timeout=30,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr!r}")
-    full = Site(small, site.port, site.bin_dir, backups=tmp_path / "backups")
-    try:
-        subprocess.run(["cp", "-a", str(site.data), str(full.data)], check=True, timeout=300)
+    with small_disk(site, tmp_path) as full:
         assert full.run("db", "up").returncode == 0
         before = full.fingerprint()
         proc = full.start("db", "upgrade", "--to", "18", "--yes")
         seen = read_until(proc.stderr, "pg_upgrade --copy", timeout=600)
         assert "pg_upgrade --copy" in seen, seen
         # the new cluster is made: fill the disk so that the copy of the movies cannot fit
-        free = os.statvfs(small).f_bavail * os.statvfs(small).f_frsize
-        subprocess.run(["fallocate", "-l", str(free - 8 * 2**20), str(small / "ballast")])
+        ballast = fill(full.root, 8 * 2**20)
         _, err = proc.communicate(timeout=600)
         err = seen + err
         assert proc.returncode == 1 and "No space left on device" in err, err
         assert "Traceback" not in err
-        (small / "ballast").unlink()
+        ballast.unlink()
         assert full.fingerprint() == before  # the old cluster, running, as it was
         assert not (full.data / ".upgrade").exists()
         assert not (full.data / "upgrade.json").exists()
-    finally:
-        full.stop_everything()
-        subprocess.run(["umount", "-l", str(small)], check=False, timeout=60)
 
 
 def test_refusals_go_back_and_missing_majors(site: Site) -> None:
