@@ -153,6 +153,32 @@ def _upgrade_backups(settings: Settings) -> set[str]:
     return {Path(str(s["backup"])).name for s in states if s.get("backup")}
 
 
+def upload_repositories(settings: Settings, repo: str | None = None) -> list[Repository]:
+    """Where `prune --uploads-only` looks: every configured repository that can hold
+    multipart uploads (a bucket: MOVIE_BACKUP_REPO=/dir,s3://b/p looks in the bucket, not
+    only in the first, which `backup prune` reads); with none, the first (it says it has
+    none). ``repo`` (``--repo``) names the one(s) instead."""
+    from moviectl.core.backups.repository import configured
+
+    repos = configured(settings, repo)
+    return [r for r in repos if r.remote] or repos[:1]
+
+
+def abort_uploads_in(repos: list[Repository], *, dry_run: bool) -> PruneResult:
+    """`prune --uploads-only` over ``repos`` (``upload_repositories``): one result, its
+    ``repository`` naming each looked at; the first that cannot be looked at is its error."""
+    results = [abort_uploads(r, dry_run=dry_run) for r in repos]
+    first = results[0]
+    for more in results[1:]:
+        first.repository = f"{first.repository}, {more.repository}"
+        first.leftover_uploads += more.leftover_uploads
+        if more.leftover_uploads_unchecked:
+            first.leftover_uploads_unchecked = "; ".join(
+                u for u in (first.leftover_uploads_unchecked, more.leftover_uploads_unchecked) if u
+            )
+    return first
+
+
 def abort_uploads(repo: Repository, *, dry_run: bool, alone: bool = True) -> PruneResult:
     """The leftover multipart uploads alone (`prune --uploads-only`, and every prune):
     aborted as ``uploads.py`` judges them; no backup is looked at or deleted. ``alone``
