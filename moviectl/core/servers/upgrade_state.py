@@ -11,10 +11,12 @@ an interrupted upgrade is undone here: the old ``pgdata`` back in place, its
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +164,35 @@ def refuse_if_running(data_dir: Path) -> None:
             f"{state.get('phase') if state else '?'})",
             hint="wait for `moviectl db upgrade` to finish",
         )
+
+
+@contextlib.contextmanager
+def closing_lock(data_dir: Path, flag: str) -> Iterator[None]:
+    """One `db upgrade --finish` or `--rollback` at a time (``.upgrade.lock``, flock, the
+    holder's pid and flag in it), taken at once or exit 7 naming the holder: a swap's
+    rollback restores a backup for minutes, and a second one used to wait on the cluster's
+    lock saying nothing, only to find nothing left to do. An upgrade still running (its pid
+    in ``upgrade.json``) is refused the same way, before the cluster's lock."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / ".upgrade.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            pid, _, other = fh.read().strip().partition(" ")
+            raise LockBusy(
+                f"a `db upgrade {other or '--finish/--rollback'}` of the cluster in {data_dir} "
+                f"is running (pid {pid or '?'}); nothing done",
+                hint="wait for it to end; `moviectl doctor` then says where the upgrade is",
+            ) from None
+        fh.truncate(0)
+        fh.write(f"{os.getpid()} {flag}")
+        fh.flush()
+        try:
+            refuse_if_running(data_dir)
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def recover_interrupted(data_dir: Path) -> str | None:
