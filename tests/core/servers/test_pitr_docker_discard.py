@@ -131,9 +131,10 @@ def test_a_docker_promote_killed_before_its_swap_and_discarded_misleads_no_lates
     phase: str,
 ) -> None:
     """kill -9 once the segments are merged (nothing journaled), the moment the history
-    file is in the archive, or as the volume copy is about to start. Either the kill left the promote journaled (discard refused, exit 5:
-    re-running it finishes the swap, the container holds the restored rows) or,
-    discarded, no `--latest` restore follows timeline 2 (`_given_up`)."""
+    file is in the archive, or as the volume copy is about to start. Either the kill left
+    the promote journaled (discard refused, exit 5; `pitr status` says so: re-running it
+    finishes the swap, the container holds the restored rows) or, discarded, no
+    `--latest` restore follows timeline 2 (`_given_up`)."""
     noted, discarded = _first(dk)
     env = subprocess_env(**dk.env, KILL_AT=phase)
     proc = start_moviectl(env, "pitr", "promote", "first", "--yes", python=_KILL_AT, cwd=None)
@@ -146,6 +147,9 @@ def test_a_docker_promote_killed_before_its_swap_and_discarded_misleads_no_lates
     assert (r.exit_code == 5) == (phase != "journal"), r.output  # journaled before the copy
     if r.exit_code == 5:  # journaled: it may not be given up, only finished
         assert "pitr promote first" in r.output, r.output
+        r = dk("--json", "pitr", "status")
+        said = " ".join(json.loads(r.stdout).get("warnings") or [])
+        assert "`pitr discard` refuses" in said and "`db up` refuses" not in said, said
         r = dk("pitr", "promote", "first", "--yes", "--json")
         assert r.exit_code == 0, r.output
         assert facts(dk) == discarded
