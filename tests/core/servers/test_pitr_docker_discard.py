@@ -150,6 +150,8 @@ def test_a_docker_promote_killed_before_its_swap_and_discarded_misleads_no_lates
         r = dk("--json", "pitr", "status")
         said = " ".join(json.loads(r.stdout).get("warnings") or [])
         assert "`pitr discard` refuses" in said and "`db up` refuses" not in said, said
+        r = dk("db", "upgrade", "--to", "17", "--yes")  # a re-run would copy 15 over it
+        assert r.exit_code == 5 and "pitr promote first" in r.output, r.output
         r = dk("pitr", "promote", "first", "--yes", "--json")
         assert r.exit_code == 0, r.output
         assert facts(dk) == discarded
