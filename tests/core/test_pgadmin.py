@@ -102,8 +102,10 @@ def _tree_shows_the_table(url: str, database: str, server: str, shot: Path) -> N
                         continue
             table = node(page, 8, "movies")
             table.click(timeout=30_000)
+            # the walk above went down from the run's server (the only one pgAdmin has);
+            # the server's row is not asserted again here: the tree renders only the rows
+            # in view, and with the worker's many test databases listed it scrolls away
             assert table.is_visible()
-            assert node(page, 2, server).is_visible()
             page.wait_for_timeout(500)
         finally:
             page.screenshot(path=str(shot))

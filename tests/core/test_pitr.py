@@ -91,11 +91,18 @@ def test_restore_to_the_moment_before_a_mistaken_delete(pitr: Cli) -> None:
     assert facts(pitr) == before
     with conn(pitr) as c:  # archiving goes on, on the new timeline
         c.execute("INSERT INTO t VALUES (9999, 'after promote')")
+        row = c.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()
         c.execute("SELECT pg_switch_wal()")
     from tests.conftest import wait_for
 
-    assert wait_for(lambda: (status(pitr)["archiver"] or {}).get("archived_count", 0) > 0, 60)
+    # wait for that very segment: archived_count can be > 0 before the promoted server
+    # archived anything (the restored cluster's own statistics, kept by its clean stop),
+    # and the segment's copy is fsynced, slow on a loaded machine
+    assert row is not None
+    wal = Path(pitr.env["MOVIE_BACKUP_DIR"]) / "pitr" / "wal"
+    assert wait_for(lambda: (wal / row[0]).exists(), 60), row[0]
     st = status(pitr)
+    assert st["archiver"]["archived_count"] > 0
     assert st["archiver"]["failing"] is False
     assert any(n.startswith("00000002") for n in [st["archive"]["newest"]])
     r = pitr("backup", "--physical", "--json")  # the README's last step: the new timeline's

@@ -95,8 +95,12 @@ def test_drill_then_the_new_timeline_lives_in_the_bucket(pitr: Cli, s3: SeaweedS
     _insert(pitr, 9000, 100, "after promote")
     after = facts(pitr)
     with conn(pitr) as c:
+        row = c.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()
         c.execute("SELECT pg_switch_wal()")
-    assert wait_for(lambda: any(k.startswith(f"{WAL}00000002000") for k in s3.keys(WAL)), 120)
+    # that very segment (the rows above): any timeline 2 segment could be an earlier one,
+    # and the restore from the bucket alone below needs this one
+    assert row is not None and row[0].startswith("00000002"), row
+    assert wait_for(lambda: f"{WAL}{row[0]}" in s3.keys(WAL), 120), row[0]
     shutil.rmtree(Path(pitr.env["MOVIE_BACKUP_DIR"]) / "pitr" / "base")  # the bucket alone
     followed = _restore(pitr, "--latest", "--into", "follow")
     assert followed["timeline"] == 3  # forked from timeline 2, found through its history

@@ -151,11 +151,11 @@ def test_killing_moviectl_mid_parallel_backup_leaves_no_pg_dump(seeded_db_url, t
     paused: list[psutil.Process] = []
 
     def workers_running() -> bool:
-        try:
+        try:  # name() too: a short-lived child (`pg_dump --version`) may be gone by then
             found = psutil.Process(proc.pid).children(recursive=True)
+            dumps[:] = [p for p in found if p.name() == "pg_dump"]
         except psutil.Error:
             return False
-        dumps[:] = [p for p in found if p.name() == "pg_dump"]
         return len(dumps) >= 3  # the leader and its two workers
 
     try:

@@ -39,7 +39,7 @@ from moviectl.infra.errors import (
     StatementCanceled,
     Unreachable,
 )
-from tests.conftest import Cli, run_moviectl, subprocess_env
+from tests.conftest import Cli, run_moviectl, subprocess_env, wait_for
 
 
 @pytest.fixture
@@ -217,13 +217,28 @@ def test_statement_timeout_and_a_cancel(db: DbTarget) -> None:
 
     with connect(db) as victim, connect(db) as admin:
         pid = victim.info.backend_pid
-        timer = threading.Timer(0.3, admin.execute, ("SELECT pg_cancel_backend(%s)", (pid,)))
-        timer.start()
+
+        def cancel_once_it_sleeps() -> None:
+            # A cancel that reaches an idle backend is dropped (it is reading its next
+            # command): a fixed 0.3 s timer lost that race on a loaded machine, and the
+            # sleep ran its full 10 s uncancelled. Cancel once the statement runs.
+            wait_for(
+                lambda: admin.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND state = 'active' "
+                    "AND query LIKE 'SELECT pg_sleep%%'",
+                    (pid,),
+                ).fetchone(),
+                30,
+            )
+            admin.execute("SELECT pg_cancel_backend(%s)", (pid,))
+
+        canceller = threading.Thread(target=cancel_once_it_sleeps)
+        canceller.start()
         try:
             with pytest.raises(StatementCanceled) as caught, db_errors(db):
                 victim.execute("SELECT pg_sleep(10)")
         finally:
-            timer.join()
+            canceller.join()
     _check(caught.value, StatementCanceled, ExitCode.FAILED, db)
     assert "user request" in caught.value.message
 

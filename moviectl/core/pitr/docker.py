@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,8 +177,24 @@ def _wait(backend: DockerBackend, timeout: float = 90) -> None:
     poll_until(lambda: ready_version(target, 2), timeout, 0.3, retry=not_ready_yet)
 
 
+def preflight(settings: Settings) -> None:
+    """What `promote` needs, checked before the promote stops or merges anything: a named
+    data volume, the db container running, the image its copy runs in present."""
+    backend = DockerBackend(settings)
+    if not backend.svc.volume_name:
+        raise UsageError("the compose file's db service has no named data volume to swap")
+    _running(backend)
+    if not backend.image_present():
+        raise UsageError(
+            f"the image {backend.svc.image} (the volume copy runs in it) is not on this "
+            "host; nothing was swapped",
+            hint="set MOVIE_DB_IMAGE to the db container's image, then re-run the promote",
+        )
+
+
 def promote(settings: Settings, path: Path, store: LocalStore) -> tuple[str, str]:
-    """Copy the restored cluster in ``path`` (stopped) into the db container's volume.
+    """Copy the restored cluster in ``path`` (stopped) into the db container's volume; the
+    caller removes ``path`` (`pitr promote` journals the swap: ``promote.py``).
 
     Returns (the data volume, the snapshot volume with the old contents)."""
     from moviectl.core.servers.cluster import CONF_NAME
@@ -234,5 +249,4 @@ def promote(settings: Settings, path: Path, store: LocalStore) -> tuple[str, str
     del out
     c.start()
     _wait(backend)
-    shutil.rmtree(path, ignore_errors=True)
     return volume, before

@@ -6,14 +6,16 @@ snapshot: move it back to undo), the restored one takes its place (journaled in
 meanwhile), and the WAL the
 restored cluster archived into its own archive joins the real one, so the archive covers
 the new timeline from its first segment. The new timeline's history file goes in LAST and
-(embedded) only once the swap is journaled: a history file in the archive makes a later
+only once the swap is journaled (Docker: once the volume copy is done): a history file in
+the archive makes a later
 ``restore --latest`` follow that timeline, so a promote killed before it and given up
 (``pitr discard``, refused once journaled) leaves none; a later restore takes a number past
 its leftovers, and the promote writes a tombstone history file for each lower timeline
 number without one (``timelines.py``). With an ``s3://`` repository (embedded only) the
 files are uploaded into its ``wal/`` (nothing replaced) and the promoted server archives
 there too.
-Docker: the data volume's old contents are copied into a new volume first (``docker.py``).
+Docker: the data volume's old contents are copied into a new volume first (``docker.py``),
+journaled the same way (``_docker``; ``db up`` is not refused: the volume is never empty).
 """
 
 from __future__ import annotations
@@ -98,16 +100,52 @@ def promote(settings: Settings, name: str, *, locked: bool = False) -> PromoteRe
         )
     if backend == "embedded":
         return _embedded(settings, name, path, store)
-    record = _record(path, name)
-    restored = server_of(settings, path, int(record["port"]))
+    return _docker(settings, name, path, store)
+
+
+def _docker(settings: Settings, name: str, path: Path, store: Any) -> PromoteResult:
+    """As ``_embedded``: the segments in, the swap journaled (``pitr discard`` refused from
+    then on), the volume copy (``docker.py``), and the history file only once the copy is
+    done, so a promote cut short before the journal and given up leaves none. A re-run
+    finishes from the journal; the copy again unless the journal says it was done (a copy
+    cut short runs in a helper container that outlives moviectl)."""
     from moviectl.core.pitr import docker
 
-    restored.stop("fast")  # its last segments reach its own archive first
-    moved = _merge_archive(path / "archive", store.wal_dir())
-    volume, before = docker.promote(settings, path, store)  # type: ignore[arg-type]
-    return PromoteResult(
-        name, f"volume {volume}", f"volume {before}", int(record["timeline"]), moved
-    )
+    data_dir = Path(settings.data_dir)
+    j = swap_journal.read(data_dir)
+    _refuse_another(j, name)
+    if j is None:
+        docker.preflight(settings)  # nothing stopped or merged when the copy cannot run
+        record = _record(path, name)
+        restored = server_of(settings, path, int(record["port"]))
+        restored.stop("fast")  # its last segments reach its own archive first
+        moved = _merge_archive(path / "archive", store.wal_dir(), history=False)
+        tli = int(record["timeline"])
+        j = {"name": name, "pid": os.getpid(), "aside": None, "timeline": tli, "wal_moved": moved}
+        swap_journal.write(data_dir, j)
+    try:
+        if "volume" not in j:
+            j["volume"], j["aside"] = docker.promote(settings, path, store)
+            swap_journal.write(data_dir, j)  # swapped: a re-run copies nothing over it
+        _history_in(path / "archive", store)
+        doomed = path.with_name(f".promoted-{path.name}-{os.getpid()}")
+        if path.exists():
+            os.rename(path, doomed)
+        swap_journal.remove(data_dir)
+    except BaseException as exc:
+        exc.add_note(f"promote cut short; finish it: moviectl pitr promote {name} --yes")
+        raise
+    shutil.rmtree(doomed, ignore_errors=True)
+    volume, before = f"volume {j['volume']}", f"volume {j['aside']}"
+    return PromoteResult(name, volume, before, j["timeline"], j["wal_moved"])
+
+
+def _refuse_another(j: dict[str, Any] | None, name: str) -> None:
+    if j is not None and j["name"] != name:
+        raise Refused(
+            f"an interrupted promote of {j['name']} must be finished first",
+            hint=f"moviectl pitr promote {j['name']} --yes",
+        )
 
 
 def _record(path: Path, name: str) -> dict[str, Any]:
@@ -130,11 +168,7 @@ def _embedded(settings: Settings, name: str, path: Path, store: Any) -> PromoteR
     with main.lock():
         j = swap_journal.read(main.data_dir)
         fresh = False
-        if j is not None and j["name"] != name:
-            raise Refused(
-                f"an interrupted promote of {j['name']} must be finished first",
-                hint=f"moviectl pitr promote {j['name']} --yes",
-            )
+        _refuse_another(j, name)
         if j is None:
             if upgrade_state.read_state(main.data_dir) is not None:  # pgdata is its to move
                 raise Refused(
@@ -317,13 +351,13 @@ def _own_files(own: Path) -> list[Path]:
     return [f for f in files if not f.name.startswith(".")]
 
 
-def _merge_archive(own: Path, archive: Path, *, history: bool | None = None) -> int:
+def _merge_archive(own: Path, archive: Path, *, history: bool) -> int:
     """Copy the restored cluster's archived WAL into the real archive (never overwriting
-    different bytes: refused before anything is swapped): its segments (``history``
-    False), its history file then the tombstones (True; embedded: once journaled), or
-    all of them, the history file last (None: Docker)."""
+    different bytes: every file compared, refused before anything is swapped): its
+    segments (``history`` False), or its history file then the tombstones (True: once
+    the swap is journaled, Docker once the volume copy is done)."""
     files = _own_files(own)
-    for f in files if history is not True else [f for f in files if _is_history(f)]:
+    for f in files if not history else [f for f in files if _is_history(f)]:
         dest = archive / f.name
         if dest.exists() and dest.read_bytes() != f.read_bytes():
             raise Refused(
@@ -331,8 +365,8 @@ def _merge_archive(own: Path, archive: Path, *, history: bool | None = None) -> 
                 hint="another restore was promoted on this timeline: take a base backup "
                 "and restore again",
             )
-    moved = sum(_copy_in(f, archive / f.name) for f in files if history in (None, _is_history(f)))
-    if history is not False:
+    moved = sum(_copy_in(f, archive / f.name) for f in files if _is_history(f) == history)
+    if history:
         _fill_gaps(
             (p.name for p in archive.iterdir()), lambda n, f: _copy_in(f, archive / n), files, own
         )

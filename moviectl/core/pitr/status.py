@@ -83,18 +83,21 @@ def _elsewhere(store: object, live: Archiver | None, bases: list[BaseBackup]) ->
 
 
 def interrupted_promote(settings: Settings) -> list[str]:
-    """A killed `pitr promote` (embedded) leaves its journal: the one step that finishes it."""
+    """A killed `pitr promote` leaves its journal: the one step that finishes it."""
     from pathlib import Path
 
+    from moviectl.core.pitr.server import backend_name
     from moviectl.core.servers import swap_journal
     from moviectl.infra.processes import pid_alive
 
     j = swap_journal.read(Path(settings.data_dir))
     if j is None or pid_alive(int(j.get("pid") or 0)):
         return []
+    # Docker's volume is never left empty, so its `db up` is not refused meanwhile
+    refused = "`db up`" if backend_name(settings) == "embedded" else "`pitr discard`"
     return [
         f"a `pitr promote {j['name']}` was interrupted: finish it with "
-        f"`moviectl pitr promote {j['name']} --yes` (`db up` refuses until then)"
+        f"`moviectl pitr promote {j['name']} --yes` ({refused} refuses until then)"
     ]
 
 

@@ -84,6 +84,8 @@ def upgrade(
                 f"old data is kept in volume {old_volume(volume, int(state['from']))}",
                 hint="moviectl db upgrade --finish --yes (keep the new one) or --rollback --yes",
             )
+        if not dry_run:
+            _refuse_while_promoting(data_dir)
         if state is not None:  # killed: back to the old volume first, as `db up` would
             timer.progress(undo(backend.client, state))
             clear_state(data_dir, project)
@@ -97,6 +99,20 @@ def upgrade(
 
             return run_dry(settings, backend, old_image, new_image, from_major, to, timer)
         return _upgrade(settings, backend, old_image, new_image, from_major, to, timer)
+
+
+def _refuse_while_promoting(data_dir: Path) -> None:
+    """A journaled `pitr promote` not yet finished copies its restored cluster (the old
+    major) into the volume when run again: it would undo an upgrade made in between."""
+    from moviectl.core.servers import swap_journal
+
+    j = swap_journal.read(data_dir)
+    if j is not None:
+        raise Refused(
+            f"a `pitr promote {j['name']}` (pid {j.get('pid')}) has not finished; "
+            "nothing was upgraded",
+            hint=f"finish it first: moviectl pitr promote {j['name']} --yes",
+        )
 
 
 def _old_image(backend: DockerBackend, volume: str) -> tuple[str, int]:

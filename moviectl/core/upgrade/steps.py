@@ -92,7 +92,7 @@ def transfer(
     if method == "dump":
         with timer.phase("dump", "dump and restore into the new cluster"):
             old.start()
-            new.start()
+            start_throwaway(new)  # its port picked now: initdb and the stop took seconds
             try:
                 dump_restore(old, new, timer.progress)
             finally:
