@@ -3,13 +3,17 @@ kill -9 of a base backup and of a restore (nothing half-listed, the server untou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from moviectl.core.pitr.archive_wal import SCRIPT
@@ -161,3 +165,57 @@ def test_a_stalled_archiver_is_a_warning_and_refuses_a_latest_promote(pitr: Cli)
     doc = json.loads(r.stdout)
     assert doc["row_counts"].get("public.late") == 100 and doc["warnings"] == [], doc
     assert pitr("pitr", "discard", "caught-up", "--yes").exit_code == 0
+
+
+def _cluster(pitr: Cli) -> list[psutil.Process]:
+    pgdata = Path(pitr.env["MOVIE_DATA_DIR"]) / "pgdata"
+    pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+    return [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+
+
+def _basebackups(port: str, parent: int | None = None) -> list[psutil.Process]:
+    """pg_basebackup processes to this port (``parent``: that process's children only)."""
+    found = []
+    procs = psutil.Process(parent).children() if parent else psutil.process_iter()
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            if p.name() == "pg_basebackup" and re.search(
+                rf"port='?{port}\b", " ".join(p.cmdline())
+            ):
+                found.append(p)
+    return found
+
+
+def test_a_server_stalled_mid_base_backup_is_exit_3_in_bounded_time(pitr: Cli) -> None:
+    """The server stops answering (SIGSTOP) while pg_basebackup copies: no I/O for
+    MOVIE_STALL_TIMEOUT and no answer to a probe, so pg_basebackup is killed and the backup
+    fails (exit 3, naming the server), nothing listed, no pg_basebackup left behind."""
+    port = pitr.env["MOVIE_DB_PORT"]
+    with conn(pitr) as c:  # enough to copy that the pause lands mid-copy
+        c.execute("CREATE TABLE IF NOT EXISTS bulk (g int, m text)")
+        c.execute("INSERT INTO bulk SELECT g, md5(g::text) FROM generate_series(1, 1000000) g")
+    listed = [b["id"] for b in status(pitr)["base_backups"]]
+    env = subprocess_env(**pitr.env, MOVIE_STALL_TIMEOUT="3", MOVIE_CONNECT_TIMEOUT="2")
+    proc = start_moviectl(env, "--json", "backup", "--physical", cwd=None)
+    paused: list[psutil.Process] = []
+    try:
+        assert wait_for(lambda: _basebackups(port, proc.pid) or proc.poll() is not None, 120)
+        assert proc.poll() is None, "pg_basebackup finished before the pause"
+        paused = _cluster(pitr)
+        for p in paused:
+            p.send_signal(signal.SIGSTOP)
+        assert _basebackups(port, proc.pid), "the pause landed after pg_basebackup's end"
+        t0 = time.monotonic()
+        out, err = proc.communicate(timeout=120)
+        took = time.monotonic() - t0
+        gone = wait_for(lambda: not _basebackups(port), 30)  # while the server is still paused
+    finally:
+        for p in paused:
+            with contextlib.suppress(psutil.Error):
+                p.send_signal(signal.SIGCONT)
+        proc.kill()
+    assert proc.returncode == 3, (out, err)
+    assert "stopped answering" in json.loads(out)["message"] and took < 60, (out, took)
+    assert gone, _basebackups(port)
+    assert [b["id"] for b in status(pitr)["base_backups"]] == listed
+    assert pitr("backup", "--physical").exit_code == 0  # the server, resumed, backs up

@@ -24,6 +24,7 @@ from moviectl.core.pitr.store import BaseBackup
 from moviectl.infra.errors import CheckFailed, MoviectlError, Refused
 from moviectl.infra.pgtools import child_env, find_tool, first_error, run_child
 from moviectl.infra.settings import Settings
+from moviectl.infra.watchdog import StallWatch
 
 
 @dataclass
@@ -131,9 +132,12 @@ def _parent(
 def _run(
     argv: list[str], settings: Settings, what: str, incremental_to: BaseBackup | None = None
 ) -> None:
-    env = child_env(settings.target())
+    target = settings.target()
+    env = child_env(target)
     env["LC_ALL"] = "C"
-    res = run_child(argv, env=env, stdin=subprocess.DEVNULL, text=True)
+    # no I/O for MOVIE_STALL_TIMEOUT and no answer to a probe: killed, exit 3
+    watch = StallWatch.for_settings(settings, target, what) if what == "pg_basebackup" else None
+    res = run_child(argv, env=env, stdin=subprocess.DEVNULL, text=True, watch=watch)
     if res.returncode != 0:
         message = first_error(res.stderr or "", f"{what} exited {res.returncode}")
         if incremental_to is not None and "summar" in message:
