@@ -219,3 +219,21 @@ def test_a_server_stalled_mid_base_backup_is_exit_3_in_bounded_time(pitr: Cli) -
     assert gone, _basebackups(port)
     assert [b["id"] for b in status(pitr)["base_backups"]] == listed
     assert pitr("backup", "--physical").exit_code == 0  # the server, resumed, backs up
+
+
+def test_two_base_backups_at_once_are_both_whole(pitr: Cli) -> None:
+    """Two `backup --physical` started together: each copies into its own partial
+    directory and both are listed, verified, under distinct names; a restore from the
+    newest one holds the rows."""
+    listed = {b["id"] for b in status(pitr)["base_backups"]}
+    env = subprocess_env(**pitr.env)
+    procs = [start_moviectl(env, "--json", "backup", "--physical", cwd=None) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    made = {b["id"]: b for b in status(pitr)["base_backups"] if b["id"] not in listed}
+    assert len(made) == 2 and all(b["verified"] for b in made.values()), made
+    base = Path(pitr.env["MOVIE_BACKUP_DIR"]) / "pitr" / "base"
+    assert not list(base.glob(".partial-*"))
+    r = pitr("restore", "--physical", "--latest", "--into", "after-two", "--json")
+    assert r.exit_code == 0, r.output
+    assert pitr("pitr", "discard", "after-two", "--yes").exit_code == 0
