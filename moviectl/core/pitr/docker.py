@@ -204,7 +204,7 @@ def _helper(backend: DockerBackend) -> Any:
         left = backend.client.containers.get(name)
     except docker.errors.NotFound:
         return None
-    if left.status in ("running", "restarting", "paused", "created"):
+    if left.status in ("running", "restarting", "paused"):  # "created": never copied
         raise LockBusy(
             f"the volume copy of a cut-short promote still runs (container {name}); "
             "nothing was done",
@@ -223,7 +223,8 @@ def copy_done(settings: Settings) -> str | None:
         return None
     code = (left.attrs.get("State") or {}).get("ExitCode")
     mounts = {m.get("Destination"): m.get("Name") for m in left.attrs.get("Mounts") or []}
-    if code == 0 and mounts.get("/data") == backend.svc.volume_name:
+    done = left.status == "exited" and code == 0  # a "created" one says 0 too
+    if done and mounts.get("/data") == backend.svc.volume_name:
         return mounts.get("/before")
     left.remove(force=True)
     return None
@@ -301,8 +302,15 @@ def promote(
             stderr=True,
         )
     except Exception as exc:
-        with contextlib.suppress(Exception):
+        try:
             drop_helper(settings)
+        except LockBusy as busy:  # never started on a volume still being copied into
+            raise ServerError(
+                f"copying the restored cluster into volume {volume} failed: {exc}; {busy.message}",
+                hint=f"{busy.hint}; the old contents are in volume {before}",
+            ) from None
+        except Exception:  # the engine's own error is the one raised below
+            pass
         c.start()  # the old contents, whole or put back
         raise ServerError(
             f"copying the restored cluster into volume {volume} failed: {exc}",

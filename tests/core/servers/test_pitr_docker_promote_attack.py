@@ -47,6 +47,11 @@ docker.promote = _swap
 from docker.models.containers import ContainerCollection
 run = ContainerCollection.run
 def _run(self, *a, **kw):
+    if phase == "created" and "/restored" in str(kw.get("entrypoint")):
+        for k in ("remove", "stderr", "stdout", "detach"):
+            kw.pop(k, None)
+        self.create(*a, **kw)
+        die()  # killed between the helper's create and its start: it never copied
     if phase != "midcopy" or "/restored" not in str(kw.get("entrypoint")):
         return run(self, *a, **kw)
     kw.pop("remove", None)
@@ -247,3 +252,16 @@ def test_a_hostile_journal_is_one_line_and_refuses(
     said = " ".join(json.loads(r.stdout).get("warnings") or [])
     assert "promoting.json" in said, r.output
     assert j.read_text() == text
+
+
+def test_a_helper_created_but_never_started_is_not_taken_for_a_copy(pd: Cli) -> None:
+    """kill -9 between the helper container's create and start (a created container reads
+    exit code 0): the re-run neither waits for it forever nor records a copy that never
+    ran; it copies, and the container serves the restored rows."""
+    _, restored = _first(pd)
+    _killed_at(pd, "created")
+    r = pd("pitr", "promote", "first", "--yes", "--json")
+    assert r.exit_code == 0, r.output
+    assert facts(pd) == restored
+    assert not _journal(pd).exists()
+    assert _helpers(pd) == []
