@@ -185,12 +185,19 @@ def backup_prune(
 
     Never the newest verified backup, a pinned one (`backup pin`), or a file without a
     manifest. Every prune also aborts a bucket's leftover multipart uploads (killed
-    backups'); --uploads-only does only that, with no policy.
+    backups'); --uploads-only does only that, with no policy, in every configured bucket
+    (MOVIE_BACKUP_REPO's s3:// ones; --repo names one instead).
 
     Example: `moviectl backup prune --keep-daily 7 --keep-weekly 4 --dry-run`
     """
     from moviectl.core.backups.repository import primary
-    from moviectl.core.backups.retention import Policy, abort_uploads, plan, prune_repository
+    from moviectl.core.backups.retention import (
+        Policy,
+        abort_uploads_in,
+        plan,
+        prune_repository,
+        upload_repositories,
+    )
     from moviectl.infra.errors import UsageError
 
     settings = settings_of(ctx)
@@ -203,15 +210,16 @@ def backup_prune(
     if not uploads_only:
         plan([], policy)  # no policy: refused before asking
     where = primary(settings, repo)
+    buckets = upload_repositories(settings, repo) if uploads_only else [where]
     if not dry_run:
         question = (
-            f"Abort the leftover multipart uploads in {where.url}?"
+            f"Abort the leftover multipart uploads in {', '.join(b.url for b in buckets)}?"
             if uploads_only
             else f"Delete the backups in {where.url} outside the policy?"
         )
         confirm(ctx, question, yes)
     if uploads_only:
-        result = abort_uploads(where, dry_run=dry_run)
+        result = abort_uploads_in(buckets, dry_run=dry_run)
     else:
         result = prune_repository(settings, where, policy, dry_run=dry_run)
     out(ctx).emit(result, render_prune_plan)

@@ -215,6 +215,6 @@ def physical_restore(
     o = out(ctx)
     with promote_lock(settings), _next_step(o):  # a second one is refused before restoring
         with o.status(f"restoring to {target.describe()}"):
-            result = restore(settings, target, name=name, timeout=timeout)
+            result = restore(settings, target, name=name, timeout=timeout, promoting=True)
         swapped = swap(settings, result.name, locked=True)
     o.emit(rp.RestoredAndPromoted(result, swapped), rp.render_both)

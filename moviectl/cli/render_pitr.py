@@ -83,6 +83,8 @@ def render_restore(c: Console, r: RestoreResult) -> None:
     c.print(f"  running on {r.host}:{r.port} (the running server was not touched)")
     for line in r.connect:
         c.print(f"  {line}", soft_wrap=True)
+    for w in r.warnings:
+        c.print(f"  [yellow]warning:[/] {w}", soft_wrap=True)
 
 
 def render_promote(c: Console, r: PromoteResult) -> None:

@@ -123,3 +123,41 @@ def test_kill_9_of_a_restore_lists_nothing_and_is_cleared(pitr: Cli) -> None:
     r = pitr("restore", "--physical", "--latest", "--into", "killed", "--json")
     assert r.exit_code == 0, r.output  # the leftover was stopped and removed first
     assert [x["name"] for x in status(pitr)["restores"]] == ["killed"]
+
+
+def test_a_stalled_archiver_is_a_warning_and_refuses_a_latest_promote(pitr: Cli) -> None:
+    """The archiver stopped (SIGSTOP: a hung archive_command): `restore --latest` waits at
+    most MOVIE_STALL_TIMEOUT for the newest segment, then restores what the archive holds
+    and says which commits it lacks; `--latest --promote` refuses (exit 5) before anything
+    is restored: promoted, it would lose the live server's newest commits."""
+    assert pitr("backup", "--physical").exit_code == 0
+    with conn(pitr) as c:
+        row = c.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'archiver'")
+        archiver = int(row.fetchone()[0])  # type: ignore[index]
+        c.execute("SELECT pg_switch_wal()")
+    os.kill(archiver, signal.SIGSTOP)
+    try:
+        with conn(pitr) as c:
+            c.execute("CREATE TABLE late AS SELECT generate_series(1, 100) AS i")
+        listed = [x["name"] for x in status(pitr)["restores"]]
+        quick = {"MOVIE_STALL_TIMEOUT": "2"}
+        r = pitr("restore", "--physical", "--latest", "--promote", "--yes", "--json", **quick)
+        assert r.exit_code == 5, r.output
+        doc = json.loads(r.stdout)
+        assert "would lose the commits" in doc["message"] and "nothing" in doc["message"], doc
+        assert [x["name"] for x in status(pitr)["restores"]] == listed
+        r = pitr("restore", "--physical", "--latest", "--into", "behind", "--json", **quick)
+        assert r.exit_code == 0, r.output
+        doc = json.loads(r.stdout)
+        assert "public.late" not in doc["row_counts"], doc["row_counts"]
+        assert any("had not archived WAL segment" in w for w in doc["warnings"]), doc
+    finally:
+        os.kill(archiver, signal.SIGCONT)
+    assert pitr("pitr", "discard", "behind", "--yes").exit_code == 0
+    with conn(pitr) as c:
+        c.execute("SELECT pg_switch_wal()")
+    r = pitr("restore", "--physical", "--latest", "--into", "caught-up", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["row_counts"].get("public.late") == 100 and doc["warnings"] == [], doc
+    assert pitr("pitr", "discard", "caught-up", "--yes").exit_code == 0

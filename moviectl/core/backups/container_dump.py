@@ -8,7 +8,7 @@ from typing import Any
 from moviectl.core.backups import compression
 from moviectl.core.backups.compression import Compression
 from moviectl.core.backups.fileio import Progress
-from moviectl.infra.errors import MoviectlError, ToolMissing
+from moviectl.infra.errors import MoviectlError, ToolMissing, UsageError
 from moviectl.infra.pgtools import compression_probe, compressions_from
 from moviectl.infra.settings import DbTarget, Settings
 
@@ -21,9 +21,12 @@ def dump_in_container(
     progress: Progress | None,
     snapshot: str | None = None,
     compress: str | None = None,
+    readable: frozenset[str] | None = None,
 ) -> tuple[str, str, Compression]:
     """Stream ``pg_dump`` from the running db container into ``tmp``; (via, version, the
-    compression chosen for the image's pg_dump as for a host one)."""
+    compression chosen for the image's pg_dump as for a host one). ``readable``: what the
+    host's PostgreSQL tools decompress (restore and verify run them, not the image's):
+    neither the default nor ``--compress`` makes a backup they cannot read."""
     from moviectl.core.servers.docker import DockerBackend
     from moviectl.core.servers.docker_engine import engine_answers
 
@@ -38,9 +41,17 @@ def dump_in_container(
         raise ToolMissing("--format directory needs a host pg_dump", hint=hint)
     api = backend.client.api
     version = c.exec_run(["pg_dump", "--version"]).output.decode().strip().split()[-1]
-    comp = compression.choose(
-        compress, fmt, f"in container {c.name}", version, _compressions(c, version)
-    )
+    methods = _compressions(c, version)
+    comp = compression.choose(compress, fmt, f"in container {c.name}", version, methods)
+    if readable is not None and comp.method not in readable | {"gzip", "none"}:
+        if compress is not None:
+            raise UsageError(
+                f"--compress {compress}: the pg_restore on this host cannot read "
+                f"{comp.method} (restore and verify run it), so the backup could not be checked",
+                hint="use --compress gzip[:LEVEL], or point MOVIE_PG_BIN_DIR at PostgreSQL "
+                f"16+ client tools built with {comp.method}",
+            )
+        comp = compression.default(fmt, methods & readable)
     user = target.user
     cmd = [
         "pg_dump",

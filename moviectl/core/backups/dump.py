@@ -264,6 +264,7 @@ def _dump(
             missing = None
         except ToolMissing as exc:
             tool, missing = None, exc
+        host = tool  # restore and verify read the backup with this build's pg_restore
         if fmt != "directory" and in_container_first(settings, tool, major):
             tool = None  # the Docker backend's own pg_dump, the server's very version
         if tool is None:
@@ -272,8 +273,9 @@ def _dump(
             version, major, rev, counts = database_facts(snap)
             started = time.monotonic()
             try:
+                readable = compressions(host) if host is not None else None
                 via, dump_version, comp = dump_in_container(
-                    settings, target, tmp, fmt, progress, snap_id, compress
+                    settings, target, tmp, fmt, progress, snap_id, compress, readable
                 )
             except ToolMissing:
                 assert missing is not None

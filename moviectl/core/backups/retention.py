@@ -3,8 +3,9 @@ grandfather-father-son: the newest backup of each of the last N days, ISO weeks,
 as pgBackRest, Barman and restic count them).
 
 Never deleted, whatever the policy: the newest verified backup, a pinned one
-(`backup pin NAME`), the safety backup of an embedded upgrade not yet finished (after
-`--method swap` its `--rollback` has no other way back), and anything without a manifest
+(`backup pin NAME`), the safety backup of an upgrade not yet finished (embedded or
+Docker; after `--method swap` its `--rollback` has no other way back), and anything
+without a manifest
 (not moviectl's to judge). Every
 decision carries its reasons, so `prune --dry-run` says what would go and why.
 """
@@ -112,7 +113,7 @@ def prune_repository(
     from moviectl.core.backups.catalog import delete_backup, entries, pinned
 
     pins = pinned(repo)
-    upgrade = _upgrade_backup(settings)
+    upgrades = _upgrade_backups(settings)
     cands = []
     for e in entries(settings, repo):
         if not e.manifest or not e.created:
@@ -120,7 +121,7 @@ def prune_repository(
         name = e.path.rstrip("/").rsplit("/", 1)[-1]
         created = datetime.fromisoformat(e.created)
         cands.append(
-            Candidate(e.path, name, created, bool(e.verified_at), name in pins, name == upgrade)
+            Candidate(e.path, name, created, bool(e.verified_at), name in pins, name in upgrades)
         )
     decisions = plan(cands, policy)
     by_path = {c.path: c for c in cands}
@@ -136,12 +137,46 @@ def prune_repository(
     return left
 
 
-def _upgrade_backup(settings: Settings) -> str | None:
-    """The name of the safety backup an unfinished embedded upgrade records (upgrade.json)."""
+def _upgrade_backups(settings: Settings) -> set[str]:
+    """The names of the safety backups unfinished upgrades record: the embedded one's
+    (``upgrade.json``) and each Docker project's (``docker-upgrade-<project>.json``), until
+    ``--finish`` or a completed ``--rollback`` clears them. A Docker state moviectl did not
+    write is refused (exit 5, naming it), as by `db up`: it might name the one to keep."""
+    from moviectl.core.servers import docker_upgrade
     from moviectl.core.servers.upgrade_state import read_state
 
-    state = read_state(Path(settings.data_dir)) or {}
-    return Path(str(state["backup"])).name if state.get("backup") else None
+    data_dir = Path(settings.data_dir)
+    states = [read_state(data_dir) or {}]
+    prefix, suffix = "docker-upgrade-", ".json"
+    for f in sorted(data_dir.glob(f"{prefix}*{suffix}")):
+        states.append(docker_upgrade.read_state(data_dir, f.name[len(prefix) : -len(suffix)]) or {})
+    return {Path(str(s["backup"])).name for s in states if s.get("backup")}
+
+
+def upload_repositories(settings: Settings, repo: str | None = None) -> list[Repository]:
+    """Where `prune --uploads-only` looks: every configured repository that can hold
+    multipart uploads (a bucket: MOVIE_BACKUP_REPO=/dir,s3://b/p looks in the bucket, not
+    only in the first, which `backup prune` reads); with none, the first (it says it has
+    none). ``repo`` (``--repo``) names the one(s) instead."""
+    from moviectl.core.backups.repository import configured
+
+    repos = configured(settings, repo)
+    return [r for r in repos if r.remote] or repos[:1]
+
+
+def abort_uploads_in(repos: list[Repository], *, dry_run: bool) -> PruneResult:
+    """`prune --uploads-only` over ``repos`` (``upload_repositories``): one result, its
+    ``repository`` naming each looked at; the first that cannot be looked at is its error."""
+    results = [abort_uploads(r, dry_run=dry_run) for r in repos]
+    first = results[0]
+    for more in results[1:]:
+        first.repository = f"{first.repository}, {more.repository}"
+        first.leftover_uploads += more.leftover_uploads
+        if more.leftover_uploads_unchecked:
+            first.leftover_uploads_unchecked = "; ".join(
+                u for u in (first.leftover_uploads_unchecked, more.leftover_uploads_unchecked) if u
+            )
+    return first
 
 
 def abort_uploads(repo: Repository, *, dry_run: bool, alone: bool = True) -> PruneResult:

@@ -25,11 +25,10 @@ from moviectl.core.pitr import archive_wal, chain, timelines
 from moviectl.core.pitr.repo import store_of
 from moviectl.core.pitr.server import (
     PITR_CONF,
+    archive_current_wal,
     chown_tree,
-    connect_admin,
     give_to_server,
     one,
-    push_wal,
 )
 from moviectl.core.pitr.store import (
     BaseBackup,
@@ -77,6 +76,7 @@ class RestoreResult:
     seconds: float
     row_counts: dict[str, int] = field(default_factory=dict)
     connect: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def restores_dir(settings: Settings) -> Path:
@@ -173,13 +173,18 @@ def discard(settings: Settings, name: str) -> str:
 
 
 def restore(
-    settings: Settings, target: Target, *, name: str | None = None, timeout: float = 600
+    settings: Settings,
+    target: Target,
+    *,
+    name: str | None = None,
+    timeout: float = 600,
+    promoting: bool = False,
 ) -> RestoreResult:
     started = time.monotonic()
     store = store_of(settings)
     store.clean_partials()
     clean_leftovers(settings)
-    _push_current_wal(settings)
+    behind = archive_current_wal(settings, refuse=promoting and target.kind == "latest")
     bases = store.bases()
     base = choose(target, bases, archive_facts(store), store.marks())
     members = chain.chain_of(base, bases)
@@ -209,23 +214,13 @@ def restore(
         server = _prepare(settings, store, members, target, path, plan)
         _start(settings, server, timeout)
         result = _finish(settings, server, base, target, name)
-        result.seconds = round(time.monotonic() - started, 3)
+        result.seconds, result.warnings = round(time.monotonic() - started, 3), behind
         write_json_atomic(path / RECORD, asdict(result))
         done = True
         return result
     finally:
         if not done:
             discard_dir(settings, path)
-
-
-def _push_current_wal(settings: Settings) -> None:
-    """With the source server up and archiving: archive the WAL written so far."""
-    try:
-        with connect_admin(settings) as conn:
-            if one(conn, "SELECT current_setting('archive_mode')")[0] == "on":
-                push_wal(conn)
-    except MoviectlError:
-        pass  # the server is down: restore from what the archive holds
 
 
 def _prepare(

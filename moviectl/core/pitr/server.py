@@ -126,10 +126,10 @@ def connect_admin(settings: Settings) -> Any:
     return connect(settings.target(), connect_timeout=settings.connect_timeout)
 
 
-def push_wal(conn: Any, wait: float = 30.0) -> str | None:
+def push_wal(conn: Any, wait: float = 30.0) -> tuple[str, bool]:
     """Close the current WAL segment after a fresh commit, and wait (bounded) until the
     archiver has it: a restore to "now" then finds a commit after its target in the archive.
-    The segment's name, or None when nothing needed switching."""
+    (The segment's name, whether the archiver had it within ``wait`` seconds.)"""
     import time
 
     conn.execute("SELECT pg_current_xact_id()")  # a commit record stamped now
@@ -139,6 +139,34 @@ def push_wal(conn: Any, wait: float = 30.0) -> str | None:
     while time.monotonic() < deadline:
         last = one(conn, "SELECT last_archived_wal FROM pg_stat_archiver")[0]
         if last is not None and len(last) == 24 and last[8:] >= name[8:]:
-            return str(name)
+            return str(name), True
         time.sleep(0.2)
-    return str(name)
+    return str(name), False
+
+
+def archive_current_wal(settings: Settings, *, refuse: bool) -> list[str]:
+    """With the source server up and archiving: archive the WAL written so far, waiting
+    at most MOVIE_STALL_TIMEOUT. A segment the archiver has not taken by then (failing or
+    stalled) is a warning, never a silent restore short of the newest commits; ``refuse``
+    (`--latest --promote`: the live server's newest commits would be lost) stops here."""
+    from moviectl.infra.errors import MoviectlError, Refused
+
+    wait, name = float(settings.stall_timeout), None
+    try:
+        with connect_admin(settings) as conn:
+            if one(conn, "SELECT current_setting('archive_mode')")[0] == "on":
+                name, archived = push_wal(conn, wait)
+                name = None if archived else name
+    except MoviectlError:
+        pass  # the server is down: restore from what the archive holds
+    if name is None:
+        return []
+    why = f"the server's archiver had not archived WAL segment {name} within {wait:g} s"
+    if refuse:
+        raise Refused(
+            f"{why}: promoted, a --latest restore would lose the commits in it; nothing "
+            "was restored",
+            hint="`moviectl pitr status` says why archiving is behind; restore without "
+            "--promote to see what the archive holds",
+        )
+    return [f"{why}: this restore ends before the commits in it (see `moviectl pitr status`)"]

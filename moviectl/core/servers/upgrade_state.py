@@ -11,10 +11,12 @@ an interrupted upgrade is undone here: the old ``pgdata`` back in place, its
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +164,52 @@ def refuse_if_running(data_dir: Path) -> None:
             f"{state.get('phase') if state else '?'})",
             hint="wait for `moviectl db upgrade` to finish",
         )
+
+
+@contextlib.contextmanager
+def closing_lock(data_dir: Path) -> Iterator[None]:
+    """One `db upgrade --finish` or `--rollback` at a time: a flock on MOVIE_DATA_DIR itself
+    (nothing written, so a full disk, where a rollback must still run, cannot stop it),
+    taken at once or exit 7 naming the holder's pid: a swap's rollback restores a backup for
+    minutes, and a second one used to wait on the cluster's lock saying nothing, only to
+    find nothing left to do. An upgrade still running is refused the same way."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _flock_holder(data_dir)
+            raise LockBusy(
+                f"a `db upgrade {_flag_of(pid)}` of the cluster in {data_dir} is running "
+                f"(pid {pid or '?'}); nothing done",
+                hint="wait for it to end; `moviectl doctor` then says where the upgrade is",
+            ) from None
+        refuse_if_running(data_dir)
+        yield
+    finally:
+        os.close(fd)  # the flock goes with it
+
+
+def _flock_holder(path: Path) -> int:
+    """The pid holding a flock on ``path`` (Linux's /proc/locks), 0 when not found."""
+    st = path.stat()
+    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/locks").read_text().splitlines():
+            f = line.split()
+            if len(f) > 5 and f[1] == "FLOCK" and f[5] == dev and f[4].isdigit():
+                return int(f[4])
+    return 0
+
+
+def _flag_of(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        for flag in ("--rollback", "--finish"):
+            if flag.encode() in args:
+                return flag
+    return "--finish/--rollback"
 
 
 def recover_interrupted(data_dir: Path) -> str | None:

@@ -20,6 +20,7 @@ from moviectl.core.servers.embedded import embedded_server
 from moviectl.core.servers.upgrade_state import (
     WORK_DIR,
     clear_state,
+    closing_lock,
     old_dir,
     old_taken_apart,
     read_state,
@@ -229,7 +230,7 @@ def _next_steps(settings: Settings, new_bin: Path, method: str, kept: str) -> li
 def finish(settings: Settings) -> FinishResult:
     """Keep the new cluster: the old one (and the upgrade's leftovers) deleted."""
     server = embedded_server(settings)
-    with server.lock():
+    with closing_lock(server.data_dir), server.lock():
         state = _state_or_refuse(server.data_dir, "--finish")
         if state.get("phase") != "done":
             if old_taken_apart(server.data_dir, state):
@@ -252,7 +253,7 @@ def rollback(settings: Settings) -> FinishResult:
     """The old cluster back in place and started; the new one (and what was written to it
     since the upgrade) discarded. Refused after a link upgrade started the new server."""
     server = embedded_server(settings)
-    with server.lock():
+    with closing_lock(server.data_dir), server.lock():
         state = _state_or_refuse(server.data_dir, "--rollback")
         from_major, to = int(state["from"]), int(state["to"])
         if old_taken_apart(server.data_dir, state):
