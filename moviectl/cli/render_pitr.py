@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from moviectl.core.pitr.basebackup import PhysicalBackupResult
     from moviectl.core.pitr.drill import DrillResult, PruneResult
     from moviectl.core.pitr.enable import EnableResult
-    from moviectl.core.pitr.promote import PromoteResult
+    from moviectl.core.pitr.promote_common import PromoteResult
     from moviectl.core.pitr.restore import RestoreResult
     from moviectl.core.pitr.status import PitrStatus
     from moviectl.core.restore_points import Mark

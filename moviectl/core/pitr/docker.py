@@ -14,9 +14,11 @@ contents into a new volume ``<volume>-before-<time>`` (the safety snapshot).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from moviectl.core.pitr.store import LocalStore, make_private_dir
 from moviectl.core.servers.base import not_ready_yet, ready_version
 from moviectl.core.servers.docker import DockerBackend
 from moviectl.core.servers.docker_engine import binds_path, labels
-from moviectl.infra.errors import ConfirmationRequired, ServerError, UsageError
+from moviectl.infra.errors import ConfirmationRequired, LockBusy, ServerError, UsageError
 from moviectl.infra.settings import Settings
 from moviectl.infra.waiting import poll_until
 
@@ -192,9 +194,61 @@ def preflight(settings: Settings) -> None:
         )
 
 
-def promote(settings: Settings, path: Path, store: LocalStore) -> tuple[str, str]:
+def _helper(backend: DockerBackend) -> Any:
+    """The volume copy's helper container (``<db container>-promote-copy``, one at a time:
+    a name taken is a copy not yet accounted for), or None. Still running: refused."""
+    import docker.errors
+
+    name = f"{backend.svc.container_name}-promote-copy"
+    try:
+        left = backend.client.containers.get(name)
+    except docker.errors.NotFound:
+        return None
+    if left.status in ("running", "restarting", "paused"):  # "created": never copied
+        raise LockBusy(
+            f"the volume copy of a cut-short promote still runs (container {name}); "
+            "nothing was done",
+            hint="wait for it to exit (`docker ps -a`), then re-run the promote",
+        )
+    return left
+
+
+def copy_done(settings: Settings) -> str | None:
+    """A cut-short promote's copy that finished (its helper exited 0, kept until the
+    journal records the copy): the snapshot volume it filled. Any other helper is removed
+    (it put the old contents back, or never copied): None."""
+    backend = DockerBackend(settings)
+    left = _helper(backend)
+    if left is None:
+        return None
+    code = (left.attrs.get("State") or {}).get("ExitCode")
+    mounts = {m.get("Destination"): m.get("Name") for m in left.attrs.get("Mounts") or []}
+    done = left.status == "exited" and code == 0  # a "created" one says 0 too
+    if done and mounts.get("/data") == backend.svc.volume_name:
+        return mounts.get("/before")
+    left.remove(force=True)
+    return None
+
+
+def drop_helper(settings: Settings) -> None:
+    """Once the journal records the copy: its helper container goes."""
+    import docker.errors
+
+    left = _helper(DockerBackend(settings))
+    if left is not None:
+        with contextlib.suppress(docker.errors.NotFound):
+            left.remove(force=True)
+
+
+def promote(
+    settings: Settings,
+    path: Path,
+    store: LocalStore,
+    copying: Callable[[str], None] | None = None,
+) -> tuple[str, str]:
     """Copy the restored cluster in ``path`` (stopped) into the db container's volume; the
-    caller removes ``path`` (`pitr promote` journals the swap: ``promote.py``).
+    caller removes ``path`` (`pitr promote` journals the swap: ``promote_docker.py``).
+    ``copying``: told the snapshot volume's name before the db container stops.
 
     Returns (the data volume, the snapshot volume with the old contents)."""
     from moviectl.core.servers.cluster import CONF_NAME
@@ -205,6 +259,11 @@ def promote(settings: Settings, path: Path, store: LocalStore) -> tuple[str, str
     if not volume:
         raise UsageError("the compose file's db service has no named data volume to swap")
     pgdata = path / "pgdata"
+    if not pgdata.is_dir():  # a bind mount of a missing path would be made, empty
+        raise UsageError(f"the restored cluster {pgdata} is gone; nothing was swapped")
+    left = _helper(backend)
+    if left is not None:  # accounted for by the caller (``copy_done``)
+        left.remove(force=True)
     (pgdata / CONF_NAME).unlink(missing_ok=True)  # the restore's port, listen and commands
     auto = pgdata / "postgresql.auto.conf"
     command = archive_wal.command(store.root / archive_wal.SCRIPT_NAME, store.wal_dir())
@@ -218,6 +277,8 @@ def promote(settings: Settings, path: Path, store: LocalStore) -> tuple[str, str
     # would copy over the first run's snapshot
     before += f"-{len(names) + 1}" if before in names else ""
     backend.client.volumes.create(before, labels=labels(svc, backend.owner))
+    if copying is not None:
+        copying(before)
     c.stop(timeout=30)
     # never an empty volume left behind: the image's entrypoint would initdb a fresh, empty
     # cluster into it on start. Any failure after the snapshot puts the old contents back.
@@ -231,16 +292,25 @@ def promote(settings: Settings, path: Path, store: LocalStore) -> tuple[str, str
         out = backend.client.containers.run(
             svc.image,
             entrypoint=["sh", "-c", swap],
+            name=f"{svc.container_name}-promote-copy",  # kept: ``copy_done`` reads it
             user="root",
             volumes={
                 volume: {"bind": "/data", "mode": "rw"},
                 before: {"bind": "/before", "mode": "rw"},
                 str(pgdata): {"bind": "/restored", "mode": "ro"},
             },
-            remove=True,
             stderr=True,
         )
     except Exception as exc:
+        try:
+            drop_helper(settings)
+        except LockBusy as busy:  # never started on a volume still being copied into
+            raise ServerError(
+                f"copying the restored cluster into volume {volume} failed: {exc}; {busy.message}",
+                hint=f"{busy.hint}; the old contents are in volume {before}",
+            ) from None
+        except Exception:  # the engine's own error is the one raised below
+            pass
         c.start()  # the old contents, whole or put back
         raise ServerError(
             f"copying the restored cluster into volume {volume} failed: {exc}",

@@ -90,7 +90,10 @@ def interrupted_promote(settings: Settings) -> list[str]:
     from moviectl.core.servers import swap_journal
     from moviectl.infra.processes import pid_alive
 
-    j = swap_journal.read(Path(settings.data_dir))
+    try:
+        j = swap_journal.read(Path(settings.data_dir))
+    except MoviectlError as exc:  # not a journal moviectl wrote: said, never guessed at
+        return [exc.message]
     if j is None or pid_alive(int(j.get("pid") or 0)):
         return []
     # Docker's volume is never left empty, so its `db up` is not refused meanwhile
@@ -129,7 +132,8 @@ def doctor_finding(settings: Settings) -> tuple[str, str, str, str]:
     except MoviectlError as exc:
         return ("WAL archive", "warn", exc.message, exc.hint or "")
     live = st.archiver
-    if st.warnings and st.warnings[0].startswith("a `pitr promote"):
+    first = st.warnings[0] if st.warnings else ""
+    if first.startswith("a `pitr promote") or "promoting.json" in first:
         return ("WAL archive", "warn", st.warnings[0], "moviectl pitr status")
     if live is None or not live.on:
         return ("WAL archive", "ok", "archiving off (point-in-time recovery not set up)", "")

@@ -9,6 +9,7 @@ command that finishes the swap (``pitr promote NAME``, which reads this file and
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,71 @@ def path_of(data_dir: Path) -> Path:
     return data_dir / JOURNAL
 
 
+# what each key must hold (moviectl writes these; anything else was written by hand)
+_TYPES: dict[str, tuple[type, ...]] = {
+    "pid": (int,),
+    "timeline": (int,),
+    "wal_moved": (int,),
+    "aside": (str, type(None)),
+    "restored": (str,),  # embedded
+    "volume": (str,),  # Docker: the copy is done
+    "copying": (str,),  # Docker: the copy may have begun (its snapshot volume)
+    "history": (dict,),  # Docker: the restored archive's history files, name -> text
+}
+_REQUIRED = ("name", "pid", "timeline", "wal_moved", "aside")
+
+
 def read(data_dir: Path) -> dict[str, Any] | None:
+    """The journal, or None when there is none. One moviectl did not write (not JSON, not
+    an object, a key missing or of another type, a name no restore can have) is refused,
+    exit 5, never guessed at: every command that reads it stops (nothing swapped)."""
+    path = path_of(data_dir)
     try:
-        return dict(json.loads(path_of(data_dir).read_text()))
+        text = path.read_text()
     except FileNotFoundError:
         return None
-    except ValueError:  # cut short while written: the rename makes that impossible
-        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _unreadable(path, str(exc)) from None
+    try:
+        doc = json.loads(text)
+    except ValueError:  # written whole (renamed in): never cut short by moviectl
+        raise _unreadable(path, "not JSON") from None
+    why = _wrong(doc)
+    if why:
+        raise _unreadable(path, why)
+    return dict(doc)
+
+
+def _wrong(doc: Any) -> str | None:
+    if not isinstance(doc, dict):
+        return "not an object"
+    missing = [k for k in _REQUIRED if k not in doc]
+    if missing:
+        return f"no {missing[0]!r}"
+    name = doc["name"]
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", name):
+        return "'name' is not a restore's name"
+    for key, types in _TYPES.items():
+        value = doc.get(key)
+        if key in doc and (
+            not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
+        ):
+            return f"{key!r} is not {' or '.join(t.__name__ for t in types)}"
+    history = doc.get("history") or {}
+    if not all(
+        isinstance(k, str) and re.fullmatch(r"[0-9A-F]{8}\.history", k) and isinstance(v, str)
+        for k, v in history.items()
+    ):
+        return "'history' is not history files by name"
+    return None
+
+
+def _unreadable(path: Path, why: str) -> Refused:
+    return Refused(
+        f"{path} is not a promote journal moviectl wrote ({why}); nothing was done",
+        hint="look at it: if no `pitr promote` is unfinished, move it away and re-run; "
+        "else put back the journal that promote wrote",
+    )
 
 
 def write(data_dir: Path, data: dict[str, Any]) -> None:

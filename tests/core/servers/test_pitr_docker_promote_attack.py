@@ -1,0 +1,267 @@
+"""Attacks on the journaled Docker `pitr promote` (``promote_docker.py``): a re-run from
+each phase finishes and never copies the restored cluster over writes made to the container
+after the copy; the restore directory deleted by hand while the journal waits; SIGTERM mid
+copy; a hostile ``promoting.json`` (one line, exit 5, no traceback)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cli, start_moviectl, subprocess_env
+from tests.core.pitr_support import conn, facts, status
+from tests.core.servers.test_pitr_docker import dk, image  # noqa: F401  (fixtures)
+from tests.core.servers.test_pitr_docker_discard import _first
+from tests.core.test_pitr_promote_discarded import _MORE
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
+
+# kill -9 from inside, at a named moment of the real `moviectl pitr promote`
+_KILL_AT = """
+import os, signal
+phase = os.environ["KILL_AT"]
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+link, rename = os.link, os.rename
+def _link(src, dst, *a, **kw):
+    link(src, dst, *a, **kw)
+    if phase == "history" and str(dst).endswith(".history"):
+        die()  # the new timeline's history file just landed in the archive
+def _rename(src, dst, *a, **kw):
+    rename(src, dst, *a, **kw)
+    if phase == "renamed" and os.path.basename(str(dst)).startswith(".promoted-"):
+        die()  # the restore directory set aside, the journal not yet removed
+os.link, os.rename = _link, _rename
+from moviectl.core.pitr import docker
+swap = docker.promote
+def _swap(*a, **kw):
+    if phase == "swap":
+        die()  # journaled, about to copy the restored cluster into the volume
+    return swap(*a, **kw)
+docker.promote = _swap
+from docker.models.containers import ContainerCollection
+run = ContainerCollection.run
+def _run(self, *a, **kw):
+    if phase == "created" and "/restored" in str(kw.get("entrypoint")):
+        for k in ("remove", "stderr", "stdout", "detach"):
+            kw.pop(k, None)
+        self.create(*a, **kw)
+        die()  # killed between the helper's create and its start: it never copied
+    if phase != "midcopy" or "/restored" not in str(kw.get("entrypoint")):
+        return run(self, *a, **kw)
+    kw.pop("remove", None)
+    run(self, *a, **{**kw, "detach": True}).wait()
+    die()  # killed while the helper container copied; it finished, on its own
+ContainerCollection.run = _run
+from moviectl.core.servers import swap_journal
+write = swap_journal.write
+def _write(d, j, *a, **kw):
+    write(d, j, *a, **kw)
+    if phase == "copied" and "volume" in j:
+        die()  # the copy recorded as done, no history file yet
+swap_journal.write = _write
+from moviectl.cli.entry import main
+main()
+"""
+
+
+@pytest.fixture
+def pd(dk: Cli) -> Iterator[Cli]:  # noqa: F811
+    """``dk``, and a helper container a failed test left removed first (it holds the
+    snapshot volume ``dk`` removes)."""
+    try:
+        yield dk
+    finally:
+        import docker
+
+        client = docker.from_env()
+        try:
+            for name in _helpers(dk):
+                client.containers.get(name).remove(force=True)
+        finally:
+            client.close()
+
+
+def _journal(cli: Cli) -> Path:
+    return Path(cli.env["MOVIE_DATA_DIR"]) / "promoting.json"
+
+
+def _restores(cli: Cli) -> Path:
+    return Path(cli.env["MOVIE_DATA_DIR"]) / "restores"
+
+
+def _wal(cli: Cli) -> Path:
+    return Path(cli.env["MOVIE_BACKUP_DIR"]) / "pitr" / "wal"
+
+
+def _killed_at(cli: Cli, phase: str) -> None:
+    env = subprocess_env(**cli.env, KILL_AT=phase)
+    proc = start_moviectl(env, "pitr", "promote", "first", "--yes", python=_KILL_AT, cwd=None)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, err
+    assert _journal(cli).exists()
+    r = cli("db", "up", "--timeout", "90")
+    assert r.exit_code == 0, r.output
+
+
+def _helpers(cli: Cli) -> list[str]:
+    import docker
+
+    client = docker.from_env()
+    try:
+        project = cli.env["MOVIE_COMPOSE_PROJECT"]
+        return [
+            c.name
+            for c in client.containers.list(all=True)
+            if c.name.startswith(project) and c.name.endswith("-promote-copy")
+        ]
+    finally:
+        client.close()
+
+
+def _one_line(r: object) -> None:
+    out = getattr(r, "output", "")
+    assert "Traceback" not in out, out
+
+
+@pytest.mark.parametrize("phase", ["midcopy", "copied", "history", "renamed"])
+def test_a_rerun_from_each_phase_after_the_copy_keeps_later_writes(
+    pd: Cli,
+    phase: str,
+) -> None:
+    """kill -9 while the helper container copies (it finishes on its own), once the copy is
+    recorded, once the history file is in, or once the restore directory went aside: rows
+    written to the container since survive the re-run (nothing copied again), which
+    finishes: no journal, the history file in, no `.promoted-*` left, no helper container."""
+    _first(pd)
+    _killed_at(pd, phase)
+    with conn(pd) as c:
+        c.execute(_MORE, ("after the copy",))
+    want = facts(pd)
+    r = pd("pitr", "promote", "first", "--yes", "--json")
+    assert r.exit_code == 0, r.output
+    assert facts(pd) == want, "the re-run copied the restored cluster over later writes"
+    assert not _journal(pd).exists()
+    assert (_wal(pd) / "00000002.history").exists()
+    assert [p.name for p in _restores(pd).iterdir()] == [], "a restore directory was left"
+    assert _helpers(pd) == []
+
+
+@pytest.mark.parametrize("phase", ["swap", "midcopy", "copied"])
+def test_the_restore_directory_deleted_while_the_journal_waits(
+    pd: Cli,
+    phase: str,
+) -> None:
+    """Before the copy: the re-run says, in one line (exit 5), that nothing was swapped and
+    drops the journal (the container keeps its rows; `pitr status` is clean). After the
+    copy (recorded, or its helper container exited 0): the re-run finishes from the
+    journal, the history file put in from it."""
+    _first(pd)
+    before = facts(pd)
+    _killed_at(pd, phase)
+    import shutil
+
+    shutil.rmtree(_restores(pd) / "first")
+    r = pd("pitr", "promote", "first", "--yes")
+    _one_line(r)
+    if phase == "swap":
+        assert r.exit_code == 5, r.output
+        assert "nothing was swapped" in r.output, r.output
+        assert not _journal(pd).exists()
+        assert facts(pd) == before
+        assert not (_wal(pd) / "00000002.history").exists()
+        assert not any("pitr promote" in w for w in status(pd)["warnings"])
+        return
+    assert r.exit_code == 0, r.output
+    assert not _journal(pd).exists()
+    assert (_wal(pd) / "00000002.history").exists()
+
+
+def test_sigterm_mid_copy_and_what_refuses_while_the_journal_waits(
+    pd: Cli,
+) -> None:
+    """SIGTERM once the db container stopped for the copy: exit 143, the journal left, the
+    next step printed. Meanwhile a promote of another restore and `pitr discard` refuse
+    (exit 5); `db down` then `db up` are allowed; the re-run finishes."""
+    _, discarded = _first(pd)
+    r = pd("restore", "--physical", "--latest", "--into", "other", "--json")
+    assert r.exit_code == 0, r.output
+    proc = start_moviectl(subprocess_env(**pd.env), "pitr", "promote", "first", "--yes")
+    import docker
+
+    client = docker.from_env()
+    name = f"{pd.env['MOVIE_COMPOSE_PROJECT']}-db-1"
+    deadline = time.monotonic() + 240
+    while client.containers.get(name).status == "running" and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    client.close()
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err, err
+    assert "moviectl pitr promote first --yes" in err, err
+    assert _journal(pd).exists()
+    time.sleep(5)  # the helper container finishes its copy
+    r = pd("pitr", "promote", "other", "--yes")
+    assert r.exit_code == 5 and "pitr promote first" in r.output, r.output
+    r = pd("pitr", "discard", "first", "--yes")
+    assert r.exit_code == 5, r.output
+    assert pd("db", "down").exit_code == 0
+    assert pd("db", "up", "--timeout", "90").exit_code == 0
+    r = pd("pitr", "promote", "first", "--yes", "--json")
+    assert r.exit_code == 0, r.output
+    assert facts(pd) == discarded
+    assert not _journal(pd).exists()
+
+
+_HOSTILE = [
+    "not json",
+    "[]",
+    '"first"',
+    '{"name": 5}',
+    '{"name": "first", "pid": "x", "timeline": "two", "wal_moved": 0, "aside": null}',
+    '{"name": "first", "pid": 1, "timeline": 2, "wal_moved": 0, "aside": null, "volume": 7}',
+    '{"name": "../x", "pid": 1, "timeline": 2, "wal_moved": 0, "aside": null}',
+]
+
+
+@pytest.mark.parametrize("text", _HOSTILE)
+def test_a_hostile_journal_is_one_line_and_refuses(
+    pd: Cli,
+    text: str,
+) -> None:
+    """A ``promoting.json`` moviectl did not write (not JSON, not an object, wrong types):
+    `pitr promote` and `db upgrade` refuse in one line (exit 5) naming the file, and
+    `pitr status` warns about it; nothing is swapped, no traceback."""
+    j = _journal(pd)
+    j.parent.mkdir(parents=True, exist_ok=True)
+    j.write_text(text)
+    for args in (("pitr", "promote", "first", "--yes"), ("db", "upgrade", "--to", "17", "--yes")):
+        r = pd(*args)
+        _one_line(r)
+        assert r.exit_code == 5, (args, r.output)
+        assert "promoting.json" in r.output, r.output
+    r = pd("pitr", "status", "--json")
+    _one_line(r)
+    said = " ".join(json.loads(r.stdout).get("warnings") or [])
+    assert "promoting.json" in said, r.output
+    assert j.read_text() == text
+
+
+def test_a_helper_created_but_never_started_is_not_taken_for_a_copy(pd: Cli) -> None:
+    """kill -9 between the helper container's create and start (a created container reads
+    exit code 0): the re-run neither waits for it forever nor records a copy that never
+    ran; it copies, and the container serves the restored rows."""
+    _, restored = _first(pd)
+    _killed_at(pd, "created")
+    r = pd("pitr", "promote", "first", "--yes", "--json")
+    assert r.exit_code == 0, r.output
+    assert facts(pd) == restored
+    assert not _journal(pd).exists()
+    assert _helpers(pd) == []
