@@ -39,7 +39,7 @@ from moviectl.core.servers.docker_engine import (
 )
 from moviectl.core.servers.docker_upgrade import recover_interrupted
 from moviectl.core.servers.volume_layout import refuse_other_major
-from moviectl.infra.errors import PortInUse, ServerError
+from moviectl.infra.errors import LockBusy, PortInUse, ServerError
 from moviectl.infra.ports import describe_port_owner, port_is_free
 from moviectl.infra.settings import Settings
 
@@ -177,6 +177,18 @@ class DockerBackend:
             fcntl.flock(fh, fcntl.LOCK_EX)
             yield
 
+    def _refuse_while_copying(self) -> None:
+        """A cut-short `pitr promote`'s volume copy runs in a helper container that outlives
+        moviectl: the server never starts on a volume still being copied into."""
+        name = f"{self.svc.container_name}-promote-copy"
+        if any(c.name == name for c in self.client.containers.list(filters={"name": name})):
+            raise LockBusy(
+                f"a cut-short `pitr promote` is still copying into volume "
+                f"{self.svc.volume_name} (container {name}); the server was not started",
+                hint="wait for that container to exit (`docker ps`), then `moviectl pitr "
+                "promote <name> --yes` finishes the promote",
+            )
+
     def up(self, *, wait: bool = True, timeout: float = 90) -> UpResult:
         started_at = time.monotonic()
         target = self.settings.target()
@@ -192,6 +204,8 @@ class DockerBackend:
                 if drift:  # never wait out a timeout on a container made differently
                     refuse_recreate(c, drift, self.owner, self.svc)
             already = c is not None and not drift and c.status == "running"
+            if not already:
+                self._refuse_while_copying()
             if drift:
                 assert c is not None
                 c = self._replace(c, drift, timeout)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli, start_moviectl, subprocess_env
+from tests.conftest import Cli, start_moviectl, subprocess_env, wait_for
 from tests.core.pitr_support import conn, facts, status
 from tests.core.servers.test_pitr_docker import dk, image  # noqa: F401  (fixtures)
 from tests.core.servers.test_pitr_docker_discard import _first
@@ -124,6 +124,41 @@ def _helpers(cli: Cli) -> list[str]:
         client.close()
 
 
+def _copying(cli: Cli) -> bool:
+    """A helper container still running (its copy not finished)."""
+    import docker
+
+    client = docker.from_env()
+    try:
+        return any(client.containers.get(n).status == "running" for n in _helpers(cli))
+    finally:
+        client.close()
+
+
+def test_db_up_refuses_while_a_copy_still_runs(pd: Cli) -> None:
+    """A cut-short promote's helper still copying into the volume (a stand-in: a running
+    container of the helper's name): `db up` refuses (exit 7), naming it, and starts no
+    server on a volume being written; once it is gone, `db up` starts."""
+    import docker
+
+    assert pd("db", "up").exit_code == 0
+    assert pd("db", "down").exit_code == 0
+    db = f"{pd.env['MOVIE_COMPOSE_PROJECT']}-db-1"
+    client = docker.from_env()
+    helper = client.containers.run(
+        pd.env["MOVIE_DB_IMAGE"], ["sleep", "300"], name=f"{db}-promote-copy", detach=True
+    )
+    try:
+        r = pd("db", "up", "--timeout", "30")
+        assert r.exit_code == 7 and f"{db}-promote-copy" in r.output, r.output
+        _one_line(r)
+        assert not [c for c in client.containers.list(filters={"name": db}) if c.name == db]
+    finally:
+        helper.remove(force=True)
+        client.close()
+    assert pd("db", "up", "--timeout", "90").exit_code == 0
+
+
 def _one_line(r: object) -> None:
     out = getattr(r, "output", "")
     assert "Traceback" not in out, out
@@ -207,7 +242,7 @@ def test_sigterm_mid_copy_and_what_refuses_while_the_journal_waits(
     assert "Traceback" not in err, err
     assert "moviectl pitr promote first --yes" in err, err
     assert _journal(pd).exists()
-    time.sleep(5)  # the helper container finishes its copy
+    assert wait_for(lambda: not _copying(pd), 120)  # the helper container finishes its copy
     r = pd("pitr", "promote", "other", "--yes")
     assert r.exit_code == 5 and "pitr promote first" in r.output, r.output
     r = pd("pitr", "discard", "first", "--yes")
