@@ -147,9 +147,8 @@ def _upgrade_backups(settings: Settings) -> set[str]:
 
     data_dir = Path(settings.data_dir)
     states = [read_state(data_dir) or {}]
-    prefix, suffix = "docker-upgrade-", ".json"
-    for f in sorted(data_dir.glob(f"{prefix}*{suffix}")):
-        states.append(docker_upgrade.read_state(data_dir, f.name[len(prefix) : -len(suffix)]) or {})
+    for project in docker_upgrade.recorded_projects(data_dir):
+        states.append(docker_upgrade.read_state(data_dir, project) or {})
     return {Path(str(s["backup"])).name for s in states if s.get("backup")}
 
 

@@ -28,7 +28,7 @@ from moviectl.core.pitr.server import archiver, connect_admin
 from moviectl.core.pitr.store import LocalStore, make_private_dir
 from moviectl.core.servers.base import not_ready_yet, ready_version
 from moviectl.core.servers.docker import DockerBackend
-from moviectl.core.servers.docker_engine import binds_path, labels
+from moviectl.core.servers.docker_engine import binds_path, labels, promote_copy_name
 from moviectl.infra.errors import ConfirmationRequired, LockBusy, ServerError, UsageError
 from moviectl.infra.settings import Settings
 from moviectl.infra.waiting import poll_until
@@ -199,7 +199,7 @@ def _helper(backend: DockerBackend) -> Any:
     a name taken is a copy not yet accounted for), or None. Still running: refused."""
     import docker.errors
 
-    name = f"{backend.svc.container_name}-promote-copy"
+    name = promote_copy_name(backend.svc)
     try:
         left = backend.client.containers.get(name)
     except docker.errors.NotFound:
@@ -292,7 +292,7 @@ def promote(
         out = backend.client.containers.run(
             svc.image,
             entrypoint=["sh", "-c", swap],
-            name=f"{svc.container_name}-promote-copy",  # kept: ``copy_done`` reads it
+            name=promote_copy_name(svc),  # kept: ``copy_done`` reads it
             user="root",
             volumes={
                 volume: {"bind": "/data", "mode": "rw"},

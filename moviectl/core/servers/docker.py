@@ -29,6 +29,7 @@ from moviectl.core.servers.docker_engine import (
     create_kwargs,
     labels,
     owner_of,
+    promote_copy_name,
     published_port,
     recorded_binds,
     refuse_foreign,
@@ -180,7 +181,7 @@ class DockerBackend:
     def _refuse_while_copying(self) -> None:
         """A cut-short `pitr promote`'s volume copy runs in a helper container that outlives
         moviectl: the server never starts on a volume still being copied into."""
-        name = f"{self.svc.container_name}-promote-copy"
+        name = promote_copy_name(self.svc)
         if any(c.name == name for c in self.client.containers.list(filters={"name": name})):
             raise LockBusy(
                 f"a cut-short `pitr promote` is still copying into volume "

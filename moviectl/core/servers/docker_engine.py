@@ -113,6 +113,11 @@ def owner_of(settings: Settings) -> str:
     return str(Path(settings.data_dir).resolve())
 
 
+def promote_copy_name(svc: DbService) -> str:
+    """The container a `pitr promote` copies the restored cluster into the volume with."""
+    return f"{svc.container_name}-promote-copy"
+
+
 def labels(svc: DbService, owner: str, **extra: str) -> dict[str, str]:
     return {
         "com.docker.compose.project": svc.project,

@@ -37,6 +37,13 @@ def state_path(data_dir: Path, project: str) -> Path:
     return Path(data_dir) / f"docker-upgrade-{project}.json"
 
 
+def recorded_projects(data_dir: Path) -> list[str]:
+    """The compose projects with an upgrade state in ``data_dir`` (by ``state_path``)."""
+    head, tail = state_path(data_dir, "*").name.split("*")
+    found = sorted(Path(data_dir).glob(f"{head}*{tail}"))
+    return [f.name[len(head) : len(f.name) - len(tail)] for f in found]
+
+
 def old_volume(volume: str, major: int) -> str:
     return f"{volume}-old-{major}"
 
@@ -196,10 +203,10 @@ def pending(data_dir: Path) -> tuple[str, str] | None:
     """For `doctor`: (what, the way on) while a Docker upgrade is recorded, else None."""
     from moviectl.infra.processes import pid_alive
 
-    found = sorted(Path(data_dir).glob(state_path(data_dir, "*").name))
+    found = recorded_projects(data_dir)
     if not found:
         return None
-    state = read_state(data_dir, found[0].name[len("docker-upgrade-") : -len(".json")])
+    state = read_state(data_dir, found[0])
     if state is None:
         return None
     to, phase, pid = state.get("to"), state.get("phase"), int(state.get("pid") or 0)
