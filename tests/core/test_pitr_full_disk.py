@@ -6,7 +6,6 @@ and a `--latest` restore holds every row. Skips where no tmpfs can be mounted.""
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,26 +13,15 @@ import pytest
 
 from tests.conftest import Cli, wait_for
 from tests.core.pitr_support import conn, started, status
-from tests.core.upgrade_support import fill
+from tests.core.upgrade_support import fill, tmpfs
 
 pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture
 def on_small_disk(tmp_path: Path) -> Iterator[Cli]:
-    backups = tmp_path / "backups"
-    backups.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=400m", "tmpfs", str(backups)],
-        capture_output=True,
-        timeout=30,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr!r}")
-    try:
+    with tmpfs(tmp_path / "backups", 400):
         yield from started(tmp_path)
-    finally:
-        subprocess.run(["umount", "-l", str(backups)], check=False, timeout=60)
 
 
 def test_a_full_archive_disk_fails_archiving_and_loses_nothing(on_small_disk: Cli) -> None:

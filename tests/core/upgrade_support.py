@@ -113,22 +113,32 @@ def small_disk(site: Site, tmp_path: Path) -> Iterator[Site]:
     """A copy of ``site`` on a tmpfs of about three times its size (its backups outside);
     the test skips where no tmpfs can be mounted. Unmounted (lazily) at the end."""
     small = tmp_path / "small"
-    small.mkdir()
     used = int(subprocess.check_output(["du", "-sm", str(site.data)]).split()[0])
+    with tmpfs(small, used * 3 + 200):
+        full = Site(small, site.port, site.bin_dir, backups=tmp_path / "backups")
+        try:
+            subprocess.run(["cp", "-a", str(site.data), str(full.data)], check=True, timeout=300)
+            yield full
+        finally:
+            full.stop_everything()
+
+
+@contextmanager
+def tmpfs(path: Path, megabytes: int) -> Iterator[Path]:
+    """A tmpfs of ``megabytes`` mounted at ``path`` (made here); the test skips where none
+    can be mounted. Unmounted (lazily) at the end."""
+    path.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={used * 3 + 200}m", "tmpfs", str(small)],
+        ["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(path)],
         capture_output=True,
         timeout=30,
     )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr!r}")
-    full = Site(small, site.port, site.bin_dir, backups=tmp_path / "backups")
     try:
-        subprocess.run(["cp", "-a", str(site.data), str(full.data)], check=True, timeout=300)
-        yield full
+        yield path
     finally:
-        full.stop_everything()
-        subprocess.run(["umount", "-l", str(small)], check=False, timeout=60)
+        subprocess.run(["umount", "-l", str(path)], check=False, timeout=60)
 
 
 def fill(disk: Path, leave: int) -> Path:

@@ -5,28 +5,19 @@ mounted."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Cli
+from tests.core.upgrade_support import tmpfs
 from tests.ports import free_port
 
 pytestmark = pytest.mark.timeout(300)
 
 
 def test_initdb_on_a_full_disk_fails_in_one_line_and_leaves_nothing(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(data)],
-        capture_output=True,
-        timeout=30,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr!r}")
-    try:
+    with tmpfs(tmp_path / "data", 8) as data:
         cli = Cli(
             {
                 "MOVIE_DB_BACKEND": "embedded",
@@ -35,12 +26,12 @@ def test_initdb_on_a_full_disk_fails_in_one_line_and_leaves_nothing(tmp_path: Pa
                 "MOVIE_DB_PASSWORD": "full-disk-pw",
             }
         )
-        r = cli("db", "up")
-        assert r.exit_code == 8, r.output
-        assert "initdb failed" in r.stderr and "Traceback" not in r.stderr, r.stderr
-        assert "full-disk-pw" not in r.output + r.stderr
-        assert not (data / "pgdata").exists()
-        assert not list(data.glob(".initdb-*")), list(data.iterdir())
-    finally:
-        Cli({"MOVIE_DB_BACKEND": "embedded", "MOVIE_DATA_DIR": str(data)})("db", "down")
-        subprocess.run(["umount", "-l", str(data)], check=False, timeout=60)
+        try:
+            r = cli("db", "up")
+            assert r.exit_code == 8, r.output
+            assert "initdb failed" in r.stderr and "Traceback" not in r.stderr, r.stderr
+            assert "full-disk-pw" not in r.output + r.stderr
+            assert not (data / "pgdata").exists()
+            assert not list(data.glob(".initdb-*")), list(data.iterdir())
+        finally:
+            cli("db", "down")
