@@ -181,4 +181,5 @@ def test_policy_prune_with_a_repository_down_deletes_nothing_there(cli, s3, down
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["repository"] == repo and doc["deleted"] == [paths[0]], doc
+    assert [o["repository"] for o in doc["repositories"]] == [repo], doc  # the first alone
     assert len(s3.keys("pol")) < len(before)

@@ -57,7 +57,7 @@ class PruneResult:
     leftover_uploads: list[LeftoverUpload] = field(default_factory=list)
     leftover_uploads_unchecked: str | None = None
     uploads_only: bool = False  # `--uploads-only`: no backup was looked at
-    # `--uploads-only`: each repository looked at, and its outcome (a fault is not the end)
+    # each repository looked at and its outcome (`--uploads-only`: a fault is not the end)
     repositories: list[BucketOutcome] = field(default_factory=list)
 
 
@@ -199,10 +199,7 @@ def abort_uploads_in(repos: list[Repository], *, dry_run: bool) -> PruneResult:
                 raise
             merged.repositories.append(BucketOutcome(repo.url, False, error=exc.to_dict()))
             continue
-        outcome = BucketOutcome(
-            repo.url, True, one.leftover_uploads, one.leftover_uploads_unchecked
-        )
-        merged.repositories.append(outcome)
+        merged.repositories += one.repositories
         merged.leftover_uploads += one.leftover_uploads
         notes += [one.leftover_uploads_unchecked] if one.leftover_uploads_unchecked else []
     merged.leftover_uploads_unchecked = "; ".join(notes) or None
@@ -231,4 +228,5 @@ def abort_uploads(repo: Repository, *, dry_run: bool, alone: bool = True) -> Pru
     if alone and repo.remote:
         repo.check()  # one bounded listing page: obstore's errors, each with its exit code
     left = uploads.abort(repo, uploads.find(repo, strict=alone), dry_run=dry_run)
-    return PruneResult(repo.url, dry_run, [], [], [], left.uploads, left.unchecked, True)
+    looked = [BucketOutcome(repo.url, True, left.uploads, left.unchecked)]
+    return PruneResult(repo.url, dry_run, [], [], [], left.uploads, left.unchecked, True, looked)
