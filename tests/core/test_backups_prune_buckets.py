@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import run_moviectl
 from tests.core.s3server import SECRET_KEY, SeaweedS3
+from tests.core.test_backups_s3_uploads import NO_RCLONE
 from tests.core.test_uploads_report_faults import dead_run, env_of, one_json
 
 NAME = "movies-20261202T000000Z-abcdef.dump"
@@ -131,9 +132,10 @@ def test_uploads_only_aborts_in_the_reachable_bucket_and_names_the_one_down(s3, 
 
 
 @pytest.mark.timeout(300)
-def test_uploads_only_beside_a_missing_bucket_is_its_exit_2(s3, tmp_path):
+def test_uploads_only_beside_a_missing_bucket_is_its_exit_2(s3, down, tmp_path):
     """A bucket that refuses (it does not exist) listed second: the first still done, the
-    missing one named with its fix, exit 2 as `backup` and a prune of it alone give."""
+    missing one named with its fix, exit 2 as `backup` and a prune of it alone give. Both
+    failing: both named, the first listed one's code. No rclone: exit 9 before either."""
     dead_run(s3, "ok", NAME)
     env = env_of(s3, tmp_path)
     env["MOVIE_BACKUP_REPO"] = f"s3://{s3.bucket}/ok,s3://nosuchbucket/y"
@@ -153,6 +155,22 @@ def test_uploads_only_beside_a_missing_bucket_is_its_exit_2(s3, tmp_path):
     assert s3.multipart_uploads(f"ok/{NAME}") == []
     r = run_moviectl(env, "backup", "prune", "--uploads-only", "--yes", timeout=180)
     assert r.returncode == 2 and f"no leftover multipart uploads in s3://{s3.bucket}/ok" in r.stdout
+
+    both = {
+        **env,
+        "AWS_ENDPOINT_URL": down.endpoint,
+        "MOVIE_BACKUP_REPO": f"{DOWN},s3://nosuchbucket/y",
+    }
+    r = run_moviectl(both, "--json", "backup", "prune", "--uploads-only", "--yes", timeout=180)
+    doc = one_json(r)
+    assert r.returncode == 3, doc  # the first listed fault's, as `backup` meets them
+    assert [(o["repository"], o["error"]["exit_code"]) for o in doc["repositories"]] == [
+        (DOWN, 3),
+        ("s3://nosuchbucket/y", 2),
+    ], doc
+    bare = {**env, "PATH": "/usr/bin:/bin"}  # no rclone on the PATH nor beside python
+    r = run_moviectl(bare, "--json", "backup", "prune", "--uploads-only", "--yes", python=NO_RCLONE)
+    assert r.returncode == 9 and "moviectl[s3-wal]" in one_json(r)["hint"], r.stdout
 
 
 @pytest.mark.timeout(300)
