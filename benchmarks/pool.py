@@ -7,8 +7,9 @@ database per test (issue 32), whole pytest runs in generated projects.
 - Tier 2: the template grown to ~115 MB (movies rows), 200 short tests on ``movie_db_url``
   against the same conftest on that template, with ``-n 0`` and ``-n 2``: whole-run wall
   time (goal <= 0.5x), the peak number of clones alive at once (polled on the server every
-  20 ms; goal <= pool size + 2 per worker), and the first test's wait (its setup phase, as
-  pytest measures it) against one clone of that template made by hand (goal <= 1x).
+  20 ms; goal: each worker's pool size + 2, per worker), and the first test's wait (its
+  setup phase, as pytest measures it) against one clone of that template made by hand
+  (goal <= 1x).
 
 The peer clones with the statement the plugin itself uses (``FILE_COPY`` where fsync is
 off), so what differs is the pool, not the copy.
@@ -215,7 +216,7 @@ def bench_pool(admin_url: str, env: dict[str, str], tmp: Path, rounds: int) -> N
             label = f"-n {workers}" if workers else "one worker"
             row(f"pool: {TESTS} tests on a {size:.0f} MB template, {label}, whole run vs a "
                 "conftest cloning per test", a, b, "s", "<= 0.5x", a / b <= 0.5, since)  # fmt: skip
-            bound = POOL_SIZE + 2 * max(workers, 1)
+            bound = (POOL_SIZE + 2) * max(workers, 1)  # the pool size is a worker's
             row(f"  peak clones alive at once, {label} (most of {rounds})", max(peaks), bound,
                 "", f"<= {bound}", max(peaks) <= bound, since)  # fmt: skip
             if not workers:
