@@ -173,6 +173,8 @@ class ClonePool:
             return False  # at the bound: the dropper makes room first
         if self._waiting > len(self._ready) + self._making:
             return True  # a test waits
+        if not self.made and self._making:
+            return False  # the first clone alone: a second copy beside it halves its speed
         if self.expected is not None and self.made + self._making >= self.expected:
             return False
         return len(self._ready) + self._making < self.size
