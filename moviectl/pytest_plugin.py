@@ -9,16 +9,14 @@ Tier 1, a rolled-back transaction per test (a BEGIN and a ROLLBACK, nothing else
   start), and sees its own writes; nothing survives.
 Tier 2, a database of its own per test (for real commits, several connections, DDL):
 - ``movie_db_url``: a fresh clone of the migrated template from a bounded warm pool (made
-  ahead by background threads, two at once for a lone worker; dropped behind by another;
-  scope: ``moviectl_db_scope``, default ``function``); ``movie_engine``: an engine on it.
-  The pool starts with the session's first test when any collected test needs a database,
-  holds at most ``moviectl_pool_size`` clones besides those in use (per xdist worker), and
-  makes no more ahead than the collected tests will take.
+  ahead, two at once for a lone worker, and dropped behind by background threads; scope:
+  ``moviectl_db_scope``, default ``function``); ``movie_engine``: an engine on it. The pool
+  starts with the first test, holds at most ``moviectl_pool_size`` clones besides those in
+  use (per xdist worker), and makes no more ahead than the collected tests will take.
 - ``moviectl_admin_target``: the server to create databases on (session scope). Default
   (``--moviectl-server=url``): MOVIE_DATABASE_URL_TEST, else the app's server.
   ``--moviectl-server=fast`` (ini ``moviectl_server = fast``): a throwaway embedded
   PostgreSQL per worker with durability off, removed at the session's end (or override it).
-
 ``--moviectl-keep-failed`` keeps a failed test's database; its name is in the failure report.
 """
 
@@ -247,10 +245,8 @@ def moviectl_clone_pool(
         size=size,
         # a worker's share is a guess under xdist: a little slack, then clones on demand
         expected=None if demand is None else -(-demand // workers) + (2 if workers > 1 else 0),
-        # two clones in flight per server; xdist workers are already that many makers
-        makers=2 if workers == 1 else 1,
-        # what killed runs left, dropped beside the first clones rather than before them
-        prune=lambda: prune_dead_pools(moviectl_settings, moviectl_admin_target),
+        makers=2 if workers == 1 else 1,  # two clones in flight: xdist's -n 2 is already two
+        prune=lambda: prune_dead_pools(moviectl_settings, moviectl_admin_target),  # off the wait
     )
     yield pool
     pool.close()
