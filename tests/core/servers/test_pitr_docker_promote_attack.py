@@ -14,60 +14,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli, start_moviectl, subprocess_env, wait_for
-from tests.core.pitr_support import conn, facts, status
+from tests.core.pitr_support import KILL_AT, conn, facts, status
 from tests.core.servers.test_pitr_docker import dk, image  # noqa: F401  (fixtures)
 from tests.core.servers.test_pitr_docker_discard import _first
 from tests.core.test_pitr_promote_discarded import _MORE
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
-
-# kill -9 from inside, at a named moment of the real `moviectl pitr promote`
-_KILL_AT = """
-import os, signal
-phase = os.environ["KILL_AT"]
-def die():
-    os.kill(os.getpid(), signal.SIGKILL)
-link, rename = os.link, os.rename
-def _link(src, dst, *a, **kw):
-    link(src, dst, *a, **kw)
-    if phase == "history" and str(dst).endswith(".history"):
-        die()  # the new timeline's history file just landed in the archive
-def _rename(src, dst, *a, **kw):
-    rename(src, dst, *a, **kw)
-    if phase == "renamed" and os.path.basename(str(dst)).startswith(".promoted-"):
-        die()  # the restore directory set aside, the journal not yet removed
-os.link, os.rename = _link, _rename
-from moviectl.core.pitr import docker
-swap = docker.promote
-def _swap(*a, **kw):
-    if phase == "swap":
-        die()  # journaled, about to copy the restored cluster into the volume
-    return swap(*a, **kw)
-docker.promote = _swap
-from docker.models.containers import ContainerCollection
-run = ContainerCollection.run
-def _run(self, *a, **kw):
-    if phase == "created" and "/restored" in str(kw.get("entrypoint")):
-        for k in ("remove", "stderr", "stdout", "detach"):
-            kw.pop(k, None)
-        self.create(*a, **kw)
-        die()  # killed between the helper's create and its start: it never copied
-    if phase != "midcopy" or "/restored" not in str(kw.get("entrypoint")):
-        return run(self, *a, **kw)
-    kw.pop("remove", None)
-    run(self, *a, **{**kw, "detach": True}).wait()
-    die()  # killed while the helper container copied; it finished, on its own
-ContainerCollection.run = _run
-from moviectl.core.servers import swap_journal
-write = swap_journal.write
-def _write(d, j, *a, **kw):
-    write(d, j, *a, **kw)
-    if phase == "copied" and "volume" in j:
-        die()  # the copy recorded as done, no history file yet
-swap_journal.write = _write
-from moviectl.cli.entry import main
-main()
-"""
 
 
 @pytest.fixture
@@ -101,7 +53,7 @@ def _wal(cli: Cli) -> Path:
 
 def _killed_at(cli: Cli, phase: str) -> None:
     env = subprocess_env(**cli.env, KILL_AT=phase)
-    proc = start_moviectl(env, "pitr", "promote", "first", "--yes", python=_KILL_AT, cwd=None)
+    proc = start_moviectl(env, "pitr", "promote", "first", "--yes", python=KILL_AT, cwd=None)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL, err
     assert _journal(cli).exists()
