@@ -75,6 +75,7 @@ def promote_docker(settings: Settings, name: str, path: Path, store: Any) -> Pro
             j["volume"], j["aside"] = docker.promote(settings, path, store, copying)
             swap_journal.write(data_dir, j)  # swapped: a re-run copies nothing over it
         docker.drop_helper(settings)
+        docker.serving(settings)  # stopped by a killed run's copy: started, as `db up`
         _history_from(j, path if mine else None, store, data_dir)
         doomed = path.with_name(f".promoted-{path.name}-{os.getpid()}")
         if mine:  # a restore made since under the same name is not this promote's

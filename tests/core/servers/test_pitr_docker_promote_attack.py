@@ -116,6 +116,67 @@ def _one_line(r: object) -> None:
     assert "Traceback" not in out, out
 
 
+def _state(cli: Cli) -> dict[str, object]:
+    """What a refused re-run must leave as it was: the journal, the volumes, the db and
+    helper containers, the restore, the archive."""
+    import docker
+
+    project = cli.env["MOVIE_COMPOSE_PROJECT"]
+    client = docker.from_env()
+    try:
+        return {
+            "journal": _journal(cli).read_bytes(),
+            "volumes": sorted(v.name for v in client.volumes.list(filters={"name": project})),
+            "containers": sorted(
+                (c.name, c.id, c.status)
+                for c in client.containers.list(all=True)
+                if c.name.startswith(project)
+            ),
+            "restore": sorted(p.name for p in (_restores(cli) / "first").iterdir()),
+            "archive": sorted(p.name for p in _wal(cli).iterdir()),
+        }
+    finally:
+        client.close()
+
+
+def test_a_rerun_while_the_copy_still_runs_is_refused_and_changes_nothing(
+    pd: Cli, tmp_path: Path
+) -> None:
+    """kill -9 while the helper container copies, re-run at once while it still runs (its
+    copy held on a gate file the test opens): `pitr promote` (with and without --json) and
+    `db up` refuse, exit 7, one line naming the helper container; nothing changed (the
+    journal, the volumes, the containers, the restore, the archive). Once the helper has
+    exited, the re-run finishes: the container serves the restored rows."""
+    _, restored = _first(pd)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    env = subprocess_env(**pd.env, KILL_AT="gated", KILL_GATE=str(gate))
+    proc = start_moviectl(env, "pitr", "promote", "first", "--yes", python=KILL_AT, cwd=None)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, err
+    helper = f"{pd.env['MOVIE_COMPOSE_PROJECT']}-db-1-promote-copy"
+    assert _helpers(pd) == [helper] and _copying(pd)
+    before = _state(pd)
+    for args in (
+        ("pitr", "promote", "first", "--yes"),
+        ("--json", "pitr", "promote", "first", "--yes"),
+        ("db", "up", "--timeout", "30"),
+    ):
+        r = pd(*args)
+        _one_line(r)
+        assert r.exit_code == 7, (args, r.output)
+        assert any(helper in line for line in r.output.splitlines()), r.output
+        assert _state(pd) == before, args
+    assert _copying(pd), "the helper container was stopped"
+    (gate / "go").touch()
+    assert wait_for(lambda: not _copying(pd), 120)
+    r = pd("pitr", "promote", "first", "--yes", "--json")
+    assert r.exit_code == 0, r.output
+    assert facts(pd) == restored
+    assert not _journal(pd).exists()
+    assert _helpers(pd) == []
+
+
 @pytest.mark.parametrize("phase", ["midcopy", "copied", "history", "renamed"])
 def test_a_rerun_from_each_phase_after_the_copy_keeps_later_writes(
     pd: Cli,
@@ -215,6 +276,8 @@ _HOSTILE = [
     '{"name": "first", "pid": "x", "timeline": "two", "wal_moved": 0, "aside": null}',
     '{"name": "first", "pid": 1, "timeline": 2, "wal_moved": 0, "aside": null, "volume": 7}',
     '{"name": "../x", "pid": 1, "timeline": 2, "wal_moved": 0, "aside": null}',
+    '{"name": "first", "pid": 1, "timeline": 2, "wal_moved": 0, "aside": "/x", "volume": "v"}',
+    '{"name": "first", "pid": 1, "timeline": 2, "wal_moved": 0, "aside": null, "copying": "../v"}',
 ]
 
 
