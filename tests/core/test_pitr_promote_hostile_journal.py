@@ -154,3 +154,20 @@ def test_a_hostile_journal_refuses_discard_db_up_and_promote(
     _journal(pitr).unlink()  # the way out: moved away once no promote is unfinished
     assert pitr("db", "up", "--timeout", "60").exit_code == 0
     assert facts(pitr) == want
+
+
+def test_a_docker_journal_is_refused_by_the_embedded_promote(pitr: Cli, tmp_path: Path) -> None:
+    """A journal the Docker promote wrote (no `restored`: the backend switched since):
+    the embedded promote refuses in one line naming the file (exit 5), nothing moved,
+    never a traceback."""
+    data = Path(pitr.env["MOVIE_DATA_DIR"])
+    want = facts(pitr)
+    _journal(pitr).write_text(_doc(volume="proj_pgdata", aside="proj_pgdata-before-x"))
+    before = _snapshot(data, tmp_path)
+    for args in (
+        ("pitr", "promote", "first", "--yes"),
+        ("--json", "pitr", "promote", "first", "--yes"),
+    ):
+        _refused(pitr(*args), args)
+        assert _snapshot(data, tmp_path) == before, args
+    assert facts(pitr) == want

@@ -27,6 +27,7 @@ from moviectl.core.pitr.promote_common import (
     own_files,
     record_of,
     refuse_another,
+    refuse_other_backend,
 )
 from moviectl.core.pitr.restore import RECORD, server_of
 from moviectl.core.servers import swap_journal
@@ -41,6 +42,7 @@ def promote_docker(settings: Settings, name: str, path: Path, store: Any) -> Pro
     data_dir = Path(settings.data_dir)
     j = swap_journal.read(data_dir)
     refuse_another(j, name)
+    refuse_other_backend(j, swap_journal.path_of(data_dir), docker=True)
     if j is None:
         docker.preflight(settings)  # nothing stopped or merged when the copy cannot run
         record = record_of(path, name)
