@@ -7,6 +7,7 @@
     uv run python benchmarks/run.py --only inspect --rounds 5
     uv run python benchmarks/run.py --only replay --replay-mb 256   # PITR WAL replay (issue 28)
     uv run python benchmarks/run.py --only physical   # backup --physical vs pg_basebackup (28)
+    uv run python benchmarks/run.py --only pool   # the test pool and tier 1 vs a hand conftest (32)
 
 Starts its own embedded PostgreSQL in a temp directory (test-cluster settings: fsync,
 synchronous_commit and full_page_writes off, the same server for moviectl and its peers)
@@ -38,6 +39,7 @@ from benchmarks.common import HEADER
 from benchmarks.data import bench_backup, bench_seed
 from benchmarks.inspecting import bench_inspect
 from benchmarks.pitr import bench_physical, bench_replay
+from benchmarks.pool import bench_pool
 from benchmarks.s3 import bench_s3
 from benchmarks.serve import bench_livez_hung, bench_serve
 from benchmarks.startup import bench_health, bench_help, bench_live, bench_status
@@ -56,6 +58,7 @@ NAMES = (
     "serve",
     "testdb",
     "tiers",
+    "pool",
     "seed",
     "backup",
     "upgrade",
@@ -76,6 +79,7 @@ def main() -> None:
     ap.add_argument("--s3-pairs", type=int, default=3)
     ap.add_argument("--replay-mb", type=int, default=256, help="WAL the replay figure replays")
     ap.add_argument("--replay-pairs", type=int, default=3)
+    ap.add_argument("--pool-rounds", type=int, default=2, help="pool: whole runs of each side")
     ap.add_argument("--physical-rows", type=int, default=1_000_000, help="backup --physical's")
     ap.add_argument("--physical-pairs", type=int, default=5)
     ap.add_argument("--upgrade-rows", type=int, default=1_000_000)
@@ -121,6 +125,8 @@ def main() -> None:
                 bench_testdb(settings, admin_url, env)
             elif name == "tiers":
                 bench_tiers(admin_url, env, tmp)
+            elif name == "pool":
+                bench_pool(admin_url, env, tmp, args.pool_rounds)
             elif name == "seed":
                 bench_seed(url, env, args.rows, args.seed_pairs, tmp)
             elif name == "backup":

@@ -9,11 +9,11 @@ Tier 1, a rolled-back transaction per test (a BEGIN and a ROLLBACK, nothing else
   start), and sees its own writes; nothing survives.
 Tier 2, a database of its own per test (for real commits, several connections, DDL):
 - ``movie_db_url``: a fresh clone of the migrated template from a bounded warm pool (made
-  ahead by one background thread, dropped behind by another; scope: ``moviectl_db_scope``,
-  default ``function``); ``movie_engine``: an engine on it. The pool starts with the
-  session's first test when any collected test needs a database, holds at most
-  ``moviectl_pool_size`` clones besides those in use (per xdist worker), and makes no more
-  ahead than the collected tests will take.
+  ahead by background threads, two at once for a lone worker; dropped behind by another;
+  scope: ``moviectl_db_scope``, default ``function``); ``movie_engine``: an engine on it.
+  The pool starts with the session's first test when any collected test needs a database,
+  holds at most ``moviectl_pool_size`` clones besides those in use (per xdist worker), and
+  makes no more ahead than the collected tests will take.
 - ``moviectl_admin_target``: the server to create databases on (session scope). Default
   (``--moviectl-server=url``): MOVIE_DATABASE_URL_TEST, else the app's server.
   ``--moviectl-server=fast`` (ini ``moviectl_server = fast``): a throwaway embedded
@@ -234,7 +234,6 @@ def moviectl_clone_pool(
     """This worker's warm pool of clones, sized for what this worker's tests will take."""
     from moviectl.core.testdb_pool import ClonePool, prune_dead_pools
 
-    prune_dead_pools(moviectl_settings, moviectl_admin_target)  # what killed runs left
     demand = request.config.stash.get(_DEMAND_KEY, None)
     workers = _workers(request.config)
     try:
@@ -248,6 +247,10 @@ def moviectl_clone_pool(
         size=size,
         # a worker's share is a guess under xdist: a little slack, then clones on demand
         expected=None if demand is None else -(-demand // workers) + (2 if workers > 1 else 0),
+        # two clones in flight per server; xdist workers are already that many makers
+        makers=2 if workers == 1 else 1,
+        # what killed runs left, dropped beside the first clones rather than before them
+        prune=lambda: prune_dead_pools(moviectl_settings, moviectl_admin_target),
     )
     yield pool
     pool.close()

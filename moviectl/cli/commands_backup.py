@@ -186,7 +186,8 @@ def backup_prune(
     Never the newest verified backup, a pinned one (`backup pin`), or a file without a
     manifest. Every prune also aborts a bucket's leftover multipart uploads (killed
     backups'); --uploads-only does only that, with no policy, in every configured bucket
-    (MOVIE_BACKUP_REPO's s3:// ones; --repo names one instead).
+    (MOVIE_BACKUP_REPO's s3:// ones; --repo names one instead): one that cannot be looked
+    at is named and the others still done, exit 3 when it is down (2 no bucket, 4 keys).
 
     Example: `moviectl backup prune --keep-daily 7 --keep-weekly 4 --dry-run`
     """
@@ -197,6 +198,7 @@ def backup_prune(
         plan,
         prune_repository,
         upload_repositories,
+        uploads_exit_code,
     )
     from moviectl.infra.errors import UsageError
 
@@ -223,8 +225,8 @@ def backup_prune(
     else:
         result = prune_repository(settings, where, policy, dry_run=dry_run)
     out(ctx).emit(result, render_prune_plan)
-    if uploads_only and any(u.action == "failed" for u in result.leftover_uploads):
-        raise typer.Exit(1)  # its one job is not done
+    if uploads_only:  # a bucket it could not look at: that fault's code; a failed abort: 1
+        raise typer.Exit(uploads_exit_code(result))
 
 
 @backup_app.command("pin")

@@ -318,9 +318,13 @@ def render_leftover_uploads(c: Console, ups: list[LeftoverUpload], unchecked: st
 def render_prune_plan(c: Console, r: RetentionResult) -> None:
     """`backup prune`: each backup kept or deleted and why, then the leftover uploads."""
     if r.uploads_only:
-        if not r.leftover_uploads and not r.leftover_uploads_unchecked:
-            c.print(f"no leftover multipart uploads in {r.repository}")
+        failed = [o for o in r.repositories if o.error is not None]
+        looked = ", ".join(o.repository for o in r.repositories if o.error is None)
+        if looked and not r.leftover_uploads and not r.leftover_uploads_unchecked:
+            c.print(f"no leftover multipart uploads in {looked}")
         render_leftover_uploads(c, r.leftover_uploads, r.leftover_uploads_unchecked)
+        for o in failed:  # one line each: the fault names the endpoint, never a key
+            c.print(f"[red]✗[/] {o.repository} not looked at: {(o.error or {}).get('message')}")
         return
     verb = "would delete" if r.dry_run else "deleted"
     for d in r.decisions:

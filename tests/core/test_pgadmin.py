@@ -7,6 +7,7 @@ two busy cores (pgAdmin's setup.py runs twice, then the server imports all of Fl
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import json
 import os
@@ -15,6 +16,7 @@ import signal
 import stat
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -169,6 +171,112 @@ def test_db_admin_shows_the_movies_table_and_survives_kill_9(movie_db_url, tmp_p
     assert not psutil.pid_exists(third["pid"]) or _zombie(third["pid"])
     assert not (root / "pgpass").exists()
     assert _admin(env, "--stop")["state"] == "not running"
+
+
+def _get(port: int, target: str, host: str, cookies: dict[str, str] | None = None) -> Any:
+    """GET ``target`` from 127.0.0.1:``port`` with this Host header (what a browser sends
+    for the name in its address bar); the response, read."""
+    headers = {"Host": host}  # http.client then sends no Host of its own
+    if cookies:
+        headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("GET", target, headers=headers)
+        resp = conn.getresponse()
+        resp.body = resp.read()
+        return resp
+    finally:
+        conn.close()
+
+
+def _cookies(resp: Any) -> dict[str, str]:
+    pairs = (c.split(";", 1)[0].split("=", 1) for c in resp.headers.get_all("Set-Cookie") or [])
+    return {k: v for k, v in pairs}
+
+
+def _opens(port: int, target: str, host: str) -> Any:
+    """The printed URL as a browser opens it: redirects followed, cookies kept."""
+    jar: dict[str, str] = {}
+    for _ in range(5):
+        resp = _get(port, target, host, jar)
+        jar |= _cookies(resp)
+        if resp.status not in (301, 302, 303, 307, 308):
+            return resp
+        target = resp.headers["Location"]
+        assert target.startswith("/"), target  # a path on the same host, never another
+    raise AssertionError(f"too many redirects for {target}")
+
+
+def _is_pgadmin(resp: Any) -> bool:
+    return resp.status == 200 and b"<title>pgAdmin 4</title>" in resp.body
+
+
+def _refused(resp: Any) -> None:
+    """pgAdmin's JSON error, not its page; the only cookies are its empty session's and
+    the key echoed back to whoever sent it."""
+    assert resp.status != 200 and resp.status >= 400, (resp.status, resp.body[:200])
+    assert resp.headers.get("Content-Type") == "application/json", resp.headers
+    assert json.loads(resp.body)["success"] == 0 and b"<html" not in resp.body.lower()
+    assert "Location" not in resp.headers
+    assert set(_cookies(resp)) <= {"pga4_session", "PGADMIN_INT_KEY"}, _cookies(resp)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_db_admin_answers_only_its_own_host_names(movie_db_url, tmp_path):
+    """DNS rebinding: a page on evil.example whose name resolves to 127.0.0.1 makes the
+    browser send ``Host: evil.example:PORT`` to pgAdmin; its ALLOWED_HOSTS check refuses it
+    (403), even with the run's key. ``localhost`` is allowed (people type it). Plain HTTP,
+    its own pgAdmin (not the browser test's)."""
+    env = subprocess_env(
+        MOVIE_DATABASE_URL=movie_db_url,
+        MOVIE_DB_BACKEND="external",
+        MOVIE_DATA_DIR=str(tmp_path / "data"),
+    )
+    doc = _admin(env)
+    try:
+        url = urllib.parse.urlsplit(doc["url"])
+        port, key = url.port, urllib.parse.parse_qs(url.query)["key"][0]
+        assert url.hostname == "127.0.0.1" and port and key
+        printed = f"{url.path}?{url.query}"
+
+        # (a) the printed URL, as printed: pgAdmin's page, and the cookies it sets let in
+        ok = _opens(port, printed, f"127.0.0.1:{port}")
+        assert _is_pgadmin(ok), (ok.status, ok.body[:200])
+        first = _get(port, printed, f"127.0.0.1:{port}")
+        session = _cookies(first)
+        assert session.get("PGADMIN_INT_KEY") == key and "pga4_session" in session
+        assert _get(port, "/misc/ping", f"127.0.0.1:{port}", session).status == 200
+
+        # (b) another name for 127.0.0.1: refused, with the key, with the key's cookies too
+        for host in (f"evil.example:{port}", "evil.example", f"EVIL.example:{port}"):
+            for target in (printed, f"/browser/?key={key}", f"/misc/ping?key={key}"):
+                resp = _get(port, target, host)
+                assert resp.status == 403, (host, target, resp.status, resp.body[:200])
+                _refused(resp)
+            _refused(_get(port, "/browser/", host, session))
+        # a name that begins like an address: pgAdmin's check raises (500), still refused
+        _refused(_get(port, printed, f"127.0.0.1.evil.example:{port}"))
+        # the rebinding page has no key: what it is sent back lets nobody in anywhere
+        stray = _get(port, "/", f"evil.example:{port}")
+        assert stray.status == 403
+        _refused(stray)
+        assert "PGADMIN_INT_KEY" not in _cookies(stray)
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
+            assert _get(port, "/browser/", host, _cookies(stray)).status == 401
+        assert _get(port, "/browser/", f"evil.example:{port}", _cookies(stray)).status == 403
+
+        # (c) localhost: allowed, the same key needed
+        ok = _opens(port, printed, f"localhost:{port}")
+        assert _is_pgadmin(ok), (ok.status, ok.body[:200])
+
+        # (d) without the key: 401, under either name
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
+            for target in ("/", "/browser/", "/misc/ping", "/?key=not-the-key"):
+                assert _get(port, target, host).status == 401, (host, target)
+    finally:
+        stopped = _admin(env, "--stop")
+        assert stopped["state"] == "stopped", stopped
 
 
 def _zombie(pid: int) -> bool:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from typing import Any
 
 import pytest
 
 from moviectl.core import testdb
-from moviectl.core.testdb_pool import ClonePool
+from moviectl.core.testdb_pool import ClonePool, prune_dead_pools
 from moviectl.infra import admin
 from moviectl.infra.engine import connect
 from tests.conftest import wait_for
@@ -24,9 +27,9 @@ def _marked(target) -> dict[str, str]:
 def pool_factory(moviectl_settings, moviectl_admin_target, moviectl_template):
     pools = []
 
-    def make(size: int, expected: int | None = None) -> ClonePool:
+    def make(size: int, expected: int | None = None, **more: Any) -> ClonePool:
         pool = ClonePool(
-            moviectl_settings, moviectl_admin_target, moviectl_template, size, expected
+            moviectl_settings, moviectl_admin_target, moviectl_template, size, expected, **more
         )
         pools.append(pool)
         return pool
@@ -48,10 +51,12 @@ def test_the_first_take_returns_once_one_clone_exists(pool_factory):
     pool.give_back(db.name)
 
 
-def test_short_tests_never_pile_up_given_back_clones(pool_factory):
+@pytest.mark.parametrize("makers", [1, 2])
+def test_short_tests_never_pile_up_given_back_clones(pool_factory, makers):
     """Takes and gives back as fast as it can: the clones alive never exceed the pool's
-    size + the one in use, and close() finds nothing left to drop."""
-    pool = pool_factory(size=3)
+    size + the one in use, and close() finds nothing left to drop, with one maker or two
+    making clones at once."""
+    pool = pool_factory(size=3, makers=makers)
     for _ in range(40):
         pool.give_back(pool.take(timeout=60).name)
     assert pool.peak <= 3 + 1
@@ -98,3 +103,33 @@ def test_the_bound_holds_while_the_dropper_is_behind(pool_factory, moviectl_admi
     assert wait_for(lambda: pool.dropped >= 6, 60)
     assert pool.peak <= 6 + 2
     assert wait_for(lambda: pool.alive <= 2, 30)
+
+
+def test_two_makers_make_no_more_than_the_run_expects(pool_factory):
+    """With two clones in flight at once, the pool still makes no more ahead than the run
+    will take: 5 expected, 5 taken, 5 made."""
+    pool = pool_factory(size=4, expected=5, makers=2)
+    for _ in range(5):
+        pool.give_back(pool.take(timeout=60).name)
+    pool.close()
+    assert pool.made == 5 and pool.dropped == 5
+
+
+def test_a_killed_runs_clones_are_pruned_beside_the_first_clone(
+    pool_factory, moviectl_settings, moviectl_admin_target
+):
+    """What a killed run's pool left (its pid gone from this host) is dropped by the new
+    pool's dropper, not before the first test gets its database; this run's are kept."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a pid of this host that has exited
+    dead = testdb.pool_owner_tag().rsplit(" pid ", 1)[0] + f" pid {proc.pid}"
+    left = testdb.create(moviectl_settings, target=moviectl_admin_target, owner=dead).name
+    pool = pool_factory(
+        size=2,
+        expected=1,
+        prune=lambda: prune_dead_pools(moviectl_settings, moviectl_admin_target),
+    )
+    db = pool.take(timeout=60)
+    assert wait_for(lambda: left not in _marked(moviectl_admin_target), timeout=30)
+    assert db.name in _marked(moviectl_admin_target)
+    pool.give_back(db.name)

@@ -19,6 +19,8 @@ from moviectl.infra.files import write_atomically
 from moviectl.infra.settings import Settings
 
 SERVER_GROUP = "moviectl"
+# the Host headers pgAdmin answers (its ALLOWED_HOSTS; any other gets 403)
+ALLOWED_HOSTS = ("127.0.0.1", "localhost")
 # libpq keywords pgAdmin takes as a server's connection parameters (the TLS ones)
 _PARAMS = ("sslmode", "sslcert", "sslkey", "sslrootcert", "sslcrl", "sslcompression")
 
@@ -123,7 +125,12 @@ def servers_json(target: DbTarget, pgpass: Path, connect_timeout: int) -> str:
 def config_text(files: AdminFiles, port: int) -> str:
     """pgAdmin's configuration: desktop mode (no login), 127.0.0.1 only, our directories,
     no master password, no OS keyring, no update check, warnings and errors only in its
-    logs (its debug level would log the access key)."""
+    logs (its debug level would log the access key).
+
+    ``ALLOWED_HOSTS`` is pgAdmin's Host-header check, the guard against DNS rebinding (a
+    page on evil.example that resolves to 127.0.0.1 sends ``Host: evil.example``: 403).
+    ``localhost`` is allowed besides the printed 127.0.0.1: people type it, and no other
+    site can have that name in a browser."""
     data = files.data
     values = {
         "SERVER_MODE": False,
@@ -141,7 +148,7 @@ def config_text(files: AdminFiles, port: int) -> str:
         "MASTER_PASSWORD_REQUIRED": False,
         "USE_OS_SECRET_STORAGE": False,
         "UPGRADE_CHECK_ENABLED": False,
-        "ALLOWED_HOSTS": ["127.0.0.1"],
+        "ALLOWED_HOSTS": list(ALLOWED_HOSTS),
     }
     lines = ["# Written by moviectl (`moviectl db admin`) on every start: edits are lost."]
     lines += [f"{k} = {v!r}" for k, v in values.items()]

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from moviectl.infra.errors import UsageError
+from moviectl.infra.errors import ExitCode, MoviectlError, ToolMissing, UsageError
 
 if TYPE_CHECKING:
     from moviectl.core.backups.repository import Repository
@@ -57,6 +57,8 @@ class PruneResult:
     leftover_uploads: list[LeftoverUpload] = field(default_factory=list)
     leftover_uploads_unchecked: str | None = None
     uploads_only: bool = False  # `--uploads-only`: no backup was looked at
+    # each repository looked at and its outcome (`--uploads-only`: a fault is not the end)
+    repositories: list[BucketOutcome] = field(default_factory=list)
 
 
 @dataclass
@@ -163,19 +165,57 @@ def upload_repositories(settings: Settings, repo: str | None = None) -> list[Rep
     return [r for r in repos if r.remote] or repos[:1]
 
 
+@dataclass
+class BucketOutcome:
+    """One repository `prune --uploads-only` looked at: its uploads, or why it could not
+    look (``error``: the MoviectlError's ``to_dict``, which names the endpoint and bucket,
+    never a key)."""
+
+    repository: str
+    ok: bool
+    leftover_uploads: list[LeftoverUpload] = field(default_factory=list)
+    leftover_uploads_unchecked: str | None = None
+    error: dict[str, Any] | None = None
+
+
 def abort_uploads_in(repos: list[Repository], *, dry_run: bool) -> PruneResult:
-    """`prune --uploads-only` over ``repos`` (``upload_repositories``): one result, its
-    ``repository`` naming each looked at; the first that cannot be looked at is its error."""
-    results = [abort_uploads(r, dry_run=dry_run) for r in repos]
-    first = results[0]
-    for more in results[1:]:
-        first.repository = f"{first.repository}, {more.repository}"
-        first.leftover_uploads += more.leftover_uploads
-        if more.leftover_uploads_unchecked:
-            first.leftover_uploads_unchecked = "; ".join(
-                u for u in (first.leftover_uploads_unchecked, more.leftover_uploads_unchecked) if u
-            )
-    return first
+    """`prune --uploads-only` over ``repos`` (``upload_repositories``): every one is looked
+    at, whatever another's fault, and has its outcome in ``repositories``; the merged
+    result's ``repository`` names each. One repository alone: its fault is the error (as
+    any prune's). No rclone is one error for all (exit 9): no bucket can be looked at."""
+    from moviectl.core.backups import uploads
+
+    if len(repos) > 1 and any(r.remote for r in repos):
+        uploads.rclone()
+    merged = PruneResult(", ".join(r.url for r in repos), dry_run, [], [], [], uploads_only=True)
+    notes = []
+    for repo in repos:
+        try:
+            one = abort_uploads(repo, dry_run=dry_run)
+        except ToolMissing:
+            raise
+        except MoviectlError as exc:
+            if len(repos) == 1:
+                raise
+            merged.repositories.append(BucketOutcome(repo.url, False, error=exc.to_dict()))
+            continue
+        merged.repositories += one.repositories
+        merged.leftover_uploads += one.leftover_uploads
+        notes += [one.leftover_uploads_unchecked] if one.leftover_uploads_unchecked else []
+    merged.leftover_uploads_unchecked = "; ".join(notes) or None
+    return merged
+
+
+def uploads_exit_code(result: PruneResult) -> int:
+    """`prune --uploads-only`'s exit code: a repository it could not look at has its own
+    fault's (3 down or stalled, 4 keys refused, 2 no bucket; the first listed of several,
+    as `backup` meets them), else 1 when an abort failed, else 0."""
+    for outcome in result.repositories:
+        if outcome.error is not None:
+            return int(outcome.error.get("exit_code") or ExitCode.FAILED)
+    if any(u.action == "failed" for u in result.leftover_uploads):
+        return int(ExitCode.FAILED)  # its one job is not done
+    return int(ExitCode.OK)
 
 
 def abort_uploads(repo: Repository, *, dry_run: bool, alone: bool = True) -> PruneResult:
@@ -188,4 +228,5 @@ def abort_uploads(repo: Repository, *, dry_run: bool, alone: bool = True) -> Pru
     if alone and repo.remote:
         repo.check()  # one bounded listing page: obstore's errors, each with its exit code
     left = uploads.abort(repo, uploads.find(repo, strict=alone), dry_run=dry_run)
-    return PruneResult(repo.url, dry_run, [], [], [], left.uploads, left.unchecked, True)
+    looked = [BucketOutcome(repo.url, True, left.uploads, left.unchecked)]
+    return PruneResult(repo.url, dry_run, [], [], [], left.uploads, left.unchecked, True, looked)
