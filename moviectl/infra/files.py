@@ -14,14 +14,17 @@ from typing import Any
 from moviectl.infra.errors import MoviectlError, UsageError
 
 
-def open_regular(path: Path) -> int:
+def open_regular(path: Path, *, follow: bool = True) -> int:
     """Open ``path`` for reading, refusing anything but a regular file.
 
     Input moviectl did not make is hostile: a FIFO (or a device) under a backup's name
     would block a plain ``open`` forever, so it is opened non-blocking and checked first.
-    Raises ``IsADirectoryError`` / ``OSError(EINVAL)`` for what is not a regular file.
+    Raises ``IsADirectoryError`` / ``OSError(EINVAL)`` for what is not a regular file;
+    ``follow`` False: ``OSError(ELOOP)`` for a symlink (a file moviectl renames in itself
+    is never one).
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    nofollow = 0 if follow else os.O_NOFOLLOW
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | nofollow)
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
@@ -33,9 +36,9 @@ def open_regular(path: Path) -> int:
     return fd
 
 
-def read_small(path: Path, limit: int) -> bytes:
+def read_small(path: Path, limit: int, *, follow: bool = True) -> bytes:
     """A regular file's bytes, refusing one larger than ``limit`` (a document, not data)."""
-    with os.fdopen(open_regular(path), "rb") as fh:
+    with os.fdopen(open_regular(path, follow=follow), "rb") as fh:
         data = fh.read(limit + 1)
     if len(data) > limit:
         raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))

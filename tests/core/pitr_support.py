@@ -15,6 +15,77 @@ from tests.ports import free_port
 
 PASSWORD = "pitr-secret-pw"
 
+# `python -c` driver of the real `moviectl pitr promote` (``start_moviectl(...,
+# python=KILL_AT)``): kill -9 from inside at the moment named by ``KILL_AT`` in its env.
+# Only that phase's hook is installed. Embedded and Docker: "journal" (about to write the
+# journal: the WAL merged, nothing journaled), "history" (the new timeline's history file
+# just linked into the archive). Docker: "swap" (journaled, the volume copy about to
+# start), "created" (the helper container created, never started), "midcopy" (the helper
+# ran to its end on its own), "gated" (the helper runs, its copy held until the file
+# ``$KILL_GATE/go`` exists on this host), "copied" (the copy recorded as done),
+# "renamed" (the restore directory set aside as `.promoted-*`, the journal not removed).
+KILL_AT = """
+import os, signal
+phase = os.environ["KILL_AT"]
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+if phase == "history":
+    link = os.link
+    def _link(src, dst, *a, **kw):
+        link(src, dst, *a, **kw)
+        if str(dst).endswith(".history"):
+            die()
+    os.link = _link
+if phase == "renamed":
+    rename = os.rename
+    def _rename(src, dst, *a, **kw):
+        rename(src, dst, *a, **kw)
+        if os.path.basename(str(dst)).startswith(".promoted-"):
+            die()
+    os.rename = _rename
+if phase == "swap":
+    from moviectl.core.pitr import docker
+    def _swap(*a, **kw):
+        die()
+    docker.promote = _swap
+if phase in ("created", "midcopy", "gated"):
+    from docker.models.containers import ContainerCollection
+    run = ContainerCollection.run
+    def _run(self, *a, **kw):
+        if "/restored" not in str(kw.get("entrypoint")):
+            return run(self, *a, **kw)
+        for k in ("remove", "stderr", "stdout", "detach"):
+            kw.pop(k, None)
+        if phase == "created":
+            self.create(*a, **kw)
+            die()
+        if phase == "midcopy":
+            run(self, *a, **{**kw, "detach": True}).wait()
+            die()
+        gate = os.environ["KILL_GATE"]
+        shell, flag, script = kw["entrypoint"]
+        wait = "while [ ! -e /gate/go ]; do sleep 0.1; done; "
+        kw["entrypoint"] = [shell, flag, wait + script]
+        kw["volumes"] = {**kw["volumes"], gate: {"bind": "/gate", "mode": "ro"}}
+        helper = run(self, *a, **{**kw, "detach": True})
+        while helper.status not in ("running", "exited"):
+            helper.reload()
+        die()
+    ContainerCollection.run = _run
+if phase in ("journal", "copied"):
+    from moviectl.core.servers import swap_journal
+    write = swap_journal.write
+    def _write(d, j, *a, **kw):
+        if phase == "journal":
+            die()
+        write(d, j, *a, **kw)
+        if "volume" in j:
+            die()
+    swap_journal.write = _write
+from moviectl.cli.entry import main
+main()
+"""
+
 
 def pitr_env(root: Path) -> dict[str, str]:
     return {

@@ -14,33 +14,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli, start_moviectl, subprocess_env
-from tests.core.pitr_support import conn, facts, started
+from tests.core.pitr_support import KILL_AT, conn, facts, started
 
 pytestmark = pytest.mark.timeout(900)
 
 _MORE = "INSERT INTO t SELECT m + g, %s FROM (SELECT max(i) m FROM t) x, generate_series(1, 100) g"
-
-_KILL_AT = """
-import os, signal
-phase = os.environ["KILL_AT"]
-def die():
-    os.kill(os.getpid(), signal.SIGKILL)
-link = os.link
-def _link(src, dst, *a, **kw):
-    link(src, dst, *a, **kw)
-    if phase == "history" and str(dst).endswith(".history"):
-        die()  # the new timeline's history file just landed in the archive
-os.link = _link
-from moviectl.core.servers import swap_journal
-write = swap_journal.write
-def _write(*a, **kw):
-    if phase == "journal":
-        die()  # the WAL copied into the archive, nothing journaled or swapped
-    return write(*a, **kw)
-swap_journal.write = _write
-from moviectl.cli.entry import main
-main()
-"""
 
 
 @pytest.fixture
@@ -90,7 +68,7 @@ def test_a_promote_killed_before_its_swap_and_discarded_misleads_no_latest_resto
         c.execute(_MORE, ("discarded",))
     discarded = facts(port, pitr)
     env = subprocess_env(**pitr.env, KILL_AT=phase)
-    proc = start_moviectl(env, "pitr", "promote", "first", "--yes", python=_KILL_AT)
+    proc = start_moviectl(env, "pitr", "promote", "first", "--yes", python=KILL_AT)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL, err
 

@@ -240,6 +240,15 @@ def drop_helper(settings: Settings) -> None:
             left.remove(force=True)
 
 
+def serving(settings: Settings) -> None:
+    """The db container running, as `db up` starts it: a promote killed during its copy
+    left it stopped, and a re-run that finds the copy done copies (and starts) nothing."""
+    backend = DockerBackend(settings)
+    c = backend.container()
+    if c is None or c.status != "running":
+        backend.up()
+
+
 def promote(
     settings: Settings,
     path: Path,

@@ -38,6 +38,7 @@ from moviectl.core.pitr.promote_common import (
     merge_remote,
     record_of,
     refuse_another,
+    refuse_other_backend,
 )
 from moviectl.core.pitr.repo import store_of
 from moviectl.core.pitr.restore import restores_dir, server_of
@@ -112,6 +113,7 @@ def _embedded(settings: Settings, name: str, path: Path, store: Any) -> PromoteR
         j = swap_journal.read(main.data_dir)
         fresh = False
         refuse_another(j, name)
+        refuse_other_backend(j, swap_journal.path_of(main.data_dir), docker=False)
         if j is None:
             if upgrade_state.read_state(main.data_dir) is not None:  # pgdata is its to move
                 raise Refused(

@@ -38,6 +38,20 @@ def refuse_another(j: dict[str, Any] | None, name: str) -> None:
         )
 
 
+def refuse_other_backend(j: dict[str, Any] | None, journal: Path, *, docker: bool) -> None:
+    """A journal the other backend's promote wrote (the embedded one names the ``restored``
+    directory it renames, the Docker one never does): MOVIE_DB_BACKEND changed since.
+    Finishing it here would rename or copy what that promote never meant to."""
+    if j is None or ("restored" in j) != docker:
+        return
+    was, now = ("embedded", "Docker") if docker else ("Docker", "embedded")
+    raise Refused(
+        f"{journal} was written by a promote on the {was} backend, this is the {now} one; "
+        "nothing was done",
+        hint=f"set MOVIE_DB_BACKEND back to finish it: moviectl pitr promote {j['name']} --yes",
+    )
+
+
 def record_of(path: Path, name: str) -> dict[str, Any]:
     try:
         return dict(json.loads((path / RECORD).read_text()))

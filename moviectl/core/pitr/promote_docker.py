@@ -27,6 +27,7 @@ from moviectl.core.pitr.promote_common import (
     own_files,
     record_of,
     refuse_another,
+    refuse_other_backend,
 )
 from moviectl.core.pitr.restore import RECORD, server_of
 from moviectl.core.servers import swap_journal
@@ -41,6 +42,7 @@ def promote_docker(settings: Settings, name: str, path: Path, store: Any) -> Pro
     data_dir = Path(settings.data_dir)
     j = swap_journal.read(data_dir)
     refuse_another(j, name)
+    refuse_other_backend(j, swap_journal.path_of(data_dir), docker=True)
     if j is None:
         docker.preflight(settings)  # nothing stopped or merged when the copy cannot run
         record = record_of(path, name)
@@ -75,6 +77,7 @@ def promote_docker(settings: Settings, name: str, path: Path, store: Any) -> Pro
             j["volume"], j["aside"] = docker.promote(settings, path, store, copying)
             swap_journal.write(data_dir, j)  # swapped: a re-run copies nothing over it
         docker.drop_helper(settings)
+        docker.serving(settings)  # stopped by a killed run's copy: started, as `db up`
         _history_from(j, path if mine else None, store, data_dir)
         doomed = path.with_name(f".promoted-{path.name}-{os.getpid()}")
         if mine:  # a restore made since under the same name is not this promote's

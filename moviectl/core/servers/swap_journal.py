@@ -8,13 +8,14 @@ command that finishes the swap (``pitr promote NAME``, which reads this file and
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 from moviectl.infra.errors import Refused
-from moviectl.infra.files import fsync_dir, write_json_atomic
+from moviectl.infra.files import fsync_dir, read_small, write_json_atomic
 
 JOURNAL = "promoting.json"
 
@@ -35,6 +36,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "history": (dict,),  # Docker: the restored archive's history files, name -> text
 }
 _REQUIRED = ("name", "pid", "timeline", "wal_moved", "aside")
+_LIMIT = 1 << 20  # a few keys and history files: more is not a journal moviectl wrote
+_VOLUME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # Docker's volume names: never a path
 
 
 def read(data_dir: Path) -> dict[str, Any] | None:
@@ -42,20 +45,55 @@ def read(data_dir: Path) -> dict[str, Any] | None:
     an object, a key missing or of another type, a name no restore can have) is refused,
     exit 5, never guessed at: every command that reads it stops (nothing swapped)."""
     path = path_of(data_dir)
-    try:
-        text = path.read_text()
+    try:  # a FIFO would block, a symlink lead anywhere: moviectl renames a file in
+        data = read_small(path, _LIMIT, follow=False)
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _unreadable(path, str(exc)) from None
+    except OSError as exc:
+        raise _unreadable(path, _oserror(exc)) from None
     try:
-        doc = json.loads(text)
+        doc = json.loads(data.decode())
     except ValueError:  # written whole (renamed in): never cut short by moviectl
         raise _unreadable(path, "not JSON") from None
     why = _wrong(doc)
+    try:
+        why = why or _elsewhere(doc, data_dir)
+    except (OSError, ValueError, RuntimeError):  # a NUL byte, a symlink loop
+        why = "a path in it is not one"
     if why:
         raise _unreadable(path, why)
     return dict(doc)
+
+
+def _oserror(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "a symlink"
+    if exc.errno == errno.EINVAL:
+        return "not a regular file"
+    return exc.strerror or str(exc)
+
+
+def _elsewhere(doc: dict[str, Any], data_dir: Path) -> str | None:
+    """The paths a promote renames, where moviectl puts them: the restore's ``pgdata`` and
+    ``pgdata.before-*`` in the data directory (embedded), volume names (Docker). Any other
+    would have a re-run move a directory outside the data directory, or into it."""
+    home = data_dir.resolve()
+    restored, aside = doc.get("restored"), doc.get("aside")
+    if restored is not None:
+        want = home / "restores" / doc["name"] / "pgdata"
+        if Path(restored).resolve() != want.resolve():
+            return f"'restored' is not {want}"
+        if aside is not None and not (
+            Path(aside).parent.resolve() == home
+            and re.fullmatch(r"pgdata\.before-[A-Za-z0-9_.-]+", Path(aside).name)
+        ):
+            return f"'aside' is not a pgdata.before-* in {home}"
+    elif aside is not None and not re.fullmatch(_VOLUME, aside):
+        return "'aside' is not a volume's name"
+    for key in ("volume", "copying"):
+        if key in doc and not re.fullmatch(_VOLUME, doc[key]):
+            return f"{key!r} is not a volume's name"
+    return None
 
 
 def _wrong(doc: Any) -> str | None:

@@ -13,41 +13,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli, start_moviectl, subprocess_env
-from tests.core.pitr_support import conn, facts
+from tests.core.pitr_support import KILL_AT, conn, facts
 from tests.core.servers.test_pitr_docker import dk, image  # noqa: F401  (fixtures)
 from tests.core.test_pitr_promote_discarded import _MORE
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
-
-# kill -9 from inside, at a named moment of the real `moviectl pitr promote`
-_KILL_AT = """
-import os, signal
-phase = os.environ["KILL_AT"]
-def die():
-    os.kill(os.getpid(), signal.SIGKILL)
-link = os.link
-def _link(src, dst, *a, **kw):
-    link(src, dst, *a, **kw)
-    if phase == "history" and str(dst).endswith(".history"):
-        die()  # the new timeline's history file just landed in the archive
-os.link = _link
-from moviectl.core.pitr import docker
-swap = docker.promote
-def _swap(*a, **kw):
-    if phase == "swap":
-        die()  # about to copy the restored cluster into the volume
-    return swap(*a, **kw)
-docker.promote = _swap
-from moviectl.core.servers import swap_journal
-write = swap_journal.write
-def _write(*a, **kw):
-    if phase == "journal":
-        die()  # the segments merged, nothing journaled, no history file
-    return write(*a, **kw)
-swap_journal.write = _write
-from moviectl.cli.entry import main
-main()
-"""
 
 
 def _wal(cli: Cli) -> Path:
@@ -137,7 +107,7 @@ def test_a_docker_promote_killed_before_its_swap_and_discarded_misleads_no_lates
     `--latest` restore follows timeline 2 (`_given_up`)."""
     noted, discarded = _first(dk)
     env = subprocess_env(**dk.env, KILL_AT=phase)
-    proc = start_moviectl(env, "pitr", "promote", "first", "--yes", python=_KILL_AT, cwd=None)
+    proc = start_moviectl(env, "pitr", "promote", "first", "--yes", python=KILL_AT, cwd=None)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL, err
     r = dk("db", "up", "--timeout", "90")  # the container as the kill left it, running

@@ -14,60 +14,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli, start_moviectl, subprocess_env, wait_for
-from tests.core.pitr_support import conn, facts, status
+from tests.core.pitr_support import KILL_AT, conn, facts, status
 from tests.core.servers.test_pitr_docker import dk, image  # noqa: F401  (fixtures)
 from tests.core.servers.test_pitr_docker_discard import _first
 from tests.core.test_pitr_promote_discarded import _MORE
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
-
-# kill -9 from inside, at a named moment of the real `moviectl pitr promote`
-_KILL_AT = """
-import os, signal
-phase = os.environ["KILL_AT"]
-def die():
-    os.kill(os.getpid(), signal.SIGKILL)
-link, rename = os.link, os.rename
-def _link(src, dst, *a, **kw):
-    link(src, dst, *a, **kw)
-    if phase == "history" and str(dst).endswith(".history"):
-        die()  # the new timeline's history file just landed in the archive
-def _rename(src, dst, *a, **kw):
-    rename(src, dst, *a, **kw)
-    if phase == "renamed" and os.path.basename(str(dst)).startswith(".promoted-"):
-        die()  # the restore directory set aside, the journal not yet removed
-os.link, os.rename = _link, _rename
-from moviectl.core.pitr import docker
-swap = docker.promote
-def _swap(*a, **kw):
-    if phase == "swap":
-        die()  # journaled, about to copy the restored cluster into the volume
-    return swap(*a, **kw)
-docker.promote = _swap
-from docker.models.containers import ContainerCollection
-run = ContainerCollection.run
-def _run(self, *a, **kw):
-    if phase == "created" and "/restored" in str(kw.get("entrypoint")):
-        for k in ("remove", "stderr", "stdout", "detach"):
-            kw.pop(k, None)
-        self.create(*a, **kw)
-        die()  # killed between the helper's create and its start: it never copied
-    if phase != "midcopy" or "/restored" not in str(kw.get("entrypoint")):
-        return run(self, *a, **kw)
-    kw.pop("remove", None)
-    run(self, *a, **{**kw, "detach": True}).wait()
-    die()  # killed while the helper container copied; it finished, on its own
-ContainerCollection.run = _run
-from moviectl.core.servers import swap_journal
-write = swap_journal.write
-def _write(d, j, *a, **kw):
-    write(d, j, *a, **kw)
-    if phase == "copied" and "volume" in j:
-        die()  # the copy recorded as done, no history file yet
-swap_journal.write = _write
-from moviectl.cli.entry import main
-main()
-"""
 
 
 @pytest.fixture
@@ -101,7 +53,7 @@ def _wal(cli: Cli) -> Path:
 
 def _killed_at(cli: Cli, phase: str) -> None:
     env = subprocess_env(**cli.env, KILL_AT=phase)
-    proc = start_moviectl(env, "pitr", "promote", "first", "--yes", python=_KILL_AT, cwd=None)
+    proc = start_moviectl(env, "pitr", "promote", "first", "--yes", python=KILL_AT, cwd=None)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL, err
     assert _journal(cli).exists()
@@ -162,6 +114,67 @@ def test_db_up_refuses_while_a_copy_still_runs(pd: Cli) -> None:
 def _one_line(r: object) -> None:
     out = getattr(r, "output", "")
     assert "Traceback" not in out, out
+
+
+def _state(cli: Cli) -> dict[str, object]:
+    """What a refused re-run must leave as it was: the journal, the volumes, the db and
+    helper containers, the restore, the archive."""
+    import docker
+
+    project = cli.env["MOVIE_COMPOSE_PROJECT"]
+    client = docker.from_env()
+    try:
+        return {
+            "journal": _journal(cli).read_bytes(),
+            "volumes": sorted(v.name for v in client.volumes.list(filters={"name": project})),
+            "containers": sorted(
+                (c.name, c.id, c.status)
+                for c in client.containers.list(all=True)
+                if c.name.startswith(project)
+            ),
+            "restore": sorted(p.name for p in (_restores(cli) / "first").iterdir()),
+            "archive": sorted(p.name for p in _wal(cli).iterdir()),
+        }
+    finally:
+        client.close()
+
+
+def test_a_rerun_while_the_copy_still_runs_is_refused_and_changes_nothing(
+    pd: Cli, tmp_path: Path
+) -> None:
+    """kill -9 while the helper container copies, re-run at once while it still runs (its
+    copy held on a gate file the test opens): `pitr promote` (with and without --json) and
+    `db up` refuse, exit 7, one line naming the helper container; nothing changed (the
+    journal, the volumes, the containers, the restore, the archive). Once the helper has
+    exited, the re-run finishes: the container serves the restored rows."""
+    _, restored = _first(pd)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    env = subprocess_env(**pd.env, KILL_AT="gated", KILL_GATE=str(gate))
+    proc = start_moviectl(env, "pitr", "promote", "first", "--yes", python=KILL_AT, cwd=None)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, err
+    helper = f"{pd.env['MOVIE_COMPOSE_PROJECT']}-db-1-promote-copy"
+    assert _helpers(pd) == [helper] and _copying(pd)
+    before = _state(pd)
+    for args in (
+        ("pitr", "promote", "first", "--yes"),
+        ("--json", "pitr", "promote", "first", "--yes"),
+        ("db", "up", "--timeout", "30"),
+    ):
+        r = pd(*args)
+        _one_line(r)
+        assert r.exit_code == 7, (args, r.output)
+        assert any(helper in line for line in r.output.splitlines()), r.output
+        assert _state(pd) == before, args
+    assert _copying(pd), "the helper container was stopped"
+    (gate / "go").touch()
+    assert wait_for(lambda: not _copying(pd), 120)
+    r = pd("pitr", "promote", "first", "--yes", "--json")
+    assert r.exit_code == 0, r.output
+    assert facts(pd) == restored
+    assert not _journal(pd).exists()
+    assert _helpers(pd) == []
 
 
 @pytest.mark.parametrize("phase", ["midcopy", "copied", "history", "renamed"])
@@ -263,6 +276,8 @@ _HOSTILE = [
     '{"name": "first", "pid": "x", "timeline": "two", "wal_moved": 0, "aside": null}',
     '{"name": "first", "pid": 1, "timeline": 2, "wal_moved": 0, "aside": null, "volume": 7}',
     '{"name": "../x", "pid": 1, "timeline": 2, "wal_moved": 0, "aside": null}',
+    '{"name": "first", "pid": 1, "timeline": 2, "wal_moved": 0, "aside": "/x", "volume": "v"}',
+    '{"name": "first", "pid": 1, "timeline": 2, "wal_moved": 0, "aside": null, "copying": "../v"}',
 ]
 
 
