@@ -9,6 +9,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -123,3 +124,12 @@ def libpq_env(url: str) -> dict[str, str]:
         "PGPASSWORD": urllib.parse.unquote(u.password or ""),
         "PGDATABASE": u.path[1:],
     }
+
+
+def pytest_project(d: Path, files: dict[str, str]) -> Path:
+    """A generated pytest project in ``d``: each file's text dedented (written indented in
+    the benchmark's source)."""
+    d.mkdir()
+    for name, text in files.items():
+        (d / name).write_text(textwrap.dedent(text).lstrip())
+    return d

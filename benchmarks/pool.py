@@ -20,13 +20,12 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, load1, row, run
+from benchmarks.common import ROOT, load1, pytest_project, row, run
 
 TESTS = 200
 POOL_SIZE = 4  # the plugin's default moviectl_pool_size
@@ -83,15 +82,11 @@ HAND_TEST = f"""
     """
 
 
+INI = f"[pytest]\naddopts = -p no:cacheprovider -p no:randomly\nmoviectl_pool_size = {POOL_SIZE}\n"
+
+
 def _project(d: Path, conftest: str, test: str) -> Path:
-    d.mkdir()
-    (d / "pytest.ini").write_text(
-        f"[pytest]\naddopts = -p no:cacheprovider -p no:randomly\n"
-        f"moviectl_pool_size = {POOL_SIZE}\n"
-    )
-    (d / "conftest.py").write_text(textwrap.dedent(conftest).lstrip())
-    (d / "test_pool.py").write_text(textwrap.dedent(test).lstrip())
-    return d
+    return pytest_project(d, {"pytest.ini": INI, "conftest.py": conftest, "test_pool.py": test})
 
 
 class PeakClones:

@@ -14,6 +14,7 @@ from benchmarks.common import (
     ALEMBIC,
     ROOT,
     load1,
+    pytest_project,
     row,
     run,
 )
@@ -69,7 +70,6 @@ def bench_tiers(admin_url: str, env: dict[str, str], tmp: Path) -> None:
     migrations); the 30 tests each work ~20 ms (a connection, a committed row, CPU).
     """
     import json
-    import textwrap
 
     import psycopg
 
@@ -167,13 +167,6 @@ def bench_tiers(admin_url: str, env: dict[str, str], tmp: Path) -> None:
         .replace("psycopg.connect(movie_db_url) as conn", "postgresql as conn"),
     }
 
-    def project(name: str, content: dict[str, str]) -> Path:
-        d = tmp / name
-        d.mkdir()
-        for fname, text in content.items():
-            (d / fname).write_text(textwrap.dedent(text).lstrip())
-        return d
-
     def pytest_run(d: Path, *test_files: str) -> dict[str, dict[str, float]]:
         out = d / "times.json"
         e = {**env, "TIERS_OUT": str(out), "PYTHONPATH": str(ROOT)}
@@ -186,7 +179,10 @@ def bench_tiers(admin_url: str, env: dict[str, str], tmp: Path) -> None:
     def ms(xs: list[float]) -> float:
         return statistics.median(xs) * 1000
 
-    dirs = {"moviectl": project("moviectl", files), "pytest_postgresql": project("ppg", peer)}
+    dirs = {
+        "moviectl": pytest_project(tmp / "moviectl", files),
+        "pytest_postgresql": pytest_project(tmp / "ppg", peer),
+    }
     # Alternating: ours tier 1, the peer's tier 1, ours tier 2, the peer's tier 2.
     ones = {name: pytest_run(d, "test_0_empty.py", "test_tier1.py") for name, d in dirs.items()}
     twos = {name: pytest_run(d, "test_tier2.py") for name, d in dirs.items()}
