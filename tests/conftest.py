@@ -295,6 +295,16 @@ def start_moviectl(
     )
 
 
+def dead_pid() -> int:
+    """The pid of a process of this host that has exited (a killed run's)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
 def stop(proc: Any, timeout: float = 15) -> None:
     """SIGTERM a child and reap it; killed if it has not ended within ``timeout`` (then the
     test fails: a child that ignores SIGTERM is a bug)."""

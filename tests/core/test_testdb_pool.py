@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -13,7 +11,7 @@ from moviectl.core import testdb
 from moviectl.core.testdb_pool import ClonePool, prune_dead_pools
 from moviectl.infra import admin
 from moviectl.infra.engine import connect
-from tests.conftest import wait_for
+from tests.conftest import dead_pid, wait_for
 
 
 def _marked(target) -> dict[str, str]:
@@ -120,9 +118,7 @@ def test_a_killed_runs_clones_are_pruned_beside_the_first_clone(
 ):
     """What a killed run's pool left (its pid gone from this host) is dropped by the new
     pool's dropper, not before the first test gets its database; this run's are kept."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()  # a pid of this host that has exited
-    dead = testdb.pool_owner_tag().rsplit(" pid ", 1)[0] + f" pid {proc.pid}"
+    dead = testdb.pool_owner_tag().rsplit(" pid ", 1)[0] + f" pid {dead_pid()}"
     left = testdb.create(moviectl_settings, target=moviectl_admin_target, owner=dead).name
     pool = pool_factory(
         size=2,

@@ -8,7 +8,6 @@ import contextlib
 import json
 import secrets
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from moviectl.infra.conninfo import DbTarget
 from moviectl.infra.settings import load_settings
 from tests.conftest import (
     Cli,
+    dead_pid,
     run_moviectl,
     seeded_database,
     start_moviectl,
@@ -31,13 +31,6 @@ from tests.conftest import (
     wait_for,
 )
 from tests.ports import free_port
-
-
-def _dead_pid() -> int:
-    """The pid of a process of this host that has exited (a killed run's)."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
 
 
 def _admin(target: DbTarget) -> str:
@@ -81,7 +74,7 @@ def test_a_read_only_backup_keeps_its_file_beside_a_superusers_leftover(
     database alone (it may not drop it; `doctor` reports it)."""
     leftover = f"movies_restore_{secrets.token_hex(4)}"
     mark = make_mark(
-        "restore", state="loading", pid=_dead_pid(), host=this_host(), started="2020-01-01"
+        "restore", state="loading", pid=dead_pid(), host=this_host(), started="2020-01-01"
     )
     admin = _admin(moviectl_admin_target)
     with psycopg.connect(admin, autocommit=True) as c:

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import Cli, subprocess_env, wait_for
+from tests.conftest import Cli, dead_pid, subprocess_env, wait_for
 
 
 def _data(cli: Cli) -> Path:
@@ -100,10 +100,9 @@ def test_kill_9_of_db_down_volumes_leaves_the_cluster_or_its_trash(emb, moment):
 
 
 def test_a_dead_runs_trash_is_ignored_by_up_and_removed_by_the_next_volumes(emb):
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    assert not psutil.pid_exists(dead.pid)
-    trash = _data(emb) / f".deleting-{dead.pid}"
+    dead = dead_pid()
+    assert not psutil.pid_exists(dead)
+    trash = _data(emb) / f".deleting-{dead}"
     (trash / "base").mkdir(parents=True)
     (trash / "PG_VERSION").write_text("18\n")
     (trash / "base" / "1").write_bytes(b"x" * 4096)
