@@ -22,4 +22,17 @@ def main() -> None:
         sys.exit(run(json_mode))
     from moviectl.cli.app import main as cli_main
 
-    cli_main()
+    try:
+        cli_main()
+    finally:
+        _quick_exit()
+
+
+def _quick_exit() -> None:
+    """The command is done: spare the interpreter's shutdown its collections of every
+    object psycopg, Typer and Rich made (~0.1 s quiet, 0.25 s on a busy machine, paid by
+    every command after its work). Frozen objects are still freed as the modules go; only
+    the cycle collector skips them. atexit handlers and ``weakref.finalize`` run as before."""
+    import gc
+
+    gc.freeze()
