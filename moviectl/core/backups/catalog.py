@@ -132,10 +132,12 @@ def delete_backup(repo: Repository, name: str) -> None:
 
 
 @contextlib.contextmanager
-def staged(settings: Settings, repo: Repository, name: str) -> Iterator[Path]:
-    """The backup as a local file beside its manifest (a directory's own, in place)."""
+def staged(settings: Settings, repo: Repository, name: str) -> Iterator[tuple[Path, str | None]]:
+    """The backup as a local file beside its manifest (a directory's own, in place), and
+    the sha256 of that file when it was computed on the way in (downloaded, not
+    decrypted): the caller checks it against the manifest instead of reading it again."""
     if isinstance(repo, LocalRepository):
-        yield repo.root / name
+        yield repo.root / name, None
         return
     man, raw = read_manifest(repo, name)
     home = Path(settings.backup_dir)
@@ -145,6 +147,7 @@ def staged(settings: Settings, repo: Repository, name: str) -> Iterator[Path]:
     box.mkdir(mode=0o700)
     try:
         local = box / name
+        hashed = None
         if raw.get("encryption") == "age":
             from moviectl.core.backups.crypt import decrypt_file, identities
 
@@ -154,14 +157,16 @@ def staged(settings: Settings, repo: Repository, name: str) -> Iterator[Path]:
             decrypt_file(sealed, local, keys)
             sealed.unlink()
         else:
-            _download(repo, name, local, None)
+            hashed = _download(repo, name, local, None)
         manifest_path(local).write_text(json.dumps(asdict(man)), encoding="utf-8")
-        yield local
+        yield local, hashed
     finally:
         remove_path(box)
 
 
-def _download(repo: Repository, name: str, dest: Path, sha256: str | None) -> None:
+def _download(repo: Repository, name: str, dest: Path, sha256: str | None) -> str:
+    """``name`` into ``dest``, hashed as it arrives (checked when ``sha256`` is given);
+    its sha256."""
     digest = hashlib.sha256()
     with open(dest, "wb") as out:
         for block in repo.stream(name):
@@ -173,6 +178,7 @@ def _download(repo: Repository, name: str, dest: Path, sha256: str | None) -> No
             "truncated",
             hint="do not restore it; use another backup (`moviectl backup list`)",
         )
+    return digest.hexdigest()
 
 
 def verify_in(settings: Settings, repo: Repository, name: str) -> VerifyResult:
@@ -184,8 +190,8 @@ def verify_in(settings: Settings, repo: Repository, name: str) -> VerifyResult:
     if isinstance(repo, LocalRepository):
         return verify(settings, repo.root / name)
     try:
-        with staged(settings, repo, name) as local:
-            result = verify(settings, local)
+        with staged(settings, repo, name) as (local, hashed):
+            result = verify(settings, local, hashed)
             done = json.loads(manifest_path(local).read_text(encoding="utf-8"))
     except CheckFailed as exc:  # the stored object does not match: a failed drill
         result = VerifyResult(repo.where(name), False, None, False, False, [exc.message])
@@ -213,8 +219,8 @@ def restore_from(
     check_backup(settings, repo, name)  # before anything is downloaded, created or dropped
     if isinstance(repo, LocalRepository):
         return restore(settings, repo.root / name, into=into, force=force, jobs=jobs)
-    with staged(settings, repo, name) as local:
-        result = restore(settings, local, into=into, force=force, jobs=jobs)
+    with staged(settings, repo, name) as (local, hashed):
+        result = restore(settings, local, into=into, force=force, jobs=jobs, hashed=hashed)
     result.path = repo.where(name)
     result.manifest = repo.where(name + MANIFEST)
     return result

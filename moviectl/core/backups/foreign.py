@@ -30,9 +30,10 @@ _CONNECT = re.compile(rb"^\\(?:connect|c)(?:\s|$)")
 UNVERIFIED = "made elsewhere (no moviectl manifest): no checksum or row counts to check it against"
 
 
-def read_backup(settings: Settings, path: Path) -> tuple[Manifest, bool]:
-    """The manifest (checksum checked), or one inferred from a foreign file; and whether
-    the file has a manifest of its own."""
+def read_backup(settings: Settings, path: Path, hashed: str | None = None) -> tuple[Manifest, bool]:
+    """The manifest (checksum checked; ``hashed``: the file's sha256 computed as it was
+    downloaded), or one inferred from a foreign file; and whether the file has a manifest
+    of its own."""
     if path.exists() and not (path.is_file() or path.is_dir()):  # opening a FIFO would wait
         raise InputFileError(
             f"{path} is not a regular file (a FIFO, socket or device): nothing restored",
@@ -40,7 +41,7 @@ def read_backup(settings: Settings, path: Path) -> tuple[Manifest, bool]:
         )
     if manifest_path(path).exists() or not path.exists():
         man = load_manifest(path)  # a missing file: its "backup not found"
-        check_checksum(path, man)
+        check_checksum(path, man, hashed)
         return man, True
     return inspect(settings, path), False
 

@@ -172,7 +172,10 @@ def load_manifest(path: Path) -> Manifest:
     return Manifest(**_checked(data, mpath))  # type: ignore[arg-type]
 
 
-def check_checksum(path: Path, man: Manifest) -> None:
+def check_checksum(path: Path, man: Manifest, hashed: str | None = None) -> None:
+    """The file's size and sha256 against the manifest. ``hashed``: the sha256 of the very
+    bytes written to ``path``, computed as they were downloaded into a private staging
+    directory (``catalog.staged``): compared instead of reading the file a second time."""
     # a file of another size fails now, not after hours of hashing (a FIFO: refused below)
     size = size_of(path) if path.is_file() or path.is_dir() else man.size_bytes
     if man.size_bytes and size != man.size_bytes:
@@ -181,7 +184,7 @@ def check_checksum(path: Path, man: Manifest) -> None:
             f"({size} bytes, the manifest says {man.size_bytes})",
             hint="do not restore it; use another backup (`moviectl backup list`)",
         )
-    actual = sha256_of(path)
+    actual = hashed or sha256_of(path)
     if actual != man.sha256:
         raise CheckFailed(
             f"checksum mismatch for {path.name}: the file is corrupted or truncated "

@@ -284,9 +284,12 @@ def restore(
     into: str | None = None,
     force: bool = False,
     jobs: int | None = None,
+    hashed: str | None = None,
 ) -> RestoreResult:
+    """``hashed``: the file's sha256 as computed while it was downloaded (not read again)."""
     started = time.monotonic()
-    man, has_manifest = read_backup(settings, path)  # a file made elsewhere: checked as can be
+    # a file made elsewhere: checked as far as it can be
+    man, has_manifest = read_backup(settings, path, hashed)
     if man.format == "plain":  # before anything is created, dropped or backed up
         check_sql_file(path)
     settings = require_session(settings, "restore", "postgres")  # never through a pooler

@@ -30,11 +30,12 @@ from moviectl.infra.errors import CheckFailed, MoviectlError, Unreachable
 from moviectl.infra.settings import Settings
 
 
-def verify(settings: Settings, path: Path) -> VerifyResult:
-    """Checksum, then the restore drill: restore into a throwaway database and compare."""
+def verify(settings: Settings, path: Path, hashed: str | None = None) -> VerifyResult:
+    """Checksum, then the restore drill: restore into a throwaway database and compare.
+    ``hashed``: the file's sha256, computed as it was downloaded (``catalog.staged``)."""
     man = load_manifest(path)
     try:
-        check_checksum(path, man)
+        check_checksum(path, man, hashed)
     except CheckFailed as exc:
         result = VerifyResult(str(path), False, None, False, False, [exc.message])
         record_verification(path, man, result.ok)
