@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from moviectl.core.backups.dump import backup, snapshot
+from moviectl.core.backups.dump import backup
 from moviectl.core.backups.foreign import read_backup
 from moviectl.core.backups.leftovers import clean_databases, clean_partials, loading_mark
 from moviectl.core.backups.manifest import Manifest, manifest_path
@@ -30,7 +31,7 @@ from moviectl.infra.admin import (
 from moviectl.infra.engine import connect, require_session
 from moviectl.infra.errors import CheckFailed, MoviectlError, Refused, Unreachable, UsageError
 from moviectl.infra.pgtools import child_env, find_tool, first_error, popen_child, run_child
-from moviectl.infra.server_facts import server_major
+from moviectl.infra.server_facts import database_facts, server_major
 from moviectl.infra.settings import DbTarget, Settings
 from moviectl.infra.watchdog import StallWatch
 
@@ -94,10 +95,6 @@ def database_state(settings: Settings, name: str) -> tuple[bool, bool]:
     return True, bool(n and n[0])
 
 
-def server_major_of(settings: Settings) -> int:
-    return server_facts(settings)[0]
-
-
 def server_facts(settings: Settings) -> tuple[int, bool]:
     """(major version, whether moviectl's own connection to it is encrypted)."""
     with connect(maintenance_target(settings), connect_timeout=settings.connect_timeout) as c:
@@ -137,12 +134,11 @@ def create_database_for_restore(
             raise
 
 
-def finish_loading(settings: Settings, name: str) -> None:
+def finish_loading(conn: Any, name: str) -> None:
     """The restore is complete: the database is the operator's now (mark removed)."""
     from psycopg import sql
 
-    with connect(maintenance_target(settings), connect_timeout=settings.connect_timeout) as c:
-        c.execute(sql.SQL("COMMENT ON DATABASE {} IS NULL").format(sql.Identifier(name)))
+    conn.execute(sql.SQL("COMMENT ON DATABASE {} IS NULL").format(sql.Identifier(name)))
 
 
 def drop_database(settings: Settings, name: str) -> None:
@@ -151,10 +147,16 @@ def drop_database(settings: Settings, name: str) -> None:
 
 
 def load_into(
-    settings: Settings, path: Path, man: Manifest, target: DbTarget, jobs: int | None
+    settings: Settings,
+    path: Path,
+    man: Manifest,
+    target: DbTarget,
+    jobs: int | None,
+    facts: tuple[int, bool] | None = None,
 ) -> None:
+    """``facts``: ``server_facts(settings)`` when the caller has them (one login less)."""
     env = child_env(target)
-    server_major, encrypted = server_facts(settings)
+    server_major, encrypted = facts or server_facts(settings)
     tls = encrypted or target.wants_tls  # the tools must not fall back to a plain connection
     conninfo = target.child_conninfo(require_tls=tls)
     psql = [find_tool("psql", settings, tls=tls).path, "-X", "-q", "-v", "ON_ERROR_STOP=1"]
@@ -293,7 +295,8 @@ def restore(
     if man.format == "plain":  # before anything is created, dropped or backed up
         check_sql_file(path)
     settings = require_session(settings, "restore", "postgres")  # never through a pooler
-    server_major = server_major_of(settings)
+    facts = server_facts(settings)
+    server_major = facts[0]
     if man.server_major > server_major:
         raise Refused(
             f"{path.name} comes from PostgreSQL {man.server_major}; this server is "
@@ -335,7 +338,7 @@ def restore(
     try:
         if undo:  # from here on, every way out says what is left and how to undo it
             create_database_for_restore(settings, name, drop_first=True)
-        load_into(settings, path, man, target, jobs)
+        load_into(settings, path, man, target, jobs, facts)
     except BaseException as exc:
         left = None
         if undo:
@@ -356,9 +359,10 @@ def restore(
         elif left:  # Ctrl-C, SIGTERM: the CLI prints the exception's notes
             exc.add_note(left)
         raise
-    if not exists:
-        finish_loading(settings, name)
-    _, _, rev, counts = snapshot(settings, target)
+    with connect(target, connect_timeout=settings.connect_timeout) as c:  # one login for both
+        if not exists:
+            finish_loading(c, name)
+        _, _, rev, counts = database_facts(c)
     diffs = compare(man, rev, counts) if has_manifest else []
     return RestoreResult(
         str(path),
