@@ -143,16 +143,30 @@ def require_session(settings: Settings, what: str, database: str | None = None) 
     """``settings`` pointed at the direct session (MOVIE_DATABASE_DIRECT_URL, else the
     main URL) once a connection there proved it is no pooler: everything ``what`` does
     (session locks, pg_dump's snapshot, CREATE DATABASE) goes there."""
+    direct, conn = open_session(settings, what, database)
+    conn.close()
+    return direct
+
+
+def open_session(
+    settings: Settings, what: str, database: str | None = None
+) -> tuple[Settings, psycopg.Connection[Any]]:
+    """``require_session``, and the connection that proved it, open (autocommit) for the
+    caller to use (and close): one login instead of two (a backup's snapshot)."""
     direct = settings.session_settings()
     source = "MOVIE_DATABASE_DIRECT_URL" if settings.database_direct_url else "MOVIE_DATABASE_URL"
     target = direct.target(database)
     timeout = settings.connect_timeout
-    with connect(target, connect_timeout=timeout, session=what, source=source) as conn:
+    conn = connect(target, connect_timeout=timeout, session=what, source=source)
+    try:
         if settings.database_direct_url is not None and database is None:
             with db_errors(target, timeout):
                 mine = database_identity(conn)
             _same_database(mine, settings.target(), min(timeout, 3))
-    return direct
+    except BaseException:
+        conn.close()
+        raise
+    return direct, conn
 
 
 def _same_database(mine: tuple[str, int | None], pooled: DbTarget, timeout: int) -> None:

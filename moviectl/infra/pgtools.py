@@ -101,13 +101,41 @@ class Tool:
     version: str
 
 
+_VERSIONS: dict[tuple[str, int, int, int], Tool] = {}
+
+
 def tool_version(path: str) -> Tool | None:
+    """``path --version``, asked once per file: the answer is kept for this very file
+    (inode, size, mtime), so a binary replaced or upgraded is asked again."""
+    try:
+        st = os.stat(path)
+        key = (path, st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:
+        return None
+    if key in _VERSIONS:
+        return _VERSIONS[key]
     try:
         out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     m = re.search(r"(\d+)(?:\.(\d+))?", out)
-    return Tool(path, int(m.group(1)), m.group(0)) if m else None
+    if not m:
+        return None
+    _VERSIONS[key] = Tool(path, int(m.group(1)), m.group(0))
+    return _VERSIONS[key]
+
+
+def prefetch_tools(name: str, settings: Settings) -> None:
+    """Ask every ``name`` here its version, and the first 16+ one what it compresses
+    with, ahead of ``find_tool`` (both are kept): run in a thread while moviectl imports
+    its driver and logs in, the probes cost a backup no time before pg_dump starts."""
+    with contextlib.suppress(Exception):  # only a head start: find_tool asks again
+        first = True
+        for path in candidates(name, settings):
+            tool = tool_version(path)
+            if tool is not None and first and tool.major >= 16:
+                compressions(tool)
+                first = False
 
 
 _COMPRESSION: dict[str, frozenset[str]] = {}
@@ -138,8 +166,12 @@ def compressions(tool: Tool) -> frozenset[str]:
         env = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "")}  # its words in English
         try:
             for tail in compression_probe(tool.version):  # both at once: a backup waits
+                # a plain child: it never reaches a server and ends at once by itself, and
+                # with no pre-exec hook it may be started from a thread (``prefetch_tools``)
                 argv = [tool.path, *tail]
-                proc = popen_child(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                proc = subprocess.Popen(
+                    argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+                )
                 running.append((tail[1].split(":")[0], proc))
             for method, proc in running:
                 answers[method] = proc.communicate(timeout=10)[1].decode(errors="replace")

@@ -28,6 +28,7 @@ import secrets
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -45,10 +46,17 @@ from moviectl.core.backups.objects import BLOCK, Repository
 from moviectl.core.backups.readback import readability
 from moviectl.core.backups.signing import sign, signing_key
 from moviectl.core.backups.uploads import read_owner
-from moviectl.infra.engine import connect, require_session
+from moviectl.infra.engine import open_session
 from moviectl.infra.errors import InputFileError, MoviectlError, UsageError
 from moviectl.infra.pgerrors import is_lock_timeout
-from moviectl.infra.pgtools import child_env, compressions, find_tool, kill_group, popen_child
+from moviectl.infra.pgtools import (
+    child_env,
+    compressions,
+    find_tool,
+    kill_group,
+    popen_child,
+    prefetch_tools,
+)
 from moviectl.infra.processes import pid_alive
 from moviectl.infra.server_facts import DatabaseFacts, database_facts, server_major
 from moviectl.infra.watchdog import StallWatch
@@ -108,14 +116,67 @@ def backup_to(
             f"--format {fmt} cannot stream to {repo.url}",
             hint="use custom or plain, or back up to a directory and `backup copy` it",
         )
-    from moviectl.core.backups.crypt import encrypting, recipients_of
+    from moviectl.core.backups.crypt import recipients_of
 
     if compress is not None:  # a typo fails before anything connects or is written
         compression.choose(compress, fmt, "", "", frozenset(compression.METHODS))
     recipients = recipients_of(settings)  # a bad recipient is refused before anything runs
     key = signing_key(settings)  # so is a bad signing key
-    repo.check()  # unreachable, wrong keys, no bucket: before pg_dump starts
-    settings = require_session(settings, "backup", database)
+    settings, snap = _session_and_bucket(settings, repo, database)
+    with snap:
+        return _backup(settings, repo, snap, fmt, compress, database, progress, recipients, key)
+
+
+def _session_and_bucket(
+    settings: Settings, repo: Repository, database: str | None
+) -> tuple[Settings, Any]:
+    """The bucket checked (unreachable, wrong keys, no bucket: before pg_dump starts, its
+    fault named first) beside the session's login: its round trip, and pg_dump's version
+    probes, while psycopg is imported and logs in. (Threads start no child with a pre-exec
+    hook: the cleanup, which may run rclone, waits for the main thread.)"""
+    checked: list[BaseException] = []
+
+    def check() -> None:
+        try:
+            repo.check()
+        except BaseException as exc:
+            checked.append(exc)
+
+    bucket = threading.Thread(target=check, name="bucket-check", daemon=True)
+    bucket.start()
+    tools = threading.Thread(target=prefetch_tools, args=("pg_dump", settings), daemon=True)
+    tools.start()
+    try:
+        session, snap = open_session(settings, "backup", database)
+    except Exception:
+        bucket.join()
+        if checked:
+            raise checked[0] from None
+        raise
+    try:
+        bucket.join()
+    except BaseException:
+        snap.close()
+        raise
+    if checked:
+        snap.close()
+        raise checked[0]
+    return session, snap
+
+
+def _backup(
+    settings: Settings,
+    repo: Repository,
+    snap: Any,
+    fmt: str,
+    compress: str | None,
+    database: str | None,
+    progress: Progress | None,
+    recipients: list[Any],
+    key: Any,
+) -> BackupResult:
+    from moviectl.core.backups.crypt import encrypting
+
     target = settings.target(database)
     with contextlib.suppress(MoviectlError):
         clean_dead_uploads(repo)
@@ -126,7 +187,7 @@ def backup_to(
     owner = {"pid": os.getpid(), "host": this_host(), "started": started.isoformat()}
     repo.write_bytes(name + INPROGRESS, json.dumps(owner).encode())
     try:
-        dumped = _stream(settings, target, repo, name, letter, compress, progress, recipients)
+        dumped = _stream(settings, target, snap, repo, name, letter, compress, progress, recipients)
         via, dump_version, facts, digest, size, stored, comp, dump_s = dumped
         man = Manifest(
             file=name,
@@ -186,6 +247,7 @@ class _Pipe:
 def _stream(
     settings: Settings,
     target: DbTarget,
+    snap: Any,
     repo: Repository,
     name: str,
     letter: str,
@@ -193,81 +255,134 @@ def _stream(
     progress: Progress | None,
     recipients: list[Any],
 ) -> tuple[str, str, DatabaseFacts, str, int, str | None, Compression, float]:
-    """pg_dump on an exported snapshot, into ``repo`` as ``name``; (via, version, facts,
-    sha256 and size of the dump, sha256 of the stored object when it differs, the
-    compression, pg_dump's seconds)."""
+    """pg_dump on a snapshot exported on ``snap`` (the session's connection, closed by the
+    caller), into ``repo`` as ``name``; (via, version, facts, sha256 and size of the dump,
+    sha256 of the stored object when it differs, the compression, pg_dump's seconds)."""
     from psycopg import IsolationLevel
 
     from moviectl.core.backups.crypt import encrypt_blocks
     from moviectl.core.migrations.timeouts import to_ms
 
     lock_ms = to_ms(settings.stall_timeout)
-    with connect(target, connect_timeout=settings.connect_timeout) as snap:
-        snap.execute(f"SET lock_timeout = {lock_ms}")
-        snap.autocommit = False
-        snap.isolation_level = IsolationLevel.REPEATABLE_READ
-        snap.read_only = True
-        major = server_major(snap)
-        snap_id = str(snap.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
-        tls = target.wants_tls or bool(snap.pgconn.ssl_in_use)
-        tool = find_tool("pg_dump", settings, major, tls=tls, prefer_major=major)
-        argv = [
-            tool.path,
-            f"-F{letter}",
-            "--no-password",
-            f"--snapshot={snap_id}",
-            f"--lock-wait-timeout={lock_ms}",
-            "-d",
-            target.child_conninfo(require_tls=tls),
-        ]
-        fmt = "plain" if letter == "p" else "custom"
-        comp = compression.choose(compress, fmt, tool.path, tool.version, compressions(tool))
-        argv += compression.z_argv(comp, tool.version)
-        started = time.monotonic()
-        with tempfile.TemporaryFile() as err:
-            proc = popen_child(
-                argv,
-                death_signal=signal.SIGTERM,
-                own_group=True,
-                env=child_env(target),
-                stdout=subprocess.PIPE,
-                stderr=err,
-            )
-            pipe = _Pipe(proc)
-            stored: dict[str, Any] = {}
-            source = pipe.blocks()
-            if recipients:
-                source = encrypt_blocks(source, recipients, stored)
-            watch = StallWatch.for_settings(settings, target, "the backup")
-            watch.track(lambda: pipe.n)
-            watch.on_stall(lambda: kill_group(proc))
-            watch.watch_connection(snap)
-            try:
-                with watch:
-                    facts = database_facts(snap)
-                    if progress:
-                        source = _reporting(source, pipe, progress)
-                    repo.put(name, source)
-            except BaseException as exc:
-                kill_group(proc)
-                code = proc.wait()
-                if pipe.failed is not None or (code not in (0, -signal.SIGKILL) and code > 0):
-                    raise _dump_failed(err, code, snap, target, settings) from None
-                if isinstance(exc, Exception) and is_lock_timeout(exc):
-                    raise lock_busy(snap, target, settings) from None
+    snap.execute(f"SET lock_timeout = {lock_ms}")
+    snap.autocommit = False
+    snap.isolation_level = IsolationLevel.REPEATABLE_READ
+    snap.read_only = True
+    major = server_major(snap)
+    snap_id = str(snap.execute("SELECT pg_export_snapshot()").fetchone()[0])
+    tls = target.wants_tls or bool(snap.pgconn.ssl_in_use)
+    tool = find_tool("pg_dump", settings, major, tls=tls, prefer_major=major)
+    argv = [
+        tool.path,
+        f"-F{letter}",
+        "--no-password",
+        f"--snapshot={snap_id}",
+        f"--lock-wait-timeout={lock_ms}",
+        "-d",
+        target.child_conninfo(require_tls=tls),
+    ]
+    fmt = "plain" if letter == "p" else "custom"
+    comp = compression.choose(compress, fmt, tool.path, tool.version, compressions(tool))
+    argv += compression.z_argv(comp, tool.version)
+    started = time.monotonic()
+    with tempfile.TemporaryFile() as err:
+        proc = popen_child(
+            argv,
+            death_signal=signal.SIGTERM,
+            own_group=True,
+            env=child_env(target),
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+        pipe = _Pipe(proc)
+        stored: dict[str, Any] = {}
+        source = pipe.blocks()
+        if recipients:
+            source = encrypt_blocks(source, recipients, stored)
+        watch = StallWatch.for_settings(settings, target, "the backup")
+        watch.track(lambda: pipe.n)
+        watch.on_stall(lambda: kill_group(proc))
+        watch.watch_connection(snap)
+        counting = _Facts(snap, proc)
+        try:
+            with watch:
+                counting.start()  # beside the upload: pg_dump's pipe never waits on them
+                if progress:
+                    source = _reporting(source, pipe, progress)
+                repo.put(name, source)
+                facts = counting.result()
+        except BaseException as exc:
+            kill_group(proc)
+            code = proc.wait()
+            own = counting.stop()  # the row counts' own failure (pg_dump killed for it)
+            # what failed first; a stall is the watch's error, whatever failed of it
+            mine = own is not None and isinstance(exc, Exception) and not watch.stalled
+            cause = own if mine and own is not None else exc
+            if cause is exc and (
+                pipe.failed is not None or (code not in (0, -signal.SIGKILL) and code > 0)
+            ):
+                raise _dump_failed(err, code, snap, target, settings) from None
+            if isinstance(cause, Exception) and is_lock_timeout(cause):
+                raise lock_busy(snap, target, settings) from None
+            if cause is exc:
                 raise
-            finally:
-                if proc.stdout:
-                    proc.stdout.close()
-            if watch.stalled:
-                raise watch.error()
-            seconds = time.monotonic() - started
-        snap.rollback()
-        snap.autocommit = True
-        with contextlib.suppress(MoviectlError):
-            clean_databases(snap)
+            raise cause from None
+        finally:
+            if proc.stdout:
+                proc.stdout.close()
+        if watch.stalled:
+            raise watch.error()
+        seconds = time.monotonic() - started
+    snap.rollback()
+    snap.autocommit = True
+    with contextlib.suppress(MoviectlError):
+        clean_databases(snap)
     sha = pipe.sha.hexdigest()
     return tool.path, tool.version, facts, sha, pipe.n, stored.get("sha256"), comp, seconds
+
+
+class _Facts:
+    """The manifest's facts (version, revision, row counts) read on the snapshot's
+    connection in a thread while pg_dump streams: read on the main thread they would stop
+    draining pg_dump's pipe, and pg_dump with it, for as long as the counts take. Nothing
+    else uses the connection meanwhile; a failure kills pg_dump, so the upload is aborted
+    (never completed without its manifest)."""
+
+    def __init__(self, snap: Any, proc: subprocess.Popen[bytes]) -> None:
+        self.snap, self.proc = snap, proc
+        self.facts: DatabaseFacts | None = None
+        self.error: BaseException | None = None
+        self.stopping = False
+        self.thread = threading.Thread(target=self._read, name="backup-facts", daemon=True)
+
+    def _read(self) -> None:
+        try:
+            self.facts = database_facts(self.snap)
+        except BaseException as exc:
+            if not self.stopping:
+                self.error = exc
+                kill_group(self.proc)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def result(self) -> DatabaseFacts:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.facts is not None
+        return self.facts
+
+    def stop(self) -> BaseException | None:
+        """The backup failed: end the counts (cancelled if still running) before the
+        connection is used again; their own error, if they had failed first."""
+        self.stopping = True
+        if self.thread.is_alive():
+            with contextlib.suppress(Exception):
+                self.snap.cancel_safe(timeout=5)
+        if self.thread.ident is not None:
+            self.thread.join()
+        return self.error
 
 
 def _dump_failed(err: Any, code: int, snap: Any, target: DbTarget, settings: Settings) -> Any:
