@@ -28,7 +28,7 @@ from moviectl.infra.admin import (
     drop_database_force,
     protected_reason,
 )
-from moviectl.infra.engine import connect, require_session
+from moviectl.infra.engine import connect, open_session
 from moviectl.infra.errors import CheckFailed, MoviectlError, Refused, Unreachable, UsageError
 from moviectl.infra.pgtools import child_env, find_tool, first_error, popen_child, run_child
 from moviectl.infra.server_facts import database_facts, server_major
@@ -98,7 +98,11 @@ def database_state(settings: Settings, name: str) -> tuple[bool, bool]:
 def server_facts(settings: Settings) -> tuple[int, bool]:
     """(major version, whether moviectl's own connection to it is encrypted)."""
     with connect(maintenance_target(settings), connect_timeout=settings.connect_timeout) as c:
-        return server_major(c), bool(c.pgconn.ssl_in_use)
+        return facts_on(c)
+
+
+def facts_on(conn: Any) -> tuple[int, bool]:
+    return server_major(conn), bool(conn.pgconn.ssl_in_use)
 
 
 def create_database_for_restore(
@@ -294,8 +298,9 @@ def restore(
     man, has_manifest = read_backup(settings, path, hashed)
     if man.format == "plain":  # before anything is created, dropped or backed up
         check_sql_file(path)
-    settings = require_session(settings, "restore", "postgres")  # never through a pooler
-    facts = server_facts(settings)
+    settings, admin = open_session(settings, "restore", "postgres")  # never through a pooler
+    with admin:  # the server's facts on the login that proved it
+        facts = facts_on(admin)
     server_major = facts[0]
     if man.server_major > server_major:
         raise Refused(
