@@ -176,3 +176,22 @@ def test_the_readme_seaweedfs_takes_its_keys_from_the_environment(movie_db_url, 
         assert r.returncode == 4, r.stderr
     finally:
         server.stop()
+
+
+def test_a_table_lock_held_elsewhere_is_lock_busy_and_nothing_listed(s3, movie_db_url, tmp_path):
+    """The manifest's row counts read the snapshot beside the upload: a lock they (or
+    pg_dump) cannot get ends the backup as LockBusy naming the holder, the upload aborted,
+    nothing left in the bucket."""
+    import psycopg
+
+    holder = psycopg.connect(movie_db_url)
+    try:
+        holder.execute("LOCK TABLE movies IN ACCESS EXCLUSIVE MODE")
+        env = env_for(s3, movie_db_url, tmp_path)
+        r = run_moviectl(env, "--json", "backup", "--to", "s3://backups/locked", timeout=120)
+    finally:
+        holder.close()
+    assert r.returncode == 7, r.stderr
+    doc = json.loads(r.stdout)
+    assert "table lock was not granted" in doc["message"] and "blocked by" in doc["message"]
+    assert s3.keys("locked") == []
