@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import MOVIECTL, PG, libpq_env, load1, row
+from benchmarks.common import MOVIECTL, PG, STACK_FLOOR, libpq_env, load1, row
 from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
 from moviectl.infra.ports import free_port
 
@@ -159,18 +159,21 @@ def bench_inspect(env: dict[str, str], tmp: Path, rounds: int) -> None:
         ok = {n: (0, 1) if n == "diagnose" else (0,) for n in names}
         peer_argv = {n: [str(peer), "-c", PEER_SCRIPT, m] for n, m in PEERS.items() if peer}
         floor_argv = [MOVIECTL, "--version"]
+        stack_argv = STACK_FLOOR
         psql_argv = [str(PG / "psql"), "-X", "-A", "-t", "-q", "-c", psql_of_total_sizes()]
         for n in names:  # fill the bytecode cache; see that each one answers
             timed(argv[n], ours_env, ok[n])
             if n in peer_argv:
                 timed(peer_argv[n], peer_env)
         timed(floor_argv, ours_env)
+        timed(stack_argv, ours_env)
         assert any(Path(pyc).rglob("*.pyc")), "the warm-up wrote no bytecode cache"
         since = load1()
         ours: dict[str, list[Run]] = {n: [] for n in names}
         theirs: dict[str, list[Run]] = {n: [] for n in peer_argv}
         psql: list[Run] = []
         floor: list[Run] = []
+        stack: list[Run] = []
         for _ in range(rounds):
             for n in names:
                 ours[n].append(timed(argv[n], ours_env, ok[n]))
@@ -178,11 +181,12 @@ def bench_inspect(env: dict[str, str], tmp: Path, rounds: int) -> None:
                     theirs[n].append(timed(peer_argv[n], peer_env))
             psql.append(timed(psql_argv, peer_env))
             floor.append(timed(floor_argv, ours_env))
+            stack.append(timed(stack_argv, ours_env))
         inside = in_process(url, names, rounds)
     finally:
         server.stop("immediate")
         shutil.rmtree(pyc, ignore_errors=True)
-    report(names, ours, theirs, psql, floor, inside, since)
+    report(names, ours, theirs, psql, floor, stack, inside, since)
 
 
 def report(
@@ -191,6 +195,7 @@ def report(
     theirs: dict[str, list[Run]],
     psql: list[Run],
     floor: list[Run],
+    stack: list[Run],
     inside: dict[str, float],
     since: float,
 ) -> None:
@@ -217,6 +222,8 @@ def report(
         "s", "info", True, since)  # fmt: skip
     row("  moviectl --version (the CLI's floor) vs total-sizes", median(floor, 0),
         wall["total-sizes"], "s", "info", True, since)  # fmt: skip
+    row("  import typer, rich.console, psycopg (the stack's floor) vs 0.3 s", median(stack, 0),
+        0.3, "s", "info", True, since)  # fmt: skip
     worst = max(inside, key=inside.__getitem__)
     row(f"  in process, no start-up: the slowest ({worst})", inside[worst], wall[worst], "s",
         "info: vs its whole process", True, since)  # fmt: skip

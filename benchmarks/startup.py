@@ -11,6 +11,7 @@ from benchmarks.common import (
     MOVIECTL,
     PG,
     ROOT,
+    STACK_FLOOR,
     Cmd,
     alternate,
     bytecode,
@@ -96,6 +97,7 @@ def bench_status(env: dict[str, str], url: str, rounds: int) -> None:
         "status": ([MOVIECTL, "migrate", "status"], {}),
         "alembic": ([ALEMBIC, "-c", str(ROOT / "alembic.ini"), "current"], {}),
         "version": ([MOVIECTL, "--version"], {}),
+        "stack": (STACK_FLOOR, {}),
     }
     with bytecode({**env, "MOVIE_DATABASE_URL": url}, cmds) as (warm, cold):
         m, cpu = _wall_and_cpu(with_env(cmds, warm), rounds)
@@ -106,6 +108,8 @@ def bench_status(env: dict[str, str], url: str, rounds: int) -> None:
         m["status"] <= 0.25 * m["alembic"], since)  # fmt: skip
     row("  moviectl --version (the CLI's floor) vs status", m["version"], m["status"], "s",
         "info", True, since)  # fmt: skip
+    row("  import typer, rich.console, psycopg (the stack's floor) vs status", m["stack"],
+        m["status"], "s", "info", True, since)  # fmt: skip
     row("  no bytecode cache: status vs alembic current", c["status"], c["alembic"], "s", "info",
         True, since)  # fmt: skip
     row("  CPU seconds (user + sys): status vs alembic current", cpu["status"], cpu["alembic"],
