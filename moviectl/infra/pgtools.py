@@ -126,16 +126,16 @@ def tool_version(path: str) -> Tool | None:
 
 
 def prefetch_tools(name: str, settings: Settings) -> None:
-    """Ask every ``name`` here its version, and the first 16+ one what it compresses
-    with, ahead of ``find_tool`` (both are kept): run in a thread while moviectl imports
-    its driver and logs in, the probes cost a backup no time before pg_dump starts."""
+    """Ask the first ``name`` here (the one ``find_tool`` picks unless the server's major
+    differs) its version and what it compresses with, ahead of ``find_tool`` (both are
+    kept): in a thread while moviectl imports its driver and logs in, the probes cost a
+    backup no time before pg_dump starts, and no probe is made that it would not make."""
     with contextlib.suppress(Exception):  # only a head start: find_tool asks again
-        first = True
         for path in candidates(name, settings):
             tool = tool_version(path)
-            if tool is not None and first and tool.major >= 16:
+            if tool is not None:
                 compressions(tool)
-                first = False
+                return
 
 
 _COMPRESSION: dict[str, frozenset[str]] = {}
