@@ -31,7 +31,6 @@ says "no response"): a setting's mistake, not an outage. ``reachable`` is the an
 from __future__ import annotations
 
 import os
-import random
 import socket
 import time
 from collections.abc import Mapping
@@ -142,6 +141,8 @@ def ping(
     except _BadParameters as exc:
         return done(BAD_PARAMETERS, str(exc))
     if opts["load_balance_hosts"] == "random":
+        import random  # only here: every container healthcheck runs this path
+
         random.shuffle(hosts)
     tsa = opts["target_session_attrs"]
     passes = ["standby", "any"] if tsa == "prefer-standby" else [tsa]
