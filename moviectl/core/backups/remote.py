@@ -155,6 +155,7 @@ def _session_and_bucket(
         raise
     try:
         bucket.join()
+        tools.join()  # find_tool reads its cached answers, never probing pg_dump twice
     except BaseException:
         snap.close()
         raise
@@ -316,8 +317,8 @@ def _stream(
             code = proc.wait()
             own = counting.stop()  # the row counts' own failure (pg_dump killed for it)
             # what failed first; a stall is the watch's error, whatever failed of it
-            mine = own is not None and isinstance(exc, Exception) and not watch.stalled
-            cause = own if mine and own is not None else exc
+            exc_stands = watch.stalled or not isinstance(exc, Exception)  # a stall, a signal
+            cause = exc if own is None or exc_stands else own
             if cause is exc and (
                 pipe.failed is not None or (code not in (0, -signal.SIGKILL) and code > 0)
             ):
