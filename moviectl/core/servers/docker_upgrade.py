@@ -155,7 +155,7 @@ def remove_volume(client: Any, name: str) -> None:
 
 def _db_containers(client: Any, project: str) -> list[Any]:
     labels = [f"com.docker.compose.project={project}", "com.docker.compose.service=db"]
-    return list(client.containers.list(all=True, filters={"label": labels}))
+    return list(client.containers.list(ignore_removed=True, all=True, filters={"label": labels}))
 
 
 def remove_containers(client: Any, project: str) -> None:
@@ -229,7 +229,7 @@ def leftover_dry_runs(client: Any, project: str) -> list[str]:
     from moviectl.infra.processes import pid_alive
 
     pat = re.compile(rf"^{re.escape(project)}-upgdry(\d+)")
-    names = [c.name for c in client.containers.list(all=True)]
+    names = [c.name for c in client.containers.list(ignore_removed=True, all=True)]
     names += [v.name for v in client.volumes.list()]
     found = set()
     for name in names:

@@ -92,7 +92,9 @@ class ByHand:
         client = docker.from_env()
         try:
             found = client.containers.list(
-                all=True, filters={"label": f"com.docker.compose.project={self.project}"}
+                ignore_removed=True,
+                all=True,
+                filters={"label": f"com.docker.compose.project={self.project}"},
             )
             return [(c.name, c.status) for c in found]
         finally:
@@ -103,7 +105,9 @@ class ByHand:
         client = docker.from_env()
         try:
             label = f"com.docker.compose.project={self.project}"
-            for c in client.containers.list(all=True, filters={"label": label}):
+            for c in client.containers.list(
+                ignore_removed=True, all=True, filters={"label": label}
+            ):
                 c.remove(force=True)
             for v in client.volumes.list(filters={"label": label}):
                 v.remove(force=True)
@@ -289,7 +293,7 @@ import os, signal
 from moviectl.core.servers import docker as d
 start = d.DockerBackend._start
 def _start(self, c):  # kill -9 with the old container aside and the new one made
-    if self.client.containers.list(all=True, filters={"name": self._aside}):
+    if self.client.containers.list(ignore_removed=True, all=True, filters={"name": self._aside}):
         os.kill(os.getpid(), signal.SIGKILL)
     start(self, c)
 d.DockerBackend._start = _start

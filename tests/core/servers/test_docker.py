@@ -67,12 +67,13 @@ def _compose_view(project: str) -> list[str]:
     client = docker.from_env()
     try:
         found = client.containers.list(
+            ignore_removed=True,
             filters={
                 "label": [
                     f"com.docker.compose.project={project}",
                     "com.docker.compose.oneoff=False",
                 ]
-            }
+            },
         )
         return [c.name for c in found]
     finally:

@@ -69,7 +69,7 @@ def _helpers(cli: Cli) -> list[str]:
         project = cli.env["MOVIE_COMPOSE_PROJECT"]
         return [
             c.name
-            for c in client.containers.list(all=True)
+            for c in client.containers.list(ignore_removed=True, all=True)
             if c.name.startswith(project) and c.name.endswith("-promote-copy")
         ]
     finally:
@@ -82,7 +82,10 @@ def _copying(cli: Cli) -> bool:
 
     client = docker.from_env()
     try:
-        return any(client.containers.get(n).status == "running" for n in _helpers(cli))
+        names = set(_helpers(cli))
+        # Listed, not fetched by name: the helper removes itself when its copy ends.
+        running = client.containers.list(ignore_removed=True, filters={"status": "running"})
+        return any(c.name in names for c in running)
     finally:
         client.close()
 
@@ -104,7 +107,11 @@ def test_db_up_refuses_while_a_copy_still_runs(pd: Cli) -> None:
         r = pd("db", "up", "--timeout", "30")
         assert r.exit_code == 7 and f"{db}-promote-copy" in r.output, r.output
         _one_line(r)
-        assert not [c for c in client.containers.list(filters={"name": db}) if c.name == db]
+        assert not [
+            c
+            for c in client.containers.list(ignore_removed=True, filters={"name": db})
+            if c.name == db
+        ]
     finally:
         helper.remove(force=True)
         client.close()
@@ -129,7 +136,7 @@ def _state(cli: Cli) -> dict[str, object]:
             "volumes": sorted(v.name for v in client.volumes.list(filters={"name": project})),
             "containers": sorted(
                 (c.name, c.id, c.status)
-                for c in client.containers.list(all=True)
+                for c in client.containers.list(ignore_removed=True, all=True)
                 if c.name.startswith(project)
             ),
             "restore": sorted(p.name for p in (_restores(cli) / "first").iterdir()),
