@@ -183,10 +183,8 @@ class DockerBackend:
         """A cut-short `pitr promote`'s volume copy runs in a helper container that outlives
         moviectl: the server never starts on a volume still being copied into."""
         name = promote_copy_name(self.svc)
-        if any(
-            c.name == name
-            for c in self.client.containers.list(ignore_removed=True, filters={"name": name})
-        ):
+        found = self.client.containers.list(ignore_removed=True, filters={"name": name})
+        if any(c.name == name for c in found):
             raise LockBusy(
                 f"a cut-short `pitr promote` is still copying into volume "
                 f"{self.svc.volume_name} (container {name}); the server was not started",
