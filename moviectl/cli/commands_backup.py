@@ -310,7 +310,16 @@ def restore_cmd(
     force: Annotated[
         bool, typer.Option("--force", help="Replace a non-empty database (after a safety backup).")
     ] = False,
-    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1)] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            help="pg_restore workers [default: the cores, at most 4, within the server's "
+            "free connection slots; 1 for tar and plain SQL].",
+        ),
+    ] = None,
     source: Annotated[
         str | None,
         typer.Option("--from", help="Repository to restore from (default MOVIE_BACKUP_REPO)."),

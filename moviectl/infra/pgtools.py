@@ -292,43 +292,60 @@ def kill_group(proc: subprocess.Popen[Any]) -> None:
 
 
 def run_child(
-    argv: list[str], *, watch: StallWatch | None = None, **kwargs: Any
+    argv: list[str], *, watch: StallWatch | None = None, workers: bool = False, **kwargs: Any
 ) -> subprocess.CompletedProcess[Any]:
     """``subprocess.run`` for PostgreSQL tools; the child dies with moviectl.
 
     ``watch``: fail in bounded time if the child makes no I/O progress and the server
     stops answering (the child is killed, ``Unreachable`` raised).
+    ``workers``: the tool forks workers (pg_restore -j): it gets SIGTERM when moviectl
+    dies, and is killed with its whole process group; its workers' I/O counts as progress.
     """
     with popen_child(
         argv,
         stdout=kwargs.pop("stdout", subprocess.PIPE),
         stderr=kwargs.pop("stderr", subprocess.PIPE),
+        death_signal=signal.SIGTERM if workers else signal.SIGKILL,
+        own_group=workers,
         **kwargs,
     ) as proc:
+
+        def stop() -> None:
+            kill_group(proc) if workers else proc.kill()
+
         try:
             if watch is None:
                 out, err = proc.communicate()
             else:
-                watch.track(lambda: child_io(proc.pid))
-                watch.on_stall(proc.kill)
+                watch.track(lambda: child_io(proc.pid, workers))
+                watch.on_stall(stop)
                 with watch:
                     out, err = proc.communicate()
                 if watch.stalled:
                     raise watch.error()
         except BaseException:
-            proc.kill()
+            stop()
             proc.wait()
             raise
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
-def child_io(pid: int) -> int:
-    """Bytes a child process has read and written so far (its progress, whatever it does)."""
+def child_io(pid: int, workers: bool = False) -> int:
+    """Bytes a child process (and, with ``workers``, its children) has read and written so
+    far: its progress, whatever it does."""
     try:
         import psutil
 
-        io = psutil.Process(pid).io_counters()
-        return int(getattr(io, "read_chars", io.read_bytes) + getattr(io, "write_chars", 0))
+        def io_of(p: Any) -> int:
+            io = p.io_counters()
+            return int(getattr(io, "read_chars", io.read_bytes) + getattr(io, "write_chars", 0))
+
+        proc = psutil.Process(pid)
+        total = io_of(proc)
+        for child in proc.children(recursive=True) if workers else []:
+            with contextlib.suppress(psutil.Error):  # a worker that just ended
+                total += io_of(child)
+        return total
     except Exception:
         return -1
 

@@ -137,3 +137,59 @@ def test_the_server_going_away_mid_restore_is_exit_3(seeded, tmp_path, seeded_db
     assert "went away" in text
     with psycopg.connect(seeded_db_url, autocommit=True) as c:
         c.execute("DROP DATABASE IF EXISTS gone_midway WITH (FORCE)")
+
+
+def _parallel_load(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    """The load's pg_restore -j and its forked workers, once the workers run."""
+    for tool in _tools_of(proc.pid):
+        try:
+            if "-j" in tool.cmdline() and tool.children():
+                return [tool, *tool.children()]
+        except psutil.Error:
+            continue
+    return []
+
+
+@pytest.mark.skipif((__import__("os").cpu_count() or 1) < 2, reason="one core: no -j")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_parallel_restore_cut_short_leaves_no_pg_restore_worker(
+    seeded, tmp_path, seeded_db_url, sig
+):
+    """A default restore runs pg_restore -j (the cores, at most 4): kill -9 or SIGTERM of
+    moviectl while the workers load ends the leader (the kernel's SIGTERM, or moviectl's
+    kill of its process group) and every worker with it; after SIGTERM the database it
+    created is dropped."""
+    path = Path(backup_json(seeded, tmp_path)["path"])
+    cmd = [sys.executable, "-m", "moviectl", "restore", str(path), "--into", "cut_parallel"]
+    try:
+        for _ in range(3):  # a busy machine can miss a short load: then it ran whole; again
+            proc = subprocess.Popen(
+                cmd,
+                env=subprocess_env(**seeded.env),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            try:
+                assert wait_for(lambda p=proc: _parallel_load(p) or p.poll() is not None, 120)
+                tools = _parallel_load(proc)
+                if not tools:
+                    proc.communicate(timeout=60)
+                    with psycopg.connect(seeded_db_url, autocommit=True) as c:
+                        c.execute("DROP DATABASE IF EXISTS cut_parallel WITH (FORCE)")
+                    continue
+                proc.send_signal(sig)
+                proc.communicate(timeout=60)
+                assert wait_for(lambda t=tools: not any(p.is_running() for p in t), 30), tools
+                break
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+        else:
+            pytest.fail("the restore finished before it could be interrupted, three times")
+        if sig == signal.SIGTERM:
+            with psycopg.connect(seeded_db_url) as c:
+                gone = "SELECT count(*) FROM pg_database WHERE datname = 'cut_parallel'"
+                assert c.execute(gone).fetchone()[0] == 0
+    finally:
+        with psycopg.connect(seeded_db_url, autocommit=True) as c:
+            c.execute("DROP DATABASE IF EXISTS cut_parallel WITH (FORCE)")

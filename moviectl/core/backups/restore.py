@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import secrets
 import shlex
@@ -17,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from moviectl.core.backups.dump import backup
+from moviectl.core.backups.dump import backup, free_job_slots
 from moviectl.core.backups.foreign import read_backup
 from moviectl.core.backups.leftovers import clean_databases, clean_partials, loading_mark
 from moviectl.core.backups.manifest import Manifest, manifest_path
@@ -150,6 +151,13 @@ def drop_database(settings: Settings, name: str) -> None:
         drop_database_force(c, name)
 
 
+def default_jobs(conn: Any) -> int:
+    """pg_restore workers when none are asked for: this host's cores, at most 4 (a restore
+    beside production must not take the server's every core), within the connection slots
+    the server has free (``free_job_slots``)."""
+    return max(1, min(os.cpu_count() or 1, 4, free_job_slots(conn)))
+
+
 def load_into(
     settings: Settings,
     path: Path,
@@ -193,9 +201,10 @@ def load_into(
                 conninfo,
                 str(path.absolute()),  # "-v.dump" is a file, not options
             ]
-            if jobs and man.format != "tar":  # pg_restore reads a tar archive serially
+            parallel = bool(jobs and jobs > 1 and man.format != "tar")  # tar: read serially
+            if parallel:
                 argv[1:1] = ["-j", str(jobs)]
-            res = run_child(argv, env=env, text=True, watch=watch)
+            res = run_child(argv, env=env, text=True, watch=watch, workers=parallel)
     if res.returncode != 0 and _SERVER_GONE.search(res.stderr or ""):
         raise Unreachable(  # the server stopped (shutdown, crash, terminated session): exit 3
             f"the server went away during the restore of {path.name} into "
@@ -301,6 +310,8 @@ def restore(
     settings, admin = open_session(settings, "restore", "postgres")  # never through a pooler
     with admin:  # the server's facts on the login that proved it
         facts = facts_on(admin)
+        if jobs is None and man.format in ("custom", "directory"):
+            jobs = default_jobs(admin)
     server_major = facts[0]
     if man.server_major > server_major:
         raise Refused(
