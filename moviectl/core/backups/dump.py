@@ -134,19 +134,32 @@ def claim_name(
         return name, tmp
 
 
-def free_job_slots(conn: Any) -> int:
+def free_job_slots(conn: Any, database: str | None = None) -> int:
     """How many parallel pg_dump workers the server can take without starving others.
 
     pg_dump -j N opens N + 1 connections; a tenth of max_connections (at least 2) stays
-    free for everyone else, so `--jobs 99999` never fills the server.
+    free for everyone else, so `--jobs 99999` never fills the server. A role's CONNECTION
+    LIMIT, and ``database``'s, bind all but superusers: their free slots count too.
     """
     row = conn.execute(
         """SELECT current_setting('max_connections')::int
                   - current_setting('superuser_reserved_connections')::int,
-                  (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"""
+                  (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
+                  r.rolsuper, r.rolconnlimit, d.datconnlimit,
+                  (SELECT count(*) FROM pg_stat_activity a
+                   WHERE a.usesysid = r.oid AND a.backend_type = 'client backend'),
+                  (SELECT count(*) FROM pg_stat_activity a
+                   WHERE a.datid = d.oid AND a.backend_type = 'client backend')
+           FROM pg_roles r LEFT JOIN pg_database d ON d.datname = %s
+           WHERE r.rolname = session_user""",
+        (database,),
     ).fetchone()
     usable, used = int(row[0]), int(row[1])
-    return max(1, usable - used - 1 - max(2, usable // 10))
+    free = usable - used - 1 - max(2, usable // 10)
+    for limit, in_use in ((row[3], row[5]), (row[4], row[6])):
+        if not row[2] and limit is not None and limit >= 0:  # -1: no limit
+            free = min(free, int(limit) - int(in_use) - 1)
+    return max(1, free)
 
 
 def _out_dir(settings: Settings, output: Path | None) -> Path:

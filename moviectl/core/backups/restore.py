@@ -41,8 +41,8 @@ from moviectl.infra.watchdog import StallWatch
 _SERVER_GONE = re.compile(
     r"server closed the connection unexpectedly|terminating connection due to "
     r"administrator command|the database system is shutting down|connection to server "
-    r".* failed|no connection to the server|could not receive data from server|"
-    r"SSL SYSCALL error: EOF detected"
+    r".* failed(?!.*too many c|.*connection slots)|no connection to the server|"  # not 53300
+    r"could not receive data from server|SSL SYSCALL error: EOF detected"
 )
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -151,11 +151,11 @@ def drop_database(settings: Settings, name: str) -> None:
         drop_database_force(c, name)
 
 
-def default_jobs(conn: Any) -> int:
-    """pg_restore workers when none are asked for: this host's cores, at most 4 (a restore
-    beside production must not take the server's every core), within the connection slots
-    the server has free (``free_job_slots``)."""
-    return max(1, min(os.cpu_count() or 1, 4, free_job_slots(conn)))
+def default_jobs(conn: Any, database: str | None = None, asked: int | None = None) -> int:
+    """pg_restore workers: those ``asked`` for, else this host's cores, at most 4 (a restore
+    beside production must not take the server's every core); within the connection slots
+    the server, the role and ``database`` have free (``free_job_slots``: backup's rule)."""
+    return max(1, min(asked or min(os.cpu_count() or 1, 4), free_job_slots(conn, database)))
 
 
 def load_into(
@@ -310,8 +310,8 @@ def restore(
     settings, admin = open_session(settings, "restore", "postgres")  # never through a pooler
     with admin:  # the server's facts on the login that proved it
         facts = facts_on(admin)
-        if jobs is None and man.format in ("custom", "directory"):
-            jobs = default_jobs(admin)
+        if man.format in ("custom", "directory"):  # an explicit --jobs within the slots too
+            jobs = default_jobs(admin, into, jobs)
     server_major = facts[0]
     if man.server_major > server_major:
         raise Refused(
