@@ -165,3 +165,43 @@ def test_restore_and_drill_against_a_paused_server_fail_with_3_in_bounded_time(
     )
     assert proc.returncode == 3, err
     assert "stopped answering" in err and took < GIVES_UP_WITHIN, (took, err)
+
+
+def _parallel_restore(proc: Any) -> list[psutil.Process]:
+    """The load's pg_restore -j and its forked workers, once the workers run."""
+    for tool in _children_named(proc.pid, "pg_restore"):
+        with contextlib.suppress(psutil.Error):
+            if "-j" in tool.cmdline() and tool.children():
+                return [tool, *tool.children()]
+    return []
+
+
+@pytest.mark.skipif((__import__("os").cpu_count() or 1) < 2, reason="one core: no -j")
+def test_a_paused_server_under_a_parallel_restore_leaves_no_pg_restore(paused_later, tmp_path):
+    """The default restore runs pg_restore -j: its workers' I/O is its progress, and on a
+    stall the leader's whole process group is killed: exit 3 in bounded time, and neither
+    the leader nor a worker is left (waiting on the paused server for ever)."""
+    cli, srv = paused_later
+    r = cli("backup", "--output", str(tmp_path), "--json")
+    assert r.exit_code == 0, r.output
+    import json
+
+    path = json.loads(r.stdout)["path"]
+    cmd = [sys.executable, "-m", "moviectl", "restore", path]
+    proc = subprocess.Popen(cmd, env=subprocess_env(**cli.env), stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: _parallel_restore(proc)), "no pg_restore -j with workers"
+        tools = _parallel_restore(proc)
+        _signal_cluster(srv, signal.SIGSTOP)
+        started = time.monotonic()
+        _, err = proc.communicate(timeout=60)
+        took = time.monotonic() - started
+        # still paused: a worker left blocked on the server would be running now
+        gone = wait_for(lambda: not any(t.is_running() for t in tools), 10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _signal_cluster(srv, signal.SIGCONT)
+    assert proc.returncode == 3, err
+    assert "stopped answering" in err and took < GIVES_UP_WITHIN, (took, err)
+    assert len(tools) >= 2 and gone, tools
