@@ -155,3 +155,51 @@ def test_jobs_1_and_a_tar_archive_restore_serially(cli, tmp_path, logged):
     with psycopg.connect(url, autocommit=True) as c:
         for db in made:
             c.execute(f'DROP DATABASE "{db}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def tight_server(tmp_path_factory) -> Iterator[tuple[str, str]]:
+    """A server of this module's own with max_connections = 12: 9 slots for a role that is
+    not a superuser, 2 of them the headroom ``free_job_slots`` leaves. (The superuser's
+    URL, that of a role that may create databases), both on its ``postgres`` database."""
+    from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
+    from tests.ports import free_port
+
+    options = {**TEST_OPTIONS, "max_connections": "12"}
+    srv = EmbeddedServer(
+        tmp_path_factory.mktemp("tight"), free_port(), "postgres", "pw", options=options
+    )
+    srv.start()
+    try:
+        admin = f"postgresql://postgres:pw@127.0.0.1:{srv.port}/postgres"
+        with psycopg.connect(admin, autocommit=True) as c:
+            c.execute("CREATE ROLE restorer LOGIN CREATEDB PASSWORD 'pw'")
+        yield admin, admin.replace("postgres:pw", "restorer:pw")
+    finally:
+        srv.stop("immediate")
+
+
+@pytest.mark.parametrize("held", [0, 6])
+def test_two_default_restores_at_once_fit_a_server_with_few_slots(
+    seeded_db_url, tmp_path, tight_server, held
+):
+    """Both count the slots before either loads, and each takes at most what it found
+    free (its own login and a headroom set aside): with 6 of the 9 slots taken by other
+    clients, two -j 2 would need 4 and fail; they load serially, side by side. The restores
+    run as a role that is no superuser: to it the others' sessions show no backend_type,
+    and ``free_job_slots`` counted none of them (-j 2 each, "remaining connection slots
+    are reserved")."""
+    from tests.conftest import run_at_once
+
+    admin, url = tight_server
+    path = _backup(Cli({"MOVIE_DATABASE_URL": seeded_db_url}), tmp_path)
+    others = [psycopg.connect(admin) for _ in range(held)]
+    try:
+        docs = run_at_once({"MOVIE_DATABASE_URL": url}, "restore", path, timeout=300)
+    finally:
+        for c in others:
+            c.close()
+    assert all(d["verified"] for d in docs), docs
+    with psycopg.connect(admin, autocommit=True) as c:
+        for d in docs:
+            c.execute(f'DROP DATABASE "{d["database"]}" WITH (FORCE)')

@@ -141,15 +141,17 @@ def free_job_slots(conn: Any, database: str | None = None) -> int:
     free for everyone else, so `--jobs 99999` never fills the server. A role's CONNECTION
     LIMIT, and ``database``'s, bind all but superusers: their free slots count too.
     """
+    # a session: to a role neither superuser nor pg_read_all_stats, another role's shows
+    # no backend_type; any of those with a database counts (autovacuum too: on the safe side)
     row = conn.execute(
-        """SELECT current_setting('max_connections')::int
+        """WITH s AS (SELECT usesysid, datid FROM pg_stat_activity
+                      WHERE backend_type = 'client backend'
+                         OR backend_type IS NULL AND datid IS NOT NULL)
+           SELECT current_setting('max_connections')::int
                   - current_setting('superuser_reserved_connections')::int,
-                  (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
-                  r.rolsuper, r.rolconnlimit, d.datconnlimit,
-                  (SELECT count(*) FROM pg_stat_activity a
-                   WHERE a.usesysid = r.oid AND a.backend_type = 'client backend'),
-                  (SELECT count(*) FROM pg_stat_activity a
-                   WHERE a.datid = d.oid AND a.backend_type = 'client backend')
+                  (SELECT count(*) FROM s), r.rolsuper, r.rolconnlimit, d.datconnlimit,
+                  (SELECT count(*) FROM s WHERE s.usesysid = r.oid),
+                  (SELECT count(*) FROM s WHERE s.datid = d.oid)
            FROM pg_roles r LEFT JOIN pg_database d ON d.datname = %s
            WHERE r.rolname = session_user""",
         (database,),
