@@ -98,8 +98,9 @@ def _connection_cap() -> int:
 
 def _serve(settings: Settings, bind: str, port: int, details: bool | None, o: Output) -> None:
     """uvicorn on a socket bound here (so a taken port or a bad host is our error, with its
-    exit code), on an event loop that bounds connections and request heads and closes idle
-    and slow ones (``cli/http_protocol.py``); every log line is one escaped line."""
+        exit code), on an event loop that bounds connections and request heads and closes idle
+        and slow ones (``cli/http_protocol.py``); every log line is one escaped line, written
+    off the event loop (``cli/serve_log.py``)."""
     import asyncio
     import logging
     import socket
@@ -110,14 +111,13 @@ def _serve(settings: Settings, bind: str, port: int, details: bool | None, o: Ou
     import sqlalchemy.pool  # noqa: F401
     import uvicorn
 
-    from moviectl.cli.http_protocol import MAX_HEAD, DeadlineLoop, OneLineFormatter
+    from moviectl.cli.http_protocol import MAX_HEAD, DeadlineLoop
+    from moviectl.cli.serve_log import BackgroundLog
     from moviectl.core.health.http import create_app
 
     loopback = bind in ("127.0.0.1", "::1", "localhost")
     show = loopback if details is None else details
-    handler = logging.StreamHandler()
-    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    logging.basicConfig(level=logging.INFO, handlers=[BackgroundLog()])
     family = socket.AF_INET6 if ":" in bind else socket.AF_INET
     # proto spelled out: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and
     # without it every response (head and body written apart) waited 40 ms for a delayed ACK

@@ -1,5 +1,5 @@
 """The connection layer of ``health --serve``, around uvicorn's protocol: deadlines, limits
-(and its one-line log formatter).
+(its log is ``serve_log.py``).
 
 What uvicorn alone does not do, and a hostile client exploits:
 
@@ -238,12 +238,3 @@ class DeadlineLoop(asyncio.SelectorEventLoop):
             return HeadDeadline(inner, self)
 
         return await super().create_server(guarded, *args, **kwargs)
-
-
-class OneLineFormatter(logging.Formatter):
-    """Every log line of ``--serve`` as one line: control characters in anything logged
-    (a request's path, an error's text, a traceback's newlines) become escapes."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)

@@ -6,16 +6,21 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 import socket
+import subprocess
+import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from moviectl.cli.serve_log import EXIT_WAIT, QUEUED
 from moviectl.core.servers.cluster import TEST_OPTIONS, EmbeddedServer
-from tests.conftest import health_serving, wait_for
+from tests.conftest import health_serving, stop, subprocess_env, wait_for
 from tests.ports import free_port
 
 
@@ -272,3 +277,69 @@ def test_mounted_under_a_prefix_it_routes_by_the_rest(movie_db_url):
     sent = _asgi_get(movie_db_url, scope)
     assert sent[0]["status"] == 200
     assert json.loads(sent[1]["body"])["trace_id"] == "svc-42"
+
+
+@contextlib.contextmanager
+def _log_unread(url: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """`health --serve` with its stderr a pipe nobody reads yet; (port, process) once up."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moviectl", "health", "--serve", str(port)],
+        env=subprocess_env(MOVIE_DATABASE_URL=url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+
+        def up() -> bool:
+            with contextlib.suppress(OSError):
+                return bool(_get(port, "/livez")[0].status == 200)
+            return False
+
+        assert wait_for(up, 30)
+        yield port, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _probes(port: int, n: int) -> None:
+    """``n`` probes on one connection, each answered 200 within the client's timeout."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    for _ in range(n):
+        conn.request("GET", "/livez")
+        resp = conn.getresponse()  # a probe waiting on the log would time out here
+        resp.read()
+        assert resp.status == 200
+    conn.close()
+
+
+def test_a_log_nobody_reads_never_stops_a_probe(movie_db_url):
+    """stderr a pipe nobody drains (a stalled log collector): once it is full, probes still
+    answer at once; lines past the writer's queue are dropped, and counted once it drains."""
+    with _log_unread(movie_db_url) as (port, proc):
+        _probes(port, QUEUED + 2000)  # ~100 bytes a line: the 64 KiB pipe and the queue full
+        got = bytearray()
+        assert proc.stderr is not None
+        err = proc.stderr
+
+        def read() -> None:
+            while chunk := os.read(err.fileno(), 1 << 16):
+                got.extend(chunk)
+
+        drain = threading.Thread(target=read, daemon=True)
+        drain.start()  # the collector catches up: the writer writes again, says what it lost
+        assert wait_for(lambda: b"log lines dropped" in got, 30), bytes(got[-500:])
+        line = next(ln for ln in bytes(got).splitlines() if b"log lines dropped" in ln)
+        assert int(line.split(b" log lines dropped")[0].rsplit(b" ", 1)[1]) >= 1000
+        _probes(port, 1)
+        stop(proc)
+
+
+def test_sigterm_with_the_log_pipe_full_ends_the_server(movie_db_url):
+    """The writer blocked on a full pipe holds nothing the shutdown needs: SIGTERM ends the
+    server within its graceful shutdown and the writer's ``EXIT_WAIT``."""
+    with _log_unread(movie_db_url) as (port, proc):
+        _probes(port, 1500)  # past the pipe's 64 KiB: the writer now blocks
+        stop(proc, timeout=15 + 2 * EXIT_WAIT)  # raises if it has not ended
