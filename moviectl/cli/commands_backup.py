@@ -316,8 +316,8 @@ def restore_cmd(
             "--jobs",
             "-j",
             min=1,
-            help="pg_restore workers [default: the cores, at most 4, within the server's "
-            "free connection slots; 1 for tar and plain SQL].",
+            help="pg_restore workers, within the connection slots the server, the role and "
+            "the database have free [default: the cores, at most 4; 1 for tar and plain SQL].",
         ),
     ] = None,
     source: Annotated[
