@@ -6,6 +6,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -111,12 +112,16 @@ def cut_the_load_midway(
     try:
         assert wait_for(lambda: [t for t in _tools_of(proc.pid) if t.name() == "pg_restore"])
         with psycopg.connect(url, autocommit=True) as c:
-            assert wait_for(
-                lambda: c.execute(
+            # every session on it ended, again and again until moviectl ends, as a fast
+            # shutdown does: pg_restore -j never notices an idle worker's session ended alone
+            ended, deadline = 0, time.monotonic() + 120
+            while proc.poll() is None and time.monotonic() < deadline:
+                ended += c.execute(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                     f"WHERE datname {datname}"
                 ).fetchone()[0]
-            )
+                time.sleep(0.05)
+            assert ended
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:

@@ -142,13 +142,15 @@ def free_job_slots(conn: Any, database: str | None = None) -> int:
     LIMIT, and ``database``'s, bind all but superusers: their free slots count too.
     """
     # a session: to a role neither superuser nor pg_read_all_stats, another role's shows
-    # no backend_type; any of those with a database counts (autovacuum too: on the safe side)
+    # no backend_type; any of those with a database counts (autovacuum too: on the safe side);
+    # PostgreSQL 16+'s reserved_connections are counted out for everyone, on the safe side too
     row = conn.execute(
         """WITH s AS (SELECT usesysid, datid FROM pg_stat_activity
                       WHERE backend_type = 'client backend'
                          OR backend_type IS NULL AND datid IS NOT NULL)
            SELECT current_setting('max_connections')::int
-                  - current_setting('superuser_reserved_connections')::int,
+                  - current_setting('superuser_reserved_connections')::int
+                  - coalesce(current_setting('reserved_connections', true), '0')::int,
                   (SELECT count(*) FROM s), r.rolsuper, r.rolconnlimit, d.datconnlimit,
                   (SELECT count(*) FROM s WHERE s.usesysid = r.oid),
                   (SELECT count(*) FROM s WHERE s.datid = d.oid)
