@@ -117,7 +117,6 @@ def _serve(settings: Settings, bind: str, port: int, details: bool | None, o: Ou
 
     loopback = bind in ("127.0.0.1", "::1", "localhost")
     show = loopback if details is None else details
-    logging.basicConfig(level=logging.INFO, handlers=[BackgroundLog()])
     family = socket.AF_INET6 if ":" in bind else socket.AF_INET
     # proto spelled out: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and
     # without it every response (head and body written apart) waited 40 ms for a delayed ACK
@@ -149,6 +148,10 @@ def _serve(settings: Settings, bind: str, port: int, details: bool | None, o: Ou
         f"serving http://{bind}:{sock.getsockname()[1]}/healthz, /livez, /readyz, /metrics "
         f"(details {'shown' if show else 'hidden'}; Ctrl-C stops)"
     )
-    # what uvicorn.Server.run does, on an event loop that guards the connections
-    with asyncio.Runner(loop_factory=lambda: DeadlineLoop(cap)) as runner:
-        runner.run(uvicorn.Server(config).serve(sockets=[sock]))
+    log = BackgroundLog()
+    logging.basicConfig(level=logging.INFO, handlers=[log])
+    try:  # what uvicorn.Server.run does, on an event loop that guards the connections
+        with asyncio.Runner(loop_factory=lambda: DeadlineLoop(cap)) as runner:
+            runner.run(uvicorn.Server(config).serve(sockets=[sock]))
+    finally:  # the log written (or given up on) before the exit's own last line
+        log.close()
