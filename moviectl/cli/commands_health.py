@@ -155,3 +155,4 @@ def _serve(settings: Settings, bind: str, port: int, details: bool | None, o: Ou
             runner.run(uvicorn.Server(config).serve(sockets=[sock]))
     finally:  # the log written (or given up on) before the exit's own last line
         log.close()
+        logging.getLogger().removeHandler(log)  # later records: logging's last resort

@@ -5,8 +5,8 @@ collector, a container runtime that fell behind), a write blocks once the pipe i
 on the event loop, that write stopped every probe with it. Here the loop only queues the
 record; a thread formats and writes what is waiting, every 50 ms. Past ``QUEUED`` waiting
 records, new ones are dropped and counted, and the count is logged once the writer gets
-through again. At exit the writer gets ``EXIT_WAIT`` seconds to finish, never more: a
-blocked stderr cannot hold the shutdown.
+through again. At exit a writer that makes progress gets up to ``EXIT_CAP`` seconds, one
+blocked for ``EXIT_WAIT`` seconds none: a stderr nobody reads cannot hold the shutdown.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ import logging
 import os
 import sys
 import threading
+import time
 from typing import IO
 
 QUEUED = 4096  # lines waiting for the writer: hours of probe logs, a few MB at most
-EXIT_WAIT = 2.0
+EXIT_WAIT = 2.0  # at exit, a write blocked this long means nobody reads stderr
+EXIT_CAP = 10.0  # and the exit waits no longer than this for a slow one
 EVERY = 0.05  # how often the writer wakes: a log line is at most this late
 FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
@@ -47,6 +49,7 @@ class BackgroundLog(logging.Handler):
         self.pending: collections.deque[logging.LogRecord] = collections.deque()
         self.dropped = 0
         self.closing = threading.Event()
+        self.moved = time.monotonic()  # when a write last went through
         self.writer = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self.writer.start()
 
@@ -57,20 +60,29 @@ class BackgroundLog(logging.Handler):
             self.dropped += 1
 
     def close(self) -> None:
-        """What is queued gets ``EXIT_WAIT`` seconds to be written; the rest is lost. A
-        writer still blocked then means nobody reads stderr: it is pointed at /dev/null, so
-        the last words of the exit (the "stopped" line) cannot block either."""
+        """The writer finishes what is queued while its writes go through, for at most
+        ``EXIT_CAP`` seconds. A writer whose last write has not returned for ``EXIT_WAIT``
+        seconds means nobody reads stderr: it is pointed at /dev/null, so the exit's own
+        last line (the "stopped" line) cannot block either (also when a second signal
+        cuts this wait short)."""
         if self.closing.is_set():
             return
         self.closing.set()
-        self.writer.join(EXIT_WAIT)
-        if self.writer.is_alive():
-            with contextlib.suppress(AttributeError, OSError, ValueError):
-                fd = self.stream.fileno()
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, fd)
-                os.close(devnull)
-        super().close()
+        self.moved = time.monotonic()
+        try:
+            give_up = self.moved + EXIT_CAP
+            while self.writer.is_alive() and time.monotonic() < give_up:
+                if time.monotonic() - self.moved > EXIT_WAIT:
+                    break
+                self.writer.join(0.1)
+        finally:
+            if self.writer.is_alive():
+                with contextlib.suppress(AttributeError, OSError, ValueError):
+                    fd = self.stream.fileno()
+                    devnull = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(devnull, fd)
+                    os.close(devnull)
+            super().close()
 
     def _run(self) -> None:
         # straight to the file descriptor: no lock of sys.stderr is held while a write
@@ -104,8 +116,13 @@ class BackgroundLog(logging.Handler):
                 self.stream.write(data)
                 self.stream.flush()
             else:
-                _write_all(fd, data.encode(errors="backslashreplace"))
-        except OSError:  # stderr closed: nothing to tell it
+                view = memoryview(data.encode(errors="backslashreplace"))
+                while view:
+                    # a pipe takes a big write whole or blocks: 64 KiB at a time, so
+                    # a slow reader shows as progress
+                    view = view[os.write(fd, view[: 1 << 16]) :]
+                    self.moved = time.monotonic()
+        except Exception:  # stderr closed, or a stream that refuses: nothing to tell it
             pass
 
     def _dropped_line(self, n: int) -> str:
@@ -113,9 +130,3 @@ class BackgroundLog(logging.Handler):
         return self.format(
             logging.LogRecord("moviectl.health", logging.WARNING, __file__, 0, text, (n,), None)
         )
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]

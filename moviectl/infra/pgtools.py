@@ -327,6 +327,10 @@ def run_child(
             stop()
             proc.wait()
             raise
+        finally:
+            if workers and proc.returncode:  # a leader killed alone (OOM): not its workers
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)  # the group outlives its leader
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 

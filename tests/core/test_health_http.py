@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -343,3 +344,23 @@ def test_sigterm_with_the_log_pipe_full_ends_the_server(movie_db_url):
     with _log_unread(movie_db_url) as (port, proc):
         _probes(port, 1500)  # past the pipe's 64 KiB: the writer now blocks
         stop(proc, timeout=15 + 2 * EXIT_WAIT)  # raises if it has not ended
+
+
+def test_a_slow_log_reader_gets_every_line_and_the_last_word(movie_db_url):
+    """A reader slower than the backlog (a throttled collector) is not taken for none: at
+    SIGTERM the writer finishes while its writes go through, and the exit's own line
+    ("terminated") comes last, not lost to /dev/null."""
+    with _log_unread(movie_db_url) as (port, proc):
+        n = 2500  # ~300 KB: more than the pipe holds, written in more than EXIT_WAIT below
+        _probes(port, n)
+        proc.terminate()
+        got = bytearray()
+        assert proc.stderr is not None
+        while chunk := os.read(proc.stderr.fileno(), 16 << 10):  # ~80 KB/s
+            got.extend(chunk)
+            time.sleep(0.2)
+        assert proc.wait(timeout=30) == 143
+    text = bytes(got).decode()
+    assert text.count("GET /livez 200") >= n + 1  # and the probe that saw it up
+    assert "dropped" not in text
+    assert text.rstrip().endswith("terminated"), text[-300:]

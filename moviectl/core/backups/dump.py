@@ -311,7 +311,7 @@ def _dump(
                 target.child_conninfo(require_tls=tls),
             ]
             if jobs and fmt == "directory":
-                argv += ["-j", str(min(jobs, free_job_slots(snap)))]
+                argv += ["-j", str(min(jobs, free_job_slots(snap, target.database)))]
             argv += compression.z_argv(comp, tool.version)
             started = time.monotonic()
             dump = DumpProcess(argv, child_env(target), tmp, progress)

@@ -197,13 +197,13 @@ def load_into(
                 "--no-owner",
                 "--no-privileges",
                 "--exit-on-error",
+                "--no-password",  # never a prompt: it runs in a process group of its own
                 "-d",
                 conninfo,
                 str(path.absolute()),  # "-v.dump" is a file, not options
             ]
             parallel = bool(jobs and jobs > 1 and man.format != "tar")  # tar: read serially
-            if parallel:
-                argv[1:1] = ["-j", str(jobs)]
+            argv[1:1] = ["-j", str(jobs)] if parallel else []
             res = run_child(argv, env=env, text=True, watch=watch, workers=parallel)
     if res.returncode != 0 and _SERVER_GONE.search(res.stderr or ""):
         raise Unreachable(  # the server stopped (shutdown, crash, terminated session): exit 3
