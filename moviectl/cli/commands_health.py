@@ -148,6 +148,8 @@ def _serve(settings: Settings, bind: str, port: int, details: bool | None, o: Ou
         f"serving http://{bind}:{sock.getsockname()[1]}/healthz, /livez, /readyz, /metrics "
         f"(details {'shown' if show else 'hidden'}; Ctrl-C stops)"
     )
+    # the line names none of them: a record made on the event loop skips looking them up
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     log = BackgroundLog()
     logging.basicConfig(level=logging.INFO, handlers=[log])
     try:  # what uvicorn.Server.run does, on an event loop that guards the connections

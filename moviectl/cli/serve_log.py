@@ -33,6 +33,8 @@ class OneLineFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
+        if text.isprintable():  # the usual line: nothing to escape, no loop over its characters
+            return text
         return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
