@@ -53,35 +53,46 @@ def rejection(code: int, error: str) -> bytes:
 
 class HeadDeadline(asyncio.Protocol):
     """One connection: the deadline is armed on connecting and whenever the server writes
-    (a response), and disarmed when a request head is complete (the app's turn)."""
+    (a response), and disarmed when a request head is complete (the app's turn).
+
+    Arming only moves ``due``: the one timer, when it fires early, sleeps again until then.
+    A timer made and cancelled per write cost every keep-alive request two heap pushes."""
 
     def __init__(self, inner: asyncio.Protocol, loop: DeadlineLoop) -> None:
         self.inner, self.loop = inner, loop
         self.transport: asyncio.Transport | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.due: float | None = None  # when the connection closes; None: the app's turn
         self.head = b""  # the request head so far, while waiting for one (at most MAX_HEAD)
         self.drained: int | None = None  # rejected: bytes discarded since
 
     @property
     def waiting(self) -> bool:
         """Waiting for a request head (idle or incomplete), not in the app's hands."""
-        return self.timer is not None and self.drained is None
+        return self.due is not None and self.drained is None
 
     def arm(self) -> None:
-        if self.drained is not None:
-            return
-        if self.timer is not None:
-            self.timer.cancel()
-        self.head = b""
-        self.timer = self.loop.call_later(HEADER_TIMEOUT, self.expire)
+        if self.drained is None:  # rejected: only the linger deadline applies
+            self.head = b""
+            self.close_in(HEADER_TIMEOUT)
+
+    def close_in(self, seconds: float) -> None:
+        self.due = self.loop.time() + seconds
+        if self.timer is None or self.timer.when() > self.due:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_at(self.due, self.expire)
 
     def disarm(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.due = None  # the timer, if any, finds nothing due and stops
 
     def expire(self) -> None:
         self.timer = None
+        if self.due is None:
+            return
+        if self.due - self.loop.time() > 0.01:  # re-armed since (timers may fire a tick early)
+            self.timer = self.loop.call_at(self.due, self.expire)
+            return
         self.close()
 
     def close(self) -> None:
@@ -101,7 +112,7 @@ class HeadDeadline(asyncio.Protocol):
             if self.drained > LINGER_BYTES:
                 self.close()
             return
-        if self.timer is not None:  # waiting for a head
+        if self.due is not None:  # waiting for a head
             seen = self.head + data
             end = _HEAD_END.search(seen)
             size = end.end() if end else len(seen)
@@ -124,14 +135,13 @@ class HeadDeadline(asyncio.Protocol):
         """Answer ``code`` ourselves (uvicorn never sees this request), then close once the
         client stops sending, or after ``LINGER_SECONDS``."""
         assert self.transport is not None
-        self.disarm()
         self.head, self.drained = b"", 0
         peer = self.transport.get_extra_info("peername")
         log.info("%d %s from %s", code, what, peer[0] if peer else "?")
         self.transport.write(rejection(code, error))
         if self.transport.can_write_eof():
             self.transport.write_eof()
-        self.timer = self.loop.call_later(LINGER_SECONDS, self.expire)
+        self.close_in(LINGER_SECONDS)
 
     def eof_received(self) -> bool | None:
         if self.drained is not None:
@@ -140,6 +150,9 @@ class HeadDeadline(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.disarm()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         self.loop.closed(self)
         self.inner.connection_lost(exc)
 
