@@ -52,24 +52,32 @@ def rejection(code: int, error: str) -> bytes:
 
 
 class HeadDeadline(asyncio.Protocol):
-    """One connection: the deadline is armed on connecting and whenever the server writes
-    (a response), and disarmed when a request head is complete (the app's turn).
+    """One connection: the head deadline is armed on connecting and whenever the server
+    writes (a response), and disarmed when a request head is complete (the app's turn). A
+    second deadline runs while writing is paused: a client that reads none of its answers
+    (pipelined requests) for ``HEADER_TIMEOUT`` seconds is cut off, app's turn or not.
 
-    Arming only moves ``due``: the one timer, when it fires early, sleeps again until then.
-    A timer made and cancelled per write cost every keep-alive request two heap pushes."""
+    Arming only moves a due time: the one timer, when it fires early, sleeps again until
+    the nearer one. A timer per write cost every keep-alive request two heap pushes."""
 
     def __init__(self, inner: asyncio.Protocol, loop: DeadlineLoop) -> None:
         self.inner, self.loop = inner, loop
         self.transport: asyncio.Transport | None = None
         self.timer: asyncio.TimerHandle | None = None
-        self.due: float | None = None  # when the connection closes; None: the app's turn
+        self.head_due: float | None = None  # waiting for a head until then (or lingering)
+        self.stall_due: float | None = None  # writing paused: the client must read by then
         self.head = b""  # the request head so far, while waiting for one (at most MAX_HEAD)
         self.drained: int | None = None  # rejected: bytes discarded since
 
     @property
     def waiting(self) -> bool:
         """Waiting for a request head (idle or incomplete), not in the app's hands."""
-        return self.due is not None and self.drained is None
+        return self.head_due is not None and self.drained is None
+
+    @property
+    def due(self) -> float | None:
+        dues = [d for d in (self.head_due, self.stall_due) if d is not None]
+        return min(dues) if dues else None
 
     def arm(self) -> None:
         if self.drained is None:  # rejected: only the linger deadline applies
@@ -77,27 +85,39 @@ class HeadDeadline(asyncio.Protocol):
             self.close_in(HEADER_TIMEOUT)
 
     def close_in(self, seconds: float) -> None:
-        self.due = self.loop.time() + seconds
-        if self.timer is None or self.timer.when() > self.due:
+        self.head_due = self.loop.time() + seconds
+        self._wake_by(self.head_due)
+
+    def _wake_by(self, when: float) -> None:
+        if self.timer is None or self.timer.when() > when:
             if self.timer is not None:
                 self.timer.cancel()
-            self.timer = self.loop.call_at(self.due, self.expire)
+            self.timer = self.loop.call_at(when, self.expire)
 
     def disarm(self) -> None:
-        self.due = None  # the timer, if any, finds nothing due and stops
+        self.head_due = None  # the timer, if any, finds nothing due and stops
 
     def expire(self) -> None:
         self.timer = None
-        if self.due is None:
+        due = self.due
+        if due is None:
             return
-        if self.due - self.loop.time() > 0.01:  # re-armed since (timers may fire a tick early)
-            self.timer = self.loop.call_at(self.due, self.expire)
+        if due - self.loop.time() > 0.01:  # re-armed since (timers may fire a tick early)
+            self.timer = self.loop.call_at(due, self.expire)
             return
         self.close()
 
     def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+        """Closed now: with answers still queued for a client that reads none, a close
+        would wait for ever to send them (and the connection count as idle), so it aborts."""
+        self.head_due = self.stall_due = None
+        t = self.transport
+        if t is None:
+            return
+        if t.get_write_buffer_size():
+            t.abort()
+        elif not t.is_closing():
+            t.close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -112,7 +132,7 @@ class HeadDeadline(asyncio.Protocol):
             if self.drained > LINGER_BYTES:
                 self.close()
             return
-        if self.due is not None:  # waiting for a head
+        if self.head_due is not None:  # waiting for a head
             seen = self.head + data
             end = _HEAD_END.search(seen)
             size = end.end() if end else len(seen)
@@ -157,9 +177,12 @@ class HeadDeadline(asyncio.Protocol):
         self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
+        self.stall_due = self.loop.time() + HEADER_TIMEOUT
+        self._wake_by(self.stall_due)
         self.inner.pause_writing()
 
     def resume_writing(self) -> None:
+        self.stall_due = None
         self.inner.resume_writing()
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from moviectl.cli.http_protocol import MAX_CONNECTIONS
-from tests.conftest import Cli, health_serving
+from tests.conftest import Cli, health_serving, wait_for
 from tests.core.test_health_http import _get, _raw
 
 
@@ -155,3 +155,30 @@ def test_a_long_target_is_414_with_a_body(served, length):
     assert _status(answer) == 414, answer[:200]
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"] == "URI too long"
     assert _livez_status(port) == 200
+
+
+def _server_end_open(port: int, client: int) -> bool:
+    """Does the server still hold its end of the connection from local port ``client``
+    (ESTABLISHED; once it lets go the kernel may keep an orphan in FIN_WAIT1)?"""
+    here = f"0100007F:{port:04X} 0100007F:{client:04X} 01 "
+    return any(here in line for line in Path("/proc/net/tcp").read_text().splitlines())
+
+
+def test_a_client_that_reads_nothing_is_let_go(movie_db_url, tmp_path):
+    """Pipelined requests whose answers are never read fill both sockets' buffers and the
+    server's own; within the deadline the connection must be freed (a plain close waited
+    for ever to send what was queued, holding the socket; the app waited for ever to write)."""
+    with _serving(movie_db_url, tmp_path / "serve.log") as port:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        s.connect(("127.0.0.1", port))
+        s.settimeout(2)
+        with contextlib.suppress(OSError):  # the server stops reading once it cannot write
+            s.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n" * 40000)
+        try:
+            client = s.getsockname()[1]
+            assert _server_end_open(port, client)
+            assert wait_for(lambda: not _server_end_open(port, client), 30), "never freed"
+            assert _livez_status(port) == 200
+        finally:
+            s.close()
