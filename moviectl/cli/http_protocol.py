@@ -5,6 +5,9 @@ What uvicorn alone does not do, and a hostile client exploits:
 
 - **Slowloris**: each connection has ``HEADER_TIMEOUT`` seconds to complete a request head
   (the blank line that ends it) after connecting and after each response, or it is closed.
+- **A client that reads nothing**: pipelined requests whose answers it never reads fill
+  the buffers; uvicorn's app would wait for ever to write. Once writing has been paused
+  for ``HEADER_TIMEOUT`` seconds the connection is aborted (a close would wait to flush).
 - **Idle connections crowding out probes**: uvicorn's ``limit_concurrency`` counts idle
   connections, so 257 of them made every probe 503. It is not used; instead at most
   ``max_connections`` are open, and a new one beyond that closes the oldest connection
