@@ -106,7 +106,7 @@ class HeadDeadline(asyncio.Protocol):
         if due is None:
             return
         if due - self.loop.time() > 0.01:  # re-armed since (timers may fire a tick early)
-            self.timer = self.loop.call_at(due, self.expire)
+            self._wake_by(due)
             return
         self.close()
 
