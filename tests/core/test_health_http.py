@@ -251,7 +251,8 @@ def _asgi_get(url: str, scope: dict) -> list[dict]:
     from moviectl.core.health.http import create_app
     from moviectl.infra.settings import load_settings
 
-    app = create_app(load_settings(use_dotenv=False, database_url=url))
+    # a deadline CI meets: the first /readyz connects cold on a loaded machine
+    app = create_app(load_settings(use_dotenv=False, database_url=url), deadline=5)
     sent: list[dict] = []
 
     async def receive() -> dict:
