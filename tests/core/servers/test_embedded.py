@@ -11,12 +11,21 @@ from pathlib import Path
 import psycopg
 
 from moviectl.infra.settings import load_settings
-from tests.conftest import Cli, occupied, read_until, run_at_once, subprocess_env
+from tests.conftest import Cli, occupied, read_until, run_at_once, subprocess_env, wait_for
 from tests.ports import free_port
 
 
 def _url(cli: Cli) -> str:
     return f"postgresql://movie:emb-secret@127.0.0.1:{cli.env['MOVIE_DB_PORT']}/movies"
+
+
+def _dead(pid: int) -> bool:
+    """Is ``pid`` gone or a zombie? Init reaps the killed postmaster at any moment, so its
+    /proc entry may vanish between two reads (ENOENT, or ESRCH mid-teardown): gone too."""
+    try:
+        return "zombie" in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
 
 
 def test_up_is_idempotent_and_data_survives_down_up(emb):
@@ -87,11 +96,7 @@ def test_recovers_from_kill_9(emb, tmp_path):
     pidfile = tmp_path / "data" / "pgdata" / "postmaster.pid"
     pid = int(pidfile.read_text().split()[0])
     os.kill(pid, signal.SIGKILL)
-    for _ in range(50):
-        status = Path(f"/proc/{pid}/status")
-        if not status.exists() or "zombie" in status.read_text():
-            break
-        time.sleep(0.1)
+    assert wait_for(lambda: _dead(pid), 60), f"postmaster {pid} outlived SIGKILL"
     assert pidfile.exists()  # stale
     r = emb("db", "up")
     assert r.exit_code == 0, r.output
