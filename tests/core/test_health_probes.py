@@ -118,8 +118,10 @@ def test_livez_is_fast_while_the_database_hangs_and_the_other_endpoints_are_load
         print(
             f"{hang}: /livez p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max {took[-1]:.3f} s"
         )
-        # generous bounds (a shared 2-core machine): before, /livez took 9 s to 18.8 s here
-        assert p50 < 0.1 and took[-1] < 1.0, (p50, took[-1])
+        # generous bounds (a shared 2-core machine): before, /livez took 9 s to 18.8 s here.
+        # The slowest of 200 (tens of ms, beside six client threads here) takes one long
+        # stall of either process on a loaded CI to pass 1 s; 3 s still tells the bug apart
+        assert p50 < 0.1 and took[-1] < 3.0, (p50, took[-1])
         assert ("/readyz", 200) not in seen["statuses"]
         assert ("/readyz", 503) in seen["statuses"] and ("/healthz", 503) in seen["statuses"]
         assert max(seen["slowest"].values()) < 5, seen["slowest"]  # the deadline, not the hang
