@@ -324,7 +324,9 @@ def test_lock_held_by_another_session_names_the_holder(cli_empty, empty_db_url):
 
 
 def test_two_concurrent_migrations_apply_once(empty_db_url):
-    docs = run_at_once({"MOVIE_DATABASE_URL": empty_db_url}, "migrate")
+    # the second waits for the first's whole run: not the default 10 s a loaded CI can pass
+    env = {"MOVIE_DATABASE_URL": empty_db_url, "MOVIE_MIGRATE_LOCK_TIMEOUT": "120"}
+    docs = run_at_once(env, "migrate")
     steps = sorted(len(d["steps"]) for d in docs)
     assert steps == [0, 2]  # one applied both, the other waited and found nothing to do
 
