@@ -110,4 +110,6 @@ def test_real_clock_respects_the_deadline():
     started = time.monotonic()
     assert poll_until(lambda: False, 0.3, 0.2) is False
     took = time.monotonic() - started
-    assert 0.3 <= took < 2  # 2 s: CI noise; a sleep past the deadline would end at 0.4
+    # the lower bound is the test (no early give-up); the upper one only catches a wait that
+    # never ends (a sleep past the deadline, at 0.4, passes either way): generous for CI
+    assert 0.3 <= took < 10
