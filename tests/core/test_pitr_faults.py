@@ -221,6 +221,33 @@ def test_a_server_stalled_mid_base_backup_is_exit_3_in_bounded_time(pitr: Cli) -
     assert pitr("backup", "--physical").exit_code == 0  # the server, resumed, backs up
 
 
+def test_a_base_id_another_run_holds_is_drawn_again(tmp_path, monkeypatch) -> None:
+    """Two `backup --physical` started in the same millisecond drew one id, and the second
+    rename failed ("Directory not empty", CI): an id whose work directory or backup exists
+    is refused before anything is copied, and the run draws the next one."""
+    import contextlib as cl
+
+    from moviectl.core.pitr import basebackup
+    from moviectl.core.pitr.store import IdTaken, LocalStore
+
+    store = LocalStore(tmp_path)
+    base = tmp_path / "base"
+    taken, held, free = "base-20261203T190512.001Z", "base-20261203T190512.002Z", "x"
+    (base / f".partial-{taken}-{os.getppid()}").mkdir(parents=True)  # a live rival's
+    (base / held).mkdir()  # a finished backup's
+    for name in (taken, held):
+        with pytest.raises(IdTaken), store.new_base(name, exclusive=True):
+            pass
+    assert sorted(p.name for p in base.iterdir()) == [f".partial-{taken}-{os.getppid()}", held]
+    ids = iter([taken, held, free])
+    monkeypatch.setattr(basebackup, "new_base_id", lambda: next(ids))
+    with cl.ExitStack() as stack:
+        got, work = basebackup._reserve(store, stack)
+        assert got == free and work.name == f".partial-{free}-{os.getpid()}"
+        (work / "f").write_text("x")
+    assert (base / free / "f").exists()
+
+
 def test_two_base_backups_at_once_are_both_whole(pitr: Cli) -> None:
     """Two `backup --physical` started together: each copies into its own partial
     directory and both are listed, verified, under distinct names; a restore from the

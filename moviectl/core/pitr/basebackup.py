@@ -10,8 +10,10 @@ killed run is never listed; the next run removes it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import random
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ from pathlib import Path
 from moviectl.core.pitr import chain
 from moviectl.core.pitr.repo import store_of
 from moviectl.core.pitr.server import connect_admin
-from moviectl.core.pitr.store import BaseBackup
+from moviectl.core.pitr.store import BaseBackup, IdTaken, PitrStore, new_base_id
 from moviectl.infra.errors import CheckFailed, MoviectlError, Refused
 from moviectl.infra.pgtools import child_env, find_tool, first_error, run_child
 from moviectl.infra.settings import Settings
@@ -54,6 +56,17 @@ def _server_now(settings: Settings) -> str:
         return str(conn.execute("SELECT now()").fetchone()[0].astimezone(dt.UTC).isoformat())
 
 
+def _reserve(store: PitrStore, stack: contextlib.ExitStack) -> tuple[str, Path]:
+    """A base id no other run holds, and its work directory (entered on ``stack``)."""
+    for _ in range(100):
+        base_id = new_base_id()
+        try:
+            return base_id, stack.enter_context(store.new_base(base_id, exclusive=True))
+        except IdTaken:
+            time.sleep(random.uniform(0.001, 0.01))  # apart, so the next draws differ
+    raise MoviectlError(f"no free base backup id in {store.describe()}: too many at once")
+
+
 def base_backup(
     settings: Settings, *, compress: str | None = None, incremental: bool = False
 ) -> PhysicalBackupResult:
@@ -66,13 +79,12 @@ def base_backup(
     basebackup = find_tool("pg_basebackup", settings, min_major=major, prefer_major=major)
     verify = find_tool("pg_verifybackup", settings, min_major=major, prefer_major=major)
     tar = verify.major >= 18  # pg_verifybackup reads tar format from 18 on
-    now = dt.datetime.now(dt.UTC)
-    base_id = f"base-{now:%Y%m%dT%H%M%S}.{now.microsecond // 1000:03d}Z"
-    argv = [basebackup.path, "-d", target.child_conninfo(), "-c", "fast", "-X", "stream"]
-    argv += ["-l", f"moviectl {base_id}", "--no-password"]
-    if parent is not None:
-        argv.append(f"--incremental={chain.manifest_path(parent)}")
-    with store.new_base(base_id) as work:
+    with contextlib.ExitStack() as stack:
+        base_id, work = _reserve(store, stack)
+        argv = [basebackup.path, "-d", target.child_conninfo(), "-c", "fast", "-X", "stream"]
+        argv += ["-l", f"moviectl {base_id}", "--no-password"]
+        if parent is not None:
+            argv.append(f"--incremental={chain.manifest_path(parent)}")
         if tar:
             argv += ["-D", str(work), "-F", "t"]
             if compress and compress != "none":

@@ -111,8 +111,8 @@ class S3Store(LocalStore):
         return sorted(found, key=lambda b: dt.datetime.fromisoformat(b.finished_at))
 
     @contextmanager
-    def new_base(self, base_id: str) -> Iterator[Path]:
-        with super().new_base(base_id) as work:
+    def new_base(self, base_id: str, exclusive: bool = False) -> Iterator[Path]:
+        with super().new_base(base_id, exclusive) as work:
             yield work
         self.upload(self._base_dir() / base_id)
 

@@ -55,6 +55,16 @@ def segment_number(name: str, seg_size: int = DEFAULT_SEGMENT_SIZE) -> int:
     return int(name[8:16], 16) * (0x100000000 // seg_size) + int(name[16:24], 16)
 
 
+class IdTaken(Exception):
+    """Another run holds this base backup id (started in the same millisecond)."""
+
+
+def new_base_id() -> str:
+    """A base backup's id: its start time to the millisecond (UTC)."""
+    now = dt.datetime.now(dt.UTC)
+    return f"base-{now:%Y%m%dT%H%M%S}.{now.microsecond // 1000:03d}Z"
+
+
 @dataclass
 class BaseBackup:
     id: str
@@ -97,7 +107,8 @@ class PitrStore(Protocol):
     def describe(self) -> str: ...
     def wal_dir(self) -> Path: ...
     def bases(self) -> list[BaseBackup]: ...
-    def new_base(self, base_id: str) -> Any: ...  # a context manager giving a work dir
+    # a context manager giving a work dir; exclusive: IdTaken when another run holds the id
+    def new_base(self, base_id: str, exclusive: bool = False) -> Any: ...
     def save_meta(self, base: BaseBackup) -> None: ...
     def remove_base(self, base_id: str) -> None: ...
     def wal_files(self) -> list[WalFile]: ...
@@ -134,11 +145,22 @@ class LocalStore:
         return sorted(found, key=lambda b: dt.datetime.fromisoformat(b.finished_at))
 
     @contextmanager
-    def new_base(self, base_id: str) -> Iterator[Path]:
-        """A work directory, renamed to ``base/<id>`` if the block ends normally."""
-        make_private_dir(self._base_dir())
-        work = self._base_dir() / f".partial-{base_id}-{os.getpid()}"
+    def new_base(self, base_id: str, exclusive: bool = False) -> Iterator[Path]:
+        """A work directory, renamed to ``base/<id>`` if the block ends normally.
+
+        ``exclusive``: IdTaken (nothing left behind) when another run holds the id. Each
+        run makes its directory before looking for a rival's, so of two runs started in
+        the same millisecond at least one sees the other (both may, and both draw again):
+        two never finish onto one name."""
+        d = self._base_dir()
+        make_private_dir(d)
+        work = d / f".partial-{base_id}-{os.getpid()}"
         work.mkdir(mode=0o700)
+        if exclusive and (
+            (d / base_id).exists() or any(p != work for p in d.glob(f".partial-{base_id}-*"))
+        ):
+            work.rmdir()
+            raise IdTaken(base_id)
         try:
             yield work
             os.rename(work, self._base_dir() / base_id)
