@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from moviectl.infra import backend_exit
 from moviectl.infra.conninfo import APP_NAME, DbTarget
 from moviectl.infra.errors import MoviectlError
 from moviectl.infra.pgerrors import classify, translate
@@ -123,8 +125,9 @@ def connect(
 
     params = target.libpq_params(connect_timeout)
     params["application_name"] = application_name
+    backend_exit.settle()  # the slot of the connection closed before is free again
     try:
-        conn = psycopg.connect(autocommit=autocommit, prepare_threshold=None, **params)
+        conn = _connection_class().connect(autocommit=autocommit, prepare_threshold=None, **params)
     except psycopg.Error as exc:
         raise translate_error(exc, target, connect_timeout) from None
     if session is not None:
@@ -137,6 +140,21 @@ def connect(
             conn.close()
             raise
     return conn
+
+
+@cache
+def _connection_class() -> type[psycopg.Connection[Any]]:
+    """psycopg's connection, whose clean close leaves its socket to ``backend_exit``."""
+    import psycopg
+    from psycopg.pq import TransactionStatus
+
+    class Connection(psycopg.Connection[Any]):
+        def close(self) -> None:
+            if not self.closed and self.info.transaction_status == TransactionStatus.IDLE:
+                backend_exit.watch(self.fileno())  # not one in doubt: a stalled server's
+            super().close()
+
+    return Connection
 
 
 def require_session(settings: Settings, what: str, database: str | None = None) -> Settings:

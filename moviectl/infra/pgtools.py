@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from moviectl.infra import backend_exit
 from moviectl.infra.errors import ToolMissing
 from moviectl.infra.held_signals import held
 
@@ -266,6 +267,7 @@ def popen_child(
     proc = None
     if own_group:
         kwargs["process_group"] = 0
+    backend_exit.settle()  # a tool that logs in finds the slots moviectl closed free
     try:
         with held():
             hook = _die_with_parent(death_signal, os.getpid())
