@@ -59,3 +59,20 @@ def test_a_named_file_outside_the_new_cluster_is_never_read(tmp_path: Path) -> N
     ):
         reason = _reason(_consult(named), pgdata)
         assert "s3cr3t" not in reason and reason == "the probable cause of the failure.", named
+
+
+def test_a_server_that_died_under_pg_restore_is_named_by_its_own_log(tmp_path: Path) -> None:
+    """A full disk can PANIC the new server rather than fail pg_restore's query: pg_restore
+    says only "server closed the connection"; the servers' log beside it says why."""
+    pgdata = _new_cluster(tmp_path)
+    log = next(pgdata.rglob("pg_upgrade_dump_5.log"))
+    lost = "pg_restore: error: could not execute query: server closed the connection unexpectedly"
+    log.write_text(f"command: pg_restore ...\n{lost}\n")
+    panic = 'PANIC:  could not write to file "pg_wal/xlogtemp.7": No space left on device'
+    (log.parent / "pg_upgrade_server.log").write_text(
+        f"LOG:  checkpoint starting\n{panic}\nLOG:  server process was terminated\n"
+        "FATAL:  the database system is in recovery mode\n"
+    )
+    assert _reason(_consult(log), pgdata) == f"{lost} (the new server: {' '.join(panic.split())})"
+    (log.parent / "pg_upgrade_server.log").unlink()
+    assert _reason(_consult(log), pgdata) == lost

@@ -132,24 +132,42 @@ def _logged_error(lines: list[str], new_pgdata: Path) -> str | None:
     """The first error line in the tails of the logs pg_upgrade names on a failed step
     (read now: they lie in the new cluster, which the way back removes). Only a regular
     file under the new cluster is read: its output also carries database names, which
-    must not make moviectl read another file (or block on a FIFO) into an error message."""
+    must not make moviectl read another file (or block on a FIFO) into an error message.
+    Where the new server died under pg_restore (a PANIC on a full disk), its own log
+    beside says why."""
     within = new_pgdata.resolve()
     for line in lines:
         for match in _CONSULT.finditer(line):
             for name in filter(None, match.groups()):
                 path = (new_pgdata.parent / name).resolve()  # relative: from pg_upgrade's cwd
-                if not path.is_relative_to(within) or not path.is_file():
+                found = _errors_in(path, within, r"\b(?:error|fatal|panic):")
+                if not found:
                     continue
-                try:
-                    with open(path, "rb") as f:
-                        f.seek(max(0, os.fstat(f.fileno()).st_size - 8192))
-                        tail = f.read(8192).decode(errors="replace").splitlines()[-30:]
-                except OSError:
-                    continue
-                found = [ln for ln in tail if re.search(r"\b(?:error|fatal|panic):", ln, re.I)]
-                if found:
-                    return " ".join(found[0].split())[:500]
+                if _LOST.search(found[0]):
+                    died = _errors_in(path.parent / _SERVER_LOG, within, r"\bpanic:")
+                    died = died or _errors_in(path.parent / _SERVER_LOG, within, r"\bfatal:")
+                    if died:
+                        return f"{found[0]} (the new server: {died[0]})"[:500]
+                return found[0][:500]
     return None
+
+
+_LOST = re.compile(r"server closed the connection|terminating connection", re.I)
+_SERVER_LOG = "pg_upgrade_server.log"  # pg_upgrade's name for the servers' log
+
+
+def _errors_in(path: Path, within: Path, pattern: str) -> list[str]:
+    """Lines matching ``pattern`` in the tail of ``path``, a regular file under ``within``
+    (whitespace folded); none for anything else."""
+    if not path.resolve().is_relative_to(within) or not path.resolve().is_file():
+        return []
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 16384))
+            tail = f.read(16384).decode(errors="replace").splitlines()[-60:]
+    except OSError:
+        return []
+    return [" ".join(ln.split()) for ln in tail if re.search(pattern, ln, re.I)]
 
 
 @contextmanager
