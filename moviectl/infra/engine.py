@@ -83,6 +83,12 @@ def make_engine(
         connect_args=connect_args,
         **pool_kw,
     )
+
+    @event.listens_for(engine, "do_connect")
+    def _watched(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        backend_exit.settle()  # as connect(): its logins and closes are the same slots
+        return _connection_class().connect(*cargs, **cparams)
+
     if not declared:
 
         @event.listens_for(engine, "connect")

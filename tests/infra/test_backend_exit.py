@@ -14,8 +14,9 @@ import psycopg
 import pytest
 
 from moviectl.infra.conninfo import DbTarget, parse_db_url
-from moviectl.infra.engine import connect
+from moviectl.infra.engine import connect, make_engine
 from moviectl.infra.pgtools import child_env, popen_child, wheel_bin_dir
+from moviectl.infra.settings import load_settings
 
 # temporary tables: the server process drops them as it exits, after the client has gone
 _SLOW_EXIT = (
@@ -58,3 +59,21 @@ def test_a_tool_started_right_after_a_close_finds_the_slot_free(limited: DbTarge
         )
         out, err = psql.communicate(timeout=30)
         assert psql.returncode == 0 and out.strip() == "1", err
+
+
+def test_the_engine_logs_in_after_a_close_and_its_close_is_waited_for(limited: DbTarget) -> None:
+    """``migrate`` logs in by ``connect`` (require_session), then by the engine
+    (current_revision), then by ``connect`` again: each login must find the slot free."""
+    engine = make_engine(load_settings(), target=limited, pooled=False)
+    try:
+        for _ in range(10):
+            with connect(limited) as c:
+                c.execute(_SLOW_EXIT)
+            with engine.connect() as ec:
+                ec.exec_driver_sql(_SLOW_EXIT.replace("%", "%%"))  # no parameters
+                ec.commit()
+    finally:
+        engine.dispose()
+    with connect(limited):
+        pass
+
