@@ -10,6 +10,7 @@ closed connection leaves a duplicate of its socket here; before the next login,
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import socket
@@ -44,3 +45,8 @@ def settle(wait: float = WAIT) -> None:
                 sock.settimeout(left)
                 if not sock.recv(4096):  # the server's end is closed
                     break
+
+
+# at exit no login follows: close what is kept, waiting for none (unclosed, each socket
+# would be a ResourceWarning at shutdown)
+atexit.register(settle, 0.0)

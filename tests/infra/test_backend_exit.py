@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -77,3 +78,17 @@ def test_the_engine_logs_in_after_a_close_and_its_close_is_waited_for(limited: D
     with connect(limited):
         pass
 
+
+def test_a_process_exits_without_warning_of_the_sockets_it_kept(movie_db_url: str) -> None:
+    code = (
+        "import sys; from moviectl.infra.conninfo import parse_db_url;"
+        "from moviectl.infra.engine import connect;"
+        "connect(parse_db_url(sys.argv[1])).close()"
+    )
+    r = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", code, str(movie_db_url)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0 and "ResourceWarning" not in r.stderr, r.stderr
