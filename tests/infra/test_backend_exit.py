@@ -5,6 +5,7 @@ restore as such a role)."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 import sys
@@ -81,12 +82,13 @@ def test_the_engine_logs_in_after_a_close_and_its_close_is_waited_for(limited: D
 
 def test_a_process_exits_without_warning_of_the_sockets_it_kept(movie_db_url: str) -> None:
     code = (
-        "import sys; from moviectl.infra.conninfo import parse_db_url;"
+        "import os; from moviectl.infra.conninfo import parse_db_url;"
         "from moviectl.infra.engine import connect;"
-        "connect(parse_db_url(sys.argv[1])).close()"
+        "connect(parse_db_url(os.environ['URL'])).close()"
     )
-    r = subprocess.run(
-        [sys.executable, "-X", "dev", "-c", code, str(movie_db_url)],
+    r = subprocess.run(  # the URL, password and all, in the environment: never in argv
+        [sys.executable, "-X", "dev", "-c", code],
+        env={**os.environ, "URL": str(movie_db_url)},
         capture_output=True,
         text=True,
         timeout=60,
