@@ -150,6 +150,8 @@ def test_a_half_sent_request_is_closed_not_held(service):
                         break
                 except TimeoutError:
                     continue
+                except ConnectionResetError:  # closed with our bytes unread: a reset
+                    break
             s.settimeout(30)
             with contextlib.suppress(ConnectionResetError):
                 assert s.recv(100) == b""  # the server closes
