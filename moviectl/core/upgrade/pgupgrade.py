@@ -144,8 +144,8 @@ def _logged_error(lines: list[str], new_pgdata: Path) -> str | None:
                 if not found:
                     continue
                 if _LOST.search(found[0]):
-                    died = _errors_in(path.parent / _SERVER_LOG, within, r"\bpanic:")
-                    died = died or _errors_in(path.parent / _SERVER_LOG, within, r"\bfatal:")
+                    died = _errors_in(path.parent / _SERVER_LOG, within, r"\b(?:panic|fatal):")
+                    died.sort(key=lambda ln: not re.search(r"\bpanic:", ln, re.I))  # PANIC first
                     if died:
                         return f"{found[0]} (the new server: {died[0]})"[:500]
                 return found[0][:500]
@@ -159,7 +159,8 @@ _SERVER_LOG = "pg_upgrade_server.log"  # pg_upgrade's name for the servers' log
 def _errors_in(path: Path, within: Path, pattern: str) -> list[str]:
     """Lines matching ``pattern`` in the tail of ``path``, a regular file under ``within``
     (whitespace folded); none for anything else."""
-    if not path.resolve().is_relative_to(within) or not path.resolve().is_file():
+    path = path.resolve()
+    if not path.is_relative_to(within) or not path.is_file():
         return []
     try:
         with open(path, "rb") as f:
