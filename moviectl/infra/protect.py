@@ -126,7 +126,10 @@ def guard(
 def _read_marks(settings: Settings, conn: Any, t: DbTarget, server_wide: bool) -> dict[str, str]:
     """The marks, read on ``conn``; a session the server ended meanwhile (another `db reset`
     dropping this database WITH (FORCE), the race of two resets at once) asks the server's
-    maintenance database instead: the marks are server-wide catalogs, the same there."""
+    maintenance database instead: the marks are server-wide catalogs, the same there.
+
+    Server-wide, a server that stops answering meanwhile (a second `db down --volumes`
+    stopping it) passes, as one that never answered does: its files are what goes next."""
     import psycopg
 
     from moviectl.infra.engine import connect
@@ -135,10 +138,17 @@ def _read_marks(settings: Settings, conn: Any, t: DbTarget, server_wide: bool) -
         try:
             return marks(conn, None if server_wide else t.database)
         except psycopg.OperationalError:
-            if t.database == "postgres":
+            if t.database == "postgres" and not server_wide:
                 raise
-    with connect(t.with_database("postgres"), connect_timeout=settings.connect_timeout) as again:
-        return marks(again, None if server_wide else t.database)
+    try:
+        with connect(
+            t.with_database("postgres"), connect_timeout=settings.connect_timeout
+        ) as again:
+            return marks(again, None if server_wide else t.database)
+    except (MoviectlError, psycopg.OperationalError):
+        if server_wide:
+            return {}
+        raise
 
 
 UNKNOWN = "?"  # environment_of: the mark could not be read

@@ -168,3 +168,42 @@ def test_db_down_volumes_waits_for_the_data_dirs_lock_and_deletes_nothing_meanwh
                 proc.communicate()
     assert proc.returncode == 0, err
     assert not (_data(emb) / "pgdata").exists() and not _trash(emb)
+
+
+def test_the_server_wide_guard_passes_a_server_that_stops_while_it_reads(emb, monkeypatch):
+    """The race of two `db down --volumes`: the guard's session is ended by the other's
+    stop, and asking again finds "the database system is shutting down" (57P03). The
+    server-wide guard passes it, as it passes a server that never answered."""
+    import psycopg
+
+    from moviectl.infra.errors import Unreachable
+    from moviectl.infra.protect import _read_marks
+    from moviectl.infra.settings import load_settings
+
+    assert emb("db", "up").exit_code == 0
+    for k, v in emb.env.items():
+        monkeypatch.setenv(k, v)
+    settings = load_settings(use_dotenv=False)
+    t = settings.session_target()
+    url = t.with_database("postgres").url(masked=False)
+    holder = psycopg.connect(url, autocommit=True)  # keeps a smart shutdown going
+    guard_conn = psycopg.connect(url, autocommit=True)
+    try:
+        pid = int((_data(emb) / "pgdata" / "postmaster.pid").read_text().split()[0])
+        holder.execute("SELECT pg_terminate_backend(%s)", (guard_conn.info.backend_pid,))
+        psutil.Process(pid).send_signal(signal.SIGTERM)  # smart: new logins get 57P03
+
+        def refused() -> bool:
+            try:
+                psycopg.connect(url, connect_timeout=5).close()
+            except psycopg.OperationalError as e:
+                return "shutting down" in str(e)
+            return False
+
+        wait_for(refused, timeout=30)
+        assert _read_marks(settings, guard_conn, t, True) == {}
+        with pytest.raises(Unreachable):  # one database's guard still fails: it must read
+            _read_marks(settings, guard_conn, t, False)
+    finally:
+        guard_conn.close()
+        holder.close()
