@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import BIN, MOVIECTL, PG, bytecode, libpq_env, load1, row, run
+from moviectl.core.backups.remote import MANIFEST
 from moviectl.infra.settings import Settings
 
 # the floor's uploader: stdin (or a file) into one multipart upload, as moviectl's S3
@@ -125,7 +126,7 @@ def _measure(
     dumped = [
         json.loads(server.read(k))["dump_seconds"]
         for k in server.keys("ours/")
-        if k.endswith(".manifest.json")
+        if k.endswith(MANIFEST)
     ]
     outside = statistics.median(w - d for w, d in zip(times["ours"], dumped, strict=True))
     row("  backup --to s3: seconds outside pg_dump's run vs the gap to the floor", outside,
